@@ -1,0 +1,1 @@
+"""Load generation and the field's standard metrics (vLLM `bench serve` definitions)."""

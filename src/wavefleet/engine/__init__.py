@@ -1,0 +1,1 @@
+"""Engines Wavefleet starts itself: the embedded llama.cpp engine behind `wave up`."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: API, backends, live state, routing, metrics."""

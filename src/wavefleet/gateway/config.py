@@ -1,0 +1,160 @@
+"""The gateway's configuration file (`wave.yaml`), read by `wave serve --config` and written by
+`wave render` and `wave sim --inventory`.
+
+    host: 127.0.0.1
+    port: 8080
+    policy: least-loaded
+    api_keys: [{env: WAVE_API_KEY}]
+    backends:
+      - {name: desktop-vllm, url: "http://desktop:8000", kind: vllm, models: [llama-3.1-8b]}
+      - {name: desktop-llamacpp, url: "http://desktop:8081", kind: llamacpp}
+    groups:
+      chat: [llama-3.1-8b, llama-3.2-3b]      # a request for `chat` may go to either, in this order
+    size_classes:                            # the seed's token-count classes (policy size-classes)
+      - {max_prompt_tokens: 512, backends: [desktop-llamacpp]}
+      - {backends: [desktop-vllm]}
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from wavefleet.errors import ConfigError, ConfigProblem
+from wavefleet.files import load_model
+
+__all__ = [
+    "ApiKeySource",
+    "BackendConfig",
+    "BackendKind",
+    "BackendProfile",
+    "GatewayConfig",
+    "PolicyName",
+    "SizeClass",
+    "Timeouts",
+    "load_gateway_config",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendKind(StrEnum):
+    """The engine behind a backend: decides its API adapter and its metrics dialect."""
+
+    VLLM = "vllm"
+    LLAMACPP = "llamacpp"
+    SGLANG = "sglang"
+    TGI = "tgi"
+    NIM = "nim"
+    TRITON = "triton"  # Triton's generate / generate_stream extension
+    OPENAI = "openai"  # any other OpenAI-compatible server: no load metrics, gateway counters only
+
+
+class PolicyName(StrEnum):
+    ROUND_ROBIN = "round-robin"
+    LEAST_LOADED = "least-loaded"
+    SIZE_CLASSES = "size-classes"
+    GPU_ONLY = "gpu-only"
+    WAVE = "wave"
+
+
+class BackendProfile(Strict):
+    """What a backend is expected to do, seeded from the sizing engine (an estimate) or measured.
+
+    The wave policy starts from these numbers and then learns from finished requests.
+    """
+
+    prefill_tokens_per_s: float = Field(gt=0)
+    decode_tokens_per_s: float = Field(gt=0, description="single-stream decode speed")
+    max_num_seqs: int = Field(default=1, ge=1, description="sequences it runs at once (slots)")
+    batch_slowdown: float = Field(
+        default=0.0, ge=0, description="fractional rise of inter-token latency per extra running sequence"
+    )
+    basis: str = Field(default="", description="what the numbers rest on")
+
+
+class BackendConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: HttpUrl
+    kind: BackendKind = BackendKind.OPENAI
+    models: list[str] = Field(default_factory=list, description="served models; empty = read its /v1/models")
+    host: str | None = None
+    device: str | None = None
+    api_key_env: str | None = Field(default=None, description="env var holding the engine's own key")
+    triton_model: str | None = Field(default=None, description="Triton model name, if not the served name")
+    profile: BackendProfile | None = None
+    gpu: bool | None = Field(default=None, description="runs on a GPU (for policy gpu-only); None = guess")
+
+
+class SizeClass(Strict):
+    max_prompt_tokens: int | None = Field(default=None, ge=1, description="None = everything larger")
+    backends: list[str] = Field(min_length=1)
+
+
+class Timeouts(Strict):
+    connect_s: float = Field(default=5.0, gt=0)
+    first_byte_s: float = Field(default=120.0, gt=0)
+    idle_s: float = Field(default=60.0, gt=0, description="longest gap between stream events")
+    total_s: float = Field(default=600.0, gt=0)
+
+
+class ApiKeySource(Strict):
+    """A static key, given inline (`key`) or read from an environment variable (`env`)."""
+
+    key: str | None = Field(default=None, min_length=8)
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ApiKeySource:
+        if (self.key is None) == (self.env is None):
+            raise ValueError("give exactly one of `key` or `env`")
+        return self
+
+    def resolve(self) -> str | None:
+        return self.key if self.key is not None else os.environ.get(self.env or "")
+
+
+class GatewayConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    policy: PolicyName = PolicyName.LEAST_LOADED
+    api_keys: list[ApiKeySource] = Field(default_factory=list)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=dict, description="alias -> served model name")
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="group -> models, preferred first")
+    size_classes: list[SizeClass] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=2, ge=0, description="other backends tried before the first byte")
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_names(cls, backends: list[BackendConfig]) -> list[BackendConfig]:
+        names = [b.name for b in backends]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"backend names must be unique; repeated: {', '.join(duplicates)}")
+        return backends
+
+    @model_validator(mode="after")
+    def _classes_name_backends(self) -> GatewayConfig:
+        names = {b.name for b in self.backends}
+        for size_class in self.size_classes:
+            unknown = [b for b in size_class.backends if b not in names]
+            if unknown:
+                raise ValueError(f"size class names unknown backends {unknown}; known: {sorted(names)}")
+        return self
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    """Load and validate a gateway config; errors name the file and line."""
+    config = load_model(GatewayConfig, path)
+    if not config.backends:
+        raise ConfigError([ConfigProblem(path, None, "backends", "no backends", "list at least one backend")])
+    return config

@@ -1,0 +1,75 @@
+"""The contract between the monitor (which polls engines) and the router (which reads their state).
+
+The router never polls: it reads the latest `LoadSnapshot` of each backend, which the monitor
+replaces whole after every poll, so a decision costs a dict lookup and no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+__all__ = ["BackendMonitor", "LoadSnapshot", "StaticMonitor"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """One backend's state as last seen. `None` means the engine does not report that number."""
+
+    backend: str
+    healthy: bool = True
+    running: int | None = None  # sequences the engine is running (its own metric)
+    waiting: int | None = None  # requests queued inside the engine
+    kv_usage: float | None = None  # KV cache in use, 0..1
+    slots_total: int | None = None  # llama.cpp total_slots, or vLLM max_num_seqs when known
+    models: tuple[str, ...] = ()  # what its /v1/models lists
+    updated_at: float = field(default_factory=time.monotonic)
+    error: str = ""  # why it is unhealthy, for /health and logs
+
+
+class BackendMonitor(Protocol):
+    """What the router needs from whatever keeps backend state."""
+
+    def snapshot(self, backend: str) -> LoadSnapshot:
+        """The latest state of `backend` (a healthy empty snapshot if never polled)."""
+        ...
+
+    def available(self, backend: str) -> bool:
+        """Healthy and not held open by its circuit breaker: may receive a request now."""
+        ...
+
+    def record_outcome(self, backend: str, ok: bool) -> None:
+        """Tell the circuit breaker how a request to `backend` went."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class StaticMonitor:
+    """A monitor that polls nothing: state is set by hand. For tests and for `--no-poll` runs."""
+
+    def __init__(self, snapshots: dict[str, LoadSnapshot] | None = None) -> None:
+        self._snapshots: dict[str, LoadSnapshot] = dict(snapshots or {})
+        self.outcomes: list[tuple[str, bool]] = []
+
+    def set(self, backend: str, **changes: object) -> None:
+        current = self._snapshots.get(backend, LoadSnapshot(backend))
+        self._snapshots[backend] = replace(current, **changes)  # type: ignore[arg-type]
+
+    def snapshot(self, backend: str) -> LoadSnapshot:
+        return self._snapshots.get(backend) or LoadSnapshot(backend)
+
+    def available(self, backend: str) -> bool:
+        return self.snapshot(backend).healthy
+
+    def record_outcome(self, backend: str, ok: bool) -> None:
+        self.outcomes.append((backend, ok))
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

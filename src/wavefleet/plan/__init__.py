@@ -1,0 +1,1 @@
+"""Planning: inventory, sizing, MoSCoW priorities, placements, findings, roadmap, reports."""

@@ -1,0 +1,1 @@
+"""Rendering the plan into deployable, validated artifacts per host."""

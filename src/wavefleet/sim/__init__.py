@@ -1,0 +1,1 @@
+"""Simulated engines: OpenAI API, engine metrics dialects, a latency model, fault injection."""
