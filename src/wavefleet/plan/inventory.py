@@ -81,6 +81,7 @@ class Container(Strict):
     name: str
     kind: str = Field(default="lxc", pattern=r"^(lxc|vm|docker)$")
     runs: list[str] = Field(default_factory=list, description="what runs inside: nginx, vault, llama.cpp …")
+    planned: bool = Field(default=False, description="proposed, not running yet")
     cores: int | None = Field(default=None, gt=0)
     memory_gib: float | None = Field(default=None, gt=0)
     gpu_passthrough: list[str] = Field(default_factory=list, description="device ids passed in")
@@ -178,6 +179,9 @@ class Inventory(Strict):
     links: list[Link] = Field(default_factory=list)
     memberships: list[Membership] = Field(default_factory=list)
     goals: list[Goal] = Field(default_factory=list)
+    models: list[str] = Field(
+        default_factory=list, description="catalog model ids the planner may place; empty = any"
+    )
     deployments: list[Deployment] = Field(default_factory=list)
     facts: list[SeedFact] = Field(default_factory=list)
 
@@ -294,6 +298,8 @@ def inventory_problems(
         if goal.tag not in vocabulary:
             check.unknown(("goals", i, "tag"), goal.tag, vocabulary, "goal tag")
     check.unique("goals", [goal.tag for goal in inventory.goals], "goal")
+    for i, model_id in enumerate(inventory.models):
+        check.known(("models", i), model_id, catalog.models, "model")
     check.unique("deployments", [d.id for d in inventory.deployments], "deployment")
     for i, deployment in enumerate(inventory.deployments):
         _check_deployment(check, ("deployments", i), deployment, hosts, catalog)
