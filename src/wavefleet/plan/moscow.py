@@ -23,6 +23,7 @@ The rules, in the order they apply (docs/plan.md explains them with the numbers)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,12 +114,36 @@ class MoscowSummary(BaseModel):
 
 def device_fit(service: Service, device: FleetDevice) -> tuple[Fit, str]:
     """Whether `service` runs on `device` in its host, and the fact that decides it."""
+    fit, reason = _rule_fit(service, device)
+    listed = service.supported_devices.get(device.hardware.id, "").strip()
+    word = listed.split()[0].strip(":,;.()").lower() if listed else ""
+    if word not in {f.value for f in Fit}:
+        return fit, reason
+    source = next(
+        (s.ref for s in service.sources if "supported_devices" in s.fields),
+        service.sources[0].ref if service.sources else "",
+    )
+    catalog_says = f"catalog: {listed}" + (f" (source: {source})" if source else "")
+    if Fit(word) is fit:
+        return fit, f"{reason}; {catalog_says}"
+    why = _note_about(service.notes, device)
+    return Fit(word), f"{catalog_says}{': ' + why if why else ''}; by the rules alone: {fit.value} ({reason})"
+
+
+def _note_about(notes: str, device: FleetDevice) -> str:
+    """The sentence of the catalog's notes about this device (else its first): the fact behind a fit."""
+    sentences = [part.strip().rstrip(".") for part in re.split(r"(?<=\.)\s+", notes) if part.strip()]
+    if not sentences:
+        return ""
+    family = {"soc": "jetson", "gpu": "geforce"}.get(device.hardware.kind.value, device.hardware.id)
+    names = {device.hardware.id, device.hardware.name.lower(), family}
+    about = [s for s in sentences if any(n in s.lower() for n in names)]
+    return (about or sentences)[0]
+
+
+def _rule_fit(service: Service, device: FleetDevice) -> tuple[Fit, str]:
+    """Fit from platform, GPU need, compute capability and memory alone."""
     hw = device.hardware
-    listed = service.supported_devices.get(hw.id)
-    if listed is not None:
-        word = listed.strip().split()[0].strip(":,;.()").lower() if listed.strip() else ""
-        if word in {fit.value for fit in Fit}:
-            return Fit(word), f"the catalog lists {hw.id} as {listed.strip()}"
     platform_fit, platform_reason = _platform_fit(service, device)
     if platform_fit is Fit.NO:
         return platform_fit, platform_reason
@@ -413,19 +438,21 @@ def _promote(drafts: dict[str, _Draft], forced: set[str]) -> tuple[dict[str, Tie
         if sid in forced and tier is Tier.MUST:
             tier = Tier.SHOULD
         tiers[sid] = tier
-    promoted: dict[str, list[str]] = {}
+    own = dict(tiers)
+    by: dict[str, str] = {}
     changed = True
     while changed:
         changed = False
         for sid in sorted(drafts):
             for dep_id in drafts[sid].service.depends_on:
                 if dep_id in tiers and tiers[dep_id].rank < tiers[sid].rank:
-                    before = tiers[dep_id]
                     tiers[dep_id] = tiers[sid]
-                    promoted.setdefault(dep_id, []).append(
-                        f"promoted {before.label} -> {tiers[sid].label}: {sid} ({tiers[sid].label}) depends on it"
-                    )
+                    by[dep_id] = sid
                     changed = True
+    promoted = {
+        dep: [f"promoted {own[dep].label} -> {tiers[dep].label}: {sid} ({tiers[sid].label}) depends on it"]
+        for dep, sid in by.items()
+    }
     return tiers, promoted
 
 
