@@ -170,3 +170,16 @@ def test_cli_exits_2_with_file_and_line(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "inventory.yaml:6" in result.stderr.replace("\n", "")
     assert result.stdout == ""
+
+
+def test_power_is_device_tdps_times_a_day_at_the_inventory_price(plan: Plan) -> None:
+    catalog = Catalog.load()
+    inventory = load_inventory(default_inventory_path(), catalog)
+    for power in plan.power:
+        host = inventory.host(power.host)
+        refs = ([host.cpu] if host.cpu else []) + list(host.gpus)
+        watts = sum(ref.tdp_w or catalog.hardware[ref.device].tdp_w for ref in refs)
+        assert power.devices_tdp_w == pytest.approx(watts)
+        assert power.cost_per_day_at_tdp == pytest.approx(
+            watts * 24 / 1000 * inventory.power_price_per_kwh, abs=0.01
+        )

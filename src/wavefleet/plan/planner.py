@@ -16,7 +16,7 @@ from wavefleet.plan.moscow import MoscowSummary, ServicePlan, prioritize
 from wavefleet.plan.placement import Placement, place_models
 from wavefleet.plan.roadmap import Phase, build_roadmap
 
-__all__ = ["DeviceSummary", "MemoryBar", "Plan", "build_plan"]
+__all__ = ["DeviceSummary", "HostPower", "MemoryBar", "Plan", "build_plan"]
 
 NOTES = [
     "Memory and speed figures are estimates from first principles on catalog facts (wave size explains "
@@ -55,6 +55,18 @@ class MemoryBar(BaseModel):
     fits: bool
 
 
+class HostPower(BaseModel):
+    """What a host's devices may draw at full load, and what a day of that costs (an upper estimate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    devices_tdp_w: float = Field(description="sum of the devices' TDPs (inventory overrides applied)")
+    kwh_per_day_at_tdp: float
+    cost_per_day_at_tdp: float
+    currency: str
+
+
 class Plan(BaseModel):
     """Everything `wave plan` reports; its JSON form is a contract scripts read (docs/plan.md)."""
 
@@ -69,6 +81,7 @@ class Plan(BaseModel):
     roadmap: list[Phase]
     memberships: list[MembershipReport]
     memory: list[MemoryBar]
+    power: list[HostPower]
     notes: list[str]
 
 
@@ -87,8 +100,27 @@ def build_plan(inventory: Inventory, catalog: Catalog) -> Plan:
         roadmap=build_roadmap(services, placements, findings),
         memberships=membership_reports(list(inventory.memberships), catalog, services),
         memory=_memory_bars(devices, placements, sizings),
+        power=_power(inventory, devices),
         notes=list(NOTES),
     )
+
+
+def _power(inventory: Inventory, devices: list[FleetDevice]) -> list[HostPower]:
+    """Device TDPs only: the rest of each machine (board, disks, fans, PSU losses) comes on top."""
+    out = []
+    for host in inventory.hosts:
+        watts = sum(d.hardware.tdp_w for d in devices if d.host.id == host.id)
+        kwh = watts * 24 / 1000
+        out.append(
+            HostPower(
+                host=host.id,
+                devices_tdp_w=round(watts, 1),
+                kwh_per_day_at_tdp=round(kwh, 2),
+                cost_per_day_at_tdp=round(kwh * inventory.power_price_per_kwh, 2),
+                currency=inventory.currency,
+            )
+        )
+    return out
 
 
 def _summary(device: FleetDevice) -> DeviceSummary:

@@ -158,13 +158,20 @@ def _service_step(service: ServicePlan) -> Step:
 def _placement_step(placement: Placement) -> Step:
     criteria, load, basis = placement_criteria(placement)
     where = f"{placement.host}/{placement.container}" if placement.container else placement.host
-    slots = "--max-num-seqs" if placement.engine == "vllm" else "--parallel"
     kv = f", KV {placement.kv_dtype}" if placement.kv_dtype else ""
+    if placement.engine == "llama.cpp":
+        # llama-server divides --ctx-size among its --parallel slots.
+        flags = (
+            f"--ctx-size {placement.context * placement.sequences} --parallel {placement.sequences} "
+            f"({placement.context} tokens per slot)"
+        )
+    else:
+        flags = f"--max-model-len {placement.context} --max-num-seqs {placement.sequences}"
     return Step(
         action=(
             f"Serve {placement.model} ({placement.quant}{kv}) with {placement.engine} on {placement.device} "
-            f"({where}): context {placement.context}, {slots} {placement.sequences}; load-test it at "
-            f"{load['concurrency']} concurrent requests of {load['prompt_tokens']} prompt tokens"
+            f"({where}): {flags}; load-test it at {load['concurrency']} concurrent requests of "
+            f"{load['prompt_tokens']} prompt tokens"
         ),
         service=placement.engine,
         where=[placement.device],

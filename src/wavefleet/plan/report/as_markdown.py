@@ -95,7 +95,20 @@ def render_markdown(plan: Plan) -> str:
             out += ["", "Next steps:"]
             out += [f"{n}. {step}" for n, step in enumerate(report.next_steps, 1)]
         out.append("")
-    out += ["## Notes", ""]
+    out += ["## Power (device TDPs at full load, 24 h; an upper estimate for the devices alone)", ""]
+    out += [_row(["host", "TDP W", "kWh/day", "cost/day"]), _row(["---"] * 4)]
+    out += [
+        _row(
+            [
+                p.host,
+                f"{p.devices_tdp_w:g}",
+                f"{p.kwh_per_day_at_tdp:g}",
+                f"{p.cost_per_day_at_tdp:.2f} {p.currency}",
+            ]
+        )
+        for p in plan.power
+    ]
+    out += ["", "## Notes", ""]
     out += [f"- {note}" for note in plan.notes]
     return "\n".join(out) + "\n"
 
