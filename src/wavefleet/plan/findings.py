@@ -39,6 +39,7 @@ VLLM_LIKE = {"vllm", "sglang", "tensorrt-llm"}
 # llama-server's --ctx-size when none is given (common.h n_ctx; assumption: newer builds may load
 # the model's full context instead).
 LLAMA_CPP_DEFAULT_CTX = 4096
+CLAIM_OUTPUT_TOKENS = 256  # answer length assumed when a claim gives only its prompt length
 Numbers = dict[str, float | int | str]
 
 
@@ -432,17 +433,23 @@ def _claim_findings(
             )
     if claims.aggregate_tokens_per_s is not None:
         low, high = claims.aggregate_tokens_per_s
-        running = max(1, min(concurrency, r.max_concurrent_sequences or 1))
-        hard = running * bound
-        batched = _batched(catalog, d, device, concurrency, ram) if d.n_gpu_layers is None else None
+        load = _at_load(catalog, d, device, concurrency, ram) if d.n_gpu_layers is None else None
+        at = load if load is not None else r
+        # A layer split keeps its KV in host RAM, so every slot runs; else what the KV budget holds.
+        split = d.n_gpu_layers is not None and load is None
+        running = concurrency if split else max(1, min(concurrency, at.max_concurrent_sequences or 1))
+        per_sequence = bound if load is None else load.decode_tokens_per_s_upper_bound
+        hard = running * per_sequence
+        batched = load.batched_decode_tokens_per_s if load is not None else None
         if high > hard:
             out.append(
                 _f(
                     Severity.ERROR,
                     "claim-above-bound",
                     d.id,
-                    f"{source} {_span(low, high)} tokens/s in aggregate; at most {running} sequences run at "
-                    f"once and each is bounded by {bound:.1f} tokens/s, so {hard:.0f} tokens/s is the ceiling",
+                    f"{source} {_span(low, high)} tokens/s in aggregate; at most {running} sequences of "
+                    f"{at.context} tokens run at once and each is bounded by {per_sequence:.1f} tokens/s, so "
+                    f"{hard:.0f} tokens/s is the ceiling",
                     claimed_high=high,
                     bound_tokens_per_s=round(hard, 1),
                     sequences=running,
@@ -514,14 +521,20 @@ def _ttft_findings(d: Deployment, source: str, r: SizingResult) -> list[Finding]
     return out
 
 
-def _batched(
+def _at_load(
     catalog: Catalog, d: Deployment, device: FleetDevice, concurrency: int, ram: float | None
-) -> float | None:
-    at = d.model_copy(update={"max_num_seqs": concurrency, "parallel": None})
+) -> SizingResult | None:
+    """Sizing at the claim's load: its concurrency, and (vLLM-like engines, which give KV to the
+    tokens in use) sequences as long as the claim's prompt plus a short answer, else max_model_len.
+    llama.cpp's slots keep --ctx-size / --parallel whatever the prompt."""
     if SIZING_ENGINE.get(d.service, d.service) == "llama.cpp":
         at = d.model_copy(update={"parallel": concurrency})
+    else:
+        prompt = d.claims.prompt_tokens if d.claims else None
+        context = prompt + CLAIM_OUTPUT_TOKENS if prompt else d.max_model_len
+        at = d.model_copy(update={"max_num_seqs": concurrency, "max_model_len": context})
     sized = size_deployment(catalog, at, device, ram)
-    return sized[0].batched_decode_tokens_per_s if sized else None
+    return sized[0] if sized else None
 
 
 def _reserved_gib(d: Deployment, engine: str, device: FleetDevice, r: SizingResult, split: bool) -> float:
