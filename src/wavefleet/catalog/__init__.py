@@ -2,6 +2,7 @@
 
 from wavefleet.catalog.loader import KIND_FILES, Catalog, default_data_dir
 from wavefleet.catalog.models import (
+    GOALS,
     Access,
     CatalogEntry,
     DeviceKind,
@@ -17,6 +18,7 @@ from wavefleet.catalog.models import (
 )
 
 __all__ = [
+    "GOALS",
     "KIND_FILES",
     "Access",
     "Catalog",

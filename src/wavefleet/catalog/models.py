@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "GOALS",
     "Access",
     "CatalogEntry",
     "DeviceKind",
@@ -26,6 +27,27 @@ __all__ = [
     "Source",
     "Unlock",
 ]
+
+
+# The fixed vocabulary of `Service.serves_goals` (docs/catalog.md explains each tag).
+GOALS: tuple[str, ...] = (
+    "llm-serving",
+    "coding-assistant",
+    "rag",
+    "observability",
+    "security",
+    "gpu-runtime",
+    "optimization",
+    "fine-tuning",
+    "vision",
+    "speech",
+    "data-science",
+    "simulation",
+    "telecom",
+    "edge",
+    "orchestration",
+    "profiling",
+)
 
 
 class Strict(BaseModel):
