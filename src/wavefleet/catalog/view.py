@@ -50,7 +50,7 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     "memberships": [
         ("id", "id"),
-        ("program", "program"),
+        ("name", "name"),
         ("unlocks", "unlocks"),
         ("steps", "next_steps"),
     ],
