@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from wavefleet.catalog import Catalog, DeviceKind, Hardware, Membership, Platform
+from wavefleet.catalog import GOALS, Catalog, DeviceKind, Hardware, Membership, Platform
 from wavefleet.errors import ConfigError, ConfigProblem, nearest
 from wavefleet.files import load_model, read_yaml
 
@@ -221,8 +221,8 @@ def default_inventory_path() -> Path:
 
 
 def goal_vocabulary(catalog: Catalog) -> set[str]:
-    """Every goal tag some catalog service serves."""
-    return {goal for service in catalog.services.values() for goal in service.serves_goals}
+    """The catalog's goal tags (`wavefleet.catalog.GOALS`) and any a service in it declares."""
+    return set(GOALS) | {goal for service in catalog.services.values() for goal in service.serves_goals}
 
 
 def fleet_devices(inventory: Inventory, catalog: Catalog) -> list[FleetDevice]:
