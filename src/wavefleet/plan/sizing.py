@@ -40,24 +40,29 @@ __all__ = [
 GIB = 2**30
 
 # Engines' default cap on concurrent sequences when the caller sets none.
-# vLLM: --max-num-seqs defaults to 256 on GPUs under ~70 GiB (vllm/engine/arg_utils.py).
-# llama.cpp: llama-server's --parallel; 4 slots when left on auto in recent builds (assumption).
+# vLLM: --max-num-seqs 256 for the OpenAI server on GPUs under 70 GiB (1024 above), from
+# EngineArgs.get_batch_defaults in vllm/engine/arg_utils.py.
+# llama.cpp: llama-server's --parallel defaults to auto = 4 slots sharing one unified KV pool
+# (ggml-org/llama.cpp#16736, #17997). SGLang and TensorRT-LLM: taken as vLLM's (assumption).
 DEFAULT_MAX_NUM_SEQS: dict[str, int] = {"vllm": 256, "sglang": 256, "tensorrt-llm": 256, "llama.cpp": 4}
 
 # vLLM-like engines (vLLM, SGLang, TensorRT-LLM) reserve memory the same three ways:
 # CUDA context and libraries outside PyTorch ("non_torch_memory": 0.33 GiB and 0.39 GiB in the
 # startup logs of vllm-project/vllm#14452 and #11251), the peak activation of the profiling run
 # (scales with --max-num-batched-tokens), and CUDA graphs (vLLM logs "Estimated CUDA graph memory:
-# 0.36 GiB" for a mid-size model, gpustack/runner#251; "took 0.21 GiB" for Llama-3.2-1B,
-# vllm-project/vllm#11349).
+# 0.36 GiB", gpustack/runner#251; "took 0.21 GiB" for Llama-3.2-1B, vllm-project/vllm#11349;
+# counted inside the budget since vLLM 0.21).
 VLLM_NON_TORCH_GIB = 0.35
 VLLM_CUDA_GRAPHS_GIB = 0.40
-# --max-num-batched-tokens default of vLLM's OpenAI server on GPUs under ~70 GiB (assumption
-# from vllm/engine/arg_utils.py; 8192 on larger GPUs).
+# --max-num-batched-tokens of vLLM's OpenAI server on GPUs under 70 GiB (8192 above), same source.
 VLLM_MAX_NUM_BATCHED_TOKENS = 2048
 # llama.cpp: the CUDA context and cuBLAS handles of a process without PyTorch (assumption).
 LLAMA_CPP_CUDA_CONTEXT_GIB = 0.30
-LLAMA_CPP_UBATCH = 512  # llama.cpp's default --ubatch-size
+# llama.cpp's default --ubatch-size. Its compute buffer with flash attention (llama-server's
+# `-fa auto` turns it on) is about n_ubatch x fp32 logits over the vocabulary plus an f16
+# attention mask of n_ubatch x context: measured 98-103 MiB for SmolLM2-135M at 2048 and 8192
+# tokens against 98-104 MiB from this formula (docs/sizing.md).
+LLAMA_CPP_UBATCH = 512
 # Host RAM bandwidth assumed for the CPU part of a layer split when no host CPU is given:
 # dual-channel DDR4-3200 = 2 x 8 B x 3.2 GT/s = 51.2 GB/s.
 DEFAULT_HOST_BANDWIDTH_GBS = 51.2
