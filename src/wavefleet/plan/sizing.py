@@ -191,7 +191,9 @@ def size_model(inp: SizingInput) -> SizingResult:
     speed_basis: list[str] = []
     if not fits and device.kind is DeviceKind.GPU:
         gpu_layers = _gpu_layers(model, memory, context)
+        # The split is sized for one sequence of `context`, its KV beside the GPU layers.
         sequences = 1 if gpu_layers > 0 else 0
+        max_context = context if gpu_layers > 0 else 0
         warnings.append(
             f"does not fit whole: {gpu_layers} of {model.layers} layers fit on the GPU leaving room for "
             f"one {context}-token sequence; the rest run from host RAM"
