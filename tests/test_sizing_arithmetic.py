@@ -243,3 +243,13 @@ def test_engine_estimate_itl_rises_with_batch() -> None:
     # kv capacity in tokens = kv_budget / 131072 bytes per token
     result = size_model(inp)
     assert estimate.kv_capacity_tokens == int(result.kv_budget_gib * GIB // 131072)
+
+
+def test_mismatches_are_warned_not_hidden() -> None:
+    fp8_native = FP8.model_copy(update={"native_min_compute_capability": "8.9"})
+    # FP8 on a Turing GTX 1650 (CC 7.5) under llama.cpp: neither native nor an engine that loads it
+    result = size_model(SizingInput(model=LLAMA_8B, device=GTX_1650, quant=fp8_native, engine="llama.cpp"))
+    assert any("emulates or upcasts" in w for w in result.warnings)
+    assert any("listed for vllm, not llama.cpp" in w for w in result.warnings)
+    clean = size_model(SizingInput(model=LLAMA_8B, device=RTX_5070_TI, quant=fp8_native, context=4096))
+    assert clean.warnings == []

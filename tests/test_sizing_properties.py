@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from wavefleet.catalog.models import Hardware, ModelArch, Quantization
 from wavefleet.plan.sizing import SizingInput, SizingResult, size_model
 
-from .test_sizing_arithmetic import FP8, GEMMA3_4B, LLAMA_8B, Q4_K_M, Q8_0, RTX_5070_TI, SRC
+from .test_sizing_arithmetic import FP8, GEMMA3_4B, LLAMA_8B, Q4_K_M, Q8_0, RTX_5070_TI, RYZEN_9900X, SRC
 
 MODELS = st.sampled_from([LLAMA_8B, GEMMA3_4B])
 ENGINES = st.sampled_from(["vllm", "llama.cpp"])
@@ -111,3 +111,16 @@ def test_concurrency_is_what_the_kv_budget_holds(
         assert result.gpu_layers is None
     else:
         assert result.gpu_layers is not None and 0 <= result.gpu_layers < result.total_layers
+
+
+@SETTINGS
+@given(MODELS, MEMORY_GIB, MEMORY_GIB, CONTEXT)
+def test_more_host_ram_never_lowers_cpu_concurrency(
+    model: ModelArch, ram_a: float, ram_b: float, context: int
+) -> None:
+    small, large = sorted((ram_a, ram_b))
+    base = SizingInput(model=model, device=RYZEN_9900X, quant=Q4_K_M, engine="llama.cpp", context=context)
+    less = size_model(base.model_copy(update={"host_ram_gib": small}))
+    more = size_model(base.model_copy(update={"host_ram_gib": large}))
+    assert more.max_concurrent_sequences >= less.max_concurrent_sequences
+    assert more.gpu_layers is None and less.gpu_layers is None  # no layer split on a CPU

@@ -149,6 +149,7 @@ def size_model(inp: SizingInput) -> SizingResult:
     basis: list[str] = []
     warnings: list[str] = []
     model, device = inp.model, inp.device
+    warnings += _compatibility_warnings(inp)
     memory = _memory(inp, basis, warnings)
 
     requested = inp.context
@@ -293,6 +294,30 @@ def estimate_engine(inp: SizingInput) -> EngineEstimate:
             *(f"warning: {w}" for w in result.warnings),
         ],
     )
+
+
+def _compatibility_warnings(inp: SizingInput) -> list[str]:
+    quant, device = inp.quant, inp.device
+    found: list[str] = []
+    if quant.engines and inp.engine not in quant.engines:
+        found.append(f"{quant.id} is listed for {', '.join(quant.engines)}, not {inp.engine}")
+    if device.kind is DeviceKind.CPU and not quant.runs_on_cpu:
+        found.append(f"{quant.id} is not marked as running on CPUs")
+    needed = quant.native_min_compute_capability
+    if (
+        needed
+        and device.kind is not DeviceKind.CPU
+        and _version(device.compute_capability) < _version(needed)
+    ):
+        found.append(
+            f"{quant.id} runs natively from compute capability {needed}; {device.id} "
+            f"({device.compute_capability or 'no CC'}) emulates or upcasts it: slower than estimated"
+        )
+    return found
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")) if text else (0,)
 
 
 # --- memory -------------------------------------------------------------------------------------
