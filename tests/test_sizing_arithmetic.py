@@ -253,3 +253,21 @@ def test_mismatches_are_warned_not_hidden() -> None:
     assert any("listed for vllm, not llama.cpp" in w for w in result.warnings)
     clean = size_model(SizingInput(model=LLAMA_8B, device=RTX_5070_TI, quant=fp8_native, context=4096))
     assert clean.warnings == []
+
+
+def test_no_context_given_and_nothing_fits_sizes_a_usable_split() -> None:
+    # 8B at Q4_K_M on a 4 GB card with no context: the model's 131072 tokens would need 16 GiB of
+    # KV for one sequence; the split is sized at 4096 tokens instead, and says so.
+    result = size_model(SizingInput(model=LLAMA_8B, device=GTX_1650, quant=Q4_K_M, engine="llama.cpp"))
+    assert result.context == 4096
+    assert result.gpu_layers is not None and result.gpu_layers > 0
+    assert any("sized at 4096 tokens" in w for w in result.warnings)
+
+
+def test_long_context_that_does_not_fit_names_the_context_that_does() -> None:
+    # weights fit (4.57 GiB of 14.3) but one 131072-token fp16 sequence needs 16 GiB of KV
+    result = size_model(
+        SizingInput(model=LLAMA_8B, device=RTX_5070_TI, quant=Q4_K_M, engine="llama.cpp", context=131072)
+    )
+    assert not result.fits
+    assert any("a context of at most" in w for w in result.warnings)

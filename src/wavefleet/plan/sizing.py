@@ -63,6 +63,9 @@ LLAMA_CPP_CUDA_CONTEXT_GIB = 0.30
 # attention mask of n_ubatch x context: measured 98-103 MiB for SmolLM2-135M at 2048 and 8192
 # tokens against 98-104 MiB from this formula (docs/sizing.md).
 LLAMA_CPP_UBATCH = 512
+# Context sized when none is given and not even one sequence of the model's maximum fits
+# (llama.cpp's long-standing default -c).
+FALLBACK_CONTEXT = 4096
 # Host RAM bandwidth assumed for the CPU part of a layer split when no host CPU is given:
 # dual-channel DDR4-3200 = 2 x 8 B x 3.2 GT/s = 51.2 GB/s.
 DEFAULT_HOST_BANDWIDTH_GBS = 51.2
@@ -163,8 +166,13 @@ def size_model(inp: SizingInput) -> SizingResult:
     max_context = min(model.max_context, _tokens_fitting(model, memory.kv_per_layer_token, kv_budget))
     if requested is not None:
         context = requested
-    elif max_context >= model.max_context or max_context <= 0:
+    elif max_context >= model.max_context:
         context = model.max_context
+    elif max_context <= 0:
+        context = min(model.max_context, FALLBACK_CONTEXT)
+        warnings.append(
+            f"no sequence fits whole on the device; sized at {context} tokens (give a context to change it)"
+        )
     else:
         context = max_context
         warnings.append(
@@ -190,6 +198,15 @@ def size_model(inp: SizingInput) -> SizingResult:
 
     gpu_layers: int | None = None
     speed_basis: list[str] = []
+    if not fits and memory.weights + memory.overhead < memory.budget and max_context > 0:
+        warnings.append(
+            f"the weights fit but one {context}-token sequence does not: a context of at most {max_context} fits whole"
+        )
+    if not fits and device.kind is not DeviceKind.GPU:
+        warnings.append(
+            f"does not fit: weights {memory.weights / GIB:.2f} GiB + overhead {memory.overhead / GIB:.2f} GiB + "
+            f"KV {kv_sequence / GIB:.2f} GiB for one sequence exceed the {memory.budget / GIB:.2f} GiB budget"
+        )
     if not fits and device.kind is DeviceKind.GPU:
         gpu_layers = _gpu_layers(model, memory, context)
         # The split is sized for one sequence of `context`, its KV beside the GPU layers.
