@@ -29,11 +29,13 @@ from wavefleet.plan.speed import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_NUM_SEQS",
     "GIB",
     "EngineEstimate",
     "SizingInput",
     "SizingResult",
     "estimate_engine",
+    "kv_bytes_for_tokens",
     "size_model",
 ]
 
