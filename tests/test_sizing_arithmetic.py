@@ -271,3 +271,16 @@ def test_long_context_that_does_not_fit_names_the_context_that_does() -> None:
     )
     assert not result.fits
     assert any("a context of at most" in w for w in result.warnings)
+
+
+def test_engine_estimate_guesses_prefill_when_the_catalog_lacks_a_rate() -> None:
+    # The 9900X entry here has no dense_tflops: size_model says unknown (0), but a simulator needs a
+    # positive seed, so estimate_engine guesses 12 cores x 3 GHz x 64 FLOPs/cycle (AVX-512) and says so.
+    inp = SizingInput(
+        model=LLAMA_8B, device=RYZEN_9900X, quant=Q4_K_M, engine="llama.cpp", host_ram_gib=64, context=2048
+    )
+    assert size_model(inp).prefill_tokens_per_s == 0.0
+    estimate = estimate_engine(inp)
+    flops_per_token = 2 * 8.03e9 + 2 * 32 * 32 * 128 * 2048
+    assert estimate.prefill_tokens_per_s == pytest.approx(12 * 3e9 * 64 * 0.5 / flops_per_token)
+    assert any("guessed" in line for line in estimate.basis)

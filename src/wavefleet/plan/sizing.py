@@ -24,6 +24,7 @@ from wavefleet.plan.speed import (
     BANDWIDTH_EFFICIENCY,
     PREFILL_COMPUTE_EFFICIENCY,
     ComputeRate,
+    assumed_rate,
     compute_rate,
     decode_step_seconds,
 )
@@ -299,10 +300,16 @@ def estimate_engine(inp: SizingInput) -> EngineEstimate:
             itl = _step_seconds(inp, memory, kv_sequence, batch, rate)
         curve.append((batch, itl))
     single_itl = curve[0][1]
+    prefill = result.prefill_tokens_per_s
+    guessed: list[str] = []
+    if prefill <= 0:
+        guess = assumed_rate(device)
+        prefill = _prefill_tokens_per_s(model, result.context, guess)
+        guessed.append(f"prefill {prefill:.0f} tokens/s from a {guess.reason}")
     kv_budget = max(memory.budget - memory.weights - memory.overhead, 0.0)
     kv_per_token = memory.kv_per_layer_token * model.layers
     return EngineEstimate(
-        prefill_tokens_per_s=result.prefill_tokens_per_s,
+        prefill_tokens_per_s=prefill,
         decode_tokens_per_s=1 / single_itl,
         max_num_seqs=capacity,
         kv_capacity_tokens=int(kv_budget // kv_per_token) if result.gpu_layers is None else result.context,
@@ -310,6 +317,7 @@ def estimate_engine(inp: SizingInput) -> EngineEstimate:
         basis=[
             *result.estimate_basis,
             f"ITL curve: decode step time at each batch size, every sequence at {result.context} tokens of KV",
+            *guessed,
             *(f"warning: {w}" for w in result.warnings),
         ],
     )

@@ -14,6 +14,7 @@ __all__ = [
     "BANDWIDTH_EFFICIENCY",
     "PREFILL_COMPUTE_EFFICIENCY",
     "ComputeRate",
+    "assumed_rate",
     "compute_rate",
     "decode_step_seconds",
 ]
@@ -75,6 +76,25 @@ def compute_rate(device: Hardware, quant: Quantization, engine: str) -> ComputeR
             return ComputeRate(tflops[precision] * 1e12, precision, reason)
     return ComputeRate(
         0.0, "unknown", "the catalog has no dense_tflops for this device: compute rate unknown"
+    )
+
+
+# For a seed that must be positive when the catalog has no rate: cores x clock x FLOPs per cycle,
+# with an assumed 3 GHz all-core clock and two FMA units (fp32 lanes x 2 FLOPs x 2 units:
+# AVX-512 64, AVX2 32, otherwise 16 FLOPs per cycle per core).
+ASSUMED_CLOCK_GHZ = 3.0
+
+
+def assumed_rate(device: Hardware) -> ComputeRate:
+    """A stated guess for devices whose dense rate the catalog lacks (never used by size_model)."""
+    isa = {name.lower() for name in device.isa}
+    per_cycle = 64 if any(name.startswith("avx512") for name in isa) else 32 if "avx2" in isa else 16
+    units = device.cores or (device.cuda_cores // 64 if device.cuda_cores else 4)
+    flops = units * ASSUMED_CLOCK_GHZ * 1e9 * per_cycle
+    return ComputeRate(
+        flops,
+        "fp32 (assumed)",
+        f"guessed: {units} cores x {ASSUMED_CLOCK_GHZ:g} GHz x {per_cycle} FLOPs/cycle; add dense_tflops to the catalog",
     )
 
 
