@@ -23,6 +23,7 @@ from wavefleet.errors import UsageError
 from wavefleet.plan.speed import (
     BANDWIDTH_EFFICIENCY,
     PREFILL_COMPUTE_EFFICIENCY,
+    STEP_OVERHEAD_S,
     ComputeRate,
     assumed_rate,
     compute_rate,
@@ -229,11 +230,19 @@ def size_model(inp: SizingInput) -> SizingResult:
     else:
         bytes_read = _bytes_read_per_token(model, memory) + kv_sequence
         decode_bound = _bandwidth(device) / bytes_read
+        efficiency, step = BANDWIDTH_EFFICIENCY[device.kind], STEP_OVERHEAD_S[device.kind]
+        expected = 1 / (1 / (decode_bound * efficiency) + step)
         speed_basis.append(
             f"decode upper bound: {device.memory_bandwidth_gbs:g} GB/s / {bytes_read / 1e9:.2f} GB read per "
             f"token (weights + KV at {context} tokens) = {decode_bound:.1f} tokens/s, single stream; "
-            f"expect about {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of it "
-            f"(~{decode_bound * BANDWIDTH_EFFICIENCY[device.kind]:.0f} tokens/s, assumed share of peak bandwidth)"
+            f"expect ~{expected:.0f} tokens/s ({efficiency:.0%} of peak bandwidth plus {step * 1e3:g} ms per "
+            "token, assumptions; llama.cpp on an H200 reached 26-65% of the bound)"
+        )
+    if _expert_share(model, 1) is not None:
+        basis.append(
+            f"mixture of experts: all {model.params_b:g}e9 parameters stay in memory; a token reads the shared "
+            f"weights and {model.experts_per_token} of {model.experts} experts ({model.active_params_b:g}e9 active "
+            "parameters), and a batch reads the union of the experts its tokens route to"
         )
 
     rate = compute_rate(device, inp.quant, inp.engine)
@@ -248,7 +257,8 @@ def size_model(inp: SizingInput) -> SizingResult:
         )
         speed_basis.append(
             f"batched decode at {sequences} sequences: each step reads the weights once plus every sequence's KV, "
-            f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling} = {batched:.0f} tokens/s"
+            f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling}, plus "
+            f"{STEP_OVERHEAD_S[device.kind] * 1e3:g} ms fixed per step (fit to llama.cpp on an H200) = {batched:.0f} tokens/s"
         )
     prefill = _prefill_tokens_per_s(model, context, rate)
     if prefill > 0:
@@ -296,6 +306,7 @@ def estimate_engine(inp: SizingInput) -> EngineEstimate:
     for batch in _batch_points(capacity):
         if result.gpu_layers is not None:
             itl = 1 / (result.decode_tokens_per_s_upper_bound * BANDWIDTH_EFFICIENCY[device.kind])
+            itl += STEP_OVERHEAD_S[device.kind]
         else:
             itl = _step_seconds(inp, memory, kv_sequence, batch, rate)
         curve.append((batch, itl))
@@ -526,16 +537,47 @@ def _bandwidth(device: Hardware) -> float:
     return device.memory_bandwidth_gbs * 1e9
 
 
-def _bytes_read_per_token(model: ModelArch, memory: _Memory) -> float:
-    """Weight bytes a decode step reads: an untied input embedding is a lookup of one row."""
-    return memory.weights if model.tied_embeddings else memory.weights - memory.embedding_table
+def _bytes_read_per_token(model: ModelArch, memory: _Memory, batch: int = 1) -> float:
+    """Weight bytes a decode step of `batch` sequences reads.
+
+    An untied input embedding is a lookup of one row, so it is not read whole. A mixture of experts
+    reads its shared weights and only the experts its tokens route to: with E experts and k per
+    token, expert weights X and shared S solve P = S + X and A = S + X k/E (P total, A active
+    parameters), and a batch touches X (1 - (1 - k/E)^batch) of the experts on average.
+    """
+    read = memory.weights if model.tied_embeddings else memory.weights - memory.embedding_table
+    share = _expert_share(model, batch)
+    if share is None:
+        return read
+    expert_fraction, touched = share
+    return read * (1 - expert_fraction) + read * expert_fraction * touched
+
+
+def _expert_share(model: ModelArch, batch: int) -> tuple[float, float] | None:
+    """(expert share of all parameters, share of experts a batch touches), or None when dense."""
+    if not (model.active_params_b and model.experts and model.experts_per_token):
+        return None
+    per_token = model.experts_per_token / model.experts
+    if per_token >= 1:
+        return None
+    expert_params = (model.params_b - model.active_params_b) / (1 - per_token)
+    expert_fraction = min(max(expert_params / model.params_b, 0.0), 1.0)
+    return expert_fraction, 1 - (1 - per_token) ** batch
+
+
+def _flops_params(model: ModelArch) -> float:
+    """Parameters a token multiplies by: the active ones for a mixture of experts."""
+    return (model.active_params_b or model.params_b) * 1e9
 
 
 def _split_decode_bound(
     inp: SizingInput, memory: _Memory, gpu_layers: int, context: int, basis: list[str]
 ) -> float:
     model = inp.model
-    layer_bytes = (memory.weights - memory.embedding_table) / model.layers
+    # A mixture of experts reads only its routed experts' share of each layer.
+    dense_read = memory.weights if model.tied_embeddings else memory.weights - memory.embedding_table
+    read_share = _bytes_read_per_token(model, memory) / dense_read
+    layer_bytes = (memory.weights - memory.embedding_table) / model.layers * read_share
     kv_layer = kv_bytes_for_tokens(model, memory.kv_per_layer_token, context) / model.layers
     gpu_bytes = gpu_layers * (layer_bytes + kv_layer)
     cpu_bytes = (model.layers - gpu_layers) * (layer_bytes + kv_layer)
@@ -557,9 +599,16 @@ def _step_seconds(
     inp: SizingInput, memory: _Memory, kv_sequence: float, batch: int, rate: ComputeRate
 ) -> float:
     device = inp.device
-    bytes_read = _bytes_read_per_token(inp.model, memory) + batch * kv_sequence
-    flops = 2 * inp.model.params_b * 1e9 * batch
-    return decode_step_seconds(bytes_read, flops, _bandwidth(device), rate, BANDWIDTH_EFFICIENCY[device.kind])
+    bytes_read = _bytes_read_per_token(inp.model, memory, batch) + batch * kv_sequence
+    flops = 2 * _flops_params(inp.model) * batch
+    return decode_step_seconds(
+        bytes_read,
+        flops,
+        _bandwidth(device),
+        rate,
+        BANDWIDTH_EFFICIENCY[device.kind],
+        STEP_OVERHEAD_S[device.kind],
+    )
 
 
 def _batched_tokens_per_s(
@@ -577,7 +626,7 @@ def _prefill_tokens_per_s(model: ModelArch, context: int, rate: ComputeRate) -> 
     # Per prompt token: 2 FLOPs per weight, plus attention (QK^T and AV, 2 x 2 FLOPs per
     # head dimension per earlier token) at the average position context / 2.
     attention = 2 * model.layers * model.attention_heads * model.head_dim * context
-    flops_per_token = 2 * model.params_b * 1e9 + attention
+    flops_per_token = 2 * _flops_params(model) + attention
     return rate.flops_per_s * PREFILL_COMPUTE_EFFICIENCY / flops_per_token
 
 

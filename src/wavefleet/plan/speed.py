@@ -13,6 +13,7 @@ from wavefleet.catalog.models import DeviceKind, Hardware, Quantization
 __all__ = [
     "BANDWIDTH_EFFICIENCY",
     "PREFILL_COMPUTE_EFFICIENCY",
+    "STEP_OVERHEAD_S",
     "ComputeRate",
     "assumed_rate",
     "compute_rate",
@@ -26,6 +27,15 @@ BANDWIDTH_EFFICIENCY: dict[DeviceKind, float] = {
     DeviceKind.GPU: 0.80,
     DeviceKind.SOC: 0.70,
     DeviceKind.CPU: 0.60,
+}
+# Fixed time per decode step beyond moving bytes (kernel launches, sampling, scheduling). Fit to
+# llama.cpp's CUDA decode of Llama-3.1-8B shapes on an H200 (docs/data/gpu-h200/llama-bench.json):
+# after weights at 80% of peak bandwidth, 0.9 ms (F16), 1.9 ms (Q8_0) and 2.5 ms (Q4_K_M) per token
+# remain; 1.5 ms sits between them. CPUs: not modelled (their bandwidth term dominates).
+STEP_OVERHEAD_S: dict[DeviceKind, float] = {
+    DeviceKind.GPU: 1.5e-3,
+    DeviceKind.SOC: 1.5e-3,
+    DeviceKind.CPU: 0.0,
 }
 # Share of dense peak tensor throughput a prefill reaches (model FLOPs utilization); 0.5 is a
 # middle value for large GEMMs; an assumption.
@@ -104,13 +114,14 @@ def decode_step_seconds(
     bandwidth_bytes_per_s: float,
     rate: ComputeRate,
     bandwidth_efficiency: float,
+    overhead_s: float = 0.0,
 ) -> float:
-    """Time of one decode step: the slower of reading memory and doing the math (roofline)."""
+    """Time of one decode step: the slower of reading memory and doing the math, plus fixed overhead."""
     memory_s = bytes_read / (bandwidth_bytes_per_s * bandwidth_efficiency)
     if rate.flops_per_s <= 0:
-        return memory_s
+        return memory_s + overhead_s
     compute_s = flops / (rate.flops_per_s * PREFILL_COMPUTE_EFFICIENCY)
-    return max(memory_s, compute_s)
+    return max(memory_s, compute_s) + overhead_s
 
 
 def _capability(text: str | None) -> tuple[int, int]:
