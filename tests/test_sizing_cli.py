@@ -79,3 +79,26 @@ def test_gguf_table_shows_units_and_basis() -> None:
     assert "Basis" in run.stdout
     assert "token_embd.weight" in run.stdout  # the higher-precision tensor, named
     assert "llama.cpp" in run.stdout  # GGUF defaults to the llama.cpp engine
+
+
+def test_layer_split_from_the_catalog() -> None:
+    # Llama 3.3 70B at Q4_K_M (~40 GiB) on a 16 GB card: part of the layers on the GPU, the rest in RAM
+    run = wave(
+        "--model", "llama-3.3-70b", "--device", "rtx-5070-ti", "--quant", "q4_k_m",
+        "--host", "ryzen-9-9900x", "--host-ram-gib", "64", "--ctx", "8192", "--format", "json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["fits"] is False
+    assert 0 < data["gpu_layers"] < data["total_layers"] == 80
+    assert any("host RAM" in line for line in data["estimate_basis"])
+
+
+def test_cpu_without_host_ram_exits_2_and_says_how() -> None:
+    run = wave("--model", "llama-3.2-3b", "--device", "ryzen-9-9900x", "--quant", "q4_k_m")
+    assert run.returncode == 2
+    assert "--host-ram-gib" in run.stderr
+    ok = wave(
+        "--model", "llama-3.2-3b", "--device", "ryzen-9-9900x", "--quant", "q4_k_m", "--host-ram-gib", "64"
+    )
+    assert ok.returncode == 0, ok.stderr
