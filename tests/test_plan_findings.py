@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wavefleet.catalog import Catalog
 from wavefleet.plan.findings import FACT_TOLERANCE, Finding, check_inventory, size_deployment
@@ -130,3 +132,30 @@ def test_seed_facts_are_compared_with_the_catalog(
         known = getattr(catalog.hardware[fact.device], fact.field)
         differs = not math.isclose(fact.value, known, rel_tol=FACT_TOLERANCE)
         assert ((fact.device, fact.field) in contradicted) == differs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    claim=st.floats(min_value=1, max_value=2000, allow_nan=False),
+    port=st.integers(min_value=1024, max_value=65535),
+)
+def test_any_claim_is_flagged_exactly_when_above_the_bound(claim: float, port: int) -> None:
+    catalog = Catalog.load()
+    base = load_inventory(default_inventory_path(), catalog)
+    vllm = next(d for d in base.deployments if d.id == "vllm-desktop")
+    claims = (
+        vllm.claims.model_copy(update={"per_sequence_tokens_per_s": (claim / 2, claim)})
+        if vllm.claims
+        else None
+    )
+    deployment = vllm.model_copy(update={"claims": claims, "port": port})
+    inventory = base.model_copy(update={"deployments": [deployment]})
+    devices = fleet_devices(inventory, catalog)
+    found, _ = check_inventory(inventory, catalog, devices)
+    device = next(x for x in devices if x.ref.device == deployment.device)
+    sized = size_deployment(catalog, deployment, device)
+    assert sized is not None
+    bound = sized[0].decode_tokens_per_s_upper_bound
+    flagged = any(f.code == "claim-above-bound" and "per sequence" in f.message for f in found)
+    assert flagged == (claim > bound)
+    assert not by_code(found, "port-clash")  # one deployment cannot clash with itself
