@@ -74,6 +74,7 @@ def test_roadmap_criteria_are_bench_expressions_derived_from_estimates(plan: Pla
     by_device = {p.device: p for p in plan.placements}
     steps = [s for phase in plan.roadmap for s in phase.steps if s.criteria and s.where]
     assert len(steps) == len(plan.placements)
+    assert all(CRITERION.match(c) for phase in plan.roadmap for s in phase.steps for c in s.criteria)
     for step in steps:
         assert all(CRITERION.match(c) for c in step.criteria), step.criteria
         tps = next(c for c in step.criteria if c.startswith("output_tps"))

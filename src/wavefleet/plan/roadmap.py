@@ -115,9 +115,9 @@ def _fix_steps(findings: list[Finding]) -> list[Step]:
         Step(
             action=(
                 f"Before deploying the seed's configs, fix {len(errors)} error finding(s) on "
-                f"{', '.join(subjects)} (see Findings): as written they fail or cannot keep their promises"
+                f"{', '.join(subjects)} (see Findings): as written they fail or cannot keep their promises; "
+                "done when `wave plan` on the corrected inventory reports no errors"
             ),
-            criteria=["wave plan reports no error findings"],
         )
     ]
 

@@ -25,6 +25,7 @@ def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     console.print(_matrix(plan))
     console.print(_findings(plan))
     console.print(_placements(plan))
+    console.print(_roadmap(plan))
     console.print(_memberships(plan))
     for note in plan.notes:
         console.print(Text(note, style="dim"))
@@ -120,9 +121,19 @@ def _placements(plan: Plan) -> Table:
             f"{p.weights_gib:.1f}/{p.sequences * p.kv_gib_per_sequence:.1f}/{p.overhead_gib:.1f} of {p.budget_gib:.1f}",
             f"{p.decode_tokens_per_s_upper_bound:.0f}",
             f"{p.batched_decode_tokens_per_s:.0f}",
-            _criteria_of(plan, p.device),
         )
     return table
+
+
+def _roadmap(plan: Plan) -> Group:
+    lines = [Text("Roadmap", style="bold")]
+    for phase in plan.roadmap:
+        lines.append(Text(f"{phase.name} ({phase.effort_days:g} days)", style="bold"))
+        for step in phase.steps:
+            lines.append(Text(f"  - {step.action}"))
+            if step.criteria:
+                lines.append(Text(f"      success: {' '.join(step.criteria)}", style="green"))
+    return Group(*lines)
 
 
 def _memberships(plan: Plan) -> Table:
