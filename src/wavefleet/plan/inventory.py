@@ -112,7 +112,9 @@ class LinkKind(StrEnum):
 
 
 class Link(Strict):
-    from_: str = Field(alias="from")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", description="host id (`from:` in YAML; `from_` in Python)")
     to: str
     kind: LinkKind
     gbps: float = Field(gt=0)
