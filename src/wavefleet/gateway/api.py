@@ -15,7 +15,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from wavefleet.errors import BadRequestError, BodyTooLargeError, GatewayError, NoHealthyBackendError
+from wavefleet.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    GatewayError,
+    NoHealthyBackendError,
+    RateLimitError,
+)
 from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends.base import Endpoint
 from wavefleet.gateway.config import GatewayConfig
@@ -172,8 +178,8 @@ class GatewayApi:
             decision = self._policy.choose(route, self._view)
             if not decision.ranked:
                 self._metrics.decision("", decision.reason)
-                if decision.retry_after_s is not None:
-                    raise NoHealthyBackendError(
+                if decision.retry_after_s is not None:  # the policy sheds load: try again later
+                    raise RateLimitError(
                         f"every backend for {requested!r} is busy ({decision.reason}); retry later",
                         retry_after=decision.retry_after_s,
                     )
