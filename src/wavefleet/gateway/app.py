@@ -75,7 +75,17 @@ def create_app(
     chosen: dict[str, Backend] = dict(backends or {})
     gateway = Gateway(config, monitor, policy, table, metrics, inflight, chosen)
     watch = DeadlineWatch()
-    forwarder = Forwarder(chosen, monitor, policy, metrics, config.timeouts, config.retries, inflight, watch)
+    forwarder = Forwarder(
+        chosen,
+        monitor,
+        policy,
+        metrics,
+        config.timeouts,
+        config.retries,
+        inflight,
+        watch,
+        max(1.0, config.poll_interval_s),
+    )
     api = GatewayApi(config, monitor, table, policy, forwarder, metrics, StaticKeyAuth(keys), inflight)
 
     app = web.Application(client_max_size=config.max_body_bytes)
