@@ -179,9 +179,24 @@ def test_failures_and_missing_usage_are_reported(engine: FakeEngine, tmp_path: P
     assert "no request succeeded" in broken.stderr and "engine exploded" in broken.stderr
     assert json.loads((tmp_path / "b" / "bench.json").read_text())["levels"][0]["summary"]["failed"] == 3
 
-    nousage = wave("--url", engine.url, "--model", "nousage", "--num-requests", "2", "--output-len", "4")
+    out = tmp_path / "n"
+    nousage = wave(
+        "--url",
+        engine.url,
+        "--model",
+        "nousage",
+        "--num-requests",
+        "2",
+        "--output-len",
+        "4",
+        "--out",
+        str(out),
+    )
     assert nousage.returncode == 0
-    assert "output tokens counted as SSE chunks" in nousage.stdout
+    assert "output tokens counted as SSE chunks with text" in nousage.stdout
+    summary = json.loads((out / "bench.json").read_text())["levels"][0]["summary"]
+    # 5 choices chunks per answer, of which the role chunk ("") and the finish chunk carry no text
+    assert summary["token_counts"] == "chunks" and summary["total_output_tokens"] == 2 * 3
 
 
 def test_library_open_loop_with_cap_reports_dispatch_lag(engine: FakeEngine) -> None:

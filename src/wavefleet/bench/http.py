@@ -29,6 +29,8 @@ from wavefleet.errors import UsageError
 __all__ = ["ConnectionPool", "Endpoint", "Exchange", "HttpClientError"]
 
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+# A chunk that carries text: a non-empty "content" (chat delta) or "text" (completions) string.
+_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
 _MAX_HEAD = 64 * 1024
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
 
@@ -110,6 +112,7 @@ class Exchange:
             return False
         choices = block.count(b'"choices"') - len(_EMPTY_CHOICES.findall(block))
         self.record.chunk_times.extend([now] * choices)
+        self.record.text_chunks += len(_TEXT.findall(block))
         if b'"usage":{' in block or b'"usage": {' in block:
             for event in block.split(b"\n\n"):
                 if b'"usage":{' in event or b'"usage": {' in event:
@@ -133,6 +136,8 @@ class Exchange:
                 self._usage(_loads(payload))
             return
         self.record.chunk_times.append(now)
+        if _TEXT.search(payload):
+            self.record.text_chunks += 1
         if self.keep_text or b'"usage":{' in payload or b'"usage": {' in payload:
             chunk = _loads(payload)
             self._usage(chunk)
@@ -177,6 +182,7 @@ class Exchange:
                 record.error = f"error answer: {str(chunk['error'])[:200]}"
             elif chunk.get("choices"):
                 record.chunk_times.append(now)
+                record.text_chunks = 1
                 self._usage(chunk)
                 self._collect_text(chunk, "message")
             else:
@@ -184,7 +190,7 @@ class Exchange:
         if not record.error and not record.chunk_times:
             record.error = "the stream ended without a choices chunk"
         if not record.tokens_from_usage:
-            record.output_tokens = len(record.chunk_times)
+            record.output_tokens = record.text_chunks
             record.prompt_tokens = record.estimated_prompt_tokens
         record.done = now
 

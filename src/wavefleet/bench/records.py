@@ -18,7 +18,8 @@ class RequestRecord:
     `scheduled` is vLLM's `st`. `dispatch_lag` reports the queueing on its own. `chunk_times` holds the arrival time of every SSE event
     with non-empty `choices` (the usage trailer is not one). `prompt_tokens`/`output_tokens`
     come from the server's `usage` when `tokens_from_usage` is true; otherwise output tokens are
-    the count of choices chunks and prompt tokens the client's word-based estimate.
+    the count of chunks carrying non-empty text (`text_chunks`, one token per chunk as engines
+    stream) and prompt tokens the client's word-based estimate.
     """
 
     index: int
@@ -30,6 +31,7 @@ class RequestRecord:
     prompt_tokens: int = 0
     output_tokens: int = 0
     tokens_from_usage: bool = False
+    text_chunks: int = 0
     estimated_prompt_tokens: int = 0
     conversation: int = 0
     turn: int = 0

@@ -320,7 +320,7 @@ def print_level(console: Console, level: Level) -> None:
     counts = (
         ""
         if s.token_counts == "usage"
-        else f"  [yellow]token counts: {s.token_counts} (no usage from the server: output tokens counted as SSE chunks)[/]"
+        else f"  [yellow]token counts: {s.token_counts} (no usage from the server: output tokens counted as SSE chunks with text)[/]"
     )
     console.print(
         f"  ok {s.completed}  failed {s.failed}  duration {s.duration_s:.2f} s  "
