@@ -95,9 +95,10 @@ PY"""
 
 async def run_up(options: UpOptions, console: Console) -> None:
     """Start engine and gateway, print how to use them, run until SIGINT/SIGTERM or engine failure."""
-    from wavefleet.gateway.app import create_app  # the gateway's heavy imports only for `wave up`
+    settings = engine_settings(options)  # bad input fails here, before anything starts
 
-    settings = engine_settings(options)
+    from wavefleet.gateway.app import create_app  # the gateway's imports only once they are needed
+
     api_key = options.api_key or new_api_key()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -135,7 +136,7 @@ async def run_up(options: UpOptions, console: Console) -> None:
         port = runner.addresses[0][1]
         shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
         base_url = f"http://{shown_host}:{port}/v1"
-        _print_banner(console, base_url, api_key, settings)
+        _print_banner(console, base_url, api_key, settings, supervisor.url)
         assert supervisor.failed is not None
         engine_failed: asyncio.Future[None] = supervisor.failed
         stopped = asyncio.create_task(stop.wait())
@@ -155,7 +156,9 @@ async def run_up(options: UpOptions, console: Console) -> None:
             loop.remove_signal_handler(signum)
 
 
-def _print_banner(console: Console, base_url: str, api_key: str, settings: EngineSettings) -> None:
+def _print_banner(
+    console: Console, base_url: str, api_key: str, settings: EngineSettings, engine_url: str
+) -> None:
     console.print(f"[bold green]wave up[/] is serving [bold]{settings.model_name}[/] (llama.cpp, CPU)")
     console.print(f"  URL:     {base_url}", soft_wrap=True, highlight=False)
     console.print(f"  API key: {api_key}", soft_wrap=True, highlight=False)
@@ -165,6 +168,7 @@ def _print_banner(console: Console, base_url: str, api_key: str, settings: Engin
         soft_wrap=True,
         highlight=False,
     )
+    console.print(f"  direct:  {engine_url}/v1 (the engine itself, loopback only, no key)", soft_wrap=True)
     console.print("\nTry it:\n", highlight=False)
     console.print(
         usage_examples(base_url, api_key, settings.model_name), soft_wrap=True, highlight=False, markup=False
