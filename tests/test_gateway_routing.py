@@ -148,11 +148,10 @@ def test_gpu_only_never_picks_a_cpu_backend() -> None:
     assert policy.choose(request("cpu"), view(configs, monitor)).ranked == ()
 
 
-def test_factory_builds_each_policy_and_refuses_wave_for_now() -> None:
+def test_factory_builds_each_policy() -> None:
     config = GatewayConfig(backends=list(backends(a="vllm").values()))
     chosen = [PolicyName.ROUND_ROBIN, PolicyName.LEAST_LOADED, PolicyName.GPU_ONLY]
     assert [build_policy(config.model_copy(update={"policy": p})).name for p in chosen] == chosen
     with pytest.raises(UsageError, match="size_classes"):
         build_policy(config.model_copy(update={"policy": PolicyName.SIZE_CLASSES}))
-    with pytest.raises(UsageError, match="not available yet"):
-        build_policy(config.model_copy(update={"policy": PolicyName.WAVE}))
+    assert build_policy(config.model_copy(update={"policy": PolicyName.WAVE})).name is PolicyName.WAVE

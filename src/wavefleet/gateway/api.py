@@ -31,15 +31,19 @@ from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
+from wavefleet.gateway.routing.wave import explain
 
-__all__ = ["GatewayApi", "estimate_prompt"]
+__all__ = ["EXPLAIN_HEADER", "EXPLANATION", "GatewayApi", "estimate_prompt"]
+
+EXPLAIN_HEADER = "x-wave-explain"  # asked for with `x-wave-explain: 1`; answered with predicted times
+EXPLANATION = web.RequestKey("wave_explanation", str)
 
 _PROMPT_FIELD: dict[Endpoint, str] = {
     "chat/completions": "messages",
     "completions": "prompt",
     "embeddings": "input",
 }
-_PREFIX_CHARS = 1024
+_PREFIX_CHARS = 4096  # the wave policy's prefix index reads up to 64 blocks of 64 characters
 
 
 def estimate_prompt(endpoint: Endpoint, payload: dict[str, Any]) -> tuple[int, str]:
@@ -176,6 +180,8 @@ class GatewayApi:
                 request_id=f"wave-{next(self._ids)}",
             )
             decision = self._policy.choose(route, self._view)
+            if decision.scores and request.headers.get(EXPLAIN_HEADER, "0") not in ("", "0"):
+                request[EXPLANATION] = explain(decision)  # app.py's on_response_prepare sets the header
             if not decision.ranked:
                 self._metrics.decision("", decision.reason)
                 if decision.retry_after_s is not None:  # the policy sheds load: try again later

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from wavefleet.gateway.api import GatewayApi
+from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends import Backend, build_backend
 from wavefleet.gateway.config import GatewayConfig
@@ -91,6 +91,7 @@ def create_app(
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GATEWAY] = gateway
     app.add_routes(api.routes())
+    app.on_response_prepare.append(_add_explain)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session: aiohttp.ClientSession | None = None
@@ -113,6 +114,13 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _add_explain(request: web.Request, response: web.StreamResponse) -> None:
+    """The routing explanation the client asked for (x-wave-explain), on whatever answer it gets."""
+    explanation = request.get(EXPLANATION)
+    if explanation is not None:
+        response.headers[EXPLAIN_HEADER] = explanation
 
 
 async def _discover(config: GatewayConfig, backends: Mapping[str, Backend], table: ModelTable) -> None:

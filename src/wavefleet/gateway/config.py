@@ -35,6 +35,7 @@ __all__ = [
     "PolicyName",
     "SizeClass",
     "Timeouts",
+    "WaveSettings",
     "load_gateway_config",
 ]
 
@@ -106,6 +107,31 @@ class Timeouts(Strict):
     total_s: float = Field(default=600.0, gt=0)
 
 
+class WaveSettings(Strict):
+    """Settings of the `wave` policy (predicted-latency routing); see docs/routing.md."""
+
+    ttft_slo_s: float = Field(default=1.0, gt=0, description="time-to-first-token target")
+    tpot_slo_s: float = Field(default=0.1, gt=0, description="time-per-output-token target")
+    shed: bool = Field(default=True, description="answer 429 when no backend is predicted to meet the SLO")
+    shed_slack_s: float = Field(
+        default=0.25, ge=0, description="shed only when the best predicted TTFT is over the target by more"
+    )
+    affinity: bool = Field(
+        default=True, description="approximate prefix index: prefer where a prefix is cached"
+    )
+    prefix_index_blocks: int = Field(
+        default=16384, ge=16, description="64-char blocks remembered per backend"
+    )
+    explore_rate: float = Field(
+        default=0.01, ge=0, le=0.5, description="share of requests sent to another backend"
+    )
+    preference_penalty_s: float = Field(
+        default=0.5, ge=0, description="seconds added per step down a group's order of preference"
+    )
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="EWMA weight of each observation")
+    seed: int = 0
+
+
 class ApiKeySource(Strict):
     """A static key, given inline (`key`) or read from an environment variable (`env`)."""
 
@@ -131,6 +157,7 @@ class GatewayConfig(Strict):
     aliases: dict[str, str] = Field(default_factory=dict, description="alias -> served model name")
     groups: dict[str, list[str]] = Field(default_factory=dict, description="group -> models, preferred first")
     size_classes: list[SizeClass] = Field(default_factory=list)
+    wave: WaveSettings = Field(default_factory=WaveSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     poll_interval_s: float = Field(default=1.0, gt=0)

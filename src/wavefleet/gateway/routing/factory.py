@@ -9,6 +9,7 @@ from wavefleet.gateway.routing.gpu_only import GpuOnlyPolicy
 from wavefleet.gateway.routing.least_loaded import LeastLoadedPolicy
 from wavefleet.gateway.routing.round_robin import RoundRobinPolicy
 from wavefleet.gateway.routing.size_classes import SizeClassPolicy
+from wavefleet.gateway.routing.wave import WavePolicy
 
 __all__ = ["build_policy"]
 
@@ -29,7 +30,9 @@ def build_policy(config: GatewayConfig) -> RoutingPolicy:
                 "(e.g. [{max_prompt_tokens: 512, backends: [small]}, {backends: [big]}])"
             )
         return SizeClassPolicy(config.size_classes)
+    if policy is PolicyName.WAVE:
+        return WavePolicy(config.wave)
     raise UsageError(
-        f"policy {policy.value!r} is not available yet; use one of "
-        "round-robin, least-loaded, size-classes, gpu-only"
+        f"policy {policy.value!r} is not available; use one of "
+        "round-robin, least-loaded, size-classes, gpu-only, wave"
     )

@@ -1,0 +1,259 @@
+"""The wave policy: send each request where it is predicted to finish first within the SLO.
+
+For every healthy candidate backend the policy predicts (all in seconds, see docs/routing.md):
+
+    batch   = min(occupied + 1, slots)                 occupied = max(engine running + waiting,
+                                                                      gateway in-flight)
+    wait    = max(slot wait, prefill backlog) × wait_scale
+    ttft    = wait + prefill.at(uncached prompt tokens)
+    tpot    = itl.at(batch)
+    e2e     = ttft + output tokens × tpot               output = max_tokens, else the recent mean
+
+`slot wait` is the time until a slot frees when all are taken ((occupied + 1 − slots) / slots ×
+one request's service time); `prefill backlog` is the prefill work this gateway sent and the
+engine has not finished yet (a fluid queue drained in real time). Uncached tokens come from the
+approximate prefix index (wave_prefix.py). The lines `prefill` and `itl` and `wait_scale` are
+learned from finished requests (wave_model.py).
+
+Ranking: candidates predicted to meet the SLO (ttft ≤ ttft_slo_s, tpot ≤ tpot_slo_s) first, by
+e2e plus `preference_penalty_s` per step down the group's order; the rest after, by e2e. When no
+candidate meets the SLO by more than `shed_slack_s`, the request is shed (429 + Retry-After)
+rather than piled onto a backend. Near-ties (within 5 % or 5 ms) go to the least used backend;
+a small share (`explore_rate`) goes to another backend with room, so every profile keeps learning.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import NamedTuple
+
+from wavefleet.gateway.config import PolicyName, WaveSettings
+from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
+from wavefleet.gateway.routing.load import capacity, runs_on_gpu
+from wavefleet.gateway.routing.wave_model import BackendModel, seed_profile
+from wavefleet.gateway.routing.wave_prefix import BLOCK_CHARS, CHARS_PER_TOKEN, PrefixIndex, block_keys
+
+__all__ = ["Prediction", "WavePolicy", "explain"]
+
+_LOG = logging.getLogger(__name__)
+_TOKENS_PER_BLOCK = BLOCK_CHARS // CHARS_PER_TOKEN
+_PENDING_LIMIT = 65536  # decisions awaiting their outcome; older ones are forgotten
+_TIE_RELATIVE, _TIE_ABSOLUTE_S = 0.05, 0.005
+_KV_FULL = 0.95  # KV usage at which an engine admits no new sequence until one finishes
+_NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the prefill line
+
+
+class Prediction(NamedTuple):
+    """One candidate's predicted times, in seconds (a tuple: built 8 times per decision)."""
+
+    backend: str
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    wait_s: float
+    uncached_tokens: int
+    batch: int
+    meets_slo: bool
+
+
+class _Pending(NamedTuple):
+    backend: str
+    wait_s: float  # predicted before wait_scale
+    uncached_tokens: int
+    batch: int
+
+
+def explain(decision: Decision, top: int = 4) -> str:
+    """`gpu=0.84s, cpu=2.10s`: the best candidates with their predicted completion times."""
+    ranked = sorted(decision.scores.items(), key=lambda item: item[1])[:top]
+    return ", ".join(f"{name}={seconds:.2f}s" for name, seconds in ranked)
+
+
+class WavePolicy:
+    name = PolicyName.WAVE
+
+    def __init__(self, settings: WaveSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._random = random.Random(settings.seed)
+        self._models: dict[str, BackendModel] = {}
+        self._index = PrefixIndex(settings.prefix_index_blocks)
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+
+    def model(self, backend: str, view: FleetView) -> BackendModel:
+        """What the policy believes about `backend` (seeded from its profile on first use)."""
+        model = self._models.get(backend)
+        if model is None:
+            config = view.backends[backend]
+            profile = seed_profile(config, runs_on_gpu(config))
+            model = self._models[backend] = BackendModel.seeded(profile, self._settings.learning_rate)
+        return model
+
+    def predict(
+        self, request: RouteRequest, view: FleetView, candidates: list[Candidate], keys: list[int], now: float
+    ) -> list[Prediction]:
+        settings = self._settings
+        prompt = request.prompt_tokens
+        predictions: list[Prediction] = []
+        for candidate in candidates:
+            name = candidate.backend
+            model = self.model(name, view)
+            snapshot = view.monitor.snapshot(name)
+            slots = capacity(view.backends[name], snapshot)
+            occupied = (snapshot.running or 0) + (snapshot.waiting or 0)
+            inflight = view.inflight.get(name, 0)
+            if inflight > occupied:
+                occupied = inflight
+            if snapshot.kv_usage is not None and snapshot.kv_usage >= _KV_FULL and snapshot.running:
+                slots = min(slots, snapshot.running)
+            cached = self._index.matched(name, keys) * _TOKENS_PER_BLOCK if keys else 0
+            uncached = prompt - cached if cached < prompt else 1
+            batch = occupied + 1 if occupied < slots else slots
+            tpot = model.itl.at(batch)
+            wait = 0.0
+            if occupied >= slots:
+                service = model.prefill.at(model.mean_prompt) + model.mean_output * model.itl.at(slots)
+                wait = (occupied + 1 - slots) / slots * service
+            backlog = model.backlog_until - now
+            if backlog > wait:
+                wait = backlog
+            ttft = wait * model.wait_scale + model.prefill.at(uncached)
+            output = request.max_tokens or model.mean_output
+            predictions.append(
+                Prediction(
+                    name,
+                    ttft,
+                    tpot,
+                    ttft + output * tpot,
+                    wait,
+                    uncached,
+                    batch,
+                    ttft <= settings.ttft_slo_s and tpot <= settings.tpot_slo_s,
+                )
+            )
+        return predictions
+
+    def choose(self, request: RouteRequest, view: FleetView) -> Decision:
+        ready = [c for c in request.candidates if view.monitor.snapshot(c.backend).healthy]
+        if not ready:
+            return Decision((), "none-healthy")
+        settings = self._settings
+        now = self._clock()
+        keys = block_keys(request.prefix_text) if settings.affinity and request.prefix_text else []
+        predictions = self.predict(request, view, ready, keys, now)
+        penalty = settings.preference_penalty_s
+        order = sorted(
+            range(len(ready)),
+            key=lambda i: (
+                not predictions[i].meets_slo,
+                predictions[i].e2e_s + penalty * ready[i].preference,
+            ),
+        )
+        scores = {p.backend: p.e2e_s for p in predictions}
+        best = predictions[order[0]]
+        if (
+            not best.meets_slo
+            and settings.shed
+            and self._hopeless(best)
+            # now and then admit anyway, so a backend believed too slow can prove otherwise
+            and not (settings.explore_rate and self._random.random() < settings.explore_rate)
+        ):
+            retry = min(10.0, max(0.5, best.ttft_s - settings.ttft_slo_s))
+            _LOG.debug("wave %s: shed, retry in %.2fs; %s", request.request_id, retry, scores)
+            return Decision((), "shed", scores, retry_after_s=retry)
+        first, reason = self._pick(order, predictions, ready, penalty)
+        if first != order[0]:
+            order.remove(first)
+            order.insert(0, first)
+        ranked = tuple(ready[i] for i in order)
+        chosen = predictions[first]
+        if reason == "predicted":
+            if not chosen.meets_slo:
+                reason = "over-slo"
+            elif keys and chosen.uncached_tokens < request.prompt_tokens // 2:
+                reason = "affinity"
+        self._dispatched(request, chosen, keys, now)
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug(
+                "wave %s -> %s (%s): %s",
+                request.request_id,
+                chosen.backend,
+                reason,
+                explain(Decision(ranked, reason, scores)),
+            )
+        return Decision(ranked, reason, scores)
+
+    def _hopeless(self, best: Prediction) -> bool:
+        settings = self._settings
+        return best.ttft_s > settings.ttft_slo_s + settings.shed_slack_s or best.tpot_s > settings.tpot_slo_s
+
+    def _pick(
+        self, order: list[int], predictions: list[Prediction], ready: list[Candidate], penalty: float
+    ) -> tuple[int, str]:
+        """The index to send to first: the best, a less used near-tie, or now and then an explorer."""
+        if len(order) == 1:
+            return order[0], "predicted"
+        best = order[0]
+        models = self._models
+        if self._settings.explore_rate and self._random.random() < self._settings.explore_rate:
+            others = [i for i in order[1:] if predictions[i].meets_slo or predictions[i].wait_s == 0.0]
+            if others:
+                return self._random.choice(others), "explore"
+        top = predictions[best]
+        limit = (top.e2e_s + penalty * ready[best].preference) * (1 + _TIE_RELATIVE) + _TIE_ABSOLUTE_S
+        pick = best
+        for i in order[1:]:
+            p = predictions[i]
+            if p.meets_slo != top.meets_slo or p.e2e_s + penalty * ready[i].preference > limit:
+                break
+            if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
+                pick = i
+        return pick, "predicted"
+
+    def _dispatched(self, request: RouteRequest, chosen: Prediction, keys: list[int], now: float) -> None:
+        model = self._models[chosen.backend]
+        model.dispatched += 1
+        start = model.backlog_until if model.backlog_until > now else now
+        model.backlog_until = start + chosen.uncached_tokens * model.prefill.slope
+        if keys:
+            self._index.add(chosen.backend, keys)
+        if request.request_id:
+            pending = self._pending
+            pending[request.request_id] = _Pending(
+                chosen.backend, chosen.wait_s, chosen.uncached_tokens, chosen.batch
+            )
+            if len(pending) > _PENDING_LIMIT:
+                pending.popitem(last=False)
+
+    def observe_first_token(self, backend: str, request: RouteRequest, ttft_s: float) -> None:
+        pending = self._pending.get(request.request_id)
+        model = self._models.get(backend)
+        if pending is None or model is None or pending.backend != backend:
+            return
+        if pending.wait_s < _NO_WAIT_S:
+            model.prefill.observe(float(pending.uncached_tokens), ttft_s)
+            return
+        waited = ttft_s - model.prefill.at(pending.uncached_tokens)
+        ratio = min(10.0, max(0.1, waited / pending.wait_s))
+        rate = self._settings.learning_rate
+        model.wait_scale = model.wait_scale ** (1 - rate) * ratio**rate
+
+    def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
+        pending = self._pending.pop(request.request_id, None)
+        model = self._models.get(backend)
+        if pending is None or model is None or pending.backend != backend or not outcome.ok:
+            return
+        rate = self._settings.learning_rate
+        model.mean_prompt += rate * (pending.uncached_tokens - model.mean_prompt)
+        if outcome.completion_tokens > 0:
+            model.mean_output += rate * (outcome.completion_tokens - model.mean_output)
+        if outcome.completion_tokens >= 2:
+            first = outcome.ttft_s
+            if first is None:  # not streamed: take the prefill from the model
+                first = pending.wait_s * model.wait_scale + model.prefill.at(pending.uncached_tokens)
+            tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
+            model.itl.observe(float(pending.batch), tpot)

@@ -1,0 +1,124 @@
+"""What the wave policy believes about one backend: its prefill and decode speed, learned online.
+
+Two straight lines, each fitted by an exponentially weighted least-squares fit that starts from
+the backend's profile (the sizing engine's estimate, or a measured profile) and follows what the
+gateway observes, so a mis-sized or throttled backend corrects itself within tens of requests:
+
+    ttft_s(uncached prompt tokens)   = prefill.intercept + prefill.slope × tokens   (no queueing)
+    itl_s(sequences running at once) = itl.intercept + itl.slope × batch
+
+The fit keeps a small permanent weight on the seed line, so samples that all share one x (say,
+one prompt length) fix the level there without swinging the slope.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wavefleet.gateway.config import BackendConfig, BackendProfile
+
+__all__ = ["ASSUMED_PROFILES", "BackendModel", "EwmaLine", "seed_profile"]
+
+_FLOOR_S = 1e-4  # no prediction below 0.1 ms: a line fitted to noise must not promise free work
+_SEED_WEIGHT = 0.01  # permanent weight of the seed line against the decaying observations
+
+# Used when a backend has no profile: assumptions (a mid-range GPU engine serving an 8B model,
+# a desktop CPU serving a 3B one), corrected by the first observed requests.
+ASSUMED_PROFILES = {
+    True: BackendProfile(
+        prefill_tokens_per_s=5000.0,
+        decode_tokens_per_s=40.0,
+        max_num_seqs=64,
+        batch_slowdown=0.01,
+        basis="assumed GPU engine (no profile in the config); learned from observed requests",
+    ),
+    False: BackendProfile(
+        prefill_tokens_per_s=150.0,
+        decode_tokens_per_s=15.0,
+        max_num_seqs=4,
+        batch_slowdown=0.05,
+        basis="assumed CPU engine (no profile in the config); learned from observed requests",
+    ),
+}
+
+
+class EwmaLine:
+    """y = intercept + slope × x, fitted by exponentially weighted least squares around a seed line."""
+
+    __slots__ = ("_rate", "_seed", "_stats", "intercept", "samples", "slope")
+
+    def __init__(self, intercept: float, slope: float, seed_xs: tuple[float, float], rate: float) -> None:
+        self._rate = rate
+        self.intercept, self.slope = intercept, slope
+        self.samples = 0
+        self._seed = self._points_stats([(x, intercept + slope * x) for x in seed_xs])
+        self._stats = list(self._seed)  # weight, Σx, Σxx, Σy, Σxy (weighted means)
+
+    @staticmethod
+    def _points_stats(points: list[tuple[float, float]]) -> list[float]:
+        n = float(len(points))
+        return [
+            1.0,
+            sum(x for x, _ in points) / n,
+            sum(x * x for x, _ in points) / n,
+            sum(y for _, y in points) / n,
+            sum(x * y for x, y in points) / n,
+        ]
+
+    def at(self, x: float) -> float:
+        value = self.intercept + self.slope * x
+        return value if value > _FLOOR_S else _FLOOR_S
+
+    def observe(self, x: float, y: float) -> None:
+        if not (math.isfinite(x) and math.isfinite(y)) or y <= 0:
+            return
+        keep, rate = 1.0 - self._rate, self._rate
+        stats = self._stats
+        for i, value in enumerate((1.0, x, x * x, y, x * y)):
+            stats[i] = keep * stats[i] + rate * value
+        self.samples += 1
+        self._solve()
+
+    def _solve(self) -> None:
+        w, sx, sxx, sy, sxy = (s + _SEED_WEIGHT * p for s, p in zip(self._stats, self._seed, strict=True))
+        mean_x, mean_y = sx / w, sy / w
+        var_x = sxx / w - mean_x * mean_x
+        if var_x > 1e-9 * max(1.0, mean_x * mean_x):
+            slope = (sxy / w - mean_x * mean_y) / var_x
+            if slope >= 0:
+                self.slope = slope
+        self.intercept = mean_y - self.slope * mean_x
+
+
+def seed_profile(config: BackendConfig, gpu: bool) -> BackendProfile:
+    """The backend's configured profile, else the assumption for its kind of device."""
+    return config.profile if config.profile is not None else ASSUMED_PROFILES[gpu]
+
+
+@dataclass(slots=True)
+class BackendModel:
+    """Learned speed of one backend plus the gateway-side state the predictor keeps for it."""
+
+    prefill: EwmaLine  # TTFT without queueing, against uncached prompt tokens
+    itl: EwmaLine  # inter-token latency, against the number of sequences running
+    slots: int  # from the profile; the engine's own report wins when it gives one
+    mean_prompt: float  # uncached prompt tokens of recent requests (EWMA)
+    mean_output: float  # completion tokens of recent requests (EWMA)
+    wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
+    backlog_until: float = 0.0  # when the prefill work the gateway sent here should be done
+    dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
+
+    @classmethod
+    def seeded(cls, profile: BackendProfile, rate: float) -> BackendModel:
+        itl1 = 1.0 / profile.decode_tokens_per_s
+        slope = itl1 * profile.batch_slowdown
+        top = float(max(2, profile.max_num_seqs))
+        return cls(
+            # the first token comes at the end of a step that also decodes: one ITL on top
+            prefill=EwmaLine(itl1, 1.0 / profile.prefill_tokens_per_s, (16.0, 1024.0), rate),
+            itl=EwmaLine(itl1 - slope, slope, (1.0, top), rate),
+            slots=profile.max_num_seqs,
+            mean_prompt=256.0,
+            mean_output=128.0,
+        )

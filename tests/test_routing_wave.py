@@ -1,0 +1,237 @@
+"""The wave policy on hand-made fleet state: its arithmetic, learning, affinity, admission, fairness."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from wavefleet.gateway.config import BackendConfig, BackendProfile, GatewayConfig, PolicyName, WaveSettings
+from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
+from wavefleet.gateway.routing.factory import build_policy
+from wavefleet.gateway.routing.wave import WavePolicy, explain
+from wavefleet.gateway.routing.wave_prefix import PrefixIndex, block_keys
+
+# Shaped like the simulator's RTX 5070 Ti vLLM and Ryzen 9900X llama.cpp profiles (sizing estimates).
+GPU = BackendProfile(
+    prefill_tokens_per_s=8600, decode_tokens_per_s=78, max_num_seqs=128, batch_slowdown=0.0144
+)
+CPU = BackendProfile(prefill_tokens_per_s=256, decode_tokens_per_s=26, max_num_seqs=8, batch_slowdown=0.05)
+# A small GPU: slower prefill than the big one, faster single-stream decode (a 1B model).
+SMALL_GPU = BackendProfile(
+    prefill_tokens_per_s=1224, decode_tokens_per_s=105, max_num_seqs=2, batch_slowdown=0.07
+)
+MID = BackendProfile(prefill_tokens_per_s=1000, decode_tokens_per_s=30, max_num_seqs=4, batch_slowdown=0.05)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(name: str, profile: BackendProfile, kind: str = "vllm") -> BackendConfig:
+    return BackendConfig(name=name, url=f"http://{name}:8000", kind=kind, profile=profile)  # type: ignore[arg-type]
+
+
+def fleet(monitor: StaticMonitor, *configs: BackendConfig, **inflight: int) -> FleetView:
+    return FleetView(
+        monitor, {c.name: c for c in configs}, {c.name: inflight.get(c.name, 0) for c in configs}
+    )
+
+
+def ask(
+    *names: str,
+    prompt: int = 20,
+    out: int | None = 64,
+    prefix: str = "",
+    rid: str = "",
+    prefs: tuple[int, ...] = (),
+) -> RouteRequest:
+    candidates = tuple(Candidate(n, "m", p) for n, p in zip(names, prefs or (0,) * len(names), strict=True))
+    return RouteRequest("m", candidates, prompt, out, True, prefix_text=prefix, request_id=rid)
+
+
+def policy(clock: Clock | None = None, **settings: object) -> WavePolicy:
+    base: dict[str, object] = {"explore_rate": 0.0}
+    base.update(settings)
+    return WavePolicy(WaveSettings(**base), clock or Clock())  # type: ignore[arg-type]
+
+
+def test_roomy_128_slot_gpu_beats_a_4_slot_cpu_for_a_short_prompt() -> None:
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=20, waiting=0)
+    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    decision = policy().choose(ask("gpu", "cpu"), view)
+    assert decision.ranked[0].backend == "gpu"
+    assert decision.reason == "predicted"
+    # the GPU at batch 21: 64 tokens at (1 + 0.0144 × 20) / 78 s each, after a short prefill
+    assert decision.scores["gpu"] == pytest.approx(1 / 78 + 20 / 8600 + 64 * (1 + 0.0144 * 20) / 78, rel=0.01)
+    assert decision.scores["cpu"] > decision.scores["gpu"]
+
+
+def test_deep_gpu_queue_sends_a_short_prompt_to_the_idle_cpu() -> None:
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=128, waiting=400)
+    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    decision = policy().choose(ask("gpu", "cpu"), view)
+    assert [c.backend for c in decision.ranked] == ["cpu", "gpu"]
+    assert decision.scores["gpu"] > 3 * decision.scores["cpu"]
+
+
+def test_long_prompts_prefer_fast_prefill_short_ones_fast_decode() -> None:
+    view = fleet(StaticMonitor(), config("big", GPU), config("small", SMALL_GPU))
+    wave = policy()
+    assert wave.choose(ask("big", "small", prompt=20), view).ranked[0].backend == "small"
+    assert wave.choose(ask("big", "small", prompt=2000), view).ranked[0].backend == "big"
+
+
+def test_the_gateways_inflight_count_is_used_when_the_engine_has_not_been_polled_yet() -> None:
+    # no snapshot numbers: 8 requests in flight fill the CPU's 8 slots, so the 9th would queue there
+    view = fleet(StaticMonitor(), config("cpu", CPU, "llamacpp"), config("gpu", GPU), cpu=8)
+    prediction = policy().predict(ask("cpu", "gpu"), view, list(ask("cpu", "gpu").candidates), [], 100.0)
+    assert prediction[0].wait_s > 0 and prediction[1].wait_s == 0
+    assert prediction[0].batch == 8 and prediction[1].batch == 1
+
+
+def test_learning_corrects_a_mis_seeded_profile() -> None:
+    # seeded 10x too fast at prefill and 2.5x too fast at decode; the engine is really slower
+    optimistic = BackendProfile(prefill_tokens_per_s=10000, decode_tokens_per_s=100, max_num_seqs=4)
+    honest = BackendProfile(prefill_tokens_per_s=2000, decode_tokens_per_s=40, max_num_seqs=4)
+    view = fleet(StaticMonitor(), config("mis", optimistic, "llamacpp"), config("ok", honest, "llamacpp"))
+    clock = Clock()
+    wave = policy(clock)
+    assert wave.choose(ask("mis", "ok", prompt=800, out=32), view).ranked[0].backend == "mis"
+    true_rate, true_itl, overhead = 1000.0, 0.025, 0.03
+    for i in range(80):
+        clock.now += 10  # one request at a time: nothing queues
+        tokens = 50 + (i * 37) % 900
+        request = ask("mis", prompt=tokens, out=32, rid=f"r{i}")
+        wave.choose(request, view)
+        ttft = overhead + tokens / true_rate
+        wave.observe_first_token("mis", request, ttft)
+        wave.observe_finish("mis", request, Outcome(True, tokens, 32, ttft, ttft + 31 * true_itl))
+    model = wave.model("mis", view)
+    clock.now += 10
+    assert 1 / model.prefill.slope == pytest.approx(true_rate, rel=0.15)
+    assert model.itl.at(1) == pytest.approx(true_itl, rel=0.15)
+    assert wave.choose(ask("mis", "ok", prompt=800, out=32), view).ranked[0].backend == "ok"
+
+
+def test_affinity_returns_a_prefix_to_its_backend_unless_that_backend_is_overloaded() -> None:
+    monitor = StaticMonitor()
+    a, b = config("a", MID, "llamacpp"), config("b", MID, "llamacpp")
+    clock = Clock()
+    wave = policy(clock)
+    chat = "system: you are a terse assistant. " * 40 + "user: hello there"  # ~1,400 characters
+    first = wave.choose(ask("a", "b", prompt=len(chat) // 4, prefix=chat), fleet(monitor, a, b))
+    home = first.ranked[0].backend
+    other = "b" if home == "a" else "a"
+    for _ in range(3):
+        clock.now += 10
+        again = wave.choose(
+            ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet(monitor, a, b)
+        )
+        assert again.ranked[0].backend == home
+        assert again.reason == "affinity"
+        assert again.scores[home] < again.scores[other]
+    monitor.set(home, running=4, waiting=20)
+    busy = wave.choose(ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet(monitor, a, b))
+    assert busy.ranked[0].backend == other
+
+
+def test_affinity_off_ignores_cached_prefixes() -> None:
+    a, b = config("a", MID, "llamacpp"), config("b", MID, "llamacpp")
+    clock = Clock()
+    wave = policy(clock, affinity=False)
+    chat = "system: you are a terse assistant. " * 40
+    picks = []
+    for _ in range(4):
+        clock.now += 10
+        picks.append(wave.choose(ask("a", "b", prompt=350, prefix=chat), fleet(StaticMonitor(), a, b)))
+    assert {p.ranked[0].backend for p in picks} == {"a", "b"}
+    assert all(p.reason == "predicted" for p in picks)
+
+
+def test_admission_sheds_with_retry_after_when_nothing_meets_the_slo() -> None:
+    monitor = StaticMonitor()
+    monitor.set("cpu", running=8, waiting=30)
+    view = fleet(monitor, config("cpu", CPU, "llamacpp"))
+    shed = policy().choose(ask("cpu"), view)
+    assert shed.ranked == () and shed.reason == "shed"
+    assert shed.retry_after_s is not None and 0.5 <= shed.retry_after_s <= 10
+    assert shed.scores["cpu"] > 1.0
+    kept = policy(shed=False).choose(ask("cpu"), view)
+    assert kept.ranked[0].backend == "cpu" and kept.reason == "over-slo"
+
+
+def test_a_long_prompt_no_backend_can_prefill_in_time_is_shed() -> None:
+    view = fleet(StaticMonitor(), config("cpu", CPU, "llamacpp"))
+    assert policy().choose(ask("cpu", prompt=2000), view).reason == "shed"
+    assert policy().choose(ask("cpu", prompt=100), view).reason == "predicted"
+
+
+def test_equal_predictions_spread_over_both_backends() -> None:
+    view = fleet(StaticMonitor(), config("a", GPU), config("b", GPU))
+    clock = Clock()
+    wave = policy(clock)
+    picks: Counter[str] = Counter()
+    for _ in range(100):
+        clock.now += 1
+        picks[wave.choose(ask("a", "b", prompt=20), view).ranked[0].backend] += 1
+    assert picks["a"] >= 40 and picks["b"] >= 40
+
+
+def test_exploration_sends_a_small_share_elsewhere() -> None:
+    view = fleet(StaticMonitor(), config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    clock = Clock()
+    wave = policy(clock, explore_rate=0.05, seed=3)
+    decisions = []
+    for _ in range(1000):
+        clock.now += 1
+        decisions.append(wave.choose(ask("gpu", "cpu"), view))
+    explored = [d for d in decisions if d.reason == "explore"]
+    assert 20 <= len(explored) <= 90
+    assert all(d.ranked[0].backend == "cpu" for d in explored)
+
+
+def test_group_preference_breaks_near_ties_toward_the_first_model() -> None:
+    view = fleet(StaticMonitor(), config("a", GPU), config("b", GPU))
+    wave = policy(preference_penalty_s=0.5)
+    picks = {wave.choose(ask("a", "b", prefs=(1, 0)), view).ranked[0].backend for _ in range(10)}
+    assert picks == {"b"}
+
+
+def test_prefix_index_matches_leading_blocks_and_evicts_deep_ones_first() -> None:
+    index = PrefixIndex(blocks_per_backend=4)
+    text = "".join(f"{i:064d}" for i in range(6))  # six distinct 64-char blocks
+    keys = block_keys(text)
+    assert len(keys) == 6
+    index.add("x", keys[:3])
+    assert index.matched("x", keys) == 3
+    assert index.matched("y", keys) == 0
+    assert index.matched("x", block_keys("z" * 64 + text)) == 0  # a different first block: nothing shared
+    index.add("x", keys)  # six blocks into room for four: the deepest go first
+    assert index.size("x") == 4 and index.matched("x", keys) == 4
+
+
+def test_explain_lists_the_fastest_candidates_first() -> None:
+    assert explain(Decision((), "predicted", {"cpu": 2.1, "gpu": 0.84})) == "gpu=0.84s, cpu=2.10s"
+
+
+def test_factory_builds_wave_with_its_settings() -> None:
+    gateway = GatewayConfig(
+        policy=PolicyName.WAVE, backends=[config("gpu", GPU)], wave=WaveSettings(ttft_slo_s=0.5)
+    )
+    built = build_policy(gateway)
+    assert isinstance(built, WavePolicy) and built.name is PolicyName.WAVE
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=0)
+    # prefill at 8,600 tokens/s against this config's 0.5 s TTFT target (+ 0.25 s slack before shedding)
+    view = fleet(monitor, config("gpu", GPU))
+    assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=3000), view).reason == "predicted"
+    assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=5000), view).reason == "over-slo"
+    assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=9000), view).reason == "shed"

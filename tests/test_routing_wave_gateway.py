@@ -1,0 +1,85 @@
+"""The wave policy end to end: a real gateway in front of two simulated engines of different speed."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from wavefleet.gateway.app import create_app
+from wavefleet.gateway.backends.fake_servers import serve_in_thread
+from wavefleet.gateway.config import GatewayConfig, WaveSettings
+from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.routing.base import FleetView
+from wavefleet.gateway.routing.wave import WavePolicy
+from wavefleet.sim import SimProfile, ThreadedSimFleet
+
+SPEED = 5.0
+FAST = SimProfile(
+    name="fast", dialect="vllm", model="big", gpu=True, prefill_tokens_per_s=4000,
+    itl_at_batch=[(1, 0.012), (16, 0.02)], max_num_seqs=16, kv_capacity_tokens=60000, jitter_sigma=0.0,
+)  # fmt: skip
+SLOW = SimProfile(
+    name="slow", dialect="llamacpp", model="small", prefill_tokens_per_s=300,
+    itl_at_batch=[(1, 0.04), (2, 0.045)], max_num_seqs=2, kv_capacity_tokens=4096, kv_admission="reserve",
+    jitter_sigma=0.0,
+)  # fmt: skip
+
+
+def post(url: str, body: dict[str, object], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.status, dict(answer.headers), answer.read()
+
+
+def chat(words: int, tokens: int = 16) -> dict[str, object]:
+    return {
+        "model": "chat",
+        "messages": [{"role": "user", "content": " ".join(["word"] * words)}],
+        "max_tokens": tokens,
+        "stream": True,
+    }
+
+
+def test_wave_routes_by_prediction_explains_itself_and_learns() -> None:
+    with ThreadedSimFleet([FAST, SLOW], speed=SPEED, seed=1) as sims:
+        config = GatewayConfig.model_validate(
+            {
+                "policy": "wave",
+                "backends": [
+                    {"name": p.name, "url": sims.urls[p.name], "kind": p.dialect.value, "models": [p.model],
+                     "profile": p.to_backend_profile(SPEED).model_dump()}
+                    for p in (FAST, SLOW)
+                ],
+                "groups": {"chat": ["big", "small"]},
+            }
+        )  # fmt: skip
+        policy = WavePolicy(WaveSettings(explore_rate=0.0, preference_penalty_s=0.0))
+        with serve_in_thread(create_app(config, StaticMonitor(), policy=policy)) as gateway:
+            status, headers, body = post(gateway.url, chat(40), {"x-wave-explain": "1"})
+            assert status == 200 and b"[DONE]" in body
+            explanation = headers["x-wave-explain"]
+            assert explanation.startswith("fast=") and "slow=" in explanation
+            assert headers["x-wave-backend"] == "fast"
+            _, plain, _ = post(gateway.url, chat(40), {})
+            assert "x-wave-explain" not in plain
+
+            # a burst of long prompts: the slow engine would take seconds to prefill them, so all
+            # go to the fast one even while it is busy
+            with ThreadPoolExecutor(8) as pool:
+                backends = list(
+                    pool.map(lambda _: post(gateway.url, chat(400), {})[1]["x-wave-backend"], range(16))
+                )
+            assert backends.count("fast") == 16
+
+            view = FleetView(StaticMonitor(), {b.name: b for b in config.backends}, {})
+            model = policy.model("fast", view)
+            # every finished request taught the ITL line; those not predicted to queue, the prefill line
+            assert model.itl.samples == 18 and model.prefill.samples >= 9
+            with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as answer:
+                metrics = answer.read().decode()
+            assert 'wave_routing_decisions_total{backend="fast",reason="predicted"}' in metrics
