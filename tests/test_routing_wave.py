@@ -224,14 +224,16 @@ def test_explain_lists_the_fastest_candidates_first() -> None:
 
 def test_factory_builds_wave_with_its_settings() -> None:
     gateway = GatewayConfig(
-        policy=PolicyName.WAVE, backends=[config("gpu", GPU)], wave=WaveSettings(ttft_slo_s=0.5)
+        policy=PolicyName.WAVE,
+        backends=[config("gpu", GPU)],
+        wave=WaveSettings(ttft_slo_s=0.5, headroom=0.85, shed_slack_s=0.1),
     )
     built = build_policy(gateway)
     assert isinstance(built, WavePolicy) and built.name is PolicyName.WAVE
     monitor = StaticMonitor()
     monitor.set("gpu", running=0)
-    # prefill at 8,600 tokens/s against this config's 0.5 s TTFT target (+ 0.25 s slack before shedding)
+    # prefill at 8,600 tokens/s against 0.85 x this config's 0.5 s TTFT target (+ 0.1 s slack before shedding)
     view = fleet(monitor, config("gpu", GPU))
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=3000), view).reason == "predicted"
-    assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=5000), view).reason == "over-slo"
+    assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=4000), view).reason == "over-slo"
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=9000), view).reason == "shed"

@@ -113,8 +113,11 @@ class WaveSettings(Strict):
     ttft_slo_s: float = Field(default=1.0, gt=0, description="time-to-first-token target")
     tpot_slo_s: float = Field(default=0.1, gt=0, description="time-per-output-token target")
     shed: bool = Field(default=True, description="answer 429 when no backend is predicted to meet the SLO")
+    headroom: float = Field(
+        default=0.8, gt=0, le=1, description="a prediction meets a target when within this fraction of it"
+    )
     shed_slack_s: float = Field(
-        default=0.25, ge=0, description="shed only when the best predicted TTFT is over the target by more"
+        default=0.1, ge=0, description="shed only when the best predicted TTFT is over its target by more"
     )
     affinity: bool = Field(
         default=True, description="approximate prefix index: prefer where a prefix is cached"

@@ -5,20 +5,26 @@ For every healthy candidate backend the policy predicts (all in seconds, see doc
     batch   = min(occupied + 1, slots)                 occupied = max(engine running + waiting,
                                                                       gateway in-flight)
     wait    = max(slot wait, prefill backlog) × wait_scale
-    ttft    = wait + prefill.at(uncached prompt tokens)
-    tpot    = itl.at(batch)
+    ttft    = wait + prefill.at(uncached) + (backlog tokens + uncached) / 2048 × itl.at(batch)
+    tpot    = min(itl.at(batch) / (1 − prefill share), itl.at(batch) + 2048 × prefill s/token)
+              + prefill backlog / output
     e2e     = ttft + output tokens × tpot               output = max_tokens, else the recent mean
 
 `slot wait` is the time until a slot frees when all are taken ((occupied + 1 − slots) / slots ×
 one request's service time); `prefill backlog` is the prefill work this gateway sent and the
-engine has not finished yet (a fluid queue drained in real time). Uncached tokens come from the
+engine has not finished yet (a fluid queue drained in real time). Engines interleave prefill with
+decode (chunked prefill, 2048 tokens a step by default in vLLM and llama.cpp), so prefill work
+stretches every step: `prefill share` is the fraction of the engine's time the prefill work sent
+recently takes (an exponentially weighted rate over 5 × ttft_slo_s), at most 0.95; a step never
+carries more than one chunk. Uncached tokens come from the
 approximate prefix index (wave_prefix.py). The lines `prefill` and `itl` and `wait_scale` are
 learned from finished requests (wave_model.py).
 
-Ranking: candidates predicted to meet the SLO (ttft ≤ ttft_slo_s, tpot ≤ tpot_slo_s) first, by
-e2e plus `preference_penalty_s` per step down the group's order; the rest after, by e2e. When no
-candidate meets the SLO by more than `shed_slack_s`, the request is shed (429 + Retry-After)
-rather than piled onto a backend. Near-ties (within 5 % or 5 ms) go to the least used backend;
+Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
+tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
+order; the rest after, by e2e. When the best candidate misses the TTFT target by more than
+`shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
+a backend. Near-ties (within 5 % or 5 ms) go to the least used backend;
 a small share (`explore_rate`) goes to another backend with room, so every profile keeps learning.
 """
 
@@ -45,6 +51,8 @@ _PENDING_LIMIT = 65536  # decisions awaiting their outcome; older ones are forgo
 _TIE_RELATIVE, _TIE_ABSOLUTE_S = 0.05, 0.005
 _KV_FULL = 0.95  # KV usage at which an engine admits no new sequence until one finishes
 _NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the prefill line
+_CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
+_SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 
 
 class Prediction(NamedTuple):
@@ -58,6 +66,8 @@ class Prediction(NamedTuple):
     uncached_tokens: int
     batch: int
     meets_slo: bool
+    share: float
+    backlog_s: float
 
 
 class _Pending(NamedTuple):
@@ -65,6 +75,8 @@ class _Pending(NamedTuple):
     wait_s: float  # predicted before wait_scale
     uncached_tokens: int
     batch: int
+    share: float  # prefill share of the engine's time at dispatch
+    backlog_s: float
 
 
 def explain(decision: Decision, top: int = 4) -> str:
@@ -98,6 +110,9 @@ class WavePolicy:
     ) -> list[Prediction]:
         settings = self._settings
         prompt = request.prompt_tokens
+        window = _SHARE_WINDOWS * settings.ttft_slo_s
+        ttft_target = settings.headroom * settings.ttft_slo_s
+        tpot_target = settings.headroom * settings.tpot_slo_s
         predictions: list[Prediction] = []
         for candidate in candidates:
             name = candidate.backend
@@ -113,16 +128,26 @@ class WavePolicy:
             cached = self._index.matched(name, keys) * _TOKENS_PER_BLOCK if keys else 0
             uncached = prompt - cached if cached < prompt else 1
             batch = occupied + 1 if occupied < slots else slots
-            tpot = model.itl.at(batch)
+            itl = model.itl.at(batch)
+            share = model.prefill_share(now, window)
             wait = 0.0
             if occupied >= slots:
                 service = model.prefill.at(model.mean_prompt) + model.mean_output * model.itl.at(slots)
                 wait = (occupied + 1 - slots) / slots * service
             backlog = model.backlog_until - now
-            if backlog > wait:
+            if backlog < 0.0:
+                backlog = 0.0
+            elif backlog > wait:
                 wait = backlog
-            ttft = wait * model.wait_scale + model.prefill.at(uncached)
+            slope = model.prefill.slope
+            steps = ((backlog / slope if slope > 0 else 0.0) + uncached) / _CHUNK_TOKENS
+            ttft = wait * model.wait_scale + model.prefill.at(uncached) + steps * itl
             output = request.max_tokens or model.mean_output
+            # decode waits for the prefill chunks interleaved with it: itl / (1 - share) while the
+            # engine keeps up, a full chunk per step at most
+            stretched = itl / (1.0 - share)
+            full_chunk = itl + _CHUNK_TOKENS * slope
+            tpot = (stretched if stretched < full_chunk else full_chunk) + backlog / output
             predictions.append(
                 Prediction(
                     name,
@@ -132,7 +157,9 @@ class WavePolicy:
                     wait,
                     uncached,
                     batch,
-                    ttft <= settings.ttft_slo_s and tpot <= settings.tpot_slo_s,
+                    ttft <= ttft_target and tpot <= tpot_target,
+                    share,
+                    backlog,
                 )
             )
         return predictions
@@ -189,7 +216,11 @@ class WavePolicy:
 
     def _hopeless(self, best: Prediction) -> bool:
         settings = self._settings
-        return best.ttft_s > settings.ttft_slo_s + settings.shed_slack_s or best.tpot_s > settings.tpot_slo_s
+        headroom = settings.headroom
+        return (
+            best.ttft_s > headroom * settings.ttft_slo_s + settings.shed_slack_s
+            or best.tpot_s > headroom * settings.tpot_slo_s
+        )
 
     def _pick(
         self, order: list[int], predictions: list[Prediction], ready: list[Candidate], penalty: float
@@ -200,7 +231,9 @@ class WavePolicy:
         best = order[0]
         models = self._models
         if self._settings.explore_rate and self._random.random() < self._settings.explore_rate:
-            others = [i for i in order[1:] if predictions[i].meets_slo or predictions[i].wait_s == 0.0]
+            # only where the request would still stand a chance: exploring must not cost the SLO
+            limit = 2.0 * self._settings.headroom * self._settings.ttft_slo_s
+            others = [i for i in order[1:] if predictions[i].ttft_s <= limit]
             if others:
                 return self._random.choice(others), "explore"
         top = predictions[best]
@@ -218,13 +251,20 @@ class WavePolicy:
         model = self._models[chosen.backend]
         model.dispatched += 1
         start = model.backlog_until if model.backlog_until > now else now
-        model.backlog_until = start + chosen.uncached_tokens * model.prefill.slope
+        work = chosen.uncached_tokens * model.prefill.slope
+        model.backlog_until = start + work
+        model.add_prefill_work(now, work, _SHARE_WINDOWS * self._settings.ttft_slo_s)
         if keys:
             self._index.add(chosen.backend, keys)
         if request.request_id:
             pending = self._pending
             pending[request.request_id] = _Pending(
-                chosen.backend, chosen.wait_s, chosen.uncached_tokens, chosen.batch
+                chosen.backend,
+                chosen.wait_s,
+                chosen.uncached_tokens,
+                chosen.batch,
+                chosen.share,
+                chosen.backlog_s,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -256,4 +296,6 @@ class WavePolicy:
             if first is None:  # not streamed: take the prefill from the model
                 first = pending.wait_s * model.wait_scale + model.prefill.at(pending.uncached_tokens)
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
-            model.itl.observe(float(pending.batch), tpot)
+            # the line holds decode alone: take out what the prediction adds for prefill work
+            alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - pending.share)
+            model.itl.observe(float(pending.batch), alone)

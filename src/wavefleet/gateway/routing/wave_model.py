@@ -21,7 +21,8 @@ from wavefleet.gateway.config import BackendConfig, BackendProfile
 __all__ = ["ASSUMED_PROFILES", "BackendModel", "EwmaLine", "seed_profile"]
 
 _FLOOR_S = 1e-4  # no prediction below 0.1 ms: a line fitted to noise must not promise free work
-_SEED_WEIGHT = 0.01  # permanent weight of the seed line against the decaying observations
+_SEED_WEIGHT = 0.01
+_MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run  # permanent weight of the seed line against the decaying observations
 
 # Used when a backend has no profile: assumptions (a mid-range GPU engine serving an 8B model,
 # a desktop CPU serving a 3B one), corrected by the first observed requests.
@@ -108,6 +109,19 @@ class BackendModel:
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
     backlog_until: float = 0.0  # when the prefill work the gateway sent here should be done
     dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
+    prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
+    work_at: float = 0.0  # when prefill_work_s was last brought up to date
+
+    def prefill_share(self, now: float, window_s: float) -> float:
+        """Fraction of the engine's time the recently sent prefill work takes (at most 0.95)."""
+        if self.prefill_work_s <= 0.0:
+            return 0.0
+        share = self.prefill_work_s * math.exp((self.work_at - now) / window_s) / window_s
+        return share if share < _MAX_SHARE else _MAX_SHARE
+
+    def add_prefill_work(self, now: float, work_s: float, window_s: float) -> None:
+        self.prefill_work_s = self.prefill_work_s * math.exp((self.work_at - now) / window_s) + work_s
+        self.work_at = now
 
     @classmethod
     def seeded(cls, profile: BackendProfile, rate: float) -> BackendModel:

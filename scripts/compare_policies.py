@@ -1,0 +1,626 @@
+"""Compare routing policies on simulated fleets: goodput and P95 TTFT over a Poisson rate sweep.
+
+    PYTHONPATH=src python scripts/compare_policies.py                    # everything, ~15-20 min
+    PYTHONPATH=src python scripts/compare_policies.py --fleets b --policies wave,least-loaded
+    PYTHONPATH=src python scripts/compare_policies.py --plot-only        # redraw from the JSON
+
+Results: docs/data/routing/compare_<fleet>.json (one file per fleet, so fleets can run in
+parallel processes) and fleet_<fleet>.png; the table of best goodput / ideal is printed.
+
+Three processes share the work: simulated engines (one child, `SimFleet`), the gateway (another
+child, with the real PollingMonitor and the policy under test) and the load generator (this
+process, `wavefleet.bench.run_load_async`). Each run gets fresh engines and a fresh gateway.
+
+Fleets: (a) the person's fleet as planned on examples/home-lab.yaml: every planned deployment the
+simulator can profile, one engine per device; (b) two identical RTX 5070 Ti vLLM engines plus one
+Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn chat workload.
+Requests name the group `chat` (the fleet's models, largest first): every policy sees it.
+
+Time scale: engines run at `--speed S` (every modelled duration / S). All figures written are in
+device time: rates and goodput / S, latencies x S. The SLO (TTFT <= 1 s, TPOT <= 100 ms) and the
+wave policy's targets are scaled the same way. Gateway and client overhead are not scaled, so
+they count S times heavier than on real devices (a few ms wall: small against a 1 s target).
+
+Ideal capacity of a fleet = sum over its backends of the best goodput each reaches alone (same
+workload, SLO and sweep, at rates relative to its own estimated capacity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT_DIR = ROOT / "docs" / "data" / "routing"
+POLICIES = ["round-robin", "least-loaded", "size-classes", "gpu-only", "wave"]
+SLO_TTFT_S, SLO_TPOT_S = 1.0, 0.1
+FRACTIONS = [0.3, 0.6, 0.9, 1.2]  # of the fleet's estimated capacity
+RUN_DEVICE_S, MAX_REQUESTS = 20.0, 1200  # arrivals span 20 s of device time (at least 48 requests)
+
+
+# ---------------------------------------------------------------- fleets and workloads
+
+
+@dataclass
+class Engine:
+    profile: Any  # SimProfile
+    deployment: str
+
+
+@dataclass
+class Fleet:
+    key: str
+    title: str
+    engines: list[Engine]
+    workload: str  # "mixed" or "chat"
+    size_classes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def mixed_workload(seed: int) -> Any:
+    from wavefleet.bench import LengthDist, SyntheticWorkload
+
+    # prompts 30-1170 tokens (uniform): the short ones a CPU engine can prefill within 1 s, the
+    # long ones only a GPU can; answers 16-48 tokens (short answers keep the simulated token
+    # stream within what this 2-core machine can relay at full GPU load, see docs/routing.md)
+    return SyntheticWorkload(
+        input_len=600,
+        output_len=32,
+        input_dist=LengthDist("uniform", 0.95),
+        output_dist=LengthDist("uniform", 0.5),
+        seed=seed,
+    )
+
+
+def chat_workload(seed: int) -> Any:
+    from wavefleet.bench import MultiTurnWorkload
+
+    # 400 conversations x 4 turns behind one shared 256-word system prompt
+    return MultiTurnWorkload(
+        conversations=400, prefix_len=256, turns=4, turn_len=48, output_len=32, seed=seed
+    )
+
+
+def workload_means(kind: str) -> tuple[float, float]:
+    """(prompt tokens, output tokens) a request carries on average, for capacity estimates."""
+    return (600.0, 32.0) if kind == "mixed" else (256 + 2.5 * (48 + 32), 32.0)
+
+
+def planned_fleet() -> tuple[list[Engine], list[str]]:
+    """Fleet (a): the planned deployments the simulator profiles, one engine per device."""
+    from wavefleet.catalog.loader import Catalog
+    from wavefleet.plan.inventory import load_inventory
+    from wavefleet.plan.planner import build_plan
+    from wavefleet.sim.profiles import DIALECT_OF_ENGINE, ProfileSpec, profile_from_spec
+
+    catalog = Catalog.load()
+    inventory = load_inventory(ROOT / "examples" / "home-lab.yaml", catalog)
+    plan = build_plan(inventory, catalog)
+    placed = {(p.device, p.engine, p.model) for p in plan.placements}
+    hosts = {h.id: h for h in inventory.hosts}
+    engines: list[Engine] = []
+    notes: list[str] = []
+    taken: dict[str, str] = {}  # device or host/container -> the deployment that runs there
+    for d in inventory.deployments:
+        if d.service not in DIALECT_OF_ENGINE or not (d.device and d.model and d.quant):
+            continue
+        place = f"{d.host}/{d.container}" if d.container else ""
+        clash = taken.get(d.device) or (taken.get(place) if place else None)
+        if clash:
+            notes.append(
+                f"{d.id}: skipped, {clash} already runs on {d.device if d.device in taken else place}"
+            )
+            continue
+        host = hosts[d.host]
+        cpu = getattr(host.cpu, "device", host.cpu)
+        on_cpu = d.device == cpu
+        parallel = d.parallel or d.max_num_seqs or (128 if d.service == "vllm" else 4)
+        spec = ProfileSpec(
+            d.id, d.device, d.model, d.quant, d.service, d.max_model_len or 4096, parallel,
+            kv_dtype=d.kv_dtype, memory_utilization=d.gpu_memory_utilization or 0.9,
+            host=None if on_cpu or cpu is None or d.service != "llama.cpp" else str(cpu),
+            host_ram_gib=host.ram_gib if d.service == "llama.cpp" else None,
+        )  # fmt: skip
+        try:
+            profile = profile_from_spec(spec, catalog)
+        except Exception as exc:  # the sizing engine refuses what does not fit: say so, go on
+            notes.append(f"{d.id}: skipped, the sizing engine says: {exc}")
+            continue
+        engines.append(Engine(profile, d.id))
+        taken[d.device] = d.id
+        if place:
+            taken[place] = d.id
+        in_plan = (d.device, d.service, d.model) in placed
+        notes.append(
+            f"{d.id}: {d.service} {d.model} {d.quant} on {d.device}, {parallel} slots"
+            + ("" if in_plan else " (a deployment the plan did not place)")
+        )
+    return engines, notes
+
+
+def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
+    from wavefleet.catalog.loader import Catalog
+    from wavefleet.sim.profiles import BUILTIN_SPECS, profile_from_spec
+
+    catalog = Catalog.load()
+    fleets: dict[str, Fleet] = {}
+    notes: list[str] = []
+    if "a" in keys or "c" in keys:
+        engines, notes = planned_fleet()
+        classes = seed_size_classes(engines)
+        fleets["a"] = Fleet("a", "(a) planned home-lab fleet, mixed prompts", engines, "mixed", classes)
+        fleets["c"] = Fleet("c", "(c) planned fleet, shared-prefix multi-turn chat", engines, "chat", classes)
+    if "b" in keys:
+        spec = {s.name: s for s in BUILTIN_SPECS}
+        gpu, cpu = spec["rtx5070ti-vllm"], spec["ryzen9900x-llamacpp"]
+        engines = [
+            Engine(profile_from_spec(gpu, catalog, name="vllm-a"), "vllm-a"),
+            Engine(profile_from_spec(gpu, catalog, name="vllm-b"), "vllm-b"),
+            Engine(profile_from_spec(cpu, catalog, name="cpu-9900x"), "cpu-9900x"),
+        ]
+        fleets["b"] = Fleet("b", "(b) 2 x RTX 5070 Ti vLLM + Ryzen 9900X llama.cpp", engines, "mixed",
+                            seed_size_classes(engines))  # fmt: skip
+    return {k: fleets[k] for k in keys if k in fleets}, notes
+
+
+def seed_size_classes(engines: list[Engine]) -> list[dict[str, Any]]:
+    """The seed's classes: short prompts to the CPU engines, medium to vLLM, long to the rest."""
+    cpu = [e.profile.name for e in engines if not e.profile.gpu]
+    vllm = [e.profile.name for e in engines if e.profile.dialect.value == "vllm"]
+    rest = [e.profile.name for e in engines if e.profile.name not in cpu + vllm]
+    classes = [{"max_prompt_tokens": 128, "backends": cpu}, {"max_prompt_tokens": 2048, "backends": vllm}]
+    classes.append({"backends": rest or vllm})
+    return [c for c in classes if c["backends"]]
+
+
+def capacity_estimate(profile: Any, kind: str) -> float:
+    """Requests/s the engine can finish at full batch (an estimate from its profile, for rates)."""
+    prompt, output = workload_means(kind)
+    if kind == "chat":
+        prompt *= 0.4  # most of a turn's prompt is cached after the first turn
+    prefill_s = prompt / profile.prefill_tokens_per_s
+    slots = profile.max_num_seqs
+    decode_bound = slots / (prefill_s + output * profile.itl_at(slots))
+    return 1.0 / (1.0 / decode_bound + prefill_s)
+
+
+def gateway_config(fleet: Fleet, engines: list[Engine], urls: dict[str, str], policy: str, speed: float,
+                   affinity: bool = True) -> dict[str, Any]:  # fmt: skip
+    models: list[str] = []
+    for e in sorted(engines, key=lambda e: -model_size(e.profile.model)):
+        if e.profile.model not in models:
+            models.append(e.profile.model)
+    names = {e.profile.name for e in engines}
+    classes = [{**c, "backends": [b for b in c["backends"] if b in names]} for c in fleet.size_classes]
+    return {
+        "policy": policy,
+        "backends": [
+            {
+                "name": e.profile.name,
+                "url": urls[e.profile.name],
+                "kind": e.profile.dialect.value,
+                "models": [e.profile.model],
+                "gpu": e.profile.gpu,
+                "profile": e.profile.to_backend_profile(speed).model_dump(),
+            }
+            for e in engines
+        ],
+        "groups": {"chat": models},
+        "size_classes": [c for c in classes if c["backends"]] or [{"backends": sorted(names)}],
+        "poll_interval_s": 1.0 / speed,
+        "retries": 0,
+        "timeouts": {"first_byte_s": 300, "total_s": 600, "idle_s": 120},
+        "wave": {
+            "ttft_slo_s": SLO_TTFT_S / speed,
+            "tpot_slo_s": SLO_TPOT_S / speed,
+            "shed_slack_s": 0.25 / speed,
+            "preference_penalty_s": 0.5 / speed,
+            **({"headroom": float(os.environ["WAVE_HEADROOM"])} if "WAVE_HEADROOM" in os.environ else {}),
+            "affinity": affinity,
+        },
+    }
+
+
+def model_size(model: str) -> float:
+    digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in model.split("-")[-1]).split()
+    try:
+        return float(digits[0])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+# ---------------------------------------------------------------- child processes
+
+
+async def child_sims() -> None:
+    """Serve simulated engines; each stdin line {profiles, speed, seed} replaces the fleet."""
+    from wavefleet.sim import SimFleet, SimProfile
+
+    fleet: SimFleet | None = None
+    reader = await stdin_reader()
+    while line := await reader.readline():
+        if fleet is not None:
+            await fleet.close()
+            fleet = None
+        spec = json.loads(line)
+        if spec.get("quit"):
+            break
+        profiles = [SimProfile.model_validate(p) for p in spec["profiles"]]
+        fleet = SimFleet(profiles, speed=spec["speed"], seed=spec["seed"])
+        await fleet.start()
+        print(json.dumps(fleet.urls), flush=True)
+    if fleet is not None:
+        await fleet.close()
+
+
+async def child_gateway() -> None:
+    """Serve the gateway; each stdin line (a GatewayConfig) replaces it."""
+    import aiohttp
+    from aiohttp import web
+
+    from wavefleet.gateway.app import create_app
+    from wavefleet.gateway.config import GatewayConfig
+    from wavefleet.gateway.monitor.polling import PollingMonitor
+
+    runner: web.AppRunner | None = None
+    session: aiohttp.ClientSession | None = None
+    reader = await stdin_reader()
+    while line := await reader.readline():
+        if runner is not None:
+            await runner.cleanup()
+        if session is not None:
+            await session.close()
+        runner = session = None
+        spec = json.loads(line)
+        if spec.get("quit"):
+            break
+        config = GatewayConfig.model_validate(spec)
+        session = aiohttp.ClientSession()
+        monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
+        runner = web.AppRunner(
+            create_app(config, monitor, api_keys=[]), access_log=None, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        print(json.dumps({"url": f"http://127.0.0.1:{runner.addresses[0][1]}"}), flush=True)
+    if runner is not None:
+        await runner.cleanup()
+    if session is not None:
+        await session.close()
+
+
+async def stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+class Child:
+    """A child process of this script, driven one JSON line at a time."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__)), f"--child={self.role}",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdin and self.process.stdout
+        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        if not line:
+            raise RuntimeError(f"the {self.role} child ended")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def stop(self) -> None:
+        if self.process is None:
+            return
+        assert self.process.stdin is not None
+        self.process.stdin.write(b'{"quit": true}\n')
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+# ---------------------------------------------------------------- runs
+
+
+async def decisions(url: str) -> dict[str, float]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as answer:
+        text = await answer.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("wave_routing_decisions_total{"):
+            labels, value = line.rsplit(" ", 1)
+            backend = labels.split('backend="')[1].split('"')[0]
+            reason = labels.split('reason="')[1].split('"')[0]
+            counts[f"{backend or '-'}:{reason}"] = float(value)
+    return counts
+
+
+async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
+                  rate: float, speed: float, seed: int, affinity: bool = True) -> dict[str, Any]:  # fmt: skip
+    from wavefleet.bench import LoadSpec, Slo, Target, run_load_async, summarize
+
+    urls = await sims.ask(
+        {"profiles": [e.profile.model_dump(mode="json") for e in engines], "speed": speed, "seed": seed}
+    )
+    config = gateway_config(fleet, engines, urls, policy, speed, affinity)
+    url = (await gateway.ask(config))["url"]
+    await asyncio.sleep(3.0 / speed + 0.1)  # a few polls: the monitor has seen every engine
+    requests = int(min(MAX_REQUESTS, max(48, rate * RUN_DEVICE_S)))
+    workload = mixed_workload(seed) if fleet.workload == "mixed" else chat_workload(seed)
+    load = LoadSpec(rate=rate * speed, num_requests=requests, seed=seed)
+    target = Target(url + "/v1", "chat", timeout_s=600)
+    started = time.perf_counter()
+    result = await run_load_async(target, workload, load)
+    wall = time.perf_counter() - started
+    summary = summarize(
+        result.records, result.duration_s, Slo(SLO_TTFT_S * 1000 / speed, SLO_TPOT_S * 1000 / speed)
+    )
+    flat = summary.flat()
+    shed = sum(1 for r in result.records if r.status == 429)
+    ttft_miss = tpot_miss = 0
+    for r in result.records:
+        if r.ok and r.chunk_times:
+            ttft = r.chunk_times[0] - r.scheduled
+            ttft_miss += ttft * speed > SLO_TTFT_S
+            if r.output_tokens > 1:
+                tpot_miss += (r.chunk_times[-1] - r.chunk_times[0]) / (
+                    r.output_tokens - 1
+                ) * speed > SLO_TPOT_S
+    lags = [r.dispatch_lag for r in result.records if r.sent]
+    return {
+        "policy": policy,
+        "affinity": affinity,
+        "rate": rate,
+        "requests": requests,
+        "speed": speed,
+        "goodput": flat.get("goodput_rps", 0.0) / speed,
+        "throughput": flat["request_tps"] / speed,
+        "good_fraction": flat.get("good_fraction", 0.0),
+        "p95_ttft_s": flat["p95_ttft_ms"] * speed / 1000 if summary.completed else None,
+        "p50_ttft_s": flat["median_ttft_ms"] * speed / 1000 if summary.completed else None,
+        "p95_tpot_s": flat["p95_tpot_ms"] * speed / 1000 if summary.completed else None,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "shed": shed,
+        "ttft_misses": ttft_miss,
+        "tpot_misses": tpot_miss,
+        "max_dispatch_lag_ms_wall": max(lags) * 1000 if lags else None,
+        "wall_s": wall,
+        "decisions": await decisions(url),
+    }
+
+
+def fmt_row(row: dict[str, Any]) -> str:
+    p95 = row["p95_ttft_s"]
+    return (
+        f"  {row['policy']:<14s} rate {row['rate']:6.2f}/s  goodput {row['goodput']:6.2f}/s  "
+        f"good {row['good_fraction']:5.1%}  p95 TTFT {p95 if p95 is None else round(p95, 2)} s  "
+        f"shed {row['shed']:3d}  miss ttft/tpot {row['ttft_misses']}/{row['tpot_misses']}  wall {row['wall_s']:.1f}s"
+    )
+
+
+async def compare(args: argparse.Namespace) -> dict[str, Any]:
+    fleets, notes = build_fleets(args.fleets)
+    sims, gateway = Child("sims"), Child("gateway")
+    await asyncio.gather(sims.start(), gateway.start())
+    results: dict[str, Any] = {
+        "what": "goodput (TTFT <= 1 s and TPOT <= 100 ms) and P95 TTFT per policy over a Poisson rate sweep",
+        "units": "device time: rates and goodput in requests/s, latencies in s (wall figures x speed)",
+        "slo": {"ttft_s": SLO_TTFT_S, "tpot_s": SLO_TPOT_S},
+        "fleet_a_notes": notes,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fleets": {},
+    }
+    try:
+        for fleet in fleets.values():
+            caps = {e.profile.name: capacity_estimate(e.profile, fleet.workload) for e in fleet.engines}
+            total = sum(caps.values())
+            speed = args.speed
+            record: dict[str, Any] = {
+                "title": fleet.title,
+                "engines": [
+                    {
+                        "name": e.profile.name,
+                        "deployment": e.deployment,
+                        "model": e.profile.model,
+                        "device": e.profile.device,
+                        "gpu": e.profile.gpu,
+                        "slots": e.profile.max_num_seqs,
+                        "capacity_estimate": round(caps[e.profile.name], 3),
+                    }
+                    for e in fleet.engines
+                ],  # fmt: skip
+                "workload": fleet.workload,
+                "speed": speed,
+                "rates": [round(f * total, 3) for f in args.fractions],
+                "runs": [],
+                "alone": {},
+            }
+            print(f"{fleet.title}: capacity estimate {total:.2f} req/s, speed {speed:g}", flush=True)
+            fleet_started = time.perf_counter()
+            for rate in record["rates"]:
+                for policy in args.policies:
+                    row = await one_run(sims, gateway, fleet, fleet.engines, policy, rate, speed, args.seed)
+                    record["runs"].append(row)
+                    print(fmt_row(row), flush=True)
+                if fleet.workload == "chat" and "wave" in args.policies:
+                    row = await one_run(
+                        sims, gateway, fleet, fleet.engines, "wave", rate, speed, args.seed, affinity=False
+                    )
+                    row["policy"] = "wave-no-affinity"
+                    record["runs"].append(row)
+                    print(fmt_row(row), flush=True)
+            if not args.skip_alone:
+                seen: dict[tuple[str, str], dict[str, Any]] = {}
+                for engine in fleet.engines:
+                    same = (engine.profile.model_dump_json(exclude={"name"}), fleet.workload)
+                    if same in seen:  # an identical engine: measured once
+                        record["alone"][engine.profile.name] = seen[same]
+                        continue
+                    alone_speed = (
+                        args.alone_speed if not engine.profile.gpu or caps[engine.profile.name] < 3 else speed
+                    )
+                    rows = []
+                    for fraction in args.fractions:
+                        rate = round(fraction * caps[engine.profile.name], 3)
+                        row = await one_run(
+                            sims, gateway, fleet, [engine], "least-loaded", rate, alone_speed, args.seed
+                        )
+                        rows.append(row)
+                        print(f"  alone {engine.profile.name}:" + fmt_row(row)[1:], flush=True)
+                    seen[same] = record["alone"][engine.profile.name] = {
+                        "runs": rows,
+                        "best_goodput": max(r["goodput"] for r in rows),
+                    }
+                record["ideal_capacity"] = sum(a["best_goodput"] for a in record["alone"].values())
+            record["wall_s"] = round(time.perf_counter() - fleet_started, 1)
+            record["machine"] = f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}"
+            results["fleets"][fleet.key] = record
+            write_results({**results, "fleets": {fleet.key: record}}, args.out / f"compare_{fleet.key}.json")
+    finally:
+        await asyncio.gather(sims.stop(), gateway.stop())
+    return results
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(results, indent=1) + "\n")
+    temporary.replace(path)
+
+
+# ---------------------------------------------------------------- tables and plots
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| fleet | ideal (req/s) | " + " | ".join(POLICIES + ["wave-no-affinity"]) + " |"]
+    lines.append("|---" * (len(POLICIES) + 3) + "|")
+    for key, fleet in results["fleets"].items():
+        ideal = fleet.get("ideal_capacity")
+        cells = []
+        for policy in POLICIES + ["wave-no-affinity"]:
+            rows = [r for r in fleet["runs"] if r["policy"] == policy]
+            if not rows:
+                cells.append("–")
+                continue
+            best = max(r["goodput"] for r in rows)
+            cells.append(f"{best:.2f} ({best / ideal:.0%})" if ideal else f"{best:.2f}")
+        lines.append(
+            f"| {key} | {ideal:.2f} | " + " | ".join(cells) + " |"
+            if ideal
+            else f"| {key} | – | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, fleet in results["fleets"].items():
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        policies = sorted(
+            {r["policy"] for r in fleet["runs"]}, key=lambda p: (POLICIES + ["wave-no-affinity"]).index(p)
+        )
+        for policy in policies:
+            rows = sorted((r for r in fleet["runs"] if r["policy"] == policy), key=lambda r: r["rate"])
+            style = (
+                {"linewidth": 2.5}
+                if policy == "wave"
+                else {"linestyle": "--"}
+                if policy == "wave-no-affinity"
+                else {}
+            )
+            left.plot(
+                [r["rate"] for r in rows], [r["goodput"] for r in rows], marker="o", label=policy, **style
+            )
+            right.plot(
+                [r["rate"] for r in rows],
+                [r["p95_ttft_s"] or math.nan for r in rows],
+                marker="o",
+                label=policy,
+                **style,
+            )
+        if fleet.get("ideal_capacity"):
+            left.axhline(fleet["ideal_capacity"], color="grey", linestyle=":", label="ideal capacity")
+        left.set(
+            xlabel="arrival rate (req/s, Poisson)", ylabel="goodput (req/s meeting TTFT<=1s, TPOT<=100ms)"
+        )
+        right.set(xlabel="arrival rate (req/s, Poisson)", ylabel="P95 TTFT (s)", yscale="log")
+        right.axhline(SLO_TTFT_S, color="grey", linestyle=":")
+        left.legend(fontsize=8)
+        fig.suptitle(f"{fleet['title']} (simulated, device time)")
+        fig.tight_layout()
+        path = folder / f"fleet_{key}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--child", choices=["sims", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--fleets", type=lambda s: s.split(","), default=["a", "b", "c"])
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=POLICIES)
+    parser.add_argument("--speed", type=float, default=2.0, help="time scale of fleet runs")
+    parser.add_argument(
+        "--alone-speed", type=float, default=16.0, help="time scale of slow engines run alone"
+    )
+    parser.add_argument("--skip-alone", action="store_true", help="do not measure each engine alone")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fractions", type=lambda s: [float(x) for x in s.split(",")], default=FRACTIONS,
+        help="rates as fractions of the fleet's estimated capacity",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for compare_<fleet>.json and plots")
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        import uvloop
+
+        uvloop.run(child_sims() if args.child == "sims" else child_gateway())
+        return
+    if not args.plot_only:
+        import uvloop
+
+        uvloop.run(compare(args))
+    results: dict[str, Any] = {"fleets": {}}
+    for path in sorted(args.out.glob("compare_*.json")):
+        results["fleets"].update(json.loads(path.read_text())["fleets"])
+    print(table(results))
+    for path in plot(results, args.out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
