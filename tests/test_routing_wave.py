@@ -237,3 +237,21 @@ def test_factory_builds_wave_with_its_settings() -> None:
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=3000), view).reason == "predicted"
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=4000), view).reason == "over-slo"
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=9000), view).reason == "shed"
+
+
+def test_no_shedding_on_an_assumed_profile_until_it_has_been_checked() -> None:
+    unprofiled = BackendConfig(name="cpu", url="http://cpu:8000", kind="llamacpp")  # type: ignore[arg-type]
+    monitor = StaticMonitor()
+    monitor.set("cpu", running=1, waiting=3, slots_total=1)
+    view = fleet(monitor, unprofiled)
+    clock = Clock()
+    wave = policy(clock)
+    first = wave.choose(ask("cpu", prompt=100, rid="r0"), view)
+    assert first.reason == "over-slo" and first.ranked[0].backend == "cpu"
+    for i in range(8):  # slow requests finish: now the policy knows, and sheds what cannot make it
+        clock.now += 10
+        request = ask("cpu", prompt=100, rid=f"q{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("cpu", request, 3.0)
+        wave.observe_finish("cpu", request, Outcome(True, 100, 64, 3.0, 3.0 + 63 * 0.2))
+    assert wave.choose(ask("cpu", prompt=100), view).reason == "shed"

@@ -24,7 +24,8 @@ Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom �
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; the rest after, by e2e. When the best candidate misses the TTFT target by more than
 `shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
-a backend. Near-ties (within 5 % or 5 ms) go to the least used backend;
+a backend; a backend without a configured profile causes no shedding until 8 of its requests have
+corrected the assumed one. Near-ties (within 5 % or 5 ms) go to the least used backend;
 a small share (`explore_rate`) goes to another backend with room, so every profile keeps learning.
 """
 
@@ -51,6 +52,7 @@ _PENDING_LIMIT = 65536  # decisions awaiting their outcome; older ones are forgo
 _TIE_RELATIVE, _TIE_ABSOLUTE_S = 0.05, 0.005
 _KV_FULL = 0.95  # KV usage at which an engine admits no new sequence until one finishes
 _NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the prefill line
+_TRUST_AFTER = 8  # finished requests after which a backend without a profile may cause shedding
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 
@@ -102,7 +104,9 @@ class WavePolicy:
         if model is None:
             config = view.backends[backend]
             profile = seed_profile(config, runs_on_gpu(config))
-            model = self._models[backend] = BackendModel.seeded(profile, self._settings.learning_rate)
+            model = self._models[backend] = BackendModel.seeded(
+                profile, self._settings.learning_rate, trusted=config.profile is not None
+            )
         return model
 
     def predict(
@@ -215,6 +219,9 @@ class WavePolicy:
         return Decision(ranked, reason, scores)
 
     def _hopeless(self, best: Prediction) -> bool:
+        """Past saving: shed. Never on a guess: an assumed profile must first meet real requests."""
+        if not self._models[best.backend].trusted:
+            return False
         settings = self._settings
         headroom = settings.headroom
         return (
@@ -287,7 +294,10 @@ class WavePolicy:
         model = self._models.get(backend)
         if pending is None or model is None or pending.backend != backend or not outcome.ok:
             return
-        rate = self._settings.learning_rate
+        rate = self._settings.learning_rate if model.finished else 1.0
+        model.finished += 1
+        if model.finished >= _TRUST_AFTER:
+            model.trusted = True
         model.mean_prompt += rate * (pending.uncached_tokens - model.mean_prompt)
         if outcome.completion_tokens > 0:
             model.mean_output += rate * (outcome.completion_tokens - model.mean_output)

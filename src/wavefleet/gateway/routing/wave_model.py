@@ -109,6 +109,8 @@ class BackendModel:
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
     backlog_until: float = 0.0  # when the prefill work the gateway sent here should be done
     dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
+    trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
+    finished: int = 0  # requests observed to finish here
     prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
     work_at: float = 0.0  # when prefill_work_s was last brought up to date
 
@@ -124,7 +126,7 @@ class BackendModel:
         self.work_at = now
 
     @classmethod
-    def seeded(cls, profile: BackendProfile, rate: float) -> BackendModel:
+    def seeded(cls, profile: BackendProfile, rate: float, trusted: bool = True) -> BackendModel:
         itl1 = 1.0 / profile.decode_tokens_per_s
         slope = itl1 * profile.batch_slowdown
         top = float(max(2, profile.max_num_seqs))
@@ -133,6 +135,7 @@ class BackendModel:
             prefill=EwmaLine(itl1, 1.0 / profile.prefill_tokens_per_s, (16.0, 1024.0), rate),
             itl=EwmaLine(itl1 - slope, slope, (1.0, top), rate),
             slots=profile.max_num_seqs,
-            mean_prompt=256.0,
+            mean_prompt=256.0,  # replaced by the first observed request
             mean_output=128.0,
+            trusted=trusted,
         )

@@ -1,0 +1,162 @@
+"""Wave against least-loaded with two REAL llama.cpp engines of different speed on this machine.
+
+    PYTHONPATH=src python scripts/compare_real_llamacpp.py [--reps 3] [--out docs/data/routing/real_llamacpp.json]
+
+Two embedded engines (`python -m wavefleet.engine.server`, llama-cpp-python with the bundled
+SmolLM2-135M-Instruct Q4_1, one slot each) run side by side: one with 2 threads, one with 1
+thread and a smaller batch. Neither has a profile in the gateway config: wave starts from its
+assumed CPU profile for both and must learn which is faster. The gateway (in this process) and
+the load generator share the machine with the engines and with whatever else runs here, so the
+policies run interleaved (rate by rate, repetition by repetition, the order alternating) and
+the figures are medians over repetitions. Goodput counts requests with TTFT <= 1 s and
+TPOT <= 100 ms (real time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from wavefleet.bench import LoadSpec, Slo, SyntheticWorkload, Target, run_load_async, summarize
+from wavefleet.engine.model import bundled_model_path
+from wavefleet.engine.settings import EngineSettings
+from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.gateway.app import create_app
+from wavefleet.gateway.config import GatewayConfig
+
+POLICIES = ["least-loaded", "wave"]
+SLO = Slo(ttft_ms=1000, tpot_ms=100)
+MODEL = "smollm2"
+
+
+async def probe(url: str, requests: int) -> dict[str, float]:
+    """Median TTFT and TPOT of one engine alone, one request at a time."""
+    result = await run_load_async(
+        Target(url + "/v1", MODEL), SyntheticWorkload(input_len=64, output_len=32, seed=7),
+        LoadSpec(concurrency=1, num_requests=requests),
+    )  # fmt: skip
+    flat = summarize(result.records, result.duration_s).flat()
+    return {"median_ttft_ms": flat["median_ttft_ms"], "median_tpot_ms": flat["median_tpot_ms"]}
+
+
+async def one_run(urls: dict[str, str], policy: str, rate: float, requests: int, seed: int) -> dict[str, Any]:
+    config = GatewayConfig.model_validate(
+        {
+            "policy": policy,
+            "backends": [{"name": n, "url": u, "kind": "llamacpp", "models": [MODEL], "gpu": False} for n, u in urls.items()],
+            "poll_interval_s": 1.0,
+            "retries": 0,
+        }
+    )  # fmt: skip
+    import aiohttp
+
+    from wavefleet.gateway.monitor.polling import PollingMonitor
+
+    async with aiohttp.ClientSession() as session:
+        monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
+        runner = web.AppRunner(
+            create_app(config, monitor, api_keys=[]), access_log=None, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            workload = SyntheticWorkload(input_len=64, output_len=32, seed=seed)
+            result = await run_load_async(
+                Target(url + "/v1", MODEL), workload, LoadSpec(rate=rate, num_requests=requests, seed=seed)
+            )
+            async with session.get(url + "/metrics") as answer:
+                metrics = await answer.text()
+        finally:
+            await runner.cleanup()
+    flat = summarize(result.records, result.duration_s, SLO).flat()
+    routed = {
+        line.split('backend="')[1].split('"')[0] + ":" + line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("wave_routing_decisions_total{")
+    }  # fmt: skip
+    return {
+        "policy": policy,
+        "rate": rate,
+        "goodput": flat.get("goodput_rps", 0.0),
+        "good_fraction": flat.get("good_fraction", 0.0),
+        "p95_ttft_s": flat["p95_ttft_ms"] / 1000,
+        "failed": flat["failed"],
+        "decisions": routed,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    model = bundled_model_path()
+    engines = {
+        "fast-2t": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=2, n_batch=512)),
+        "slow-1t": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=1, n_batch=64)),
+    }
+    for engine in engines.values():
+        await engine.start()
+    urls = {name: engine.url for name, engine in engines.items()}
+    record: dict[str, Any] = {
+        "what": __doc__.split("\n\n")[0] if __doc__ else "",
+        "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
+        "engines": {"fast-2t": "2 threads, batch 512", "slow-1t": "1 thread, batch 64"},
+        "machine": f"{os.cpu_count()} cores, shared with other work",
+        "runs": [],
+    }
+    try:
+        record["alone"] = {name: await probe(url, 8) for name, url in urls.items()}
+        print("alone:", record["alone"], flush=True)
+        for rep in range(args.reps):
+            for rate in args.rates:
+                order = POLICIES if rep % 2 == 0 else POLICIES[::-1]
+                for policy in order:
+                    row = await one_run(urls, policy, rate, args.requests, seed=rep)
+                    row["rep"] = rep
+                    record["runs"].append(row)
+                    print(f"rep {rep} rate {rate:4.2f}/s {policy:13s} goodput {row['goodput']:.2f}/s "
+                          f"good {row['good_fraction']:.0%} p95 TTFT {row['p95_ttft_s']:.2f}s {row['decisions']}", flush=True)  # fmt: skip
+    finally:
+        for engine in engines.values():
+            await engine.stop()
+    medians = {}
+    for policy in POLICIES:
+        for rate in args.rates:
+            rows = [r for r in record["runs"] if r["policy"] == policy and r["rate"] == rate]
+            medians[f"{policy}@{rate:g}"] = {
+                "median_goodput": statistics.median(r["goodput"] for r in rows),
+                "median_p95_ttft_s": statistics.median(r["p95_ttft_s"] for r in rows),
+            }
+    record["medians"] = medians
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 1.0, 2.0])
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("docs/data/routing/real_llamacpp.json"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    record = asyncio.run(main_async(args))
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    for key, value in record["medians"].items():
+        print(
+            f"{key:22s} goodput {value['median_goodput']:.2f}/s  p95 TTFT {value['median_p95_ttft_s']:.2f}s"
+        )
+
+
+if __name__ == "__main__":
+    main()
