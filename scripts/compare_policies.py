@@ -541,6 +541,28 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_rate(results: dict[str, Any]) -> str:
+    """Goodput and P95 TTFT per policy and rate, one markdown table per fleet."""
+    out = []
+    for key, fleet in results["fleets"].items():
+        policies = [
+            p for p in POLICIES + ["wave-no-affinity"] if any(r["policy"] == p for r in fleet["runs"])
+        ]
+        out.append(f"**{fleet['title']}**: goodput req/s / P95 TTFT s (shed) per arrival rate\n")
+        out.append("| rate | " + " | ".join(policies) + " |")
+        out.append("|---" * (len(policies) + 1) + "|")
+        for rate in fleet["rates"]:
+            cells = []
+            for policy in policies:
+                row = next(r for r in fleet["runs"] if r["policy"] == policy and r["rate"] == rate)
+                p95 = "–" if row["p95_ttft_s"] is None else f"{row['p95_ttft_s']:.2f}"
+                shed = f" ({row['shed']})" if row["shed"] else ""
+                cells.append(f"{row['goodput']:.2f} / {p95}{shed}")
+            out.append(f"| {rate:g} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def plot(results: dict[str, Any], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -626,6 +648,7 @@ def main() -> None:
     for path in sorted(args.out.glob("compare_*.json")):
         results["fleets"].update(json.loads(path.read_text())["fleets"])
     print(table(results))
+    print(per_rate(results))
     for path in plot(results, args.out):
         print(f"wrote {path}")
 

@@ -3,9 +3,10 @@
     PYTHONPATH=src python scripts/compare_real_llamacpp.py [--reps 3] [--out docs/data/routing/real_llamacpp.json]
 
 Two embedded engines (`python -m wavefleet.engine.server`, llama-cpp-python with the bundled
-SmolLM2-135M-Instruct Q4_1, one slot each) run side by side: one with 2 threads, one with 1
-thread and a smaller batch. Neither has a profile in the gateway config: wave starts from its
-assumed CPU profile for both and must learn which is faster. The gateway (in this process) and
+SmolLM2-135M-Instruct Q4_1, one slot each) run side by side: one with 2 threads and batch 512,
+one with 1 thread and batch 64. Which is faster depends on what else loads the 2 cores (2
+threads contend with everything else); each is timed alone first. Neither has a profile in the
+gateway config: wave starts from its assumed CPU profile for both and must learn the difference. The gateway (in this process) and
 the load generator share the machine with the engines and with whatever else runs here, so the
 policies run interleaved (rate by rate, repetition by repetition, the order alternating) and
 the figures are medians over repetitions. Goodput counts requests with TTFT <= 1 s and
@@ -98,8 +99,8 @@ async def one_run(urls: dict[str, str], policy: str, rate: float, requests: int,
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     model = bundled_model_path()
     engines = {
-        "fast-2t": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=2, n_batch=512)),
-        "slow-1t": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=1, n_batch=64)),
+        "threads-2": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=2, n_batch=512)),
+        "threads-1": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=1, n_batch=64)),
     }
     for engine in engines.values():
         await engine.start()
@@ -107,7 +108,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {
         "what": __doc__.split("\n\n")[0] if __doc__ else "",
         "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
-        "engines": {"fast-2t": "2 threads, batch 512", "slow-1t": "1 thread, batch 64"},
+        "engines": {"threads-2": "2 threads, batch 512", "threads-1": "1 thread, batch 64"},
         "machine": f"{os.cpu_count()} cores, shared with other work",
         "runs": [],
     }

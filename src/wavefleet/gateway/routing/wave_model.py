@@ -74,7 +74,10 @@ class EwmaLine:
     def observe(self, x: float, y: float) -> None:
         if not (math.isfinite(x) and math.isfinite(y)) or y <= 0:
             return
-        keep, rate = 1.0 - self._rate, self._rate
+        # a running mean with the seed as one pseudo-observation at first, then the EWMA rate:
+        # a few requests are enough to move far from a wrong seed
+        rate = max(self._rate, 1.0 / (self.samples + 2))
+        keep = 1.0 - rate
         stats = self._stats
         for i, value in enumerate((1.0, x, x * x, y, x * y)):
             stats[i] = keep * stats[i] + rate * value
