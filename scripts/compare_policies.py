@@ -544,7 +544,7 @@ def table(results: dict[str, Any]) -> str:
 def per_rate(results: dict[str, Any]) -> str:
     """Goodput and P95 TTFT per policy and rate, one markdown table per fleet."""
     out = []
-    for key, fleet in results["fleets"].items():
+    for fleet in results["fleets"].values():
         policies = [
             p for p in POLICIES + ["wave-no-affinity"] if any(r["policy"] == p for r in fleet["runs"])
         ]

@@ -9,7 +9,8 @@ threads contend with everything else); each is timed alone first. Neither has a 
 gateway config: wave starts from its assumed CPU profile for both and must learn the difference. The gateway (in this process) and
 the load generator share the machine with the engines and with whatever else runs here, so the
 policies run interleaved (rate by rate, repetition by repetition, the order alternating) and
-the figures are medians over repetitions. Goodput counts requests with TTFT <= 1 s and
+the figures are medians over repetitions. One gateway per policy stays up throughout, as in use:
+wave keeps what it learned, from a warm-up of 12 requests on (the same for both). Goodput counts requests with TTFT <= 1 s and
 TPOT <= 100 ms (real time).
 """
 
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from wavefleet.bench import LoadSpec, Slo, SyntheticWorkload, Target, run_load_async, summarize
@@ -32,6 +34,7 @@ from wavefleet.engine.settings import EngineSettings
 from wavefleet.engine.supervisor import EngineSupervisor
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.monitor.polling import PollingMonitor
 
 POLICIES = ["least-loaded", "wave"]
 SLO = Slo(ttft_ms=1000, tpot_ms=100)
@@ -48,51 +51,61 @@ async def probe(url: str, requests: int) -> dict[str, float]:
     return {"median_ttft_ms": flat["median_ttft_ms"], "median_tpot_ms": flat["median_tpot_ms"]}
 
 
-async def one_run(urls: dict[str, str], policy: str, rate: float, requests: int, seed: int) -> dict[str, Any]:
-    config = GatewayConfig.model_validate(
-        {
-            "policy": policy,
-            "backends": [{"name": n, "url": u, "kind": "llamacpp", "models": [MODEL], "gpu": False} for n, u in urls.items()],
-            "poll_interval_s": 1.0,
-            "retries": 0,
-        }
-    )  # fmt: skip
-    import aiohttp
+class Gateway:
+    """One gateway per policy, up for the whole experiment (wave keeps what it learned, as in use)."""
 
-    from wavefleet.gateway.monitor.polling import PollingMonitor
+    def __init__(self, urls: dict[str, str], policy: str) -> None:
+        self.policy = policy
+        self.config = GatewayConfig.model_validate(
+            {
+                "policy": policy,
+                "backends": [{"name": n, "url": u, "kind": "llamacpp", "models": [MODEL], "gpu": False} for n, u in urls.items()],
+                "poll_interval_s": 1.0,
+                "retries": 0,
+            }
+        )  # fmt: skip
+        self.url = ""
 
-    async with aiohttp.ClientSession() as session:
-        monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
-        runner = web.AppRunner(
-            create_app(config, monitor, api_keys=[]), access_log=None, handler_cancellation=True
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession()
+        monitor = PollingMonitor(self.config.backends, self.session, interval_s=self.config.poll_interval_s)
+        self.runner = web.AppRunner(
+            create_app(self.config, monitor, api_keys=[]), access_log=None, handler_cancellation=True
         )
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            workload = SyntheticWorkload(input_len=64, output_len=32, seed=seed)
-            result = await run_load_async(
-                Target(url + "/v1", MODEL), workload, LoadSpec(rate=rate, num_requests=requests, seed=seed)
-            )
-            async with session.get(url + "/metrics") as answer:
-                metrics = await answer.text()
-        finally:
-            await runner.cleanup()
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def decisions(self) -> dict[str, float]:
+        async with self.session.get(self.url + "/metrics") as answer:
+            metrics = await answer.text()
+        return {
+            line.split('backend="')[1].split('"')[0] + ":" + line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("wave_routing_decisions_total{")
+        }  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.session.close()
+
+
+async def one_run(gateway: Gateway, rate: float, requests: int, seed: int) -> dict[str, Any]:
+    before = await gateway.decisions()
+    workload = SyntheticWorkload(input_len=64, output_len=32, seed=seed)
+    result = await run_load_async(
+        Target(gateway.url + "/v1", MODEL), workload, LoadSpec(rate=rate, num_requests=requests, seed=seed)
+    )
+    after = await gateway.decisions()
     flat = summarize(result.records, result.duration_s, SLO).flat()
-    routed = {
-        line.split('backend="')[1].split('"')[0] + ":" + line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("wave_routing_decisions_total{")
-    }  # fmt: skip
     return {
-        "policy": policy,
+        "policy": gateway.policy,
         "rate": rate,
         "goodput": flat.get("goodput_rps", 0.0),
         "good_fraction": flat.get("good_fraction", 0.0),
         "p95_ttft_s": flat["p95_ttft_ms"] / 1000,
         "failed": flat["failed"],
-        "decisions": routed,
+        "decisions": {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)},
     }
 
 
@@ -105,6 +118,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for engine in engines.values():
         await engine.start()
     urls = {name: engine.url for name, engine in engines.items()}
+    gateways = {policy: Gateway(urls, policy) for policy in POLICIES}
     record: dict[str, Any] = {
         "what": __doc__.split("\n\n")[0] if __doc__ else "",
         "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
@@ -115,16 +129,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         record["alone"] = {name: await probe(url, 8) for name, url in urls.items()}
         print("alone:", record["alone"], flush=True)
+        for gateway in gateways.values():
+            await gateway.start()
+            warm = await run_load_async(
+                Target(gateway.url + "/v1", MODEL), SyntheticWorkload(input_len=64, output_len=32, seed=99),
+                LoadSpec(concurrency=2, num_requests=args.warmup),
+            )  # fmt: skip
+            print(f"warm-up through {gateway.policy}: {sum(r.ok for r in warm.records)} ok", flush=True)
         for rep in range(args.reps):
             for rate in args.rates:
                 order = POLICIES if rep % 2 == 0 else POLICIES[::-1]
                 for policy in order:
-                    row = await one_run(urls, policy, rate, args.requests, seed=rep)
+                    row = await one_run(gateways[policy], rate, args.requests, seed=rep)
                     row["rep"] = rep
                     record["runs"].append(row)
                     print(f"rep {rep} rate {rate:4.2f}/s {policy:13s} goodput {row['goodput']:.2f}/s "
                           f"good {row['good_fraction']:.0%} p95 TTFT {row['p95_ttft_s']:.2f}s {row['decisions']}", flush=True)  # fmt: skip
     finally:
+        for gateway in gateways.values():
+            if gateway.url:
+                await gateway.stop()
         for engine in engines.values():
             await engine.stop()
     medians = {}
@@ -146,6 +170,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 1.0, 2.0])
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument(
+        "--warmup", type=int, default=12, help="requests through each gateway before measuring"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/data/routing/real_llamacpp.json"))
     args = parser.parse_args()
     started = time.perf_counter()
