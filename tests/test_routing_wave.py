@@ -185,17 +185,19 @@ def test_equal_predictions_spread_over_both_backends() -> None:
     assert picks["a"] >= 40 and picks["b"] >= 40
 
 
-def test_exploration_sends_a_small_share_elsewhere() -> None:
-    view = fleet(StaticMonitor(), config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+def test_exploration_sends_a_small_share_elsewhere_but_not_to_a_far_slower_engine() -> None:
+    view = fleet(
+        StaticMonitor(), config("gpu", GPU), config("gpu2", SMALL_GPU), config("cpu", CPU, "llamacpp")
+    )
     clock = Clock()
     wave = policy(clock, explore_rate=0.05, seed=3)
     decisions = []
     for _ in range(1000):
         clock.now += 1
-        decisions.append(wave.choose(ask("gpu", "cpu"), view))
+        decisions.append(wave.choose(ask("gpu", "gpu2", "cpu", prompt=200), view))
     explored = [d for d in decisions if d.reason == "explore"]
     assert 20 <= len(explored) <= 90
-    assert all(d.ranked[0].backend == "cpu" for d in explored)
+    assert all(d.ranked[0].backend == "gpu" for d in explored)  # the small GPU is best; the CPU 4x slower
 
 
 def test_group_preference_breaks_near_ties_toward_the_first_model() -> None:

@@ -26,7 +26,8 @@ order; the rest after, by e2e. When the best candidate misses the TTFT target by
 `shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
 a backend; a backend without a configured profile causes no shedding until 8 of its requests have
 corrected the assumed one. Near-ties (within 5 % or 5 ms) go to the least used backend;
-a small share (`explore_rate`) goes to another backend with room, so every profile keeps learning.
+a small share (`explore_rate`) goes to another backend predicted to stay within twice the TTFT
+target and twice the best completion time, so the profiles keep learning.
 """
 
 from __future__ import annotations
@@ -239,8 +240,12 @@ class WavePolicy:
         models = self._models
         if self._settings.explore_rate and self._random.random() < self._settings.explore_rate:
             # only where the request would still stand a chance: exploring must not cost the SLO
+            # nor hold the request much longer than the best would (a slow engine's answer is late)
             limit = 2.0 * self._settings.headroom * self._settings.ttft_slo_s
-            others = [i for i in order[1:] if predictions[i].ttft_s <= limit]
+            slowest = 2.0 * predictions[best].e2e_s
+            others = [
+                i for i in order[1:] if predictions[i].ttft_s <= limit and predictions[i].e2e_s <= slowest
+            ]
             if others:
                 return self._random.choice(others), "explore"
         top = predictions[best]
