@@ -479,8 +479,18 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                     print(fmt_row(row), flush=True)
             if not args.skip_alone:
                 seen: dict[tuple[str, str], dict[str, Any]] = {}
+                previous_file = args.out / f"compare_{fleet.key}.json"
+                previous = (
+                    json.loads(previous_file.read_text())["fleets"][fleet.key]["alone"]
+                    if args.alone_engines and previous_file.exists()
+                    else {}
+                )
                 for engine in fleet.engines:
                     same = (engine.profile.model_dump_json(exclude={"name"}), fleet.workload)
+                    name = engine.profile.name
+                    if args.alone_engines and name not in args.alone_engines and name in previous:
+                        record["alone"][name] = {**previous[name], "reused": "from the previous run's file"}
+                        continue
                     if same in seen:  # an identical engine: measured once
                         record["alone"][engine.profile.name] = seen[same]
                         continue
@@ -626,6 +636,10 @@ def main() -> None:
     parser.add_argument(
         "--alone-policies", type=lambda s: s.split(","), default=["least-loaded", "wave"],
         help="policies in front of each engine alone (the ideal takes the best of them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--alone-engines", type=lambda s: s.split(","), default=None,
+        help="measure only these engines alone; take the others' from the fleet's existing file",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
