@@ -2,14 +2,13 @@
 
 Per-request updates are kept to a few dict lookups and integer additions: counters are
 prometheus-client children cached per label set, and latency histograms are `Histogram`s
-below, which take a count (`observe(value, n)`) so a batch of stream events that arrived
-together costs one update. Backend state is read from the monitor at scrape time, not per
+below, updated without locks since the gateway runs on one event loop. Backend state is read from the monitor at scrape time, not per
 request.
 
     wave_requests_total{model,backend,status}          status "499" = the client went away
     wave_request_duration_seconds{model,backend}       end to end, as the gateway saw it
     wave_time_to_first_token_seconds{model,backend}    streams: arrival to first data event out
-    wave_inter_token_latency_seconds{model,backend}    streams: gaps between data events out
+    wave_inter_token_latency_seconds{model,backend}    streams: gaps between data-carrying chunks out
     wave_prompt_tokens_total / wave_completion_tokens_total{model,backend}   from `usage`
     wave_routing_decisions_total{backend,reason}       backend "" = none could take it
     wave_retries_total{backend}                        attempts that failed before the first byte
@@ -222,7 +221,7 @@ class GatewayMetrics:
         )
         self.itl = Histogram(
             "wave_inter_token_latency_seconds",
-            "Streams: gaps between data events sent",
+            "Streams: gaps between chunks of data events sent (vllm bench's ITL)",
             ["model", "backend"],
             ITL_BUCKETS,
         )

@@ -272,10 +272,8 @@ class Forwarder:
 
     def _observe_stream(self, series: RequestSeries, state: StreamState) -> None:
         itl, observe = series.itl, self._metrics.itl.observe
-        for gap, events in state.gaps:
+        for gap in state.gaps:
             observe(itl, gap)
-            if events > 1:
-                observe(itl, 0.0, events - 1)
 
     def _finish(
         self,
