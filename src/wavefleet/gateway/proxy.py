@@ -25,11 +25,10 @@ from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.responses import error_response
 from wavefleet.gateway.routing.base import Candidate, Outcome, RouteRequest, RoutingPolicy
-from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, parse_usage, usage_in
+from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, usage_in
 
 __all__ = ["Call", "Forwarder"]
 
-_JSON_PARSE_LIMIT = 256 * 1024  # larger replies (big embedding batches) are checked, not parsed
 
 
 @dataclass(slots=True)
@@ -303,17 +302,12 @@ class Forwarder:
 
 
 def _usage_of(body: bytes, backend: str) -> tuple[int, int] | None:
-    """The reply's token usage; UpstreamError if the reply is not a JSON object."""
-    if len(body) <= _JSON_PARSE_LIMIT:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise UpstreamError(
-                f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
-            )
-        return parse_usage(parsed.get("usage"))
+    """The reply's token usage; UpstreamError if the reply is not a JSON object.
+
+    Checked by its first and last bytes and read with `usage_in`, not parsed: a truncated body
+    fails earlier (aiohttp checks the length), and parsing big embedding replies costs
+    milliseconds.
+    """
     if body.lstrip()[:1] != b"{" or body.rstrip()[-1:] != b"}":
         raise UpstreamError(
             f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
