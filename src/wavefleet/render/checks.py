@@ -145,4 +145,3 @@ def _compose_engines(parsed: dict[str, Any]) -> set[tuple[str, str]]:
                 if "io.wavefleet.engine" in service.get("labels", {}):
                     engines.add((node, name))
     return engines
-

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 
 import jinja2
 
 from wavefleet.errors import UsageError
 from wavefleet.render.artifacts import Artifact, RenderedTree
+from wavefleet.render.checks import tree_problems
 from wavefleet.render.dashboards import dashboards
 from wavefleet.render.gateway_config import dump_gateway_config, gateway_config
 from wavefleet.render.images import IMAGES
 from wavefleet.render.monitoring import RULES_FILE, alert_rules, prometheus_config
+from wavefleet.render.output import write_tree
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef, node_services
 from wavefleet.render.spec import EngineKind, EngineSpec, FleetSpec, NodeSpec, OsFamily
 from wavefleet.render.templating import make_environment, render_template
 
-__all__ = ["render_fleet"]
+__all__ = ["render_fleet", "render_to"]
 
 
 def render_fleet(fleet: FleetSpec) -> RenderedTree:
@@ -155,7 +158,6 @@ def _render_gateway(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpe
     gw = fleet.gateway
     node = fleet.node(gw.nginx_node)
     monitoring = fleet.node(fleet.monitoring_node)
-    _require_ip(monitoring, "NGINX's `allow` for the /metrics listener")
     config = gateway_config(fleet)
     nginx = render_template(
         env,
@@ -163,6 +165,7 @@ def _render_gateway(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpe
         gw=gw,
         node=node,
         monitoring=monitoring,
+        metrics_allow=_allow_list(monitoring),
         gateway_upstream=f"127.0.0.1:{gw.wave_port}",
         authentik_upstream=_host_port(gw.authentik_outpost),
         max_body_mib=max(1, config.max_body_bytes // 2**20),
@@ -312,14 +315,12 @@ def _caveats(fleet: FleetSpec, node: NodeSpec) -> list[str]:
     return caveats
 
 
-def _require_ip(node: NodeSpec, why: str) -> None:
+def _allow_list(monitoring: NodeSpec) -> list[str]:
+    """Who may read the gateway's /metrics: the Prometheus node, or private networks without its IP."""
     try:
-        ipaddress.ip_address(node.address)
+        return [str(ipaddress.ip_address(monitoring.address))]
     except ValueError:
-        raise UsageError(
-            f"node {node.name} has address {node.address!r}, but {why} needs an IP address; "
-            "give the node its IP in the inventory"
-        ) from None
+        return ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 
 def _host_port(url: str) -> str:
@@ -327,3 +328,12 @@ def _host_port(url: str) -> str:
     if ":" not in rest:
         rest += ":443" if url.startswith("https") else ":80"
     return rest
+
+
+def render_to(fleet: FleetSpec, out: Path) -> list[Path]:
+    """Render, check, and write the whole tree under `out`; on any problem nothing is written."""
+    tree = render_fleet(fleet)
+    problems = tree_problems(tree)
+    if problems:
+        raise UsageError("the rendered files would be wrong:\n  " + "\n  ".join(problems))
+    return write_tree(tree, out)
