@@ -67,7 +67,7 @@ def _port_clashes(tree: RenderedTree) -> list[str]:
             if len(names) > 1:
                 problems.append(
                     f"node {node}: port {port} is used by {' and '.join(names)}; "
-                    "give each service on a node its own port in the inventory"
+                    "give each service on a node its own port in the inventory, or let render pick them (--ports assign)"
                 )
     return problems
 

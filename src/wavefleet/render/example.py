@@ -36,7 +36,11 @@ def example_fleet(**overrides: Any) -> FleetSpec:
     )
     nodes = [
         NodeSpec(
-            name="ai-desktop", address="192.168.1.10", os=OsFamily.UBUNTU, os_version="24.04", gpus=[rtx]
+            name="schlimers-server",
+            address="192.168.1.10",
+            os=OsFamily.UBUNTU,
+            os_version="24.04",
+            gpus=[rtx],
         ),
         NodeSpec(name="xps15", address="192.168.1.15", os=OsFamily.PROXMOX, docker=False, gpus=[gtx]),
         NodeSpec(
@@ -91,7 +95,7 @@ def example_fleet(**overrides: Any) -> FleetSpec:
         EngineSpec(
             name="vllm-desktop",
             kind=EngineKind.VLLM,
-            node="ai-desktop",
+            node="schlimers-server",
             gpu_index=0,
             device="rtx-5070-ti",
             model="llama-3.1-8b",
@@ -108,7 +112,7 @@ def example_fleet(**overrides: Any) -> FleetSpec:
         EngineSpec(
             name="triton-desktop",
             kind=EngineKind.TRITON,
-            node="ai-desktop",
+            node="schlimers-server",
             gpu_index=0,
             device="rtx-5070-ti",
             model="qwen2.5-0.5b",
@@ -122,7 +126,7 @@ def example_fleet(**overrides: Any) -> FleetSpec:
         EngineSpec(
             name="llamacpp-desktop",
             kind=EngineKind.LLAMACPP,
-            node="ai-desktop",
+            node="schlimers-server",
             device="ryzen-9-9900x",
             model="llama-3.2-3b",
             weights="llama-3.2-3b-Q4_K_M.gguf",
