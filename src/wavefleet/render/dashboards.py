@@ -96,9 +96,20 @@ def _gateway_panels() -> list[dict[str, Any]]:
             "title": "Time to first token, p50 and p95",
             "unit": "s",
             "targets": [
-                ("histogram_quantile(0.5, sum by (le) (rate(wave_ttft_seconds_bucket[5m])))", "p50"),
-                ("histogram_quantile(0.95, sum by (le) (rate(wave_ttft_seconds_bucket[5m])))", "p95"),
+                (
+                    "histogram_quantile(0.5, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    "p50",
+                ),
+                (
+                    "histogram_quantile(0.95, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    "p95",
+                ),
             ],
+        },
+        {
+            "title": "Completion tokens per second by backend",
+            "unit": "short",
+            "targets": [("sum by (backend) (rate(wave_completion_tokens_total[5m]))", "{{backend}}")],
         },
         {
             "title": "Routing decisions by reason",

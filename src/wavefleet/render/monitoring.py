@@ -82,7 +82,16 @@ def prometheus_config(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -
 
 
 def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
-    rules: list[dict[str, Any]] = [_target_down()]
+    rules: list[dict[str, Any]] = [
+        _target_down(),
+        _rule(
+            "GatewayServerErrors",
+            'sum(rate(wave_requests_total{status=~"5.."}[10m])) / sum(rate(wave_requests_total[10m])) > 0.05',
+            "10m",
+            "More than 5% of the requests the Wavefleet gateway answered in the last 10 minutes were 5xx errors",
+            "Engines are down, full (503) or timing out (504): see the engines dashboard.",
+        ),
+    ]
     for node in fleet.nodes:
         for gpu in node.gpus:
             if gpu.dcgm.value == "none":
