@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
 import pytest
 from pydantic import ValidationError
 
@@ -12,6 +13,7 @@ from wavefleet.render.example import example_fleet
 from wavefleet.render.output import MARKER
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
+from wavefleet.render.templating import make_environment
 
 
 def clashing_fleet() -> FleetSpec:
@@ -82,3 +84,9 @@ def test_an_engine_on_a_node_without_that_gpu_is_rejected() -> None:
     engine = fleet.engines[0].model_copy(update={"gpu_index": 3})
     with pytest.raises(ValidationError, match="has no GPU 3"):
         example_fleet(engines=[engine, *fleet.engines[1:]])
+
+
+def test_templates_refuse_undefined_values() -> None:
+    env = make_environment()
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("port {{ engine.port }}").render(engine={})

@@ -38,7 +38,37 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
     for node in fleet.nodes:
         if node.os is not OsFamily.WINDOWS:
             _render_readme(env, tree, fleet, node)
+    _render_index(env, tree, fleet)
     return tree
+
+
+def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
+    """The top-level README: nodes, engines, and the order to deploy them in."""
+    proxmox_hosts = sorted(
+        {n.parent for n in fleet.nodes if n.lxc is not None and n.lxc.gpu_passthrough and n.parent}
+    )
+    engine_nodes = sorted({e.node for e in fleet.engines})
+    order = [f"`{fleet.vault.node}`: Vault policy and AppRole; store the NGC and HF keys."]
+    order += [
+        f"`{host}`: GPU passthrough into its LXC containers (run the lxc-*-gpu.sh scripts there)."
+        for host in proxmox_hosts
+    ]
+    order.append(
+        f"Engine nodes ({', '.join(f'`{n}`' for n in engine_nodes)}): toolkit, secrets, `docker compose up -d`."
+    )
+    order.append(f"`{fleet.gateway.nginx_node}`: `wave serve --config wave.yaml`, then the NGINX site.")
+    order.append(f"`{fleet.monitoring_node}`: Prometheus config and rules, Grafana dashboards.")
+    order.append("Every other node: its README (node-exporter, exporters).")
+    nodes = []
+    for node in fleet.nodes:
+        if node.os is OsFamily.WINDOWS:
+            nodes.append((node.name, node.address, "nothing (Windows)"))
+            continue
+        files = [a.path.split("/", 1)[1] for a in tree.under(node.name) if not a.path.endswith("README.md")]
+        shown = dict.fromkeys(f if f.count("/") <= 1 else "/".join(f.split("/")[:2]) + "/" for f in files)
+        nodes.append((node.name, node.address, ", ".join(f"`{f}`" for f in shown)))
+    content = render_template(env, "INDEX.md.j2", fleet=fleet, order=order, nodes=nodes)
+    tree.add(Artifact("README.md", content, "the fleet's overview and deploy order"))
 
 
 def _render_node(
