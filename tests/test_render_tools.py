@@ -1,5 +1,6 @@
-"""Every rendered artifact through the real tool that reads it, for two fleets: the example fleet
-(every engine kind) and the default inventory (examples/home-lab.yaml, engine ports assigned).
+"""Every rendered artifact through the real tool that reads it, for three fleets: the example fleet
+(every engine kind), the default inventory (examples/home-lab.yaml) as the plan places it, and its
+deployments as written (the seed's, with engine ports assigned).
 
 The tools are nginx, promtool, shellcheck and openssl; ./dev test installs them. A missing tool
 fails the test (it does not skip): an unchecked artifact must not pass as checked."""
@@ -18,9 +19,12 @@ import jsonschema
 import pytest
 import yaml
 
+from wavefleet.catalog import Catalog
 from wavefleet.gateway.config import load_gateway_config
+from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.checks import compose_ports
 from wavefleet.render.example import example_fleet
+from wavefleet.render.from_inventory import PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
 
@@ -33,10 +37,6 @@ def require_tool(name: str) -> str:
 
 
 def home_lab_fleet() -> FleetSpec:
-    from wavefleet.catalog import Catalog
-    from wavefleet.plan.inventory import default_inventory_path, load_inventory
-    from wavefleet.render.from_inventory import PortMode, fleet_from_inventory
-
     catalog = Catalog.load()
     inventory = load_inventory(default_inventory_path(), catalog)
     return fleet_from_inventory(inventory, catalog, ports=PortMode.ASSIGN).fleet

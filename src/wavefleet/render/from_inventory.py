@@ -1,7 +1,13 @@
 """From the planner's inventory (+ catalog + sizing engine) to the `FleetSpec` the renderers read.
 
-Until the planner's placements are available, render places the inventory's own deployments,
-with rules stated here and reported per deployment (`Decision`):
+What runs where comes from one of two sources (`Source`):
+
+- `plan` (default): the planner's placements (`build_plan`), one recommended model per device, as
+  engines; services the plan rates Won't are left out.
+- `deployments`: the inventory's own deployments, as written (the seed's, in the default
+  inventory), including their ports.
+
+Either way each candidate engine goes through the same rules, reported one `Decision` each:
 
 - Engines Wavefleet renders are vLLM, llama.cpp and Triton (vLLM backend). Exporters and the
   Container Toolkit come from each node's hardware, not from deployments: dcgm-exporter only where
@@ -25,6 +31,8 @@ from wavefleet.catalog import Catalog, DeviceKind, Hardware
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.plan.inventory import Container, Deployment, Host, Inventory, fleet_devices
+from wavefleet.plan.moscow import Tier
+from wavefleet.plan.planner import build_plan
 from wavefleet.plan.sizing import SizingInput, SizingResult, estimate_engine, size_model
 from wavefleet.render.services import DCGM_PORT, JETSON_EXPORTER_PORT, NODE_EXPORTER_PORT
 from wavefleet.render.spec import (
@@ -40,7 +48,7 @@ from wavefleet.render.spec import (
     VaultSpec,
 )
 
-__all__ = ["Decision", "PortMode", "Translation", "fleet_from_inventory"]
+__all__ = ["Decision", "PortMode", "Source", "Translation", "fleet_from_inventory"]
 
 ENGINE_SERVICES = {"vllm": EngineKind.VLLM, "llama.cpp": EngineKind.LLAMACPP, "triton": EngineKind.TRITON}
 FROM_HARDWARE = {"dcgm-exporter", "node-exporter", "jetson-stats", "container-toolkit"}
@@ -49,6 +57,11 @@ RESERVED_PORTS = {NODE_EXPORTER_PORT, DCGM_PORT, JETSON_EXPORTER_PORT, 80, 443}
 DEFAULT_VLLM_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
 DEFAULT_LLAMACPP_SLOTS = 4
 LLAMACPP_SLOT_CONTEXT = 4096  # llama.cpp's long-standing default context
+
+
+class Source(StrEnum):
+    PLAN = "plan"
+    DEPLOYMENTS = "deployments"
 
 
 class PortMode(StrEnum):
@@ -83,6 +96,7 @@ def fleet_from_inventory(
     inventory: Inventory,
     catalog: Catalog,
     *,
+    source: Source = Source.PLAN,
     ports: PortMode = PortMode.INVENTORY,
     server_name: str = "ai.home.arpa",
 ) -> Translation:
@@ -98,14 +112,15 @@ def fleet_from_inventory(
     }
     decisions: list[Decision] = []
     engines: list[EngineSpec] = []
-    for deployment in inventory.deployments:
+    candidates = (
+        inventory.deployments if source is Source.DEPLOYMENTS else _plan_deployments(inventory, catalog)
+    )
+    for deployment in candidates:
         decision, engine = _place(deployment, inventory, catalog, nodes, gpus, hardware)
         decisions.append(decision)
         if engine is not None:
             engines.append(engine)
-    explicit = {
-        _node_name(d.id) for d in inventory.deployments if d.port is not None and ports is PortMode.INVENTORY
-    }
+    explicit = {_node_name(d.id) for d in candidates if d.port is not None and ports is PortMode.INVENTORY}
     engines = _with_ports(engines, explicit, nodes)
     used_nodes = {e.node for e in engines}
     nodes = [
@@ -136,6 +151,35 @@ def fleet_from_inventory(
         currency=inventory.currency,
     )
     return Translation(fleet, decisions, warnings)
+
+
+def _plan_deployments(inventory: Inventory, catalog: Catalog) -> list[Deployment]:
+    """The plan's placements as deployments (no ports: render picks them), Won't services left out."""
+    plan = build_plan(inventory, catalog)
+    wont = {service.id for service in plan.services if service.moscow is Tier.WONT}
+    deployments = []
+    for placement in plan.placements:
+        if placement.engine in wont:
+            continue
+        engine_tag = placement.engine.replace(".", "")
+        vllm_like = placement.engine != "llama.cpp"
+        deployments.append(
+            Deployment(
+                id=f"{engine_tag}-{placement.device.split('@')[0]}",
+                service=placement.engine,
+                host=placement.host,
+                container=placement.container,
+                device=placement.device.split("@")[0],
+                model=placement.model,
+                quant=placement.quant,
+                kv_dtype=placement.kv_dtype,
+                max_model_len=placement.context,
+                max_num_seqs=max(1, placement.max_concurrent_sequences) if vllm_like else None,
+                parallel=None if vllm_like else placement.sequences,
+                notes="; ".join(placement.reasons),
+            )
+        )
+    return deployments
 
 
 # --- nodes -------------------------------------------------------------------------------------
@@ -293,6 +337,10 @@ def _place(
     host = inventory.host(deployment.host)
     node_name = _node_name(host.id) + (f"-{_node_name(deployment.container)}" if deployment.container else "")
     node = next(n for n in nodes if n.name == node_name)
+    if node.os is OsFamily.WINDOWS:
+        return skip(
+            f"{node.name} runs Windows; Wavefleet renders Linux containers (run llama.cpp there by hand)"
+        )
     device_id = deployment.device or (
         host.gpus[0].device if host.gpus else host.cpu.device if host.cpu else None
     )
@@ -381,7 +429,7 @@ def _place(
         max_num_seqs=max_num_seqs if kind is not EngineKind.LLAMACPP else (slots or 1),
         gpu_memory_utilization=share if kind is not EngineKind.LLAMACPP else None,
         n_gpu_layers=n_gpu_layers,
-        threads=deployment.threads or (cpu.cores if cpu and cpu.cores and not on_gpu else None),
+        threads=deployment.threads or (None if on_gpu else _cores_of(host, deployment.container, cpu)),
         parallel=slots or 1,
         port=deployment.port or DEFAULT_PORTS[kind],
         profile=_profile(
@@ -397,6 +445,14 @@ def _place(
         gpus[(node.name, gpu_index)].claimed_gib += claim
         gpus[(node.name, gpu_index)].holders.append(engine.name)
     return Decision(deployment.id, True, f"{kind.value} on {node.name} ({device_id})"), engine
+
+
+def _cores_of(host: Host, container_id: str | None, cpu: Hardware | None) -> int | None:
+    """Threads for a CPU engine: its LXC's cores when set, else the CPU's physical cores."""
+    container = next((c for c in host.containers if c.id == container_id), None)
+    if container and container.cores:
+        return container.cores
+    return cpu.cores if cpu else None
 
 
 def _ram_of(host: Host, container_id: str | None) -> float:
