@@ -251,3 +251,15 @@ def test_no_two_services_on_a_node_share_a_port(rendered: tuple[FleetSpec, Path]
     for path in compose_files(out):
         ports = [port for port, _ in compose_ports(load_yaml(path))]
         assert len(ports) == len(set(ports)), f"{path}: {sorted(ports)}"
+
+
+def test_gpu_alerts_name_only_nodes_that_export_dcgm(rendered: tuple[FleetSpec, Path]) -> None:
+    fleet, out = rendered
+    rules = load_yaml(out / fleet.monitoring_node / "prometheus/rules/wavefleet.rules.yml")["groups"][0][
+        "rules"
+    ]
+    exporting = {
+        path.parent.name for path in compose_files(out) if "dcgm-exporter" in load_yaml(path)["services"]
+    }
+    named = {m for r in rules if "DCGM_FI" in r["expr"] for m in re.findall(r'node="([^"]+)"', r["expr"])}
+    assert named and named <= exporting

@@ -93,6 +93,10 @@ def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
         ),
     ]
     for node in fleet.nodes:
+        # DCGM metrics exist only where dcgm-exporter runs: Docker nodes (a Proxmox host passes
+        # its GPU into an LXC container, whose exporter reports it under the container's name).
+        if not node.docker:
+            continue
         for gpu in node.gpus:
             if gpu.dcgm.value == "none":
                 continue

@@ -323,7 +323,7 @@ def _steps(fleet: FleetSpec, node: NodeSpec, files: set[str]) -> list[str]:
 
 def _caveats(fleet: FleetSpec, node: NodeSpec) -> list[str]:
     caveats = []
-    for gpu in node.gpus:
+    for gpu in node.gpus if node.docker else []:
         if gpu.dcgm.value == "basic":
             caveats.append(
                 f"GPU {gpu.index} ({gpu.name}) is a GeForce card: DCGM gives its basic fields (power, memory, "
