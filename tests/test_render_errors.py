@@ -90,3 +90,12 @@ def test_templates_refuse_undefined_values() -> None:
     env = make_environment()
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("port {{ engine.port }}").render(engine={})
+
+
+def test_an_engine_on_an_exporters_port_is_a_clash(tmp_path: Path) -> None:
+    fleet = example_fleet()
+    engines = [
+        e.model_copy(update={"port": 9400}) if e.name == "llamacpp-desktop" else e for e in fleet.engines
+    ]
+    with pytest.raises(UsageError, match="port 9400 is used by llamacpp-desktop and dcgm-exporter"):
+        render_to(example_fleet(engines=engines), tmp_path / "out")

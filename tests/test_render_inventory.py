@@ -141,3 +141,15 @@ def test_cli_help_teaches() -> None:
     result = CliRunner().invoke(cli, ["render", "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output and "--source deployments" in result.output
+
+
+def test_an_inventory_without_an_nginx_container_says_what_to_add(tmp_path: Path) -> None:
+    text = default_inventory_path().read_text().replace("runs: [nginx]", "runs: [haproxy]")
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(text)
+    result = CliRunner().invoke(
+        cli, ["render", "--inventory", str(inventory), "--out", str(tmp_path / "out")], standalone_mode=False
+    )
+    assert isinstance(result.exception, UsageError)
+    assert "no container in the inventory runs nginx" in str(result.exception)
+    assert not (tmp_path / "out").exists()
