@@ -126,6 +126,11 @@ Examples:
     help="Routing policy [default: least-loaded].",
 )
 @click.option(
+    "--no-poll",
+    is_flag=True,
+    help="Do not poll the engines' health and load: every backend counts as healthy and idle.",
+)
+@click.option(
     "--api-key",
     envvar="WAVE_API_KEY",
     show_envvar=True,
@@ -138,12 +143,14 @@ def serve(
     port: int | None,
     backends: tuple[str, ...],
     policy: str | None,
+    no_poll: bool,
     api_key: str | None,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models, /health and /metrics, routing each request across your engines by live load.
 
-    Flags override the config file. The answer's `x-wave-backend` header names the engine that served.
+    Each engine's health and load are polled in its own metrics dialect (every poll_interval_s);
+    flags override the config file. The answer's `x-wave-backend` header names the engine that served.
     """
     from wavefleet.gateway.server import run_forever
 
@@ -152,4 +159,4 @@ def serve(
     if api_key:
         keys.append(api_key)
     refuse_open_bind(config.host, keys)
-    run_forever(config, keys)
+    run_forever(config, keys, poll=not no_poll)

@@ -231,6 +231,7 @@ class GatewayApi:
             snap = self._monitor.snapshot(backend.name)
             backends[backend.name] = {
                 "healthy": snap.healthy,
+                "breaker": snap.breaker,
                 "models": list(self._table.models_of(backend.name)),
                 "error": snap.error,
             }

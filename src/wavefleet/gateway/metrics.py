@@ -12,7 +12,7 @@ request.
     wave_prompt_tokens_total / wave_completion_tokens_total{model,backend}   from `usage`
     wave_routing_decisions_total{backend,reason}       backend "" = none could take it
     wave_retries_total{backend}                        attempts that failed before the first byte
-    wave_backend_{up,running,waiting,kv_usage,slots,load,inflight}{backend}
+    wave_backend_{up,breaker_open,running,waiting,kv_usage,slots,load,inflight}{backend}
 """
 
 from __future__ import annotations
@@ -250,9 +250,10 @@ class GatewayMetrics:
         child.inc()  # type: ignore[attr-defined]
 
     def backend_gauges(self) -> Iterator[Metric]:
-        names = ("up", "running", "waiting", "kv_usage", "slots", "load", "inflight")
+        names = ("up", "breaker_open", "running", "waiting", "kv_usage", "slots", "load", "inflight")
         helps = {
             "up": "Backend healthy at the last poll (1/0)",
+            "breaker_open": "Circuit breaker open: no requests for a cool-down (1/0; half-open counts 0)",
             "running": "Sequences the engine runs (its own metric)",
             "waiting": "Requests queued in the engine",
             "kv_usage": "KV cache in use, 0..1",
@@ -266,6 +267,7 @@ class GatewayMetrics:
             snap = self._monitor.snapshot(name)
             inflight = self._inflight.get(name, 0)
             families["up"].add_metric([name], 1.0 if snap.healthy else 0.0)
+            families["breaker_open"].add_metric([name], 1.0 if snap.breaker == "open" else 0.0)
             if snap.running is not None:
                 families["running"].add_metric([name], float(snap.running))
             if snap.waiting is not None:

@@ -30,7 +30,6 @@ from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, u
 __all__ = ["Call", "Forwarder"]
 
 
-
 @dataclass(slots=True)
 class Call:
     """One client request, parsed once."""
