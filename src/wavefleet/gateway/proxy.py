@@ -180,29 +180,37 @@ class Forwarder:
             self._watch.disarm(deadline)
             if reply is not None:
                 reply.close()
-        return self._json_reply(call, candidate, reply, answer, series, loop.time())
+        return await self._json_reply(request, call, candidate, reply, answer, series)
 
-    def _json_reply(
+    async def _json_reply(
         self,
+        request: web.Request,
         call: Call,
         candidate: Candidate,
         reply: BackendReply,
         body: bytes,
         series: RequestSeries,
-        now: float,
     ) -> web.Response:
+        """Send a whole reply, then do the bookkeeping (the client need not wait for metrics)."""
         name = candidate.backend
-        usage = None
         if reply.status == 200:
-            usage = _usage_of(body, name)
-            self._monitor.record_outcome(name, True)
+            _check_json_object(body, name)  # garbage raises here, before anything was sent: retry
             headers: dict[str, str] = self._headers[name].json
         else:
-            self._monitor.record_outcome(name, reply.status < 500)
             headers = {"Content-Type": reply.content_type or "application/json", "x-wave-backend": name}
-        status = str(reply.status)
-        self._finish(call, candidate, series, status, now, usage, None)
-        return web.Response(body=body, status=reply.status, headers=headers)
+        response = web.Response(body=body, status=reply.status, headers=headers)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            series.count("499")
+            raise
+        self._monitor.record_outcome(name, reply.status < 500)
+        usage = usage_in(body, max(0, len(body) - 4096)) if reply.status == 200 else None
+        self._finish(
+            call, candidate, series, str(reply.status), asyncio.get_running_loop().time(), usage, None
+        )
+        return response
 
     async def _relay_stream(
         self,
@@ -300,15 +308,13 @@ class Forwarder:
         )
 
 
-def _usage_of(body: bytes, backend: str) -> tuple[int, int] | None:
-    """The reply's token usage; UpstreamError if the reply is not a JSON object.
+def _check_json_object(body: bytes, backend: str) -> None:
+    """UpstreamError unless a 200 reply looks like a JSON object.
 
-    Checked by its first and last bytes and read with `usage_in`, not parsed: a truncated body
-    fails earlier (aiohttp checks the length), and parsing big embedding replies costs
-    milliseconds.
+    Checked by its first and last bytes, not parsed: a truncated body fails earlier (aiohttp
+    checks the length), and parsing big embedding replies costs milliseconds.
     """
     if body.lstrip()[:1] != b"{" or body.rstrip()[-1:] != b"}":
         raise UpstreamError(
             f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
         )
-    return usage_in(body, max(0, len(body) - 4096))

@@ -131,9 +131,10 @@ class StreamState:
 
     def _filter_usage(self, events: bytes) -> bytes:
         """Read the last usage event's numbers; cut that event out if the client never asked for it."""
-        at = events.rfind(b'"usage":{')
+        floor = max(0, len(events) - TAIL_BYTES)  # filter() saw it in the tail
+        at = events.rfind(b'"usage":{', floor)
         if at < 0:
-            at = events.rfind(b'"usage": {')
+            at = events.rfind(b'"usage": {', floor)
         boundary = events.rfind(b"\n\n", 0, at)
         start = boundary + 2 if boundary >= 0 else 0
         end = events.find(b"\n\n", at) + 2
