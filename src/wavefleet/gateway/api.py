@@ -7,7 +7,6 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from itertools import count
 from typing import Any
@@ -146,8 +145,7 @@ class GatewayApi:
         return await self._proxy(request, "embeddings")
 
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = self._forwarder.now()
         try:
             self._auth.check(request.headers)
             raw = await self._read_body(request)

@@ -80,6 +80,10 @@ class Forwarder:
         self._inflight = inflight
         self._headers = {name: _Headers(name) for name in backends}
 
+    def now(self) -> float:
+        """The event loop's clock (what call deadlines are measured on)."""
+        return self._watch.now()
+
     def add_backends(self, backends: dict[str, Backend]) -> None:
         """Use these backends (the app builds them at start-up, once its session exists)."""
         self._backends = backends
@@ -152,11 +156,10 @@ class Forwarder:
         )
         outgoing = BackendRequest(call.endpoint, body, raw, call.stream, call.route.request_id)
         series = self._metrics.series(candidate.model, candidate.backend)
-        loop = asyncio.get_running_loop()
         timeouts = self._timeouts
         reply: BackendReply | None = None
         phase = "first byte"
-        deadline = self._watch.arm(min(loop.time() + timeouts.first_byte_s, call.deadline))
+        deadline = self._watch.arm(min(self._watch.now() + timeouts.first_byte_s, call.deadline))
         try:
             reply = await backend.send(outgoing)
             if reply.status >= 500 and not final:
@@ -207,9 +210,7 @@ class Forwarder:
             raise
         self._monitor.record_outcome(name, reply.status < 500)
         usage = usage_in(body, max(0, len(body) - 4096)) if reply.status == 200 else None
-        self._finish(
-            call, candidate, series, str(reply.status), asyncio.get_running_loop().time(), usage, None
-        )
+        self._finish(call, candidate, series, str(reply.status), self._watch.now(), usage, None)
         return response
 
     async def _relay_stream(
@@ -221,7 +222,7 @@ class Forwarder:
         series: RequestSeries,
         deadline: Deadline,
     ) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
+        now_of = self._watch.now
         idle_s, total = self._timeouts.idle_s, call.deadline
         name = candidate.backend
         state = StreamState(strip_usage=call.inject_usage)
@@ -231,7 +232,7 @@ class Forwarder:
         try:
             try:
                 async for chunk in reply.chunks():
-                    now = loop.time()
+                    now = now_of()
                     data = state.filter(splitter.feed(chunk), now)
                     if data:
                         if response is None:
@@ -241,7 +242,7 @@ class Forwarder:
                         deadline.when = now + idle_s if now + idle_s < total else total
                     if state.done:
                         break
-                data = state.filter(splitter.flush(), loop.time())
+                data = state.filter(splitter.flush(), now_of())
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 if response is None:
                     raise  # nothing sent yet: another backend may be tried
@@ -273,7 +274,7 @@ class Forwarder:
         await response.write_eof()
         self._observe_stream(series, state)
         ttft = state.first_event_at - call.started if state.first_event_at is not None else None
-        self._finish(call, candidate, series, status, loop.time(), state.usage, ttft)
+        self._finish(call, candidate, series, status, now_of(), state.usage, ttft)
         return response
 
     def _observe_stream(self, series: RequestSeries, state: StreamState) -> None:
