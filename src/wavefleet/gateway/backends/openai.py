@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 from wavefleet.errors import UpstreamError, UpstreamTimeoutError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
@@ -67,8 +68,9 @@ class OpenAIBackend(Backend):
         base = str(config.url).rstrip("/")
         if base.endswith("/v1"):  # accept both http://host:8000 and http://host:8000/v1
             base = base[: -len("/v1")]
+        # parsed once: aiohttp would parse a str URL on every request
         self._urls = {
-            endpoint: f"{base}/v1/{endpoint}"
+            endpoint: URL(f"{base}/v1/{endpoint}")
             for endpoint in ("chat/completions", "completions", "embeddings")
         }
         self._models_url = f"{base}/v1/models"
