@@ -145,7 +145,7 @@ def audit(
                 f"{row['latency_ms']:.1f}" if isinstance(row["latency_ms"], float) else "-",
                 str(row["screening"] or ""),
             )
-        Console(highlight=False).print(table)
+        Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
         return
     if out is None:
         _write(rows, output_format, sys.stdout)
