@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -114,6 +115,7 @@ class GatewayApi:
         metrics: GatewayMetrics,
         auth: StaticKeyAuth,
         inflight: dict[str, int],
+        report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -122,6 +124,7 @@ class GatewayApi:
         self._forwarder = forwarder
         self._metrics = metrics
         self._auth = auth
+        self._report = report  # the security layer's outcome hook, per request
         self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
         self._ids = count(1)
         self._retry_after = max(1.0, config.poll_interval_s)
@@ -199,6 +202,7 @@ class GatewayApi:
                 route,
                 started,
                 started + self._config.timeouts.total_s,
+                self._report(request) if self._report is not None else None,
             )
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ class Call:
     route: RouteRequest
     started: float  # loop time at arrival
     deadline: float  # loop time by which everything must be done (timeouts.total_s)
+    # told how the request ended (status, usage, backend): the security layer's limits and audit
+    report: Callable[[int, tuple[int, int] | None, str], None] | None = None
 
 
 class _Headers:
@@ -101,6 +104,8 @@ class Forwarder:
                     self._metrics.retries.labels(name).inc()
                     continue
                 self._metrics.series(candidate.model, name).count(str(exc.status))
+                if call.report is not None:
+                    call.report(exc.status, None, name)
                 return error_response(exc, name)
             finally:
                 self._inflight[name] -= 1
@@ -266,6 +271,8 @@ class Forwarder:
         ttft: float | None,
     ) -> None:
         metrics, duration = self._metrics, now - call.started
+        if call.report is not None:
+            call.report(int(status), usage, candidate.backend)
         series.count(status)
         metrics.e2e.observe(series.e2e, duration)
         if ttft is not None:

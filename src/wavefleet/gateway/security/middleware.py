@@ -27,7 +27,7 @@ from wavefleet.gateway.security.audit import AuditRecord
 from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.principal import Principal
 
-__all__ = ["ADMISSION", "OUTCOME", "PROXIED", "Outcome", "install", "security_middleware"]
+__all__ = ["ADMISSION", "OUTCOME", "PROXIED", "Outcome", "install", "outcome_reporter", "security_middleware"]
 
 PROXIED = {
     "/v1/chat/completions": "chat/completions",
@@ -51,6 +51,16 @@ class Outcome:
 
 OUTCOME = web.RequestKey("wave_outcome", Outcome)
 ADMISSION = web.RequestKey("wave_admission", Admission)
+
+
+def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | None, str], None]:
+    """The hook the gateway's forwarder calls when a request ends (Call.report)."""
+
+    def report(status: int, usage: tuple[int, int] | None, backend: str) -> None:
+        prompt, completion = usage if usage is not None else (None, None)
+        request[OUTCOME] = Outcome(status, prompt, completion, backend)
+
+    return report
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:
@@ -80,12 +90,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         endpoint = PROXIED.get(path)
-        if endpoint is None:
-            if path in _AUTH_ONLY:
-                try:
-                    await gate.authenticate(request.headers.get("Authorization"))
-                except GatewayError as exc:
-                    return _error_response(exc)
+        if endpoint is None and path not in _AUTH_ONLY:
             return await handler(request)
         started = time.time()
         principal: Principal | None = None
@@ -94,8 +99,8 @@ def security_middleware(gate: SecurityGate) -> Middleware:
         status, error = 500, None
         try:
             principal = await gate.authenticate(request.headers.get("Authorization"))
-            payload = await _payload(request)
-            if payload is not None:
+            payload = await _payload(request) if endpoint is not None else None
+            if payload is not None and endpoint is not None:
                 admission = gate.admission(principal, payload)
                 await gate.check(admission, endpoint, payload)
                 request[ADMISSION] = admission

@@ -47,3 +47,16 @@ class SecurityConfig(BaseModel):
     oidc: OidcConfig | None = None
     redis_url: str | None = None
     static_limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    def active(self) -> bool:
+        """True when any part needs the security layer on the request path."""
+        limits = self.static_limits
+        return (
+            self.db is not None
+            or self.audit
+            or self.oidc is not None
+            or self.redis_url is not None
+            or self.screening.default != "off"
+            or any(action != "off" for action in self.screening.rules.values())
+            or any(v is not None for v in (limits.rpm, limits.tpm, limits.max_concurrent, limits.max_tokens))
+        )
