@@ -368,3 +368,30 @@ def test_triton_discovers_models_from_its_repository_index() -> None:
     with fleet({"t": FakeTritonEngine(["llama"])}, kinds={"t": "triton"}, declare_models=False) as url:
         listed = client(url).models.list()
     assert [m.id for m in listed.data] == ["llama"]
+
+
+class BreakerMonitor(StaticMonitor):
+    """A monitor whose circuit breakers refuse the backends in `open`, and that counts the asks."""
+
+    def __init__(self, open_breakers: set[str]) -> None:
+        super().__init__()
+        self.open_breakers = open_breakers
+        self.asked: list[str] = []
+
+    def available(self, backend: str) -> bool:
+        self.asked.append(backend)
+        return backend not in self.open_breakers
+
+
+def test_breakers_are_asked_only_for_the_backend_about_to_be_used() -> None:
+    monitor = BreakerMonitor({"a"})
+    engines = {"a": FakeOpenAIEngine("a", ["m1"]), "b": FakeOpenAIEngine("b", ["m1"])}
+    with fleet(engines, monitor, policy="round-robin") as url:
+        served = [post(url, "/v1/chat/completions", CHAT)[1]["x-wave-backend"] for _ in range(2)]
+        monitor.open_breakers = {"a", "b"}
+        status, headers, body = post(url, "/v1/chat/completions", CHAT)
+    assert served == ["b", "b"]
+    assert monitor.asked[:3] == ["a", "b", "b"]  # the second request went to b first: one ask
+    assert engines["a"].requests == []
+    assert status == 503 and "circuit breakers open" in json.loads(body)["error"]["message"]
+    assert int(headers["Retry-After"]) >= 1

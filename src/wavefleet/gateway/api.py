@@ -235,11 +235,10 @@ class GatewayApi:
             snap = self._monitor.snapshot(backend.name)
             backends[backend.name] = {
                 "healthy": snap.healthy,
-                "available": self._monitor.available(backend.name),
                 "models": list(self._table.models_of(backend.name)),
                 "error": snap.error,
             }
-        up = sum(1 for b in backends.values() if b["available"])
+        up = sum(1 for b in backends.values() if b["healthy"])
         status = "ok" if up == len(backends) else "degraded" if up else "down"
         return json_response({"status": status, "backends": backends}, 200 if up else 503)
 

@@ -82,7 +82,17 @@ def create_app(
     chosen: dict[str, Backend] = dict(backends or {})
     gateway = Gateway(config, monitor, policy, table, metrics, inflight, chosen)
     watch = DeadlineWatch()
-    forwarder = Forwarder(chosen, monitor, policy, metrics, config.timeouts, config.retries, inflight, watch)
+    forwarder = Forwarder(
+        chosen,
+        monitor,
+        policy,
+        metrics,
+        config.timeouts,
+        config.retries,
+        inflight,
+        watch,
+        max(1.0, config.poll_interval_s),
+    )
     if security is None and config.security.active():
         security = SecurityGate.build(config.security, keys)
     if security is not None:

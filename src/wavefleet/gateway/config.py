@@ -88,6 +88,9 @@ class BackendConfig(Strict):
     device: str | None = None
     api_key_env: str | None = Field(default=None, description="env var holding the engine's own key")
     triton_model: str | None = Field(default=None, description="Triton model name, if not the served name")
+    metrics_url: HttpUrl | None = Field(
+        default=None, description="where its Prometheus metrics are, if not the dialect's default"
+    )
     profile: BackendProfile | None = None
     gpu: bool | None = Field(default=None, description="runs on a GPU (for policy gpu-only); None = guess")
 

@@ -13,7 +13,7 @@ request.
     wave_prompt_tokens_total / wave_completion_tokens_total{model,backend}   from `usage`
     wave_routing_decisions_total{backend,reason}       backend "" = none could take it
     wave_retries_total{backend}                        attempts that failed before the first byte
-    wave_backend_{up,available,running,waiting,kv_usage,slots,load,inflight}{backend}
+    wave_backend_{up,running,waiting,kv_usage,slots,load,inflight}{backend}
 """
 
 from __future__ import annotations
@@ -251,10 +251,9 @@ class GatewayMetrics:
         child.inc()  # type: ignore[attr-defined]
 
     def backend_gauges(self) -> Iterator[Metric]:
-        names = ("up", "available", "running", "waiting", "kv_usage", "slots", "load", "inflight")
+        names = ("up", "running", "waiting", "kv_usage", "slots", "load", "inflight")
         helps = {
             "up": "Backend healthy at the last poll (1/0)",
-            "available": "Backend may take requests now: healthy, breaker closed (1/0)",
             "running": "Sequences the engine runs (its own metric)",
             "waiting": "Requests queued in the engine",
             "kv_usage": "KV cache in use, 0..1",
@@ -268,7 +267,6 @@ class GatewayMetrics:
             snap = self._monitor.snapshot(name)
             inflight = self._inflight.get(name, 0)
             families["up"].add_metric([name], 1.0 if snap.healthy else 0.0)
-            families["available"].add_metric([name], 1.0 if self._monitor.available(name) else 0.0)
             if snap.running is not None:
                 families["running"].add_metric([name], float(snap.running))
             if snap.waiting is not None:

@@ -93,9 +93,10 @@ class ModelTable:
         return sorted(set(self._served) | set(self._config.aliases) | set(self._config.groups))
 
     def listing(self) -> list[dict[str, object]]:
-        """`/v1/models` entries for what available backends serve, with aliases and groups."""
+        """`/v1/models` entries for what healthy backends serve, with aliases and groups."""
         self._refresh()
-        up = {name for name in self._names if self._monitor.available(name)}
+        # healthy, not `available()`: asking the breaker may grant a half-open probe
+        up = {name for name in self._names if self._monitor.snapshot(name).healthy}
         entries: list[dict[str, object]] = []
         for model in sorted(self._served):
             backends = [b for b in self._served[model] if b in up]

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from wavefleet.errors import UpstreamError, UpstreamTimeoutError
+from wavefleet.errors import GatewayError, NoHealthyBackendError, UpstreamError, UpstreamTimeoutError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
 from wavefleet.gateway.config import Timeouts
 from wavefleet.gateway.deadlines import Deadline, DeadlineWatch
@@ -72,8 +72,10 @@ class Forwarder:
         retries: int,
         inflight: dict[str, int],
         watch: DeadlineWatch,
+        retry_after_s: float = 1.0,
     ) -> None:
         self._watch = watch
+        self._retry_after = retry_after_s
         self._backends = backends
         self._monitor = monitor
         self._policy = policy
@@ -91,25 +93,47 @@ class Forwarder:
     async def forward(
         self, request: web.Request, call: Call, ranked: tuple[Candidate, ...]
     ) -> web.StreamResponse:
-        """Answer `call` from the first backend in `ranked` that answers; an error answer if none does."""
-        attempts = ranked[: self._retries + 1]
-        for index, candidate in enumerate(attempts):
+        """Answer `call` from the first backend in `ranked` that answers; an error answer if none does.
+
+        Each backend's circuit breaker is asked right before sending (`monitor.available`), so a
+        half-open breaker's single probe is granted only to a request that really goes there.
+        """
+        tries_left = self._retries + 1
+        last: tuple[GatewayError, Candidate] | None = None
+        for candidate in ranked:
             name = candidate.backend
-            self._inflight[name] = self._inflight.get(name, 0) + 1
+            if not self._monitor.available(name):
+                continue
+            tries_left -= 1
+            self._inflight[name] += 1
             try:
-                return await self._attempt(request, call, candidate, index == len(attempts) - 1)
+                return await self._attempt(
+                    request, call, candidate, tries_left == 0 or candidate is ranked[-1]
+                )
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 self._monitor.record_outcome(name, False)
-                if index < len(attempts) - 1:
-                    self._metrics.retries.labels(name).inc()
-                    continue
-                self._metrics.series(candidate.model, name).count(str(exc.status))
-                if call.report is not None:
-                    call.report(exc.status, None, name)
-                return error_response(exc, name)
+                self._metrics.retries.labels(name).inc()
+                last = (exc, candidate)
             finally:
                 self._inflight[name] -= 1
-        raise UpstreamError("no backend to try")  # callers pass at least one candidate
+            if tries_left == 0:
+                break
+        if last is None:
+            names = ", ".join(c.backend for c in ranked)
+            if call.report is not None:
+                call.report(NoHealthyBackendError.status, None, "")
+            return error_response(
+                NoHealthyBackendError(
+                    f"no backend for {call.route.requested_model!r} accepts requests now "
+                    f"(circuit breakers open: {names}); GET /health says why",
+                    retry_after=self._retry_after,
+                )
+            )
+        error, candidate = last
+        self._metrics.series(candidate.model, candidate.backend).count(str(error.status))
+        if call.report is not None:
+            call.report(error.status, None, candidate.backend)
+        return error_response(error, candidate.backend)
 
     def _body(self, call: Call, model: str) -> bytes:
         if call.payload.get("model") == model:

@@ -26,6 +26,8 @@ class LoadSnapshot:
     models: tuple[str, ...] = ()  # what its /v1/models lists
     updated_at: float = field(default_factory=time.monotonic)
     error: str = ""  # why it is unhealthy, for /health and logs
+    breaker: str = "closed"  # circuit breaker: closed | open | half-open (PollingMonitor)
+    poll_failures: int = 0  # polls failed in a row; `healthy` turns False at the monitor's threshold
 
 
 class BackendMonitor(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.least_loaded import rank_by_load
-from wavefleet.gateway.routing.load import available, runs_on_gpu
+from wavefleet.gateway.routing.load import healthy, runs_on_gpu
 
 __all__ = ["GpuOnlyPolicy"]
 
@@ -19,9 +19,9 @@ class GpuOnlyPolicy:
         gpus = [c for c in request.candidates if runs_on_gpu(view.backends[c.backend])]
         if not gpus:
             return Decision((), "no-gpu-backend")
-        ready = available(gpus, view)
+        ready = healthy(gpus, view)
         if not ready:
-            return Decision((), "none-available")
+            return Decision((), "none-healthy")
         ranked, load = rank_by_load(ready, view)
         return Decision(tuple(ranked), "gpu-only", load)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.load import available, scores
+from wavefleet.gateway.routing.load import healthy, scores
 
 __all__ = ["LeastLoadedPolicy", "rank_by_load"]
 
@@ -24,9 +24,9 @@ class LeastLoadedPolicy:
     name = PolicyName.LEAST_LOADED
 
     def choose(self, request: RouteRequest, view: FleetView) -> Decision:
-        ready = available(request.candidates, view)
+        ready = healthy(request.candidates, view)
         if not ready:
-            return Decision((), "none-available")
+            return Decision((), "none-healthy")
         if len(ready) == 1:
             return Decision((ready[0],), "only-choice")
         ranked, load = rank_by_load(ready, view)

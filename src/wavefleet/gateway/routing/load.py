@@ -15,7 +15,7 @@ from wavefleet.gateway.config import BackendConfig, BackendKind
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate, FleetView
 
-__all__ = ["ASSUMED_SLOTS", "GPU_KINDS", "available", "capacity", "load", "runs_on_gpu", "scores"]
+__all__ = ["ASSUMED_SLOTS", "GPU_KINDS", "healthy", "capacity", "load", "runs_on_gpu", "scores"]
 
 # Slots assumed when neither the engine (snapshot.slots_total) nor a profile (max_num_seqs) says.
 # Estimates resting on each engine's default concurrency, not on measurement: vLLM (and NIM,
@@ -61,9 +61,13 @@ def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int) -> float:
     return occupancy
 
 
-def available(candidates: Iterable[Candidate], view: FleetView) -> list[Candidate]:
-    """The candidates whose backend may take a request now (healthy, breaker closed)."""
-    return [c for c in candidates if view.monitor.available(c.backend)]
+def healthy(candidates: Iterable[Candidate], view: FleetView) -> list[Candidate]:
+    """The candidates whose backend was healthy at its last poll.
+
+    Policies do not ask `monitor.available()`: in half-open state that grants the breaker's one
+    probe request, so the gateway asks it right before it sends (and skips a backend it refuses).
+    """
+    return [c for c in candidates if view.monitor.snapshot(c.backend).healthy]
 
 
 def scores(candidates: Iterable[Candidate], view: FleetView) -> dict[str, float]:

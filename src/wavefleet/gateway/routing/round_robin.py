@@ -6,7 +6,7 @@ from itertools import count
 
 from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.load import available
+from wavefleet.gateway.routing.load import healthy
 
 __all__ = ["RoundRobinPolicy"]
 
@@ -20,9 +20,9 @@ class RoundRobinPolicy:
         self._turns = count()
 
     def choose(self, request: RouteRequest, view: FleetView) -> Decision:
-        ready = available(request.candidates, view)
+        ready = healthy(request.candidates, view)
         if not ready:
-            return Decision((), "none-available")
+            return Decision((), "none-healthy")
         best = min(c.preference for c in ready)
         tier = [c for c in ready if c.preference == best]
         start = next(self._turns) % len(tier)

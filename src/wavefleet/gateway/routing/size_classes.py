@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from wavefleet.gateway.config import PolicyName, SizeClass
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.load import available, scores
+from wavefleet.gateway.routing.load import healthy, scores
 
 __all__ = ["SizeClassPolicy"]
 
@@ -27,9 +27,9 @@ class SizeClassPolicy:
         self._classes = sorted(classes, key=lambda c: (c.max_prompt_tokens is None, c.max_prompt_tokens or 0))
 
     def choose(self, request: RouteRequest, view: FleetView) -> Decision:
-        ready = available(request.candidates, view)
+        ready = healthy(request.candidates, view)
         if not ready:
-            return Decision((), "none-available")
+            return Decision((), "none-healthy")
         load = scores(ready, view)
         by_backend = {c.backend: c for c in ready}
         fitting = [

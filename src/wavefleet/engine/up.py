@@ -1,0 +1,176 @@
+"""`wave up`: the embedded engine, supervised, with the gateway in front, until Ctrl-C.
+
+    engine (child process, llama.cpp)  <--  gateway (this process, aiohttp)  <--  clients
+      127.0.0.1:<os-chosen port>             --host:--port, API key required
+
+The gateway routes to one backend of kind llamacpp (our engine speaks llama-server's /health,
+/slots and /metrics), watched by the PollingMonitor like any other engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from rich.console import Console
+
+from wavefleet.engine.model import BUNDLED_MODEL_NAME, bundled_model_path, validate_gguf
+from wavefleet.engine.settings import DEFAULT_CTX, EngineSettings, physical_cores
+from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.errors import UsageError
+from wavefleet.gateway.config import BackendConfig, BackendKind, GatewayConfig, PolicyName
+from wavefleet.gateway.monitor import PollingMonitor
+
+__all__ = ["EMBEDDED_BACKEND", "UpOptions", "engine_settings", "new_api_key", "run_up", "usage_examples"]
+
+EMBEDDED_BACKEND = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    model: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    threads: int | None = None
+    ctx: int = DEFAULT_CTX
+
+
+def new_api_key() -> str:
+    return "wave-" + secrets.token_urlsafe(24)
+
+
+def engine_settings(options: UpOptions) -> EngineSettings:
+    """Validate the options into engine settings; UsageError (exit 2) on bad input."""
+    if options.ctx < 256:
+        raise UsageError(f"--ctx {options.ctx}: too small; give at least 256 tokens (default {DEFAULT_CTX})")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError(f"--threads {options.threads}: give 1 or more (default: physical cores)")
+    if options.model is None:
+        path, name = bundled_model_path(), BUNDLED_MODEL_NAME
+    else:
+        path = validate_gguf(options.model.expanduser())
+        name = path.stem.lower()
+    return EngineSettings(
+        model_path=path, model_name=name, n_ctx=options.ctx, n_threads=options.threads or physical_cores()
+    )
+
+
+def gateway_config(options: UpOptions, engine_url: str, model_name: str) -> GatewayConfig:
+    backend = BackendConfig.model_validate(
+        {
+            "name": EMBEDDED_BACKEND,
+            "url": engine_url,
+            "kind": BackendKind.LLAMACPP,
+            "models": [model_name],
+            "gpu": False,
+        }
+    )
+    return GatewayConfig(
+        host=options.host, port=options.port, policy=PolicyName.LEAST_LOADED, backends=[backend]
+    )
+
+
+def usage_examples(base_url: str, api_key: str, model: str) -> str:
+    """The ready-to-paste curl and openai-client snippets `wave up` prints."""
+    return f"""\
+curl {base_url}/chat/completions \\
+  -H "Authorization: Bearer {api_key}" -H "Content-Type: application/json" \\
+  -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+
+python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{base_url}", api_key="{api_key}")
+reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Say hello"}}])
+print(reply.choices[0].message.content)
+PY"""
+
+
+async def run_up(options: UpOptions, console: Console) -> None:
+    """Start engine and gateway, print how to use them, run until SIGINT/SIGTERM or engine failure."""
+    settings = engine_settings(options)  # bad input fails here, before anything starts
+
+    from wavefleet.gateway.app import create_app  # the gateway's imports only once they are needed
+
+    api_key = options.api_key or new_api_key()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    supervisor = EngineSupervisor(settings, on_event=lambda m: console.print(f"[yellow]engine:[/] {m}"))
+    runner: web.AppRunner | None = None
+    session: aiohttp.ClientSession | None = None
+    try:
+        with console.status("starting the engine", spinner="dots") as status:
+            starting = asyncio.create_task(supervisor.start(lambda m: status.update(m)))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not starting.done():  # Ctrl-C while loading
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()
+        config = gateway_config(options, supervisor.url, settings.model_name)
+        session = aiohttp.ClientSession()
+        monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
+        app = create_app(config, monitor, api_keys=[api_key])
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {options.host}:{options.port}: {exc.strerror}; "
+                "fix: pick another --port, or --port 0 for any free one"
+            ) from exc
+        port = runner.addresses[0][1]
+        shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+        base_url = f"http://{shown_host}:{port}/v1"
+        _print_banner(console, base_url, api_key, settings, supervisor.url)
+        assert supervisor.failed is not None
+        engine_failed: asyncio.Future[None] = supervisor.failed
+        stopped = asyncio.create_task(stop.wait())
+        waiters: list[asyncio.Future[Any]] = [engine_failed, stopped]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if engine_failed.done():
+            engine_failed.result()  # raises the EngineError
+        console.print("stopping…")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if session is not None:
+            await session.close()
+        await supervisor.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _print_banner(
+    console: Console, base_url: str, api_key: str, settings: EngineSettings, engine_url: str
+) -> None:
+    console.print(f"[bold green]wave up[/] is serving [bold]{settings.model_name}[/] (llama.cpp, CPU)")
+    console.print(f"  URL:     {base_url}", soft_wrap=True, highlight=False)
+    console.print(f"  API key: {api_key}", soft_wrap=True, highlight=False)
+    console.print(
+        f"  engine:  {settings.model_path.name}, context {settings.n_ctx} tokens, {settings.n_threads} threads, "
+        "one request at a time (others queue)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"  direct:  {engine_url}/v1 (the engine itself, loopback only, no key)", soft_wrap=True)
+    console.print("\nTry it:\n", highlight=False)
+    console.print(
+        usage_examples(base_url, api_key, settings.model_name), soft_wrap=True, highlight=False, markup=False
+    )
+    console.print("\nCtrl-C stops the gateway and the engine.", highlight=False)

@@ -1,0 +1,53 @@
+"""vLLM: `GET /health` (503 once the engine died), load gauges at `/metrics`.
+
+Names are the v1 engine's (`vllm/v1/metrics/loggers.py`). `kv_cache_usage_perc` replaced
+`gpu_cache_usage_perc` (deprecated 0.9.2, gone in 0.12): read the new name, fall back to the old.
+Under data parallelism every gauge has one series per `engine`: counts are summed, KV usage is
+the mean of the engines' fractions (each is 0..1 of its own cache).
+"""
+
+from __future__ import annotations
+
+from wavefleet.gateway.config import BackendConfig
+from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, as_int, base_url, parse_or_fail
+from wavefleet.gateway.monitor.prometheus import MetricsText
+
+__all__ = ["VllmDialect", "load_from_vllm_metrics", "parse_vllm_metrics"]
+
+
+def parse_vllm_metrics(text: str) -> EngineLoad:
+    return load_from_vllm_metrics(parse_or_fail(text), prefix="vllm:")
+
+
+def load_from_vllm_metrics(metrics: MetricsText, prefix: str) -> EngineLoad:
+    """Shared with NIM, whose 1.x/2.x containers expose vLLM's gauges without the prefix."""
+    kv = metrics.mean(f"{prefix}kv_cache_usage_perc")
+    if kv is None:
+        kv = metrics.mean(f"{prefix}gpu_cache_usage_perc")
+    return EngineLoad(
+        running=as_int(metrics.total(f"{prefix}num_requests_running")),
+        waiting=as_int(metrics.total(f"{prefix}num_requests_waiting")),
+        kv_usage=kv,
+        slots_total=_max_num_seqs(metrics, prefix),
+    )
+
+
+def _max_num_seqs(metrics: MetricsText, prefix: str) -> int | None:
+    # cache_config_info carries CacheConfig fields (block_size, num_gpu_blocks, ...); builds that
+    # add the scheduler's max_num_seqs label get it used, others leave slots unknown.
+    seqs = [
+        int(labels["max_num_seqs"])
+        for labels in metrics.labels(f"{prefix}cache_config_info")
+        if labels.get("max_num_seqs", "").isdigit()
+    ]
+    if seqs:
+        return sum(seqs)
+    request_max = metrics.total(f"{prefix}num_request_max")  # NIM's gauge of the same thing
+    return as_int(request_max)
+
+
+class VllmDialect:
+    async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
+        await http.get_ok(f"{base_url(backend)}/health")
+        reply = await http.get_ok(str(backend.metrics_url or f"{base_url(backend)}/metrics"))
+        return parse_vllm_metrics(reply.text)

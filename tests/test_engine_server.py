@@ -1,0 +1,196 @@
+"""The real embedded engine (llama.cpp, bundled SmolLM2) under its supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from openai import OpenAI
+
+from wavefleet.engine.model import bundled_model_path
+from wavefleet.engine.settings import EngineSettings
+from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.errors import EngineError
+from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.gateway.monitor import PollingMonitor
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m-instruct"
+HELLO = [{"role": "user", "content": "Say hello in one word."}]
+
+
+def settings() -> EngineSettings:
+    # one thread: CI boxes run other tests beside this one, and llama.cpp threads spin
+    return EngineSettings(model_path=bundled_model_path(), model_name=MODEL, n_threads=1, n_ctx=1024)
+
+
+class EngineInThread:
+    """A supervisor running on its own event loop thread, so sync clients (openai) can call it."""
+
+    def __init__(self, supervisor: EngineSupervisor) -> None:
+        self.supervisor = supervisor
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> EngineSupervisor:
+        self.thread.start()
+        self.call(self.supervisor.start())
+        return self.supervisor
+
+    def call(self, coroutine: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self.supervisor.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineSupervisor]:
+    with EngineInThread(EngineSupervisor(settings(), backoff_s=0.1)) as supervisor:
+        yield supervisor
+
+
+def test_chat_completion_with_the_openai_client(engine: EngineSupervisor) -> None:
+    client = OpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 12
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_streaming_counts_tokens_exactly(engine: EngineSupervisor) -> None:
+    client = OpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to twenty in words."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            finish = choice.finish_reason or finish
+    assert usage is not None and finish == "length"
+    assert usage.completion_tokens == 16
+    whole = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to twenty in words."}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert "".join(pieces) == whole.choices[0].message.content  # greedy: the same text either way
+
+
+def test_the_llamacpp_dialect_reads_the_engine(engine: EngineSupervisor) -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            backend = BackendConfig.model_validate(
+                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+            )
+            monitor = PollingMonitor([backend], session, interval_s=60)
+            snapshot = await monitor.poll("e")
+            assert snapshot.healthy, snapshot.error
+            assert (snapshot.running, snapshot.waiting, snapshot.slots_total) == (0, 0, 1)
+            assert snapshot.models == (MODEL,)
+
+    asyncio.run(scenario())
+
+
+def test_requests_queue_on_the_single_slot_and_the_metrics_show_it(engine: EngineSupervisor) -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": MODEL, "messages": HELLO, "max_tokens": 48, "temperature": 0.9, "stream": True}
+
+            async def one() -> int:
+                async with session.post(f"{engine.url}/v1/chat/completions", json=body) as response:
+                    text = await response.text()
+                    return text.count("data: ")
+
+            requests = [asyncio.create_task(one()) for _ in range(3)]
+            backend = BackendConfig.model_validate(
+                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+            )
+            monitor = PollingMonitor([backend], session, interval_s=60)
+            seen_waiting = 0
+            while not all(r.done() for r in requests):
+                snapshot = await monitor.poll("e")
+                assert snapshot.running in (0, 1)
+                seen_waiting = max(seen_waiting, snapshot.waiting or 0)
+                await asyncio.sleep(0.01)
+            assert all(count >= 3 for count in await asyncio.gather(*requests))
+            assert seen_waiting >= 1  # two requests waited while one ran
+
+    asyncio.run(scenario())
+
+
+def test_supervisor_restarts_a_killed_engine_on_the_same_port() -> None:
+    events: list[str] = []
+    with EngineInThread(EngineSupervisor(settings(), backoff_s=0.1, on_event=events.append)) as supervisor:
+        url, first_pid = supervisor.url, supervisor.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)  # type: ignore[arg-type]
+        assert reply.usage is not None and reply.usage.completion_tokens >= 1
+        assert supervisor.pid not in (None, first_pid)
+        assert supervisor.restarts == 1
+        assert any("restart 1/" in e for e in events)
+    assert not Path(f"/proc/{first_pid}").exists()
+
+
+def test_supervisor_gives_up_with_a_clear_error_after_bounded_restarts() -> None:
+    async def scenario() -> None:
+        back = asyncio.Event()
+
+        def on_event(message: str) -> None:
+            if message == "engine is back":
+                back.set()
+
+        supervisor = EngineSupervisor(settings(), backoff_s=0.05, max_restarts=1, on_event=on_event)
+        await supervisor.start()
+        try:
+            first = supervisor.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)  # restarted: the one restart allowed
+            await asyncio.wait_for(back.wait(), 60)
+            second = supervisor.pid
+            assert second not in (None, first)
+            os.kill(second, signal.SIGKILL)  # one too many
+            assert supervisor.failed is not None
+            with pytest.raises(EngineError, match=r"(?s)was killed by SIGKILL, after 1 restart.*fix:"):
+                await asyncio.wait_for(supervisor.failed, 60)
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_file_llama_cpp_cannot_load_fails_fast_with_its_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(
+            EngineSettings(model_path=broken, model_name="broken", n_threads=1), backoff_s=0.05
+        )
+        with pytest.raises(EngineError, match="could not load"):
+            await supervisor.start()
+        assert supervisor.pid is None
+
+    asyncio.run(scenario())

@@ -1,0 +1,155 @@
+"""`wave up` as a person runs it: a subprocess, the official openai client, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+from openai import OpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "smollm2-135m-instruct"
+
+
+def wave(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "wavefleet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    base_url: str
+    api_key: str
+    banner: str
+
+
+def start_up(*args: str, env: dict[str, str] | None = None) -> Running:
+    process = wave("up", "--port", "0", "--threads", "1", "--ctx", "1024", *args, env=env)
+    assert process.stdout is not None
+    banner = ""
+    while "Ctrl-C stops" not in banner:
+        line = process.stdout.readline()
+        if not line:
+            _, err = process.communicate(timeout=30)
+            raise AssertionError(f"wave up ended before printing its URL:\n{banner}\n{err}")
+        banner += line
+    url = re.search(r"URL:\s+(http://\S+/v1)", banner)
+    key = re.search(r"API key:\s+(\S+)", banner)
+    assert url and key, banner
+    return Running(process, url.group(1), key.group(1), banner)
+
+
+def engine_children(pid: int) -> list[int]:
+    """Engine processes whose parent is `pid` (from /proc: Linux only)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and "wavefleet.engine.server" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Running]:
+    up = start_up()
+    try:
+        yield up
+    finally:
+        if up.process.poll() is None:
+            up.process.send_signal(signal.SIGINT)
+            up.process.communicate(timeout=60)
+
+
+@pytest.mark.slow
+def test_banner_has_url_key_curl_and_python_example(running: Running) -> None:
+    assert running.api_key.startswith("wave-") and len(running.api_key) > 20
+    assert f"curl {running.base_url}/chat/completions" in running.banner
+    assert f'Authorization: Bearer {running.api_key}"' in running.banner
+    assert f'OpenAI(base_url="{running.base_url}", api_key="{running.api_key}")' in running.banner
+
+
+@pytest.mark.slow
+def test_chat_through_the_gateway_with_the_openai_client(running: Running) -> None:
+    client = OpenAI(base_url=running.base_url, api_key=running.api_key, max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=10, temperature=0
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 10
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        pieces += [c.delta.content for c in chunk.choices if c.delta.content]
+    assert "".join(pieces) == reply.choices[0].message.content  # greedy: same text streamed or not
+    assert usage is not None and usage.completion_tokens == reply.usage.completion_tokens
+
+
+@pytest.mark.slow
+def test_a_wrong_key_is_refused(running: Running) -> None:
+    client = OpenAI(base_url=running.base_url, api_key="wave-not-the-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_gateway_and_engine_leaving_no_process() -> None:
+    up = start_up(env={"WAVE_API_KEY": "sk-given-by-env-123"})
+    assert up.api_key == "sk-given-by-env-123"
+    engines = engine_children(up.process.pid)
+    assert len(engines) == 1
+    up.process.send_signal(signal.SIGINT)
+    out, _ = up.process.communicate(timeout=60)
+    assert up.process.returncode == 0
+    assert "stopping" in out
+    assert not Path(f"/proc/{engines[0]}").exists()
+
+
+def test_non_gguf_model_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    process = wave("up", "--model", str(notes), "--port", "0")
+    out, err = process.communicate(timeout=60)
+    message = " ".join(err.split())  # the console wraps long lines
+    assert process.returncode == 2
+    assert "not a GGUF file" in message and str(notes) in message
+    assert "URL:" not in out
+
+
+def test_missing_model_exits_2(tmp_path: Path) -> None:
+    process = wave("up", "--model", str(tmp_path / "absent.gguf"), "--port", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and "no such file" in " ".join(err.split())
