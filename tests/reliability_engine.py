@@ -71,8 +71,16 @@ class Engine:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.bodies.append(raw)
-        body = json.loads(raw)
-        model = str(body.get("model", "m"))
+        try:
+            body = json.loads(raw)
+            model = str(body.get("model", "m"))
+            count = min(int(body.get("max_tokens") or self.tokens), self.tokens)
+            options = body.get("stream_options") or {}
+            wants_usage = bool(options.get("include_usage"))
+        except (ValueError, TypeError, AttributeError) as exc:  # an engine answers 400 to what it cannot read
+            return web.json_response(
+                {"error": {"message": str(exc), "type": "invalid_request_error"}}, status=400
+            )
         mode = self.mode
         if mode == "hang":
             await asyncio.sleep(3600)
@@ -80,7 +88,6 @@ class Engine:
             return web.json_response(
                 {"error": {"message": f"{self.name} is failing", "type": "server_error"}}, status=500
             )
-        count = min(int(body.get("max_tokens") or self.tokens), self.tokens)
         usage = {"prompt_tokens": 5, "completion_tokens": count, "total_tokens": 5 + count}
         if not body.get("stream"):
             await asyncio.sleep(self.token_delay * count)
@@ -114,8 +121,7 @@ class Engine:
                 return response
             await asyncio.sleep(self.token_delay)
         await response.write(self.chunk(model, {}, "stop"))
-        options = body.get("stream_options") or {}
-        if options.get("include_usage"):
+        if wants_usage:
             await response.write(self.chunk(model, None, usage=usage))
         await response.write(b"data: [DONE]\n\n")
         self.served += 1
