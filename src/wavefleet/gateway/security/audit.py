@@ -21,16 +21,18 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from wavefleet.gateway.security.db import connect
 
 __all__ = ["AUDIT_COLUMNS", "AuditQuery", "AuditRecord", "AuditWriter", "query_audit"]
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
+    """One row; a tuple already, so queuing it costs no conversion."""
+
     ts: float
     request_id: str
     principal: str
@@ -48,7 +50,7 @@ class AuditRecord:
     prompt: str | None = None
 
 
-AUDIT_COLUMNS = tuple(f.name for f in fields(AuditRecord))
+AUDIT_COLUMNS = AuditRecord._fields
 _INSERT = f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
 
 
@@ -61,7 +63,7 @@ class AuditWriter:
         self.batch_rows = batch_rows
         self.prompts = prompts
         self._db = connect(path)  # opened (and migrated) now, so a bad path fails at start-up
-        self._pending: deque[tuple[object, ...]] = deque()
+        self._pending: deque[AuditRecord] = deque()
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="wave-audit", daemon=True)
@@ -73,7 +75,7 @@ class AuditWriter:
 
     def record(self, row: AuditRecord) -> None:
         """Queue one row (cheap: a deque append; the thread does the SQLite work)."""
-        self._pending.append(astuple(row))
+        self._pending.append(row)
         if len(self._pending) >= self.batch_rows:
             self._wake.set()
 
@@ -89,7 +91,7 @@ class AuditWriter:
     def _flush(self) -> None:
         pending = self._pending
         while pending:
-            batch: list[tuple[object, ...]] = []
+            batch: list[AuditRecord] = []
             while pending and len(batch) < 1000:
                 batch.append(pending.popleft())
             try:

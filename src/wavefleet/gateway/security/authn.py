@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 
 from wavefleet.errors import AuthenticationError
-from wavefleet.gateway.security.keys import NO_LIMITS, KeyCache, KeyLimits, digest_of
+from wavefleet.gateway.security.keys import NO_LIMITS, KeyCache, KeyLimits, KeyRecord, digest_of
 from wavefleet.gateway.security.oidc import OidcVerifier, looks_like_jwt
 from wavefleet.gateway.security.principal import ANONYMOUS, Principal
 
@@ -40,6 +40,7 @@ class Authenticator:
         self._cache = cache
         self._oidc = oidc
         self._static_principal = Principal("static", "static", None, static_limits)
+        self._principals: dict[bytes, tuple[KeyRecord, Principal]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -65,7 +66,13 @@ class Authenticator:
             static_match |= hmac.compare_digest(static, digest)
         usable = record is not None and record.usable(time.time())
         if stored_match and usable and record is not None:
-            return Principal(f"key:{record.key_id}", "key", record.models, record.limits)
+            known = self._principals.get(digest)
+            if known is None or known[0] is not record:  # first use, or the record was reloaded
+                known = self._principals[digest] = (
+                    record,
+                    Principal(f"key:{record.key_id}", "key", record.models, record.limits),
+                )
+            return known[1]
         if static_match:
             return self._static_principal
         raise AuthenticationError(INVALID_KEY)
