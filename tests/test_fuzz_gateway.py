@@ -120,6 +120,51 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         assert alive, "the gateway died during the fuzz run"
 
 
+proxied = st.sampled_from(
+    ["/v1/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+)
+# half the cases get past authentication with a nearly valid body (deep into parsing, screening,
+# limits and the forwarder); the other half are anything at all
+valid_chat = st.fixed_dictionaries(
+    {
+        "model": st.just("m"),
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "system", "assistant"]), "content": st.text(max_size=300)}
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    },
+    optional={
+        "stream": st.booleans(),
+        "max_tokens": st.integers(1, 64),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+        "temperature": st.floats(0, 2),
+    },
+)
+cases = st.one_of(
+    st.tuples(
+        st.just("POST"),
+        st.just("/v1/chat/completions"),
+        valid_chat.map(lambda d: json.dumps(d).encode()),
+        st.sampled_from(["static", "stored"]),
+    ),
+    st.tuples(
+        st.just("POST"),
+        proxied,
+        nearly_valid.map(lambda d: json.dumps(d).encode()),
+        st.sampled_from(["static", "stored"]),
+    ),
+    st.tuples(
+        st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+        paths,
+        bodies,
+        st.sampled_from(["static", "stored", "none", "junk"]),
+    ),
+)
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -127,10 +172,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     database=None,
 )
 @given(
-    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
-    path=paths,
-    body=bodies,
-    auth=st.sampled_from(["static", "stored", "none", "junk"]),
+    case=cases,
     junk=header_text,
     content_type=st.sampled_from(["application/json", "text/plain", "", "application/json; charset=latin-1"]),
     extra=st.dictionaries(
@@ -141,14 +183,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 )
 def test_no_request_makes_the_gateway_fail(
     target: dict[str, Any],
-    method: str,
-    path: str,
-    body: bytes,
-    auth: str,
+    case: tuple[str, str, bytes, str],
     junk: str,
     content_type: str,
     extra: dict[str, str],
 ) -> None:
+    method, path, body, auth = case
     headers = dict(extra)
     if auth == "static":
         headers["Authorization"] = f"Bearer {target['keys'][0]}"

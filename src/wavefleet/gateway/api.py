@@ -32,6 +32,7 @@ from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
+from wavefleet.gateway.security.middleware import PARSED_BODY
 
 __all__ = ["GatewayApi", "estimate_prompt"]
 
@@ -154,10 +155,12 @@ class GatewayApi:
         try:
             self._auth.check(request.headers)
             raw = await self._read_body(request)
-            try:
-                payload = json.loads(raw)
-            except ValueError as exc:
-                raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
+            payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
+            if payload is None:
+                try:
+                    payload = json.loads(raw)
+                except ValueError as exc:
+                    raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
             if not isinstance(payload, dict):
                 raise BadRequestError("the request body must be a JSON object")
             _check_fields(endpoint, payload)

@@ -27,7 +27,16 @@ from wavefleet.gateway.security.audit import AuditRecord
 from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.principal import Principal
 
-__all__ = ["ADMISSION", "OUTCOME", "PROXIED", "Outcome", "install", "outcome_reporter", "security_middleware"]
+__all__ = [
+    "ADMISSION",
+    "OUTCOME",
+    "PARSED_BODY",
+    "PROXIED",
+    "Outcome",
+    "install",
+    "outcome_reporter",
+    "security_middleware",
+]
 
 PROXIED = {
     "/v1/chat/completions": "chat/completions",
@@ -50,6 +59,8 @@ class Outcome:
 
 
 OUTCOME = web.RequestKey("wave_outcome", Outcome)
+# the body as parsed here, so the gateway's handler does not parse it again
+PARSED_BODY = web.RequestKey("wave_parsed_body", dict[str, Any])
 ADMISSION = web.RequestKey("wave_admission", Admission)
 
 
@@ -101,6 +112,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
             principal = await gate.authenticate(request.headers.get("Authorization"))
             payload = await _payload(request) if endpoint is not None else None
             if payload is not None and endpoint is not None:
+                request[PARSED_BODY] = payload
                 admission = gate.admission(principal, payload)
                 await gate.check(admission, endpoint, payload)
                 request[ADMISSION] = admission
