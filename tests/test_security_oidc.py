@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wavefleet.errors import AuthenticationError, UsageError
+from wavefleet.gateway.app import create_app
+from wavefleet.gateway.backends.fake import FakeBackend, echo
+from wavefleet.gateway.config import BackendConfig, GatewayConfig
 from wavefleet.gateway.security.authn import Authenticator
+from wavefleet.gateway.security.gate import SecurityGate
 from wavefleet.gateway.security.oidc import OidcConfig, OidcVerifier
+from wavefleet.gateway.security.screening import Action, ScreeningConfig
+from wavefleet.gateway.security.settings import SecurityConfig
 
 AUDIENCE = "wave-gateway"
 
@@ -229,3 +238,68 @@ def test_issuer_mismatch_and_http_issuers_fail_at_start() -> None:
             OidcVerifier(OidcConfig(issuer="https://a/", audience=AUDIENCE, algorithms=["HS256"]))
 
     asyncio.run(main())
+
+
+def test_oidc_through_the_gateway_app_models_flags_and_audit(tmp_path: Path) -> None:
+    """The whole app in this process: an OIDC user may use their group's model only, a flagged
+    stream carries the screening header, and the audit row holds the subject and the prompt."""
+    issuer = Issuer()
+    db = tmp_path / "wave.db"
+
+    async def main() -> None:
+        async with running(issuer) as url:
+            security = SecurityConfig(
+                oidc=OidcConfig(issuer=url + "/", audience=AUDIENCE, group_models={"ai-users": ["m"]}),
+                audit=True,
+                audit_db=db,
+                audit_prompts=True,
+                screening=ScreeningConfig(default=Action.FLAG),
+            )
+            config = GatewayConfig(
+                backends=[BackendConfig(name="fake", url="http://127.0.0.1:9", models=["m", "big"])]
+            )
+            gate = SecurityGate.build(security)
+            app = create_app(
+                config, backends={"fake": FakeBackend("fake", echo, models=["m", "big"])}, security=gate
+            )
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+            token = issuer.token(groups=["ai-users"])
+            headers = {"Authorization": f"Bearer {token}"}
+            try:
+                async with aiohttp.ClientSession() as session:
+                    body = {
+                        "model": "m",
+                        "messages": [{"role": "user", "content": "hi <|eot_id|> there"}],
+                        "stream": True,
+                    }
+                    async with session.post(base, json=body, headers=headers) as reply:
+                        text = await reply.text()
+                        assert reply.status == 200 and "[DONE]" in text
+                        assert reply.headers["x-wave-screening"] == "template_tokens"
+                    async with session.post(base, json={**body, "model": "big"}, headers=headers) as reply:
+                        assert reply.status == 403
+                        assert (await reply.json())["error"]["code"] == "model_not_allowed"
+                    expired = issuer.token(groups=["ai-users"], exp=int(time.time()) - 600)
+                    async with session.post(
+                        base, json=body, headers={"Authorization": f"Bearer {expired}"}
+                    ) as reply:
+                        assert reply.status == 401
+                        assert "expired" in (await reply.json())["error"]["message"]
+            finally:
+                await runner.cleanup()  # closes the gate: the audit writer flushes
+
+    asyncio.run(main())
+    rows = (
+        sqlite3.connect(db)
+        .execute("SELECT principal, model, status, screening, prompt FROM audit ORDER BY id")
+        .fetchall()
+    )
+    assert rows == [
+        ("oidc:alice", "m", 200, "template_tokens", "hi <|eot_id|> there"),
+        ("oidc:alice", "big", 403, "", None),
+        ("unauthenticated", None, 401, "", None),  # the body of an unauthenticated request is not read
+    ]
