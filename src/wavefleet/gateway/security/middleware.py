@@ -100,8 +100,8 @@ def security_middleware(gate: SecurityGate) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        endpoint = PROXIED.get(path)
-        if endpoint is None and path not in _AUTH_ONLY:
+        endpoint = PROXIED.get(path) if request.method == "POST" else None
+        if endpoint is None and path not in _AUTH_ONLY and path not in PROXIED:
             return await handler(request)
         started = time.time()
         principal: Principal | None = None
@@ -122,6 +122,9 @@ def security_middleware(gate: SecurityGate) -> Middleware:
         except GatewayError as exc:
             status, error = exc.status, exc.code
             return _error_response(exc, admission.verdict.header if admission is not None else "")
+        except web.HTTPException as exc:  # aiohttp's own answers: 405 for a GET to a POST path, ...
+            status, error = exc.status, None
+            raise
         except asyncio.CancelledError:
             status, error = 499, "client_closed"
             raise
