@@ -117,6 +117,12 @@ def gateway_config(planned: PlannedFleet, urls: dict[str, str], speed: float) ->
                     "device": profile.device,
                     "gpu": profile.gpu,
                     "profile": profile.to_backend_profile(speed),
+                    # the simulator serves Triton's metrics on its HTTP port, not on 8002
+                    **(
+                        {"metrics_url": urls[profile.name] + "/metrics"}
+                        if profile.dialect is Dialect.TRITON
+                        else {}
+                    ),
                 }
             )
         )
