@@ -34,3 +34,5 @@ def test_plan_fleet_profiles_engines_and_skips_the_rest() -> None:
     kinds = {b.name: b.kind for b in config.backends}
     assert kinds["vllm-desktop"] is BackendKind.VLLM and kinds["llamacpp-desktop"] is BackendKind.LLAMACPP
     assert all(b.profile is not None and b.profile.basis for b in config.backends)
+    triton = next(b for b in config.backends if b.kind is BackendKind.TRITON)
+    assert str(triton.metrics_url).endswith("/metrics")  # the simulator has no separate port 8002
