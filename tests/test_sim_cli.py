@@ -6,14 +6,17 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from openai import OpenAI
 
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.sim.profile import SimProfile, save_profile
@@ -135,3 +138,41 @@ def test_wave_sim_inventory_writes_a_gateway_config_and_serves(tmp_path: Path) -
             assert backend.profile is not None and "x10 for --speed" in backend.profile.basis
             with urllib.request.urlopen(str(backend.url).rstrip("/") + "/v1/models") as response:
                 assert json.load(response)["data"][0]["id"] == backend.models[0]
+        with (
+            wave_serve(out) as gateway,
+            OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0) as client,
+        ):
+            reply = client.chat.completions.with_raw_response.create(
+                model="llama-3.2-3b", messages=[{"role": "user", "content": "hello there"}], max_tokens=5
+            )
+            assert reply.headers["x-wave-backend"] == "llamacpp-desktop"  # the only engine serving it
+            usage = reply.parse().usage
+            assert usage is not None and usage.completion_tokens == 5
+
+
+@contextmanager
+def wave_serve(config: Path) -> Iterator[str]:
+    """The real gateway (`wave serve --config`) in front of the simulated engines."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WAVE_API_KEY": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wavefleet", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, "wave serve exited during start-up"
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -26,14 +26,15 @@ Examples:
   wave sim --list-profiles
   wave sim --profile rtx5070ti-vllm --port 8000
   wave sim --profile ryzen9900x-llamacpp --speed 10 --fault-error-rate 0.02
-  wave sim --profile my-fit.yaml --name bench-target        # a profile file (calibrated)
+  wave sim --profile embedded-smollm2-135m                  # fitted to the real embedded engine
+  wave sim --profile my-fit.yaml --name bench-target        # a profile file
   wave sim --inventory examples/home-lab.yaml --out wave.yaml --base-port 9000
   wave serve --config wave.yaml                              # then route across them
 
 \b
 --speed S runs every modelled duration S times faster: the engines behave like devices S times
 as fast, so /metrics histograms, llama.cpp rates and the gateway profile written by --inventory
-are all in wall-clock units at that speed (divide latencies by S to read device time).""",
+are all in wall-clock units at that speed (multiply latencies by S to read device time).""",
 )
 @click.option(
     "--profile", "profile_ref", metavar="NAME|FILE", help="built-in or calibrated profile, or a YAML file"
