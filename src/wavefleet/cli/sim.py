@@ -163,7 +163,12 @@ def _run(
     on_started: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
     async def serve() -> None:
-        await fleet.start()
+        try:
+            await fleet.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen: {exc}; pick other ports (--port/--base-port, 0 = any free)"
+            ) from exc
         try:
             if on_started is not None:
                 on_started(fleet.urls)
