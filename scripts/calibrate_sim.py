@@ -10,7 +10,8 @@ Steps:
      shared 2-core machine, llama.cpp's thread barrier stalls whenever another process runs);
   2. prefill: median TTFT (max_tokens 2) at several prompt lengths, least-squares line
      TTFT = overhead + tokens / prefill rate;
-  3. decode: median inter-token latency of single 64-token streams; jitter from the spread of gaps;
+  3. decode: median inter-token latency of single 64-token streams (three per round); jitter from
+     the spread of gaps;
   4. concurrency: llama_cpp.server runs one request at a time behind a lock, so the profile has
      one slot and a queue (max_num_seqs 1);
   5. save the profile YAML, then run the same closed-loop sweep (1, 2, 4, 8 streams, fixed prompt
@@ -114,11 +115,12 @@ class Probes:
 
 
 async def probe_once(url: str, rng: random.Random, probes: Probes) -> None:
-    """Two TTFT probes per prompt length (max_tokens 2, up then down) and one 64-token stream."""
+    """Two TTFT probes per prompt length (max_tokens 2, up then down) and three 64-token streams."""
     async with aiohttp.ClientSession() as session:
         for n in [*LENGTHS, *reversed(LENGTHS)]:
             probes.ttft[n].append((await stream(session, url, prompt(n, rng), 2, None)).ttft)
-        probes.decode.append(await stream(session, url, prompt(16, rng), 64, None))
+        for _ in range(3):
+            probes.decode.append(await stream(session, url, prompt(16, rng), 64, None))
 
 
 def fit(probes: Probes) -> tuple[float, float, float, float, list[str]]:
