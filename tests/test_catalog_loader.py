@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wavefleet.catalog import Catalog
+from wavefleet.catalog import Catalog, default_data_dir
 from wavefleet.errors import ConfigError, UnknownIdError
 
 
@@ -24,12 +24,41 @@ def test_unknown_id_suggests_nearest() -> None:
 
 
 def test_broken_catalog_file_names_line(tmp_path: Path) -> None:
-    data = Path(Catalog.load.__code__.co_filename).parent / "data"
-    for name in ("hardware.yaml", "models.yaml", "quantizations.yaml", "services.yaml"):
-        (tmp_path / name).write_text((data / name).read_text())
+    for source in default_data_dir().glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
     text = (tmp_path / "models.yaml").read_text().replace("layers: 32", "layers: -1", 1)
     (tmp_path / "models.yaml").write_text(text)
     with pytest.raises(ConfigError) as info:
         Catalog.load(tmp_path)
     assert "models.yaml:" in str(info.value)
     assert "layers" in str(info.value)
+
+
+def test_missing_catalog_file_is_named(tmp_path: Path) -> None:
+    for source in default_data_dir().glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / "memberships.yaml").unlink()
+    with pytest.raises(ConfigError) as info:
+        Catalog.load(tmp_path)
+    assert "memberships.yaml" in str(info.value) and "not found" in str(info.value)
+
+
+def test_bare_yaml_no_in_supported_devices_gets_a_clear_fix(tmp_path: Path) -> None:
+    for source in default_data_dir().glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
+    text = (tmp_path / "services.yaml").read_text().replace('gtx-1650: "no"', "gtx-1650: no", 1)
+    (tmp_path / "services.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        Catalog.load(tmp_path)
+    assert "services.yaml:" in str(info.value)
+    assert "quotes" in str(info.value)
+
+
+def test_get_membership_and_find_across_kinds() -> None:
+    catalog = Catalog.load()
+    assert catalog.get_membership("ngc").program == "ngc"
+    kinds = {kind for kind, _ in catalog.find("ngc")}
+    assert kinds == {"services", "memberships"}
+    with pytest.raises(UnknownIdError) as info:
+        catalog.find("qwen3-8")
+    assert "qwen3-8b" in info.value.suggestions

@@ -1,1 +1,50 @@
-"""Load generation and the field's standard metrics (vLLM `bench serve` definitions)."""
+"""Load generation and the field's standard metrics (vLLM `bench serve` definitions).
+
+Programmatic use, e.g. to sweep routing policies:
+
+    from wavefleet.bench import LoadSpec, SyntheticWorkload, Target, run_load, summarize
+
+    result = run_load(Target("http://127.0.0.1:8080/v1", "smollm2"),
+                      SyntheticWorkload(input_len=128, output_len=64),
+                      LoadSpec(rate=10, duration_s=30, max_concurrency=64))
+    summary = summarize(result.records, result.duration_s, Slo(ttft_ms=500))
+    summary.flat()["p95_ttft_ms"]
+
+Inside a running event loop, await `run_load_async` instead.
+"""
+
+from wavefleet.bench.arrivals import arrival_offsets
+from wavefleet.bench.criteria import Criterion, Verdict, check, parse_criteria
+from wavefleet.bench.metrics import Slo, Stats, Summary, summarize
+from wavefleet.bench.records import RequestRecord
+from wavefleet.bench.runner import LoadSpec, RunResult, Target, run_load, run_load_async
+from wavefleet.bench.workload import (
+    JsonlWorkload,
+    LengthDist,
+    MultiTurnWorkload,
+    SyntheticWorkload,
+    Workload,
+)
+
+__all__ = [
+    "Criterion",
+    "JsonlWorkload",
+    "LengthDist",
+    "LoadSpec",
+    "MultiTurnWorkload",
+    "RequestRecord",
+    "RunResult",
+    "Slo",
+    "Stats",
+    "Summary",
+    "SyntheticWorkload",
+    "Target",
+    "Verdict",
+    "Workload",
+    "arrival_offsets",
+    "check",
+    "parse_criteria",
+    "run_load",
+    "run_load_async",
+    "summarize",
+]

@@ -9,11 +9,18 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from wavefleet.catalog.models import CatalogEntry, Hardware, ModelArch, Quantization, Service
+from wavefleet.catalog.models import (
+    CatalogEntry,
+    Hardware,
+    MembershipInfo,
+    ModelArch,
+    Quantization,
+    Service,
+)
 from wavefleet.errors import ConfigError, ConfigProblem, UnknownIdError
 from wavefleet.files import read_yaml, validation_problems
 
-__all__ = ["Catalog", "default_data_dir"]
+__all__ = ["KIND_FILES", "Catalog", "default_data_dir"]
 
 Entry = TypeVar("Entry", bound=CatalogEntry)
 
@@ -22,6 +29,16 @@ FILES: dict[str, type[CatalogEntry]] = {
     "models.yaml": ModelArch,
     "quantizations.yaml": Quantization,
     "services.yaml": Service,
+    "memberships.yaml": MembershipInfo,
+}
+
+# kind name (as `wave catalog list --kind` spells it) -> file
+KIND_FILES: dict[str, str] = {
+    "hardware": "hardware.yaml",
+    "models": "models.yaml",
+    "quantizations": "quantizations.yaml",
+    "services": "services.yaml",
+    "memberships": "memberships.yaml",
 }
 
 
@@ -42,6 +59,7 @@ class Catalog:
     models: dict[str, ModelArch] = field(default_factory=dict)
     quantizations: dict[str, Quantization] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
+    memberships: dict[str, MembershipInfo] = field(default_factory=dict)
 
     @classmethod
     def load(cls, data_dir: Path | None = None) -> Catalog:
@@ -60,6 +78,7 @@ class Catalog:
             models=_typed(loaded["models.yaml"], ModelArch),
             quantizations=_typed(loaded["quantizations.yaml"], Quantization),
             services=_typed(loaded["services.yaml"], Service),
+            memberships=_typed(loaded["memberships.yaml"], MembershipInfo),
         )
 
     def get_hardware(self, hardware_id: str) -> Hardware:
@@ -74,13 +93,29 @@ class Catalog:
     def get_service(self, service_id: str) -> Service:
         return _get(self.services, service_id, "service")
 
-    def all_ids(self) -> dict[str, list[str]]:
+    def get_membership(self, membership_id: str) -> MembershipInfo:
+        return _get(self.memberships, membership_id, "membership")
+
+    def by_kind(self) -> dict[str, dict[str, CatalogEntry]]:
+        """Every kind's entries, keyed as `wave catalog list --kind` names the kinds."""
         return {
-            "hardware": sorted(self.hardware),
-            "models": sorted(self.models),
-            "quantizations": sorted(self.quantizations),
-            "services": sorted(self.services),
+            "hardware": dict(self.hardware),
+            "models": dict(self.models),
+            "quantizations": dict(self.quantizations),
+            "services": dict(self.services),
+            "memberships": dict(self.memberships),
         }
+
+    def find(self, entry_id: str) -> list[tuple[str, CatalogEntry]]:
+        """Every (kind, entry) with this id; raises UnknownIdError with the nearest ids if none."""
+        found = [(kind, entries[entry_id]) for kind, entries in self.by_kind().items() if entry_id in entries]
+        if not found:
+            known = [key for entries in self.by_kind().values() for key in entries]
+            raise UnknownIdError("catalog", entry_id, known)
+        return found
+
+    def all_ids(self) -> dict[str, list[str]]:
+        return {kind: sorted(entries) for kind, entries in self.by_kind().items()}
 
 
 def _get(entries: dict[str, Entry], entry_id: str, kind: str) -> Entry:

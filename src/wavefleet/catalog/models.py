@@ -8,21 +8,46 @@ are marked `uncertain` with a note rather than silently picked.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "GOALS",
     "Access",
     "CatalogEntry",
     "DeviceKind",
     "Hardware",
     "Membership",
+    "MembershipInfo",
     "ModelArch",
     "Platform",
     "Quantization",
     "Service",
     "Source",
+    "Unlock",
 ]
+
+
+# The fixed vocabulary of `Service.serves_goals` (docs/catalog.md explains each tag).
+GOALS: tuple[str, ...] = (
+    "llm-serving",
+    "coding-assistant",
+    "rag",
+    "observability",
+    "security",
+    "gpu-runtime",
+    "optimization",
+    "fine-tuning",
+    "vision",
+    "speech",
+    "data-science",
+    "simulation",
+    "telecom",
+    "edge",
+    "orchestration",
+    "profiling",
+)
 
 
 class Strict(BaseModel):
@@ -92,6 +117,11 @@ class ModelArch(CatalogEntry):
     )
     license: str = ""
     hf_repo: str = ""
+    active_params_b: float | None = Field(
+        default=None, gt=0, description="parameters used per token (mixture of experts); None = dense"
+    )
+    experts: int | None = Field(default=None, gt=0, description="routed experts per MoE layer")
+    experts_per_token: int | None = Field(default=None, gt=0, description="experts each token uses")
 
 
 class Quantization(CatalogEntry):
@@ -144,7 +174,7 @@ class Service(CatalogEntry):
     needs_gpu: bool
     min_compute_capability: str | None = None
     min_gpu_memory_gib: float | None = None
-    supported_devices: dict[str, str] = Field(
+    supported_devices: dict[str, Literal["ok", "partial", "no"]] = Field(
         default_factory=dict, description="explicit fit per hardware id: ok, partial or no, with source"
     )
     platforms: list[Platform]
@@ -153,3 +183,28 @@ class Service(CatalogEntry):
     effort_days: float = Field(gt=0, description="days for one person to stand it up on this kind of fleet")
     single_user_fit: bool = Field(default=True, description="False when built for clusters or teams")
     distribution: str = ""
+
+    @field_validator("supported_devices", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `no` as false; say so rather than "not a valid string".
+        if isinstance(value, dict) and any(isinstance(fit, bool) for fit in value.values()):
+            raise ValueError('write the fit in quotes ("no"): YAML reads a bare no as false')
+        return value
+
+
+class Unlock(Strict):
+    """One thing a program gives: a service id from the catalog, or a named benefit."""
+
+    target: str = Field(min_length=2, description="service id, or a short benefit name")
+    detail: str
+
+
+class MembershipInfo(CatalogEntry):
+    """What a program gives this person, what it does not, and the concrete steps to use it."""
+
+    program: Membership
+    unlocks: list[Unlock] = Field(default_factory=list)
+    does_not_cover: list[str] = Field(default_factory=list)
+    next_steps: list[str] = Field(default_factory=list, description="concrete steps on this fleet")
+    cost: str = Field(default="", description="price as the vendor states it, if any")

@@ -1,0 +1,348 @@
+"""`wave bench`: load-test an OpenAI-compatible endpoint with vLLM's metric definitions."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from wavefleet.bench.criteria import Criterion, check, parse_criteria
+from wavefleet.bench.metrics import Slo, summarize
+from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
+from wavefleet.bench.runner import LoadSpec, Target, run_load
+from wavefleet.bench.workload import (
+    JsonlWorkload,
+    MultiTurnWorkload,
+    SyntheticWorkload,
+    Workload,
+    parse_length_dist,
+)
+from wavefleet.errors import BenchError, UsageError
+
+__all__ = ["bench"]
+
+DEFAULT_REQUESTS = 200
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.option(
+    "--url", default="http://127.0.0.1:8000/v1", show_default=True, help="Base URL of the OpenAI API."
+)
+@click.option("--model", help="Model name to request (default: the first of GET /v1/models).")
+@click.option("--api-key", envvar="WAVE_API_KEY", help="Bearer key (or set WAVE_API_KEY).")
+@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat", show_default=True)
+@click.option(
+    "--concurrency", help="Closed-loop levels: workers each keeping one request in flight, e.g. 1,4,16,64."
+)
+@click.option("--rate", help="Open-loop levels in requests/s, e.g. 5,10,20 (arrivals follow --burstiness).")
+@click.option(
+    "--burstiness",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Gamma shape of the gaps: 1 = Poisson, <1 burstier, >1 smoother.",
+)
+@click.option(
+    "--ramp-up",
+    "ramp_up_s",
+    type=float,
+    default=0.0,
+    help="Seconds over which the open-loop rate grows linearly from 0.",
+)
+@click.option(
+    "--max-concurrency",
+    type=int,
+    help="Open loop: cap on requests in flight (waiting counts in TTFT and dispatch lag).",
+)
+@click.option(
+    "--num-requests", type=int, help=f"Requests per level (default {DEFAULT_REQUESTS} unless --duration)."
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=float,
+    help="Seconds per level to keep sending (in-flight requests finish).",
+)
+@click.option(
+    "--input-len",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Synthetic prompt length in tokens (~words).",
+)
+@click.option("--output-len", type=int, default=128, show_default=True, help="max_tokens per request.")
+@click.option(
+    "--length-dist",
+    default="fixed",
+    show_default=True,
+    help="fixed, uniform:R (range ratio) or normal:S (std/mean).",
+)
+@click.option("--multi-turn", "conversations", type=int, help="Shared-prefix chats: this many conversations.")
+@click.option(
+    "--prefix-len", type=int, default=512, show_default=True, help="Multi-turn: shared system prefix tokens."
+)
+@click.option("--turns", type=int, default=4, show_default=True, help="Multi-turn: turns per conversation.")
+@click.option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSONL file: {"prompt"|"messages", "max_tokens"?} per line.',
+)
+@click.option(
+    "--ignore-eos",
+    is_flag=True,
+    help="Ask the engine to generate exactly max_tokens (ignore_eos, min_tokens).",
+)
+@click.option("--extra-body", help="JSON object merged into every request body.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Per-request timeout in seconds.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--goodput", multiple=True, help="SLOs for goodput, e.g. --goodput 'ttft:500 tpot:50 e2el:5000'."
+)
+@click.option("--percentiles", default="50,90,95,99", show_default=True)
+@click.option("--criteria", help="Success criteria, e.g. 'p95_ttft_ms<50,output_tps>120,error_rate<0.01'.")
+@click.option(
+    "--criteria-on",
+    type=click.Choice(["each", "last"]),
+    default="each",
+    show_default=True,
+    help="Check criteria on every level or only the last.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write bench.json, requests.csv, bench.png, bench.html here.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
+def bench(**options: Any) -> None:
+    """Load-test an OpenAI-compatible endpoint; metrics are vLLM bench serve's.
+
+    Every request streams with usage, so TTFT, TPOT, ITL and E2EL are measured per request and
+    token counts come from the server. Latency clocks start at the scheduled send time, so a
+    client-side queue cannot hide (dispatch lag is reported too).
+
+    \b
+    Examples:
+      wave bench --url http://127.0.0.1:8080/v1 --concurrency 1,4,16 --num-requests 100
+      wave bench --rate 2,5,10 --duration 60 --burstiness 0.5 --max-concurrency 64
+      wave bench --multi-turn 16 --prefix-len 1024 --turns 5 --concurrency 8
+      wave bench --prompts prompts.jsonl --concurrency 4 --goodput 'ttft:500 tpot:50'
+      wave bench --concurrency 8 --criteria 'p95_ttft_ms<500,output_tps>100' --out results/
+
+    Exit codes: 0 ok, 1 a criterion failed (or no request succeeded), 2 bad arguments.
+    """
+    console = Console(highlight=False)
+    slo = _parse_slo(options["goodput"])
+    criteria = parse_criteria(options["criteria"], with_goodput=not slo.empty) if options["criteria"] else []
+    percentiles = _parse_percentiles(options["percentiles"], criteria)
+    workload = _workload(options)
+    model = options["model"] or _first_model(options["url"], options["api_key"])
+    target = Target(
+        base_url=options["url"],
+        model=model,
+        api_key=options["api_key"],
+        endpoint=options["endpoint"],
+        ignore_eos=options["ignore_eos"],
+        extra_body=_parse_extra_body(options["extra_body"]),
+        timeout_s=options["timeout_s"],
+    )
+    loads = _loads(options, workload)
+    report = Report(
+        config={
+            "url": target.url,
+            "model": model,
+            "endpoint": target.endpoint,
+            "ignore_eos": target.ignore_eos,
+            "extra_body": target.extra_body,
+            "workload": workload.describe(),
+            "slo_ms": {"ttft": slo.ttft_ms, "tpot": slo.tpot_ms, "e2el": slo.e2el_ms},
+            "percentiles": percentiles,
+            "criteria": [str(c) for c in criteria],
+            "timer_start": "scheduled send time (includes client queueing)",
+        },
+        environment=environment(),
+    )
+    for load in loads:
+        with ProgressBar(console, load, disabled=options["no_progress"]) as progress:
+            result = run_load(target, workload, load, progress)
+        level = Level(result, summarize(result.records, result.duration_s, slo, percentiles))
+        report.levels.append(level)
+        print_level(console, level)
+    checked = report.levels if options["criteria_on"] == "each" else report.levels[-1:]
+    for level in checked:
+        report.verdicts += check(criteria, level.result.load.label, level.summary)
+    if options["out"]:
+        written = write_outputs(report, options["out"])
+        console.print("wrote " + ", ".join(str(path) for path in written))
+    if report.verdicts:
+        print_verdicts(console, report.verdicts)
+    dead = [level for level in report.levels if level.summary.completed == 0]
+    if dead:
+        top = max(dead[0].summary.errors.items(), key=lambda item: item[1], default=("no requests sent", 0))
+        raise BenchError(f"no request succeeded at {dead[0].result.load.label}: {top[0]}")
+    failed = [v for v in report.verdicts if not v.passed]
+    if failed:
+        raise BenchError(
+            f"{len(failed)} of {len(report.verdicts)} criteria failed: "
+            + ", ".join(f"{v.criterion} at {v.level}" for v in failed)
+        )
+
+
+def _parse_levels(text: str, kind: type[int] | type[float], name: str) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--{name} takes comma-separated numbers, e.g. 1,4,16; got {text!r}") from exc
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"--{name} needs positive numbers; got {text!r}")
+    return values
+
+
+def _loads(options: dict[str, Any], workload: Workload) -> list[LoadSpec]:
+    if not options["concurrency"] and not options["rate"]:
+        options["concurrency"] = "1"
+    num, duration = options["num_requests"], options["duration_s"]
+    if num is None and duration is None:
+        num = DEFAULT_REQUESTS
+        if isinstance(workload, MultiTurnWorkload):
+            num = workload.conversations * workload.turns
+    common: dict[str, Any] = {"num_requests": num, "duration_s": duration, "seed": options["seed"]}
+    loads = (
+        [
+            LoadSpec(concurrency=c, **common)
+            for c in _parse_levels(options["concurrency"] or "", int, "concurrency")
+        ]
+        if options["concurrency"]
+        else []
+    )
+    if options["rate"]:
+        for rate in _parse_levels(options["rate"], float, "rate"):
+            loads.append(
+                LoadSpec(
+                    rate=rate,
+                    burstiness=options["burstiness"],
+                    ramp_up_s=options["ramp_up_s"],
+                    max_concurrency=options["max_concurrency"],
+                    **common,
+                )
+            )
+    return loads
+
+
+def _workload(options: dict[str, Any]) -> Workload:
+    dist = parse_length_dist(options["length_dist"])
+    if options["prompts_file"] and options["conversations"]:
+        raise UsageError("choose one workload: --prompts FILE or --multi-turn N")
+    if options["prompts_file"]:
+        return JsonlWorkload(options["prompts_file"], default_max_tokens=options["output_len"])
+    if options["conversations"]:
+        return MultiTurnWorkload(
+            conversations=options["conversations"],
+            prefix_len=options["prefix_len"],
+            turns=options["turns"],
+            turn_len=options["input_len"],
+            output_len=options["output_len"],
+            seed=options["seed"],
+        )
+    return SyntheticWorkload(
+        input_len=options["input_len"],
+        output_len=options["output_len"],
+        input_dist=dist,
+        output_dist=dist,
+        seed=options["seed"],
+    )
+
+
+def _parse_slo(values: tuple[str, ...]) -> Slo:
+    limits: dict[str, float] = {}
+    for part in " ".join(values).replace(",", " ").split():
+        name, _, number = part.partition(":")
+        if name not in ("ttft", "tpot", "e2el"):
+            raise UsageError(f"bad --goodput item {part!r}: use ttft:MS, tpot:MS or e2el:MS")
+        try:
+            limits[name] = float(number)
+        except ValueError as exc:
+            raise UsageError(f"bad --goodput item {part!r}: {number!r} is not milliseconds") from exc
+    return Slo(limits.get("ttft"), limits.get("tpot"), limits.get("e2el"))
+
+
+def _parse_percentiles(text: str, criteria: list[Criterion]) -> list[float]:
+    values = set(_parse_levels(text, float, "percentiles")) if text.strip() else set()
+    if any(v > 100 for v in values):
+        raise UsageError(f"--percentiles must lie in (0, 100]; got {text!r}")
+    values |= {c.percentile for c in criteria if c.percentile is not None}
+    return sorted(values)
+
+
+def _parse_extra_body(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--extra-body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError("--extra-body must be a JSON object, e.g. '{\"temperature\": 0}'")
+    return value
+
+
+def _first_model(base_url: str, api_key: str | None) -> str:
+    request = urllib.request.Request(base_url.rstrip("/") + "/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            models = json.load(reply).get("data") or []
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BenchError(
+            f"cannot list models at {base_url}/models ({exc}); pass --model or check --url"
+        ) from exc
+    if not models:
+        raise BenchError(f"{base_url}/models lists no model; pass --model")
+    return str(models[0]["id"])
+
+
+class ProgressBar:
+    """A rich progress bar fed by the runner's progress callback (or nothing, when disabled)."""
+
+    def __init__(self, console: Console, load: LoadSpec, disabled: bool) -> None:
+        self.disabled = disabled
+        self.bar = Progress(
+            TextColumn(f"{load.label:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("requests"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        by_time = load.num_requests is None and load.duration_s is not None
+        self.task = self.bar.add_task(load.label, total=load.duration_s if by_time else load.num_requests)
+        self.by_time = by_time
+
+    def __enter__(self) -> ProgressBar | None:
+        if self.disabled:
+            return None
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.disabled:
+            self.bar.stop()
+
+    def __call__(self, done: int, total: int | None, elapsed: float, duration: float | None) -> None:
+        completed = min(elapsed, duration or elapsed) if self.by_time else done
+        self.bar.update(self.task, completed=completed)

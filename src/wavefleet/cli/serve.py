@@ -1,0 +1,155 @@
+"""`wave serve`: the OpenAI-compatible gateway in front of your engines."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from wavefleet.errors import UsageError
+from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
+
+__all__ = ["parse_backend", "refuse_open_bind", "serve"]
+
+
+def parse_backend(spec: str) -> BackendConfig:
+    """`NAME=URL[,kind=K][,models=A|B][,gpu=true]` as a backend."""
+    head, *options = spec.split(",")
+    name, sep, url = head.partition("=")
+    if not sep or not name or not url:
+        raise UsageError(
+            f"--backend {spec!r}: expected NAME=URL, e.g. --backend gpu=http://desktop:8000,kind=vllm"
+        )
+    fields: dict[str, object] = {"name": name, "url": url}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep:
+            raise UsageError(f"--backend {spec!r}: option {option!r} is not KEY=VALUE")
+        if key == "models":
+            fields["models"] = [m for m in value.split("|") if m]
+        elif key == "gpu":
+            fields["gpu"] = value.lower() in ("1", "true", "yes")
+        elif key in ("kind", "api_key_env", "triton_model", "host", "device"):
+            fields[key] = value
+        else:
+            raise UsageError(
+                f"--backend {spec!r}: unknown option {key!r} (known: kind, models, gpu, api_key_env, triton_model)"
+            )
+    try:
+        return BackendConfig.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise UsageError(f"--backend {spec!r}: {problems}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_bind(host: str, keys: list[str]) -> None:
+    """Refuse to listen beyond this machine without an API key."""
+    if not keys and not is_loopback(host):
+        raise UsageError(
+            f"refusing to listen on {host} without an API key: anyone who can reach this machine could use "
+            "your engines. Give --api-key KEY (or set WAVE_API_KEY, or api_keys in the config), "
+            "or listen on 127.0.0.1"
+        )
+
+
+def build_config(
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    backends: tuple[str, ...],
+    policy: str | None,
+) -> GatewayConfig:
+    """The config file (if any) with the flags laid over it."""
+    config = load_gateway_config(config_path) if config_path else GatewayConfig()
+    changes: dict[str, object] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if policy is not None:
+        changes["policy"] = PolicyName(policy)
+    if backends:
+        given = [parse_backend(spec) for spec in backends]
+        names = {b.name for b in given}
+        changes["backends"] = [b for b in config.backends if b.name not in names] + given
+    merged = config.model_copy(update=changes)
+    if not merged.backends:
+        raise UsageError("no backends: give --backend NAME=URL or a --config file that lists backends")
+    return GatewayConfig.model_validate(merged.model_dump())
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  wave serve --backend main=http://127.0.0.1:8000
+  wave serve --backend gpu=http://desktop:8000,kind=vllm,models=llama-3.1-8b \\
+             --backend cpu=http://xps13:8081,kind=llamacpp --policy least-loaded
+  WAVE_API_KEY=sk-... wave serve --config wave.yaml --host 0.0.0.0
+  curl -H "Authorization: Bearer $WAVE_API_KEY" localhost:8080/v1/models
+"""
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Gateway config (wave.yaml).",
+)
+@click.option(
+    "--host", default=None, help="Address to listen on [default: 127.0.0.1; others need an API key]."
+)
+@click.option("--port", type=int, default=None, help="Port to listen on [default: 8080].")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="NAME=URL[,kind=K][,models=A|B]",
+    help="An engine to route to (repeatable). kind: vllm, llamacpp, sglang, tgi, nim, triton, openai. "
+    "Without models=, the engine's /v1/models is read; an engine that lists none takes any model name.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice([p.value for p in PolicyName]),
+    default=None,
+    help="Routing policy [default: least-loaded].",
+)
+@click.option(
+    "--api-key",
+    envvar="WAVE_API_KEY",
+    show_envvar=True,
+    default=None,
+    help="Key clients must send as a bearer token.",
+)
+def serve(
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    backends: tuple[str, ...],
+    policy: str | None,
+    api_key: str | None,
+) -> None:
+    """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
+    /v1/models, /health and /metrics, routing each request across your engines by live load.
+
+    Flags override the config file. The answer's `x-wave-backend` header names the engine that served.
+    """
+    from wavefleet.gateway.server import run_forever
+
+    config = build_config(config_path, host, port, backends, policy)
+    keys = [k for k in (s.resolve() for s in config.api_keys) if k]
+    if api_key:
+        keys.append(api_key)
+    refuse_open_bind(config.host, keys)
+    run_forever(config, keys)

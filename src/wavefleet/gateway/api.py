@@ -1,0 +1,242 @@
+"""The HTTP API: OpenAI's endpoints, /health and /metrics.
+
+Request bodies are parsed once with `json.loads`; only the fields the gateway acts on are
+checked (model, the prompt field, stream, stream_options, max_tokens): the rest passes to the
+engine untouched, which is the engine's to judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from itertools import count
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from wavefleet.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    GatewayError,
+    NoHealthyBackendError,
+    RateLimitError,
+)
+from wavefleet.gateway.auth import StaticKeyAuth
+from wavefleet.gateway.backends.base import Endpoint
+from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.metrics import GatewayMetrics
+from wavefleet.gateway.model_table import ModelTable
+from wavefleet.gateway.monitor.snapshot import BackendMonitor
+from wavefleet.gateway.proxy import Call, Forwarder
+from wavefleet.gateway.responses import error_response, json_response
+from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
+
+__all__ = ["GatewayApi", "estimate_prompt"]
+
+_PROMPT_FIELD: dict[Endpoint, str] = {
+    "chat/completions": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+}
+_PREFIX_CHARS = 1024
+
+
+def estimate_prompt(endpoint: Endpoint, payload: dict[str, Any]) -> tuple[int, str]:
+    """(prompt tokens, leading text): an estimate at 4 characters a token, no tokenizer."""
+    value = payload.get(_PROMPT_FIELD[endpoint])
+    if endpoint == "chat/completions":
+        texts: list[str] = []
+        for message in value or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+    elif isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list):
+        texts = [v for v in value if isinstance(v, str)] or [str(value)]
+    else:
+        texts = []
+    chars = sum(len(t) for t in texts)
+    prefix = "".join(texts)[:_PREFIX_CHARS] if texts else ""
+    return max(1, chars // 4), prefix
+
+
+def _check_fields(endpoint: Endpoint, payload: dict[str, Any]) -> None:
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequestError(
+            "`model` must be a non-empty string: a model, alias or group (GET /v1/models lists them)",
+            param="model",
+        )
+    field = _PROMPT_FIELD[endpoint]
+    value = payload.get(field)
+    if endpoint == "chat/completions":
+        if not isinstance(value, list) or not value:
+            raise BadRequestError(
+                "`messages` must be a non-empty list of {role, content} objects", param="messages"
+            )
+        for index, message in enumerate(value):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise BadRequestError(
+                    f"`messages[{index}]` must be an object with a string `role`", param=f"messages[{index}]"
+                )
+    elif not isinstance(value, str | list) or (isinstance(value, list) and not value):
+        raise BadRequestError(f"`{field}` must be a string or a non-empty list", param=field)
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequestError("`stream` must be true or false", param="stream")
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequestError(
+            '`stream_options` must be an object like {"include_usage": true}', param="stream_options"
+        )
+    for name in ("max_tokens", "max_completion_tokens"):
+        limit = payload.get(name)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise BadRequestError(f"`{name}` must be a positive integer", param=name)
+
+
+class GatewayApi:
+    """The request handlers, built from the gateway's parts (no global state)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        monitor: BackendMonitor,
+        table: ModelTable,
+        policy: RoutingPolicy,
+        forwarder: Forwarder,
+        metrics: GatewayMetrics,
+        auth: StaticKeyAuth,
+        inflight: dict[str, int],
+    ) -> None:
+        self._config = config
+        self._monitor = monitor
+        self._table = table
+        self._policy = policy
+        self._forwarder = forwarder
+        self._metrics = metrics
+        self._auth = auth
+        self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
+        self._ids = count(1)
+        self._retry_after = max(1.0, config.poll_interval_s)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/v1/completions", self.completions),
+            web.post("/v1/embeddings", self.embeddings),
+            web.get("/v1/models", self.models),
+            web.get("/health", self.health),
+            web.get("/metrics", self.metrics),
+        ]
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "chat/completions")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "completions")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "embeddings")
+
+    async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            self._auth.check(request.headers)
+            raw = await self._read_body(request)
+            try:
+                payload = json.loads(raw)
+            except ValueError as exc:
+                raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
+            if not isinstance(payload, dict):
+                raise BadRequestError("the request body must be a JSON object")
+            _check_fields(endpoint, payload)
+            stream = payload.get("stream") is True and endpoint != "embeddings"
+            options = payload.get("stream_options")
+            wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+            prompt_tokens, prefix = estimate_prompt(endpoint, payload)
+            requested = payload["model"]
+            route = RouteRequest(
+                requested_model=requested,
+                candidates=self._table.resolve(requested),
+                prompt_tokens=prompt_tokens,
+                max_tokens=payload.get("max_tokens") or payload.get("max_completion_tokens"),
+                stream=stream,
+                prefix_text=prefix,
+                session=payload.get("user")
+                if isinstance(payload.get("user"), str)
+                else request.headers.get("x-session-id"),
+                request_id=f"wave-{next(self._ids)}",
+            )
+            decision = self._policy.choose(route, self._view)
+            if not decision.ranked:
+                self._metrics.decision("", decision.reason)
+                if decision.retry_after_s is not None:  # the policy sheds load: try again later
+                    raise RateLimitError(
+                        f"every backend for {requested!r} is busy ({decision.reason}); retry later",
+                        retry_after=decision.retry_after_s,
+                    )
+                backends = sorted({c.backend for c in route.candidates})
+                raise NoHealthyBackendError(
+                    f"no backend for {requested!r} can take requests now ({decision.reason}); "
+                    f"candidates: {', '.join(backends)} (GET /health says why)",
+                    retry_after=self._retry_after,
+                )
+            self._metrics.decision(decision.ranked[0].backend, decision.reason)
+            call = Call(
+                endpoint,
+                payload,
+                raw,
+                stream,
+                stream and not wants_usage,
+                route,
+                started,
+                started + self._config.timeouts.total_s,
+            )
+            return await self._forwarder.forward(request, call, decision.ranked)
+        except GatewayError as exc:
+            self._metrics.series("", "").count(str(exc.status))
+            return error_response(exc)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLargeError(self._too_large(request.content_length))
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLargeError(self._too_large(None)) from exc
+
+    def _too_large(self, size: int | None) -> str:
+        given = f" ({size} bytes)" if size is not None else ""
+        return f"the request body{given} is over the gateway's limit of {self._config.max_body_bytes} bytes (max_body_bytes)"
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._auth.check(request.headers)
+        except GatewayError as exc:
+            return error_response(exc)
+        return json_response({"object": "list", "data": self._table.listing()})
+
+    async def health(self, request: web.Request) -> web.Response:
+        backends = {}
+        for backend in self._config.backends:
+            snap = self._monitor.snapshot(backend.name)
+            backends[backend.name] = {
+                "healthy": snap.healthy,
+                "models": list(self._table.models_of(backend.name)),
+                "error": snap.error,
+            }
+        up = sum(1 for b in backends.values() if b["healthy"])
+        status = "ok" if up == len(backends) else "degraded" if up else "down"
+        return json_response({"status": status, "backends": backends}, 200 if up else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

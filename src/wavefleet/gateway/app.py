@@ -1,0 +1,122 @@
+"""The gateway as an aiohttp application, built from a config and a monitor.
+
+    monitor = StaticMonitor()                 # or the polling monitor, built on its own session
+    app = create_app(config, monitor)         # backends from config.backends, one pooled session
+    web.run_app(app, handler_cancellation=True)
+
+`handler_cancellation=True` matters: when a client disconnects, its handler is cancelled and the
+upstream request is aborted at once instead of when the next event arrives. Tests pass
+`backends=` (e.g. `FakeBackend`s) to skip HTTP to engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from wavefleet.gateway.api import GatewayApi
+from wavefleet.gateway.auth import StaticKeyAuth
+from wavefleet.gateway.backends import Backend, build_backend
+from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.deadlines import DeadlineWatch
+from wavefleet.gateway.metrics import GatewayMetrics
+from wavefleet.gateway.model_table import ModelTable
+from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
+from wavefleet.gateway.proxy import Forwarder
+from wavefleet.gateway.routing.base import RoutingPolicy
+from wavefleet.gateway.routing.factory import build_policy
+
+__all__ = ["GATEWAY", "Gateway", "create_app", "upstream_session"]
+
+
+@dataclass
+class Gateway:
+    """The parts of a running gateway, kept on the app (`app[GATEWAY]`)."""
+
+    config: GatewayConfig
+    monitor: BackendMonitor
+    policy: RoutingPolicy
+    table: ModelTable
+    metrics: GatewayMetrics
+    inflight: dict[str, int]
+    backends: dict[str, Backend]
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def upstream_session(config: GatewayConfig) -> aiohttp.ClientSession:
+    """One pooled session for all engines: many keep-alive connections, connect timeout only
+    (the other deadlines are per request, see proxy.py)."""
+    connector = aiohttp.TCPConnector(limit=4096, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeouts.connect_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+def create_app(
+    config: GatewayConfig,
+    monitor: BackendMonitor | None = None,
+    *,
+    backends: Mapping[str, Backend] | None = None,
+    policy: RoutingPolicy | None = None,
+    api_keys: list[str] | None = None,
+) -> web.Application:
+    """The gateway app. Keys: `api_keys` if given, else those the config resolves."""
+    monitor = monitor or StaticMonitor()
+    policy = policy or build_policy(config)
+    keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
+    inflight = {b.name: 0 for b in config.backends}
+    table = ModelTable(config, monitor)
+    metrics = GatewayMetrics(monitor, config.backends, inflight)
+    chosen: dict[str, Backend] = dict(backends or {})
+    gateway = Gateway(config, monitor, policy, table, metrics, inflight, chosen)
+    watch = DeadlineWatch()
+    forwarder = Forwarder(
+        chosen,
+        monitor,
+        policy,
+        metrics,
+        config.timeouts,
+        config.retries,
+        inflight,
+        watch,
+        max(1.0, config.poll_interval_s),
+    )
+    api = GatewayApi(config, monitor, table, policy, forwarder, metrics, StaticKeyAuth(keys), inflight)
+
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[GATEWAY] = gateway
+    app.add_routes(api.routes())
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session: aiohttp.ClientSession | None = None
+        if backends is None:
+            session = upstream_session(config)
+            chosen.update({b.name: build_backend(b, session) for b in config.backends})
+        forwarder.add_backends(chosen)
+        await _discover(config, chosen, table)
+        watch.start()
+        await monitor.start()
+        try:
+            yield
+        finally:
+            await monitor.aclose()
+            await watch.aclose()
+            for backend in chosen.values():
+                await backend.aclose()
+            if session is not None:
+                await session.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _discover(config: GatewayConfig, backends: Mapping[str, Backend], table: ModelTable) -> None:
+    """Read each undeclared backend's model list once, so routing works before the first poll."""
+    undeclared = [b.name for b in config.backends if not b.models and b.name in backends]
+    listings = await asyncio.gather(*(backends[name].models() for name in undeclared))
+    table.set_discovered(dict(zip(undeclared, listings, strict=True)))

@@ -1,0 +1,102 @@
+"""OpenAI-compatible engines (vLLM, llama.cpp, SGLang, NIM, TGI, any `/v1` server): bytes pass through."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from wavefleet.errors import UpstreamError, UpstreamTimeoutError
+from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
+from wavefleet.gateway.config import BackendConfig
+
+__all__ = ["HttpReply", "OpenAIBackend", "translate_client_error"]
+
+
+class HttpReply(BackendReply):
+    """A reply read straight from an aiohttp response."""
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: str) -> None:
+        self._response = response
+        self._backend = backend
+        self.status = response.status
+        self.content_type = response.content_type
+        self.streaming = self.content_type == "text/event-stream"
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except aiohttp.ClientError as exc:
+            raise translate_client_error(exc, self._backend) from exc
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise translate_client_error(exc, self._backend) from exc
+
+    def close(self) -> None:
+        # close() (not release()) drops the connection, so the engine sees the abort at once.
+        if not self._response.content.is_eof():
+            self._response.close()
+        else:
+            self._response.release()
+
+
+def translate_client_error(exc: BaseException, backend: str) -> UpstreamError | UpstreamTimeoutError:
+    """aiohttp's exceptions, as the gateway's 502/504 errors naming the backend."""
+    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeoutError(f"backend {backend!r} timed out: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(f"cannot connect to backend {backend!r}: {exc.os_error or exc}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamError(f"backend {backend!r} dropped the connection mid-answer")
+    return UpstreamError(f"backend {backend!r} failed: {type(exc).__name__}: {exc}")
+
+
+class OpenAIBackend(Backend):
+    """An engine with OpenAI's `/v1` API. Requests and replies pass through unchanged."""
+
+    def __init__(self, config: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.name = config.name
+        self.config = config
+        self._session = session
+        base = str(config.url).rstrip("/")
+        if base.endswith("/v1"):  # accept both http://host:8000 and http://host:8000/v1
+            base = base[: -len("/v1")]
+        self._urls = {
+            endpoint: f"{base}/v1/{endpoint}"
+            for endpoint in ("chat/completions", "completions", "embeddings")
+        }
+        self._models_url = f"{base}/v1/models"
+        self._headers = {"Content-Type": "application/json"}
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    async def send(self, request: BackendRequest) -> BackendReply:
+        try:
+            response = await self._session.post(
+                self._urls[request.endpoint], data=request.raw, headers=self._headers
+            )
+        except aiohttp.ClientError as exc:
+            raise translate_client_error(exc, self.name) from exc
+        return HttpReply(response, self.name)
+
+    async def models(self) -> list[str]:
+        try:
+            async with self._session.get(
+                self._models_url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=5)
+            ) as response:
+                if response.status != 200:
+                    return []
+                listing = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return []
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            return []
+        return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]

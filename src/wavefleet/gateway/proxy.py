@@ -1,0 +1,323 @@
+"""Forwarding one request: try the ranked backends in turn until one answers, then relay its answer.
+
+A backend that fails before the client received a byte (cannot connect, 5xx, garbage, no
+answer within `timeouts.first_byte_s`) is recorded as a failure and the next ranked backend is
+tried, up to `retries` more. Once bytes went out, failures arrive in-band: an OpenAI error
+event ends the stream. Each attempt has one deadline, moved as the answer
+progresses: first byte, then the idle gap between events, never past the total. They are kept
+by one shared `DeadlineWatch` (deadlines.py), not a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from wavefleet.errors import GatewayError, NoHealthyBackendError, UpstreamError, UpstreamTimeoutError
+from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
+from wavefleet.gateway.config import Timeouts
+from wavefleet.gateway.deadlines import Deadline, DeadlineWatch
+from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
+from wavefleet.gateway.monitor.snapshot import BackendMonitor
+from wavefleet.gateway.responses import error_response
+from wavefleet.gateway.routing.base import Candidate, Outcome, RouteRequest, RoutingPolicy
+from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, parse_usage, usage_in
+
+__all__ = ["Call", "Forwarder"]
+
+_JSON_PARSE_LIMIT = 256 * 1024  # larger replies (big embedding batches) are checked, not parsed
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, parsed once."""
+
+    endpoint: Endpoint
+    payload: dict[str, Any]
+    raw: bytes
+    stream: bool
+    inject_usage: bool  # the gateway adds stream_options.include_usage and strips its answer
+    route: RouteRequest
+    started: float  # loop time at arrival
+    deadline: float  # loop time by which everything must be done (timeouts.total_s)
+
+
+class _Headers:
+    """Response headers per backend, built once."""
+
+    def __init__(self, backend: str) -> None:
+        self.json = {"Content-Type": "application/json", "x-wave-backend": backend}
+        self.sse = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-wave-backend": backend,
+        }
+
+
+class Forwarder:
+    def __init__(
+        self,
+        backends: dict[str, Backend],
+        monitor: BackendMonitor,
+        policy: RoutingPolicy,
+        metrics: GatewayMetrics,
+        timeouts: Timeouts,
+        retries: int,
+        inflight: dict[str, int],
+        watch: DeadlineWatch,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self._watch = watch
+        self._retry_after = retry_after_s
+        self._backends = backends
+        self._monitor = monitor
+        self._policy = policy
+        self._metrics = metrics
+        self._timeouts = timeouts
+        self._retries = retries
+        self._inflight = inflight
+        self._headers = {name: _Headers(name) for name in backends}
+
+    def add_backends(self, backends: dict[str, Backend]) -> None:
+        """Use these backends (the app builds them at start-up, once its session exists)."""
+        self._backends = backends
+        self._headers = {name: _Headers(name) for name in backends}
+
+    async def forward(
+        self, request: web.Request, call: Call, ranked: tuple[Candidate, ...]
+    ) -> web.StreamResponse:
+        """Answer `call` from the first backend in `ranked` that answers; an error answer if none does.
+
+        Each backend's circuit breaker is asked right before sending (`monitor.available`), so a
+        half-open breaker's single probe is granted only to a request that really goes there.
+        """
+        tries_left = self._retries + 1
+        last: tuple[GatewayError, Candidate] | None = None
+        for candidate in ranked:
+            name = candidate.backend
+            if not self._monitor.available(name):
+                continue
+            tries_left -= 1
+            self._inflight[name] += 1
+            try:
+                return await self._attempt(
+                    request, call, candidate, tries_left == 0 or candidate is ranked[-1]
+                )
+            except (UpstreamError, UpstreamTimeoutError) as exc:
+                self._monitor.record_outcome(name, False)
+                self._metrics.retries.labels(name).inc()
+                last = (exc, candidate)
+            finally:
+                self._inflight[name] -= 1
+            if tries_left == 0:
+                break
+        if last is None:
+            names = ", ".join(c.backend for c in ranked)
+            return error_response(
+                NoHealthyBackendError(
+                    f"no backend for {call.route.requested_model!r} accepts requests now "
+                    f"(circuit breakers open: {names}); GET /health says why",
+                    retry_after=self._retry_after,
+                )
+            )
+        error, candidate = last
+        self._metrics.series(candidate.model, candidate.backend).count(str(error.status))
+        return error_response(error, candidate.backend)
+
+    def _body(self, call: Call, model: str) -> bytes:
+        if call.payload.get("model") == model:
+            if not call.inject_usage:
+                return call.raw
+            if "stream_options" not in call.payload:
+                # add the field to the client's bytes instead of serialising the body again
+                raw = call.raw.rstrip()
+                return raw[:-1] + b',"stream_options":{"include_usage":true}}'
+        payload = dict(call.payload)
+        payload["model"] = model
+        if call.inject_usage:
+            payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def _attempt(
+        self, request: web.Request, call: Call, candidate: Candidate, final: bool
+    ) -> web.StreamResponse:
+        backend = self._backends[candidate.backend]
+        raw = self._body(call, candidate.model)
+        body = (
+            call.payload
+            if call.payload.get("model") == candidate.model
+            else {**call.payload, "model": candidate.model}
+        )
+        outgoing = BackendRequest(call.endpoint, body, raw, call.stream, call.route.request_id)
+        series = self._metrics.series(candidate.model, candidate.backend)
+        loop = asyncio.get_running_loop()
+        timeouts = self._timeouts
+        reply: BackendReply | None = None
+        phase = "first byte"
+        deadline = self._watch.arm(min(loop.time() + timeouts.first_byte_s, call.deadline))
+        try:
+            reply = await backend.send(outgoing)
+            if reply.status >= 500 and not final:
+                detail = (await reply.read())[:300].decode(errors="replace")
+                raise UpstreamError(f"backend {backend.name!r} answered {reply.status}: {detail}")
+            if reply.streaming and reply.status == 200:
+                phase = "first event"
+                return await self._relay_stream(request, call, candidate, reply, series, deadline)
+            phase = "whole body"
+            deadline.when = call.deadline
+            answer = await reply.read()
+        except (asyncio.CancelledError, ConnectionError):
+            if self._watch.expired(deadline):
+                waited = timeouts.first_byte_s if phase != "whole body" else timeouts.total_s
+                raise UpstreamTimeoutError(
+                    f"backend {backend.name!r} sent no {phase} within {waited:g} s (see timeouts in the gateway config)"
+                ) from None
+            series.count("499")  # the client went away; closing the reply below aborts the upstream request
+            raise
+        finally:
+            self._watch.disarm(deadline)
+            if reply is not None:
+                reply.close()
+        return self._json_reply(call, candidate, reply, answer, series, loop.time())
+
+    def _json_reply(
+        self,
+        call: Call,
+        candidate: Candidate,
+        reply: BackendReply,
+        body: bytes,
+        series: RequestSeries,
+        now: float,
+    ) -> web.Response:
+        name = candidate.backend
+        usage = None
+        if reply.status == 200:
+            usage = _usage_of(body, name)
+            self._monitor.record_outcome(name, True)
+            headers: dict[str, str] = self._headers[name].json
+        else:
+            self._monitor.record_outcome(name, reply.status < 500)
+            headers = {"Content-Type": reply.content_type or "application/json", "x-wave-backend": name}
+        status = str(reply.status)
+        self._finish(call, candidate, series, status, now, usage, None)
+        return web.Response(body=body, status=reply.status, headers=headers)
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        call: Call,
+        candidate: Candidate,
+        reply: BackendReply,
+        series: RequestSeries,
+        deadline: Deadline,
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        idle_s, total = self._timeouts.idle_s, call.deadline
+        name = candidate.backend
+        state = StreamState(strip_usage=call.inject_usage)
+        splitter = SseSplitter()
+        response: web.StreamResponse | None = None
+        status = "200"
+        try:
+            try:
+                async for chunk in reply.chunks():
+                    now = loop.time()
+                    data = state.filter(splitter.feed(chunk), now)
+                    if data:
+                        if response is None:
+                            response = web.StreamResponse(status=200, headers=self._headers[name].sse)
+                            await response.prepare(request)
+                        await response.write(data)
+                        deadline.when = now + idle_s if now + idle_s < total else total
+                    if state.done:
+                        break
+                data = state.filter(splitter.flush(), loop.time())
+            except (UpstreamError, UpstreamTimeoutError) as exc:
+                if response is None:
+                    raise  # nothing sent yet: another backend may be tried
+                status = str(exc.status)
+                data = error_event(exc.to_openai())
+            if response is None:
+                if not data:
+                    raise UpstreamError(f"backend {name!r} ended its stream without sending an event")
+                response = web.StreamResponse(status=200, headers=self._headers[name].sse)
+                await response.prepare(request)
+            if data:
+                await response.write(data)
+            self._watch.disarm(deadline)  # the upstream is done: no deadline can fire from here on
+        except asyncio.CancelledError:
+            if response is None or not self._watch.expired(deadline):
+                self._observe_stream(series, state)
+                raise  # the client went away, or the first-event deadline passed (a retry may follow)
+            # the idle gap or the total time ran out mid-stream: say so in-band, then end the stream
+            status = "504"
+            self._watch.disarm(deadline)
+            message = (
+                f"backend {name!r} sent no event for {idle_s:g} s mid-stream, "
+                "or the request ran past its total time (see timeouts in the gateway config)"
+            )
+            await response.write(error_event(UpstreamTimeoutError(message).to_openai()))
+        if status == "200" and state.error is not None:
+            status = "500"  # the engine's own in-band error, passed on as it came
+        self._monitor.record_outcome(name, status == "200")
+        await response.write_eof()
+        self._observe_stream(series, state)
+        ttft = state.first_event_at - call.started if state.first_event_at is not None else None
+        self._finish(call, candidate, series, status, loop.time(), state.usage, ttft)
+        return response
+
+    def _observe_stream(self, series: RequestSeries, state: StreamState) -> None:
+        itl, observe = series.itl, self._metrics.itl.observe
+        for gap, events in state.gaps:
+            observe(itl, gap)
+            if events > 1:
+                observe(itl, 0.0, events - 1)
+
+    def _finish(
+        self,
+        call: Call,
+        candidate: Candidate,
+        series: RequestSeries,
+        status: str,
+        now: float,
+        usage: tuple[int, int] | None,
+        ttft: float | None,
+    ) -> None:
+        metrics, duration = self._metrics, now - call.started
+        series.count(status)
+        metrics.e2e.observe(series.e2e, duration)
+        if ttft is not None:
+            metrics.ttft.observe(series.ttft, ttft)
+            self._policy.observe_first_token(candidate.backend, call.route, ttft)
+        prompt, completion = usage if usage is not None else (call.route.prompt_tokens, 0)
+        if usage is not None:
+            series.prompt_tokens.inc(prompt)
+            series.completion_tokens.inc(completion)
+        self._policy.observe_finish(
+            candidate.backend,
+            call.route,
+            Outcome(status in ("200", "201"), prompt, completion, ttft, duration),
+        )
+
+
+def _usage_of(body: bytes, backend: str) -> tuple[int, int] | None:
+    """The reply's token usage; UpstreamError if the reply is not a JSON object."""
+    if len(body) <= _JSON_PARSE_LIMIT:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamError(
+                f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
+            )
+        return parse_usage(parsed.get("usage"))
+    if body.lstrip()[:1] != b"{" or body.rstrip()[-1:] != b"}":
+        raise UpstreamError(
+            f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
+        )
+    return usage_in(body, max(0, len(body) - 4096))

@@ -1,0 +1,79 @@
+"""The plan as one self-contained HTML page: inline CSS, inline SVG, no external assets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+
+from wavefleet.plan.planner import MemoryBar, Plan
+from wavefleet.plan.report.common import FIT_MARK, TIER_ORDER, key_reason, services_by_tier
+
+__all__ = ["render_html"]
+
+CHART_WIDTH = 560  # px for the bar area
+ROW_HEIGHT = 22
+
+
+@dataclass(frozen=True)
+class BarGeometry:
+    bar: MemoryBar
+    y: int
+    weights: float
+    kv: float
+    overhead: float
+    budget_x: float
+    capacity_x: float
+    clipped: bool
+
+
+def render_html(plan: Plan) -> str:
+    template_text = (resources.files("wavefleet.plan.report") / "templates" / "plan.html.j2").read_text(
+        encoding="utf-8"
+    )
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
+    template = env.from_string(template_text)
+    return template.render(
+        plan=plan,
+        tiers=services_by_tier(plan.services),
+        tier_order=TIER_ORDER,
+        fit_mark=FIT_MARK,
+        key_reason=key_reason,
+        charts=_charts(plan),
+        chart_width=CHART_WIDTH,
+        row_height=ROW_HEIGHT,
+    )
+
+
+def _charts(plan: Plan) -> list[tuple[str, int, list[BarGeometry]]]:
+    """Per device: its title, SVG height and bars scaled to 1.25 x its capacity (longer bars clip)."""
+    charts = []
+    for device in plan.devices:
+        bars = [b for b in plan.memory if b.device == device.key]
+        if not bars:
+            continue
+        scale = CHART_WIDTH / (1.25 * device.memory_gib)
+        geometry = []
+        for index, bar in enumerate(bars):
+            total = bar.weights_gib + bar.kv_gib + bar.overhead_gib
+            geometry.append(
+                BarGeometry(
+                    bar=bar,
+                    y=index * ROW_HEIGHT,
+                    weights=min(bar.weights_gib * scale, CHART_WIDTH),
+                    kv=max(0.0, min(bar.kv_gib * scale, CHART_WIDTH - bar.weights_gib * scale)),
+                    overhead=max(
+                        0.0,
+                        min(bar.overhead_gib * scale, CHART_WIDTH - (bar.weights_gib + bar.kv_gib) * scale),
+                    ),
+                    budget_x=bar.budget_gib * scale,
+                    capacity_x=device.memory_gib * scale,
+                    clipped=total * scale > CHART_WIDTH,
+                )
+            )
+        title = f"{device.key} ({device.host}): {device.memory_gib:g} GiB {'device memory' if device.kind != 'cpu' else 'host RAM'}"
+        charts.append((title, len(bars) * ROW_HEIGHT + 4, geometry))
+    return charts

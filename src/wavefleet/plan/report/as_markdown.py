@@ -1,0 +1,117 @@
+"""The plan as Markdown: summary, MoSCoW matrix, findings, placements, roadmap, memberships."""
+
+from __future__ import annotations
+
+from wavefleet.plan.planner import Plan
+from wavefleet.plan.report.common import FIT_MARK, key_reason, services_by_tier
+
+__all__ = ["render_markdown"]
+
+
+def render_markdown(plan: Plan) -> str:
+    out: list[str] = [f"# Plan: {plan.inventory or 'inventory'}", ""]
+    m = plan.moscow
+    effort = ", ".join(f"{tier.label} {days:g} days" for tier, days in m.effort_days.items())
+    out += [f"Effort: {effort}. {m.explanation}.", ""]
+    out += ["## MoSCoW matrix", "", "Fit per device: ✓ ok, ~ partial, ✗ no.", ""]
+    header = ["tier", "service", "score", "days", *[d.key for d in plan.devices], "why"]
+    out += [_row(header), _row(["---"] * len(header))]
+    for tier, services in services_by_tier(plan.services).items():
+        for s in services:
+            fits = [FIT_MARK[s.fit[d.key]] for d in plan.devices]
+            out.append(_row([tier.label, s.id, f"{s.score:.2f}", f"{s.effort_days:g}", *fits, key_reason(s)]))
+    out += ["", "<details><summary>Every reason, per service</summary>", ""]
+    for s in plan.services:
+        out.append(f"- **{s.id}** ({s.moscow.label}): " + "; ".join(s.reasons))
+    out += ["", "</details>", "", "## Findings", ""]
+    out += [_row(["severity", "code", "subject", "message"]), _row(["---"] * 4)]
+    out += [_row([f.severity.value, f.code, f.subject, f.message]) for f in plan.findings]
+    out += ["", "## Placements (estimates)", ""]
+    cols = [
+        "device",
+        "host",
+        "engine",
+        "model",
+        "quant",
+        "context",
+        "sequences",
+        "weights GiB",
+        "KV GiB",
+        "overhead GiB",
+        "budget GiB",
+        "decode bound tok/s",
+        "batched tok/s",
+    ]
+    out += [_row(cols), _row(["---"] * len(cols))]
+    for p in plan.placements:
+        where = f"{p.host}/{p.container}" if p.container else p.host
+        out.append(
+            _row(
+                [
+                    p.device,
+                    where,
+                    p.engine,
+                    p.model,
+                    p.quant + (f" (KV {p.kv_dtype})" if p.kv_dtype else ""),
+                    str(p.context),
+                    f"{p.sequences} ({p.max_concurrent_sequences} fit)",
+                    f"{p.weights_gib:.2f}",
+                    f"{p.sequences * p.kv_gib_per_sequence:.2f}",
+                    f"{p.overhead_gib:.2f}",
+                    f"{p.budget_gib:.2f}",
+                    f"{p.decode_tokens_per_s_upper_bound:.0f}",
+                    f"{p.batched_decode_tokens_per_s:.0f}",
+                ]
+            )
+        )
+    out += ["", "## Roadmap", ""]
+    for phase in plan.roadmap:
+        out += [f"### {phase.name} ({phase.effort_days:g} days)", ""]
+        for step in phase.steps:
+            line = f"- {step.action}"
+            if step.effort_days:
+                line += f" — {step.effort_days:g} d"
+            out.append(line)
+            if step.criteria:
+                out.append(f"  - success: `{' '.join(step.criteria)}`")
+            if step.basis:
+                out.append(f"  - targets from {step.basis}")
+        out.append("")
+    out += ["## Memberships", ""]
+    for report in plan.memberships:
+        out += [f"### {report.name} ({report.program.value}{'' if report.held else ', not held'})", ""]
+        if report.cost:
+            out.append(f"Cost: {report.cost}")
+            out.append("")
+        out.append("Unlocks:")
+        out += [
+            f"- {u.target}" + (f" ({u.moscow.label})" if u.moscow else "") + f": {u.detail}"
+            for u in report.unlocks
+        ]
+        if report.does_not_cover:
+            out += ["", "Does not cover:"]
+            out += [f"- {item}" for item in report.does_not_cover]
+        if report.next_steps:
+            out += ["", "Next steps:"]
+            out += [f"{n}. {step}" for n, step in enumerate(report.next_steps, 1)]
+        out.append("")
+    out += ["## Power (device TDPs at full load, 24 h; an upper estimate for the devices alone)", ""]
+    out += [_row(["host", "TDP W", "kWh/day", "cost/day"]), _row(["---"] * 4)]
+    out += [
+        _row(
+            [
+                p.host,
+                f"{p.devices_tdp_w:g}",
+                f"{p.kwh_per_day_at_tdp:g}",
+                f"{p.cost_per_day_at_tdp:.2f} {p.currency}",
+            ]
+        )
+        for p in plan.power
+    ]
+    out += ["", "## Notes", ""]
+    out += [f"- {note}" for note in plan.notes]
+    return "\n".join(out) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"

@@ -1,0 +1,161 @@
+"""The plan as rich terminal tables: MoSCoW matrix, findings, placements, memberships."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from wavefleet.plan.findings import Severity
+from wavefleet.plan.planner import Plan
+from wavefleet.plan.report.common import FIT_MARK, key_reason, services_by_tier
+
+__all__ = ["render_table"]
+
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+TIER_STYLE = {"must": "bold green", "should": "green", "could": "blue", "wont": "dim"}
+
+
+def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=color, color_system="auto" if color else None)
+    console.print(_summary(plan))
+    console.print(_matrix(plan))
+    console.print(_findings(plan))
+    console.print(_placements(plan))
+    console.print(_roadmap(plan))
+    console.print(_memberships(plan))
+    for note in plan.notes:
+        console.print(Text(note, style="dim"))
+    return buffer.getvalue()
+
+
+def _summary(plan: Plan) -> Group:
+    m = plan.moscow
+    counts = {s.severity: 0 for s in plan.findings}
+    for finding in plan.findings:
+        counts[finding.severity] += 1
+    effort = ", ".join(f"{tier.label} {days:g}d" for tier, days in m.effort_days.items())
+    lines = [
+        Text(
+            f"Plan for {plan.inventory or 'inventory'}: {len(plan.services)} services, {len(plan.devices)} devices",
+            style="bold",
+        ),
+        Text(f"Effort: {effort}. {m.explanation}.", style="green" if m.within_limit else "red"),
+        Text(
+            "Findings: "
+            + ", ".join(
+                f"{counts.get(s, 0)} {s.value}" for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+            )
+        ),
+    ]
+    return Group(*lines)
+
+
+def _matrix(plan: Plan) -> Table:
+    legend = ", ".join(f"D{n} {d.key} ({d.host})" for n, d in enumerate(plan.devices, 1))
+    table = Table(
+        title="MoSCoW matrix (fit: ✓ ok, ~ partial, ✗ no)", caption=legend, show_lines=False, expand=True
+    )
+    table.add_column("tier", no_wrap=True)
+    table.add_column("service", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("days", justify="right", no_wrap=True)
+    for n, _ in enumerate(plan.devices, 1):
+        table.add_column(f"D{n}", justify="center", no_wrap=True)
+    table.add_column("why", ratio=1)
+    for tier, services in services_by_tier(plan.services).items():
+        for service in services:
+            table.add_row(
+                Text(tier.label, style=TIER_STYLE[tier.value]),
+                service.id,
+                f"{service.score:.2f}",
+                f"{service.effort_days:g}",
+                *[FIT_MARK[service.fit[d.key]] for d in plan.devices],
+                key_reason(service),
+            )
+    return table
+
+
+def _findings(plan: Plan) -> Table:
+    table = Table(title="Findings (from the inventory's deployments and facts)", expand=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("subject", no_wrap=True)
+    table.add_column("message", ratio=1)
+    for finding in plan.findings:
+        table.add_row(
+            Text(finding.severity.value, style=SEVERITY_STYLE[finding.severity]),
+            finding.code,
+            finding.subject,
+            finding.message,
+        )
+    return table
+
+
+def _placements(plan: Plan) -> Table:
+    table = Table(title="Placements (estimates)", expand=True)
+    for name in (
+        "device",
+        "engine",
+        "model",
+        "quant",
+        "context",
+        "seqs",
+        "GiB w/kv/oh of budget",
+        "tok/s bound",
+        "batched",
+        "criteria",
+    ):
+        table.add_column(name)
+    for p in plan.placements:
+        table.add_row(
+            p.device,
+            p.engine,
+            p.model,
+            p.quant + (f" kv {p.kv_dtype}" if p.kv_dtype else ""),
+            str(p.context),
+            f"{p.sequences} ({p.max_concurrent_sequences} fit)",
+            f"{p.weights_gib:.1f}/{p.sequences * p.kv_gib_per_sequence:.1f}/{p.overhead_gib:.1f} of {p.budget_gib:.1f}",
+            f"{p.decode_tokens_per_s_upper_bound:.0f}",
+            f"{p.batched_decode_tokens_per_s:.0f}",
+        )
+    return table
+
+
+def _roadmap(plan: Plan) -> Group:
+    lines = [Text("Roadmap", style="bold")]
+    for phase in plan.roadmap:
+        lines.append(Text(f"{phase.name} ({phase.effort_days:g} days)", style="bold"))
+        for step in phase.steps:
+            lines.append(Text(f"  - {step.action}"))
+            if step.criteria:
+                lines.append(Text(f"      success: {' '.join(step.criteria)}", style="green"))
+    return Group(*lines)
+
+
+def _memberships(plan: Plan) -> Table:
+    table = Table(title="Memberships", expand=True)
+    table.add_column("program", no_wrap=True)
+    table.add_column("unlocks")
+    table.add_column("does not cover")
+    table.add_column("next step")
+    for m in plan.memberships:
+        unlocks = ", ".join(f"{u.target}" + (f" ({u.moscow.label})" if u.moscow else "") for u in m.unlocks)
+        table.add_row(
+            m.program.value + ("" if m.held else " (not held)"),
+            unlocks,
+            m.does_not_cover[0] if m.does_not_cover else "",
+            m.next_steps[0] if m.next_steps else "",
+        )
+    return table
+
+
+def _criteria_of(plan: Plan, device: str) -> str:
+    for phase in plan.roadmap:
+        for step in phase.steps:
+            if step.criteria and step.where == [device]:
+                return " ".join(step.criteria)
+    return ""

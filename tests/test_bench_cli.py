@@ -1,0 +1,240 @@
+"""`wave bench` end to end against a small real OpenAI-style server on loopback (aiohttp).
+
+The fake server streams chat completions the way engines do: a role chunk, content chunks a
+few milliseconds apart, a finish chunk, the usage trailer and [DONE], with chunked transfer
+encoding. The model name picks variations: "crlf" frames events with CRLF and sends ": ping"
+comments, "nousage" omits the usage trailer, "broken" answers HTTP 500, "plain" ignores
+stream=true and answers one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from wavefleet.bench.runner import LoadSpec, Target, run_load
+from wavefleet.bench.workload import MultiTurnWorkload, SyntheticWorkload
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+class FakeEngine:
+    """An OpenAI-compatible streaming server in a thread; remembers every request body."""
+
+    def __init__(self, chunks: int = 4, gap_s: float = 0.002) -> None:
+        self.chunks, self.gap_s = chunks, gap_s
+        self.bodies: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.port = 0
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self.runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        model = body["model"]
+        if model == "broken":
+            return web.json_response({"error": {"message": "engine exploded"}}, status=500)
+        words = sum(len(m["content"].split()) for m in body["messages"])
+        n = min(self.chunks, body.get("max_tokens") or self.chunks)
+        if model == "plain":
+            text = " ".join(f"w{i}" for i in range(n))
+            return web.json_response(
+                {
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": words, "completion_tokens": n},
+                }
+            )
+        sep = "\r\n\r\n" if model == "crlf" else "\n\n"
+        reply = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await reply.prepare(request)
+
+        async def send(payload: dict[str, Any] | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await reply.write(f"data: {data}{sep}".encode())
+
+        await asyncio.sleep(self.gap_s)
+        await send({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": None})
+        for i in range(n - 1):
+            await asyncio.sleep(self.gap_s)
+            if model == "crlf":
+                await reply.write(f": ping{sep}".encode())
+            await send({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]})
+        await send({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+        if model != "nousage" and body.get("stream_options", {}).get("include_usage"):
+            await send({"choices": [], "usage": {"prompt_tokens": words, "completion_tokens": n}})
+        await send("[DONE]")
+        return reply
+
+    def __enter__(self) -> FakeEngine:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[FakeEngine]:
+    with FakeEngine() as server:
+        yield server
+
+
+def wave(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), COLUMNS="160")
+    return subprocess.run(
+        [sys.executable, "-m", "wavefleet", "bench", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_criteria_pass_fail_and_malformed_exit_codes(engine: FakeEngine) -> None:
+    common = ["--url", engine.url, "--concurrency", "2", "--num-requests", "6", "--input-len", "5"]
+    passed = wave(*common, "--criteria", "error_rate<0.01,completed>=6,p95_ttft_ms<60000")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "fake-model" not in passed.stderr
+
+    failed = wave(*common, "--criteria", "p95_ttft_ms<0.0001,error_rate<0.01")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "FAIL" in failed.stdout and "p95_ttft_ms<0.0001" in failed.stdout
+    assert "1 of 2 criteria failed" in failed.stderr
+
+    malformed = wave(*common, "--criteria", "p95_ttft_ms<50,throughput_fast>1")
+    assert malformed.returncode == 2
+    assert "throughput_fast>1" in malformed.stderr and "output_tps" in malformed.stderr
+    no_slo = wave(*common, "--criteria", "goodput_rps>1")
+    assert no_slo.returncode == 2 and "--goodput" in no_slo.stderr
+
+
+def test_output_files_hold_every_level_and_request(engine: FakeEngine, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = wave(
+        "--url", engine.url, "--model", "crlf", "--concurrency", "1,3", "--rate", "50",
+        "--num-requests", "9", "--input-len", "7", "--output-len", "4", "--goodput", "ttft:10000 tpot:10000",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report) == {"config", "environment", "levels", "criteria"}
+    assert [level["label"] for level in report["levels"]] == ["concurrency=1", "concurrency=3", "rate=50/s"]
+    first = report["levels"][0]["summary"]
+    assert first["completed"] == 9 and first["failed"] == 0
+    assert first["total_output_tokens"] == 9 * 4  # from usage
+    assert first["token_counts"] == "usage"
+    assert first["good_fraction"] == 1.0
+    assert first["stats"]["itl"]["count"] == 9 * 4  # role + 3 content + finish chunks = 5, so 4 gaps
+    rows = list(csv.DictReader((out / "requests.csv").open()))
+    assert len(rows) == 27
+    assert {row["chunks"] for row in rows} == {"5"}
+    assert all(float(row["ttft_ms"]) > 0 and row["error"] == "" for row in rows)
+    png = (out / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    html = (out / "bench.html").read_text()
+    assert html.startswith("<!doctype html>") and "data:image/png;base64," in html and "rate=50/s" in html
+
+
+def test_failures_and_missing_usage_are_reported(engine: FakeEngine, tmp_path: Path) -> None:
+    broken = wave(
+        "--url", engine.url, "--model", "broken", "--num-requests", "3", "--out", str(tmp_path / "b")
+    )
+    assert broken.returncode == 1
+    assert "no request succeeded" in broken.stderr and "engine exploded" in broken.stderr
+    assert json.loads((tmp_path / "b" / "bench.json").read_text())["levels"][0]["summary"]["failed"] == 3
+
+    out = tmp_path / "n"
+    nousage = wave(
+        "--url",
+        engine.url,
+        "--model",
+        "nousage",
+        "--num-requests",
+        "2",
+        "--output-len",
+        "4",
+        "--out",
+        str(out),
+    )
+    assert nousage.returncode == 0
+    assert "output tokens counted as SSE chunks with text" in nousage.stdout
+    summary = json.loads((out / "bench.json").read_text())["levels"][0]["summary"]
+    # 5 choices chunks per answer, of which the role chunk ("") and the finish chunk carry no text
+    assert summary["token_counts"] == "chunks" and summary["total_output_tokens"] == 2 * 3
+
+
+def test_library_open_loop_with_cap_reports_dispatch_lag(engine: FakeEngine) -> None:
+    # 20 requests due within ~0.1 s but only one in flight at a time: later ones must wait,
+    # and that wait shows as dispatch lag and inside TTFT.
+    target = Target(engine.url, "fake-model")
+    load = LoadSpec(rate=200, max_concurrency=1, num_requests=20, seed=1)
+    result = run_load(target, SyntheticWorkload(input_len=3, output_len=3), load)
+    assert len(result.records) == 20 and all(r.ok for r in result.records)
+    assert result.connections_opened == 1
+    last = max(result.records, key=lambda r: r.scheduled)
+    assert last.dispatch_lag > 0
+    assert last.ttft is not None and last.ttft >= last.dispatch_lag
+
+
+def test_plain_json_answers_and_ignore_eos_fields(engine: FakeEngine) -> None:
+    target = Target(engine.url, "plain", ignore_eos=True, extra_body={"temperature": 0})
+    result = run_load(
+        target, SyntheticWorkload(input_len=4, output_len=3), LoadSpec(concurrency=1, num_requests=2)
+    )
+    assert all(r.ok and len(r.chunk_times) == 1 and r.output_tokens == 3 for r in result.records)
+    body = engine.bodies[-1]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 3 and body["ignore_eos"] is True and body["min_tokens"] == 3
+    assert body["temperature"] == 0
+
+
+def test_multi_turn_sends_turns_in_order_with_answers_appended(engine: FakeEngine) -> None:
+    start = len(engine.bodies)
+    workload = MultiTurnWorkload(conversations=3, prefix_len=20, turns=3, turn_len=4, output_len=3)
+    result = run_load(Target(engine.url, "fake-model"), workload, LoadSpec(concurrency=2, num_requests=9))
+    assert len(result.records) == 9 and all(r.ok for r in result.records)
+    bodies = engine.bodies[start:]
+    prefixes = {b["messages"][0]["content"] for b in bodies}
+    assert len(prefixes) == 1 and len(next(iter(prefixes)).split()) == 20  # one shared prefix
+    by_length: dict[int, int] = {}
+    for b in bodies:
+        by_length[len(b["messages"])] = by_length.get(len(b["messages"]), 0) + 1
+    assert by_length == {2: 3, 4: 3, 6: 3}  # system+user, then +assistant+user per turn
+    later = [b for b in bodies if len(b["messages"]) == 4]
+    assert all(b["messages"][2] == {"role": "assistant", "content": "w0 w1 "} for b in later)

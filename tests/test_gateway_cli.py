@@ -1,0 +1,81 @@
+"""`wave serve`'s command line: backends from flags, flags over the file, and the bind guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from wavefleet.cli.serve import build_config, parse_backend, refuse_open_bind, serve
+from wavefleet.errors import ConfigError, UsageError
+from wavefleet.gateway.config import BackendKind, PolicyName
+
+
+def test_backend_flag_takes_kind_models_and_gpu() -> None:
+    backend = parse_backend("gpu=http://desktop:8000,kind=vllm,models=llama-3.1-8b|qwen,gpu=true")
+    assert (backend.name, str(backend.url), backend.kind) == ("gpu", "http://desktop:8000/", BackendKind.VLLM)
+    assert backend.models == ["llama-3.1-8b", "qwen"] and backend.gpu is True
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("http://x:1", "expected NAME=URL"),
+        ("a=http://x:1,colour=red", "unknown option 'colour'"),
+        ("a=http://x:1,kind=ollama", "kind"),
+    ],
+)
+def test_bad_backend_flags_say_what_is_wrong(spec: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        parse_backend(spec)
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "wave.yaml"
+    config.write_text(
+        "port: 9000\npolicy: round-robin\nbackends:\n"
+        "  - {name: a, url: 'http://a:8000', kind: vllm}\n  - {name: b, url: 'http://b:8000'}\n"
+    )
+    merged = build_config(config, None, 9100, ("b=http://elsewhere:1,kind=llamacpp",), "least-loaded")
+    assert (merged.port, merged.policy) == (9100, PolicyName.LEAST_LOADED)
+    assert [(b.name, str(b.url), b.kind) for b in merged.backends] == [
+        ("a", "http://a:8000/", BackendKind.VLLM),
+        ("b", "http://elsewhere:1/", BackendKind.LLAMACPP),
+    ]
+
+
+def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "wave.yaml"
+    config.write_text("backends:\n  - name: a\n    url: 'http://a:8000'\n    kind: ollama\n")
+    with pytest.raises(ConfigError) as caught:
+        build_config(config, None, None, (), None)
+    assert f"{config}:4" in str(caught.value)
+
+
+def test_no_backends_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--backend"):
+        build_config(None, None, None, (), None)
+
+
+def test_open_bind_needs_a_key() -> None:
+    refuse_open_bind("127.0.0.1", [])
+    refuse_open_bind("::1", [])
+    refuse_open_bind("0.0.0.0", ["sk-some-key-1234"])
+    with pytest.raises(UsageError, match="refusing to listen on 0.0.0.0 without an API key"):
+        refuse_open_bind("0.0.0.0", [])
+
+
+def test_serve_refuses_a_public_bind_without_a_key() -> None:
+    result = CliRunner().invoke(
+        serve, ["--host", "0.0.0.0", "--backend", "a=http://127.0.0.1:1"], env={"WAVE_API_KEY": ""}
+    )
+    assert isinstance(result.exception, UsageError)
+    assert "--api-key" in str(result.exception)
+
+
+def test_help_teaches_with_examples() -> None:
+    result = CliRunner().invoke(serve, ["--help"])
+    assert result.exit_code == 0
+    assert "wave serve --backend main=http://127.0.0.1:8000" in result.output
+    assert "WAVE_API_KEY" in result.output

@@ -1,0 +1,158 @@
+"""Routing policies on hand-set fleet state: what each one picks, and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from wavefleet.errors import UsageError
+from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, SizeClass
+from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.routing.base import Candidate, FleetView, RouteRequest
+from wavefleet.gateway.routing.factory import build_policy
+from wavefleet.gateway.routing.least_loaded import LeastLoadedPolicy
+from wavefleet.gateway.routing.load import capacity, load
+from wavefleet.gateway.routing.round_robin import RoundRobinPolicy
+from wavefleet.gateway.routing.size_classes import SizeClassPolicy
+
+
+def backends(**kinds: str) -> dict[str, BackendConfig]:
+    return {
+        name: BackendConfig(name=name, url=f"http://{name}:8000", kind=kind) for name, kind in kinds.items()
+    }
+
+
+def request(*names: str, prompt_tokens: int = 10, preferences: tuple[int, ...] = ()) -> RouteRequest:
+    prefs = preferences or (0,) * len(names)
+    candidates = tuple(Candidate(n, "m", p) for n, p in zip(names, prefs, strict=True))
+    return RouteRequest("m", candidates, prompt_tokens, None, False)
+
+
+def view(configs: dict[str, BackendConfig], monitor: StaticMonitor, **inflight: int) -> FleetView:
+    return FleetView(monitor, configs, {name: inflight.get(name, 0) for name in configs})
+
+
+def test_round_robin_alternates_and_keeps_the_others_as_retries() -> None:
+    policy = RoundRobinPolicy()
+    fleet = view(backends(a="vllm", b="vllm"), StaticMonitor())
+    picks = [policy.choose(request("a", "b"), fleet).ranked for _ in range(4)]
+    assert [p[0].backend for p in picks] == ["a", "b", "a", "b"]
+    assert [c.backend for c in picks[1]] == ["b", "a"]
+
+
+def test_round_robin_skips_backends_that_are_down() -> None:
+    monitor = StaticMonitor()
+    monitor.set("a", healthy=False)
+    fleet = view(backends(a="vllm", b="vllm"), monitor)
+    assert {RoundRobinPolicy().choose(request("a", "b"), fleet).ranked[0].backend for _ in range(3)} == {"b"}
+
+
+def test_least_loaded_normalises_by_capacity() -> None:
+    # 8 of 128 slots busy is emptier than 2 of 4, though 8 > 2
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=8, waiting=0, slots_total=128)
+    monitor.set("cpu", running=2, waiting=0, slots_total=4)
+    decision = LeastLoadedPolicy().choose(
+        request("cpu", "gpu"), view(backends(gpu="vllm", cpu="llamacpp"), monitor)
+    )
+    assert [c.backend for c in decision.ranked] == ["gpu", "cpu"]
+    assert decision.scores == {"gpu": 8 / 128, "cpu": 0.5}
+    assert decision.reason == "least-loaded"
+
+
+def test_least_loaded_counts_waiting_and_kv_usage() -> None:
+    monitor = StaticMonitor()
+    monitor.set("a", running=1, waiting=3, slots_total=8)  # 0.5
+    monitor.set("b", running=1, waiting=0, slots_total=8, kv_usage=0.9)  # KV nearly full
+    decision = LeastLoadedPolicy().choose(request("a", "b"), view(backends(a="vllm", b="vllm"), monitor))
+    assert decision.ranked[0].backend == "a"
+    assert decision.scores["b"] == 0.9
+
+
+def test_least_loaded_falls_back_to_the_gateways_own_inflight_counts() -> None:
+    # neither engine reports load: the gateway's open requests decide, still per slot
+    fleet = view(backends(a="llamacpp", b="llamacpp"), StaticMonitor(), a=3, b=1)
+    assert LeastLoadedPolicy().choose(request("a", "b"), fleet).ranked[0].backend == "b"
+
+
+def test_least_loaded_prefers_the_groups_first_model_until_it_is_full() -> None:
+    monitor = StaticMonitor()
+    monitor.set("big", running=2, slots_total=4)
+    monitor.set("small", running=0, slots_total=4)
+    configs = backends(big="vllm", small="llamacpp")
+    policy = LeastLoadedPolicy()
+    preferred = policy.choose(request("big", "small", preferences=(0, 1)), view(configs, monitor))
+    monitor.set("big", running=4, waiting=2)
+    overflowed = policy.choose(request("big", "small", preferences=(0, 1)), view(configs, monitor))
+    assert preferred.ranked[0].backend == "big"
+    assert (overflowed.ranked[0].backend, overflowed.reason) == ("small", "group-overflow")
+
+
+def test_capacity_comes_from_the_engine_then_the_profile_then_an_assumption() -> None:
+    monitor = StaticMonitor()
+    monitor.set("a", slots_total=64)
+    profiled = BackendConfig.model_validate(
+        {
+            "name": "p",
+            "url": "http://p:1",
+            "profile": {"prefill_tokens_per_s": 100, "decode_tokens_per_s": 10, "max_num_seqs": 2},
+        }
+    )
+    assert capacity(backends(a="vllm")["a"], monitor.snapshot("a")) == 64
+    assert capacity(profiled, monitor.snapshot("p")) == 2
+    assert capacity(backends(c="llamacpp")["c"], monitor.snapshot("c")) == 4
+    assert load(profiled, monitor.snapshot("p"), inflight=1) == 0.5
+
+
+def size_policy() -> tuple[SizeClassPolicy, dict[str, BackendConfig]]:
+    classes = [
+        SizeClass(backends=["big"]),
+        SizeClass(max_prompt_tokens=512, backends=["small"]),
+        SizeClass(max_prompt_tokens=4096, backends=["mid"]),
+    ]
+    return SizeClassPolicy(classes), backends(small="llamacpp", mid="vllm", big="vllm")
+
+
+@pytest.mark.parametrize(("tokens", "first"), [(100, "small"), (512, "small"), (513, "mid"), (9000, "big")])
+def test_size_classes_pick_by_prompt_size(tokens: int, first: str) -> None:
+    policy, configs = size_policy()
+    decision = policy.choose(
+        request("small", "mid", "big", prompt_tokens=tokens), view(configs, StaticMonitor())
+    )
+    assert decision.ranked[0].backend == first
+    assert decision.reason == "size-class"
+
+
+def test_size_classes_overflow_to_the_next_class_when_full() -> None:
+    policy, configs = size_policy()
+    monitor = StaticMonitor()
+    monitor.set("small", running=4, slots_total=4)
+    decision = policy.choose(request("small", "mid", "big", prompt_tokens=100), view(configs, monitor))
+    assert [c.backend for c in decision.ranked] == ["mid", "big", "small"]
+    assert decision.reason == "size-class-overflow"
+    # a big prompt never goes down to a smaller class's backends first
+    big = policy.choose(request("small", "mid", "big", prompt_tokens=9000), view(configs, StaticMonitor()))
+    assert big.ranked[0].backend == "big"
+
+
+def test_gpu_only_never_picks_a_cpu_backend() -> None:
+    configs = {
+        **backends(cpu="llamacpp", gpu="vllm"),
+        "jetson": BackendConfig(name="jetson", url="http://j:8080", kind="llamacpp", gpu=True),
+    }
+    config = GatewayConfig(backends=list(configs.values()), policy=PolicyName.GPU_ONLY)
+    policy = build_policy(config)
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=100, slots_total=128)
+    decision = policy.choose(request("cpu", "gpu", "jetson"), view(configs, monitor))
+    assert [c.backend for c in decision.ranked] == ["jetson", "gpu"]
+    assert policy.choose(request("cpu"), view(configs, monitor)).ranked == ()
+
+
+def test_factory_builds_each_policy_and_refuses_wave_for_now() -> None:
+    config = GatewayConfig(backends=list(backends(a="vllm").values()))
+    chosen = [PolicyName.ROUND_ROBIN, PolicyName.LEAST_LOADED, PolicyName.GPU_ONLY]
+    assert [build_policy(config.model_copy(update={"policy": p})).name for p in chosen] == chosen
+    with pytest.raises(UsageError, match="size_classes"):
+        build_policy(config.model_copy(update={"policy": PolicyName.SIZE_CLASSES}))
+    with pytest.raises(UsageError, match="not available yet"):
+        build_policy(config.model_copy(update={"policy": PolicyName.WAVE}))
