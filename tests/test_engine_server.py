@@ -98,6 +98,23 @@ def test_streaming_counts_tokens_exactly(engine: EngineSupervisor) -> None:
     assert "".join(pieces) == whole.choices[0].message.content  # greedy: the same text either way
 
 
+def test_content_parts_are_read_and_bad_messages_get_a_400(engine: EngineSupervisor) -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            url = f"{engine.url}/v1/chat/completions"
+            parts = [{"type": "text", "text": "Say hello in one word."}]
+            body = {"model": MODEL, "messages": [{"role": "user", "content": parts}], "max_tokens": 3}
+            async with session.post(url, json=body) as response:
+                assert response.status == 200
+                assert (await response.json())["usage"]["prompt_tokens"] > 5
+            for messages in ([{"content": "no role"}], ["just a string"]):
+                async with session.post(url, json={"model": MODEL, "messages": messages}) as response:
+                    assert response.status == 400
+                    assert "role" in (await response.json())["error"]["message"]
+
+    asyncio.run(scenario())
+
+
 def test_the_llamacpp_dialect_reads_the_engine(engine: EngineSupervisor) -> None:
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:

@@ -190,10 +190,13 @@ async def _generate(request: web.Request, body: dict[str, Any], chat: bool) -> w
         params = GenerationParams.from_openai(body)
     except (TypeError, ValueError) as exc:
         return _error(400, str(exc))
-    if chat:
-        prompt, stops = generator.chat_prompt(body["messages"])
-    else:
-        prompt, stops = generator.text_prompt(body["prompt"]), ()
+    try:
+        if chat:
+            prompt, stops = generator.chat_prompt(body["messages"])
+        else:
+            prompt, stops = generator.text_prompt(body["prompt"]), ()
+    except ValueError as exc:
+        return _error(400, str(exc))
     if len(prompt) >= generator.n_ctx:
         return _error(
             400, f"the prompt has {len(prompt)} tokens; this engine's context is {generator.n_ctx} (--ctx)"
