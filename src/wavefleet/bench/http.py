@@ -67,11 +67,14 @@ class Endpoint:
 class Exchange:
     """One request and its response: records event times and token counts into a record."""
 
-    __slots__ = ("_sse", "body", "is_sse", "keep_text", "record", "text")
+    __slots__ = ("_empty_text", "_sse", "_text", "body", "is_sse", "keep_text", "record", "text")
 
-    def __init__(self, record: RequestRecord, keep_text: bool) -> None:
+    def __init__(self, record: RequestRecord, keep_text: bool, text_field: str = "content") -> None:
         self.record = record
         self.keep_text = keep_text
+        # the streamed text's key: "content" in chat deltas, "text" in completions
+        self._text = b'"%s":"' % text_field.encode()
+        self._empty_text = self._text + b'"'
         self.text: list[str] = []
         self.body = bytearray()
         self._sse = bytearray()
@@ -110,13 +113,20 @@ class Exchange:
         events = block.count(b"\n\n") + 1
         if block.count(b"\n") != 2 * (events - 1) or block.count(b"data: ") != events:
             return False
-        choices = block.count(b'"choices"') - len(_EMPTY_CHOICES.findall(block))
-        self.record.chunk_times.extend([now] * choices)
-        self.record.text_chunks += len(_TEXT.findall(block))
-        if b'"usage":{' in block or b'"usage": {' in block:
-            for event in block.split(b"\n\n"):
-                if b'"usage":{' in event or b'"usage": {' in event:
-                    self._usage(_loads(event[6:]))
+        if b'": ' in block or b'" :' in block:  # JSON with spaces: count by pattern
+            empty = len(_EMPTY_CHOICES.findall(block))
+            texts = len(_TEXT.findall(block))
+        else:  # compact JSON, the common case: plain substring counts are much cheaper
+            empty = block.count(b'"choices":[]')
+            texts = block.count(self._text) - block.count(self._empty_text)
+        self.record.chunk_times.extend([now] * (block.count(b'"choices"') - empty))
+        self.record.text_chunks += texts
+        usage = max(block.rfind(b'"usage":{'), block.rfind(b'"usage": {'))
+        if usage >= 0:
+            start = block.rfind(b"\n\n", 0, usage)
+            end = block.find(b"\n\n", usage)
+            event = block[start + 2 if start >= 0 else 0 : end if end >= 0 else len(block)]
+            self._usage(_loads(event[6:]))
         return True
 
     def _event(self, block: bytes, now: float) -> None:
