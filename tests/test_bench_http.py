@@ -74,3 +74,51 @@ def test_error_event_after_200_fails_the_request() -> None:
     data = stream(True, ["a"], usage=False)[:-14] + b'data: {"error": {"message": "out of memory"}}\n\n'
     record, _ = feed(data, 2)
     assert not record.ok and "out of memory" in record.error
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_retried_on_a_fresh_one() -> None:
+    """cpp-httplib (llama-server) may close a kept-alive connection instead of answering on it.
+
+    This server answers one request per connection, then drops the connection when a second
+    request arrives on it, with no byte of answer and no `Connection: close` beforehand.
+    """
+    import asyncio
+
+    from wavefleet.bench.http import ConnectionPool, Endpoint
+
+    answer = stream(compact=True, texts=["a", "b"])
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(answer), answer)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunk
+        )
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: drop it unanswered
+        writer.close()
+
+    async def main() -> list[RequestRecord]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions"))
+        records = []
+        for index in range(4):
+            record = RequestRecord(index=index, level="test", scheduled=0.0)
+            await pool.exchange(b"{}", Exchange(record, keep_text=False), timeout_s=5)
+            records.append(record)
+        pool.close()
+        server.close()
+        await server.wait_closed()
+        return records
+
+    records = asyncio.run(main())
+    assert [r.error for r in records] == [""] * 4
+    assert all(r.output_tokens > 0 for r in records)
+    assert connections >= 4  # every request after the first needed a fresh connection
