@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import importlib.util
 import json
+import shutil
 import socket
 import sqlite3
 import ssl
@@ -293,3 +294,65 @@ def test_tls_files_missing_or_invalid_exit_2_naming_them(tmp_path: Path) -> None
             capture_output=True, text=True, env=support.env(), timeout=60,
         )  # fmt: skip
         assert done.returncode == 2 and expect in " ".join(done.stderr.split())
+
+
+def test_two_gateways_share_limits_through_redis(tmp_path: Path) -> None:
+    """Two `wave serve` processes with --redis-url and one key with rpm=6: 30 requests at once,
+    split over both, and exactly 6 get through."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    sock = tmp_path / "redis.sock"
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--dir",
+            str(tmp_path),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = tmp_path / "wave.db"
+    secret = KeyStore(connect(db)).create("shared", limits=KeyLimits(rpm=6)).secret
+    engine = support.EngineProcess("r")
+    gateways = []
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+        for _ in range(2):
+            gateways.append(
+                support.GatewayProcess(
+                    "--backend", f"r={engine.url}", "--db", str(db), "--redis-url", f"unix://{sock}"
+                )
+            )
+
+        async def burst() -> list[int]:
+            async with aiohttp.ClientSession() as session:
+
+                async def one(i: int) -> int:
+                    url = gateways[i % 2].url + "/v1/chat/completions"
+                    async with session.post(
+                        url, json=chat("shared"), headers={"Authorization": f"Bearer {secret}"}
+                    ) as reply:
+                        await reply.read()
+                        return reply.status
+
+                return await asyncio.gather(*(one(i) for i in range(30)))
+
+        statuses = asyncio.run(burst())
+        assert statuses.count(200) == 6 and statuses.count(429) == 24
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        engine.stop()
+        redis.terminate()
+        redis.wait(timeout=10)
