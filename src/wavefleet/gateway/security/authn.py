@@ -23,7 +23,17 @@ __all__ = ["INVALID_KEY", "Authenticator"]
 
 INVALID_KEY = "invalid API key (or it was revoked or has expired)"
 _MISSING = "missing API key: send `Authorization: Bearer <key>` (a key from `wave keys create`)"
-_DUMMY = hashlib.sha256(b"wavefleet: no such key").digest()
+# stands in for the record of a key that does not exist: revoked, so it never matches
+_DUMMY_RECORD = KeyRecord(
+    key_id="",
+    name="",
+    digest=hashlib.sha256(b"wavefleet: no such key").digest(),
+    models=frozenset(),
+    expires_at=None,
+    limits=NO_LIMITS,
+    created_at=0.0,
+    revoked_at=0.0,
+)
 
 
 class Authenticator:
@@ -60,11 +70,12 @@ class Authenticator:
     def check_key(self, token: str) -> Principal:
         digest = digest_of(token)
         record = self._cache.lookup(digest) if self._cache is not None else None
-        stored_match = hmac.compare_digest(record.digest if record is not None else _DUMMY, digest)
+        candidate = record if record is not None else _DUMMY_RECORD  # the same steps either way
+        stored_match = hmac.compare_digest(candidate.digest, digest)
+        usable = candidate.usable(time.time())
         static_match = False
         for static in self._static:  # every one, no early exit
             static_match |= hmac.compare_digest(static, digest)
-        usable = record is not None and record.usable(time.time())
         if stored_match and usable and record is not None:
             known = self._principals.get(digest)
             if known is None or known[0] is not record:  # first use, or the record was reloaded
