@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ class Call:
     route: RouteRequest
     started: float  # loop time at arrival
     deadline: float  # loop time by which everything must be done (timeouts.total_s)
+    # told how the request ended (status, usage, backend): the security layer's limits and audit
+    report: Callable[[int, tuple[int, int] | None, str], None] | None = None
 
 
 class _Headers:
@@ -119,6 +122,8 @@ class Forwarder:
                 break
         if last is None:
             names = ", ".join(c.backend for c in ranked)
+            if call.report is not None:
+                call.report(NoHealthyBackendError.status, None, "")
             return error_response(
                 NoHealthyBackendError(
                     f"no backend for {call.route.requested_model!r} accepts requests now "
@@ -128,6 +133,8 @@ class Forwarder:
             )
         error, candidate = last
         self._metrics.series(candidate.model, candidate.backend).count(str(error.status))
+        if call.report is not None:
+            call.report(error.status, None, candidate.backend)
         return error_response(error, candidate.backend)
 
     def _body(self, call: Call, model: str) -> bytes:
@@ -293,6 +300,8 @@ class Forwarder:
         ttft: float | None,
     ) -> None:
         metrics, duration = self._metrics, now - call.started
+        if call.report is not None:
+            call.report(int(status), usage, candidate.backend)
         series.count(status)
         metrics.e2e.observe(series.e2e, duration)
         if ttft is not None:

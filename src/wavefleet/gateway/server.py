@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import ssl
 import sys
 
 import aiohttp
@@ -21,7 +22,11 @@ __all__ = ["run_forever", "serve_until_stopped"]
 
 
 async def serve_until_stopped(
-    config: GatewayConfig, keys: list[str], monitor: BackendMonitor | None = None, poll: bool = True
+    config: GatewayConfig,
+    keys: list[str],
+    monitor: BackendMonitor | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    poll: bool = True,
 ) -> None:
     """Serve `config` on its host and port until SIGINT or SIGTERM.
 
@@ -33,18 +38,20 @@ async def serve_until_stopped(
         poll_session = aiohttp.ClientSession()
         monitor = PollingMonitor(config.backends, poll_session, interval_s=config.poll_interval_s)
     try:
-        await _serve(config, keys, monitor or StaticMonitor())
+        await _serve(config, keys, monitor or StaticMonitor(), ssl_context)
     finally:
         if poll_session is not None:
             await poll_session.close()
 
 
-async def _serve(config: GatewayConfig, keys: list[str], monitor: BackendMonitor) -> None:
+async def _serve(
+    config: GatewayConfig, keys: list[str], monitor: BackendMonitor, ssl_context: ssl.SSLContext | None
+) -> None:
     app = create_app(config, monitor, api_keys=keys)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream request
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -62,8 +69,9 @@ async def _serve(config: GatewayConfig, keys: list[str], monitor: BackendMonitor
         loop.add_signal_handler(signum, stop.set)
     port = runner.addresses[0][1]  # the real one when --port 0 let the OS choose
     names = ", ".join(f"{b.name} ({b.kind.value} {b.url})" for b in config.backends)
+    scheme = "https" if ssl_context else "http"
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"wave serve: http://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
+        f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
     )
     try:
         await stop.wait()
@@ -71,9 +79,11 @@ async def _serve(config: GatewayConfig, keys: list[str], monitor: BackendMonitor
         await runner.cleanup()
 
 
-def run_forever(config: GatewayConfig, keys: list[str], poll: bool = True) -> None:
+def run_forever(
+    config: GatewayConfig, keys: list[str], ssl_context: ssl.SSLContext | None = None, poll: bool = True
+) -> None:
     """Blocking entry point for `wave serve`, on uvloop where it exists."""
-    main = serve_until_stopped(config, keys, poll=poll)
+    main = serve_until_stopped(config, keys, None, ssl_context, poll=poll)
     if sys.platform != "win32":
         import uvloop
 

@@ -174,12 +174,25 @@ def _plan_deployments(inventory: Inventory, catalog: Catalog) -> list[Deployment
                 quant=placement.quant,
                 kv_dtype=placement.kv_dtype,
                 max_model_len=placement.context,
-                max_num_seqs=max(1, placement.max_concurrent_sequences) if vllm_like else None,
+                max_num_seqs=_paged_max_num_seqs(placement.max_concurrent_sequences, placement.context)
+                if vllm_like
+                else None,
                 parallel=None if vllm_like else placement.sequences,
                 notes="; ".join(placement.reasons),
             )
         )
     return deployments
+
+
+# vLLM pages its KV cache as sequences grow, so it can run more sequences than fit at full
+# context; sizing max-num-seqs for the worst case (every sequence at max-model-len) would idle
+# most of the cache. Size it for a typical chat request instead, as an estimate.
+TYPICAL_REQUEST_TOKENS = 2048
+
+
+def _paged_max_num_seqs(sequences_at_full_context: int, context: int) -> int:
+    typical = sequences_at_full_context * context // TYPICAL_REQUEST_TOKENS
+    return max(1, min(256, max(sequences_at_full_context, typical)))
 
 
 # --- nodes -------------------------------------------------------------------------------------
