@@ -79,3 +79,51 @@ def test_triton_request_passes_only_the_generate_parameters() -> None:
         "text_input": "Once",
         "parameters": {"max_tokens": 8, "temperature": 0.2, "stream": True},
     }
+
+
+def test_an_engine_that_drops_kept_alive_connections_still_answers_every_request() -> None:
+    """llama-server (cpp-httplib) may close a pooled connection instead of answering on it.
+
+    This engine answers one request per connection and drops the connection when a second
+    request arrives on it, without a byte of answer: the backend resends on a fresh connection.
+    """
+    import asyncio
+
+    import aiohttp
+
+    from wavefleet.gateway.backends.openai import OpenAIBackend
+    from wavefleet.gateway.config import BackendConfig
+
+    answer = json.dumps({"object": "chat.completion", "choices": []}).encode()
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(answer), answer)
+        )
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # a second request on this connection: drop it
+        writer.close()
+
+    async def main() -> list[int]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            backend = OpenAIBackend(BackendConfig(name="e", url=f"http://127.0.0.1:{port}"), session)
+            for _ in range(4):
+                reply = await backend.send(BackendRequest("chat/completions", {}, b"{}"))
+                await reply.read()
+                reply.close()
+                statuses.append(reply.status)
+        server.close()
+        return statuses
+
+    assert asyncio.run(main()) == [200, 200, 200, 200]
+    assert connections >= 4

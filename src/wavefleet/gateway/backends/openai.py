@@ -80,10 +80,17 @@ class OpenAIBackend(Backend):
             self._headers["Authorization"] = f"Bearer {key}"
 
     async def send(self, request: BackendRequest) -> BackendReply:
+        url = self._urls[request.endpoint]
         try:
-            response = await self._session.post(
-                self._urls[request.endpoint], data=request.raw, headers=self._headers
-            )
+            try:
+                response = await self._session.post(url, data=request.raw, headers=self._headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # An engine may close a kept-alive connection while it sits in the pool
+                # (llama-server's cpp-httplib does), so the request fails before any answer:
+                # send it once more, on a fresh connection, before calling the engine broken.
+                response = await self._session.post(url, data=request.raw, headers=self._headers)
         except aiohttp.ClientError as exc:
             raise translate_client_error(exc, self.name) from exc
         return HttpReply(response, self.name)
