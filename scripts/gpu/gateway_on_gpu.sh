@@ -12,7 +12,7 @@ export PYTHONPATH=$PWD/src:/tmp/site
 [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
 if [ ! -x "$W/build/bin/llama-server" ]; then
   cmake -S "$W/llama.cpp" -B "$W/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1
+    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA_FA="${GGML_CUDA_FA:-ON}" > "$OUT/cmake.log" 2>&1
   ( cmake --build "$W/build" -j16 --target llama-server > "$OUT/build.log" 2>&1 ) &
 fi
 [ -f "$W/m-f16.gguf" ] || PYTHONPATH="$W/llama.cpp/gguf-py" python3 scripts/gpu/synthetic_gguf.py --out "$W/m-f16.gguf" \
@@ -30,7 +30,7 @@ for i in $(seq 30); do curl -sf http://127.0.0.1:8100/health >/dev/null && break
 nvidia-smi --query-gpu=name,memory.used --format=csv
 for round in 1 2; do
   for c in 1 16 64; do
-    n=$(( c == 1 ? 24 : c * 4 ))
+    n=$(( c == 1 ? 12 : c * 4 ))
     for target in direct gateway; do
       url=http://127.0.0.1:8000/v1; [ "$target" = gateway ] && url=http://127.0.0.1:8100/v1
       python3 -m wavefleet bench --url "$url" --api-key sk-gpu-bench-0123 --model llama-3.1-8b-synthetic \
