@@ -10,7 +10,8 @@ Steps:
      shared 2-core machine, llama.cpp's thread barrier stalls whenever another process runs);
   2. prefill: median TTFT (max_tokens 2) at several prompt lengths, least-squares line
      TTFT = overhead + tokens / prefill rate;
-  3. decode: median inter-token latency of single 64-token streams; jitter from the spread of gaps;
+  3. decode: median inter-token latency of single 64-token streams (three per round); jitter from
+     the spread of gaps;
   4. concurrency: llama_cpp.server runs one request at a time behind a lock, so the profile has
      one slot and a queue (max_num_seqs 1);
   5. save the profile YAML, then run the same closed-loop sweep (1, 2, 4, 8 streams, fixed prompt
@@ -102,7 +103,7 @@ async def stream(
     return Result(times[0] - start, itl, gaps, len(times), start, times[-1])
 
 
-LENGTHS = (16, 64, 128, 256)
+LENGTHS = (16, 32, 64, 128)
 
 
 @dataclass
@@ -114,11 +115,12 @@ class Probes:
 
 
 async def probe_once(url: str, rng: random.Random, probes: Probes) -> None:
-    """One TTFT probe per prompt length (max_tokens 2) and one 64-token decode stream."""
+    """Two TTFT probes per prompt length (max_tokens 2, up then down) and three 64-token streams."""
     async with aiohttp.ClientSession() as session:
-        for n in LENGTHS:
+        for n in [*LENGTHS, *reversed(LENGTHS)]:
             probes.ttft[n].append((await stream(session, url, prompt(n, rng), 2, None)).ttft)
-        probes.decode.append(await stream(session, url, prompt(16, rng), 64, None))
+        for _ in range(3):
+            probes.decode.append(await stream(session, url, prompt(16, rng), 64, None))
 
 
 def fit(probes: Probes) -> tuple[float, float, float, float, list[str]]:
@@ -207,56 +209,35 @@ async def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit("llama_cpp.server did not become ready in 60 s")
 
 
-def table(real: dict[int, tuple[float, float]], sim: dict[int, tuple[float, float]]) -> list[str]:
+def table(real: dict[int, list[tuple[float, float]]], sim: dict[int, list[tuple[float, float]]]) -> list[str]:
+    """Medians over runs, with the real server's range over its runs (the machine's noise)."""
+    real_m, sim_m = medians(real), medians(sim)
     rows = [
-        "| streams | real TTFT p50 | sim TTFT p50 | TTFT error | real output tok/s | sim output tok/s | tok/s error |",
+        "| streams | real TTFT p50 (range over runs) | sim TTFT p50 | TTFT error "
+        "| real output tok/s (range) | sim output tok/s | tok/s error |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in real:
-        (rt, rs), (st, ss) = real[level], sim[level]
+        (rt, rs), (st, ss) = real_m[level], sim_m[level]
+        ttfts, rates = [r[0] for r in real[level]], [r[1] for r in real[level]]
         rows.append(
-            f"| {level} | {rt * 1000:.0f} ms | {st * 1000:.0f} ms | {100 * (st - rt) / rt:+.1f}% "
-            f"| {rs:.1f} | {ss:.1f} | {100 * (ss - rs) / rs:+.1f}% |"
+            f"| {level} | {rt * 1000:.0f} ms ({min(ttfts) * 1000:.0f}-{max(ttfts) * 1000:.0f}) | {st * 1000:.0f} ms "
+            f"| {100 * (st - rt) / rt:+.1f}% | {rs:.1f} ({min(rates):.1f}-{max(rates):.1f}) | {ss:.1f} "
+            f"| {100 * (ss - rs) / rs:+.1f}% |"
         )
     return rows
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    rng = random.Random(args.seed)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    levels: list[int] = args.concurrency
-    probes = Probes()
-    real: dict[int, list[tuple[float, float]]] = {c: [] for c in levels}
-    sweep = (args.rounds, args.prompt_tokens, args.output_tokens)
-    server = start_server(port)
-    try:
-        await wait_ready(url, server)
-        await check_single_token_words(url)
-        async with aiohttp.ClientSession() as session:
-            for _ in range(3):  # warm-up: first requests pay page faults and thread start-up
-                await stream(session, url, prompt(64, rng), 8, None)
-        print(f"measuring llama_cpp.server at {url}: {args.repeats} rounds of probes + sweep", flush=True)
-        # Probes and sweep alternate, so both see the same (shared, drifting) machine load.
-        for repeat in range(args.repeats):
-            await probe_once(url, rng, probes)
-            for c in levels:
-                real[c].append(await sweep_level(url, c, *sweep, None, 1000 * repeat + c))
-            print(
-                f"  round {repeat + 1}: "
-                + ", ".join(f"c={c} TTFT {real[c][-1][0] * 1000:.0f} ms" for c in levels),
-                flush=True,
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def fitted_profile(probes: Probes, args: argparse.Namespace, *, verbose: bool) -> SimProfile:
     rate, overhead, itl, sigma, lines = fit(probes)
-    print("\n".join(lines))
-    print(
-        f"  fit: prefill {rate:.0f} tok/s, overhead {overhead * 1000:.1f} ms, "
-        f"ITL {itl * 1000:.2f} ms ({1 / itl:.1f} tok/s), jitter sigma {sigma:.2f}"
-    )
-    profile = SimProfile(
+    if verbose:
+        print("\n".join(lines))
+        print(
+            f"  fit: prefill {rate:.0f} tok/s, overhead {overhead * 1000:.1f} ms, "
+            f"ITL {itl * 1000:.2f} ms ({1 / itl:.1f} tok/s), jitter sigma {sigma:.2f}"
+        )
+    probes_per_length = len(probes.ttft[LENGTHS[0]])
+    return SimProfile(
         name="embedded-smollm2-135m",
         dialect=Dialect.LLAMACPP,
         model="smollm2-135m",
@@ -276,33 +257,105 @@ async def main_async(args: argparse.Namespace) -> int:
             f"calibrated {time.strftime('%Y-%m-%d')} by scripts/calibrate_sim.py against llama-cpp-python's "
             f"server, SmolLM2-135M-Instruct Q4_1, n_ctx {N_CTX}, 1 thread, on a shared 2-core machine",
             f"prefill: least-squares line through median TTFT at {LENGTHS[0]}-{LENGTHS[-1]} prompt tokens "
-            f"({args.repeats} probes each): {rate:.0f} tok/s plus {overhead * 1000:.1f} ms per request",
-            f"decode: median ITL of {args.repeats} single 64-token streams; jitter = stdev of log gaps",
+            f"({probes_per_length} probes each): {rate:.0f} tok/s plus {overhead * 1000:.1f} ms per request",
+            f"decode: median ITL of {len(probes.decode)} single 64-token streams; jitter = stdev of log gaps",
             "one slot: llama_cpp.server serializes requests behind a lock (interrupt_requests off)",
             "prefix reuse off: llama-cpp-python keeps only the last prompt's KV",
         ],
     )
+
+
+async def simulate(
+    profile: SimProfile, levels: list[int], args: argparse.Namespace, seed: int, speed: float
+) -> dict[int, tuple[float, float]]:
+    """One closed-loop run per level against the simulator, in device time (scaled back by `speed`)."""
+    out = {}
+    with ThreadedSimFleet([profile], seed=seed, speed=speed) as fleet:
+        for c in levels:
+            ttft, rate = await sweep_level(
+                fleet.urls[profile.name],
+                c,
+                args.rounds,
+                args.prompt_tokens,
+                args.output_tokens,
+                profile.model,
+                seed + c,
+            )
+            out[c] = (ttft * speed, rate / speed)
+    return out
+
+
+def worst_error(
+    real: dict[int, list[tuple[float, float]]], sim: dict[int, list[tuple[float, float]]]
+) -> float:
+    real_m, sim_m = medians(real), medians(sim)
+    return max(
+        max(abs(sim_m[c][0] - real_m[c][0]) / real_m[c][0], abs(sim_m[c][1] - real_m[c][1]) / real_m[c][1])
+        for c in real
+    )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    levels: list[int] = args.concurrency
+    rounds: list[Probes] = []
+    real: dict[int, list[tuple[float, float]]] = {c: [] for c in levels}
+    sweep = (args.rounds, args.prompt_tokens, args.output_tokens)
+    server = start_server(port)
+    try:
+        await wait_ready(url, server)
+        await check_single_token_words(url)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # warm-up: first requests pay page faults and thread start-up
+                await stream(session, url, prompt(64, rng), 8, None)
+        print(f"measuring llama_cpp.server at {url}: {args.repeats} rounds of probes + sweep", flush=True)
+        # Probes and sweep alternate, so both see the same (shared, drifting) machine load.
+        for repeat in range(args.repeats):
+            rounds.append(Probes())
+            await probe_once(url, rng, rounds[-1])
+            for c in levels:
+                real[c].append(await sweep_level(url, c, *sweep, None, 1000 * repeat + c))
+            print(
+                f"  round {repeat + 1}: "
+                + ", ".join(f"c={c} TTFT {real[c][-1][0] * 1000:.0f} ms" for c in levels),
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    everything = Probes(
+        ttft={n: [t for r in rounds for t in r.ttft[n]] for n in LENGTHS},
+        decode=[d for r in rounds for d in r.decode],
+    )
+    profile = fitted_profile(everything, args, verbose=True)
     save_profile(profile, args.out)
     print(f"saved {args.out}")
     sim: dict[int, list[tuple[float, float]]] = {c: [] for c in levels}
-    with ThreadedSimFleet([profile], seed=args.seed) as fleet:
-        for repeat in range(args.repeats):
-            for c in levels:
-                sim[c].append(
-                    await sweep_level(fleet.urls[profile.name], c, *sweep, profile.model, 1000 * repeat + c)
-                )
-    print()
-    print(
+    paired: dict[int, list[tuple[float, float]]] = {c: [] for c in levels}
+    for repeat in range(args.repeats):
+        for c, result in (await simulate(profile, levels, args, 1000 * repeat, 1.0)).items():
+            sim[c].append(result)
+        # the same round's probes alone: the profile at the machine speed of that round
+        round_profile = fitted_profile(rounds[repeat], args, verbose=False)
+        for c, result in (
+            await simulate(round_profile, levels, args, 1000 * repeat, args.paired_speed)
+        ).items():
+            paired[c].append(result)
+    head = (
         f"prompt {args.prompt_tokens} tokens, output {args.output_tokens} tokens, {args.rounds} requests per stream "
         f"(closed loop), medians of {args.repeats} runs per level"
     )
-    real_m, sim_m = medians(real), medians(sim)
-    print("\n".join(table(real_m, sim_m)))
-    worst = max(
-        max(abs(sim_m[c][0] - real_m[c][0]) / real_m[c][0], abs(sim_m[c][1] - real_m[c][1]) / real_m[c][1])
-        for c in levels
+    print(f"\n{head}; simulator with the saved profile (fit on all rounds):")
+    print("\n".join(table(real, sim)))
+    worst = worst_error(real, sim)
+    print(f"largest error {100 * worst:.1f}% (target: within 15%)")
+    print(
+        f"\npaired: each round simulated with a profile fit on that round's probes only (--speed {args.paired_speed:g}, scaled back):"
     )
-    print(f"\nlargest error {100 * worst:.1f}% (target: within 15%)")
+    print("\n".join(table(real, paired)))
+    print(f"largest error {100 * worst_error(real, paired):.1f}%")
     return 0 if worst <= 0.15 else 1
 
 
@@ -317,6 +370,9 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--paired-speed", type=float, default=2.0, help="time scale of the paired simulations"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

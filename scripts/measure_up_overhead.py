@@ -1,6 +1,6 @@
 """Measure what `wave up`'s gateway costs a client: tokens/s direct to the engine vs through the gateway.
 
-    PYTHONPATH=src python scripts/measure_up_overhead.py --rounds 8 --max-tokens 128
+    PYTHONPATH=src python scripts/measure_up_overhead.py --rounds 8 --max-tokens 128 [--threads 1]
 
 Starts `wave up --port 0` as a subprocess, then sends the same prompts (greedy sampling)
 alternately straight to the embedded engine and through the gateway, flipping which path goes
@@ -161,6 +161,16 @@ def main() -> None:
         f"\nclient decode tok/s through the gateway / engine-reported tok/s of the same requests: "
         f"{g['decode_tps'] / g['engine_tps']:.3f} (direct: {d['decode_tps'] / d['engine_tps']:.3f})"
     )
+    # Each prompt ran on both paths back to back: the ratio within a pair cancels most of the
+    # machine's load swings, so its median is the steadier figure.
+    print("\nmedian of per-pair ratios gateway/direct (interquartile range):")
+    for key in ("decode_tps", "e2e_tps", "engine_tps"):
+        ratios = []
+        for first, second in zip(samples[0::2], samples[1::2], strict=True):
+            gateway, direct = (first, second) if first.path == "gateway" else (second, first)
+            ratios.append(getattr(gateway, key) / getattr(direct, key))
+        low, _, high = statistics.quantiles(ratios, n=4)
+        print(f"  {key}: {statistics.median(ratios):.3f} ({low:.3f}-{high:.3f}), {len(ratios)} pairs")
     if args.json:
         args.json.write_text(json.dumps([s.__dict__ for s in samples], indent=1))
 

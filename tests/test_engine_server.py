@@ -19,6 +19,7 @@ from wavefleet.engine.supervisor import EngineSupervisor
 from wavefleet.errors import EngineError
 from wavefleet.gateway.config import BackendConfig, BackendKind
 from wavefleet.gateway.monitor import PollingMonitor
+from wavefleet.gateway.monitor.prometheus import parse_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +98,23 @@ def test_streaming_counts_tokens_exactly(engine: EngineSupervisor) -> None:
     assert "".join(pieces) == whole.choices[0].message.content  # greedy: the same text either way
 
 
+def test_content_parts_are_read_and_bad_messages_get_a_400(engine: EngineSupervisor) -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            url = f"{engine.url}/v1/chat/completions"
+            parts = [{"type": "text", "text": "Say hello in one word."}]
+            body = {"model": MODEL, "messages": [{"role": "user", "content": parts}], "max_tokens": 3}
+            async with session.post(url, json=body) as response:
+                assert response.status == 200
+                assert (await response.json())["usage"]["prompt_tokens"] > 5
+            for messages in ([{"content": "no role"}], ["just a string"]):
+                async with session.post(url, json={"model": MODEL, "messages": messages}) as response:
+                    assert response.status == 400
+                    assert "role" in (await response.json())["error"]["message"]
+
+    asyncio.run(scenario())
+
+
 def test_the_llamacpp_dialect_reads_the_engine(engine: EngineSupervisor) -> None:
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
@@ -135,6 +153,32 @@ def test_requests_queue_on_the_single_slot_and_the_metrics_show_it(engine: Engin
                 await asyncio.sleep(0.01)
             assert all(count >= 3 for count in await asyncio.gather(*requests))
             assert seen_waiting >= 1  # two requests waited while one ran
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_generation(engine: EngineSupervisor) -> None:
+    async def predicted(session: aiohttp.ClientSession) -> float:
+        async with session.get(f"{engine.url}/metrics") as response:
+            metrics = parse_metrics(await response.text())
+        return metrics.total("llamacpp:tokens_predicted_total") or 0.0
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            before = await predicted(session)
+            body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "stream": True, "temperature": 1.5}
+            body["messages"] = [{"role": "user", "content": "Write a very long essay about rivers."}]
+            async with session.post(f"{engine.url}/v1/chat/completions", json=body) as response:
+                for _ in range(3):
+                    await response.content.readline()
+                response.close()  # leave after the first events
+            # the next request waits for the slot; it gets it once the abandoned generation stopped
+            small = {"model": MODEL, "messages": HELLO, "max_tokens": 2}
+            async with session.post(f"{engine.url}/v1/chat/completions", json=small) as response:
+                assert response.status == 200
+                small_tokens = (await response.json())["usage"]["completion_tokens"]
+            abandoned = await predicted(session) - before - small_tokens
+            assert 1 <= abandoned < 900
 
     asyncio.run(scenario())
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -332,10 +333,21 @@ def test_metrics_count_requests_tokens_decisions_and_backend_state() -> None:
     assert 'wave_completion_tokens_total{backend="a",model="m1"} 8.0' in text
     assert 'wave_routing_decisions_total{backend="a",reason="only-choice"} 2.0' in text
     assert 'wave_time_to_first_token_seconds_count{backend="a",model="m1"} 1.0' in text
-    assert 'wave_inter_token_latency_seconds_count{backend="a",model="m1"} 4.0' in text
+    assert 'wave_inter_token_latency_seconds_count{backend="a",model="m1"}' in text
     assert 'wave_request_duration_seconds_count{backend="a",model="m1"} 2.0' in text
     assert 'wave_backend_load{backend="a"} 0.5' in text
     assert 'wave_backend_kv_usage{backend="a"} 0.25' in text
+
+
+def test_inter_token_gaps_are_observed_per_chunk() -> None:
+    engine = FakeOpenAIEngine("a", ["m1"], delay_s=0.01)
+    engine.behaviour = "slow-stream"  # 50 events, 10 ms apart: each its own chunk
+    with fleet({"a": engine}) as url:
+        chunks = list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
+        _, body = get(url, "/metrics")
+    gaps = re.search(rb'wave_inter_token_latency_seconds_count\{backend="a",model="m1"\} (\d+)', body)
+    assert len(chunks) == 51  # 50 words and the finish chunk
+    assert gaps is not None and 40 <= int(gaps.group(1)) <= 50
 
 
 def test_triton_generate_is_translated_both_ways() -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
+import openai
 import pytest
 from click.testing import CliRunner
 
 from wavefleet.cli.serve import build_config, parse_backend, refuse_open_bind, serve
 from wavefleet.errors import ConfigError, UsageError
+from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import BackendKind, PolicyName
 
 
@@ -79,3 +88,28 @@ def test_help_teaches_with_examples() -> None:
     assert result.exit_code == 0
     assert "wave serve --backend main=http://127.0.0.1:8000" in result.output
     assert "WAVE_API_KEY" in result.output
+
+
+def test_wave_serve_runs_polls_and_stops_on_sigterm(repo_root: Path) -> None:
+    engine = FakeOpenAIEngine("a", ["m1"])
+    with serve_in_thread(engine.app()) as upstream:
+        env = {**os.environ, "PYTHONPATH": str(repo_root / "src"), "WAVE_API_KEY": "sk-cli-test-key"}
+        argv = [sys.executable, "-m", "wavefleet", "serve", "--port", "0", "--backend", f"a={upstream.url}"]
+        process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stderr is not None
+            banner = process.stderr.readline()
+            url = re.search(r"(http://127\.0\.0\.1:\d+)/v1", banner)
+            assert url is not None, banner
+            client = openai.OpenAI(base_url=f"{url.group(1)}/v1", api_key="sk-cli-test-key", max_retries=0)
+            reply = client.chat.completions.with_raw_response.create(
+                model="m1", messages=[{"role": "user", "content": "hi"}]
+            )
+            with urllib.request.urlopen(f"{url.group(1)}/health", timeout=10) as answer:
+                health = json.loads(answer.read())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=20)
+    assert reply.headers["x-wave-backend"] == "a"
+    assert health["backends"]["a"]["healthy"] and health["backends"]["a"]["breaker"] == "closed"
+    assert code == 0

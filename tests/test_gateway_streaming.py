@@ -41,7 +41,7 @@ def test_the_injected_usage_chunk_is_read_then_dropped() -> None:
     state = StreamState(strip_usage=True)
     out = state.filter(STREAM, now=1.0)
     assert out == b"".join(CONTENT) + b"data: [DONE]\n\n"
-    assert state.usage == (3, 5) and state.done and state.events == 5
+    assert state.usage == (3, 5) and state.done and state.chunks == 1
 
 
 def test_usage_is_kept_when_the_client_asked_for_it() -> None:
@@ -63,14 +63,16 @@ def test_a_ping_before_data_in_one_event_keeps_the_data() -> None:
     assert state.filter(b": ping\ndata: {}\n\n", now=1.0) == b"data: {}\n\n"
 
 
-def test_gaps_count_every_event_once() -> None:
+def test_gaps_are_timed_between_chunks_that_carry_data() -> None:
     state = StreamState(strip_usage=True)
-    state.filter(CONTENT[0] + CONTENT[1], now=1.0)  # first batch: TTFT, then one zero gap
+    state.filter(CONTENT[0] + CONTENT[1], now=1.0)  # the first chunk: TTFT
+    state.filter(b": ping\n\n", now=1.2)  # only a ping: no gap
     state.filter(CONTENT[2], now=1.5)
-    state.filter(CONTENT[3] + CONTENT[4] + USAGE + b"data: [DONE]\n\n", now=2.0)
+    state.filter(CONTENT[3] + CONTENT[4] + USAGE, now=2.0)
+    state.filter(b"data: [DONE]\n\n", now=2.1)  # only [DONE]: no gap
     assert state.first_event_at == 1.0
-    assert state.gaps == [(0.0, 1), (0.5, 1), (0.5, 2)]
-    assert state.events == 5
+    assert state.gaps == [0.5, 0.5]
+    assert state.chunks == 3 and state.done
 
 
 def test_usage_is_found_in_the_tail_of_a_big_chunk() -> None:

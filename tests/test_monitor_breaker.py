@@ -106,3 +106,27 @@ def test_good_polls_do_not_shorten_a_cooldown_opened_by_failed_requests() -> Non
     assert breaker.state is BreakerState.OPEN
     clock.advance(5)
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_polling_monitor_snapshot_shows_half_open_when_the_cool_down_ends_without_a_poll() -> None:
+    """Routers filter on `snapshot().breaker`; a stale "open" would starve the probe forever."""
+    import asyncio
+
+    import aiohttp
+
+    from wavefleet.gateway.config import BackendConfig
+    from wavefleet.gateway.monitor.polling import PollingMonitor
+
+    async def main() -> list[str]:
+        clock = ManualClock()
+        async with aiohttp.ClientSession() as session:
+            backend = BackendConfig(name="a", url="http://127.0.0.1:9", models=["m"])
+            monitor = PollingMonitor([backend], session, interval_s=3600, breaker=POLICY, clock=clock)
+            for _ in range(POLICY.failure_threshold):
+                monitor.record_outcome("a", False)
+            seen = [monitor.snapshot("a").breaker]
+            clock.advance(POLICY.base_cooldown_s + 0.1)
+            seen.append(monitor.snapshot("a").breaker)
+            return seen
+
+    assert asyncio.run(main()) == ["open", "half-open"]

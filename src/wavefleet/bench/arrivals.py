@@ -28,7 +28,7 @@ def arrival_offsets(
     seed: int = 0,
     batch: int = 1024,
 ) -> Iterator[float]:
-    """Endless send times in seconds from the start, for `rate` requests per second."""
+    """Endless send times in seconds from the start (the first at 0), for `rate` requests/s."""
     if rate <= 0 or not math.isfinite(rate):
         raise ValueError(f"rate must be a positive finite number, not {rate}")
     if burstiness <= 0:
@@ -36,6 +36,7 @@ def arrival_offsets(
     rng = np.random.default_rng(seed)
     expected = 0.0  # Λ: the expected number of arrivals so far
     ramp_mass = rate * ramp_up_s / 2.0
+    yield 0.0  # the first request goes at once, as in vLLM; the gaps follow it
     while True:
         for gap in rng.gamma(shape=burstiness, scale=1.0 / burstiness, size=batch):
             expected += float(gap)

@@ -67,11 +67,14 @@ class Endpoint:
 class Exchange:
     """One request and its response: records event times and token counts into a record."""
 
-    __slots__ = ("_sse", "body", "is_sse", "keep_text", "record", "text")
+    __slots__ = ("_empty_text", "_sse", "_text", "body", "is_sse", "keep_text", "record", "text")
 
-    def __init__(self, record: RequestRecord, keep_text: bool) -> None:
+    def __init__(self, record: RequestRecord, keep_text: bool, text_field: str = "content") -> None:
         self.record = record
         self.keep_text = keep_text
+        # the streamed text's key: "content" in chat deltas, "text" in completions
+        self._text = b'"%s":"' % text_field.encode()
+        self._empty_text = self._text + b'"'
         self.text: list[str] = []
         self.body = bytearray()
         self._sse = bytearray()
@@ -110,13 +113,20 @@ class Exchange:
         events = block.count(b"\n\n") + 1
         if block.count(b"\n") != 2 * (events - 1) or block.count(b"data: ") != events:
             return False
-        choices = block.count(b'"choices"') - len(_EMPTY_CHOICES.findall(block))
-        self.record.chunk_times.extend([now] * choices)
-        self.record.text_chunks += len(_TEXT.findall(block))
-        if b'"usage":{' in block or b'"usage": {' in block:
-            for event in block.split(b"\n\n"):
-                if b'"usage":{' in event or b'"usage": {' in event:
-                    self._usage(_loads(event[6:]))
+        if b'": ' in block or b'" :' in block:  # JSON with spaces: count by pattern
+            empty = len(_EMPTY_CHOICES.findall(block))
+            texts = len(_TEXT.findall(block))
+        else:  # compact JSON, the common case: plain substring counts are much cheaper
+            empty = block.count(b'"choices":[]')
+            texts = block.count(self._text) - block.count(self._empty_text)
+        self.record.chunk_times.extend([now] * (block.count(b'"choices"') - empty))
+        self.record.text_chunks += texts
+        usage = max(block.rfind(b'"usage":{'), block.rfind(b'"usage": {'))
+        if usage >= 0:
+            start = block.rfind(b"\n\n", 0, usage)
+            end = block.find(b"\n\n", usage)
+            event = block[start + 2 if start >= 0 else 0 : end if end >= 0 else len(block)]
+            self._usage(_loads(event[6:]))
         return True
 
     def _event(self, block: bytes, now: float) -> None:
@@ -215,6 +225,7 @@ class Connection(asyncio.Protocol):
         self.lost = False
         self.exchange: Exchange | None = None
         self.waiter: asyncio.Future[bool] | None = None
+        self.answered = False  # any byte of the current exchange's answer arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it
@@ -223,7 +234,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes, exchange: Exchange) -> asyncio.Future[bool]:
         """Write a request; the future gives whether the connection can be reused."""
         assert self.transport is not None
-        self.exchange, self.state, self.keep_alive = exchange, _HEAD, True
+        self.exchange, self.state, self.keep_alive, self.answered = exchange, _HEAD, True, False
         self.waiter = asyncio.get_running_loop().create_future()
         exchange.record.sent = perf_counter()
         self.transport.write(data)
@@ -234,6 +245,7 @@ class Connection(asyncio.Protocol):
         if self.exchange is None:
             self.abort("data arrived with no request in flight")
             return
+        self.answered = True
         self.buf += data
         try:
             self._parse(now)
@@ -365,40 +377,48 @@ class ConnectionPool:
     async def exchange(self, body: bytes, exchange: Exchange, timeout_s: float) -> None:
         """Run one request to its end; failures land in the record's `error`."""
         record = exchange.record
-        try:
-            connection = await self._acquire()
-        except (TimeoutError, OSError) as exc:
-            record.sent = perf_counter()
-            record.error = f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {exc}"
-            return
         loop = asyncio.get_running_loop()
-        waiter = connection.send(self.endpoint.request_bytes(body), exchange)
-        timer = loop.call_later(timeout_s, connection.abort, f"no complete answer within {timeout_s:g} s")
-        try:
-            reusable = await waiter
-        except HttpClientError as exc:
-            record.error = record.error or str(exc)
-            record.done = perf_counter()
-            return
-        finally:
-            timer.cancel()
+        while True:
+            try:
+                connection, reused = await self._acquire()
+            except (TimeoutError, OSError) as exc:
+                record.sent = perf_counter()
+                record.error = f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {exc}"
+                return
+            waiter = connection.send(self.endpoint.request_bytes(body), exchange)
+            timer = loop.call_later(timeout_s, connection.abort, f"no complete answer within {timeout_s:g} s")
+            try:
+                reusable = await waiter
+                break
+            except HttpClientError as exc:
+                # A kept-alive connection the server closed while it sat idle fails before any
+                # byte of the answer (cpp-httplib, behind llama-server, closes them freely): send
+                # again on a fresh one, as HTTP clients do, rather than count a failed request.
+                if reused and not connection.answered and not record.error:
+                    continue
+                record.error = record.error or str(exc)
+                record.done = perf_counter()
+                return
+            finally:
+                timer.cancel()
         if reusable and not connection.lost:
             self.idle.append(connection)
         elif connection.transport is not None:
             connection.transport.close()
 
-    async def _acquire(self) -> Connection:
+    async def _acquire(self) -> tuple[Connection, bool]:
+        """A connection, and whether it served an earlier request."""
         while self.idle:
             connection = self.idle.pop()
             if not connection.lost:
-                return connection
+                return connection, True
         loop = asyncio.get_running_loop()
         _, connection = await asyncio.wait_for(
             loop.create_connection(Connection, self.endpoint.host, self.endpoint.port, ssl=self.endpoint.ssl),
             timeout=30,
         )
         self.opened += 1
-        return connection
+        return connection, False
 
     def close(self) -> None:
         for connection in self.idle:

@@ -189,7 +189,8 @@ class _Run:
         )
         self.records.append(record)
         self.sessions.in_flight += 1
-        exchange = Exchange(record, self.workload.needs_answers)
+        text_field = "content" if self.target.endpoint == "chat" else "text"
+        exchange = Exchange(record, self.workload.needs_answers, text_field)
         try:
             await self.pool.exchange(self.target.body(turn), exchange, self.target.timeout_s)
         finally:

@@ -51,43 +51,62 @@ DEFAULT_REQUESTS = 200
 @click.option(
     "--ramp-up",
     "ramp_up_s",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.0,
     help="Seconds over which the open-loop rate grows linearly from 0.",
 )
 @click.option(
     "--max-concurrency",
-    type=int,
+    type=click.IntRange(min=1),
     help="Open loop: cap on requests in flight (waiting counts in TTFT and dispatch lag).",
 )
 @click.option(
-    "--num-requests", type=int, help=f"Requests per level (default {DEFAULT_REQUESTS} unless --duration)."
+    "--num-requests",
+    type=click.IntRange(min=1),
+    help=f"Requests per level (default {DEFAULT_REQUESTS} unless --duration).",
 )
 @click.option(
     "--duration",
     "duration_s",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     help="Seconds per level to keep sending (in-flight requests finish).",
 )
 @click.option(
     "--input-len",
-    type=int,
+    type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Synthetic prompt length in tokens (~words).",
+    help="Prompt length in tokens (~words); with --multi-turn, per user turn.",
 )
-@click.option("--output-len", type=int, default=128, show_default=True, help="max_tokens per request.")
+@click.option(
+    "--output-len", type=click.IntRange(min=1), default=128, show_default=True, help="max_tokens per request."
+)
 @click.option(
     "--length-dist",
     default="fixed",
     show_default=True,
     help="fixed, uniform:R (range ratio) or normal:S (std/mean).",
 )
-@click.option("--multi-turn", "conversations", type=int, help="Shared-prefix chats: this many conversations.")
 @click.option(
-    "--prefix-len", type=int, default=512, show_default=True, help="Multi-turn: shared system prefix tokens."
+    "--multi-turn",
+    "conversations",
+    type=click.IntRange(min=1),
+    help="Shared-prefix chats: this many conversations.",
 )
-@click.option("--turns", type=int, default=4, show_default=True, help="Multi-turn: turns per conversation.")
+@click.option(
+    "--prefix-len",
+    type=click.IntRange(min=0),
+    default=512,
+    show_default=True,
+    help="Multi-turn: shared system prefix tokens.",
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Multi-turn: turns per conversation.",
+)
 @click.option(
     "--prompts",
     "prompts_file",
@@ -103,16 +122,18 @@ DEFAULT_REQUESTS = 200
 @click.option(
     "--timeout",
     "timeout_s",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
     help="Per-request timeout in seconds.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for prompts and arrival times.")
 @click.option(
     "--goodput", multiple=True, help="SLOs for goodput, e.g. --goodput 'ttft:500 tpot:50 e2el:5000'."
 )
-@click.option("--percentiles", default="50,90,95,99", show_default=True)
+@click.option(
+    "--percentiles", default="50,90,95,99", show_default=True, help="Percentiles reported for every latency."
+)
 @click.option("--criteria", help="Success criteria, e.g. 'p95_ttft_ms<50,output_tps>120,error_rate<0.01'.")
 @click.option(
     "--criteria-on",

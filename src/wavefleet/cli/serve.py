@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
+from wavefleet.gateway.security.options import apply_security_flags, security_options
+from wavefleet.gateway.security.tls import server_tls_context
 
 __all__ = ["parse_backend", "refuse_open_bind", "serve"]
 
@@ -126,30 +129,46 @@ Examples:
     help="Routing policy [default: least-loaded].",
 )
 @click.option(
+    "--no-poll",
+    is_flag=True,
+    help="Do not poll the engines' health and load: every backend counts as healthy and idle.",
+)
+@click.option(
     "--api-key",
     envvar="WAVE_API_KEY",
     show_envvar=True,
     default=None,
     help="Key clients must send as a bearer token.",
 )
+@security_options
 def serve(
     config_path: Path | None,
     host: str | None,
     port: int | None,
     backends: tuple[str, ...],
     policy: str | None,
+    no_poll: bool,
     api_key: str | None,
+    **security_flags: Any,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models, /health and /metrics, routing each request across your engines by live load.
 
-    Flags override the config file. The answer's `x-wave-backend` header names the engine that served.
+    Each engine's health and load are polled in its own metrics dialect (every poll_interval_s);
+    flags override the config file. The answer's `x-wave-backend` header names the engine that served.
     """
     from wavefleet.gateway.server import run_forever
 
     config = build_config(config_path, host, port, backends, policy)
+    config = config.model_copy(update={"security": apply_security_flags(config.security, security_flags)})
     keys = [k for k in (s.resolve() for s in config.api_keys) if k]
     if api_key:
         keys.append(api_key)
-    refuse_open_bind(config.host, keys)
-    run_forever(config, keys)
+    tls = None
+    if security_flags.get("tls_cert") or security_flags.get("tls_key"):
+        if not (security_flags.get("tls_cert") and security_flags.get("tls_key")):
+            raise UsageError("give --tls-cert and --tls-key together")
+        tls = server_tls_context(security_flags["tls_cert"], security_flags["tls_key"])
+    credentials = config.security.db is not None or config.security.oidc is not None
+    refuse_open_bind(config.host, keys if keys or not credentials else ["(stored keys or OIDC)"])
+    run_forever(config, keys, tls, poll=not no_poll)

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jinja2
 from llama_cpp import Llama
 from llama_cpp import llama_cpp as llama_lib
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -134,8 +135,15 @@ class Generator:
         return int(self._llama.n_ctx())
 
     def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], tuple[str, ...]]:
-        """Tokens of the chat rendered with the model's own template, and its stop strings."""
-        rendered = self._formatter(messages=list(messages))  # type: ignore[arg-type]
+        """Tokens of the chat rendered with the model's own template, and its stop strings.
+
+        Raises ValueError for messages the template cannot render (no role, wrong types).
+        """
+        plain = [_plain_message(m) for m in messages]
+        try:
+            rendered = self._formatter(messages=plain)  # type: ignore[arg-type]
+        except (jinja2.TemplateError, TypeError, KeyError) as exc:
+            raise ValueError(f"the chat template could not render these messages: {exc}") from exc
         tokens = self._llama.tokenize(
             rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
         )
@@ -208,6 +216,20 @@ class Generator:
             predicted_ms=(ended - first_token_at) * 1000,
             text=text,
         )
+
+
+def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message with text-only content: OpenAI content parts are joined into one string."""
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        raise ValueError("each message needs a `role` string and `content`")
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text"
+        )
+    return {**message, "content": "" if content is None else str(content)}
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -190,10 +190,13 @@ async def _generate(request: web.Request, body: dict[str, Any], chat: bool) -> w
         params = GenerationParams.from_openai(body)
     except (TypeError, ValueError) as exc:
         return _error(400, str(exc))
-    if chat:
-        prompt, stops = generator.chat_prompt(body["messages"])
-    else:
-        prompt, stops = generator.text_prompt(body["prompt"]), ()
+    try:
+        if chat:
+            prompt, stops = generator.chat_prompt(body["messages"])
+        else:
+            prompt, stops = generator.text_prompt(body["prompt"]), ()
+    except ValueError as exc:
+        return _error(400, str(exc))
     if len(prompt) >= generator.n_ctx:
         return _error(
             400, f"the prompt has {len(prompt)} tokens; this engine's context is {generator.n_ctx} (--ctx)"
@@ -217,9 +220,9 @@ async def _generate(request: web.Request, body: dict[str, Any], chat: bool) -> w
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             queue: asyncio.Queue[str | Finish | BaseException] = asyncio.Queue()
-            worker = loop.run_in_executor(None, _produce, pieces, queue, loop)
+            worker = loop.run_in_executor(None, _produce, pieces, queue, loop, state)
             worker.add_done_callback(release)
-            return await _send_stream(request, state, queue, shape, include_usage)
+            return await _send_stream(request, queue, shape, include_usage)
         drained = loop.run_in_executor(None, _drain, pieces)
         drained.add_done_callback(release)
         finish = await drained
@@ -246,10 +249,16 @@ def _produce(
     pieces: Iterator[str | Finish],
     queue: asyncio.Queue[str | Finish | BaseException],
     loop: asyncio.AbstractEventLoop,
+    state: EngineState,
 ) -> None:
-    """Runs in a worker thread (llama.cpp releases the GIL while computing)."""
+    """Runs in a worker thread (llama.cpp releases the GIL while computing).
+
+    Counts the tokens here, not in the handler, so a stream whose client left is counted too.
+    """
     try:
         for piece in pieces:
+            if isinstance(piece, Finish):
+                loop.call_soon_threadsafe(_count, state, piece)
             loop.call_soon_threadsafe(queue.put_nowait, piece)
     except Exception as exc:  # handed to the event loop, which reports it in the stream
         loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -257,7 +266,6 @@ def _produce(
 
 async def _send_stream(
     request: web.Request,
-    state: EngineState,
     queue: asyncio.Queue[str | Finish | BaseException],
     shape: _Shape,
     include_usage: bool,
@@ -271,7 +279,6 @@ async def _send_stream(
             await response.write(shape.event({"error": {"message": str(item), "type": "server_error"}}))
             break
         if isinstance(item, Finish):
-            _count(state, item)
             await response.write(shape.event(shape.last_chunk(item)))
             if include_usage:
                 await response.write(shape.event(shape.usage_chunk(item)))

@@ -7,8 +7,8 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -32,6 +32,7 @@ from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.routing.wave import explain
+from wavefleet.gateway.security.middleware import PARSED_BODY
 
 __all__ = ["EXPLAIN_HEADER", "EXPLANATION", "GatewayApi", "estimate_prompt"]
 
@@ -118,6 +119,7 @@ class GatewayApi:
         metrics: GatewayMetrics,
         auth: StaticKeyAuth,
         inflight: dict[str, int],
+        report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -126,6 +128,7 @@ class GatewayApi:
         self._forwarder = forwarder
         self._metrics = metrics
         self._auth = auth
+        self._report = report  # the security layer's outcome hook, per request
         self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
         self._ids = count(1)
         self._retry_after = max(1.0, config.poll_interval_s)
@@ -150,15 +153,16 @@ class GatewayApi:
         return await self._proxy(request, "embeddings")
 
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = self._forwarder.now()
         try:
             self._auth.check(request.headers)
             raw = await self._read_body(request)
-            try:
-                payload = json.loads(raw)
-            except ValueError as exc:
-                raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
+            payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
+            if payload is None:
+                try:
+                    payload = json.loads(raw)
+                except ValueError as exc:
+                    raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
             if not isinstance(payload, dict):
                 raise BadRequestError("the request body must be a JSON object")
             _check_fields(endpoint, payload)
@@ -205,6 +209,7 @@ class GatewayApi:
                 route,
                 started,
                 started + self._config.timeouts.total_s,
+                self._report(request) if self._report is not None else None,
             )
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:
@@ -237,6 +242,7 @@ class GatewayApi:
             snap = self._monitor.snapshot(backend.name)
             backends[backend.name] = {
                 "healthy": snap.healthy,
+                "breaker": snap.breaker,
                 "models": list(self._table.models_of(backend.name)),
                 "error": snap.error,
             }

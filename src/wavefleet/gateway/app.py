@@ -29,6 +29,9 @@ from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.proxy import Forwarder
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
+from wavefleet.gateway.security.gate import SecurityGate
+from wavefleet.gateway.security.middleware import install as install_security
+from wavefleet.gateway.security.middleware import outcome_reporter
 
 __all__ = ["GATEWAY", "Gateway", "create_app", "upstream_session"]
 
@@ -64,8 +67,12 @@ def create_app(
     backends: Mapping[str, Backend] | None = None,
     policy: RoutingPolicy | None = None,
     api_keys: list[str] | None = None,
+    security: SecurityGate | None = None,
 ) -> web.Application:
-    """The gateway app. Keys: `api_keys` if given, else those the config resolves."""
+    """The gateway app. Keys: `api_keys` if given, else those the config resolves.
+
+    With `security` (or a config whose `security` section turns anything on), the security
+    layer's middleware checks every key (static ones too), limits, screens and audits."""
     monitor = monitor or StaticMonitor()
     policy = policy or build_policy(config)
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
@@ -86,12 +93,20 @@ def create_app(
         watch,
         max(1.0, config.poll_interval_s),
     )
-    api = GatewayApi(config, monitor, table, policy, forwarder, metrics, StaticKeyAuth(keys), inflight)
+    if security is None and config.security.active():
+        security = SecurityGate.build(config.security, keys)
+    if security is not None:
+        auth, report = StaticKeyAuth([]), outcome_reporter  # the security layer checks the keys
+    else:
+        auth, report = StaticKeyAuth(keys), None
+    api = GatewayApi(config, monitor, table, policy, forwarder, metrics, auth, inflight, report)
 
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GATEWAY] = gateway
     app.add_routes(api.routes())
     app.on_response_prepare.append(_add_explain)
+    if security is not None:
+        install_security(app, security)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session: aiohttp.ClientSession | None = None

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
+from wavefleet.gateway.security.settings import SecurityConfig
 
 __all__ = [
     "ApiKeySource",
@@ -165,6 +166,9 @@ class GatewayConfig(Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     poll_interval_s: float = Field(default=1.0, gt=0)
     retries: int = Field(default=2, ge=0, description="other backends tried before the first byte")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="stored keys, OIDC, limits, screening, audit"
+    )
 
     @field_validator("backends")
     @classmethod

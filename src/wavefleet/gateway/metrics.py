@@ -2,18 +2,17 @@
 
 Per-request updates are kept to a few dict lookups and integer additions: counters are
 prometheus-client children cached per label set, and latency histograms are `Histogram`s
-below, which take a count (`observe(value, n)`) so a batch of stream events that arrived
-together costs one update. Backend state is read from the monitor at scrape time, not per
+below, updated without locks since the gateway runs on one event loop. Backend state is read from the monitor at scrape time, not per
 request.
 
     wave_requests_total{model,backend,status}          status "499" = the client went away
     wave_request_duration_seconds{model,backend}       end to end, as the gateway saw it
     wave_time_to_first_token_seconds{model,backend}    streams: arrival to first data event out
-    wave_inter_token_latency_seconds{model,backend}    streams: gaps between data events out
+    wave_inter_token_latency_seconds{model,backend}    streams: gaps between data-carrying chunks out
     wave_prompt_tokens_total / wave_completion_tokens_total{model,backend}   from `usage`
     wave_routing_decisions_total{backend,reason}       backend "" = none could take it
     wave_retries_total{backend}                        attempts that failed before the first byte
-    wave_backend_{up,running,waiting,kv_usage,slots,load,inflight}{backend}
+    wave_backend_{up,breaker_open,running,waiting,kv_usage,slots,load,inflight}{backend}
 """
 
 from __future__ import annotations
@@ -222,7 +221,7 @@ class GatewayMetrics:
         )
         self.itl = Histogram(
             "wave_inter_token_latency_seconds",
-            "Streams: gaps between data events sent",
+            "Streams: gaps between chunks of data events sent (vllm bench's ITL)",
             ["model", "backend"],
             ITL_BUCKETS,
         )
@@ -251,9 +250,10 @@ class GatewayMetrics:
         child.inc()  # type: ignore[attr-defined]
 
     def backend_gauges(self) -> Iterator[Metric]:
-        names = ("up", "running", "waiting", "kv_usage", "slots", "load", "inflight")
+        names = ("up", "breaker_open", "running", "waiting", "kv_usage", "slots", "load", "inflight")
         helps = {
             "up": "Backend healthy at the last poll (1/0)",
+            "breaker_open": "Circuit breaker open: no requests for a cool-down (1/0; half-open counts 0)",
             "running": "Sequences the engine runs (its own metric)",
             "waiting": "Requests queued in the engine",
             "kv_usage": "KV cache in use, 0..1",
@@ -267,6 +267,7 @@ class GatewayMetrics:
             snap = self._monitor.snapshot(name)
             inflight = self._inflight.get(name, 0)
             families["up"].add_metric([name], 1.0 if snap.healthy else 0.0)
+            families["breaker_open"].add_metric([name], 1.0 if snap.breaker == "open" else 0.0)
             if snap.running is not None:
                 families["running"].add_metric([name], float(snap.running))
             if snap.waiting is not None:

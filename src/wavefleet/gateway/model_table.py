@@ -4,12 +4,13 @@ A backend serves the models its config declares; without a declaration, what the
 read from its `/v1/models`, else what the gateway read there at start-up. A backend that lists
 nothing at all is a wildcard: it takes any model name no other backend serves (so a single
 engine that does not list models, or a static test upstream, works without configuration).
-The table is rebuilt only when some backend's model list changed, so resolving a name costs a
-dict lookup.
+The model lists are compared at most every `REFRESH_S` seconds and the table rebuilt only when
+one changed, so resolving a name costs a dict lookup.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from wavefleet.errors import ModelNotFoundError
@@ -17,7 +18,9 @@ from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.base import Candidate
 
-__all__ = ["ModelTable"]
+__all__ = ["REFRESH_S", "ModelTable"]
+
+REFRESH_S = 0.5  # how stale a backend's model list may be for routing (the monitor polls every ~1 s)
 
 
 class ModelTable:
@@ -28,13 +31,14 @@ class ModelTable:
         self._declared = {b.name: tuple(b.models) for b in config.backends}
         self.discovered: dict[str, tuple[str, ...]] = {}  # read at start-up, for monitors that do not
         self._signature: tuple[tuple[str, ...], ...] | None = None
+        self._checked_at = float("-inf")
         self._served: dict[str, list[str]] = {}  # model -> backends, in config order
         self._wildcards: list[str] = []
         self._resolved: dict[str, tuple[Candidate, ...]] = {}
 
     def set_discovered(self, discovered: Mapping[str, Sequence[str]]) -> None:
         self.discovered = {name: tuple(models) for name, models in discovered.items()}
-        self._signature = None
+        self._checked_at = float("-inf")
 
     def models_of(self, backend: str) -> tuple[str, ...]:
         return (
@@ -43,7 +47,11 @@ class ModelTable:
             or self.discovered.get(backend, ())
         )
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < REFRESH_S and not force:
+            return
+        self._checked_at = now
         signature = tuple(self.models_of(name) for name in self._names)
         if signature == self._signature:
             return
@@ -89,12 +97,12 @@ class ModelTable:
 
     def known_names(self) -> list[str]:
         """Every name a client may use: served models, aliases, groups."""
-        self._refresh()
+        self._refresh(force=True)
         return sorted(set(self._served) | set(self._config.aliases) | set(self._config.groups))
 
     def listing(self) -> list[dict[str, object]]:
         """`/v1/models` entries for what healthy backends serve, with aliases and groups."""
-        self._refresh()
+        self._refresh(force=True)
         # healthy, not `available()`: asking the breaker may grant a half-open probe
         up = {name for name in self._names if self._monitor.snapshot(name).healthy}
         entries: list[dict[str, object]] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,9 @@ from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.responses import error_response
 from wavefleet.gateway.routing.base import Candidate, Outcome, RouteRequest, RoutingPolicy
-from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, parse_usage, usage_in
+from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, usage_in
 
 __all__ = ["Call", "Forwarder"]
-
-_JSON_PARSE_LIMIT = 256 * 1024  # larger replies (big embedding batches) are checked, not parsed
 
 
 @dataclass(slots=True)
@@ -44,6 +43,8 @@ class Call:
     route: RouteRequest
     started: float  # loop time at arrival
     deadline: float  # loop time by which everything must be done (timeouts.total_s)
+    # told how the request ended (status, usage, backend): the security layer's limits and audit
+    report: Callable[[int, tuple[int, int] | None, str], None] | None = None
 
 
 class _Headers:
@@ -82,6 +83,10 @@ class Forwarder:
         self._inflight = inflight
         self._headers = {name: _Headers(name) for name in backends}
 
+    def now(self) -> float:
+        """The event loop's clock (what call deadlines are measured on)."""
+        return self._watch.now()
+
     def add_backends(self, backends: dict[str, Backend]) -> None:
         """Use these backends (the app builds them at start-up, once its session exists)."""
         self._backends = backends
@@ -117,6 +122,8 @@ class Forwarder:
                 break
         if last is None:
             names = ", ".join(c.backend for c in ranked)
+            if call.report is not None:
+                call.report(NoHealthyBackendError.status, None, "")
             return error_response(
                 NoHealthyBackendError(
                     f"no backend for {call.route.requested_model!r} accepts requests now "
@@ -126,6 +133,8 @@ class Forwarder:
             )
         error, candidate = last
         self._metrics.series(candidate.model, candidate.backend).count(str(error.status))
+        if call.report is not None:
+            call.report(error.status, None, candidate.backend)
         return error_response(error, candidate.backend)
 
     def _body(self, call: Call, model: str) -> bytes:
@@ -154,11 +163,10 @@ class Forwarder:
         )
         outgoing = BackendRequest(call.endpoint, body, raw, call.stream, call.route.request_id)
         series = self._metrics.series(candidate.model, candidate.backend)
-        loop = asyncio.get_running_loop()
         timeouts = self._timeouts
         reply: BackendReply | None = None
         phase = "first byte"
-        deadline = self._watch.arm(min(loop.time() + timeouts.first_byte_s, call.deadline))
+        deadline = self._watch.arm(min(self._watch.now() + timeouts.first_byte_s, call.deadline))
         try:
             reply = await backend.send(outgoing)
             if reply.status >= 500 and not final:
@@ -182,29 +190,35 @@ class Forwarder:
             self._watch.disarm(deadline)
             if reply is not None:
                 reply.close()
-        return self._json_reply(call, candidate, reply, answer, series, loop.time())
+        return await self._json_reply(request, call, candidate, reply, answer, series)
 
-    def _json_reply(
+    async def _json_reply(
         self,
+        request: web.Request,
         call: Call,
         candidate: Candidate,
         reply: BackendReply,
         body: bytes,
         series: RequestSeries,
-        now: float,
     ) -> web.Response:
+        """Send a whole reply, then do the bookkeeping (the client need not wait for metrics)."""
         name = candidate.backend
-        usage = None
         if reply.status == 200:
-            usage = _usage_of(body, name)
-            self._monitor.record_outcome(name, True)
+            _check_json_object(body, name)  # garbage raises here, before anything was sent: retry
             headers: dict[str, str] = self._headers[name].json
         else:
-            self._monitor.record_outcome(name, reply.status < 500)
             headers = {"Content-Type": reply.content_type or "application/json", "x-wave-backend": name}
-        status = str(reply.status)
-        self._finish(call, candidate, series, status, now, usage, None)
-        return web.Response(body=body, status=reply.status, headers=headers)
+        response = web.Response(body=body, status=reply.status, headers=headers)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            series.count("499")
+            raise
+        self._monitor.record_outcome(name, reply.status < 500)
+        usage = usage_in(body, max(0, len(body) - 4096)) if reply.status == 200 else None
+        self._finish(call, candidate, series, str(reply.status), self._watch.now(), usage, None)
+        return response
 
     async def _relay_stream(
         self,
@@ -215,7 +229,7 @@ class Forwarder:
         series: RequestSeries,
         deadline: Deadline,
     ) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
+        now_of = self._watch.now
         idle_s, total = self._timeouts.idle_s, call.deadline
         name = candidate.backend
         state = StreamState(strip_usage=call.inject_usage)
@@ -225,7 +239,7 @@ class Forwarder:
         try:
             try:
                 async for chunk in reply.chunks():
-                    now = loop.time()
+                    now = now_of()
                     data = state.filter(splitter.feed(chunk), now)
                     if data:
                         if response is None:
@@ -235,7 +249,7 @@ class Forwarder:
                         deadline.when = now + idle_s if now + idle_s < total else total
                     if state.done:
                         break
-                data = state.filter(splitter.flush(), loop.time())
+                data = state.filter(splitter.flush(), now_of())
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 if response is None:
                     raise  # nothing sent yet: another backend may be tried
@@ -267,15 +281,13 @@ class Forwarder:
         await response.write_eof()
         self._observe_stream(series, state)
         ttft = state.first_event_at - call.started if state.first_event_at is not None else None
-        self._finish(call, candidate, series, status, loop.time(), state.usage, ttft)
+        self._finish(call, candidate, series, status, now_of(), state.usage, ttft)
         return response
 
     def _observe_stream(self, series: RequestSeries, state: StreamState) -> None:
         itl, observe = series.itl, self._metrics.itl.observe
-        for gap, events in state.gaps:
+        for gap in state.gaps:
             observe(itl, gap)
-            if events > 1:
-                observe(itl, 0.0, events - 1)
 
     def _finish(
         self,
@@ -288,6 +300,8 @@ class Forwarder:
         ttft: float | None,
     ) -> None:
         metrics, duration = self._metrics, now - call.started
+        if call.report is not None:
+            call.report(int(status), usage, candidate.backend)
         series.count(status)
         metrics.e2e.observe(series.e2e, duration)
         if ttft is not None:
@@ -304,20 +318,13 @@ class Forwarder:
         )
 
 
-def _usage_of(body: bytes, backend: str) -> tuple[int, int] | None:
-    """The reply's token usage; UpstreamError if the reply is not a JSON object."""
-    if len(body) <= _JSON_PARSE_LIMIT:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise UpstreamError(
-                f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
-            )
-        return parse_usage(parsed.get("usage"))
+def _check_json_object(body: bytes, backend: str) -> None:
+    """UpstreamError unless a 200 reply looks like a JSON object.
+
+    Checked by its first and last bytes, not parsed: a truncated body fails earlier (aiohttp
+    checks the length), and parsing big embedding replies costs milliseconds.
+    """
     if body.lstrip()[:1] != b"{" or body.rstrip()[-1:] != b"}":
         raise UpstreamError(
             f"backend {backend!r} answered 200 with something that is not a JSON object: {body[:120]!r}"
         )
-    return usage_in(body, max(0, len(body) - 4096))

@@ -5,28 +5,60 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import ssl
 import sys
 
+import aiohttp
 from aiohttp import web
 from rich.console import Console
 
+from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 
 __all__ = ["run_forever", "serve_until_stopped"]
 
 
 async def serve_until_stopped(
-    config: GatewayConfig, keys: list[str], monitor: BackendMonitor | None = None
+    config: GatewayConfig,
+    keys: list[str],
+    monitor: BackendMonitor | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    poll: bool = True,
 ) -> None:
-    """Serve `config` on its host and port until SIGINT or SIGTERM."""
-    app = create_app(config, monitor or StaticMonitor(), api_keys=keys)
+    """Serve `config` on its host and port until SIGINT or SIGTERM.
+
+    Without a `monitor`, backends are polled by a `PollingMonitor` on a session of its own (so
+    polls never wait behind requests in the proxy's pool), or not at all with `poll=False`.
+    """
+    poll_session: aiohttp.ClientSession | None = None
+    if monitor is None and poll:
+        poll_session = aiohttp.ClientSession()
+        monitor = PollingMonitor(config.backends, poll_session, interval_s=config.poll_interval_s)
+    try:
+        await _serve(config, keys, monitor or StaticMonitor(), ssl_context)
+    finally:
+        if poll_session is not None:
+            await poll_session.close()
+
+
+async def _serve(
+    config: GatewayConfig, keys: list[str], monitor: BackendMonitor, ssl_context: ssl.SSLContext | None
+) -> None:
+    app = create_app(config, monitor, api_keys=keys)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream request
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-    await site.start()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UsageError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror}; pick another --port"
+        ) from exc
     # Everything built so far lives as long as the process: move it out of the collector's way,
     # so full collections under load walk only per-request garbage (imports alone are ~100k objects).
     gc.collect()
@@ -35,9 +67,11 @@ async def serve_until_stopped(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    port = runner.addresses[0][1]  # the real one when --port 0 let the OS choose
     names = ", ".join(f"{b.name} ({b.kind.value} {b.url})" for b in config.backends)
-    Console(stderr=True, highlight=False).print(
-        f"wave serve: http://{config.host}:{config.port}/v1  policy {config.policy.value}  backends: {names}"
+    scheme = "https" if ssl_context else "http"
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
     )
     try:
         await stop.wait()
@@ -45,12 +79,15 @@ async def serve_until_stopped(
         await runner.cleanup()
 
 
-def run_forever(config: GatewayConfig, keys: list[str]) -> None:
+def run_forever(
+    config: GatewayConfig, keys: list[str], ssl_context: ssl.SSLContext | None = None, poll: bool = True
+) -> None:
     """Blocking entry point for `wave serve`, on uvloop where it exists."""
+    main = serve_until_stopped(config, keys, None, ssl_context, poll=poll)
     if sys.platform != "win32":
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve_until_stopped(config, keys))
+            runner.run(main)
     else:
-        asyncio.run(serve_until_stopped(config, keys))
+        asyncio.run(main)

@@ -9,7 +9,7 @@ Each step the scheduler
   3. decodes one token for every sequence past prefill.
 The step lasts  overhead of newly started requests + prefill tokens / prefill rate
               + itl_at(decoding sequences)   [if any decode],
-times a lognormal jitter factor (mean 1), divided by `speed`. So prefill of new requests stalls
+each part times a lognormal jitter factor (mean 1), divided by `speed`. So prefill of new requests stalls
 the running batch's decode for that step, chunked prefill bounds the stall, and inter-token
 latency grows with the batch along the profile's curve. A sequence whose prefill completes in a
 step emits its first token at the step's end (the prefill samples it), as real engines do.
@@ -258,8 +258,13 @@ class SimEngine:
         self._free_slots.sort()
         seq.reserved_tokens = 0
 
-    def _jitter(self) -> float:
+    def _jitter(self, duration: float | None = None) -> float:
+        """A lognormal factor with mean 1. Decode steps get sigma = jitter_sigma; work lasting
+        `duration` gets sigma * sqrt(itl / duration) (at most jitter_sigma), as the noise of many
+        token-sized pieces of work averages out over a long prefill."""
         sigma = self.profile.jitter_sigma
+        if duration is not None and duration > 0:
+            sigma *= math.sqrt(min(1.0, self.profile.itl_at(1) / duration))
         return self._rng.lognormvariate(-sigma * sigma / 2, sigma) if sigma > 0 else 1.0
 
     async def _loop(self) -> None:
@@ -292,9 +297,9 @@ class SimEngine:
                 prefill_tokens += take
                 if seq.to_prefill == 0:
                     completing.append(seq)
-            factor = self._jitter() / self.speed
-            prefill_wall = (overhead + prefill_tokens / profile.prefill_tokens_per_s) * factor
-            decode_wall = profile.itl_at(len(decoding)) * factor if decoding else 0.0
+            prefill_model = overhead + prefill_tokens / profile.prefill_tokens_per_s
+            prefill_wall = prefill_model * self._jitter(prefill_model) / self.speed
+            decode_wall = profile.itl_at(len(decoding)) * self._jitter() / self.speed if decoding else 0.0
             deadline = max(deadline, loop.time() - _MAX_LAG_S) + prefill_wall + decode_wall
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             now = loop.time()

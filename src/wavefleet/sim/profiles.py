@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from wavefleet.catalog.loader import Catalog
-from wavefleet.errors import UnknownIdError
+from wavefleet.errors import UnknownIdError, UsageError
 from wavefleet.plan.sizing import EngineEstimate, SizingInput, estimate_engine
 from wavefleet.sim.profile import Dialect, SimProfile, load_profile
 
@@ -35,6 +35,8 @@ PREFILL_CHUNK_TOKENS = 2048
 # Sequence length the ITL-over-batch curve is estimated at for shared-KV engines: a typical chat
 # request, so the curve spans the batch sizes such requests reach (an assumption).
 CURVE_CONTEXT = 2048
+# Fewer KV tokens than this and the deployment is reported as not fitting rather than simulated.
+MIN_KV_TOKENS = 512
 DIALECT_OF_ENGINE = {
     "vllm": Dialect.VLLM,
     "llama.cpp": Dialect.LLAMACPP,
@@ -115,7 +117,10 @@ def resolve_profile(ref: str, catalog: Catalog) -> SimProfile:
     """A built-in profile by name, a calibrated one by name, or a profile YAML file by path."""
     for spec in BUILTIN_SPECS:
         if spec.name == ref:
-            return profile_from_spec(spec, catalog)
+            try:
+                return profile_from_spec(spec, catalog)
+            except ValueError as exc:
+                raise UsageError(f"profile {ref}: {exc}") from exc
     calibrated = calibrated_profile_paths()
     if ref in calibrated:
         return load_profile(calibrated[ref])
@@ -183,8 +188,14 @@ def profile_from_estimate(
     --kv-unified), and a request is admitted only into a free slot (reserve mode).
     """
     basis = list(basis_head or [])
+    if dialect is not Dialect.LLAMACPP and estimate.kv_capacity_tokens < MIN_KV_TOKENS:
+        raise ValueError(
+            f"it does not fit: the memory left after weights and overhead holds "
+            f"{estimate.kv_capacity_tokens} KV tokens (under {MIN_KV_TOKENS})"
+        )
     if dialect is Dialect.LLAMACPP:
-        kv_capacity = min(context, estimate.kv_capacity_tokens) if estimate.kv_capacity_tokens else context
+        # llama.cpp allocates --ctx-size up front (or fails to start), so that is its KV cache
+        kv_capacity = context
         max_model_len = max(16, kv_capacity // max_num_seqs)
         admission = "reserve"
         basis.append(

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 from wavefleet.errors import UpstreamError, UpstreamTimeoutError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
@@ -67,8 +68,9 @@ class OpenAIBackend(Backend):
         base = str(config.url).rstrip("/")
         if base.endswith("/v1"):  # accept both http://host:8000 and http://host:8000/v1
             base = base[: -len("/v1")]
+        # parsed once: aiohttp would parse a str URL on every request
         self._urls = {
-            endpoint: f"{base}/v1/{endpoint}"
+            endpoint: URL(f"{base}/v1/{endpoint}")
             for endpoint in ("chat/completions", "completions", "embeddings")
         }
         self._models_url = f"{base}/v1/models"
@@ -78,10 +80,17 @@ class OpenAIBackend(Backend):
             self._headers["Authorization"] = f"Bearer {key}"
 
     async def send(self, request: BackendRequest) -> BackendReply:
+        url = self._urls[request.endpoint]
         try:
-            response = await self._session.post(
-                self._urls[request.endpoint], data=request.raw, headers=self._headers
-            )
+            try:
+                response = await self._session.post(url, data=request.raw, headers=self._headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # An engine may close a kept-alive connection while it sits in the pool
+                # (llama-server's cpp-httplib does), so the request fails before any answer:
+                # send it once more, on a fresh connection, before calling the engine broken.
+                response = await self._session.post(url, data=request.raw, headers=self._headers)
         except aiohttp.ClientError as exc:
             raise translate_client_error(exc, self.name) from exc
         return HttpReply(response, self.name)

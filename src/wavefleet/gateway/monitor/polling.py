@@ -64,7 +64,16 @@ class PollingMonitor:
     # -- what the router reads (no I/O) ------------------------------------------------------
 
     def snapshot(self, backend: str) -> LoadSnapshot:
-        return self._snapshots.get(backend) or LoadSnapshot(backend)
+        snapshot = self._snapshots.get(backend)
+        if snapshot is None:
+            return LoadSnapshot(backend)
+        if snapshot.breaker == "open":
+            # An open breaker turns half-open when its cool-down ends, not at the next poll:
+            # routers filter on this field, and with a long poll interval a stale "open" would
+            # keep the backend from ever getting its probe request.
+            self._sync_breaker(backend)
+            snapshot = self._snapshots[backend]
+        return snapshot
 
     def available(self, backend: str) -> bool:
         """Healthy and its breaker not open; in half-open this grants the one probe request."""

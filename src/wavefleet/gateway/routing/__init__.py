@@ -1,4 +1,5 @@
-"""Routing policies: a str enum (`PolicyName`) and one interface (`RoutingPolicy`)."""
+"""Routing policies: a str enum (`PolicyName`), one interface (`RoutingPolicy`), one module per
+policy, and `build_policy(config)` to pick one."""
 
 from wavefleet.gateway.routing.base import (
     Candidate,
@@ -8,5 +9,6 @@ from wavefleet.gateway.routing.base import (
     RouteRequest,
     RoutingPolicy,
 )
+from wavefleet.gateway.routing.factory import build_policy
 
-__all__ = ["Candidate", "Decision", "FleetView", "Outcome", "RouteRequest", "RoutingPolicy"]
+__all__ = ["Candidate", "Decision", "FleetView", "Outcome", "RouteRequest", "RoutingPolicy", "build_policy"]

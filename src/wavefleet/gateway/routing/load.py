@@ -62,12 +62,17 @@ def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int) -> float:
 
 
 def healthy(candidates: Iterable[Candidate], view: FleetView) -> list[Candidate]:
-    """The candidates whose backend was healthy at its last poll.
+    """The candidates whose backend was healthy at its last poll and whose breaker is not open.
 
     Policies do not ask `monitor.available()`: in half-open state that grants the breaker's one
     probe request, so the gateway asks it right before it sends (and skips a backend it refuses).
     """
-    return [c for c in candidates if view.monitor.snapshot(c.backend).healthy]
+    out = []
+    for candidate in candidates:
+        snapshot = view.monitor.snapshot(candidate.backend)
+        if snapshot.healthy and snapshot.breaker != "open":
+            out.append(candidate)
+    return out
 
 
 def scores(candidates: Iterable[Candidate], view: FleetView) -> dict[str, float]:

@@ -1,0 +1,89 @@
+"""Turning an `Authorization` header into a Principal: static keys, stored keys, OIDC tokens.
+
+Every API key goes down one path whatever it is: hash it, look the digest up, compare the
+digest found (or a dummy one) with `hmac.compare_digest`, compare it with every static key,
+then test revoked/expired. An unknown, a revoked, an expired and a mistyped key all end in
+the same AuthenticationError with the same message, after the same work, so neither the
+answer nor its timing says whether a key exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+
+from wavefleet.errors import AuthenticationError
+from wavefleet.gateway.security.keys import NO_LIMITS, KeyCache, KeyLimits, KeyRecord, digest_of
+from wavefleet.gateway.security.oidc import OidcVerifier, looks_like_jwt
+from wavefleet.gateway.security.principal import ANONYMOUS, Principal
+
+__all__ = ["INVALID_KEY", "Authenticator"]
+
+INVALID_KEY = "invalid API key (or it was revoked or has expired)"
+_MISSING = "missing API key: send `Authorization: Bearer <key>` (a key from `wave keys create`)"
+# stands in for the record of a key that does not exist: revoked, so it never matches
+_DUMMY_RECORD = KeyRecord(
+    key_id="",
+    name="",
+    digest=hashlib.sha256(b"wavefleet: no such key").digest(),
+    models=frozenset(),
+    expires_at=None,
+    limits=NO_LIMITS,
+    created_at=0.0,
+    revoked_at=0.0,
+)
+
+
+class Authenticator:
+    """Checks credentials; open (everyone is `anonymous`) when nothing is configured."""
+
+    def __init__(
+        self,
+        static_keys: Iterable[str] = (),
+        cache: KeyCache | None = None,
+        oidc: OidcVerifier | None = None,
+        static_limits: KeyLimits = NO_LIMITS,
+    ) -> None:
+        self._static = [digest_of(k) for k in static_keys if k]
+        self._cache = cache
+        self._oidc = oidc
+        self._static_principal = Principal("static", "static", None, static_limits)
+        self._principals: dict[bytes, tuple[KeyRecord, Principal]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._static) or self._cache is not None or self._oidc is not None
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthenticationError(_MISSING)
+        token = authorization[7:].strip()
+        if self._oidc is not None and looks_like_jwt(token):
+            claims = await self._oidc.verify(token)
+            return self._oidc.principal(claims)
+        return self.check_key(token)
+
+    def check_key(self, token: str) -> Principal:
+        digest = digest_of(token)
+        record = self._cache.lookup(digest) if self._cache is not None else None
+        candidate = record if record is not None else _DUMMY_RECORD  # the same steps either way
+        stored_match = hmac.compare_digest(candidate.digest, digest)
+        usable = candidate.usable(time.time())
+        static_match = False
+        for static in self._static:  # every one, no early exit
+            static_match |= hmac.compare_digest(static, digest)
+        if stored_match and usable and record is not None:
+            known = self._principals.get(digest)
+            if known is None or known[0] is not record:  # first use, or the record was reloaded
+                known = self._principals[digest] = (
+                    record,
+                    Principal(f"key:{record.key_id}", "key", record.models, record.limits),
+                )
+            return known[1]
+        if static_match:
+            return self._static_principal
+        raise AuthenticationError(INVALID_KEY)

@@ -1,0 +1,131 @@
+"""Where the gateway's SQLite database lives, opening it, and its schema migrations.
+
+One file holds the API keys and the audit trail (`wave.db`). Its path comes from, in order:
+the `--db` option, the `WAVE_DB` environment variable, `$XDG_DATA_HOME/wavefleet/wave.db`
+(`~/.local/share/wavefleet/wave.db` when XDG_DATA_HOME is unset).
+
+Migrations are a list of named functions, applied once each, in order, and recorded in the
+`_migrations` table (simonw/llm's migrations.py pattern):
+
+    @migration
+    def m001_api_keys(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE api_keys (...)")
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from wavefleet.errors import UsageError
+
+__all__ = ["MIGRATIONS", "connect", "default_db_path", "migrate", "resolve_db_path"]
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_api_keys(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            models TEXT,
+            expires_at REAL,
+            rpm INTEGER,
+            tpm INTEGER,
+            max_concurrent INTEGER,
+            max_tokens INTEGER,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+
+
+@migration
+def m002_audit(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            request_id TEXT,
+            principal TEXT NOT NULL,
+            client TEXT,
+            method TEXT,
+            path TEXT,
+            model TEXT,
+            backend TEXT,
+            status INTEGER NOT NULL,
+            error TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_ms REAL,
+            screening TEXT,
+            prompt TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX audit_ts ON audit (ts)")
+    db.execute("CREATE INDEX audit_principal_ts ON audit (principal, ts)")
+
+
+def default_db_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wavefleet" / "wave.db"
+
+
+def resolve_db_path(given: Path | str | None) -> Path:
+    """The database path: the option, else WAVE_DB, else the user's data directory."""
+    if given:
+        return Path(given)
+    env = os.environ.get("WAVE_DB")
+    return Path(env) if env else default_db_path()
+
+
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """Open (and migrate) the database in WAL mode, so the audit writer never blocks readers."""
+    if not create and not path.exists():
+        raise UsageError(f"no database at {path}: give --db (or WAVE_DB) pointing at the gateway's wave.db")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a killed process; only a power loss can drop the last ones
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"cannot open the database {path}: {exc} (is it a wave.db file?)") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot create the database {path}: {exc}") from exc
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet applied, each in its own transaction; return their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for step in MIGRATIONS:
+        if step.__name__ in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # another process may have applied it between our read and our lock
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (step.__name__,)).fetchone():
+                db.execute("ROLLBACK")
+                continue
+            step(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (step.__name__, time.time())
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(step.__name__)
+    return applied

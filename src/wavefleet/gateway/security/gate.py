@@ -1,0 +1,190 @@
+"""The security layer as one object the gateway calls: who is asking, may they, and a record of it.
+
+    gate = SecurityGate.build(config.security, static_keys)
+    await gate.start()
+    principal = await gate.authenticate(request.headers.get("Authorization"))
+    admission = await gate.admit(principal, "chat/completions", payload)   # 403/400/429 raise
+    ...                                                                   # forward the request
+    await gate.finish(admission, status=200, usage=(12, 8), backend="gpu", ...)
+    await gate.aclose()
+
+Nothing here touches SQLite on the request path: keys come from an in-memory cache that a
+background thread refreshes, and audit rows go to a queue that a writer thread drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from wavefleet.errors import BadRequestError, PermissionDeniedError
+from wavefleet.gateway.security.audit import AuditRecord, AuditWriter
+from wavefleet.gateway.security.authn import Authenticator
+from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.keys import KeyCache, KeyLimits, KeyStore
+from wavefleet.gateway.security.limits import LocalLimiter, RateLimiter, Ticket
+from wavefleet.gateway.security.oidc import OidcVerifier
+from wavefleet.gateway.security.principal import Principal
+from wavefleet.gateway.security.screening import CLEAN, Screener, Verdict, prompt_texts
+from wavefleet.gateway.security.settings import SecurityConfig
+
+__all__ = ["Admission", "SecurityGate"]
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted request: what the finish step needs to release limits and write the audit row."""
+
+    principal: Principal
+    model: str | None = None
+    ticket: Ticket | None = None
+    verdict: Verdict = CLEAN
+    prompt: str | None = None
+
+
+class SecurityGate:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        screener: Screener,
+        audit: AuditWriter | None = None,
+        key_cache: KeyCache | None = None,
+        *,
+        keys_refresh_s: float = 1.0,
+        oidc: OidcVerifier | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.screener = screener
+        self.audit = audit
+        self._cache = key_cache
+        self._oidc = oidc
+        self._refresh_s = keys_refresh_s
+        self._refresher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, config: SecurityConfig, static_keys: Iterable[str] = ()) -> SecurityGate:
+        """Everything from the config: the key cache (loaded now), the audit writer, the limiter."""
+        cache = None
+        if config.db is not None:
+            cache = KeyCache(KeyStore(connect(config.db.expanduser())))
+            cache.refresh()
+        audit = None
+        if config.audit:
+            path = config.audit_db or config.db
+            if path is None:
+                from wavefleet.errors import UsageError
+
+                raise UsageError("the audit trail needs a database: give --audit-db (or --db / WAVE_DB)")
+            audit = AuditWriter(
+                path.expanduser(), interval_s=config.audit_interval_s, prompts=config.audit_prompts
+            )
+        limiter: RateLimiter
+        if config.redis_url:
+            from wavefleet.gateway.security.limits_redis import RedisLimiter
+
+            limiter = RedisLimiter(config.redis_url)
+        else:
+            limiter = LocalLimiter()
+        oidc = OidcVerifier(config.oidc) if config.oidc is not None else None
+        sl = config.static_limits
+        authenticator = Authenticator(
+            static_keys, cache, oidc, KeyLimits(sl.rpm, sl.tpm, sl.max_concurrent, sl.max_tokens)
+        )
+        return cls(
+            authenticator,
+            limiter,
+            Screener(config.screening),
+            audit,
+            cache,
+            keys_refresh_s=config.keys_refresh_s,
+            oidc=oidc,
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.authenticator.enabled
+
+    async def start(self) -> None:
+        if self._oidc is not None:
+            await self._oidc.start()
+        if self.audit is not None:
+            self.audit.start()
+        if self._cache is not None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_keys())
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self._oidc is not None:
+            await self._oidc.aclose()
+        await self.limiter.aclose()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+
+    async def _refresh_keys(self) -> None:
+        """Reload keys when the database changed: a revoked key stops working within keys_refresh_s."""
+        assert self._cache is not None
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            with contextlib.suppress(Exception):  # a locked database now is fine: try again next time
+                await asyncio.to_thread(self._cache.refresh)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return await self.authenticator.authenticate(authorization)
+
+    async def admit(self, principal: Principal, endpoint: str, payload: dict[str, Any]) -> Admission:
+        """Check model, max_tokens cap, screening, then limits (last, so a refused request costs no quota)."""
+        admission = self.admission(principal, payload)
+        await self.check(admission, endpoint, payload)
+        return admission
+
+    @staticmethod
+    def admission(principal: Principal, payload: dict[str, Any]) -> Admission:
+        model = payload.get("model")
+        return Admission(principal, model if isinstance(model, str) else None)
+
+    async def check(self, admission: Admission, endpoint: str, payload: dict[str, Any]) -> None:
+        """Fill `admission` (verdict, ticket) or raise; the verdict is set even when the request is refused."""
+        principal = admission.principal
+        if admission.model is not None and not principal.may_use(admission.model):
+            raise PermissionDeniedError(
+                f"this key may not use model {admission.model!r}; it may use: "
+                f"{', '.join(sorted(principal.models or ())) or 'no models'}",
+                param="model",
+            )
+        cap = principal.limits.max_tokens
+        if cap is not None:
+            for name in ("max_tokens", "max_completion_tokens"):
+                asked = payload.get(name)
+                if isinstance(asked, int) and asked > cap:
+                    raise BadRequestError(f"`{name}` is {asked}; this key allows at most {cap}", param=name)
+        if self.screener.enabled or (self.audit is not None and self.audit.prompts):
+            texts = list(prompt_texts(endpoint, payload))
+            admission.verdict = self.screener.screen(texts)
+            if self.audit is not None and self.audit.prompts:
+                admission.prompt = "\n".join(texts)
+            if admission.verdict.blocked is not None:
+                raise self.screener.refuse(admission.verdict)
+        if principal.limits.any:
+            admission.ticket = await self.limiter.admit(principal.ident, principal.limits)
+
+    async def finish(self, admission: Admission | None, tokens: int) -> None:
+        """Release the request's concurrency slot and charge its tokens."""
+        if admission is not None and admission.ticket is not None:
+            await self.limiter.finish(admission.ticket, tokens)
+
+    def record(self, row: AuditRecord) -> None:
+        if self.audit is not None:
+            self.audit.record(row)
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

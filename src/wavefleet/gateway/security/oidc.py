@@ -1,0 +1,242 @@
+"""OIDC bearer tokens (from Authentik, Keycloak, ...), checked against the issuer's published keys.
+
+The verifier reads the issuer's discovery document (`<issuer>/.well-known/openid-configuration`),
+follows its `jwks_uri`, and keeps the keys in memory. A token is accepted only if its signature
+verifies with one of them under an allowed algorithm (RS256/ES256 by default, never `none` or
+HS*), and its `iss`, `aud`, `exp` (and `nbf`, when present) check out, within `leeway_s` of
+clock skew. A token naming an unknown `kid` makes the verifier fetch the keys again (the issuer
+rotated them), at most once per `refresh_min_interval_s`.
+
+    verifier = OidcVerifier(OidcConfig(issuer="https://auth.home/application/o/wave/", audience="wave"))
+    await verifier.start()
+    claims = await verifier.verify(token)       # AuthenticationError if anything is off
+    principal = verifier.principal(claims)      # models from the `groups` claim
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import jwt
+from pydantic import BaseModel, ConfigDict, Field
+
+from wavefleet.errors import AuthenticationError, UsageError
+from wavefleet.gateway.security.keys import KeyLimits
+from wavefleet.gateway.security.principal import Principal
+
+__all__ = ["OidcConfig", "OidcVerifier", "looks_like_jwt"]
+
+_TOKEN_CACHE_MAX = 4096
+_TOKEN_CACHE_S = 60.0  # a verified token is re-checked (signature, keys) at least this often
+
+
+class OidcConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="the issuer URL exactly as tokens carry it in `iss`")
+    audience: str = Field(
+        description="the `aud` tokens must carry (the client id of the gateway's application)"
+    )
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    models_claim: str = Field(default="groups", description="claim whose values map to allowed models")
+    group_models: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="claim value -> models it may use ('*' = all); empty: every valid token may use every model",
+    )
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="rpm, tpm, max_concurrent, max_tokens per subject"
+    )
+    refresh_min_interval_s: float = Field(default=30.0, ge=0)
+    jwks_ttl_s: float = Field(default=3600.0, gt=0)
+    http_timeout_s: float = Field(default=5.0, gt=0)
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.startswith("eyJ") and token.count(".") == 2
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OidcVerifier:
+    def __init__(self, config: OidcConfig, session: aiohttp.ClientSession | None = None) -> None:
+        for alg in config.algorithms:
+            if alg.upper().startswith("HS") or alg.lower() == "none":
+                raise UsageError(
+                    f"OIDC algorithm {alg!r} is not allowed: use the issuer's public-key algorithms (RS256, ES256)"
+                )
+        self.config = config
+        self._session = session
+        self._own_session = session is None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._refresh: asyncio.Task[None] | None = None
+        self._tokens: dict[str, tuple[dict[str, Any], float]] = {}
+        self._group_models = {group: frozenset(models) for group, models in config.group_models.items()}
+        lim = config.limits
+        self._limits = KeyLimits(
+            lim.get("rpm"), lim.get("tpm"), lim.get("max_concurrent"), lim.get("max_tokens")
+        )
+        self.fetches = 0  # how many times the keys were fetched (for /health and tests)
+
+    async def start(self) -> None:
+        """Fetch the keys once; UsageError if the issuer cannot be reached or answers nonsense."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.http_timeout_s)
+            )
+        try:
+            await self._fetch_keys()
+        except AuthenticationError as exc:
+            raise UsageError(f"OIDC issuer {self.config.issuer}: {exc.message}") from exc
+
+    async def aclose(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    def _check_url(self, url: str, what: str) -> None:
+        if not url.startswith("https://") and not (url.startswith("http://") and _is_loopback_url(url)):
+            raise AuthenticationError(f"the {what} {url!r} must be https (plain http only on loopback)")
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        assert self._session is not None, "call start() first"
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self.config.http_timeout_s)
+            ) as reply:
+                if reply.status != 200:
+                    raise AuthenticationError(f"{url} answered {reply.status}")
+                data = await reply.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise AuthenticationError(f"cannot read {url}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise AuthenticationError(f"{url} did not answer a JSON object")
+        return data
+
+    async def _fetch_keys(self) -> None:
+        issuer = self.config.issuer
+        discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        self._check_url(discovery_url, "discovery document")
+        discovery = await self._get_json(discovery_url)
+        if discovery.get("issuer") != issuer:
+            raise AuthenticationError(
+                f"the discovery document names issuer {discovery.get('issuer')!r}, not {issuer!r}; "
+                "set the issuer exactly as the identity provider publishes it (mind the trailing slash)"
+            )
+        jwks_uri = discovery.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise AuthenticationError("the discovery document has no jwks_uri")
+        self._check_url(jwks_uri, "jwks_uri")
+        document = await self._get_json(jwks_uri)
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in document.get("keys", []):
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or "kid" not in entry:
+                continue
+            try:
+                keys[str(entry["kid"])] = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
+                continue  # a key type or curve we cannot use; others may still be fine
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        self.fetches += 1
+
+    async def _refresh_keys(self, *, forced: bool) -> None:
+        """Fetch again, coalescing concurrent callers; `forced` (unknown kid) is rate-limited."""
+        since = time.monotonic() - self._fetched_at
+        if forced and since < self.config.refresh_min_interval_s:
+            return
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._fetch_keys())
+        task = self._refresh
+        try:
+            await asyncio.shield(task)
+        except AuthenticationError:
+            if not self._keys:
+                raise
+            # keep the keys we had: the issuer being briefly unreachable must not lock everyone out
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, if it is valid now; AuthenticationError saying why not."""
+        now = time.time()
+        cached = self._tokens.get(token)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            del self._tokens[token]
+        if time.monotonic() - self._fetched_at > self.config.jwks_ttl_s:
+            await self._refresh_keys(forced=False)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("invalid bearer token: not a well-formed JWT") from exc
+        alg = header.get("alg")
+        if alg not in self.config.algorithms:
+            raise AuthenticationError(f"invalid bearer token: algorithm {alg!r} is not accepted")
+        kid = str(header.get("kid", ""))
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh_keys(forced=True)
+            key = self._keys.get(kid)
+            if key is None:
+                raise AuthenticationError(
+                    "invalid bearer token: signed with a key the issuer does not publish"
+                )
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=self.config.algorithms,
+                audience=self.config.audience,
+                issuer=self.config.issuer,
+                leeway=self.config.leeway_s,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationError("invalid bearer token: expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthenticationError("invalid bearer token: not valid yet (nbf/iat in the future)") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthenticationError("invalid bearer token: issued for another audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthenticationError("invalid bearer token: from another issuer") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(
+                "invalid bearer token: its signature or claims do not check out"
+            ) from exc
+        if len(self._tokens) >= _TOKEN_CACHE_MAX:
+            self._tokens.clear()
+        self._tokens[token] = (claims, min(float(claims["exp"]) + self.config.leeway_s, now + _TOKEN_CACHE_S))
+        return claims
+
+    def principal(self, claims: dict[str, Any]) -> Principal:
+        """The principal for verified claims: models from the configured claim's values."""
+        models: frozenset[str] | None = None
+        if self._group_models:
+            raw = claims.get(self.config.models_claim)
+            values = (
+                raw.split()
+                if isinstance(raw, str)
+                else [str(v) for v in raw]
+                if isinstance(raw, list)
+                else []
+            )
+            allowed: set[str] = set()
+            for value in values:
+                allowed |= self._group_models.get(value, frozenset())
+            models = frozenset(allowed)
+        return Principal(f"oidc:{claims['sub']}", "oidc", models, self._limits)

@@ -1,0 +1,111 @@
+"""The rendered `wave.yaml` drives the real gateway: `wave serve --config` routes each model to the
+engine render placed it on. The engines are simulated ones on loopback, standing in for the fleet's
+LAN addresses (the only change made to the rendered file)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from openai import OpenAI
+
+from wavefleet.render.example import example_fleet
+from wavefleet.render.render import render_to
+from wavefleet.render.spec import EngineKind
+from wavefleet.sim.fleet import ThreadedSimFleet
+from wavefleet.sim.profile import SimProfile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sim_profile(name: str, kind: EngineKind, model: str) -> SimProfile:
+    return SimProfile.model_validate(
+        {
+            "name": name,
+            "dialect": kind.value,
+            "model": model,
+            "prefill_tokens_per_s": 50000.0,
+            "itl_at_batch": [(1, 0.001), (8, 0.002)],
+            "max_num_seqs": 8,
+            "kv_capacity_tokens": 65536,
+            "max_model_len": 4096,
+        }
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    fleet = example_fleet()
+    out = tmp_path_factory.mktemp("render-gateway") / "out"
+    render_to(fleet, out)
+    rendered = yaml.safe_load((out / fleet.gateway.nginx_node / "wave.yaml").read_text())
+    profiles = [sim_profile(e.name, e.kind, e.model) for e in fleet.engines]
+    with ThreadedSimFleet(profiles, speed=10) as sims:
+        for backend in rendered["backends"]:
+            backend["url"] = sims.urls[backend["name"]]
+        config = tmp_path_factory.mktemp("gateway") / "wave.yaml"
+        config.write_text(yaml.safe_dump(rendered))
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WAVE_API_KEY": ""}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wavefleet", "serve", "--config", str(config), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(
+                            f"wave serve did not start: {process.stderr.read() if process.stderr else ''}"
+                        ) from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("model", "backend"),
+    [
+        ("llama-3.1-8b", "vllm-desktop"),
+        ("llama-3.2-1b", "llamacpp-gtx1650"),
+        ("qwen2.5-0.5b", "triton-desktop"),
+    ],
+)
+def test_each_model_reaches_the_engine_render_placed_it_on(gateway: str, model: str, backend: str) -> None:
+    with OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0) as client:
+        reply = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "hello there"}], max_tokens=5
+        )
+    assert reply.headers["x-wave-backend"] == backend
+    completion = reply.parse()
+    assert completion.model == model and completion.choices[0].message.content
+
+
+def test_the_gateway_lists_every_rendered_model(gateway: str) -> None:
+    with OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0) as client:
+        served = {m.id for m in client.models.list()}
+    assert {e.model for e in example_fleet().engines} <= served
