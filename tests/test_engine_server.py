@@ -79,15 +79,19 @@ def test_streaming_counts_tokens_exactly(engine: EngineSupervisor) -> None:
         stream=True,
         stream_options={"include_usage": True},
     )
-    pieces, usage, finish = [], None, None
+    pieces, usage, finish, first_delta = [], None, None, None
     for chunk in stream:
         if chunk.usage is not None:
             usage = chunk.usage
         for choice in chunk.choices:
+            if first_delta is None:
+                first_delta = choice.delta
             if choice.delta.content:
                 pieces.append(choice.delta.content)
             finish = choice.finish_reason or finish
     assert usage is not None and finish == "length"
+    # No role-only chunk ahead of the first token: TTFT clocks stop at the first chunk.
+    assert first_delta is not None and first_delta.role == "assistant" and first_delta.content
     assert usage.completion_tokens == 16
     whole = client.chat.completions.create(
         model=MODEL,

@@ -272,19 +272,24 @@ async def _send_stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    await response.write(shape.event(shape.first_chunk()))
+    # The role rides on the first token's chunk, never ahead of it: clients (vLLM's bench, ours)
+    # stop the TTFT clock at the first chunk with choices, and routers learn queueing from TTFT.
+    first = True
     while True:
         item = await queue.get()
         if isinstance(item, BaseException):
             await response.write(shape.event({"error": {"message": str(item), "type": "server_error"}}))
             break
         if isinstance(item, Finish):
+            if first:
+                await response.write(shape.event(shape.first_chunk()))
             await response.write(shape.event(shape.last_chunk(item)))
             if include_usage:
                 await response.write(shape.event(shape.usage_chunk(item)))
             await response.write(b"data: [DONE]\n\n")
             break
-        await response.write(shape.event(shape.piece_chunk(item)))
+        await response.write(shape.event(shape.piece_chunk(item, role=first)))
+        first = False
     await response.write_eof()
     return response
 
@@ -324,8 +329,8 @@ class _Shape:
     def first_chunk(self) -> dict[str, Any]:
         return self._chunk([self._choice("", None, role=True)])
 
-    def piece_chunk(self, text: str) -> dict[str, Any]:
-        return self._chunk([self._choice(text, None)])
+    def piece_chunk(self, text: str, role: bool = False) -> dict[str, Any]:
+        return self._chunk([self._choice(text, None, role=role)])
 
     def last_chunk(self, finish: Finish) -> dict[str, Any]:
         return self._chunk([self._choice(None if self.chat else "", finish.reason)], timings=finish.timings())
