@@ -140,7 +140,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for rate in args.rates:
                 order = POLICIES if rep % 2 == 0 else POLICIES[::-1]
                 for policy in order:
-                    row = await one_run(gateways[policy], rate, args.requests, seed=rep)
+                    # fresh prompts per (repetition, rate), the same for both policies: repeated prompts would
+                    # look cached to the prefix index while a one-slot engine keeps only its last one
+                    row = await one_run(
+                        gateways[policy], rate, args.requests, seed=rep * 1000 + round(rate * 100)
+                    )
                     row["rep"] = rep
                     record["runs"].append(row)
                     print(f"rep {rep} rate {rate:4.2f}/s {policy:13s} goodput {row['goodput']:.2f}/s "

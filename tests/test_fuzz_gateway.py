@@ -9,33 +9,19 @@ run (default 400; the figure in docs/reliability.md comes from a longer run).
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reliability_support as support  # tests/ is on pytest's pythonpath
 from wavefleet.gateway.security.db import connect
 from wavefleet.gateway.security.keys import KeyLimits, KeyStore
 
-
-def load_support() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reliability_support", Path(__file__).with_name("reliability_support.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-support = load_support()
 STATIC = "sk-local-0123456789abcdef"
 EXAMPLES = int(os.environ.get("WAVE_FUZZ_EXAMPLES", "400"))
 RAN: list[int] = []

@@ -8,7 +8,6 @@ this process (what `wave up` does) in front of a real engine process.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import signal
 import sqlite3
@@ -16,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -24,23 +22,12 @@ import openai
 import pytest
 from aiohttp import web
 
+import reliability_support as support  # tests/ is on pytest's pythonpath
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig
 from wavefleet.gateway.monitor.breaker import BreakerPolicy
 from wavefleet.gateway.monitor.polling import PollingMonitor
 
-
-def load_support() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reliability_support", Path(__file__).with_name("reliability_support.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-support = load_support()
 KEY = "sk-local-0123456789abcdef"
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import importlib.util
 import json
-import shutil
 import socket
 import sqlite3
 import ssl
@@ -16,7 +14,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -26,21 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import reliability_support as support  # tests/ is on pytest's pythonpath
 from wavefleet.gateway.security.db import connect
 from wavefleet.gateway.security.keys import KeyLimits, KeyStore
 
-
-def load_support() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reliability_support", Path(__file__).with_name("reliability_support.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-support = load_support()
 STATIC = "sk-local-0123456789abcdef"
 
 PROMPTS = [
@@ -296,42 +282,18 @@ def test_tls_files_missing_or_invalid_exit_2_naming_them(tmp_path: Path) -> None
         assert done.returncode == 2 and expect in " ".join(done.stderr.split())
 
 
-def test_two_gateways_share_limits_through_redis(tmp_path: Path) -> None:
+def test_two_gateways_share_limits_through_redis(tmp_path: Path, redis_url: str) -> None:
     """Two `wave serve` processes with --redis-url and one key with rpm=6: 30 requests at once,
     split over both, and exactly 6 get through."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    sock = tmp_path / "redis.sock"
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     db = tmp_path / "wave.db"
     secret = KeyStore(connect(db)).create("shared", limits=KeyLimits(rpm=6)).secret
     engine = support.EngineProcess("r")
     gateways = []
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
         for _ in range(2):
             gateways.append(
                 support.GatewayProcess(
-                    "--backend", f"r={engine.url}", "--db", str(db), "--redis-url", f"unix://{sock}"
+                    "--backend", f"r={engine.url}", "--db", str(db), "--redis-url", redis_url
                 )
             )
 
@@ -354,5 +316,3 @@ def test_two_gateways_share_limits_through_redis(tmp_path: Path) -> None:
         for gateway in gateways:
             gateway.stop()
         engine.stop()
-        redis.terminate()
-        redis.wait(timeout=10)

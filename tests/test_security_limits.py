@@ -4,11 +4,6 @@ redis-server shared by two limiter instances (two gateways)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,42 +11,6 @@ from wavefleet.errors import RateLimitError
 from wavefleet.gateway.security.keys import KeyLimits
 from wavefleet.gateway.security.limits import LocalLimiter, RateLimiter, Ticket
 from wavefleet.gateway.security.limits_redis import RedisLimiter
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real redis-server of our own, on a unix socket in tmp_path (no port to collide on)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    sock = tmp_path / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"unix://{sock}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def fire(limiters: list[RateLimiter], n: int, limits: KeyLimits) -> tuple[list[Ticket], int]:

@@ -89,11 +89,13 @@ class ConfigError(UsageError):
 class UnknownIdError(UsageError):
     """An id that is not known, with the nearest known ids as suggestions."""
 
-    def __init__(self, kind: str, given: str, known: Iterable[str]) -> None:
+    def __init__(
+        self, kind: str, given: str, known: Iterable[str], listed_by: str = "wave catalog list"
+    ) -> None:
         self.kind, self.given = kind, given
         self.suggestions = nearest(given, known)
         hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown {kind} id {given!r}{hint} (`wave catalog list` shows them all)")
+        super().__init__(f"unknown {kind} id {given!r}{hint} (`{listed_by}` shows them all)")
 
 
 def nearest(given: str, known: Iterable[str], limit: int = 3) -> list[str]:

@@ -127,7 +127,7 @@ def resolve_profile(ref: str, catalog: Catalog) -> SimProfile:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_profile(path)
-    raise UnknownIdError("simulator profile", ref, builtin_profile_names())
+    raise UnknownIdError("simulator profile", ref, builtin_profile_names(), "wave sim --list-profiles")
 
 
 def profile_from_spec(spec: ProfileSpec, catalog: Catalog, *, name: str | None = None) -> SimProfile:
