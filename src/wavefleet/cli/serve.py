@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 from pydantic import ValidationError
 
 from wavefleet.errors import UsageError
+from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
 from wavefleet.gateway.security.options import apply_security_flags, security_options
 from wavefleet.gateway.security.tls import server_tls_context
@@ -47,15 +47,6 @@ def parse_backend(spec: str) -> BackendConfig:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise UsageError(f"--backend {spec!r}: {problems}") from exc
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_open_bind(host: str, keys: list[str]) -> None:

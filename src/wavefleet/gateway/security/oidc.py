@@ -16,7 +16,6 @@ rotated them), at most once per `refresh_min_interval_s`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.errors import AuthenticationError, UsageError
+from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.security.keys import KeyLimits
 from wavefleet.gateway.security.principal import Principal
 
@@ -59,16 +59,6 @@ class OidcConfig(BaseModel):
 
 def looks_like_jwt(token: str) -> bool:
     return token.startswith("eyJ") and token.count(".") == 2
-
-
-def _is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class OidcVerifier:
@@ -110,7 +100,9 @@ class OidcVerifier:
             await self._session.close()
 
     def _check_url(self, url: str, what: str) -> None:
-        if not url.startswith("https://") and not (url.startswith("http://") and _is_loopback_url(url)):
+        if not url.startswith("https://") and not (
+            url.startswith("http://") and is_loopback(urlsplit(url).hostname or "")
+        ):
             raise AuthenticationError(f"the {what} {url!r} must be https (plain http only on loopback)")
 
     async def _get_json(self, url: str) -> dict[str, Any]:
