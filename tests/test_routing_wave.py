@@ -185,6 +185,38 @@ def test_equal_predictions_spread_over_both_backends() -> None:
     assert picks["a"] >= 40 and picks["b"] >= 40
 
 
+@pytest.mark.parametrize(("near_tie", "slower_share"), [(0.05, 0.0), (0.15, 0.4)])
+def test_backends_believed_a_few_percent_apart_take_turns_within_the_near_tie_band(
+    near_tie: float, slower_share: float
+) -> None:
+    # twin engines (one model) whose learned lines drifted 8 % apart: outside a 5 % band the
+    # "faster" one takes everything, inside a 15 % band they alternate like round-robin
+    drifted = GPU.model_copy(update={"decode_tokens_per_s": GPU.decode_tokens_per_s / 1.08})
+    view = fleet(StaticMonitor(), config("a", GPU), config("b", drifted))
+    clock = Clock()
+    wave = policy(clock, near_tie=near_tie)
+    picks: Counter[str] = Counter()
+    for _ in range(100):
+        clock.now += 1
+        picks[wave.choose(ask("a", "b", prompt=20), view).ranked[0].backend] += 1
+    assert picks["b"] >= 100 * slower_share
+    if slower_share == 0.0:
+        assert picks["b"] == 0
+
+
+def test_the_wide_near_tie_band_does_not_pull_requests_down_the_groups_order() -> None:
+    # the same drift between two models of a group: the second model only gets ties within 5 %
+    drifted = GPU.model_copy(update={"decode_tokens_per_s": GPU.decode_tokens_per_s / 1.08})
+    view = fleet(StaticMonitor(), config("a", GPU), config("b", drifted))
+    clock = Clock()
+    wave = policy(clock, near_tie=0.15, preference_penalty_s=0.0)
+    picks: Counter[str] = Counter()
+    for _ in range(50):
+        clock.now += 1
+        picks[wave.choose(ask("a", "b", prompt=20, prefs=(0, 1)), view).ranked[0].backend] += 1
+    assert picks == {"a": 50}
+
+
 def test_exploration_sends_a_small_share_elsewhere_but_not_to_a_far_slower_engine() -> None:
     view = fleet(
         StaticMonitor(), config("gpu", GPU), config("gpu2", SMALL_GPU), config("cpu", CPU, "llamacpp")

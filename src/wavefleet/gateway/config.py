@@ -132,6 +132,12 @@ class WaveSettings(Strict):
     preference_penalty_s: float = Field(
         default=0.5, ge=0, description="seconds added per step down a group's order of preference"
     )
+    near_tie: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="backends of one model predicted within this fraction of the best take turns",
+    )
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="EWMA weight of each observation")
     seed: int = 0
 

@@ -25,7 +25,8 @@ tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per s
 order; the rest after, by e2e. When the best candidate misses the TTFT target by more than
 `shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
 a backend; a backend without a configured profile causes no shedding until 8 of its requests have
-corrected the assumed one. Near-ties (within 5 % or 5 ms) go to the least used backend;
+corrected the assumed one. Near-ties go to the least used backend: within `near_tie` (15 %) among
+backends of the same model, within 5 % across the group's models, and within 5 ms always;
 a small share (`explore_rate`) goes to another backend predicted to stay within twice the TTFT
 target and twice the best completion time, so the profiles keep learning.
 """
@@ -50,7 +51,8 @@ __all__ = ["Prediction", "WavePolicy", "explain"]
 _LOG = logging.getLogger(__name__)
 _TOKENS_PER_BLOCK = BLOCK_CHARS // CHARS_PER_TOKEN
 _PENDING_LIMIT = 65536  # decisions awaiting their outcome; older ones are forgotten
-_TIE_RELATIVE, _TIE_ABSOLUTE_S = 0.05, 0.005
+_TIE_ABSOLUTE_S = 0.005
+_CROSS_TIER_TIE = 0.05  # near-tie band between different models of a group
 _KV_FULL = 0.95  # KV usage at which an engine admits no new sequence until one finishes
 _NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the prefill line
 _TRUST_AFTER = 8  # finished requests after which a backend without a profile may cause shedding
@@ -249,12 +251,21 @@ class WavePolicy:
             if others:
                 return self._random.choice(others), "explore"
         top = predictions[best]
-        limit = (top.e2e_s + penalty * ready[best].preference) * (1 + _TIE_RELATIVE) + _TIE_ABSOLUTE_S
+        tier = ready[best].preference
+        score = top.e2e_s + penalty * tier
+        # replicas of one model (same place in the group) are equal within `near_tie`: their
+        # learned lines drift apart by a few percent, and taking turns beats chasing the drift;
+        # other models must be within _CROSS_TIER_TIE to share the load
+        widest = score * (1 + max(self._settings.near_tie, _CROSS_TIER_TIE)) + _TIE_ABSOLUTE_S
         pick = best
         for i in order[1:]:
             p = predictions[i]
-            if p.meets_slo != top.meets_slo or p.e2e_s + penalty * ready[i].preference > limit:
+            candidate_score = p.e2e_s + penalty * ready[i].preference
+            if p.meets_slo != top.meets_slo or candidate_score > widest:
                 break
+            band = self._settings.near_tie if ready[i].preference == tier else _CROSS_TIER_TIE
+            if candidate_score > score * (1 + band) + _TIE_ABSOLUTE_S:
+                continue
             if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
                 pick = i
         return pick, "predicted"
