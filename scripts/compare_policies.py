@@ -1,8 +1,15 @@
 """Compare routing policies on simulated fleets: goodput and P95 TTFT over a Poisson rate sweep.
 
-    PYTHONPATH=src python scripts/compare_policies.py                    # everything, ~15-20 min
+    PYTHONPATH=src python scripts/compare_policies.py --fleets b --repeats 2   # ~20 min here
     PYTHONPATH=src python scripts/compare_policies.py --fleets b --policies wave,least-loaded
+    PYTHONPATH=src python scripts/compare_policies.py --fleets c --speed 1 --only-affinity-check \
+        --affinity-check 0.6,1.2,1.8 --out /tmp/affinity          # wave with/without affinity
     PYTHONPATH=src python scripts/compare_policies.py --plot-only        # redraw from the JSON
+
+Each point runs every policy on the same seeded arrivals and prompts; `--repeats N` runs N seeds
+and the tables and plots show medians (single runs at the knee vary by +-15 % on this machine).
+After the tables it prints the issue's per-rate targets for wave (goodput >= 95 % and P95 TTFT
+<= 110 % of the best other policy's) point by point.
 
 Results: docs/data/routing/compare_<fleet>.json (one file per fleet, so fleets can run in
 parallel processes) and fleet_<fleet>.png; the table of best goodput / ideal is printed.
@@ -33,6 +40,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +52,7 @@ ROOT = HERE.parent
 OUT_DIR = ROOT / "docs" / "data" / "routing"
 POLICIES = ["round-robin", "least-loaded", "size-classes", "gpu-only", "wave"]
 SLO_TTFT_S, SLO_TPOT_S = 1.0, 0.1
-FRACTIONS = [0.3, 0.6, 0.9, 1.2]  # of the fleet's estimated capacity
+FRACTIONS = [0.3, 0.6, 0.7, 0.8, 0.9, 1.2]  # of the fleet's estimated capacity: dense at the knee
 RUN_DEVICE_S, MAX_REQUESTS = 15.0, 1200  # arrivals span 15 s of device time
 MIN_REQUESTS, MIN_REQUESTS_ALONE = 48, 24
 
@@ -195,7 +203,7 @@ def capacity_estimate(profile: Any, kind: str) -> float:
 
 
 def gateway_config(fleet: Fleet, engines: list[Engine], urls: dict[str, str], policy: str, speed: float,
-                   affinity: bool = True) -> dict[str, Any]:  # fmt: skip
+                   affinity: bool = True, wave: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     models: list[str] = []
     for e in sorted(engines, key=lambda e: -model_size(e.profile.model)):
         if e.profile.model not in models:
@@ -225,7 +233,8 @@ def gateway_config(fleet: Fleet, engines: list[Engine], urls: dict[str, str], po
             "tpot_slo_s": SLO_TPOT_S / speed,
             "shed_slack_s": 0.25 / speed,
             "preference_penalty_s": 0.5 / speed,
-            **({"headroom": float(os.environ["WAVE_HEADROOM"])} if "WAVE_HEADROOM" in os.environ else {}),
+            # overrides name device-time settings: the ones in seconds are scaled like the SLO
+            **{k: v / speed if k.endswith("_s") else v for k, v in (wave or {}).items()},
             "affinity": affinity,
         },
     }
@@ -346,13 +355,17 @@ class Child:
 # ---------------------------------------------------------------- runs
 
 
-async def decisions(url: str) -> dict[str, float]:
+async def gateway_metrics(url: str) -> str:
     import aiohttp
 
     async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as answer:
-        text = await answer.text()
+        return await answer.text()
+
+
+def decisions(metrics: str) -> dict[str, float]:
+    """Routing decisions per `backend:reason` from the gateway's /metrics."""
     counts: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in metrics.splitlines():
         if line.startswith("wave_routing_decisions_total{"):
             labels, value = line.rsplit(" ", 1)
             backend = labels.split('backend="')[1].split('"')[0]
@@ -361,14 +374,37 @@ async def decisions(url: str) -> dict[str, float]:
     return counts
 
 
+def per_backend(metrics: str, speed: float) -> dict[str, Any]:
+    return {"decisions": decisions(metrics), "ttft_by_backend": ttft_by_backend(metrics, SLO_TTFT_S / speed)}
+
+
+def ttft_by_backend(metrics: str, slo_wall_s: float) -> dict[str, dict[str, float]]:
+    """Streams per backend and how many of them missed the TTFT target, from the gateway's
+    TTFT histogram (its bucket at the target's wall-clock value; the buckets include 0.5 s and 1 s)."""
+    out: dict[str, dict[str, float]] = {}
+    bound = f'le="{slo_wall_s:g}"' if slo_wall_s != int(slo_wall_s) else f'le="{slo_wall_s:.1f}"'
+    for line in metrics.splitlines():
+        if not line.startswith("wave_time_to_first_token_seconds_"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        backend = labels.split('backend="')[1].split('"')[0]
+        entry = out.setdefault(backend, {"streams": 0.0, "within_target": 0.0})
+        if line.startswith("wave_time_to_first_token_seconds_count"):
+            entry["streams"] = float(value)
+        elif bound in labels:
+            entry["within_target"] = float(value)
+    return out
+
+
 async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
-                  rate: float, speed: float, seed: int, affinity: bool = True) -> dict[str, Any]:  # fmt: skip
+                  rate: float, speed: float, seed: int, affinity: bool = True,
+                  wave: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     from wavefleet.bench import LoadSpec, Slo, Target, run_load_async, summarize
 
     urls = await sims.ask(
         {"profiles": [e.profile.model_dump(mode="json") for e in engines], "speed": speed, "seed": seed}
     )
-    config = gateway_config(fleet, engines, urls, policy, speed, affinity)
+    config = gateway_config(fleet, engines, urls, policy, speed, affinity, wave)
     url = (await gateway.ask(config))["url"]
     await asyncio.sleep(3.0 / speed + 0.1)  # a few polls: the monitor has seen every engine
     least = MIN_REQUESTS if len(engines) > 1 else MIN_REQUESTS_ALONE
@@ -398,6 +434,7 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
         "policy": policy,
         "affinity": affinity,
         "rate": rate,
+        "seed": seed,
         "requests": requests,
         "speed": speed,
         "goodput": flat.get("goodput_rps", 0.0) / speed,
@@ -413,7 +450,7 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
         "tpot_misses": tpot_miss,
         "max_dispatch_lag_ms_wall": max(lags) * 1000 if lags else None,
         "wall_s": wall,
-        "decisions": await decisions(url),
+        **per_backend(await gateway_metrics(url), speed),
     }
 
 
@@ -438,6 +475,7 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "fleets": {},
     }
+    seeds = [args.seed + i for i in range(args.repeats)]
     try:
         for fleet in fleets.values():
             caps = {e.profile.name: capacity_estimate(e.profile, fleet.workload) for e in fleet.engines}
@@ -460,24 +498,52 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                 "workload": fleet.workload,
                 "speed": speed,
                 "rates": [round(f * total, 3) for f in args.fractions],
+                "seeds": seeds,
                 "runs": [],
                 "alone": {},
+                "affinity_check": [],
             }
             print(f"{fleet.title}: capacity estimate {total:.2f} req/s, speed {speed:g}", flush=True)
             fleet_started = time.perf_counter()
-            for rate in record["rates"]:
-                for policy in args.policies:
-                    row = await one_run(sims, gateway, fleet, fleet.engines, policy, rate, speed, args.seed)
-                    record["runs"].append(row)
-                    print(fmt_row(row), flush=True)
-                if fleet.workload == "chat" and "wave" in args.policies:
-                    row = await one_run(
-                        sims, gateway, fleet, fleet.engines, "wave", rate, speed, args.seed, affinity=False
-                    )
-                    row["policy"] = "wave-no-affinity"
-                    record["runs"].append(row)
-                    print(fmt_row(row), flush=True)
-            if not args.skip_alone:
+            for rate in [] if args.only_affinity_check else record["rates"]:
+                for seed in seeds:  # every policy sees the same arrivals and prompts per seed
+                    for policy in args.policies:
+                        row = await one_run(
+                            sims, gateway, fleet, fleet.engines, policy, rate, speed, seed, wave=args.wave
+                        )
+                        record["runs"].append(row)
+                        print(fmt_row(row), flush=True)
+                    if fleet.workload == "chat" and "wave" in args.policies:
+                        row = await one_run(
+                            sims, gateway, fleet, fleet.engines, "wave", rate, speed, seed, False, args.wave
+                        )
+                        row["policy"] = "wave-no-affinity"
+                        record["runs"].append(row)
+                        print(fmt_row(row), flush=True)
+            if fleet.workload == "chat" and args.affinity_check:
+                # affinity's own effect: with shedding off both serve every request, so TTFT is
+                # compared over the same requests (a shedding policy's TTFT covers only those it kept)
+                no_shed = {**args.wave, "shed": 0.0}
+                for fraction in args.affinity_check:
+                    rate = round(fraction * total, 3)
+                    for seed in seeds:
+                        for affinity in (True, False):
+                            row = await one_run(
+                                sims,
+                                gateway,
+                                fleet,
+                                fleet.engines,
+                                "wave",
+                                rate,
+                                speed,
+                                seed,
+                                affinity,
+                                no_shed,
+                            )
+                            row["policy"] = "wave, no shedding" + ("" if affinity else ", no affinity")
+                            record["affinity_check"].append(row)
+                            print(fmt_row(row), flush=True)
+            if not (args.skip_alone or args.only_affinity_check):
                 seen: dict[tuple[str, str], dict[str, Any]] = {}
                 previous_file = args.out / f"compare_{fleet.key}.json"
                 previous = (
@@ -500,15 +566,21 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                     rows = []
                     for fraction in args.fractions:
                         rate = round(fraction * caps[engine.profile.name], 3)
-                        for policy in args.alone_policies:
-                            row = await one_run(
-                                sims, gateway, fleet, [engine], policy, rate, alone_speed, args.seed
-                            )
-                            rows.append(row)
-                            print(f"  alone {engine.profile.name}:" + fmt_row(row)[1:], flush=True)
+                        for seed in seeds:
+                            for policy in args.alone_policies:
+                                row = await one_run(
+                                    sims, gateway, fleet, [engine], policy, rate, alone_speed, seed,
+                                    wave=args.wave,
+                                )  # fmt: skip
+                                rows.append(row)
+                                print(f"  alone {engine.profile.name}:" + fmt_row(row)[1:], flush=True)
                     seen[same] = record["alone"][engine.profile.name] = {
                         "runs": rows,
-                        "best_goodput": max(r["goodput"] for r in rows),
+                        "best_goodput": max(
+                            point["goodput"]
+                            for policy in args.alone_policies
+                            for point in curve(rows, policy)
+                        ),
                     }
                 record["ideal_capacity"] = sum(a["best_goodput"] for a in record["alone"].values())
             record["wall_s"] = round(time.perf_counter() - fleet_started, 1)
@@ -530,6 +602,27 @@ def write_results(results: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- tables and plots
 
 
+def curve(runs: list[dict[str, Any]], policy: str) -> list[dict[str, Any]]:
+    """One point per rate for `policy`: the median goodput and P95 TTFT over its repeats."""
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for row in runs:
+        if row["policy"] == policy:
+            by_rate.setdefault(row["rate"], []).append(row)
+    points = []
+    for rate, rows in sorted(by_rate.items()):
+        p95 = [r["p95_ttft_s"] for r in rows if r["p95_ttft_s"] is not None]
+        points.append(
+            {
+                "rate": rate,
+                "goodput": statistics.median(r["goodput"] for r in rows),
+                "p95_ttft_s": statistics.median(p95) if p95 else None,
+                "shed": statistics.median(r["shed"] for r in rows),
+                "repeats": len(rows),
+            }
+        )
+    return points
+
+
 def table(results: dict[str, Any]) -> str:
     lines = ["| fleet | ideal (req/s) | " + " | ".join(POLICIES + ["wave-no-affinity"]) + " |"]
     lines.append("|---" * (len(POLICIES) + 3) + "|")
@@ -537,11 +630,11 @@ def table(results: dict[str, Any]) -> str:
         ideal = fleet.get("ideal_capacity")
         cells = []
         for policy in POLICIES + ["wave-no-affinity"]:
-            rows = [r for r in fleet["runs"] if r["policy"] == policy]
-            if not rows:
+            points = curve(fleet["runs"], policy)
+            if not points:
                 cells.append("–")
                 continue
-            best = max(r["goodput"] for r in rows)
+            best = max(p["goodput"] for p in points)
             cells.append(f"{best:.2f} ({best / ideal:.0%})" if ideal else f"{best:.2f}")
         lines.append(
             f"| {key} | {ideal:.2f} | " + " | ".join(cells) + " |"
@@ -558,17 +651,63 @@ def per_rate(results: dict[str, Any]) -> str:
         policies = [
             p for p in POLICIES + ["wave-no-affinity"] if any(r["policy"] == p for r in fleet["runs"])
         ]
-        out.append(f"**{fleet['title']}**: goodput req/s / P95 TTFT s (shed) per arrival rate\n")
+        repeats = len(fleet.get("seeds", [1]))
+        median = f", median of {repeats} runs" if repeats > 1 else ""
+        out.append(f"**{fleet['title']}**: goodput req/s / P95 TTFT s (shed) per arrival rate{median}\n")
         out.append("| rate | " + " | ".join(policies) + " |")
         out.append("|---" * (len(policies) + 1) + "|")
+        curves = {policy: {p["rate"]: p for p in curve(fleet["runs"], policy)} for policy in policies}
         for rate in fleet["rates"]:
             cells = []
             for policy in policies:
-                row = next(r for r in fleet["runs"] if r["policy"] == policy and r["rate"] == rate)
-                p95 = "–" if row["p95_ttft_s"] is None else f"{row['p95_ttft_s']:.2f}"
-                shed = f" ({row['shed']})" if row["shed"] else ""
-                cells.append(f"{row['goodput']:.2f} / {p95}{shed}")
+                point = curves[policy][rate]
+                p95 = "–" if point["p95_ttft_s"] is None else f"{point['p95_ttft_s']:.2f}"
+                shed = f" ({point['shed']:g})" if point["shed"] else ""
+                cells.append(f"{point['goodput']:.2f} / {p95}{shed}")
             out.append(f"| {rate:g} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def verdicts(results: dict[str, Any]) -> str:
+    """The issue's per-rate targets for wave against the best other policy, point by point."""
+    out = [
+        "| fleet | rate | wave goodput / best other | wave P95 TTFT / best other | targets |",
+        "|---|---|---|---|---|",
+    ]
+    for key, fleet in results["fleets"].items():
+        others = [p for p in POLICIES if p != "wave" and any(r["policy"] == p for r in fleet["runs"])]
+        wave = {p["rate"]: p for p in curve(fleet["runs"], "wave")}
+        rivals = [{p["rate"]: p for p in curve(fleet["runs"], policy)} for policy in others]
+        for rate, point in wave.items():
+            best = max(r[rate]["goodput"] for r in rivals)
+            p95s = [r[rate]["p95_ttft_s"] for r in rivals if r[rate]["p95_ttft_s"] is not None]
+            low = min(p95s) if p95s else None
+            good = point["goodput"] / best if best else math.inf
+            fast = point["p95_ttft_s"] / low if low and point["p95_ttft_s"] is not None else math.nan
+            ok = good >= 0.95 and not fast > 1.10
+            out.append(f"| {key} | {rate:g} | {good:.0%} | {fast:.0%} | {'met' if ok else '**not met**'} |")
+    return "\n".join(out)
+
+
+def affinity_table(results: dict[str, Any]) -> str:
+    """Chat fleets: wave with and without prefix affinity, shedding off (same requests served)."""
+    out = []
+    for fleet in results["fleets"].values():
+        rows = fleet.get("affinity_check") or []
+        if not rows:
+            continue
+        out.append(f"**{fleet['title']}**: shedding off, median over seeds\n")
+        out.append("| rate | variant | goodput | median TTFT s | P95 TTFT s |")
+        out.append("|---|---|---|---|---|")
+        for rate in sorted({r["rate"] for r in rows}):
+            for variant in sorted({r["policy"] for r in rows}):
+                group = [r for r in rows if r["rate"] == rate and r["policy"] == variant]
+                med = statistics.median
+                out.append(
+                    f"| {rate:g} | {variant} | {med(r['goodput'] for r in group):.2f} | "
+                    f"{med(r['p50_ttft_s'] for r in group):.3f} | {med(r['p95_ttft_s'] for r in group):.3f} |"
+                )
         out.append("")
     return "\n".join(out)
 
@@ -581,12 +720,14 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
 
     written = []
     for key, fleet in results["fleets"].items():
+        if not fleet["runs"]:  # e.g. --only-affinity-check
+            continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
         policies = sorted(
             {r["policy"] for r in fleet["runs"]}, key=lambda p: (POLICIES + ["wave-no-affinity"]).index(p)
         )
         for policy in policies:
-            rows = sorted((r for r in fleet["runs"] if r["policy"] == policy), key=lambda r: r["rate"])
+            rows = curve(fleet["runs"], policy)
             style = (
                 {"linewidth": 2.5}
                 if policy == "wave"
@@ -621,6 +762,10 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
     return written
 
 
+def comma_floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -643,12 +788,29 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--fractions", type=lambda s: [float(x) for x in s.split(",")], default=FRACTIONS,
+        "--repeats", type=int, default=1,
+        help="runs per point, seeds seed, seed+1, ...; tables and plots show the median",
+    )  # fmt: skip
+    parser.add_argument(
+        "--affinity-check", type=comma_floats, default=None,
+        help="chat fleets: also run wave with and without affinity, shedding off, at these fractions",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wave", metavar="KEY=VALUE", action="append", default=[],
+        type=lambda s: (s.split("=", 1)[0], float(s.split("=", 1)[1])),
+        help="override a wave setting (device time), e.g. --wave headroom=0.7; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fractions", type=comma_floats, default=FRACTIONS,
         help="rates as fractions of the fleet's estimated capacity",
     )  # fmt: skip
+    parser.add_argument(
+        "--only-affinity-check", action="store_true", help="skip the sweep and the alone runs"
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for compare_<fleet>.json and plots")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
+    args.wave = dict(args.wave)
     if args.child:
         import uvloop
 
@@ -663,6 +825,8 @@ def main() -> None:
         results["fleets"].update(json.loads(path.read_text())["fleets"])
     print(table(results))
     print(per_rate(results))
+    print(verdicts(results))
+    print(affinity_table(results))
     for path in plot(results, args.out):
         print(f"wrote {path}")
 
