@@ -133,7 +133,7 @@ class WaveSettings(Strict):
         default=0.5, ge=0, description="seconds added per step down a group's order of preference"
     )
     near_tie: float = Field(
-        default=0.15,
+        default=0.3,
         ge=0,
         le=1,
         description="backends of one model predicted within this fraction of the best take turns",

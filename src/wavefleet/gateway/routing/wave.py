@@ -25,8 +25,9 @@ tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per s
 order; the rest after, by e2e. When the best candidate misses the TTFT target by more than
 `shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
 a backend; a backend without a configured profile causes no shedding until 8 of its requests have
-corrected the assumed one. Near-ties go to the least used backend: within `near_tie` (15 %) among
-backends of the same model, within 5 % across the group's models, and within 5 ms always;
+corrected the assumed one. Near-ties go to the least used backend: within `near_tie` (30 %) among
+backends of the same model, within 5 % across the group's models, and within 5 ms always, but
+never to one that would prefill again a prefix the best one holds;
 a small share (`explore_rate`) goes to another backend predicted to stay within twice the TTFT
 target and twice the best completion time, so the profiles keep learning.
 """
@@ -266,6 +267,8 @@ class WavePolicy:
             band = self._settings.near_tie if ready[i].preference == tier else _CROSS_TIER_TIE
             if candidate_score > score * (1 + band) + _TIE_ABSOLUTE_S:
                 continue
+            if p.uncached_tokens > top.uncached_tokens + _TOKENS_PER_BLOCK:
+                continue  # a near-tie never gives up a cached prefix: affinity wins over turns
             if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
                 pick = i
         return pick, "predicted"
