@@ -679,6 +679,8 @@ def verdicts(results: dict[str, Any]) -> str:
         others = [p for p in POLICIES if p != "wave" and any(r["policy"] == p for r in fleet["runs"])]
         wave = {p["rate"]: p for p in curve(fleet["runs"], "wave")}
         rivals = [{p["rate"]: p for p in curve(fleet["runs"], policy)} for policy in others]
+        if not rivals:  # wave alone was run: nothing to compare with
+            continue
         for rate, point in wave.items():
             best = max(r[rate]["goodput"] for r in rivals)
             p95s = [r[rate]["p95_ttft_s"] for r in rivals if r[rate]["p95_ttft_s"] is not None]
