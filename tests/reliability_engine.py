@@ -16,10 +16,11 @@ import asyncio
 import base64
 import json
 import sys
-import time
 from typing import Any
 
 from aiohttp import web
+
+from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
 
 
 class Engine:
@@ -58,15 +59,7 @@ class Engine:
     def chunk(
         self, model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
     ) -> bytes:
-        body: dict[str, Any] = {
-            "id": f"chatcmpl-{self.name}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        body.update(extra)
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
+        return sse_chunk(model, delta, finish, completion_id=f"chatcmpl-{self.name}", **extra)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -88,26 +81,13 @@ class Engine:
             return web.json_response(
                 {"error": {"message": f"{self.name} is failing", "type": "server_error"}}, status=500
             )
-        usage = {"prompt_tokens": 5, "completion_tokens": count, "total_tokens": 5 + count}
+        usage = token_usage(5, count)
         if not body.get("stream"):
             await asyncio.sleep(self.token_delay * count)
             self.served += 1
             text = " ".join(f"{self.name}{i}" for i in range(count))
             return web.json_response(
-                {
-                    "id": f"chatcmpl-{self.name}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                }
+                chat_completion(model, text, usage, completion_id=f"chatcmpl-{self.name}")
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
+from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
 
 __all__ = ["FakeBackend", "FakeReply", "echo"]
 
@@ -41,57 +42,20 @@ class FakeReply(BackendReply):
 
     @classmethod
     def chat(cls, text: str, model: str = "fake", prompt_tokens: int = 1) -> FakeReply:
-        return cls.json(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "created": 0,
-                "model": model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(text.split()),
-                    "total_tokens": prompt_tokens + len(text.split()),
-                },
-            }
-        )
+        tokens = token_usage(prompt_tokens, len(text.split()))
+        return cls.json(chat_completion(model, text, tokens, created=0))
 
     @classmethod
     def stream(cls, pieces: Iterable[str], model: str = "fake", usage: bool = True) -> FakeReply:
         """A chat stream: one chunk per piece, a finish chunk, a usage chunk if asked, [DONE]."""
-
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-            body = {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            return b"data: " + json.dumps(body).encode() + b"\n\n"
-
         words = list(pieces)
         events = [
-            chunk({"role": "assistant", "content": w} if i == 0 else {"content": w}, None)
+            sse_chunk(model, {"role": "assistant", "content": w} if i == 0 else {"content": w}, created=0)
             for i, w in enumerate(words)
         ]
-        events.append(chunk({}, "stop"))
+        events.append(sse_chunk(model, {}, "stop", created=0))
         if usage:
-            trailer = {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": 1,
-                    "completion_tokens": len(words),
-                    "total_tokens": 1 + len(words),
-                },
-            }
-            events.append(b"data: " + json.dumps(trailer).encode() + b"\n\n")
+            events.append(sse_chunk(model, None, created=0, usage=token_usage(1, len(words))))
         events.append(b"data: [DONE]\n\n")
         return cls(200, events=events)
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
+
 __all__ = ["BEHAVIOURS", "FakeOpenAIEngine", "FakeTritonEngine", "RunningServer", "serve_in_thread"]
 
 BEHAVIOURS = {
@@ -91,18 +93,6 @@ def serve_in_thread(
     finally:
         server.loop.call_soon_threadsafe(server.stop_event.set)
         thread.join(30)
-
-
-def _chunk(model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-    body: dict[str, Any] = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    body.update(extra)
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
 class FakeOpenAIEngine:
@@ -187,40 +177,17 @@ class FakeOpenAIEngine:
                         "created": int(time.time()),
                         "model": model,
                         "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
-                        "usage": {
-                            "prompt_tokens": 7,
-                            "completion_tokens": len(words),
-                            "total_tokens": 7 + len(words),
-                        },
+                        "usage": token_usage(7, len(words)),
                     }
                 )
-            return web.json_response(
-                {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": 7,
-                        "completion_tokens": len(words),
-                        "total_tokens": 7 + len(words),
-                    },
-                }
-            )
+            return web.json_response(chat_completion(model, text, token_usage(7, len(words))))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         if behaviour == "slow-stream":
             words = [f"w{i}" for i in range(50)]
         for index, word in enumerate(words):
             delta = {"role": "assistant", "content": word + " "} if index == 0 else {"content": word + " "}
-            await response.write(_chunk(model, delta))
+            await response.write(sse_chunk(model, delta))
             await response.write(b": ping\n\n")
             if behaviour == "slow-stream":
                 await asyncio.sleep(self.delay_s)
@@ -233,11 +200,10 @@ class FakeOpenAIEngine:
                 await response.write(b"data: " + json.dumps({"error": oom}).encode() + b"\n\n")
                 await response.write(b"data: [DONE]\n\n")
                 return response
-        await response.write(_chunk(model, {}, "stop"))
+        await response.write(sse_chunk(model, {}, "stop"))
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
-            usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
-            await response.write(_chunk(model, None, usage=usage))
+            await response.write(sse_chunk(model, None, usage=token_usage(7, len(words))))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
