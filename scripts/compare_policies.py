@@ -382,7 +382,9 @@ def ttft_by_backend(metrics: str, slo_wall_s: float) -> dict[str, dict[str, floa
     """Streams per backend and how many of them missed the TTFT target, from the gateway's
     TTFT histogram (its bucket at the target's wall-clock value; the buckets include 0.5 s and 1 s)."""
     out: dict[str, dict[str, float]] = {}
-    bound = f'le="{slo_wall_s:g}"' if slo_wall_s != int(slo_wall_s) else f'le="{slo_wall_s:.1f}"'
+    from prometheus_client.utils import floatToGoString
+
+    bound = f'le="{floatToGoString(slo_wall_s)}"'  # written as the exposition writes bucket bounds
     for line in metrics.splitlines():
         if not line.startswith("wave_time_to_first_token_seconds_"):
             continue
