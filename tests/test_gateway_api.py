@@ -76,6 +76,16 @@ def get(url: str, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def metrics_once(url: str, line: bytes, within_s: float = 5.0) -> bytes:
+    """/metrics as soon as it holds `line`, or as it is after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        _, metrics = get(url, "/metrics")
+        if line in metrics or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.02)
+
+
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hello there"}]}
 
 
@@ -222,7 +232,9 @@ def test_in_band_error_from_the_engine_reaches_the_client() -> None:
     with fleet({"a": engine}) as url:
         with pytest.raises(openai.APIError, match="ran out of KV cache"):
             list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
-        _, metrics = get(url, "/metrics")
+        # the client stops at the error event; the gateway counts the request when it has ended
+        # the stream, a moment later
+        metrics = metrics_once(url, b'wave_requests_total{backend="a",model="m1",status="500"} 1.0')
     assert b'wave_requests_total{backend="a",model="m1",status="500"} 1.0' in metrics
 
 
