@@ -116,8 +116,8 @@ def test_learning_corrects_a_mis_seeded_profile() -> None:
         wave.observe_finish("mis", request, Outcome(True, tokens, 32, ttft, ttft + 31 * true_itl))
     model = wave.model("mis", view)
     clock.now += 10
-    assert 1 / model.prefill.slope == pytest.approx(true_rate, rel=0.15)
-    assert model.itl.at(1) == pytest.approx(true_itl, rel=0.15)
+    assert 1 / model.speed.prefill.slope == pytest.approx(true_rate, rel=0.15)
+    assert model.speed.itl.at(1) == pytest.approx(true_itl, rel=0.15)
     assert wave.choose(ask("mis", "ok", prompt=800, out=32), view).ranked[0].backend == "ok"
 
 
@@ -289,3 +289,58 @@ def test_no_shedding_on_an_assumed_profile_until_it_has_been_checked() -> None:
         wave.observe_first_token("cpu", request, 3.0)
         wave.observe_finish("cpu", request, Outcome(True, 100, 64, 3.0, 3.0 + 63 * 0.2))
     assert wave.choose(ask("cpu", prompt=100), view).reason == "shed"
+
+
+def test_replicas_of_one_profile_and_model_learn_together_and_nothing_else_does() -> None:
+    def serving(name: str, profile: BackendProfile, model: str = "llama-3.1-8b") -> BackendConfig:
+        return config(name, profile).model_copy(update={"models": [model]})
+
+    # the simulator's profiles differ only in their `basis` text: still replicas
+    a = serving("a", GPU.model_copy(update={"basis": "replica a"}))
+    b = serving("b", GPU.model_copy(update={"basis": "replica b"}))
+    other_model = serving("c", GPU, "llama-3.2-3b")
+    # models read from /v1/models later: nothing says two such backends serve the same one
+    unlisted = [config(n, GPU) for n in ("g", "h")]
+    unprofiled = [BackendConfig(name=n, url=f"http://{n}:8000", kind="vllm") for n in ("e", "f")]  # type: ignore[arg-type]
+    view = fleet(StaticMonitor(), a, b, other_model, serving("d", SMALL_GPU), *unlisted, *unprofiled)
+    clock = Clock()
+    wave = policy(clock)
+
+    def ttft(name: str) -> float:
+        return wave.predict(ask(name, prompt=1000), view, [Candidate(name, "m")], [], clock.now)[0].ttft_s
+
+    before = {name: ttft(name) for name in "bcdefg"}
+    for i in range(30):  # requests to `a` alone: its prefill is really 4x slower than the profile
+        clock.now += 10
+        request = ask("a", prompt=1000, rid=f"r{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("a", request, 4 * 1000 / GPU.prefill_tokens_per_s)
+    assert ttft("b") > 2.5 * before["b"]  # `b` learned from `a`'s requests
+    assert {name: ttft(name) for name in "cdefg"} == {name: before[name] for name in "cdefg"}
+    assert wave.model("g", view).speed is not wave.model("h", view).speed
+
+
+def test_a_first_token_bounds_the_prefill_backlog_the_policy_believes() -> None:
+    # seeded 10x too slow at prefill: five 1,000-token prompts sent at once look like 50 s of work
+    slow = MID.model_copy(update={"prefill_tokens_per_s": 100})
+    view = fleet(StaticMonitor(), config("x", slow, "llamacpp"))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    sent = [ask("x", prompt=1000, rid=f"r{i}") for i in range(5)]
+    for request in sent:
+        wave.choose(request, view)
+
+    def backlog() -> float:
+        return wave.predict(ask("x"), view, [Candidate("x", "m")], [], clock.now)[0].backlog_s
+
+    assert backlog() == pytest.approx(50.0, rel=0.01)
+    clock.now += 1.0
+    # the second request's first token: the first two prefills are done, three remain at most
+    wave.observe_first_token("x", sent[1], 1.0)
+    assert backlog() == pytest.approx(30.0, rel=0.01)
+    # the last one's: nothing the gateway sent is left to prefill, whatever the line believed
+    wave.observe_first_token("x", sent[4], 1.0)
+    assert backlog() == 0.0
+    # an earlier request's first token arriving late never raises the bound again
+    wave.observe_first_token("x", sent[0], 1.0)
+    assert backlog() == 0.0

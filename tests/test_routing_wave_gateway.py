@@ -80,11 +80,11 @@ def test_wave_routes_by_prediction_explains_itself_and_learns() -> None:
             view = FleetView(StaticMonitor(), {b.name: b for b in config.backends}, {})
             model = policy.model("fast", view)
             for _ in range(100):  # the gateway observes a request just after its last byte went out
-                if model.itl.samples == 18:
+                if model.speed.itl.samples == 18:
                     break
                 time.sleep(0.02)
             # every finished request taught the ITL line; those not predicted to queue, the prefill line
-            assert model.itl.samples == 18 and model.prefill.samples >= 9
+            assert model.speed.itl.samples == 18 and model.speed.prefill.samples >= 9
             with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as answer:
                 metrics = answer.read().decode()
             assert 'wave_routing_decisions_total{backend="fast",reason="predicted"}' in metrics

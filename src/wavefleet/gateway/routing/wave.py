@@ -18,7 +18,9 @@ stretches every step: `prefill share` is the fraction of the engine's time the p
 recently takes (an exponentially weighted rate over 5 × ttft_slo_s), at most 0.95; a step never
 carries more than one chunk. Uncached tokens come from the
 approximate prefix index (wave_prefix.py). The lines `prefill` and `itl` and `wait_scale` are
-learned from finished requests (wave_model.py).
+learned from finished requests (wave_model.py), once for all replicas of an engine (backends with
+the same configured profile and models). Each first token bounds the backlog: what is left to
+prefill is at most the work sent after that request.
 
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
@@ -44,7 +46,7 @@ from typing import NamedTuple
 from wavefleet.gateway.config import PolicyName, WaveSettings
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.load import capacity, runs_on_gpu
-from wavefleet.gateway.routing.wave_model import BackendModel, seed_profile
+from wavefleet.gateway.routing.wave_model import BackendModel, EngineSpeed, seed_profile
 from wavefleet.gateway.routing.wave_prefix import BLOCK_CHARS, CHARS_PER_TOKEN, PrefixIndex, block_keys
 
 __all__ = ["Prediction", "WavePolicy", "explain"]
@@ -83,6 +85,7 @@ class _Pending(NamedTuple):
     batch: int
     share: float  # prefill share of the engine's time at dispatch
     backlog_s: float
+    sent_work_s: float  # prefill seconds sent to the backend so far, this request's included
 
 
 def explain(decision: Decision, top: int = 4) -> str:
@@ -99,6 +102,7 @@ class WavePolicy:
         self._clock = clock
         self._random = random.Random(settings.seed)
         self._models: dict[str, BackendModel] = {}
+        self._speeds: dict[tuple[str, ...], EngineSpeed] = {}
         self._index = PrefixIndex(settings.prefix_index_blocks)
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
@@ -108,9 +112,19 @@ class WavePolicy:
         if model is None:
             config = view.backends[backend]
             profile = seed_profile(config, runs_on_gpu(config))
-            model = self._models[backend] = BackendModel.seeded(
-                profile, self._settings.learning_rate, trusted=config.profile is not None
+            # replicas (the same configured profile for the same listed models) learn together:
+            # apart, their lines drift and the policy chases the drift (docs/routing.md)
+            replicas = (
+                (config.kind, *config.models, profile.model_dump_json(exclude={"basis"}))
+                if config.profile is not None and config.models
+                else (backend,)
             )
+            speed = self._speeds.get(replicas)
+            if speed is None:
+                speed = self._speeds[replicas] = EngineSpeed.seeded(
+                    profile, self._settings.learning_rate, trusted=config.profile is not None
+                )
+            model = self._models[backend] = BackendModel(speed)
         return model
 
     def predict(
@@ -125,6 +139,7 @@ class WavePolicy:
         for candidate in candidates:
             name = candidate.backend
             model = self.model(name, view)
+            speed = model.speed
             snapshot = view.monitor.snapshot(name)
             slots = capacity(view.backends[name], snapshot)
             occupied = (snapshot.running or 0) + (snapshot.waiting or 0)
@@ -136,21 +151,21 @@ class WavePolicy:
             cached = self._index.matched(name, keys) * _TOKENS_PER_BLOCK if keys else 0
             uncached = prompt - cached if cached < prompt else 1
             batch = occupied + 1 if occupied < slots else slots
-            itl = model.itl.at(batch)
+            itl = speed.itl.at(batch)
             share = model.prefill_share(now, window)
             wait = 0.0
             if occupied >= slots:
-                service = model.prefill.at(model.mean_prompt) + model.mean_output * model.itl.at(slots)
+                service = speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(slots)
                 wait = (occupied + 1 - slots) / slots * service
             backlog = model.backlog_until - now
             if backlog < 0.0:
                 backlog = 0.0
             elif backlog > wait:
                 wait = backlog
-            slope = model.prefill.slope
+            slope = speed.prefill.slope
             steps = ((backlog / slope if slope > 0 else 0.0) + uncached) / _CHUNK_TOKENS
-            ttft = wait * model.wait_scale + model.prefill.at(uncached) + steps * itl
-            output = request.max_tokens or model.mean_output
+            ttft = wait * speed.wait_scale + speed.prefill.at(uncached) + steps * itl
+            output = request.max_tokens or speed.mean_output
             # decode waits for the prefill chunks interleaved with it: itl / (1 - share) while the
             # engine keeps up, a full chunk per step at most
             stretched = itl / (1.0 - share)
@@ -224,7 +239,7 @@ class WavePolicy:
 
     def _hopeless(self, best: Prediction) -> bool:
         """Past saving: shed. Never on a guess: an assumed profile must first meet real requests."""
-        if not self._models[best.backend].trusted:
+        if not self._models[best.backend].speed.trusted:
             return False
         settings = self._settings
         headroom = settings.headroom
@@ -277,8 +292,9 @@ class WavePolicy:
         model = self._models[chosen.backend]
         model.dispatched += 1
         start = model.backlog_until if model.backlog_until > now else now
-        work = chosen.uncached_tokens * model.prefill.slope
+        work = chosen.uncached_tokens * model.speed.prefill.slope
         model.backlog_until = start + work
+        model.sent_work_s += work
         model.add_prefill_work(now, work, _SHARE_WINDOWS * self._settings.ttft_slo_s)
         if keys:
             self._index.add(chosen.backend, keys)
@@ -291,6 +307,7 @@ class WavePolicy:
                 chosen.batch,
                 chosen.share,
                 chosen.backlog_s,
+                model.sent_work_s,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -300,31 +317,40 @@ class WavePolicy:
         model = self._models.get(backend)
         if pending is None or model is None or pending.backend != backend:
             return
+        speed = model.speed
+        # engines prefill oldest first: this first token means the prefill sent before it is
+        # done, so what is left is at most the work sent since. Without this bound a prefill line
+        # learned too slow keeps the backlog growing, every request then counts as queued (so the
+        # line is never corrected) and the backend looks busy while it idles
+        bound = self._clock() + model.sent_work_s - pending.sent_work_s
+        if model.backlog_until > bound:
+            model.backlog_until = bound
         if pending.wait_s < _NO_WAIT_S:
-            model.prefill.observe(float(pending.uncached_tokens), ttft_s)
+            speed.prefill.observe(float(pending.uncached_tokens), ttft_s)
             return
-        waited = ttft_s - model.prefill.at(pending.uncached_tokens)
+        waited = ttft_s - speed.prefill.at(pending.uncached_tokens)
         ratio = min(10.0, max(0.1, waited / pending.wait_s))
         rate = self._settings.learning_rate
-        model.wait_scale = model.wait_scale ** (1 - rate) * ratio**rate
+        speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
     def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
         pending = self._pending.pop(request.request_id, None)
         model = self._models.get(backend)
         if pending is None or model is None or pending.backend != backend or not outcome.ok:
             return
-        rate = self._settings.learning_rate if model.finished else 1.0
-        model.finished += 1
-        if model.finished >= _TRUST_AFTER:
-            model.trusted = True
-        model.mean_prompt += rate * (pending.uncached_tokens - model.mean_prompt)
+        speed = model.speed
+        rate = self._settings.learning_rate if speed.finished else 1.0
+        speed.finished += 1
+        if speed.finished >= _TRUST_AFTER:
+            speed.trusted = True
+        speed.mean_prompt += rate * (pending.uncached_tokens - speed.mean_prompt)
         if outcome.completion_tokens > 0:
-            model.mean_output += rate * (outcome.completion_tokens - model.mean_output)
+            speed.mean_output += rate * (outcome.completion_tokens - speed.mean_output)
         if outcome.completion_tokens >= 2:
             first = outcome.ttft_s
             if first is None:  # not streamed: take the prefill from the model
-                first = pending.wait_s * model.wait_scale + model.prefill.at(pending.uncached_tokens)
+                first = pending.wait_s * speed.wait_scale + speed.prefill.at(pending.uncached_tokens)
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
             # the line holds decode alone: take out what the prediction adds for prefill work
             alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - pending.share)
-            model.itl.observe(float(pending.batch), alone)
+            speed.itl.observe(float(pending.batch), alone)

@@ -1,4 +1,5 @@
-"""What the wave policy believes about one backend: its prefill and decode speed, learned online.
+"""What the wave policy believes about a backend: its prefill and decode speed, learned online
+(`EngineSpeed`, one per engine, shared by its replicas), and the work sent to it (`BackendModel`).
 
 Two straight lines, each fitted by an exponentially weighted least-squares fit that starts from
 the backend's profile (the sizing engine's estimate, or a measured profile) and follows what the
@@ -18,11 +19,11 @@ from dataclasses import dataclass
 
 from wavefleet.gateway.config import BackendConfig, BackendProfile
 
-__all__ = ["ASSUMED_PROFILES", "BackendModel", "EwmaLine", "seed_profile"]
+__all__ = ["ASSUMED_PROFILES", "BackendModel", "EngineSpeed", "EwmaLine", "seed_profile"]
 
 _FLOOR_S = 1e-4  # no prediction below 0.1 ms: a line fitted to noise must not promise free work
-_SEED_WEIGHT = 0.01
-_MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run  # permanent weight of the seed line against the decaying observations
+_SEED_WEIGHT = 0.01  # permanent weight of the seed line against the decaying observations
+_MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run
 
 # Used when a backend has no profile: assumptions (a mid-range GPU engine serving an 8B model,
 # a desktop CPU serving a 3B one), corrected by the first observed requests.
@@ -101,21 +102,43 @@ def seed_profile(config: BackendConfig, gpu: bool) -> BackendProfile:
 
 
 @dataclass(slots=True)
-class BackendModel:
-    """Learned speed of one backend plus the gateway-side state the predictor keeps for it."""
+class EngineSpeed:
+    """What is learned about an engine's speed: shared by replicas (same profile, same models)."""
 
     prefill: EwmaLine  # TTFT without queueing, against uncached prompt tokens
     itl: EwmaLine  # inter-token latency, against the number of sequences running
-    slots: int  # from the profile; the engine's own report wins when it gives one
     mean_prompt: float  # uncached prompt tokens of recent requests (EWMA)
     mean_output: float  # completion tokens of recent requests (EWMA)
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
+    trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
+    finished: int = 0  # requests observed to finish
+
+    @classmethod
+    def seeded(cls, profile: BackendProfile, rate: float, trusted: bool = True) -> EngineSpeed:
+        itl1 = 1.0 / profile.decode_tokens_per_s
+        slope = itl1 * profile.batch_slowdown
+        top = float(max(2, profile.max_num_seqs))
+        return cls(
+            # the first token comes at the end of a step that also decodes: one ITL on top
+            prefill=EwmaLine(itl1, 1.0 / profile.prefill_tokens_per_s, (16.0, 1024.0), rate),
+            itl=EwmaLine(itl1 - slope, slope, (1.0, top), rate),
+            mean_prompt=256.0,  # replaced by the first observed request
+            mean_output=128.0,
+            trusted=trusted,
+        )
+
+
+@dataclass(slots=True)
+class BackendModel:
+    """One backend as the predictor sees it: its engine's learned speed plus the gateway-side
+    state kept for this backend alone (work sent, work not yet done)."""
+
+    speed: EngineSpeed  # shared with the backend's replicas
     backlog_until: float = 0.0  # when the prefill work the gateway sent here should be done
     dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
-    trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
-    finished: int = 0  # requests observed to finish here
     prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
     work_at: float = 0.0  # when prefill_work_s was last brought up to date
+    sent_work_s: float = 0.0  # prefill seconds sent here in all
 
     def prefill_share(self, now: float, window_s: float) -> float:
         """Fraction of the engine's time the recently sent prefill work takes (at most 0.95)."""
@@ -127,18 +150,3 @@ class BackendModel:
     def add_prefill_work(self, now: float, work_s: float, window_s: float) -> None:
         self.prefill_work_s = self.prefill_work_s * math.exp((self.work_at - now) / window_s) + work_s
         self.work_at = now
-
-    @classmethod
-    def seeded(cls, profile: BackendProfile, rate: float, trusted: bool = True) -> BackendModel:
-        itl1 = 1.0 / profile.decode_tokens_per_s
-        slope = itl1 * profile.batch_slowdown
-        top = float(max(2, profile.max_num_seqs))
-        return cls(
-            # the first token comes at the end of a step that also decodes: one ITL on top
-            prefill=EwmaLine(itl1, 1.0 / profile.prefill_tokens_per_s, (16.0, 1024.0), rate),
-            itl=EwmaLine(itl1 - slope, slope, (1.0, top), rate),
-            slots=profile.max_num_seqs,
-            mean_prompt=256.0,  # replaced by the first observed request
-            mean_output=128.0,
-            trusted=trusted,
-        )
