@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import timeit
@@ -91,7 +92,7 @@ def main() -> None:
             "calls_per_repeat": args.calls,
             "repeats": args.repeats,
             "python": platform.python_version(),
-            "machine": "2-core shared box, other helpers running (noisy)",
+            "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
             "results": results,
         }
         args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -400,7 +400,7 @@ def ttft_by_backend(metrics: str, slo_wall_s: float) -> dict[str, dict[str, floa
 
 async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
                   rate: float, speed: float, seed: int, affinity: bool = True,
-                  wave: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+                  wave: dict[str, float] | None = None, run_s: float = RUN_DEVICE_S) -> dict[str, Any]:  # fmt: skip
     from wavefleet.bench import LoadSpec, Slo, Target, run_load_async, summarize
 
     urls = await sims.ask(
@@ -410,7 +410,7 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
     url = (await gateway.ask(config))["url"]
     await asyncio.sleep(3.0 / speed + 0.1)  # a few polls: the monitor has seen every engine
     least = MIN_REQUESTS if len(engines) > 1 else MIN_REQUESTS_ALONE
-    requests = int(min(MAX_REQUESTS, max(least, rate * RUN_DEVICE_S)))
+    requests = int(min(MAX_REQUESTS, max(least, rate * run_s)))
     workload = mixed_workload(seed) if fleet.workload == "mixed" else chat_workload(seed)
     load = LoadSpec(rate=rate * speed, num_requests=requests, seed=seed)
     target = Target(url + "/v1", "chat", timeout_s=600)
@@ -438,6 +438,7 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
         "rate": rate,
         "seed": seed,
         "requests": requests,
+        "arrivals_device_s": run_s,
         "speed": speed,
         "goodput": flat.get("goodput_rps", 0.0) / speed,
         "throughput": flat["request_tps"] / speed,
@@ -511,14 +512,16 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                 for seed in seeds:  # every policy sees the same arrivals and prompts per seed
                     for policy in args.policies:
                         row = await one_run(
-                            sims, gateway, fleet, fleet.engines, policy, rate, speed, seed, wave=args.wave
-                        )
+                            sims, gateway, fleet, fleet.engines, policy, rate, speed, seed,
+                            wave=args.wave, run_s=args.run_seconds,
+                        )  # fmt: skip
                         record["runs"].append(row)
                         print(fmt_row(row), flush=True)
                     if fleet.workload == "chat" and "wave" in args.policies:
                         row = await one_run(
-                            sims, gateway, fleet, fleet.engines, "wave", rate, speed, seed, False, args.wave
-                        )
+                            sims, gateway, fleet, fleet.engines, "wave", rate, speed, seed, False, args.wave,
+                            args.run_seconds,
+                        )  # fmt: skip
                         row["policy"] = "wave-no-affinity"
                         record["runs"].append(row)
                         print(fmt_row(row), flush=True)
@@ -791,6 +794,11 @@ def main() -> None:
         help="measure only these engines alone; take the others' from the fleet's existing file",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--run-seconds", type=float, default=RUN_DEVICE_S,
+        help="device seconds of arrivals per fleet run (goodput's duration adds the drain, which "
+        "weighs less in longer runs)",
+    )  # fmt: skip
     parser.add_argument(
         "--repeats", type=int, default=1,
         help="runs per point, seeds seed, seed+1, ...; tables and plots show the median",

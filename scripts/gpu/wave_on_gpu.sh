@@ -6,7 +6,8 @@
 # behind `wave serve` as the group chat: [llama-3.2-3b, llama-3.2-1b], no profiles (the wave
 # policy starts from its assumed CPU/GPU profiles and learns). `wave bench` sweeps Poisson rates
 # with the SLO (TTFT <= 1 s, TPOT <= 100 ms), prompts 30-1170 words, answers 16-48 tokens,
-# prompt caching off, for each policy with a fresh gateway. Results land under $OUT.
+# prompt caching off, fresh prompts per rate (seeds SEED0+1, SEED0+2, ...), for each policy with a
+# fresh gateway. Results land under $OUT.
 #   bash scripts/gpu/wave_on_gpu.sh build   # CUDA build of llama-server (the build folder stays)
 #   bash scripts/gpu/wave_on_gpu.sh run     # GGUFs, engines, the sweep
 # Needs .device/ (llama.cpp source, tokenizer dump) and .whl/ (pydantic etc. for Python 3.12); see
@@ -70,10 +71,16 @@ YAML
   python3 -m wavefleet serve --config "$W/wave-$policy.yaml" > "$OUT/gateway-$policy.log" 2>&1 &
   GATEWAY=$!
   for _ in $(seq 30); do curl -sf http://127.0.0.1:8100/health > /dev/null && break; sleep 0.5; done
-  python3 -m wavefleet bench --url http://127.0.0.1:8100/v1 --model chat --rate "$RATES" \
-    --duration "$DURATION" --input-len 600 --length-dist uniform:0.95 --output-len 32 --ignore-eos \
-    --extra-body '{"cache_prompt": false}' --goodput 'ttft:1000 tpot:100' --seed 1 --no-progress \
-    --out "$OUT/bench-$policy" > "$OUT/bench-$policy.txt" 2>&1 || true
+  # one bench per rate, each with its own seed: fresh prompts at every level (one seed for all
+  # levels repeats the prompts, and wave's prefix index then takes them for cached)
+  seed=${SEED0:-0}; : > "$OUT/bench-$policy.txt"
+  for rate in ${RATES//,/ }; do
+    seed=$((seed + 1))
+    python3 -m wavefleet bench --url http://127.0.0.1:8100/v1 --model chat --rate "$rate" \
+      --duration "$DURATION" --input-len 600 --length-dist uniform:0.95 --output-len 32 --ignore-eos \
+      --extra-body '{"cache_prompt": false}' --goodput 'ttft:1000 tpot:100' --seed "$seed" \
+      --no-progress >> "$OUT/bench-$policy.txt" 2>&1 || true
+  done
   curl -s http://127.0.0.1:8100/metrics | grep '^wave_routing_decisions_total' > "$OUT/decisions-$policy.txt" || true
   kill "$GATEWAY" 2>/dev/null || true; wait "$GATEWAY" 2>/dev/null || true
   echo "== $policy"; grep -E "rate|goodput" "$OUT/bench-$policy.txt" | head -20 || true
