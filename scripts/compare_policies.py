@@ -575,7 +575,7 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                             for policy in args.alone_policies:
                                 row = await one_run(
                                     sims, gateway, fleet, [engine], policy, rate, alone_speed, seed,
-                                    wave=args.wave,
+                                    wave=args.wave, run_s=args.run_seconds,
                                 )  # fmt: skip
                                 rows.append(row)
                                 print(f"  alone {engine.profile.name}:" + fmt_row(row)[1:], flush=True)
