@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -105,7 +106,28 @@ class Finish:
         }
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def load_llama(settings: EngineSettings) -> Llama:
+    if _cpu_has_amx() and llama_lib.llama_model_default_params.__name__ != "without_extra_buffers":
+        # llama.cpp's AMX weight buffers crash the first matrix product on some Sapphire Rapids
+        # machines (https://github.com/ggml-org/llama.cpp/issues/20824, open), which a native build
+        # enables by itself. Extra buffer types are those buffers (and weight repacking); the
+        # bindings take no option for them, so their default parameters are changed in this
+        # process, which is the engine's own.
+        default_params = llama_lib.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        llama_lib.llama_model_default_params = without_extra_buffers
     return Llama(
         model_path=str(settings.model_path),
         n_ctx=settings.n_ctx,
