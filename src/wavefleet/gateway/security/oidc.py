@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,7 +63,13 @@ def looks_like_jwt(token: str) -> bool:
 
 
 class OidcVerifier:
-    def __init__(self, config: OidcConfig, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        config: OidcConfig,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         for alg in config.algorithms:
             if alg.upper().startswith("HS") or alg.lower() == "none":
                 raise UsageError(
@@ -70,6 +77,7 @@ class OidcVerifier:
                 )
         self.config = config
         self._session = session
+        self._clock = clock  # monotonic seconds: key ages and refetch spacing
         self._own_session = session is None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
@@ -144,12 +152,12 @@ class OidcVerifier:
             except jwt.PyJWTError:
                 continue  # a key type or curve we cannot use; others may still be fine
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
         self.fetches += 1
 
     async def _refresh_keys(self, *, forced: bool) -> None:
         """Fetch again, coalescing concurrent callers; `forced` (unknown kid) is rate-limited."""
-        since = time.monotonic() - self._fetched_at
+        since = self._clock() - self._fetched_at
         if forced and since < self.config.refresh_min_interval_s:
             return
         if self._refresh is None or self._refresh.done():
@@ -170,7 +178,7 @@ class OidcVerifier:
             if now < cached[1]:
                 return cached[0]
             del self._tokens[token]
-        if time.monotonic() - self._fetched_at > self.config.jwks_ttl_s:
+        if self._clock() - self._fetched_at > self.config.jwks_ttl_s:
             await self._refresh_keys(forced=False)
         try:
             header = jwt.get_unverified_header(token)
