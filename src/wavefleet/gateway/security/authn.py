@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 
 from wavefleet.errors import AuthenticationError
+from wavefleet.gateway.auth import bearer_token
 from wavefleet.gateway.security.keys import NO_LIMITS, KeyCache, KeyLimits, KeyRecord, digest_of
 from wavefleet.gateway.security.oidc import OidcVerifier, looks_like_jwt
 from wavefleet.gateway.security.principal import ANONYMOUS, Principal
@@ -59,9 +60,9 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         if not self.enabled:
             return ANONYMOUS
-        if not authorization or not authorization.startswith("Bearer "):
+        token = bearer_token(authorization)
+        if token is None:
             raise AuthenticationError(_MISSING)
-        token = authorization[7:].strip()
         if self._oidc is not None and looks_like_jwt(token):
             claims = await self._oidc.verify(token)
             return self._oidc.principal(claims)
