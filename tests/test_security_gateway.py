@@ -316,3 +316,50 @@ def test_two_gateways_share_limits_through_redis(tmp_path: Path, redis_url: str)
         for gateway in gateways:
             gateway.stop()
         engine.stop()
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_tpm_holds_for_concurrent_streams(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """tpm 1000 and 50 streams at once, each of 500 tokens (a 20-token prompt, max_tokens 480):
+    the reservations let two run, not all 50. Through Redis the streams are split over two gateways."""
+    db = tmp_path / "wave.db"
+    secret = KeyStore(connect(db)).create("tpm", limits=KeyLimits(tpm=1000)).secret
+    engine = support.EngineProcess("t", "--token-delay", "0.05", "--tokens", "20")  # one second a stream
+    shared = ["--redis-url", request.getfixturevalue("redis_url")] if store == "redis" else []
+    gateways = []
+    try:
+        for _ in range(2 if shared else 1):
+            gateways.append(support.GatewayProcess("--backend", f"t={engine.url}", "--db", str(db), *shared))
+        body = chat("x" * 80, max_tokens=480, stream=True)
+
+        async def burst() -> list[tuple[int, str | None]]:
+            async with aiohttp.ClientSession() as session:
+
+                async def one(i: int) -> tuple[int, str | None]:
+                    url = gateways[i % len(gateways)].url + "/v1/chat/completions"
+                    async with session.post(
+                        url, json=body, headers={"Authorization": f"Bearer {secret}"}
+                    ) as reply:
+                        await reply.read()
+                        return reply.status, reply.headers.get("Retry-After")
+
+                return await asyncio.gather(*(one(i) for i in range(50)))
+
+        results = asyncio.run(burst())
+        statuses = [s for s, _ in results]
+        # two fit at once; a stream that ends early hands back most of its reservation, which may let
+        # one more in while the burst is still arriving on a slow machine
+        assert 2 <= statuses.count(200) <= 3, statuses
+        assert statuses.count(429) == 50 - statuses.count(200)
+        assert all(retry is not None and int(retry) >= 1 for s, retry in results if s == 429)
+        status, _, answer = support.http(
+            "POST",
+            gateways[0].url + "/v1/chat/completions",
+            chat("x", max_tokens=5000),
+            {"Authorization": f"Bearer {secret}"},
+        )
+        assert status == 400 and "1000 tokens per minute" in json.loads(answer)["error"]["message"]
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        engine.stop()

@@ -69,7 +69,7 @@ def _limit_options(command: click.decorators.FC) -> click.decorators.FC:
             click.option("--tpm", type=int, default=None, help="Tokens (prompt + completion) per minute."),
             click.option("--max-concurrent", type=int, default=None, help="Requests at once."),
             click.option(
-                "--max-tokens", type=int, default=None, help="Largest max_tokens a request may ask for."
+                "--max-tokens", type=int, default=None, help="Largest max_tokens × n a request may ask."
             ),
         ]
     ):

@@ -45,9 +45,9 @@ class KeyLimits:
     """Per-key limits; None means no limit of that kind."""
 
     rpm: int | None = None  # requests per minute
-    tpm: int | None = None  # tokens (prompt + completion) per minute, charged from usage after the answer
+    tpm: int | None = None  # tokens (prompt + completion) a minute: reserved, then settled from usage
     max_concurrent: int | None = None
-    max_tokens: int | None = None  # cap on a request's max_tokens (requests above it are refused)
+    max_tokens: int | None = None  # cap on a request's max_tokens times n (more is refused)
 
     @property
     def any(self) -> bool:

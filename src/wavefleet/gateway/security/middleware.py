@@ -1,8 +1,9 @@
 """The security layer as an aiohttp middleware around the gateway's handlers.
 
 For the proxied endpoints it authenticates, admits (model, max_tokens cap, screening, limits),
-lets the gateway forward, then releases the limits, charges the tokens the answer used and
-queues the audit row. `/v1/models` is authenticated only; `/health` and `/metrics` pass.
+lets the gateway forward, then releases the limits, settles the tokens reserved at admission
+(see `tokens_to_charge`) and queues the audit row. `/v1/models` is authenticated only;
+`/health` and `/metrics` pass.
 
 The gateway tells the middleware how a forwarded request ended by setting `request[OUTCOME]`
 (status, prompt tokens, completion tokens, backend): for a stream the HTTP status is 200 even
@@ -36,6 +37,7 @@ __all__ = [
     "install",
     "outcome_reporter",
     "security_middleware",
+    "tokens_to_charge",
 ]
 
 PROXIED = {
@@ -72,6 +74,17 @@ def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | N
         request[OUTCOME] = Outcome(status, prompt, completion, backend)
 
     return report
+
+
+def tokens_to_charge(outcome: Outcome | None, *, client_closed: bool) -> int | None:
+    """What a finished request is charged, whatever its status: the usage its outcome carries; None
+    (its reservation stands) when an engine worked on it but the usage is unknown, or when the
+    client closed it before the forwarder reported anything; 0 when no engine saw it."""
+    if outcome is None:
+        return None if client_closed else 0
+    if outcome.prompt_tokens is not None or outcome.completion_tokens is not None:
+        return (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
+    return None if outcome.status < 400 or outcome.status == 499 else 0
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:
@@ -130,6 +143,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
             raise
         finally:
             outcome = request.get(OUTCOME)
+            charge = tokens_to_charge(outcome, client_closed=status == 499)
             prompt_tokens = completion_tokens = None
             backend = None
             if outcome is not None:
@@ -140,7 +154,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
                     outcome.backend,
                 )
             if admission is not None and admission.ticket is not None:
-                await gate.finish(admission, (prompt_tokens or 0) + (completion_tokens or 0))
+                await gate.finish(admission, charge)
             if gate.audit is not None:
                 model = payload.get("model") if payload is not None else None
                 gate.audit.record(
