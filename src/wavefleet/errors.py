@@ -11,6 +11,8 @@
         ├── AuthenticationError    401  missing or wrong credentials
         ├── PermissionDeniedError  403  credentials fine, but not for this model
         ├── ModelNotFoundError     404  no backend serves the model (lists the known ones)
+        ├── NotFoundError          404  no such path (lists the API's paths)
+        ├── MethodNotAllowedError  405  the path exists, not with this method
         ├── BodyTooLargeError      413
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
@@ -37,8 +39,10 @@ __all__ = [
     "ConfigProblem",
     "EngineError",
     "GatewayError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
     "NoHealthyBackendError",
+    "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "UnknownIdError",
@@ -153,6 +157,14 @@ class PermissionDeniedError(GatewayError):
 
 class ModelNotFoundError(GatewayError):
     status, error_type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class NotFoundError(GatewayError):
+    status, error_type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowedError(GatewayError):
+    status, error_type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
 class BodyTooLargeError(GatewayError):

@@ -27,6 +27,7 @@ from wavefleet.engine.supervisor import EngineSupervisor
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendConfig, BackendKind, GatewayConfig, PolicyName
 from wavefleet.gateway.monitor import PollingMonitor
+from wavefleet.gateway.runner import GatewayRunner
 
 __all__ = ["EMBEDDED_BACKEND", "UpOptions", "engine_settings", "new_api_key", "run_up", "usage_examples"]
 
@@ -123,7 +124,7 @@ async def run_up(options: UpOptions, console: Console) -> None:
         session = aiohttp.ClientSession()
         monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
         app = create_app(config, monitor, api_keys=[api_key])
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = GatewayRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, options.host, options.port, backlog=1024)
         try:

@@ -7,7 +7,6 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -29,6 +28,7 @@ from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.proxy import Call, Forwarder
+from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.routing.wave import explain
@@ -159,12 +159,7 @@ class GatewayApi:
             raw = await self._read_body(request)
             payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
             if payload is None:
-                try:
-                    payload = json.loads(raw)
-                except ValueError as exc:
-                    raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
-            if not isinstance(payload, dict):
-                raise BadRequestError("the request body must be a JSON object")
+                payload = parse_body(raw)
             _check_fields(endpoint, payload)
             stream = payload.get("stream") is True and endpoint != "embeddings"
             options = payload.get("stream_options")

@@ -27,6 +27,7 @@ from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.proxy import Forwarder
+from wavefleet.gateway.responses import openai_errors
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.security.gate import SecurityGate
@@ -78,7 +79,7 @@ def create_app(
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
     inflight = {b.name: 0 for b in config.backends}
     table = ModelTable(config, monitor)
-    metrics = GatewayMetrics(monitor, config.backends, inflight)
+    metrics = GatewayMetrics(monitor, config.backends, inflight, listed=table.is_listed)
     chosen: dict[str, Backend] = dict(backends or {})
     gateway = Gateway(config, monitor, policy, table, metrics, inflight, chosen)
     watch = DeadlineWatch()
@@ -101,7 +102,7 @@ def create_app(
         auth, report = StaticKeyAuth(keys), None
     api = GatewayApi(config, monitor, table, policy, forwarder, metrics, auth, inflight, report)
 
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app[GATEWAY] = gateway
     app.add_routes(api.routes())
     app.on_response_prepare.append(_add_explain)

@@ -95,6 +95,11 @@ class ModelTable:
             return tuple(Candidate(b, served) for b in backends)
         return tuple(Candidate(b, served) for b in self._wildcards)
 
+    def is_listed(self, model: str) -> bool:
+        """True when a backend lists `model` (a served name, after aliases and groups)."""
+        self._refresh()
+        return model in self._served
+
     def known_names(self) -> list[str]:
         """Every name a client may use: served models, aliases, groups."""
         self._refresh(force=True)

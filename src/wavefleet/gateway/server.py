@@ -17,6 +17,7 @@ from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
+from wavefleet.gateway.runner import GatewayRunner
 
 __all__ = ["run_forever", "serve_until_stopped"]
 
@@ -49,7 +50,7 @@ async def _serve(
 ) -> None:
     app = create_app(config, monitor, api_keys=keys)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream request
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    runner = GatewayRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024, ssl_context=ssl_context)
     try:

@@ -50,14 +50,18 @@ class RunningServer:
 
 @contextmanager
 def serve_in_thread(
-    app: web.Application, *, handler_cancellation: bool = True, loop_factory: Any = None
+    app: web.Application,
+    *,
+    handler_cancellation: bool = True,
+    loop_factory: Any = None,
+    runner_class: type[web.AppRunner] = web.AppRunner,
 ) -> Iterator[RunningServer]:
     """Run `app` on 127.0.0.1 and a port the OS picks, in a thread with its own event loop."""
     ready = threading.Event()
     box: dict[str, Any] = {}
 
     async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+        runner = runner_class(app, access_log=None, handler_cancellation=handler_cancellation)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

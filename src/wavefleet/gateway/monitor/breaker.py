@@ -79,6 +79,11 @@ class CircuitBreaker:
         self._probe_granted_at = now
         return True
 
+    def release(self) -> None:
+        """The granted probe ended without an outcome (its client left): grant the next one now."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._probe_granted_at = None
+
     def record_poll(self, ok: bool) -> BreakerState:
         """Count one health poll: failures count like failed requests; see the module doc."""
         if not ok:

@@ -93,6 +93,11 @@ class PollingMonitor:
             breaker.record(ok)
             self._sync_breaker(backend)
 
+    def release(self, backend: str) -> None:
+        breaker = self._breakers.get(backend)
+        if breaker is not None:
+            breaker.release()
+
     def breaker_status(self, backend: str) -> BreakerStatus | None:
         """State, failure count and cool-down of `backend`'s breaker, for /health."""
         breaker = self._breakers.get(backend)

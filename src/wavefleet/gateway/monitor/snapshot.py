@@ -45,6 +45,11 @@ class BackendMonitor(Protocol):
         """Tell the circuit breaker how a request to `backend` went."""
         ...
 
+    def release(self, backend: str) -> None:
+        """A request `available()` let through ended with no outcome (its client left): a
+        half-open breaker may grant its probe to the next request at once."""
+        ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -69,6 +74,9 @@ class StaticMonitor:
 
     def record_outcome(self, backend: str, ok: bool) -> None:
         self.outcomes.append((backend, ok))
+
+    def release(self, backend: str) -> None:
+        return None
 
     async def start(self) -> None:
         return None

@@ -23,7 +23,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from wavefleet.errors import GatewayError
+from wavefleet.errors import BadRequestError, GatewayError
+from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.security.audit import AuditRecord
 from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.principal import Principal
@@ -100,11 +101,9 @@ async def _payload(request: web.Request) -> dict[str, Any] | None:
     """The JSON body, or None if it is not a JSON object (the gateway then answers 400/413 itself).
     aiohttp keeps the bytes read here, so the gateway's own read costs nothing."""
     try:
-        raw = await request.read()
-        payload = json.loads(raw)
-    except (web.HTTPRequestEntityTooLarge, ValueError):
+        return parse_body(await request.read())
+    except (web.HTTPRequestEntityTooLarge, BadRequestError):
         return None
-    return payload if isinstance(payload, dict) else None
 
 
 def security_middleware(gate: SecurityGate) -> Middleware:
