@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import io
 import json
 import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from wavefleet.cli.audit import audit, parse_time
@@ -105,3 +107,96 @@ def test_cli_refuses_a_missing_database_and_bad_times(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert parse_time("2h", now=10_000.0) == 10_000.0 - 7200
     assert parse_time("2026-11-27T13:05") == 1795784700.0
+
+
+TEXT_COLUMNS = (
+    "request_id",
+    "principal",
+    "client",
+    "method",
+    "path",
+    "model",
+    "backend",
+    "error",
+    "screening",
+    "prompt",
+)
+
+
+def _wait_written(writer: AuditWriter, rows: int, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while writer.written < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_the_writer_survives_a_surrogate_in_every_text_column(tmp_path: Path) -> None:
+    path = tmp_path / "wave.db"
+    writer = AuditWriter(path, interval_s=0.02, prompts=True)
+    writer.start()
+    # "\udcff" is what aiohttp makes of a raw 0xff header byte; "\udc80" a lone surrogate from JSON
+    hostile = {name: f"{name}-\udcff-\udc80-\ud800" for name in TEXT_COLUMNS}
+    writer.record(row(0, **hostile))
+    writer.record(row(1, prompt_tokens=2**70))  # a number SQLite cannot hold
+    for i in range(2, 12):
+        writer.record(row(i))
+    _wait_written(writer, 12)
+    assert writer.health().ok
+    writer.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM audit").fetchone()[0] == 12
+    stored = dict(
+        zip(
+            TEXT_COLUMNS,
+            db.execute(f"SELECT {', '.join(TEXT_COLUMNS)} FROM audit WHERE ts = ?", (row(0).ts,)).fetchone(),
+            strict=True,
+        )
+    )
+    for name, value in stored.items():
+        assert value == f"{name}-\\udcff-\\udc80-\\ud800", name  # escaped, never dropped
+    assert db.execute("SELECT prompt_tokens FROM audit WHERE ts = ?", (row(1).ts,)).fetchone() == (None,)
+
+
+class _Poison:
+    """A value whose conversion for SQLite raises what no `except Exception` catches."""
+
+    def __conform__(self, protocol: object) -> object:
+        raise SystemExit("poisoned row")
+
+
+def test_a_writer_that_dies_anyway_says_so_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = AuditWriter(tmp_path / "wave.db", interval_s=0.02)
+    writer.start()
+    assert writer.health().ok
+    with caplog.at_level(logging.ERROR, logger="wavefleet"):
+        writer.record(row(0, model=_Poison()))
+        deadline = time.monotonic() + 5
+        while writer.health().ok and time.monotonic() < deadline:
+            time.sleep(0.01)
+    health = writer.health()
+    assert not health.ok and health.error is not None and "poisoned row" in health.error
+    loud = [r for r in caplog.records if r.name.startswith("wavefleet.") and r.levelno >= logging.ERROR]
+    assert loud and "audit" in loud[0].getMessage()
+    writer.record(row(1))  # still queued: close() writes it on the caller's thread
+    writer.close()
+    assert sqlite3.connect(tmp_path / "wave.db").execute("SELECT count(*) FROM audit").fetchone()[0] == 1
+
+
+def test_the_queue_is_bounded_and_drops_are_counted_and_logged_once_per_burst(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = AuditWriter(tmp_path / "wave.db", interval_s=0.02, max_pending=10)
+    with caplog.at_level(logging.WARNING, logger="wavefleet"):
+        for i in range(25):  # not started yet: nothing drains the queue
+            writer.record(row(i))
+        assert writer.dropped == 15 and writer.pending == 10
+        burst_starts = [r for r in caplog.records if "full" in r.getMessage()]
+        assert len(burst_starts) == 1 and burst_starts[0].name.startswith("wavefleet.")
+        writer.start()
+        _wait_written(writer, 10)
+        deadline = time.monotonic() + 5
+        while not any("dropped 15" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any("dropped 15" in r.getMessage() for r in caplog.records)  # the burst's summary
+        health = writer.health()
+        assert health.counts["dropped"] == 15 and health.counts["written"] == 10
+    writer.close()
