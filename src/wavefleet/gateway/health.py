@@ -17,15 +17,16 @@ __all__ = ["HealthCheck", "PartHealth"]
 
 @dataclass(frozen=True, slots=True)
 class PartHealth:
-    """One part's state: ok or not, why not (may name files: shown to authenticated callers only)
-    and counters (shown to everyone)."""
+    """One part's state: ok or not, a one-word state and counters (shown to everyone), and why
+    not (may name files: shown to authenticated callers only)."""
 
     ok: bool
+    state: str
     error: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self, *, detail: bool) -> dict[str, object]:
-        body: dict[str, object] = {"ok": self.ok, **self.counts}
+        body: dict[str, object] = {"ok": self.ok, "state": self.state, **self.counts}
         if detail and self.error is not None:
             body["error"] = self.error
         return body

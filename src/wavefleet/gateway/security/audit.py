@@ -222,16 +222,19 @@ class AuditWriter:
         if self._death is None and self._started and not self._stop and not self._thread.is_alive():
             self._death = "ended"
         if self._death is not None:
+            state = "stopped"
             error = (
                 f"the audit writer stopped ({self._death}): no rows reach {self.path}; restart the gateway"
             )
         elif self._dropping:
+            state = "dropping"
             error = f"the audit queue is full ({self.max_pending} rows): rows are dropped"
         elif self._error is not None:
+            state = "failing"
             error = f"the last audit batch could not be written to {self.path}: {self._error}"
         else:
-            return PartHealth(True, None, counts)
-        return PartHealth(False, error, counts)
+            return PartHealth(True, "writing", None, counts)
+        return PartHealth(False, state, error, counts)
 
     def close(self) -> None:
         """Write everything queued, stop the thread, close the database."""

@@ -2,7 +2,8 @@
 
 For the proxied endpoints it authenticates, admits (model, max_tokens cap, screening, limits),
 lets the gateway forward, then releases the limits, charges the tokens the answer used and
-queues the audit row. `/v1/models` is authenticated only; `/health` and `/metrics` pass.
+queues the audit row. `/v1/models` is authenticated only; `/health` and `/metrics` pass
+(`/health` asks `caller_check` whether to show its error texts).
 
 The gateway tells the middleware how a forwarded request ended by setting `request[OUTCOME]`
 (status, prompt tokens, completion tokens, backend): for a stream the HTTP status is 200 even
@@ -33,6 +34,7 @@ __all__ = [
     "PARSED_BODY",
     "PROXIED",
     "Outcome",
+    "caller_check",
     "install",
     "outcome_reporter",
     "security_middleware",
@@ -72,6 +74,19 @@ def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | N
         request[OUTCOME] = Outcome(status, prompt, completion, backend)
 
     return report
+
+
+def caller_check(gate: SecurityGate) -> Callable[[web.Request], Awaitable[bool]]:
+    """Whether a request carries credentials the gate accepts (for what /health may show it)."""
+
+    async def known(request: web.Request) -> bool:
+        try:
+            await gate.authenticate(request.headers.get("Authorization"))
+        except GatewayError:
+            return False
+        return True
+
+    return known
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:
