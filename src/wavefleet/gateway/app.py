@@ -31,8 +31,8 @@ from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.security.audit import AuditCollector
 from wavefleet.gateway.security.gate import SecurityGate
-from wavefleet.gateway.security.middleware import install as install_security
 from wavefleet.gateway.security.middleware import caller_check, outcome_reporter
+from wavefleet.gateway.security.middleware import install as install_security
 
 __all__ = ["GATEWAY", "Gateway", "create_app", "upstream_session"]
 
