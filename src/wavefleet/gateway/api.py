@@ -7,7 +7,7 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from itertools import count
 from typing import Any
 
@@ -24,6 +24,7 @@ from wavefleet.errors import (
 from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends.base import Endpoint
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.health import HealthCheck
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
@@ -120,6 +121,9 @@ class GatewayApi:
         auth: StaticKeyAuth,
         inflight: dict[str, int],
         report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
+        *,
+        health_checks: Mapping[str, HealthCheck] | None = None,
+        caller_known: Callable[[web.Request], Awaitable[bool]] | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -129,6 +133,10 @@ class GatewayApi:
         self._metrics = metrics
         self._auth = auth
         self._report = report  # the security layer's outcome hook, per request
+        self._health_checks = dict(health_checks or {})  # parts besides backends: the audit writer
+        # whether a caller may see /health's error texts (they name internal URLs and files):
+        # the security layer's check when it runs, else the static keys'
+        self._caller_known = caller_known or self._has_static_key
         self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
         self._ids = count(1)
         self._retry_after = max(1.0, config.poll_interval_s)
@@ -231,7 +239,17 @@ class GatewayApi:
             return error_response(exc)
         return json_response({"object": "list", "data": self._table.listing()})
 
+    async def _has_static_key(self, request: web.Request) -> bool:
+        try:
+            self._auth.check(request.headers)
+        except GatewayError:
+            return False
+        return True
+
     async def health(self, request: web.Request) -> web.Response:
+        """Backends' and parts' states for anyone (monitoring sends no key); error texts only to
+        callers with a valid key, or to everyone when the gateway has no keys at all."""
+        detail = await self._caller_known(request)
         backends = {}
         for backend in self._config.backends:
             snap = self._monitor.snapshot(backend.name)
@@ -239,11 +257,19 @@ class GatewayApi:
                 "healthy": snap.healthy,
                 "breaker": snap.breaker,
                 "models": list(self._table.models_of(backend.name)),
-                "error": snap.error,
             }
+            if detail:
+                backends[backend.name]["error"] = snap.error
         up = sum(1 for b in backends.values() if b["healthy"])
         status = "ok" if up == len(backends) else "degraded" if up else "down"
-        return json_response({"status": status, "backends": backends}, 200 if up else 503)
+        body: dict[str, object] = {"status": status, "backends": backends}
+        parts = {name: check() for name, check in self._health_checks.items()}
+        if parts:
+            body["parts"] = {name: part.to_json(detail=detail) for name, part in parts.items()}
+        if not all(part.ok for part in parts.values()):
+            body["status"] = "failing"  # serving, but not as promised (e.g. no audit rows)
+            return json_response(body, 503)
+        return json_response(body, 200 if up else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -30,9 +30,10 @@ from wavefleet.gateway.proxy import Forwarder
 from wavefleet.gateway.responses import openai_errors
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
+from wavefleet.gateway.security.audit import AuditCollector
 from wavefleet.gateway.security.gate import SecurityGate
+from wavefleet.gateway.security.middleware import caller_check, outcome_reporter
 from wavefleet.gateway.security.middleware import install as install_security
-from wavefleet.gateway.security.middleware import outcome_reporter
 
 __all__ = ["GATEWAY", "Gateway", "create_app", "upstream_session"]
 
@@ -100,7 +101,22 @@ def create_app(
         auth, report = StaticKeyAuth([]), outcome_reporter  # the security layer checks the keys
     else:
         auth, report = StaticKeyAuth(keys), None
-    api = GatewayApi(config, monitor, table, policy, forwarder, metrics, auth, inflight, report)
+    audit = security.audit if security is not None else None
+    api = GatewayApi(
+        config,
+        monitor,
+        table,
+        policy,
+        forwarder,
+        metrics,
+        auth,
+        inflight,
+        report,
+        health_checks={"audit": audit.health} if audit is not None else None,
+        caller_known=caller_check(security) if security is not None else None,
+    )
+    if audit is not None:
+        metrics.registry.register(AuditCollector(audit))
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app[GATEWAY] = gateway

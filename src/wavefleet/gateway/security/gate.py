@@ -24,7 +24,7 @@ from typing import Any
 from wavefleet.errors import BadRequestError, PermissionDeniedError
 from wavefleet.gateway.security.audit import AuditRecord, AuditWriter
 from wavefleet.gateway.security.authn import Authenticator
-from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.db import connect, resolve_db_path
 from wavefleet.gateway.security.keys import KeyCache, KeyLimits, KeyStore
 from wavefleet.gateway.security.limits import LocalLimiter, RateLimiter, Ticket
 from wavefleet.gateway.security.oidc import OidcVerifier
@@ -136,13 +136,12 @@ class SecurityGate:
             cache.refresh()
         audit = None
         if config.audit:
-            path = config.audit_db or config.db
-            if path is None:
-                from wavefleet.errors import UsageError
-
-                raise UsageError("the audit trail needs a database: give --audit-db (or --db / WAVE_DB)")
+            path = config.audit_db or config.db or resolve_db_path(None)  # None: where `wave audit` reads
             audit = AuditWriter(
-                path.expanduser(), interval_s=config.audit_interval_s, prompts=config.audit_prompts
+                path.expanduser(),
+                interval_s=config.audit_interval_s,
+                prompts=config.audit_prompts,
+                max_pending=config.audit_max_pending,
             )
         limiter: RateLimiter
         if config.redis_url:

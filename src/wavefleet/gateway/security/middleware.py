@@ -3,7 +3,7 @@
 For the proxied endpoints it authenticates, admits (model, max_tokens cap, screening, limits),
 lets the gateway forward, then releases the limits, settles the tokens reserved at admission
 (see `tokens_to_charge`) and queues the audit row. `/v1/models` is authenticated only;
-`/health` and `/metrics` pass.
+`/health` and `/metrics` pass (`/health` asks `caller_check` whether to show its error texts).
 
 The gateway tells the middleware how a forwarded request ended by setting `request[OUTCOME]`
 (status, prompt tokens, completion tokens, backend): for a stream the HTTP status is 200 even
@@ -35,6 +35,7 @@ __all__ = [
     "PARSED_BODY",
     "PROXIED",
     "Outcome",
+    "caller_check",
     "install",
     "outcome_reporter",
     "security_middleware",
@@ -86,6 +87,19 @@ def tokens_to_charge(outcome: Outcome | None, *, client_closed: bool) -> int | N
     if outcome.prompt_tokens is not None or outcome.completion_tokens is not None:
         return (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
     return None if outcome.status < 400 or outcome.status == 499 else 0
+
+
+def caller_check(gate: SecurityGate) -> Callable[[web.Request], Awaitable[bool]]:
+    """Whether a request carries credentials the gate accepts (for what /health may show it)."""
+
+    async def known(request: web.Request) -> bool:
+        try:
+            await gate.authenticate(request.headers.get("Authorization"))
+        except GatewayError:
+            return False
+        return True
+
+    return known
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:

@@ -22,6 +22,7 @@ _ACTIONS = [a.value for a in Action]
 
 SECURITY_FLAGS = (
     "db",
+    "audit",
     "audit_db",
     "audit_prompts",
     "screening",
@@ -46,10 +47,16 @@ def security_options(command: F) -> F:
             help="Accept the keys of `wave keys create` stored in this database.",
         ),
         click.option(
+            "--audit",
+            is_flag=True,
+            help="Write the audit trail (one row per request) to the database `wave audit` reads by default: "
+            "--db, else WAVE_DB, else $XDG_DATA_HOME/wavefleet/wave.db.",
+        ),
+        click.option(
             "--audit-db",
             type=_PATH,
             default=None,
-            help="Write the audit trail (one row per request) to this database; read it with `wave audit`.",
+            help="Write the audit trail to this database instead; read it with `wave audit --db PATH`.",
         ),
         click.option(
             "--audit-prompts", is_flag=True, help="Also keep prompt text in the audit trail (off by default)."
@@ -124,12 +131,14 @@ def apply_security_flags(config: SecurityConfig, flags: dict[str, Any]) -> Secur
     data = config.model_dump()
     if flags.get("db") is not None:
         data["db"] = flags["db"]
+    if flags.get("audit"):
+        data["audit"] = True
     if flags.get("audit_db") is not None:
         data["audit"], data["audit_db"] = True, flags["audit_db"]
     if flags.get("audit_prompts"):
         data["audit_prompts"] = True
         if not data["audit"]:
-            raise UsageError("--audit-prompts needs the audit trail: add --audit-db PATH")
+            raise UsageError("--audit-prompts needs the audit trail: add --audit (or --audit-db PATH)")
     if flags.get("screening") is not None:
         data["screening"]["default"] = flags["screening"]
     for spec in flags.get("screening_rules") or ():

@@ -2,7 +2,7 @@
 
 security:
   db: ~/.local/share/wavefleet/wave.db   # API keys (wave keys create) and the audit trail
-  audit: true
+  audit: true                            # to audit_db, else db, else the default wave.db
   audit_prompts: false
   screening: {default: flag, rules: {template_tokens: block}}
   oidc: {issuer: "https://auth.home/application/o/wave/", audience: wave,
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wavefleet.gateway.security.audit import DEFAULT_MAX_PENDING
 from wavefleet.gateway.security.oidc import OidcConfig
 from wavefleet.gateway.security.screening import ScreeningConfig
 
@@ -36,10 +37,16 @@ class SecurityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     db: Path | None = Field(default=None, description="keys database; None: no stored keys")
-    audit: bool = Field(default=False, description="write the audit trail (to audit_db, else db)")
+    audit: bool = Field(
+        default=False,
+        description="write the audit trail (to audit_db, else db, else the default database `wave audit` reads)",
+    )
     audit_db: Path | None = None
     audit_prompts: bool = False
     audit_interval_s: float = Field(default=0.2, gt=0, le=10)
+    audit_max_pending: int = Field(
+        default=DEFAULT_MAX_PENDING, ge=1, description="rows that may wait for the writer; more are dropped"
+    )
     keys_refresh_s: float = Field(
         default=1.0, gt=0, description="how often the key cache checks the database"
     )
