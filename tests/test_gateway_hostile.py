@@ -392,3 +392,48 @@ def test_engines_that_answer_well_still_do() -> None:
         plain[0] == 200 and json.loads(plain[2])["choices"][0]["message"]["content"] == "a says: hello there"
     )
     assert streamed[0] == 200 and b"data: [DONE]" in streamed[2] and b'"error"' not in streamed[2]
+
+
+# -- a client that closes early ----------------------------------------------------------------------
+
+
+def test_a_stream_the_client_closes_is_audited_and_charged_for_what_was_streamed(tmp_path: Any) -> None:
+    from wavefleet.gateway.security.audit import AuditQuery, query_audit
+    from wavefleet.gateway.security.db import connect
+
+    async def slow_stream(request: BackendRequest) -> FakeReply:
+        class Slow(FakeReply):
+            async def chunks(self) -> AsyncIterator[bytes]:
+                for event in self._events:
+                    if self.closed:
+                        return
+                    yield event
+                    await asyncio.sleep(0.05)
+
+        return Slow.stream([f"w{i}" for i in range(200)], model="m1")
+
+    backend = FakeBackend("a", slow_stream, models=["m1"])
+    audit_db = tmp_path / "audit.db"
+    config = _config(
+        [{"name": "a", "url": "http://127.0.0.1:9", "models": ["m1"]}],
+        security={"audit": True, "audit_db": str(audit_db), "static_limits": {"tpm": 100000}},
+    )
+    body = json.dumps({**CHAT, "stream": True, "max_tokens": 400}).encode()
+    with gateway({"a": backend}, config) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            received = b""
+            while received.count(b"data: ") < 10:
+                received += sock.recv(65536)
+        deadline = time.monotonic() + 10
+        while not backend.replies[0].closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    rows = list(query_audit(connect(audit_db), AuditQuery()))
+    assert [row["status"] for row in rows] == [499]
+    completion = rows[0]["completion_tokens"]
+    assert isinstance(completion, int) and 9 <= completion < 60  # what was streamed, not nothing nor all
+    assert rows[0]["prompt_tokens"] == 2  # "hello there": 11 characters at 4 a token
