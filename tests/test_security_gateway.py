@@ -140,6 +140,18 @@ def test_model_permission_and_max_tokens_cap(fleet: dict[str, Any]) -> None:
     assert post(fleet, "capped", chat("hi", max_tokens=8))[0] == 200
 
 
+def test_models_lists_only_what_the_key_may_use(fleet: dict[str, Any]) -> None:
+    def listed(key: str) -> list[str]:
+        status, _, body = support.http(
+            "GET", fleet["gateway"].url + "/v1/models", None, {"Authorization": f"Bearer {fleet['keys'][key]}"}
+        )
+        assert status == 200
+        return [entry["id"] for entry in json.loads(body)["data"]]
+
+    assert "m" in listed("plain")
+    assert listed("narrow") == []  # it may use only "other", which no backend serves
+
+
 def test_revocation_takes_effect_while_running(fleet: dict[str, Any]) -> None:
     created = fleet["store"].create("short-lived")
     deadline = time.monotonic() + 10
@@ -189,6 +201,7 @@ def test_audit_rows_name_principals_never_keys(fleet: dict[str, Any]) -> None:
     db = sqlite3.connect(fleet["db"])
     rows = db.execute(
         "SELECT principal, status, backend, prompt_tokens, completion_tokens, screening, prompt FROM audit"
+        " WHERE path = '/v1/chat/completions'"
     ).fetchall()
     statuses = {r[1] for r in rows}
     assert {200, 400, 401, 403, 429} <= statuses

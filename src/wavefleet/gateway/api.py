@@ -33,7 +33,7 @@ from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.routing.wave import explain
-from wavefleet.gateway.security.middleware import PARSED_BODY
+from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
 
 __all__ = ["EXPLAIN_HEADER", "EXPLANATION", "GatewayApi", "estimate_prompt"]
 
@@ -237,7 +237,11 @@ class GatewayApi:
             self._auth.check(request.headers)
         except GatewayError as exc:
             return error_response(exc)
-        return json_response({"object": "list", "data": self._table.listing()})
+        entries = self._table.listing()
+        principal = request.get(PRINCIPAL)
+        if principal is not None:
+            entries = [entry for entry in entries if principal.may_use(str(entry["id"]))]
+        return json_response({"object": "list", "data": entries})
 
     async def _has_static_key(self, request: web.Request) -> bool:
         try:

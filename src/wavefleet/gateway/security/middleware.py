@@ -33,6 +33,7 @@ __all__ = [
     "ADMISSION",
     "OUTCOME",
     "PARSED_BODY",
+    "PRINCIPAL",
     "PROXIED",
     "Outcome",
     "caller_check",
@@ -66,6 +67,8 @@ OUTCOME = web.RequestKey("wave_outcome", Outcome)
 # the body as parsed here, so the gateway's handler does not parse it again
 PARSED_BODY = web.RequestKey("wave_parsed_body", dict[str, Any])
 ADMISSION = web.RequestKey("wave_admission", Admission)
+# who is asking, once authenticated: /v1/models lists only what this principal may use
+PRINCIPAL = web.RequestKey("wave_principal", Principal)
 
 
 def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | None, str], None]:
@@ -136,6 +139,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
         status, error = 500, None
         try:
             principal = await gate.authenticate(request.headers.get("Authorization"))
+            request[PRINCIPAL] = principal
             payload = await _payload(request) if endpoint is not None else None
             if payload is not None and endpoint is not None:
                 request[PARSED_BODY] = payload
