@@ -13,9 +13,10 @@ from pathlib import Path
 
 import openai
 import pytest
+from click.core import ParameterSource
 from click.testing import CliRunner
 
-from wavefleet.cli.serve import build_config, parse_backend, refuse_open_bind, serve
+from wavefleet.cli.serve import build_config, gateway_keys, parse_backend, refuse_open_bind, serve
 from wavefleet.errors import ConfigError, UsageError
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import BackendKind, PolicyName
@@ -113,3 +114,60 @@ def test_wave_serve_runs_polls_and_stops_on_sigterm(repo_root: Path) -> None:
     assert reply.headers["x-wave-backend"] == "a"
     assert health["backends"]["a"]["healthy"] and health["backends"]["a"]["breaker"] == "closed"
     assert code == 0
+
+
+def test_an_empty_api_key_on_the_command_line_is_refused() -> None:
+    """`--api-key "$WAVE_API_KEY"` with the variable unset must not start a gateway without keys."""
+    result = CliRunner().invoke(
+        serve, ["--api-key", "", "--backend", "a=http://127.0.0.1:1"], env={"WAVE_API_KEY": ""}
+    )
+    assert isinstance(result.exception, UsageError)
+    assert "--api-key is empty" in str(result.exception)
+
+
+def test_api_key_file_is_read_and_a_bad_one_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-a-file-0123456789\n")
+    keys, notes = gateway_keys(
+        build_config(None, None, None, ("a=http://127.0.0.1:1",), None), None, key_file, None
+    )
+    assert keys == ["sk-from-a-file-0123456789"] and notes == []
+    (tmp_path / "empty").write_text("\n")
+    for bad, words in ((tmp_path / "missing", "cannot read"), (tmp_path / "empty", "is empty")):
+        with pytest.raises(UsageError, match=words):
+            gateway_keys(build_config(None, None, None, ("a=http://127.0.0.1:1",), None), None, bad, None)
+
+
+def test_warnings_for_an_open_gateway_and_a_key_in_the_process_list() -> None:
+    config = build_config(None, None, None, ("a=http://127.0.0.1:1",), None)
+    keys, notes = gateway_keys(config, None, None, None)
+    assert keys == [] and any("anyone" in n and "this machine" in n for n in notes)
+    keys, notes = gateway_keys(config, "sk-on-the-command-line-1234", None, ParameterSource.COMMANDLINE)
+    assert keys == ["sk-on-the-command-line-1234"] and any("process list" in n for n in notes)
+    keys, notes = gateway_keys(config, "sk-from-the-environment-123", None, ParameterSource.ENVIRONMENT)
+    assert keys == ["sk-from-the-environment-123"] and notes == []
+
+
+def test_wave_serve_without_a_key_warns_after_its_banner(repo_root: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+    env.pop("WAVE_API_KEY", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "wavefleet",
+        "serve",
+        "--port",
+        "0",
+        "--no-poll",
+        "--backend",
+        "a=http://127.0.0.1:9",
+    ]
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        banner, warning = process.stderr.readline(), process.stderr.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert "wave serve: http://127.0.0.1:" in banner
+    assert "warning" in warning and "no API key" in warning

@@ -424,7 +424,8 @@ def test_a_stream_the_client_closes_is_audited_and_charged_for_what_was_streamed
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
                 f"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
             received = b""
             while received.count(b"data: ") < 10:

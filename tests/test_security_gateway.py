@@ -143,7 +143,10 @@ def test_model_permission_and_max_tokens_cap(fleet: dict[str, Any]) -> None:
 def test_models_lists_only_what_the_key_may_use(fleet: dict[str, Any]) -> None:
     def listed(key: str) -> list[str]:
         status, _, body = support.http(
-            "GET", fleet["gateway"].url + "/v1/models", None, {"Authorization": f"Bearer {fleet['keys'][key]}"}
+            "GET",
+            fleet["gateway"].url + "/v1/models",
+            None,
+            {"Authorization": f"Bearer {fleet['keys'][key]}"},
         )
         assert status == 200
         return [entry["id"] for entry in json.loads(body)["data"]]

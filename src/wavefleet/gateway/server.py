@@ -7,10 +7,12 @@ import gc
 import signal
 import ssl
 import sys
+from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
 from rich.console import Console
+from rich.markup import escape
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
@@ -28,6 +30,7 @@ async def serve_until_stopped(
     monitor: BackendMonitor | None = None,
     ssl_context: ssl.SSLContext | None = None,
     poll: bool = True,
+    notes: Sequence[str] = (),
 ) -> None:
     """Serve `config` on its host and port until SIGINT or SIGTERM.
 
@@ -39,14 +42,18 @@ async def serve_until_stopped(
         poll_session = aiohttp.ClientSession()
         monitor = PollingMonitor(config.backends, poll_session, interval_s=config.poll_interval_s)
     try:
-        await _serve(config, keys, monitor or StaticMonitor(), ssl_context)
+        await _serve(config, keys, monitor or StaticMonitor(), ssl_context, notes)
     finally:
         if poll_session is not None:
             await poll_session.close()
 
 
 async def _serve(
-    config: GatewayConfig, keys: list[str], monitor: BackendMonitor, ssl_context: ssl.SSLContext | None
+    config: GatewayConfig,
+    keys: list[str],
+    monitor: BackendMonitor,
+    ssl_context: ssl.SSLContext | None,
+    notes: Sequence[str],
 ) -> None:
     app = create_app(config, monitor, api_keys=keys)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream request
@@ -71,9 +78,13 @@ async def _serve(
     port = runner.addresses[0][1]  # the real one when --port 0 let the OS choose
     names = ", ".join(f"{b.name} ({b.kind.value} {b.url})" for b in config.backends)
     scheme = "https" if ssl_context else "http"
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(
+        f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}",
+        markup=False,
     )
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     try:
         await stop.wait()
     finally:
@@ -81,10 +92,15 @@ async def _serve(
 
 
 def run_forever(
-    config: GatewayConfig, keys: list[str], ssl_context: ssl.SSLContext | None = None, poll: bool = True
+    config: GatewayConfig,
+    keys: list[str],
+    ssl_context: ssl.SSLContext | None = None,
+    poll: bool = True,
+    notes: Sequence[str] = (),
 ) -> None:
-    """Blocking entry point for `wave serve`, on uvloop where it exists."""
-    main = serve_until_stopped(config, keys, None, ssl_context, poll=poll)
+    """Blocking entry point for `wave serve`, on uvloop where it exists; `notes` are warnings
+    printed under the start-up line."""
+    main = serve_until_stopped(config, keys, None, ssl_context, poll=poll, notes=notes)
     if sys.platform != "win32":
         import uvloop
 
