@@ -91,6 +91,33 @@ def test_banner_has_url_key_curl_and_python_example(running: Running) -> None:
 
 
 @pytest.mark.slow
+def test_the_printed_examples_run_as_printed_from_a_plain_shell(running: Running) -> None:
+    """Pasted into a shell outside the project's virtualenv (system PATH, no PYTHONPATH)."""
+    start = running.banner.rindex("\n", 0, running.banner.index("<<'PY'")) + 1
+    snippet = running.banner[start : running.banner.index("\nPY", start) + 3]
+    curl = running.banner[
+        running.banner.index("curl ") : running.banner.index("}'", running.banner.index("curl ")) + 2
+    ]
+    plain = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    for example in (snippet, curl):
+        result = subprocess.run(
+            ["bash", "-c", example], env=plain, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (example, result.stderr[-2000:])
+        assert result.stdout.strip(), example
+
+
+def test_the_python_example_says_how_to_get_the_client_when_it_is_missing() -> None:
+    from wavefleet.engine.up import usage_examples
+
+    without = usage_examples("http://127.0.0.1:8080/v1", "wave-k", "m", python=None)
+    assert "pip install openai" in without
+    assert "python3 - <<'PY'" in without
+    found = usage_examples("http://127.0.0.1:8080/v1", "wave-k", "m", python="/opt/venv/bin/python")
+    assert "/opt/venv/bin/python - <<'PY'" in found and "pip install" not in found
+
+
+@pytest.mark.slow
 def test_chat_through_the_gateway_with_the_openai_client(running: Running) -> None:
     client = OpenAI(base_url=running.base_url, api_key=running.api_key, max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [MODEL]

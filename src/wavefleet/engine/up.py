@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import secrets
+import shlex
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,19 +82,30 @@ def gateway_config(options: UpOptions, engine_url: str, model_name: str) -> Gate
     )
 
 
-def usage_examples(base_url: str, api_key: str, model: str) -> str:
-    """The ready-to-paste curl and openai-client snippets `wave up` prints."""
+def usage_examples(base_url: str, api_key: str, model: str, *, python: str | None) -> str:
+    """The ready-to-paste curl and openai-client snippets `wave up` prints.
+
+    `python` is an interpreter that has the `openai` package (this one, when it does), so the
+    snippet runs from any shell; without one, it says how to get the client first."""
+    if python is not None:
+        runner = f"{shlex.quote(python)} - <<'PY'"
+    else:
+        runner = "# the official client first: pip install openai\npython3 - <<'PY'"
     return f"""\
 curl {base_url}/chat/completions \\
   -H "Authorization: Bearer {api_key}" -H "Content-Type: application/json" \\
   -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Say hello"}}]}}'
 
-python - <<'PY'
+{runner}
 from openai import OpenAI
 client = OpenAI(base_url="{base_url}", api_key="{api_key}")
 reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Say hello"}}])
 print(reply.choices[0].message.content)
 PY"""
+
+
+def _python_with_openai() -> str | None:
+    return sys.executable if importlib.util.find_spec("openai") is not None else None
 
 
 async def run_up(options: UpOptions, console: Console) -> None:
@@ -172,6 +186,9 @@ def _print_banner(
     console.print(f"  direct:  {engine_url}/v1 (the engine itself, loopback only, no key)", soft_wrap=True)
     console.print("\nTry it:\n", highlight=False)
     console.print(
-        usage_examples(base_url, api_key, settings.model_name), soft_wrap=True, highlight=False, markup=False
+        usage_examples(base_url, api_key, settings.model_name, python=_python_with_openai()),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
     )
     console.print("\nCtrl-C stops the gateway and the engine.", highlight=False)
