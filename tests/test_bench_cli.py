@@ -311,10 +311,14 @@ def test_goodput_and_throughput_over_the_arrival_window_and_the_full_run(
     assert summary["request_throughput_window"] == pytest.approx(8 / window)
     assert "over the arrival window" in result.stdout and "over the run" in result.stdout
     html = (out / "bench.html").read_text()
-    assert "goodput req/s (arrival window)" in html and "goodput req/s (full run)" in html
+    assert (
+        "goodput req/s (window)" in html and "goodput req/s (full run)" in html and "arrival window" in html
+    )
 
 
-def test_failures_count_as_infinite_in_the_all_requests_percentiles(engine: FakeEngine, tmp_path: Path) -> None:
+def test_failures_count_as_infinite_in_the_all_requests_percentiles(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
     out = tmp_path / "f"
     common = ["--url", engine.url, "--model", "fake-model", "--concurrency", "1", "--num-requests", "4"]
     common += ["--timeout", "0.3", "--prompts", str(prompts(tmp_path / "p.jsonl", "a", "hold"))]
@@ -325,8 +329,9 @@ def test_failures_count_as_infinite_in_the_all_requests_percentiles(engine: Fake
     assert wave(*common, "--out", str(out)).returncode == 0
     stats = json.loads((out / "bench.json").read_text())["levels"][0]["summary"]["stats"]
     assert stats["ttft_all"]["count"] == 4 and stats["ttft"]["count"] == 2
-    assert stats["ttft_all"]["percentiles"]["p95"] is None  # infinite: it falls on failed requests
-    assert stats["ttft_all"]["percentiles"]["p50"] == pytest.approx(stats["ttft"]["max"])
+    # two of four failed: from the median up the percentiles fall on failures (null: infinite)
+    assert stats["ttft_all"]["percentiles"]["p95"] is None and stats["ttft_all"]["median"] is None
+    assert stats["ttft"]["percentiles"]["p95"] is not None
 
 
 def test_the_default_url_is_the_gateway_that_wave_up_and_wave_serve_start(repo_root: Path) -> None:
@@ -389,3 +394,17 @@ def test_the_progress_bar_counts_what_it_says(engine: FakeEngine) -> None:
     text = render(by_time)
     assert "0.5/0.5 s of arrivals" in text
     assert f"{len(result.records)} requests done" in text and "/0 requests" not in text
+
+
+def test_the_windows_the_runner_reports(engine: FakeEngine) -> None:
+    target, workload = Target(engine.url, "fake-model"), SyntheticWorkload(input_len=2, output_len=2)
+    closed = run_load(target, workload, LoadSpec(concurrency=3, num_requests=9))
+    assert closed.window is not None and closed.window.kind == "full concurrency"
+    # every worker stays busy until the last request is sent; the first to run out ends it
+    last_sent = max(r.sent for r in closed.records)
+    assert last_sent <= closed.window.end <= max(r.done for r in closed.records)
+    assert closed.window.seconds == pytest.approx(closed.window.end - closed.t0)
+
+    timed = run_load(target, workload, LoadSpec(rate=40, duration_s=0.3))
+    assert timed.window is not None and timed.window.kind == "arrivals"
+    assert timed.window.seconds == pytest.approx(0.3)  # the arrivals' span, even if answers ended sooner

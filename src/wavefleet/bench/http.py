@@ -369,7 +369,9 @@ class Connection(asyncio.Protocol):
         if self.exchange is not None and self.state == _UNTIL_CLOSE:
             self._finish(perf_counter())
         elif self.waiter is not None:
-            self.abort(f"connection closed before the response ended{f': {exc}' if exc else ''}", "disconnect")
+            self.abort(
+                f"connection closed before the response ended{f': {exc}' if exc else ''}", "disconnect"
+            )
 
     def idle_and_open(self) -> bool:
         """Whether a pooled connection can take a request: open, and nothing waiting to be read.
