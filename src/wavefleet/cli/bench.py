@@ -169,7 +169,7 @@ def bench(**options: Any) -> None:
       wave bench --rate 2,5,10 --duration 60 --burstiness 0.5 --max-concurrency 64
       wave bench --multi-turn 16 --prefix-len 1024 --turns 5 --concurrency 8
       wave bench --prompts prompts.jsonl --concurrency 4 --goodput 'ttft:500 tpot:50'
-      wave bench --concurrency 8 --criteria 'p95_ttft_ms<500,output_tps>100' --out results/
+      wave bench --concurrency 8 --criteria 'p95_ttft_all_ms<500,output_tps>100' --out results/
 
     Exit codes: 0 ok, 1 a criterion failed (or no request succeeded), 2 bad arguments.
     """
