@@ -30,8 +30,12 @@ _SCALARS = (
     "total_tps",
     "input_tokens",
     "output_tokens",
+    "window_s",
+    "request_tps_window",
+    "output_tps_window",
+    "total_tps_window",
 )
-_GOODPUT = ("goodput_rps", "good_fraction")
+_GOODPUT = ("goodput_rps", "goodput_rps_window", "good_fraction")
 _LATENCY = re.compile(r"^(mean|median|std|max|p(\d+(?:\.\d+)?))_(" + "|".join(LATENCY_METRICS) + r")_ms$")
 
 

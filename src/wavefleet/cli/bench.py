@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from wavefleet.bench.arrivals import expected_span
 from wavefleet.bench.criteria import Criterion, check, parse_criteria
 from wavefleet.bench.metrics import Slo, summarize
 from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
-from wavefleet.bench.runner import LoadSpec, Target, run_load
+from wavefleet.bench.runner import LoadSpec, ProgressInfo, Target, run_load
 from wavefleet.bench.workload import (
     JsonlWorkload,
     MultiTurnWorkload,
@@ -28,11 +29,16 @@ from wavefleet.errors import BenchError, UsageError
 __all__ = ["bench"]
 
 DEFAULT_REQUESTS = 200
+# `wave up` and `wave serve` listen on 8080 by default: the bench measures that gateway unless told.
+DEFAULT_URL = "http://127.0.0.1:8080/v1"
 
 
 @click.command(context_settings={"max_content_width": 100})
 @click.option(
-    "--url", default="http://127.0.0.1:8000/v1", show_default=True, help="Base URL of the OpenAI API."
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of the OpenAI API (the default is where `wave up` and `wave serve` listen).",
 )
 @click.option("--model", help="Model name to request (default: the first of GET /v1/models).")
 @click.option("--api-key", envvar="WAVE_API_KEY", help="Bearer key (or set WAVE_API_KEY).")
@@ -125,7 +131,8 @@ DEFAULT_REQUESTS = 200
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
-    help="Per-request timeout in seconds.",
+    help="Seconds from sending a request to the end of its answer; past it the request fails "
+    "as `timeout` (it is never sent again).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for prompts and arrival times.")
 @click.option(
@@ -157,11 +164,12 @@ def bench(**options: Any) -> None:
 
     \b
     Examples:
-      wave bench --url http://127.0.0.1:8080/v1 --concurrency 1,4,16 --num-requests 100
+      wave bench --concurrency 1,4,16 --num-requests 100        # the gateway on 127.0.0.1:8080
+      wave bench --url http://127.0.0.1:8000/v1 --concurrency 4   # a vLLM server directly
       wave bench --rate 2,5,10 --duration 60 --burstiness 0.5 --max-concurrency 64
       wave bench --multi-turn 16 --prefix-len 1024 --turns 5 --concurrency 8
       wave bench --prompts prompts.jsonl --concurrency 4 --goodput 'ttft:500 tpot:50'
-      wave bench --concurrency 8 --criteria 'p95_ttft_ms<500,output_tps>100' --out results/
+      wave bench --concurrency 8 --criteria 'p95_ttft_all_ms<500,output_tps>100' --out results/
 
     Exit codes: 0 ok, 1 a criterion failed (or no request succeeded), 2 bad arguments.
     """
@@ -193,13 +201,20 @@ def bench(**options: Any) -> None:
             "percentiles": percentiles,
             "criteria": [str(c) for c in criteria],
             "timer_start": "scheduled send time (includes client queueing)",
+            "timeout_s": target.timeout_s,
+            "resends": "never: each request is sent once; a timeout is a failed request",
         },
         environment=environment(),
     )
+    for line in plan_lines(
+        loads, defaulted=options["num_requests"] is None and options["duration_s"] is None
+    ):
+        console.print(line)
     for load in loads:
         with ProgressBar(console, load, disabled=options["no_progress"]) as progress:
             result = run_load(target, workload, load, progress)
-        level = Level(result, summarize(result.records, result.duration_s, slo, percentiles))
+        summary = summarize(result.records, result.duration_s, slo, percentiles, window=result.window)
+        level = Level(result, summary)
         report.levels.append(level)
         print_level(console, level)
     checked = report.levels if options["criteria_on"] == "each" else report.levels[-1:]
@@ -336,23 +351,105 @@ def _first_model(base_url: str, api_key: str | None) -> str:
     return str(models[0]["id"])
 
 
+def _span(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_lines(loads: list[LoadSpec], *, defaulted: bool) -> list[str]:
+    """What the run will do and how long it should take, said before anything is sent."""
+    counts = [load.num_requests for load in loads]
+    levels = f"{len(loads)} level{'s' if len(loads) != 1 else ''}"
+    if all(count is not None for count in counts):
+        cut = " at most" if any(load.duration_s is not None for load in loads) else ""
+        levels += f",{cut} {sum(c or 0 for c in counts)} requests"
+    lines = [f"wave bench: {levels}"]
+    if defaulted:
+        lines[0] += f"; {DEFAULT_REQUESTS} requests per level (the default; set --num-requests or --duration)"
+    known, unknown = 0.0, 0
+    width = max(len(load.label) for load in loads)
+    for load in loads:
+        seconds, what = _level_plan(load)
+        if seconds is None:
+            unknown += 1
+        else:
+            known += seconds
+        lines.append(f"  {load.label:<{width}}  {what}")
+    if unknown == 0:
+        lines.append(f"  expected: about {_span(known)} of sending, plus each level's drain")
+    elif known:
+        lines.append(
+            f"  expected: about {_span(known)} of sending for the timed levels, plus the "
+            f"{unknown} closed-loop level{'s' if unknown != 1 else ''} (ETA in the progress bar)"
+        )
+    return lines
+
+
+def _level_plan(load: LoadSpec) -> tuple[float | None, str]:
+    """Seconds of sending the level is expected to take (None: up to the server), and why."""
+    drain = "then the requests in flight finish"
+    count, duration = load.num_requests, load.duration_s
+    if load.rate is None:
+        workers = f"{load.concurrency} in flight at a time"
+        if duration is not None:
+            most = f" (at most {count} requests)" if count is not None else ""
+            return duration, f"sending for {_span(duration)}{most}, {workers}; {drain}"
+        return None, f"{count} requests, {workers}: as long as the server takes (ETA once requests finish)"
+    if count is None:
+        assert duration is not None
+        expected = load.rate * duration
+        return duration, f"about {expected:.0f} requests arriving over {_span(duration)}, {drain}"
+    span = expected_span(load.rate, count, ramp_up_s=load.ramp_up_s)
+    if duration is not None and duration < span:
+        return duration, f"up to {count} requests arriving over {_span(duration)}, {drain}"
+    return span, f"{count} requests arriving over about {_span(span)}, {drain}"
+
+
+def _amount(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
 class ProgressBar:
-    """A rich progress bar fed by the runner's progress callback (or nothing, when disabled)."""
+    """A rich progress bar fed by the runner's progress callback (or nothing, when disabled).
+
+    A level with a request count shows requests ended (answered or failed) of the count; a
+    level with only a --duration shows seconds of sending of the duration, then the drain.
+    Both show the requests in flight, the time elapsed and an ETA from the pace so far.
+    """
 
     def __init__(self, console: Console, load: LoadSpec, disabled: bool) -> None:
         self.disabled = disabled
+        self.by_time = load.num_requests is None
+        self.sending = "arrivals" if load.rate is not None else "sending"
         self.bar = Progress(
             TextColumn(f"{load.label:<24}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("requests"),
+            TextColumn("{task.fields[amount]}"),
+            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=console,
             transient=True,
         )
-        by_time = load.num_requests is None and load.duration_s is not None
-        self.task = self.bar.add_task(load.label, total=load.duration_s if by_time else load.num_requests)
-        self.by_time = by_time
+        total = load.duration_s if self.by_time else load.num_requests
+        self.task = self.bar.add_task(load.label, total=total, amount="", detail="")
+        self(
+            ProgressInfo(
+                done=0,
+                sent=0,
+                in_flight=0,
+                planned=load.num_requests,
+                elapsed_s=0.0,
+                planned_s=load.duration_s,
+                sending=True,
+            )
+        )
 
     def __enter__(self) -> ProgressBar | None:
         if self.disabled:
@@ -364,6 +461,17 @@ class ProgressBar:
         if not self.disabled:
             self.bar.stop()
 
-    def __call__(self, done: int, total: int | None, elapsed: float, duration: float | None) -> None:
-        completed = min(elapsed, duration or elapsed) if self.by_time else done
-        self.bar.update(self.task, completed=completed)
+    def __call__(self, info: ProgressInfo) -> None:
+        waiting = info.sent - info.done - info.in_flight  # issued, waiting for a --max-concurrency slot
+        detail = f"{info.in_flight} in flight" + (f", {waiting} waiting" if waiting > 0 else "")
+        if self.by_time:
+            assert info.planned_s is not None
+            completed = min(info.elapsed_s, info.planned_s)
+            amount = f"{_amount(completed)}/{_amount(info.planned_s)} s of {self.sending}"
+            detail = f"{info.done} requests done, {detail}"
+        else:
+            completed = info.done
+            amount = f"{info.done}/{info.planned} requests"
+        if not info.sending and info.done < info.sent:
+            detail = "draining: " + detail
+        self.bar.update(self.task, completed=completed, amount=amount, detail=detail)
