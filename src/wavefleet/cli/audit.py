@@ -24,13 +24,13 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from wavefleet.errors import UsageError
 from wavefleet.files import atomic_writer
 from wavefleet.gateway.security.audit import AUDIT_COLUMNS, AuditQuery, query_audit
 from wavefleet.gateway.security.db import connect, resolve_db_path
+from wavefleet.terminal import fit, folding_table
 
 __all__ = ["audit", "csv_cell", "parse_time", "plain"]
 
@@ -177,7 +177,7 @@ def audit(
     database.text_factory = _lenient_text  # a row some other program wrote as invalid UTF-8 still reads
     rows = query_audit(database, query)
     if output_format == "table":
-        table = Table(
+        table = folding_table(
             "time", "who", "client", "model", "backend", "status", "tokens in/out", "ms", "screening"
         )
         count = 0
@@ -197,7 +197,8 @@ def audit(
             table.add_row(*(Text(plain(cell)) for cell in cells))  # Text: never parsed as markup
             count += 1
         if count:
-            Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+            console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+            console.print(fit(table, console))
     elif out is None:
         count = _write(rows, output_format, sys.stdout)
     else:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.security.db import connect, resolve_db_path
 from wavefleet.gateway.security.keys import KeyLimits, KeyRecord, KeyStore
+from wavefleet.terminal import fit, folding_table
 
 __all__ = ["keys", "parse_duration"]
 
@@ -41,6 +41,16 @@ def parse_duration(text: str) -> float:
 
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
+
+
+def _limits(limits: KeyLimits) -> str:
+    named = (
+        ("rpm", limits.rpm),
+        ("tpm", limits.tpm),
+        ("at once", limits.max_concurrent),
+        ("max_tokens", limits.max_tokens),
+    )
+    return ", ".join(f"{name} {value}" for name, value in named if value is not None) or "none"
 
 
 def _as_json(record: KeyRecord) -> dict[str, object]:
@@ -192,8 +202,15 @@ def list_keys(include_revoked: bool, output_format: str, db: Path | None) -> Non
     if output_format == "json":
         click.echo(json.dumps([_as_json(r) for r in records], indent=2))
         return
-    table = Table(
-        "id", "name", "models", "rpm", "tpm", "at once", "max_tokens", "expires", "created", "revoked"
+    table = folding_table(
+        "id",
+        "name",
+        "models",
+        "limits",
+        "expires",
+        "created",
+        "revoked",
+        title="API keys",
     )
     now = time.time()
     for r in records:
@@ -204,16 +221,14 @@ def list_keys(include_revoked: bool, output_format: str, db: Path | None) -> Non
             r.key_id,
             r.name,
             ", ".join(sorted(r.models)) if r.models is not None else "all",
-            *(
-                str(v) if v is not None else "-"
-                for v in (r.limits.rpm, r.limits.tpm, r.limits.max_concurrent, r.limits.max_tokens)
-            ),
+            _limits(r.limits),
             expires,
             _when(r.created_at),
             _when(r.revoked_at),
         )
-    Console(highlight=False).print(
-        table if records else "no keys (make one with `wave keys create --name NAME`)"
+    console = Console(highlight=False)
+    console.print(
+        fit(table, console) if records else "no keys (make one with `wave keys create --name NAME`)"
     )
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from wavefleet.errors import UsageError
 from wavefleet.sim.faults import FaultConfig
 from wavefleet.sim.fleet import SimFleet
 from wavefleet.sim.profile import SimProfile
+from wavefleet.terminal import fit, folding_table
 
 __all__ = ["sim"]
 
@@ -183,8 +183,7 @@ def _run(
 
 
 def _print_fleet(console: Console, profiles: list[SimProfile], urls: dict[str, str], speed: float) -> None:
-    table = Table(title=f"simulated engines (speed x{speed:g})")
-    for column in (
+    table = folding_table(
         "name",
         "dialect",
         "url",
@@ -194,14 +193,14 @@ def _print_fleet(console: Console, profiles: list[SimProfile], urls: dict[str, s
         "KV tokens",
         "prefill tok/s",
         "decode tok/s",
-    ):
-        table.add_column(column)
+        title=f"simulated engines (speed x{speed:g})",
+    )
     for p in profiles:
         table.add_row(
             p.name, p.dialect.value, urls[p.name], p.model, p.device or "-", str(p.max_num_seqs),
             str(p.kv_capacity_tokens), f"{p.prefill_tokens_per_s:.0f}", f"{1 / p.itl_at(1):.1f}",
         )  # fmt: skip
-    console.print(table)
+    console.print(fit(table, console))
     for p in profiles:
         console.print(f"[dim]{p.name}: basis: {'; '.join(p.basis[:3])}[/]")
     for p in profiles:  # one plain line each, for scripts
@@ -213,9 +212,17 @@ def _print_profiles(console: Console, catalog: object) -> None:
     from wavefleet.sim.profiles import BUILTIN_SPECS, calibrated_profile_paths, profile_from_spec
 
     assert isinstance(catalog, Catalog)
-    table = Table(title="simulator profiles (estimates from the sizing engine, or calibrated fits)")
-    for column in ("name", "dialect", "device", "model", "slots", "prefill tok/s", "decode tok/s", "basis"):
-        table.add_column(column)
+    table = folding_table(
+        "name",
+        "dialect",
+        "device",
+        "model",
+        "slots",
+        "prefill tok/s",
+        "decode tok/s",
+        "basis",
+        title="simulator profiles (estimates from the sizing engine, or calibrated fits)",
+    )
     for spec in BUILTIN_SPECS:
         p = profile_from_spec(spec, catalog)
         table.add_row(p.name, p.dialect.value, spec.device, f"{spec.model} {spec.quant}", str(p.max_num_seqs),
@@ -226,4 +233,4 @@ def _print_profiles(console: Console, catalog: object) -> None:
         p = load_profile(path)
         table.add_row(name, p.dialect.value, p.device or "this machine", p.model, str(p.max_num_seqs),
                       f"{p.prefill_tokens_per_s:.0f}", f"{1 / p.itl_at(1):.1f}", "calibrated")  # fmt: skip
-    console.print(table)
+    console.print(fit(table, console))
