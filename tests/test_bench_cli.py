@@ -36,14 +36,14 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 class FakeEngine:
     """An OpenAI-compatible streaming server in a thread; remembers every request body."""
 
-    def __init__(self, chunks: int = 4, gap_s: float = 0.002) -> None:
+    def __init__(self, chunks: int = 4, gap_s: float = 0.002, port: int = 0) -> None:
         self.chunks, self.gap_s = chunks, gap_s
         self.bodies: list[dict[str, Any]] = []
         self.open_handlers = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.port = 0
+        self.port = port
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -53,7 +53,7 @@ class FakeEngine:
         # cancelled handlers are how a held request learns its client went away
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.ready.set()
@@ -408,3 +408,45 @@ def test_the_windows_the_runner_reports(engine: FakeEngine) -> None:
     timed = run_load(target, workload, LoadSpec(rate=40, duration_s=0.3))
     assert timed.window is not None and timed.window.kind == "arrivals"
     assert timed.window.seconds == pytest.approx(0.3)  # the arrivals' span, even if answers ended sooner
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bench_waits_for_a_gateway_that_is_still_starting() -> None:
+    """`wave serve ... &` then `wave bench` in one paste: the bench waits for the server to listen."""
+    port = _free_port()
+    late = FakeEngine(port=port)
+    late_start = threading.Timer(1.5, late.__enter__)
+    late_start.start()
+    try:
+        result = wave(
+            "--url",
+            f"http://127.0.0.1:{port}/v1",
+            "--concurrency",
+            "1",
+            "--num-requests",
+            "2",
+            "--input-len",
+            "5",
+        )
+    finally:
+        late_start.join()
+        late.__exit__()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting" in result.stderr
+
+
+def test_bench_says_when_nothing_answers() -> None:
+    port = _free_port()
+    result = wave(
+        "--url", f"http://127.0.0.1:{port}/v1", "--concurrency", "1", "--num-requests", "2", "--wait", "1"
+    )
+    assert result.returncode == 1
+    assert f"nothing answers at http://127.0.0.1:{port}/v1" in result.stderr
+    assert "wave serve" in result.stderr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,14 @@ DEFAULT_URL = "http://127.0.0.1:8080/v1"
     help="Seconds from sending a request to the end of its answer; past it the request fails "
     "as `timeout` (it is never sent again).",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the server to start listening (a gateway started just before).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for prompts and arrival times.")
 @click.option(
     "--goodput", multiple=True, help="SLOs for goodput, e.g. --goodput 'ttft:500 tpot:50 e2el:5000'."
@@ -178,6 +189,7 @@ def bench(**options: Any) -> None:
     criteria = parse_criteria(options["criteria"], with_goodput=not slo.empty) if options["criteria"] else []
     percentiles = _parse_percentiles(options["percentiles"], criteria)
     workload = _workload(options)
+    _wait_until_listening(options["url"], options["wait_s"])
     model = options["model"] or _first_model(options["url"], options["api_key"])
     target = Target(
         base_url=options["url"],
@@ -333,6 +345,31 @@ def _parse_extra_body(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError("--extra-body must be a JSON object, e.g. '{\"temperature\": 0}'")
     return value
+
+
+def _wait_until_listening(base_url: str, wait_s: float) -> None:
+    """Return once something accepts connections at `base_url` (any HTTP answer will do), or raise
+    BenchError after `wait_s` seconds of refused connections."""
+    parts = urllib.parse.urlsplit(base_url)
+    address = (parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80))
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            socket.create_connection(address, timeout=5).close()
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise BenchError(
+                    f"nothing answers at {base_url} ({exc.strerror or exc}) after {wait_s:g} s: start the "
+                    "gateway first (`wave serve` or `wave up`), or point --url at the server"
+                ) from exc
+            if not said:
+                Console(stderr=True, highlight=False).print(
+                    f"waiting up to {wait_s:g} s for {base_url} to listen", style="dim"
+                )
+                said = True
+            time.sleep(0.25)
 
 
 def _first_model(base_url: str, api_key: str | None) -> str:
