@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from openai import OpenAI
 
 from wavefleet.gateway.config import load_gateway_config
@@ -176,3 +177,47 @@ def wave_serve(config: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_detach_returns_once_the_engines_listen_and_leaves_a_pid_file(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = tmp_path / "wave.yaml"
+    argv = [sys.executable, "-m", "wavefleet", "sim", "--inventory", str(ROOT / "examples" / "home-lab.yaml")]
+    started = subprocess.run(
+        [*argv, "--out", str(out), "--detach"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((tmp_path / "wave-sim.pid").read_text())
+    try:
+        assert out.exists() and "listening" in (tmp_path / "wave-sim.log").read_text()
+        assert f"kill {pid}" in started.stdout
+        config = yaml.safe_load(out.read_text())
+        with urllib.request.urlopen(
+            config["backends"][0]["url"].rstrip("/") + "/v1/models", timeout=5
+        ) as reply:
+            assert reply.status == 200
+        again = subprocess.run(
+            [*argv, "--out", str(out), "--detach"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 2 and f"already runs here (pid {pid})" in again.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    (tmp_path / "wave-sim.pid").unlink(missing_ok=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        failed = subprocess.run(
+            [*argv, "--out", str(tmp_path / "other.yaml"), "--detach", "--base-port", str(taken.getsockname()[1])],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert failed.returncode != 0 and "cannot listen" in failed.stderr

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,6 +91,12 @@ are all in wall-clock units at that speed (multiply latencies by S to read devic
     default=0.0,
     help="fraction with an error event mid-stream under a 200",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="run in the background: return once the engines listen (and --out is written), "
+    "leaving wave-sim.pid and wave-sim.log in the current directory",
+)
 @click.option("--list-profiles", is_flag=True, help="list built-in and calibrated profiles and exit")
 def sim(
     profile_ref: str | None,
@@ -102,6 +112,7 @@ def sim(
     fault_hang_rate: float,
     fault_cut_rate: float,
     fault_inband_rate: float,
+    detach: bool,
     list_profiles: bool,
 ) -> None:
     """Start simulated engines: the OpenAI API, each engine's metrics dialect, and a latency model
@@ -114,6 +125,9 @@ def sim(
     from wavefleet.sim.profiles import resolve_profile
 
     console = Console()
+    if detach and not list_profiles:
+        _detach(console)
+        return
     catalog = Catalog.load()
     if list_profiles:
         _print_profiles(console, catalog)
@@ -154,6 +168,55 @@ def sim(
         console.print(f"wrote gateway config {out} (`wave serve --config {out}`)")
 
     _run(console, fleet, speed, write_config)
+
+
+PID_FILE, LOG_FILE = Path("wave-sim.pid"), Path("wave-sim.log")
+_READY = "serving; Ctrl-C stops"
+
+
+def _detach(console: Console) -> None:
+    """Run this same command without --detach in a new session, its output in LOG_FILE; return
+    once it says it serves (exit 0, PID_FILE written) or once it ends (its exit code)."""
+    running = _running_pid(PID_FILE)
+    if running is not None:
+        raise UsageError(
+            f"a detached wave sim already runs here (pid {running}); stop it with `kill {running}`, "
+            f"or run this one from another directory"
+        )
+    argv = [sys.executable, "-m", "wavefleet", *(a for a in sys.argv[1:] if a != "--detach")]
+    with LOG_FILE.open("w") as log:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in this terminal later does not reach it
+            env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")},
+        )
+    while child.poll() is None and _READY not in LOG_FILE.read_text(errors="replace"):
+        time.sleep(0.1)
+    output = LOG_FILE.read_text(errors="replace")
+    if child.returncode is not None:
+        Console(stderr=True, highlight=False).print(output, markup=False, end="")
+        raise SystemExit(child.returncode)
+    PID_FILE.write_text(f"{child.pid}\n")
+    console.print(output.replace(_READY, "").rstrip(), markup=False, highlight=False)
+    console.print(
+        f"simulated engines running in the background (pid {child.pid}, log {LOG_FILE}); "
+        f"stop them with `kill {child.pid}` or `kill $(cat {PID_FILE})`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def _run(
