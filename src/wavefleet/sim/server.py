@@ -200,9 +200,12 @@ class SimServer:
         cut_after = self.faults.cut_after(seq.target_tokens) if fault in (Fault.CUT, Fault.INBAND) else None
         try:
             if parsed.stream:
-                return await self._stream_openai(
-                    request, seq, parsed, chat=chat, fault=fault, cut_after=cut_after
-                )
+                try:
+                    return await self._stream_openai(
+                        request, seq, parsed, chat=chat, fault=fault, cut_after=cut_after
+                    )
+                except ConnectionResetError:  # the client left between two events, as clients may
+                    return web.StreamResponse()
             words = [word async for word in self._words_of(seq)]
             if fault is Fault.CUT:
                 return _cut(request)
