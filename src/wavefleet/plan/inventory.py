@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 
 from wavefleet.catalog import GOALS, Catalog, DeviceKind, Hardware, Membership, Platform
 from wavefleet.errors import ConfigError, ConfigProblem, nearest
-from wavefleet.files import load_model, read_yaml
+from wavefleet.files import FrozenModel, load_model, read_yaml
 
 __all__ = [
     "Claims",
@@ -44,10 +44,6 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 KeyPath = tuple[str | int, ...]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _device_shorthand(value: Any) -> Any:
     """`rtx-5070-ti` is short for `{device: rtx-5070-ti}`."""
     return {"device": value} if isinstance(value, str) else value
@@ -60,7 +56,7 @@ def _span(value: Any) -> Any:
     return value
 
 
-class DeviceRef(Strict):
+class DeviceRef(FrozenModel):
     """A catalog device in a host, with what differs in this unit (a laptop's lower TDP, slower RAM)."""
 
     device: str = Field(description="catalog hardware id")
@@ -74,7 +70,7 @@ Device = Annotated[DeviceRef, BeforeValidator(_device_shorthand)]
 Span = Annotated[tuple[float, float], BeforeValidator(_span)]
 
 
-class Container(Strict):
+class Container(FrozenModel):
     """An LXC, VM or Docker host inside a host (Proxmox LXC 107 is `lxc-107`)."""
 
     id: str = Field(pattern=ID_PATTERN)
@@ -89,7 +85,7 @@ class Container(Strict):
     notes: str = ""
 
 
-class Host(Strict):
+class Host(FrozenModel):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     hostname: str = ""
@@ -111,8 +107,8 @@ class LinkKind(StrEnum):
     THUNDERBOLT = "thunderbolt"
 
 
-class Link(Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class Link(FrozenModel):
+    model_config = ConfigDict(populate_by_name=True)
 
     from_: str = Field(alias="from", description="host id (`from:` in YAML; `from_` in Python)")
     to: str
@@ -121,13 +117,13 @@ class Link(Strict):
     notes: str = ""
 
 
-class Goal(Strict):
+class Goal(FrozenModel):
     tag: str = Field(description="a goal tag services declare in `serves_goals`")
     weight: float = Field(ge=0, le=1)
     description: str = ""
 
 
-class Claims(Strict):
+class Claims(FrozenModel):
     """What a source promised for a deployment; the planner checks each against the numbers."""
 
     source: str = Field(description="seed, vendor, user, measured …")
@@ -140,7 +136,7 @@ class Claims(Strict):
     prompt_tokens: int | None = Field(default=None, gt=0, description="prompt length the claim assumed")
 
 
-class Deployment(Strict):
+class Deployment(FrozenModel):
     """A service someone intends to run: the planner checks that it fits and keeps its promises."""
 
     id: str = Field(pattern=ID_PATTERN)
@@ -163,7 +159,7 @@ class Deployment(Strict):
     notes: str = ""
 
 
-class SeedFact(Strict):
+class SeedFact(FrozenModel):
     """A number a source states about a catalog device, checked against the catalog."""
 
     device: str
@@ -173,7 +169,7 @@ class SeedFact(Strict):
     ref: str = ""
 
 
-class Inventory(Strict):
+class Inventory(FrozenModel):
     name: str = ""
     power_price_per_kwh: float = Field(ge=0)
     currency: str = "USD"

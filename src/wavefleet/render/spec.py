@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from wavefleet.files import FrozenModel
 from wavefleet.gateway.config import BackendProfile
 
 __all__ = [
@@ -27,10 +28,6 @@ __all__ = [
     "OsFamily",
     "VaultSpec",
 ]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OsFamily(StrEnum):
@@ -55,7 +52,7 @@ class EngineKind(StrEnum):
     TRITON = "triton"  # Triton with its vLLM backend
 
 
-class GpuSpec(Strict):
+class GpuSpec(FrozenModel):
     index: int = Field(ge=0, description="CUDA device index on its node")
     device: str = Field(description="catalog hardware id")
     name: str
@@ -64,12 +61,12 @@ class GpuSpec(Strict):
     power_w: float | None = Field(default=None, description="board power for cost estimates")
 
 
-class LxcSpec(Strict):
+class LxcSpec(FrozenModel):
     vmid: int = Field(ge=100, description="Proxmox container id: its config is /etc/pve/lxc/<vmid>.conf")
     gpu_passthrough: bool = False
 
 
-class NodeSpec(Strict):
+class NodeSpec(FrozenModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     address: str = Field(description="IP or DNS name other nodes reach it by")
     os: OsFamily
@@ -92,7 +89,7 @@ class NodeSpec(Strict):
         return self
 
 
-class EngineSpec(Strict):
+class EngineSpec(FrozenModel):
     """One engine the plan places: everything its compose service and gateway backend need."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
@@ -123,7 +120,7 @@ class EngineSpec(Strict):
         return self.parallel * self.max_model_len
 
 
-class GatewaySpec(Strict):
+class GatewaySpec(FrozenModel):
     nginx_node: str = Field(description="node (LXC 1) whose NGINX fronts the platform")
     server_name: str
     wave_port: int = Field(default=8080, ge=1, le=65535)
@@ -137,7 +134,7 @@ class GatewaySpec(Strict):
     tls_certificate_key: str = "/etc/nginx/tls/wavefleet.key"
 
 
-class VaultSpec(Strict):
+class VaultSpec(FrozenModel):
     node: str
     addr: str = Field(description="VAULT_ADDR, e.g. https://10.0.0.3:8200")
     kv_mount: str = "secret"
@@ -147,7 +144,7 @@ class VaultSpec(Strict):
     policy: str = "wavefleet-ngc-read"
 
 
-class FleetSpec(Strict):
+class FleetSpec(FrozenModel):
     name: str = "home-lab"
     nodes: list[NodeSpec]
     engines: list[EngineSpec]
