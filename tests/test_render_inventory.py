@@ -15,7 +15,7 @@ from wavefleet.cli import cli
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
-from wavefleet.render.from_inventory import PortMode, Source, Translation, fleet_from_inventory
+from wavefleet.render.from_inventory import EngineSource, PortMode, Translation, fleet_from_inventory
 from wavefleet.render.output import MARKER
 from wavefleet.render.render import render_to
 
@@ -25,7 +25,9 @@ def catalog() -> Catalog:
     return Catalog.load()
 
 
-def translate(catalog: Catalog, ports: PortMode, source: Source = Source.DEPLOYMENTS) -> Translation:
+def translate(
+    catalog: Catalog, ports: PortMode, source: EngineSource = EngineSource.DEPLOYMENTS
+) -> Translation:
     inventory = load_inventory(default_inventory_path(), catalog)
     return fleet_from_inventory(inventory, catalog, source=source, ports=ports)
 
@@ -81,7 +83,7 @@ def test_assigned_ports_do_not_clash_and_kept_ones_stay(catalog: Catalog) -> Non
 
 
 def test_the_plan_places_one_engine_per_linux_device(catalog: Catalog) -> None:
-    translation = translate(catalog, PortMode.INVENTORY, Source.PLAN)
+    translation = translate(catalog, PortMode.INVENTORY, EngineSource.PLAN)
     engines = {e.device: e for e in translation.fleet.engines}
     assert set(engines) == {
         "rtx-5070-ti",

@@ -24,7 +24,7 @@ from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.checks import compose_ports
 from wavefleet.render.example import example_fleet
-from wavefleet.render.from_inventory import PortMode, Source, fleet_from_inventory
+from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
 
@@ -36,7 +36,7 @@ def require_tool(name: str) -> str:
     return path
 
 
-def home_lab_fleet(source: Source) -> FleetSpec:
+def home_lab_fleet(source: EngineSource) -> FleetSpec:
     catalog = Catalog.load()
     inventory = load_inventory(default_inventory_path(), catalog)
     return fleet_from_inventory(inventory, catalog, source=source, ports=PortMode.ASSIGN).fleet
@@ -49,7 +49,9 @@ def rendered(
     if request.param == "example":
         fleet = example_fleet()
     else:
-        fleet = home_lab_fleet(Source.PLAN if request.param == "home-lab-plan" else Source.DEPLOYMENTS)
+        fleet = home_lab_fleet(
+            EngineSource.PLAN if request.param == "home-lab-plan" else EngineSource.DEPLOYMENTS
+        )
     out = tmp_path_factory.mktemp(f"render-{request.param}") / "out"
     render_to(fleet, out)
     return fleet, out

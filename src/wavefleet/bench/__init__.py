@@ -14,7 +14,7 @@ Inside a running event loop, await `run_load_async` instead.
 """
 
 from wavefleet.bench.arrivals import arrival_offsets
-from wavefleet.bench.criteria import Criterion, Verdict, check, parse_criteria
+from wavefleet.bench.criteria import Criterion, CriterionVerdict, check, parse_criteria
 from wavefleet.bench.metrics import Slo, Stats, Summary, Window, summarize
 from wavefleet.bench.records import FAILURES, RequestRecord
 from wavefleet.bench.runner import LoadSpec, ProgressInfo, RunResult, Target, run_load, run_load_async
@@ -29,6 +29,7 @@ from wavefleet.bench.workload import (
 __all__ = [
     "FAILURES",
     "Criterion",
+    "CriterionVerdict",
     "JsonlWorkload",
     "LengthDist",
     "LoadSpec",
@@ -41,7 +42,6 @@ __all__ = [
     "Summary",
     "SyntheticWorkload",
     "Target",
-    "Verdict",
     "Window",
     "Workload",
     "arrival_offsets",

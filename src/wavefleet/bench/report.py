@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wavefleet import __version__
-from wavefleet.bench.criteria import Verdict
+from wavefleet.bench.criteria import CriterionVerdict
 from wavefleet.bench.metrics import ALL_REQUESTS_METRICS, Stats, Summary
 from wavefleet.bench.runner import RunResult
 from wavefleet.files import write_atomic
@@ -53,7 +53,7 @@ class Report:
     config: dict[str, Any]
     environment: dict[str, Any]
     levels: list[Level] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
+    verdicts: list[CriterionVerdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -396,7 +396,7 @@ def _rates(requests: float, output: float, total: float, goodput: float | None) 
     return text + (f"  goodput {goodput:,.2f} req/s" if goodput is not None else "")
 
 
-def print_verdicts(console: Console, verdicts: Sequence[Verdict]) -> None:
+def print_verdicts(console: Console, verdicts: Sequence[CriterionVerdict]) -> None:
     table = Table(title="criteria", title_justify="left", show_edge=False)
     for name in ("level", "criterion", "value", "result"):
         table.add_column(name)

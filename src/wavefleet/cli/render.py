@@ -10,7 +10,7 @@ from rich.table import Table
 
 from wavefleet.catalog import Catalog
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
-from wavefleet.render.from_inventory import PortMode, Source, fleet_from_inventory
+from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 
 __all__ = ["render"]
@@ -32,8 +32,8 @@ __all__ = ["render"]
 )
 @click.option(
     "--source",
-    type=click.Choice([s.value for s in Source]),
-    default=Source.PLAN.value,
+    type=click.Choice([s.value for s in EngineSource]),
+    default=EngineSource.PLAN.value,
     show_default=True,
     help="plan: the planner's placements (one recommended model per device). deployments: the "
     "inventory's own deployments as written, ports included.",
@@ -71,7 +71,7 @@ def render(inventory_path: Path | None, out: Path, source: str, ports: str, serv
     catalog = Catalog.load()
     inventory = load_inventory(inventory_path or default_inventory_path(), catalog)
     translation = fleet_from_inventory(
-        inventory, catalog, source=Source(source), ports=PortMode(ports), server_name=server_name
+        inventory, catalog, source=EngineSource(source), ports=PortMode(ports), server_name=server_name
     )
     table = Table(title=f"Engines (from the {source})", show_lines=False)
     table.add_column("engine")

@@ -1,13 +1,13 @@
 """From the planner's inventory (+ catalog + sizing engine) to the `FleetSpec` the renderers read.
 
-What runs where comes from one of two sources (`Source`):
+What runs where comes from one of two sources (`EngineSource`):
 
 - `plan` (default): the planner's placements (`build_plan`), one recommended model per device, as
   engines; services the plan rates Won't are left out.
 - `deployments`: the inventory's own deployments, as written (the seed's, in the default
   inventory), including their ports.
 
-Either way each candidate engine goes through the same rules, reported one `Decision` each:
+Either way each candidate engine goes through the same rules, reported one `EngineDecision` each:
 
 - Engines Wavefleet renders are vLLM, llama.cpp and Triton (vLLM backend). Exporters and the
   Container Toolkit come from each node's hardware, not from deployments: dcgm-exporter only where
@@ -48,7 +48,7 @@ from wavefleet.render.spec import (
     VaultSpec,
 )
 
-__all__ = ["Decision", "PortMode", "Source", "Translation", "fleet_from_inventory"]
+__all__ = ["EngineDecision", "EngineSource", "PortMode", "Translation", "fleet_from_inventory"]
 
 ENGINE_SERVICES = {"vllm": EngineKind.VLLM, "llama.cpp": EngineKind.LLAMACPP, "triton": EngineKind.TRITON}
 FROM_HARDWARE = {"dcgm-exporter", "node-exporter", "jetson-stats", "container-toolkit"}
@@ -59,7 +59,9 @@ DEFAULT_LLAMACPP_SLOTS = 4
 LLAMACPP_SLOT_CONTEXT = 4096  # llama.cpp's long-standing default context
 
 
-class Source(StrEnum):
+class EngineSource(StrEnum):
+    """Where `wave render` takes its candidate engines from (`--source`)."""
+
     PLAN = "plan"
     DEPLOYMENTS = "deployments"
 
@@ -70,7 +72,9 @@ class PortMode(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class EngineDecision:
+    """Whether one candidate engine is rendered, and why."""
+
     deployment: str
     rendered: bool
     reason: str
@@ -79,7 +83,7 @@ class Decision:
 @dataclass
 class Translation:
     fleet: FleetSpec
-    decisions: list[Decision]
+    decisions: list[EngineDecision]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -96,7 +100,7 @@ def fleet_from_inventory(
     inventory: Inventory,
     catalog: Catalog,
     *,
-    source: Source = Source.PLAN,
+    source: EngineSource = EngineSource.PLAN,
     ports: PortMode = PortMode.INVENTORY,
     server_name: str = "ai.home.arpa",
 ) -> Translation:
@@ -110,10 +114,10 @@ def fleet_from_inventory(
         for node in nodes
         for gpu in node.gpus
     }
-    decisions: list[Decision] = []
+    decisions: list[EngineDecision] = []
     engines: list[EngineSpec] = []
     candidates = (
-        inventory.deployments if source is Source.DEPLOYMENTS else _plan_deployments(inventory, catalog)
+        inventory.deployments if source is EngineSource.DEPLOYMENTS else _plan_deployments(inventory, catalog)
     )
     for deployment in candidates:
         decision, engine = _place(deployment, inventory, catalog, nodes, gpus, hardware)
@@ -336,9 +340,9 @@ def _place(
     nodes: list[NodeSpec],
     gpus: dict[tuple[str, int], _Gpu],
     hardware: dict[tuple[str, str], Hardware],
-) -> tuple[Decision, EngineSpec | None]:
-    def skip(reason: str) -> tuple[Decision, EngineSpec | None]:
-        return Decision(deployment.id, False, reason), None
+) -> tuple[EngineDecision, EngineSpec | None]:
+    def skip(reason: str) -> tuple[EngineDecision, EngineSpec | None]:
+        return EngineDecision(deployment.id, False, reason), None
 
     kind = ENGINE_SERVICES.get(deployment.service)
     if kind is None:
@@ -457,7 +461,7 @@ def _place(
     if on_gpu and gpu_index is not None:
         gpus[(node.name, gpu_index)].claimed_gib += claim
         gpus[(node.name, gpu_index)].holders.append(engine.name)
-    return Decision(deployment.id, True, f"{kind.value} on {node.name} ({device_id})"), engine
+    return EngineDecision(deployment.id, True, f"{kind.value} on {node.name} ({device_id})"), engine
 
 
 def _cores_of(host: Host, container_id: str | None, cpu: Hardware | None) -> int | None:
