@@ -26,6 +26,7 @@ __all__ = [
     "MIN_SLOT_CONTEXT",
     "DeploymentSizing",
     "Finding",
+    "FindingCode",
     "Severity",
     "check_inventory",
     "size_deployment",
@@ -49,11 +50,42 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+class FindingCode(StrEnum):
+    """Which check a finding comes from (docs/plan.md lists when each fires). Codes are stable, so
+    scripts match on them; the message's wording may change."""
+
+    UNSUPPORTED_DEVICE = "unsupported-device"
+    PARTIAL_SUPPORT = "partial-support"
+    CONTEXT_TOO_LONG = "context-too-long"
+    DOES_NOT_FIT = "does-not-fit"
+    KV_CAPACITY = "kv-capacity"
+    CLAIM_ABOVE_BOUND = "claim-above-bound"
+    CLAIM_ABOVE_ESTIMATE = "claim-above-estimate"
+    CLAIM_CONCURRENCY = "claim-concurrency"
+    CLAIM_BELOW_TTFT_BOUND = "claim-below-ttft-bound"
+    CLAIM_CONSERVATIVE = "claim-conservative"
+    TTFT_UNCHECKED = "ttft-unchecked"
+    PORT_CLASH = "port-clash"
+    GPU_OVERSUBSCRIBED = "gpu-oversubscribed"
+    SLOT_CONTEXT = "slot-context"
+    FULL_OFFLOAD = "full-offload"
+    LAYER_SPLIT = "layer-split"
+    SPLIT_DOES_NOT_FIT = "split-does-not-fit"
+    QUANT_ENGINE = "quant-engine"
+    QUANT_NOT_NATIVE = "quant-not-native"
+    QUANT_NOT_ON_CPU = "quant-not-on-cpu"
+    THREADS = "threads"
+    CONTAINER_MEMORY = "container-memory"
+    CONTAINER_MEMORY_UNKNOWN = "container-memory-unknown"
+    SEED_FACT_CONTRADICTED = "seed-fact-contradicted"
+    SEED_FACTS_AGREE = "seed-facts-agree"
+
+
 class Finding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     severity: Severity
-    code: str
+    code: FindingCode
     subject: str
     message: str
     numbers: Numbers
@@ -145,7 +177,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.ERROR,
-                "unsupported-device",
+                FindingCode.UNSUPPORTED_DEVICE,
                 d.id,
                 f"{service.name} does not run on {hw.name}: {why}",
                 service=service.id,
@@ -156,7 +188,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.WARNING,
-                "partial-support",
+                FindingCode.PARTIAL_SUPPORT,
                 d.id,
                 f"{service.name} on {hw.name} works with caveats: {why}",
                 service=service.id,
@@ -172,7 +204,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.ERROR,
-                "context-too-long",
+                FindingCode.CONTEXT_TOO_LONG,
                 d.id,
                 f"max_model_len {d.max_model_len} > {model.id}'s maximum context {model.max_context}",
                 max_model_len=d.max_model_len,
@@ -209,7 +241,7 @@ def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Ha
         out.append(
             _f(
                 Severity.WARNING,
-                "quant-engine",
+                FindingCode.QUANT_ENGINE,
                 d.id,
                 f"{quant.name} is not a format the catalog lists for {service.name} "
                 f"(it loads in {', '.join(quant.engines)})",
@@ -220,7 +252,7 @@ def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Ha
         out.append(
             _f(
                 Severity.ERROR,
-                "quant-not-on-cpu",
+                FindingCode.QUANT_NOT_ON_CPU,
                 d.id,
                 f"{quant.name} does not run on a CPU; {hw.id} is one",
                 quant=quant.id,
@@ -231,7 +263,7 @@ def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Ha
         out.append(
             _f(
                 Severity.WARNING,
-                "quant-not-native",
+                FindingCode.QUANT_NOT_NATIVE,
                 d.id,
                 f"{quant.name} runs natively from CC {native}; {hw.name} is CC {hw.compute_capability}, "
                 "so it is emulated or upcast (memory savings, no compute speed-up)",
@@ -254,7 +286,7 @@ def _fit_findings(d: Deployment, hw: Hardware, r: SizingResult, engine: str) -> 
         out.append(
             Finding(
                 severity=Severity.ERROR,
-                code="does-not-fit",
+                code=FindingCode.DOES_NOT_FIT,
                 subject=d.id,
                 message=(
                     f"weights {r.weights_gib:.2f} GiB + overhead {r.overhead_gib:.2f} GiB + KV of one "
@@ -272,7 +304,7 @@ def _fit_findings(d: Deployment, hw: Hardware, r: SizingResult, engine: str) -> 
         out.append(
             Finding(
                 severity=Severity.WARNING,
-                code="kv-capacity",
+                code=FindingCode.KV_CAPACITY,
                 subject=d.id,
                 message=(
                     f"max_num_seqs {seqs} x max_model_len {d.max_model_len} = {seqs * d.max_model_len:,} tokens, "
@@ -303,7 +335,7 @@ def _split_bound(
         out.append(
             _f(
                 Severity.INFO,
-                "full-offload",
+                FindingCode.FULL_OFFLOAD,
                 d.id,
                 f"n_gpu_layers {d.n_gpu_layers} >= the model's {layers} layers: every transformer layer is "
                 "on the GPU, so this is full offload, not a partial one",
@@ -319,7 +351,7 @@ def _split_bound(
         out.append(
             _f(
                 Severity.ERROR,
-                "split-does-not-fit",
+                FindingCode.SPLIT_DOES_NOT_FIT,
                 d.id,
                 f"n_gpu_layers {d.n_gpu_layers}, but about {possible} of {layers} layers fit in "
                 f"{device.hardware.id}'s {r.budget_gib:.2f} GiB budget with one sequence (estimate)",
@@ -341,7 +373,7 @@ def _split_bound(
     out.append(
         _f(
             Severity.INFO,
-            "layer-split",
+            FindingCode.LAYER_SPLIT,
             d.id,
             f"{d.n_gpu_layers} of {layers} layers on {device.hardware.id}: {gpu_part / 1e9:.1f} GB at "
             f"{device.hardware.memory_bandwidth_gbs:g} GB/s + {cpu_part / 1e9:.1f} GB from host RAM at "
@@ -365,7 +397,7 @@ def _slot_findings(
             out.append(
                 _f(
                     Severity.WARNING,
-                    "slot-context",
+                    FindingCode.SLOT_CONTEXT,
                     d.id,
                     f"llama-server splits --ctx-size {d.max_model_len} across --parallel {d.parallel} slots: "
                     f"{per_slot} tokens each, short for chat with history; raise --ctx-size to "
@@ -380,7 +412,7 @@ def _slot_findings(
         out.append(
             _f(
                 Severity.WARNING,
-                "threads",
+                FindingCode.THREADS,
                 d.id,
                 f"threads {d.threads} > the {cores} cores it has; oversubscribed threads slow llama.cpp down",
                 threads=d.threads,
@@ -411,7 +443,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-above-bound",
+                    FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound is {bound:.1f} "
                     f"tokens/s ({device.hardware.memory_bandwidth_gbs:g} GB/s over the bytes read per token)",
@@ -423,7 +455,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.INFO,
-                    "claim-conservative",
+                    FindingCode.CLAIM_CONSERVATIVE,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s per sequence, under a quarter of the "
                     f"{bound:.0f} tokens/s bound: the device can likely do more",
@@ -445,7 +477,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-above-bound",
+                    FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s in aggregate; at most {running} sequence(s) of "
                     f"{at.context} tokens run at once and each is bounded by {per_sequence:.1f} tokens/s, so "
@@ -459,7 +491,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.WARNING,
-                    "claim-above-estimate",
+                    FindingCode.CLAIM_ABOVE_ESTIMATE,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s in aggregate; our estimate at {running} sequences "
                     f"is {batched:.0f} tokens/s (bandwidth efficiency and compute ceiling applied)",
@@ -472,7 +504,7 @@ def _claim_findings(
         out.append(
             _f(
                 Severity.WARNING,
-                "claim-concurrency",
+                FindingCode.CLAIM_CONCURRENCY,
                 d.id,
                 f"{source} {claims.concurrent_users} concurrent users; the KV budget holds "
                 f"{r.max_concurrent_sequences} sequences of {r.context} tokens at once (estimate)",
@@ -496,7 +528,7 @@ def _ttft_findings(d: Deployment, source: str, r: SizingResult) -> list[Finding]
         return [
             _f(
                 Severity.INFO,
-                "ttft-unchecked",
+                FindingCode.TTFT_UNCHECKED,
                 d.id,
                 "a TTFT claim without a prompt length (claims.prompt_tokens) or a prefill estimate cannot be checked",
             )
@@ -508,7 +540,7 @@ def _ttft_findings(d: Deployment, source: str, r: SizingResult) -> list[Finding]
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-below-ttft-bound",
+                    FindingCode.CLAIM_BELOW_TTFT_BOUND,
                     d.id,
                     f"{source} {name.split('_')[0].upper()} TTFT {value:g} ms; prefilling {claims.prompt_tokens} "
                     f"tokens alone takes about {floor_ms:.0f} ms at the estimated {r.prefill_tokens_per_s:.0f} "
@@ -560,7 +592,7 @@ def _port_clashes(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.ERROR,
-                    "port-clash",
+                    FindingCode.PORT_CLASH,
                     f"{host}:{port}",
                     f"{', '.join(users)} all publish host port {port} on {host}; only one can bind it",
                     port=port,
@@ -587,7 +619,7 @@ def _shared_gpus(
             out.append(
                 _f(
                     Severity.ERROR,
-                    "gpu-oversubscribed",
+                    FindingCode.GPU_OVERSUBSCRIBED,
                     key,
                     f"{len(users)} deployments want {total:.1f} GiB of {key}'s {capacity[key]:.2f} GiB "
                     f"({parts} GiB); vLLM-like engines claim their --gpu-memory-utilization share at start, "
@@ -608,7 +640,7 @@ def _container_memory(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.WARNING,
-                    "container-memory",
+                    FindingCode.CONTAINER_MEMORY,
                     host.id,
                     f"containers on {host.id} are given {total:g} GiB of its {host.ram_gib:g} GiB RAM",
                     containers_gib=total,
@@ -620,7 +652,7 @@ def _container_memory(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.INFO,
-                    "container-memory-unknown",
+                    FindingCode.CONTAINER_MEMORY_UNKNOWN,
                     host.id,
                     f"{', '.join(c.id for c in sized)} take {total:g} of {host.ram_gib:g} GiB; "
                     f"{', '.join(missing)} state no memory, so the host's headroom is unchecked",
@@ -646,7 +678,7 @@ def _facts(inventory: Inventory, catalog: Catalog) -> list[Finding]:
         out.append(
             _f(
                 Severity.WARNING,
-                "seed-fact-contradicted",
+                FindingCode.SEED_FACT_CONTRADICTED,
                 fact.device,
                 f"{fact.source} says {fact.field} {fact.value:g}"
                 + (f" ({fact.ref})" if fact.ref else "")
@@ -660,7 +692,7 @@ def _facts(inventory: Inventory, catalog: Catalog) -> list[Finding]:
         out.append(
             _f(
                 Severity.INFO,
-                "seed-facts-agree",
+                FindingCode.SEED_FACTS_AGREE,
                 "facts",
                 f"{len(agreeing)} stated facts agree with the catalog within {FACT_TOLERANCE:.0%}: {', '.join(agreeing)}",
                 agreeing=len(agreeing),
@@ -685,5 +717,7 @@ def _cc(value: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
-def _f(severity: Severity, code: str, subject: str, message: str, **numbers: float | int | str) -> Finding:
+def _f(
+    severity: Severity, code: FindingCode, subject: str, message: str, **numbers: float | int | str
+) -> Finding:
     return Finding(severity=severity, code=code, subject=subject, message=message, numbers=dict(numbers))
