@@ -17,13 +17,17 @@ from click.testing import CliRunner
 
 from wavefleet.catalog import Catalog
 from wavefleet.cli.plan import plan as plan_command
+from wavefleet.plan.findings import FindingCode
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
+from wavefleet.plan.moscow import TierRule
 from wavefleet.plan.planner import Plan, build_plan
 from wavefleet.plan.report import Format, render
 from wavefleet.plan.roadmap import THROUGHPUT_SHARE
 
 TIERS = {"must", "should", "could", "wont"}
 FITS = {"ok", "partial", "no"}
+RULES = {rule.value for rule in TierRule}
+CODES = {code.value for code in FindingCode}
 CRITERION = re.compile(r"^(output_tps|p95_ttft_ms|error_rate)([<>])(\d+(\.\d+)?)$")
 
 
@@ -51,10 +55,14 @@ def test_json_contract(contract: dict[str, Any], plan: Plan) -> None:
         assert {"id", "name", "moscow", "reasons", "effort_days", "fit"} <= service.keys()
         assert service["moscow"] in TIERS
         assert service["reasons"] and all(isinstance(r, str) for r in service["reasons"])
+        assert (
+            service["decided_by"]["rule"] in RULES and service["decided_by"]["reason"] in service["reasons"]
+        )
         assert set(service["fit"]) == devices and set(service["fit"].values()) <= FITS
     for finding in contract["findings"]:
         assert {"severity", "code", "subject", "message", "numbers"} <= finding.keys()
         assert finding["severity"] in {"error", "warning", "info"}
+        assert finding["code"] in CODES
         assert isinstance(finding["numbers"], dict)
     assert contract["services"] == json.loads(plan.model_dump_json())["services"]
 

@@ -98,7 +98,7 @@ def build_roadmap(
                 steps.append(_placement_step(placement))
         phases.append(Phase(name=name, tier=tier, effort_days=sum(s.effort_days for s in steps), steps=steps))
     wont = [
-        Step(action=f"Not now: {s.name}: {_deciding_reason(s)}", service=s.id)
+        Step(action=f"Not now: {s.name}: {s.decided_by.reason}", service=s.id)
         for s in services
         if s.moscow is Tier.WONT
     ]
@@ -179,11 +179,3 @@ def _placement_step(placement: Placement) -> Step:
         load=load,
         basis=basis,
     )
-
-
-def _deciding_reason(service: ServicePlan) -> str:
-    ceilings = [r for r in service.reasons if r.startswith(("Won't", "at most"))]
-    if ceilings:
-        return ceilings[0]
-    scored = [r for r in service.reasons if r.startswith("score")]
-    return scored[0] if scored else service.reasons[0]
