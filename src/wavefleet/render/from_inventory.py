@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from wavefleet.catalog import Catalog, DeviceKind, Hardware
+from wavefleet.catalog import Catalog, DeviceKind, Hardware, ModelArch, Quantization
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.plan.inventory import Container, Deployment, Host, Inventory, fleet_devices
@@ -333,6 +333,44 @@ def _warn_shared_addresses(nodes: list[NodeSpec], warnings: list[str]) -> None:
 # --- engines -----------------------------------------------------------------------------------
 
 
+class _NotRendered(Exception):
+    """A candidate engine `wave render` leaves out; the message says why (never leaves this module)."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a candidate engine would run: its node, and the device it runs on there."""
+
+    host: Host
+    node: NodeSpec
+    device_id: str
+    device: Hardware
+    gpu_index: int | None  # None on a CPU
+    cpu: Hardware | None  # the host's CPU, for a layer split's speed and a CPU engine's threads
+
+
+@dataclass(frozen=True)
+class _Flags:
+    """The engine flags the deployment gives, with Wavefleet's defaults where it gives none."""
+
+    kv: Quantization | None
+    share: float  # vLLM/Triton --gpu-memory-utilization
+    context: int | None  # None: the sizing engine picks it
+    slots: int | None  # llama.cpp --parallel
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A deployment as an engine `wave render` could render, before it is sized."""
+
+    deployment: Deployment
+    kind: EngineKind
+    target: _Target
+    model: ModelArch
+    quant: Quantization
+    flags: _Flags
+
+
 def _place(
     deployment: Deployment,
     inventory: Inventory,
@@ -341,127 +379,210 @@ def _place(
     gpus: dict[tuple[str, int], _Gpu],
     hardware: dict[tuple[str, str], Hardware],
 ) -> tuple[EngineDecision, EngineSpec | None]:
-    def skip(reason: str) -> tuple[EngineDecision, EngineSpec | None]:
-        return EngineDecision(deployment.id, False, reason), None
+    """Render `deployment` as an engine when it is one, runs where it says, and fits beside the
+    engines placed before it on its GPU; claim its share of that GPU."""
+    try:
+        candidate = _candidate(deployment, inventory, catalog, nodes, hardware)
+        sizing_input = _sizing_input(candidate)
+        sizing = _sized(candidate, sizing_input)
+        n_gpu_layers = _n_gpu_layers(candidate, sizing)
+        flags = candidate.flags
+        claim = _gpu_claim(
+            candidate.kind, candidate.target.device, flags.share, sizing, n_gpu_layers, flags.slots or 1
+        )
+        gpu = _gpu_with_room(candidate.target, gpus, claim)
+    except _NotRendered as skip:
+        return EngineDecision(deployment.id, False, str(skip)), None
+    engine = _engine_spec(candidate, sizing_input, sizing, n_gpu_layers)
+    if gpu is not None:
+        gpu.claimed_gib += claim
+        gpu.holders.append(engine.name)
+    target = candidate.target
+    return EngineDecision(
+        deployment.id, True, f"{candidate.kind.value} on {target.node.name} ({target.device_id})"
+    ), engine
 
+
+def _candidate(
+    deployment: Deployment,
+    inventory: Inventory,
+    catalog: Catalog,
+    nodes: list[NodeSpec],
+    hardware: dict[tuple[str, str], Hardware],
+) -> _Candidate:
+    """The engine, place, weights and flags a deployment asks for; _NotRendered when one cannot be."""
     kind = ENGINE_SERVICES.get(deployment.service)
     if kind is None:
         if deployment.service in FROM_HARDWARE:
-            return skip(f"{deployment.service} is rendered from each node's hardware, not from deployments")
-        return skip(f"{deployment.service} is not an engine `wave render` renders (vLLM, llama.cpp, Triton)")
+            raise _NotRendered(
+                f"{deployment.service} is rendered from each node's hardware, not from deployments"
+            )
+        raise _NotRendered(
+            f"{deployment.service} is not an engine `wave render` renders (vLLM, llama.cpp, Triton)"
+        )
     if deployment.model is None:
-        return skip("no model given")
-    host = inventory.host(deployment.host)
+        raise _NotRendered("no model given")
+    target = _target(deployment, kind, inventory.host(deployment.host), nodes, hardware)
+    model = catalog.get_model(deployment.model)
+    quant = _quantization(deployment, kind, catalog)
+    return _Candidate(deployment, kind, target, model, quant, _flags(deployment, kind, catalog))
+
+
+def _target(
+    deployment: Deployment,
+    kind: EngineKind,
+    host: Host,
+    nodes: list[NodeSpec],
+    hardware: dict[tuple[str, str], Hardware],
+) -> _Target:
     node_name = _node_name(host.id) + (f"-{_node_name(deployment.container)}" if deployment.container else "")
     node = next(n for n in nodes if n.name == node_name)
     if node.os is OsFamily.WINDOWS:
-        return skip(
+        raise _NotRendered(
             f"{node.name} runs Windows; Wavefleet renders Linux containers (run llama.cpp there by hand)"
         )
     device_id = deployment.device or (
         host.gpus[0].device if host.gpus else host.cpu.device if host.cpu else None
     )
     if device_id is None:
-        return skip(f"host {host.id} lists no device to run on")
+        raise _NotRendered(f"host {host.id} lists no device to run on")
     device = hardware[(host.id, device_id)]
     on_gpu = device.kind is not DeviceKind.CPU
     gpu_index = next((g.index for g in node.gpus if g.device == device_id), None) if on_gpu else None
     if on_gpu and gpu_index is None:
-        return skip(f"{device_id} is not passed into {node.name}")
+        raise _NotRendered(f"{device_id} is not passed into {node.name}")
     if kind in (EngineKind.VLLM, EngineKind.TRITON) and not on_gpu:
-        return skip(f"{deployment.service} needs a GPU; {device_id} is a CPU")
-    model = catalog.get_model(deployment.model)
+        raise _NotRendered(f"{deployment.service} needs a GPU; {device_id} is a CPU")
+    cpu = hardware.get((host.id, host.cpu.device)) if host.cpu else None
+    return _Target(host, node, device_id, device, gpu_index, cpu)
+
+
+def _quantization(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> Quantization:
+    """The weights' format, when the engine can load it from a checkpoint the catalog names."""
     quant = catalog.get_quantization(
         deployment.quant or ("q4_k_m" if kind is EngineKind.LLAMACPP else "bf16")
     )
     if kind is EngineKind.LLAMACPP and quant.format != "gguf":
-        return skip(f"llama.cpp loads GGUF files; {quant.id} is {quant.format}")
+        raise _NotRendered(f"llama.cpp loads GGUF files; {quant.id} is {quant.format}")
     if kind is not EngineKind.LLAMACPP and quant.format in ("gguf", "awq", "gptq", "fp4"):
-        return skip(f"{quant.id} needs a pre-quantized checkpoint the catalog does not name; use fp8 or bf16")
-    kv = catalog.get_quantization(deployment.kv_dtype) if deployment.kv_dtype else None
-    cpu = hardware.get((host.id, host.cpu.device)) if host.cpu else None
-    share = deployment.gpu_memory_utilization or DEFAULT_VLLM_MEMORY_SHARE
+        raise _NotRendered(
+            f"{quant.id} needs a pre-quantized checkpoint the catalog does not name; use fp8 or bf16"
+        )
+    return quant
+
+
+def _flags(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> _Flags:
+    llamacpp = kind is EngineKind.LLAMACPP
     context = deployment.max_model_len
-    if context is None and kind is EngineKind.LLAMACPP:
+    if context is None and llamacpp:
         context = LLAMACPP_SLOT_CONTEXT  # per slot; the model's maximum times the slots rarely fits
-    slots = deployment.parallel or (DEFAULT_LLAMACPP_SLOTS if kind is EngineKind.LLAMACPP else None)
-    sizing_input = SizingInput(
-        model=model,
-        device=device,
-        quant=quant,
-        kv_dtype=kv,
+    return _Flags(
+        kv=catalog.get_quantization(deployment.kv_dtype) if deployment.kv_dtype else None,
+        share=deployment.gpu_memory_utilization or DEFAULT_VLLM_MEMORY_SHARE,
         context=context,
-        memory_utilization=share if kind is not EngineKind.LLAMACPP else 0.95,
-        max_num_seqs=deployment.max_num_seqs if kind is not EngineKind.LLAMACPP else slots,
-        engine=deployment.service if deployment.service != "triton" else "vllm",
-        host_ram_gib=_ram_of(host, deployment.container),
-        host=cpu if on_gpu else None,
+        slots=deployment.parallel or (DEFAULT_LLAMACPP_SLOTS if llamacpp else None),
     )
+
+
+def _sizing_input(candidate: _Candidate) -> SizingInput:
+    deployment, target, flags = candidate.deployment, candidate.target, candidate.flags
+    llamacpp = candidate.kind is EngineKind.LLAMACPP
+    return SizingInput(
+        model=candidate.model,
+        device=target.device,
+        quant=candidate.quant,
+        kv_dtype=flags.kv,
+        context=flags.context,
+        memory_utilization=flags.share if not llamacpp else 0.95,
+        max_num_seqs=deployment.max_num_seqs if not llamacpp else flags.slots,
+        engine=deployment.service if deployment.service != "triton" else "vllm",
+        host_ram_gib=_ram_of(target.host, deployment.container),
+        host=target.cpu if target.gpu_index is not None else None,
+    )
+
+
+def _sized(candidate: _Candidate, sizing_input: SizingInput) -> SizingResult:
+    """The sizing estimate; _NotRendered when the model fits neither whole nor as a layer split."""
     sizing = size_model(sizing_input)
     if not sizing.fits and sizing.gpu_layers is None:
-        return skip(
-            f"{model.id} ({quant.id}) does not fit {device_id} by the sizing estimate: {'; '.join(sizing.warnings)}"
+        raise _NotRendered(
+            f"{candidate.model.id} ({candidate.quant.id}) does not fit {candidate.target.device_id} by the "
+            f"sizing estimate: {'; '.join(sizing.warnings)}"
         )
+    return sizing
+
+
+def _n_gpu_layers(candidate: _Candidate, sizing: SizingResult) -> int | None:
+    """llama.cpp's -ngl on a GPU: the deployment's, else what the sizing estimate fits."""
+    if candidate.kind is not EngineKind.LLAMACPP or candidate.target.gpu_index is None:
+        return None
+    if candidate.deployment.n_gpu_layers is not None:
+        return candidate.deployment.n_gpu_layers
+    return sizing.gpu_layers or candidate.model.layers
+
+
+def _gpu_with_room(target: _Target, gpus: dict[tuple[str, int], _Gpu], claim: float) -> _Gpu | None:
+    """The GPU the engine runs on (None on a CPU); _NotRendered when the engines placed on it
+    before leave less than `claim` GiB."""
+    if target.gpu_index is None:
+        return None
+    gpu = gpus[(target.node.name, target.gpu_index)]
+    capacity = target.device.memory_gib or 0.0
+    if gpu.claimed_gib + claim > capacity + 1e-6:
+        held = f" and {', '.join(gpu.holders)} already hold {gpu.claimed_gib:.1f} GiB" if gpu.holders else ""
+        raise _NotRendered(
+            f"needs about {claim:.1f} GiB of {target.device_id} (estimate), which has {capacity:.1f} GiB{held}"
+        )
+    return gpu
+
+
+def _engine_spec(
+    candidate: _Candidate, sizing_input: SizingInput, sizing: SizingResult, n_gpu_layers: int | None
+) -> EngineSpec:
+    deployment, kind, target, flags = candidate.deployment, candidate.kind, candidate.target, candidate.flags
+    model, quant = candidate.model, candidate.quant
+    llamacpp = kind is EngineKind.LLAMACPP
     notes = [f"estimate basis: {b}" for b in sizing.estimate_basis[:3]] + [
         f"warning: {w}" for w in sizing.warnings
     ]
-    n_gpu_layers = None
-    if kind is EngineKind.LLAMACPP and on_gpu:
-        n_gpu_layers = (
-            deployment.n_gpu_layers
-            if deployment.n_gpu_layers is not None
-            else (sizing.gpu_layers or model.layers)
-        )
-    claim = _gpu_claim(kind, device, share, sizing, n_gpu_layers, slots or 1)
-    if on_gpu and gpu_index is not None:
-        gpu = gpus[(node.name, gpu_index)]
-        capacity = device.memory_gib or 0.0
-        if gpu.claimed_gib + claim > capacity + 1e-6:
-            held = (
-                f" and {', '.join(gpu.holders)} already hold {gpu.claimed_gib:.1f} GiB" if gpu.holders else ""
-            )
-            return skip(
-                f"needs about {claim:.1f} GiB of {device_id} (estimate), which has {capacity:.1f} GiB{held}"
-            )
-    context = context or sizing.context
+    context = flags.context or sizing.context
     max_num_seqs = deployment.max_num_seqs or max(1, min(sizing.max_concurrent_sequences, 256))
-    if kind is not EngineKind.LLAMACPP and max_num_seqs > sizing.max_concurrent_sequences:
+    if not llamacpp and max_num_seqs > sizing.max_concurrent_sequences:
         notes.append(
             f"max_num_seqs {max_num_seqs} exceeds the {sizing.max_concurrent_sequences} sequences of {context} tokens "
             "the KV cache holds (estimate): vLLM will queue or preempt the rest at full context"
         )
+    running = max_num_seqs if not llamacpp else (flags.slots or 1)
     estimate = estimate_engine(sizing_input)
-    engine = EngineSpec(
+    on_gpu = target.gpu_index is not None
+    return EngineSpec(
         name=_node_name(deployment.id),
         kind=kind,
-        node=node.name,
-        gpu_index=gpu_index,
-        device=device_id,
+        node=target.node.name,
+        gpu_index=target.gpu_index,
+        device=target.device_id,
         model=model.id,
-        weights=model.hf_repo if kind is not EngineKind.LLAMACPP else f"{model.id}-{quant.id.upper()}.gguf",
+        weights=model.hf_repo if not llamacpp else f"{model.id}-{quant.id.upper()}.gguf",
         quant=quant.id,
-        quantization_flag="fp8" if quant.format == "fp8" and kind is not EngineKind.LLAMACPP else None,
-        kv_cache_dtype=_kv_flag(kind, kv.id if kv else None, notes),
+        quantization_flag="fp8" if quant.format == "fp8" and not llamacpp else None,
+        kv_cache_dtype=_kv_flag(kind, flags.kv.id if flags.kv else None, notes),
         max_model_len=context,
-        max_num_seqs=max_num_seqs if kind is not EngineKind.LLAMACPP else (slots or 1),
-        gpu_memory_utilization=share if kind is not EngineKind.LLAMACPP else None,
+        max_num_seqs=running,
+        gpu_memory_utilization=flags.share if not llamacpp else None,
         n_gpu_layers=n_gpu_layers,
-        threads=deployment.threads or (None if on_gpu else _cores_of(host, deployment.container, cpu)),
-        parallel=slots or 1,
+        threads=deployment.threads
+        or (None if on_gpu else _cores_of(target.host, deployment.container, target.cpu)),
+        parallel=flags.slots or 1,
         port=deployment.port or DEFAULT_PORTS[kind],
         profile=_profile(
             estimate.prefill_tokens_per_s,
             estimate.decode_tokens_per_s,
             estimate.itl_at_batch,
-            max_num_seqs if kind is not EngineKind.LLAMACPP else (slots or 1),
+            running,
             estimate.basis,
         ),
         notes=notes,
     )
-    if on_gpu and gpu_index is not None:
-        gpus[(node.name, gpu_index)].claimed_gib += claim
-        gpus[(node.name, gpu_index)].holders.append(engine.name)
-    return EngineDecision(deployment.id, True, f"{kind.value} on {node.name} ({device_id})"), engine
 
 
 def _cores_of(host: Host, container_id: str | None, cpu: Hardware | None) -> int | None:
