@@ -71,7 +71,12 @@ class Answer:
         self.created = int(time.time()) if created is None else created
 
     def body(
-        self, text: str, finish_reason: str = "stop", *, usage: dict[str, Any] | None = None, **extra: Any
+        self,
+        text: str,
+        finish_reason: str | None = "stop",
+        *,
+        usage: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         """The whole answer; without `usage` the body has none (Triton reports no token counts)."""
         if self.chat:
