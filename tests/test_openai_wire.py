@@ -5,10 +5,15 @@ The embedded engine's bodies are checked the same way in test_engine_server.py."
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from openai.types import Completion, Model
@@ -21,7 +26,7 @@ from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
 from wavefleet.sim.fleet import ThreadedSimFleet
 from wavefleet.sim.profile import SimProfile
-from wavefleet.wire import Fault
+from wavefleet.wire import DONE, Answer, Fault, error_body, sse_event, token_usage
 
 MODEL = "m"
 KINDS = ["sim-vllm", "sim-llamacpp", "fake-engine", "fake-backend", "triton"]
@@ -162,3 +167,91 @@ def test_errors(server: tuple[str, openai.OpenAI]) -> None:
     assert isinstance(error, dict) and isinstance(error["message"], str) and isinstance(error["type"], str)
     assert error["message"] in caught.value.message
     assert error["type"] == ("invalid_request_error" if caught.value.status_code < 500 else "server_error")
+
+
+def test_the_wire_module_is_a_leaf() -> None:
+    """engine/, sim/ and gateway/ all import it: it may import nothing else of Wavefleet's."""
+    code = "import sys, wavefleet.wire; print(' '.join(sorted(m for m in sys.modules if 'wavefleet' in m)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() == [
+        "wavefleet",
+        "wavefleet.wire",
+        "wavefleet.wire.bodies",
+        "wavefleet.wire.faults",
+        "wavefleet.wire.sse",
+    ]
+
+
+def test_events_are_framed_as_openai_streams_frame_them() -> None:
+    answer = Answer("m", chat=True, id="chatcmpl-1", created=7)
+    assert sse_event(answer.chunk("Hi", role=True)) == (
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"m","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}\n\n'
+    )
+    assert sse_event({"usage": None}, spaced=True) == b'data: {"usage": null}\n\n'
+    assert DONE == b"data: [DONE]\n\n"
+    assert answer.usage_chunk(token_usage(3, 2))["choices"] == []
+    assert answer.usage_chunk(token_usage(3, 2))["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "total_tokens": 5,
+    }
+
+
+def test_error_bodies_take_openais_type_for_their_status() -> None:
+    assert error_body("no", status=404) == {
+        "error": {"message": "no", "type": "invalid_request_error", "param": None, "code": None}
+    }
+    assert error_body("down")["error"]["type"] == "server_error"
+    assert (
+        error_body("busy", status=503, error_type="unavailable_error")["error"]["type"] == "unavailable_error"
+    )
+
+
+async def outcome(url: str, fault: Fault) -> tuple[int | None, int, str, float]:
+    """A stream request with `fault`: the status, the data events, how it ended, the seconds taken."""
+    status, events, ending, started = None, 0, "end of body", time.monotonic()
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=0.5)) as session:
+        try:
+            async with session.post(url, json=body, headers={"x-fake-fault": fault}) as reply:
+                status = reply.status
+                async for line in reply.content:
+                    events += line.startswith(b"data: {")
+                    if line.startswith(b'data: {"error"'):
+                        ending = "error event"
+                    elif line == b"data: [DONE]\n":
+                        ending = "error event, [DONE]" if ending == "error event" else "[DONE]"
+                    elif not line.startswith((b"data: ", b": ", b"\n")):
+                        ending = "not SSE"
+        except aiohttp.ClientPayloadError:
+            ending = "dropped"
+        except TimeoutError:
+            ending = "silence"
+    return status, events, ending, time.monotonic() - started
+
+
+DELAY_S = 0.02
+SERVED = {
+    Fault.NONE: (200, 7, "[DONE]"),  # "a says: one two three four", then a finish chunk
+    Fault.ERROR: (500, 0, "not SSE"),
+    Fault.HANG: (None, 0, "silence"),
+    Fault.SLOW_FIRST_BYTE: (200, 7, "[DONE]"),
+    Fault.STALL: (200, 1, "silence"),
+    Fault.SLOW_STREAM: (200, 51, "[DONE]"),
+    Fault.CUT: (200, 2, "dropped"),
+    Fault.IN_BAND_ERROR: (200, 2, "error event, [DONE]"),
+    Fault.GARBAGE: (200, 0, "not SSE"),
+}
+
+
+@pytest.mark.parametrize("fault", list(Fault))
+def test_the_fake_engine_serves_every_fault(fault: Fault) -> None:
+    assert fault.meaning  # every fault says what a client sees
+    with serve_in_thread(FakeOpenAIEngine("a", [MODEL], delay_s=DELAY_S).app()) as server:
+        status, events, ending, took = asyncio.run(outcome(f"{server.url}/v1/chat/completions", fault))
+    assert (status, events, ending) == SERVED[fault]
+    if fault is Fault.SLOW_STREAM:
+        assert took >= 50 * DELAY_S
+    elif fault is Fault.SLOW_FIRST_BYTE:
+        assert took >= DELAY_S
