@@ -6,11 +6,13 @@ The embedded engine's bodies are checked the same way in test_engine_server.py."
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -206,6 +208,13 @@ def test_error_bodies_take_openais_type_for_their_status() -> None:
     assert (
         error_body("busy", status=503, error_type="unavailable_error")["error"]["type"] == "unavailable_error"
     )
+
+
+def test_the_gateway_manual_lists_every_fault_with_its_meaning() -> None:
+    manual = (Path(__file__).parent.parent / "docs" / "gateway.md").read_text()
+    table = manual.split("| `Fault` | what a client sees |", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+?) \|$", table, re.MULTILINE))
+    assert rows == {fault.value: fault.meaning for fault in Fault}
 
 
 async def outcome(url: str, fault: Fault) -> tuple[int | None, int, str, float]:
