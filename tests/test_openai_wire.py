@@ -50,9 +50,10 @@ def sim_profile(dialect: str) -> SimProfile:
     )
 
 
-def gateway(stack: ExitStack, config: dict[str, Any], **app: Any) -> str:
-    app_ = create_app(GatewayConfig.model_validate(config), StaticMonitor(), **app)
-    return stack.enter_context(serve_in_thread(app_)).url
+def gateway(stack: ExitStack, config: dict[str, Any], **options: Any) -> str:
+    """A gateway with `config` in a thread; its base URL."""
+    app = create_app(GatewayConfig.model_validate(config), StaticMonitor(), **options)
+    return stack.enter_context(serve_in_thread(app)).url
 
 
 @contextmanager
