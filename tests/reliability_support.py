@@ -68,8 +68,8 @@ class EngineProcess:
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def mode(self, mode: str) -> dict[str, Any]:
-        status, _, body = http("POST", f"{self.url}/admin/mode", {"mode": mode})
+    def fault(self, fault: str) -> dict[str, Any]:
+        status, _, body = http("POST", f"{self.url}/admin/fault", {"fault": fault})
         assert status == 200
         result: dict[str, Any] = json.loads(body)
         return result

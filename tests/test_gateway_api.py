@@ -19,6 +19,7 @@ from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, FakeTritonEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.wire import Fault
 
 KEY = "sk-test-0123456789"
 
@@ -187,7 +188,7 @@ def test_no_available_backend_is_503_with_retry_after() -> None:
 
 def test_slow_first_byte_is_504() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=3)
-    engine.behaviour = "slow-first-byte"
+    engine.fault = Fault.SLOW_FIRST_BYTE
     with fleet({"a": engine}, timeouts={"first_byte_s": 0.3}, retries=0) as url:
         status, headers, body = post(url, "/v1/chat/completions", CHAT)
     assert status == 504
@@ -197,7 +198,7 @@ def test_slow_first_byte_is_504() -> None:
 
 def test_garbage_answer_is_502() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "garbage"
+    engine.fault = Fault.GARBAGE
     with fleet({"a": engine}, retries=0) as url:
         status, _, body = post(url, "/v1/chat/completions", CHAT)
     assert status == 502
@@ -216,7 +217,7 @@ def test_connection_refused_is_502() -> None:
 
 def test_stream_cut_mid_way_ends_with_an_in_band_error() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "cut"
+    engine.fault = Fault.CUT
     with fleet({"a": engine}) as url:
         status, _, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     events = [e for e in body.split(b"\n\n") if e]
@@ -228,7 +229,7 @@ def test_stream_cut_mid_way_ends_with_an_in_band_error() -> None:
 
 def test_in_band_error_from_the_engine_reaches_the_client() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "in-band-error"
+    engine.fault = Fault.IN_BAND_ERROR
     with fleet({"a": engine}) as url:
         with pytest.raises(openai.APIError, match="ran out of KV cache"):
             list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
@@ -240,7 +241,7 @@ def test_in_band_error_from_the_engine_reaches_the_client() -> None:
 
 def test_idle_gap_mid_stream_ends_with_a_504_event() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=2)
-    engine.behaviour = "slow-stream"
+    engine.fault = Fault.SLOW_STREAM
     with fleet({"a": engine}, timeouts={"idle_s": 0.3}) as url:
         status, _, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     last = [e for e in body.split(b"\n\n") if e][-1]
@@ -250,7 +251,7 @@ def test_idle_gap_mid_stream_ends_with_a_504_event() -> None:
 
 def test_client_disconnect_aborts_the_upstream_request() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=0.2)
-    engine.behaviour = "slow-stream"
+    engine.fault = Fault.SLOW_STREAM
     with fleet({"a": engine}) as url:
         stream = client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True)
         first = next(iter(stream))
@@ -265,7 +266,7 @@ def test_client_disconnect_aborts_the_upstream_request() -> None:
 
 def test_failure_before_the_first_byte_is_retried_on_another_backend() -> None:
     broken, healthy = FakeOpenAIEngine("a", ["m1"]), FakeOpenAIEngine("b", ["m1"])
-    broken.behaviour = "status-500"
+    broken.fault = Fault.ERROR
     monitor = StaticMonitor()
     with fleet({"a": broken, "b": healthy}, monitor, policy="round-robin") as url:
         answers = [post(url, "/v1/chat/completions", CHAT) for _ in range(4)]
@@ -279,7 +280,7 @@ def test_failure_before_the_first_byte_is_retried_on_another_backend() -> None:
 
 def test_stream_that_times_out_before_its_first_byte_is_retried() -> None:
     cut, healthy = FakeOpenAIEngine("a", ["m1"], delay_s=3), FakeOpenAIEngine("b", ["m1"])
-    cut.behaviour = "slow-first-byte"
+    cut.fault = Fault.SLOW_FIRST_BYTE
     with fleet({"a": cut, "b": healthy}, policy="least-loaded", timeouts={"first_byte_s": 0.3}) as url:
         status, headers, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     assert status == 200 and headers["x-wave-backend"] == "b"
@@ -353,7 +354,7 @@ def test_metrics_count_requests_tokens_decisions_and_backend_state() -> None:
 
 def test_inter_token_gaps_are_observed_per_chunk() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=0.01)
-    engine.behaviour = "slow-stream"  # 50 events, 10 ms apart: each its own chunk
+    engine.fault = Fault.SLOW_STREAM  # 50 events, 10 ms apart: each its own chunk
     with fleet({"a": engine}) as url:
         chunks = list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
         _, body = get(url, "/metrics")
@@ -371,7 +372,7 @@ def test_triton_generate_is_translated_both_ways() -> None:
         chunks = list(
             client(url).chat.completions.create(model="ensemble", messages=CHAT["messages"], stream=True)
         )
-        triton.behaviour = "in-band-error"
+        triton.fault = Fault.IN_BAND_ERROR
         with pytest.raises(openai.APIError, match="GPU fell off the bus"):
             list(
                 client(url).chat.completions.create(model="ensemble", messages=CHAT["messages"], stream=True)

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wavefleet.wire import error_body
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -133,14 +135,7 @@ class GatewayError(WaveError):
 
     def to_openai(self) -> dict[str, object]:
         """The body OpenAI's API sends for an error, which its clients parse."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, error_type=self.error_type, code=self.code, param=self.param)
 
 
 class BadRequestError(GatewayError):

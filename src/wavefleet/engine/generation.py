@@ -23,6 +23,7 @@ from llama_cpp import llama_cpp as llama_lib
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from wavefleet.engine.settings import EngineSettings
+from wavefleet.wire import token_usage
 
 __all__ = ["Finish", "GenerationParams", "Generator", "load_llama"]
 
@@ -86,12 +87,8 @@ class Finish:
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+    def usage(self) -> dict[str, Any]:
+        return token_usage(self.prompt_tokens, self.completion_tokens)
 
     def timings(self) -> dict[str, float]:
         decode_tokens = max(0, self.completion_tokens - 1)  # the first token's time is prefill's

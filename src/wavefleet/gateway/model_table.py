@@ -17,6 +17,7 @@ from wavefleet.errors import ModelNotFoundError
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.base import Candidate
+from wavefleet.wire import model_card
 
 __all__ = ["REFRESH_S", "ModelTable"]
 
@@ -131,4 +132,4 @@ class ModelTable:
 
 
 def _entry(model_id: str, wave: dict[str, object]) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "wavefleet", "wave": wave}
+    return model_card(model_id, owned_by="wavefleet", wave=wave)

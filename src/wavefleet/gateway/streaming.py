@@ -9,9 +9,10 @@ on the client's behalf), and notices in-band `{"error": ...}` events, which pass
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from wavefleet.wire import DONE, sse_event
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -19,7 +20,7 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 __all__ = ["SseSplitter", "StreamState", "error_event", "parse_usage", "usage_in"]
 
 TAIL_BYTES = 2048
-_DONE = (b"data: [DONE]\n\n", b"data:[DONE]\n\n")
+_DONE = (DONE, b"data:[DONE]\n\n")
 _ERROR_PREFIXES = (b'data: {"error"', b'data:{"error"')
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _FINISHED = (b'"finish_reason":"', b'"finish_reason": "')  # a string: null means "not yet"
@@ -79,7 +80,7 @@ def usage_in(data: bytes, start: int = 0) -> tuple[int, int] | None:
 
 def error_event(error: dict[str, object]) -> bytes:
     """An in-band error event, as OpenAI's clients expect it after a 200."""
-    return b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
+    return sse_event(error)
 
 
 class StreamState:
