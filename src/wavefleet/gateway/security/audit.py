@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from wavefleet.gateway.health import PartHealth
 from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.settings import DEFAULT_MAX_PENDING
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
 __all__ = [
     "AUDIT_COLUMNS",
-    "DEFAULT_MAX_PENDING",
     "AuditCollector",
     "AuditQuery",
     "AuditRecord",
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-DEFAULT_MAX_PENDING = 100_000  # ~30 MB of rows; at 1,000 requests/s, 100 s of a stuck disk
 _INT64 = range(-(2**63), 2**63)
 
 
