@@ -232,8 +232,8 @@ class AuditWriter:
             state = "failing"
             error = f"the last audit batch could not be written to {self.path}: {self._error}"
         else:
-            return PartHealth(True, "writing", None, counts)
-        return PartHealth(False, state, error, counts)
+            return PartHealth(ok=True, state="writing", counts=counts)
+        return PartHealth(ok=False, state=state, error=error, counts=counts)
 
     def close(self) -> None:
         """Write everything queued, stop the thread, close the database."""
@@ -269,7 +269,7 @@ class AuditCollector:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditQuery:
     since: float | None = None
     until: float | None = None

@@ -256,4 +256,4 @@ class OidcVerifier:
             for value in values:
                 allowed |= self._group_models.get(value, frozenset())
             models = frozenset(allowed)
-        return Principal(f"oidc:{claims['sub']}", "oidc", models, self._limits)
+        return Principal(ident=f"oidc:{claims['sub']}", kind="oidc", models=models, limits=self._limits)
