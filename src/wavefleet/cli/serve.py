@@ -209,4 +209,4 @@ def serve(
     refuse_open_bind(config.host, keys if keys or not credentials else ["(stored keys or OIDC)"])
     if credentials:
         notes = [note for note in notes if note != _OPEN]
-    run_forever(config, keys, tls, poll=not no_poll, notes=notes)
+    run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)
