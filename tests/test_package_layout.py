@@ -59,3 +59,38 @@ def test_the_gateway_config_schema_imports_no_server_parts(module: str) -> None:
         )
     )
     assert heavy == [], f"importing {module} loads {heavy}"
+
+
+# Classes whose positional constructors belong to files other work is changing now; each entry
+# goes once its file is converted.
+_POSITIONAL_FOR_NOW = {
+    "wavefleet.gateway.routing.base": {"RouteRequest", "Decision", "Outcome"},
+    "wavefleet.gateway.routing.wave_model": {"EwmaLine", "EngineSpeed", "BackendModel"},
+    "wavefleet.gateway.security.keys": {"KeyLimits", "KeyRecord"},
+    "wavefleet.gateway.backends.fake_servers": {"RunningServer"},
+}
+
+
+def test_the_gateways_parts_take_more_than_three_arguments_by_keyword_only() -> None:
+    import importlib
+    import inspect
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    offenders = []
+    for path in sorted((PACKAGE / "gateway").rglob("*.py")):
+        module_name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
+        module = importlib.import_module(module_name)
+        for name, cls in vars(module).items():
+            if not inspect.isclass(cls) or cls.__module__ != module_name or issubclass(cls, tuple):
+                continue  # named tuples are rows: positional by nature
+            if name in _POSITIONAL_FOR_NOW.get(module_name, set()):
+                continue
+            try:
+                parameters = inspect.signature(cls).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            if sum(p.kind in positional for p in parameters) > 3:
+                offenders.append(f"{module_name}.{name}")
+    assert offenders == [], f"constructors taking more than three positional arguments: {offenders}"
