@@ -160,14 +160,15 @@ class AuditWriter:
                     self._flush()
                     return
         except BaseException as exc:  # whatever it was, the gateway must hear of it
-            self._death = f"{type(exc).__name__}: {exc}"
+            death = f"{type(exc).__name__}: {exc}"
             _LOG.critical(
                 "the audit writer stopped (%s): no more audit rows reach %s; /health fails until "
                 "the gateway is restarted",
-                self._death,
+                death,
                 self.path,
                 exc_info=exc,
             )
+            self._death = death  # after the log line: whoever sees /health fail finds it logged
 
     def _write(self, batch: list[AuditRecord] | list[tuple[object, ...]]) -> None:
         with self._db:
