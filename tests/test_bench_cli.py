@@ -379,7 +379,7 @@ def render(progress: Any) -> str:
 def test_the_progress_bar_counts_what_it_says(engine: FakeEngine) -> None:
     from rich.console import Console
 
-    from wavefleet.cli.bench import ProgressBar
+    from wavefleet.bench.run import ProgressBar
 
     console = Console(file=io.StringIO(), width=200)
     target, workload = Target(engine.url, "fake-model"), SyntheticWorkload(input_len=2, output_len=2)
@@ -450,3 +450,14 @@ def test_bench_says_when_nothing_answers() -> None:
     assert result.returncode == 1
     assert f"nothing answers at http://127.0.0.1:{port}/v1" in result.stderr
     assert "wave serve" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--concurrency", "1,x"), ("--rate", "0"), ("--percentiles", "50,101")]
+)
+def test_bad_flags_are_refused_before_waiting_for_the_server(flag: str, value: str) -> None:
+    port = _free_port()
+    result = wave("--url", f"http://127.0.0.1:{port}/v1", "--wait", "30", flag, value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert flag in result.stderr and "nothing answers" not in result.stderr
+    assert "waiting" not in result.stderr

@@ -167,12 +167,14 @@ TEN_TOKENS = "x" * 40  # 40 characters: 10 tokens at the gateway's 4 characters 
 
 def gate_with(limiter: RateLimiter, limits: KeyLimits) -> SecurityGate:
     return SecurityGate(
-        Authenticator([STATIC_KEY], static_limits=limits), limiter, Screener(ScreeningConfig())
+        authenticator=Authenticator(static_keys=[STATIC_KEY], static_limits=limits),
+        limiter=limiter,
+        screener=Screener(ScreeningConfig()),
     )
 
 
 def principal(limits: KeyLimits) -> Principal:
-    return Principal("static", "static", None, limits)
+    return Principal(ident="static", kind="static", models=None, limits=limits)
 
 
 def ask(max_tokens: int | None = None, content: str = TEN_TOKENS, **extra: Any) -> dict[str, Any]:
@@ -451,13 +453,17 @@ def test_the_middleware_settles_the_reservation(
             if ending == "refused before forwarding":
                 raise ModelNotFoundError("no model 'm' here")
             if ending == "200 without usage":
-                request[OUTCOME] = Outcome(200, None, None, "a")
+                request[OUTCOME] = Outcome(
+                    status=200, prompt_tokens=None, completion_tokens=None, backend="a"
+                )
                 return web.json_response({"choices": []})
             try:
                 await asyncio.Event().wait()  # a stream that the client ends
             except asyncio.CancelledError:
                 if ending == "close with usage":
-                    request[OUTCOME] = Outcome(499, 10, 290, "a")
+                    request[OUTCOME] = Outcome(
+                        status=499, prompt_tokens=10, completion_tokens=290, backend="a"
+                    )
                 raise
             raise AssertionError("unreachable")
 

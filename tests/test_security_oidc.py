@@ -24,9 +24,9 @@ from wavefleet.gateway.backends.fake import FakeBackend, echo
 from wavefleet.gateway.config import BackendConfig, GatewayConfig
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.gate import SecurityGate
-from wavefleet.gateway.security.oidc import OidcConfig, OidcVerifier
+from wavefleet.gateway.security.oidc import OidcVerifier
 from wavefleet.gateway.security.screening import Action, ScreeningConfig
-from wavefleet.gateway.security.settings import SecurityConfig
+from wavefleet.gateway.security.settings import OidcConfig, SecurityConfig
 
 AUDIENCE = "wave-gateway"
 

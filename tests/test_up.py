@@ -108,7 +108,7 @@ def test_the_printed_examples_run_as_printed_from_a_plain_shell(running: Running
 
 
 def test_the_python_example_says_how_to_get_the_client_when_it_is_missing() -> None:
-    from wavefleet.engine.up import usage_examples
+    from wavefleet.up import usage_examples
 
     without = usage_examples("http://127.0.0.1:8080/v1", "wave-k", "m", python=None)
     assert "pip install openai" in without

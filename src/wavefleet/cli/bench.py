@@ -1,39 +1,29 @@
-"""`wave bench`: load-test an OpenAI-compatible endpoint with vLLM's metric definitions."""
+"""`wave bench`: load-test an OpenAI-compatible endpoint with vLLM's metric definitions.
+
+The flags' text is parsed here into one `BenchOptions` (bench/options.py); `run_bench`
+(bench/run.py) does the rest.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from wavefleet.bench.arrivals import expected_span
-from wavefleet.bench.criteria import Criterion, check, parse_criteria
-from wavefleet.bench.metrics import Slo, summarize
-from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
-from wavefleet.bench.runner import LoadSpec, ProgressInfo, Target, run_load
-from wavefleet.bench.workload import (
-    JsonlWorkload,
-    MultiTurnWorkload,
-    SyntheticWorkload,
-    Workload,
-    parse_length_dist,
-)
-from wavefleet.errors import BenchError, UsageError
+from wavefleet.bench.criteria import Criterion, parse_criteria
+from wavefleet.bench.metrics import Slo
+from wavefleet.bench.options import DEFAULT_REQUESTS, DEFAULT_URL, BenchOptions
+from wavefleet.bench.run import run_bench
+from wavefleet.bench.workload import parse_length_dist
+from wavefleet.errors import UsageError
 
 __all__ = ["bench"]
 
-DEFAULT_REQUESTS = 200
-# `wave up` and `wave serve` listen on 8080 by default: the bench measures that gateway unless told.
-DEFAULT_URL = "http://127.0.0.1:8080/v1"
+N = TypeVar("N", int, float)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -166,7 +156,38 @@ DEFAULT_URL = "http://127.0.0.1:8080/v1"
     help="Write bench.json, requests.csv, bench.png, bench.html here.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
-def bench(**options: Any) -> None:
+def bench(
+    *,
+    url: str,
+    model: str | None,
+    api_key: str | None,
+    endpoint: Literal["chat", "completions"],
+    concurrency: str | None,
+    rate: str | None,
+    burstiness: float,
+    ramp_up_s: float,
+    max_concurrency: int | None,
+    num_requests: int | None,
+    duration_s: float | None,
+    input_len: int,
+    output_len: int,
+    length_dist: str,
+    conversations: int | None,
+    prefix_len: int,
+    turns: int,
+    prompts_file: Path | None,
+    ignore_eos: bool,
+    extra_body: str | None,
+    timeout_s: float,
+    wait_s: float,
+    seed: int,
+    goodput: tuple[str, ...],
+    percentiles: str,
+    criteria: str | None,
+    criteria_on: Literal["each", "last"],
+    out: Path | None,
+    no_progress: bool,
+) -> None:
     """Load-test an OpenAI-compatible endpoint; metrics are vLLM bench serve's.
 
     Every request streams with usage, so TTFT, TPOT, ITL and E2EL are measured per request and
@@ -184,72 +205,43 @@ def bench(**options: Any) -> None:
 
     Exit codes: 0 ok, 1 a criterion failed (or no request succeeded), 2 bad arguments.
     """
-    console = Console(highlight=False)
-    slo = _parse_slo(options["goodput"])
-    criteria = parse_criteria(options["criteria"], with_goodput=not slo.empty) if options["criteria"] else []
-    percentiles = _parse_percentiles(options["percentiles"], criteria)
-    workload = _workload(options)
-    _wait_until_listening(options["url"], options["wait_s"])
-    model = options["model"] or _first_model(options["url"], options["api_key"])
-    target = Target(
-        base_url=options["url"],
+    slo = _parse_slo(goodput)
+    checks = parse_criteria(criteria, with_goodput=not slo.empty) if criteria else []
+    options = BenchOptions(
+        url=url,
         model=model,
-        api_key=options["api_key"],
-        endpoint=options["endpoint"],
-        ignore_eos=options["ignore_eos"],
-        extra_body=_parse_extra_body(options["extra_body"]),
-        timeout_s=options["timeout_s"],
+        api_key=api_key,
+        endpoint=endpoint,
+        ignore_eos=ignore_eos,
+        extra_body=_parse_extra_body(extra_body),
+        timeout_s=timeout_s,
+        wait_s=wait_s,
+        concurrency=tuple(_parse_levels(concurrency, int, "concurrency")) if concurrency else (),
+        rates=tuple(_parse_levels(rate, float, "rate")) if rate else (),
+        burstiness=burstiness,
+        ramp_up_s=ramp_up_s,
+        max_concurrency=max_concurrency,
+        num_requests=num_requests,
+        duration_s=duration_s,
+        seed=seed,
+        input_len=input_len,
+        output_len=output_len,
+        length_dist=parse_length_dist(length_dist),
+        conversations=conversations,
+        prefix_len=prefix_len,
+        turns=turns,
+        prompts_file=prompts_file,
+        slo=slo,
+        percentiles=tuple(_parse_percentiles(percentiles, checks)),
+        criteria=tuple(checks),
+        criteria_on=criteria_on,
+        out=out,
+        show_progress=not no_progress,
     )
-    loads = _loads(options, workload)
-    report = Report(
-        config={
-            "url": target.url,
-            "model": model,
-            "endpoint": target.endpoint,
-            "ignore_eos": target.ignore_eos,
-            "extra_body": target.extra_body,
-            "workload": workload.describe(),
-            "slo_ms": {"ttft": slo.ttft_ms, "tpot": slo.tpot_ms, "e2el": slo.e2el_ms},
-            "percentiles": percentiles,
-            "criteria": [str(c) for c in criteria],
-            "timer_start": "scheduled send time (includes client queueing)",
-            "timeout_s": target.timeout_s,
-            "resends": "never: each request is sent once; a timeout is a failed request",
-        },
-        environment=environment(),
-    )
-    for line in plan_lines(
-        loads, defaulted=options["num_requests"] is None and options["duration_s"] is None
-    ):
-        console.print(line)
-    for load in loads:
-        with ProgressBar(console, load, disabled=options["no_progress"]) as progress:
-            result = run_load(target, workload, load, progress)
-        summary = summarize(result.records, result.duration_s, slo, percentiles, window=result.window)
-        level = Level(result, summary)
-        report.levels.append(level)
-        print_level(console, level)
-    checked = report.levels if options["criteria_on"] == "each" else report.levels[-1:]
-    for level in checked:
-        report.verdicts += check(criteria, level.result.load.label, level.summary)
-    if options["out"]:
-        written = write_outputs(report, options["out"])
-        console.print("wrote " + ", ".join(str(path) for path in written))
-    if report.verdicts:
-        print_verdicts(console, report.verdicts)
-    dead = [level for level in report.levels if level.summary.completed == 0]
-    if dead:
-        top = max(dead[0].summary.errors.items(), key=lambda item: item[1], default=("no requests sent", 0))
-        raise BenchError(f"no request succeeded at {dead[0].result.load.label}: {top[0]}")
-    failed = [v for v in report.verdicts if not v.passed]
-    if failed:
-        raise BenchError(
-            f"{len(failed)} of {len(report.verdicts)} criteria failed: "
-            + ", ".join(f"{v.criterion} at {v.level}" for v in failed)
-        )
+    run_bench(options, Console(highlight=False))
 
 
-def _parse_levels(text: str, kind: type[int] | type[float], name: str) -> list[Any]:
+def _parse_levels(text: str, kind: Callable[[str], N], name: str) -> list[N]:
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
@@ -257,61 +249,6 @@ def _parse_levels(text: str, kind: type[int] | type[float], name: str) -> list[A
     if not values or any(v <= 0 for v in values):
         raise UsageError(f"--{name} needs positive numbers; got {text!r}")
     return values
-
-
-def _loads(options: dict[str, Any], workload: Workload) -> list[LoadSpec]:
-    if not options["concurrency"] and not options["rate"]:
-        options["concurrency"] = "1"
-    num, duration = options["num_requests"], options["duration_s"]
-    if num is None and duration is None:
-        num = DEFAULT_REQUESTS
-        if isinstance(workload, MultiTurnWorkload):
-            num = workload.conversations * workload.turns
-    common: dict[str, Any] = {"num_requests": num, "duration_s": duration, "seed": options["seed"]}
-    loads = (
-        [
-            LoadSpec(concurrency=c, **common)
-            for c in _parse_levels(options["concurrency"] or "", int, "concurrency")
-        ]
-        if options["concurrency"]
-        else []
-    )
-    if options["rate"]:
-        for rate in _parse_levels(options["rate"], float, "rate"):
-            loads.append(
-                LoadSpec(
-                    rate=rate,
-                    burstiness=options["burstiness"],
-                    ramp_up_s=options["ramp_up_s"],
-                    max_concurrency=options["max_concurrency"],
-                    **common,
-                )
-            )
-    return loads
-
-
-def _workload(options: dict[str, Any]) -> Workload:
-    dist = parse_length_dist(options["length_dist"])
-    if options["prompts_file"] and options["conversations"]:
-        raise UsageError("choose one workload: --prompts FILE or --multi-turn N")
-    if options["prompts_file"]:
-        return JsonlWorkload(options["prompts_file"], default_max_tokens=options["output_len"])
-    if options["conversations"]:
-        return MultiTurnWorkload(
-            conversations=options["conversations"],
-            prefix_len=options["prefix_len"],
-            turns=options["turns"],
-            turn_len=options["input_len"],
-            output_len=options["output_len"],
-            seed=options["seed"],
-        )
-    return SyntheticWorkload(
-        input_len=options["input_len"],
-        output_len=options["output_len"],
-        input_dist=dist,
-        output_dist=dist,
-        seed=options["seed"],
-    )
 
 
 def _parse_slo(values: tuple[str, ...]) -> Slo:
@@ -345,170 +282,3 @@ def _parse_extra_body(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError("--extra-body must be a JSON object, e.g. '{\"temperature\": 0}'")
     return value
-
-
-def _wait_until_listening(base_url: str, wait_s: float) -> None:
-    """Return once something accepts connections at `base_url` (any HTTP answer will do), or raise
-    BenchError after `wait_s` seconds of refused connections."""
-    parts = urllib.parse.urlsplit(base_url)
-    address = (parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80))
-    deadline = time.monotonic() + wait_s
-    said = False
-    while True:
-        try:
-            socket.create_connection(address, timeout=5).close()
-            return
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise BenchError(
-                    f"nothing answers at {base_url} ({exc.strerror or exc}) after {wait_s:g} s: start the "
-                    "gateway first (`wave serve` or `wave up`), or point --url at the server"
-                ) from exc
-            if not said:
-                Console(stderr=True, highlight=False).print(
-                    f"waiting up to {wait_s:g} s for {base_url} to listen", style="dim"
-                )
-                said = True
-            time.sleep(0.25)
-
-
-def _first_model(base_url: str, api_key: str | None) -> str:
-    request = urllib.request.Request(base_url.rstrip("/") + "/models")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            models = json.load(reply).get("data") or []
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise BenchError(
-            f"cannot list models at {base_url}/models ({exc}); pass --model or check --url"
-        ) from exc
-    if not models:
-        raise BenchError(f"{base_url}/models lists no model; pass --model")
-    return str(models[0]["id"])
-
-
-def _span(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def plan_lines(loads: list[LoadSpec], *, defaulted: bool) -> list[str]:
-    """What the run will do and how long it should take, said before anything is sent."""
-    counts = [load.num_requests for load in loads]
-    levels = f"{len(loads)} level{'s' if len(loads) != 1 else ''}"
-    if all(count is not None for count in counts):
-        cut = " at most" if any(load.duration_s is not None for load in loads) else ""
-        levels += f",{cut} {sum(c or 0 for c in counts)} requests"
-    lines = [f"wave bench: {levels}"]
-    if defaulted:
-        lines[0] += f"; {DEFAULT_REQUESTS} requests per level (the default; set --num-requests or --duration)"
-    known, unknown = 0.0, 0
-    width = max(len(load.label) for load in loads)
-    for load in loads:
-        seconds, what = _level_plan(load)
-        if seconds is None:
-            unknown += 1
-        else:
-            known += seconds
-        lines.append(f"  {load.label:<{width}}  {what}")
-    if unknown == 0:
-        lines.append(f"  expected: about {_span(known)} of sending, plus each level's drain")
-    elif known:
-        lines.append(
-            f"  expected: about {_span(known)} of sending for the timed levels, plus the "
-            f"{unknown} closed-loop level{'s' if unknown != 1 else ''} (ETA in the progress bar)"
-        )
-    return lines
-
-
-def _level_plan(load: LoadSpec) -> tuple[float | None, str]:
-    """Seconds of sending the level is expected to take (None: up to the server), and why."""
-    drain = "then the requests in flight finish"
-    count, duration = load.num_requests, load.duration_s
-    if load.rate is None:
-        workers = f"{load.concurrency} in flight at a time"
-        if duration is not None:
-            most = f" (at most {count} requests)" if count is not None else ""
-            return duration, f"sending for {_span(duration)}{most}, {workers}; {drain}"
-        return None, f"{count} requests, {workers}: as long as the server takes (ETA once requests finish)"
-    if count is None:
-        assert duration is not None
-        expected = load.rate * duration
-        return duration, f"about {expected:.0f} requests arriving over {_span(duration)}, {drain}"
-    span = expected_span(load.rate, count, ramp_up_s=load.ramp_up_s)
-    if duration is not None and duration < span:
-        return duration, f"up to {count} requests arriving over {_span(duration)}, {drain}"
-    return span, f"{count} requests arriving over about {_span(span)}, {drain}"
-
-
-def _amount(value: float) -> str:
-    return f"{value:.1f}".removesuffix(".0")
-
-
-class ProgressBar:
-    """A rich progress bar fed by the runner's progress callback (or nothing, when disabled).
-
-    A level with a request count shows requests ended (answered or failed) of the count; a
-    level with only a --duration shows seconds of sending of the duration, then the drain.
-    Both show the requests in flight, the time elapsed and an ETA from the pace so far.
-    """
-
-    def __init__(self, console: Console, load: LoadSpec, disabled: bool) -> None:
-        self.disabled = disabled
-        self.by_time = load.num_requests is None
-        self.sending = "arrivals" if load.rate is not None else "sending"
-        self.bar = Progress(
-            TextColumn(f"{load.label:<24}"),
-            BarColumn(),
-            TextColumn("{task.fields[amount]}"),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        total = load.duration_s if self.by_time else load.num_requests
-        self.task = self.bar.add_task(load.label, total=total, amount="", detail="")
-        self(
-            ProgressInfo(
-                done=0,
-                sent=0,
-                in_flight=0,
-                planned=load.num_requests,
-                elapsed_s=0.0,
-                planned_s=load.duration_s,
-                sending=True,
-            )
-        )
-
-    def __enter__(self) -> ProgressBar | None:
-        if self.disabled:
-            return None
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.disabled:
-            self.bar.stop()
-
-    def __call__(self, info: ProgressInfo) -> None:
-        waiting = info.sent - info.done - info.in_flight  # issued, waiting for a --max-concurrency slot
-        detail = f"{info.in_flight} in flight" + (f", {waiting} waiting" if waiting > 0 else "")
-        if self.by_time:
-            assert info.planned_s is not None
-            completed = min(info.elapsed_s, info.planned_s)
-            amount = f"{_amount(completed)}/{_amount(info.planned_s)} s of {self.sending}"
-            detail = f"{info.done} requests done, {detail}"
-        else:
-            completed = info.done
-            amount = f"{info.done}/{info.planned} requests"
-        if not info.sending and info.done < info.sent:
-            detail = "draining: " + detail
-        self.bar.update(self.task, completed=completed, amount=amount, detail=detail)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
+from wavefleet.cli.security_options import security_options
 from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
-from wavefleet.gateway.security.options import apply_security_flags, security_options
+from wavefleet.gateway.security.options import SecurityFlags, apply_security_flags
 from wavefleet.gateway.security.tls import server_tls_context
 
 __all__ = ["gateway_keys", "parse_backend", "refuse_open_bind", "serve"]
@@ -189,7 +189,7 @@ def serve(
     no_poll: bool,
     api_key: str | None,
     api_key_file: Path | None,
-    **security_flags: Any,
+    security: SecurityFlags,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models, /health and /metrics, routing each request across your engines by live load.
@@ -200,16 +200,13 @@ def serve(
     from wavefleet.gateway.server import run_forever
 
     config = build_config(config_path, host, port, backends, policy)
-    config = config.model_copy(update={"security": apply_security_flags(config.security, security_flags)})
+    config = config.model_copy(update={"security": apply_security_flags(config.security, security)})
     source = click.get_current_context().get_parameter_source("api_key")
     keys, notes = gateway_keys(config, api_key, api_key_file, source)
-    tls = None
-    if security_flags.get("tls_cert") or security_flags.get("tls_key"):
-        if not (security_flags.get("tls_cert") and security_flags.get("tls_key")):
-            raise UsageError("give --tls-cert and --tls-key together")
-        tls = server_tls_context(security_flags["tls_cert"], security_flags["tls_key"])
+    tls_files = security.tls_files()
+    tls = server_tls_context(*tls_files) if tls_files is not None else None
     credentials = config.security.db is not None or config.security.oidc is not None
     refuse_open_bind(config.host, keys if keys or not credentials else ["(stored keys or OIDC)"])
     if credentials:
         notes = [note for note in notes if note != _OPEN]
-    run_forever(config, keys, tls, poll=not no_poll, notes=notes)
+    run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)

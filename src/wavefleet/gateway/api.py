@@ -7,7 +7,7 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from itertools import count
 from typing import Any
 
@@ -21,10 +21,10 @@ from wavefleet.errors import (
     NoHealthyBackendError,
     RateLimitError,
 )
-from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends.base import Endpoint
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.health import HealthCheck
+from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
@@ -33,7 +33,9 @@ from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.routing.wave import explain
+from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
+from wavefleet.gateway.security.principal import Principal
 
 __all__ = ["EXPLAIN_HEADER", "EXPLANATION", "GatewayApi", "estimate_prompt"]
 
@@ -108,22 +110,26 @@ def _check_fields(endpoint: Endpoint, payload: dict[str, Any]) -> None:
 
 
 class GatewayApi:
-    """The request handlers, built from the gateway's parts (no global state)."""
+    """The request handlers, built from the gateway's parts (no global state).
+
+    Every caller is checked by `authenticator`: here, or already by the security layer's
+    middleware when it runs (it leaves the principal on the request). `report` is the security
+    layer's outcome hook, per request.
+    """
 
     def __init__(
         self,
+        *,
         config: GatewayConfig,
         monitor: BackendMonitor,
         table: ModelTable,
         policy: RoutingPolicy,
         forwarder: Forwarder,
         metrics: GatewayMetrics,
-        auth: StaticKeyAuth,
-        inflight: dict[str, int],
+        authenticator: Authenticator,
+        inflight: InflightCounts,
         report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
-        *,
         health_checks: Mapping[str, HealthCheck] | None = None,
-        caller_known: Callable[[web.Request], Awaitable[bool]] | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -131,12 +137,9 @@ class GatewayApi:
         self._policy = policy
         self._forwarder = forwarder
         self._metrics = metrics
-        self._auth = auth
-        self._report = report  # the security layer's outcome hook, per request
+        self._authenticator = authenticator
+        self._report = report
         self._health_checks = dict(health_checks or {})  # parts besides backends: the audit writer
-        # whether a caller may see /health's error texts (they name internal URLs and files):
-        # the security layer's check when it runs, else the static keys'
-        self._caller_known = caller_known or self._has_static_key
         self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
         self._ids = count(1)
         self._retry_after = max(1.0, config.poll_interval_s)
@@ -163,7 +166,7 @@ class GatewayApi:
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = self._forwarder.now()
         try:
-            self._auth.check(request.headers)
+            await self._principal(request)
             raw = await self._read_body(request)
             payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
             if payload is None:
@@ -204,20 +207,27 @@ class GatewayApi:
                 )
             self._metrics.decision(decision.ranked[0].backend, decision.reason)
             call = Call(
-                endpoint,
-                payload,
-                raw,
-                stream,
-                stream and not wants_usage,
-                route,
-                started,
-                started + self._config.timeouts.total_s,
-                self._report(request) if self._report is not None else None,
+                endpoint=endpoint,
+                payload=payload,
+                raw=raw,
+                stream=stream,
+                inject_usage=stream and not wants_usage,
+                route=route,
+                started=started,
+                deadline=started + self._config.timeouts.total_s,
+                report=self._report(request) if self._report is not None else None,
             )
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:
             self._metrics.series("", "").count(str(exc.status))
             return error_response(exc)
+
+    async def _principal(self, request: web.Request) -> Principal:
+        """Who is asking: as the security layer found, else from the authenticator (401 raises)."""
+        principal = request.get(PRINCIPAL)
+        if principal is None:
+            principal = await self._authenticator.authenticate(request.headers.get("Authorization"))
+        return principal
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self._config.max_body_bytes
@@ -234,18 +244,16 @@ class GatewayApi:
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            self._auth.check(request.headers)
+            principal = await self._principal(request)
         except GatewayError as exc:
             return error_response(exc)
-        entries = self._table.listing()
-        principal = request.get(PRINCIPAL)
-        if principal is not None:
-            entries = [entry for entry in entries if principal.may_use(str(entry["id"]))]
+        entries = [entry for entry in self._table.listing() if principal.may_use(str(entry["id"]))]
         return json_response({"object": "list", "data": entries})
 
-    async def _has_static_key(self, request: web.Request) -> bool:
+    async def _caller_known(self, request: web.Request) -> bool:
+        """Whether the request carries credentials the gateway accepts (or it accepts everyone)."""
         try:
-            self._auth.check(request.headers)
+            await self._authenticator.authenticate(request.headers.get("Authorization"))
         except GatewayError:
             return False
         return True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 __all__ = ["HealthCheck", "PartHealth"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PartHealth:
     """One part's state: ok or not, a one-word state and counters (shown to everyone), and why
     not (may name files: shown to authenticated callers only)."""

@@ -120,7 +120,7 @@ class Histogram:
     """A labelled histogram updated without locks (the gateway runs on one event loop)."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+        self, name: str, documentation: str, labelnames: Sequence[str], *, buckets: Sequence[float]
     ) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames = list(labelnames)
@@ -195,12 +195,15 @@ class _Collector:
 
 
 class GatewayMetrics:
+    """The counters and histograms the forwarder updates, and the backend gauges read at scrape time
+    from the monitor and the in-flight counts."""
+
     def __init__(
         self,
+        *,
         monitor: BackendMonitor,
         backends: Sequence[BackendConfig],
         inflight: Mapping[str, int],
-        *,
         listed: Callable[[str], bool] = lambda model: True,
     ) -> None:
         self._monitor, self._backends, self._inflight = monitor, list(backends), inflight
@@ -226,19 +229,19 @@ class GatewayMetrics:
             "wave_time_to_first_token_seconds",
             "Streams: arrival to first data event sent",
             ["model", "backend"],
-            TTFT_BUCKETS,
+            buckets=TTFT_BUCKETS,
         )
         self.itl = Histogram(
             "wave_inter_token_latency_seconds",
             "Streams: gaps between chunks of data events sent (vllm bench's ITL)",
             ["model", "backend"],
-            ITL_BUCKETS,
+            buckets=ITL_BUCKETS,
         )
         self.e2e = Histogram(
             "wave_request_duration_seconds",
             "End-to-end request time at the gateway",
             ["model", "backend"],
-            E2E_BUCKETS,
+            buckets=E2E_BUCKETS,
         )
         r.register(_Collector(self))
         self._series: dict[tuple[str, str], RequestSeries] = {}

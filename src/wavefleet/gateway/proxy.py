@@ -22,6 +22,7 @@ from wavefleet.errors import GatewayError, NoHealthyBackendError, UpstreamError,
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
 from wavefleet.gateway.config import Timeouts
 from wavefleet.gateway.deadlines import Deadline, DeadlineWatch
+from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.responses import error_response
@@ -31,7 +32,7 @@ from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, p
 __all__ = ["Call", "Forwarder"]
 
 
-@dataclass(slots=True)
+@dataclass(kw_only=True, slots=True)
 class Call:
     """One client request, parsed once."""
 
@@ -60,15 +61,22 @@ class _Headers:
 
 
 class Forwarder:
+    """Sends a call to its ranked backends in turn and relays the answer (see the module's docstring).
+
+    `backends` may be empty at first: the app hands them over with `add_backends` once its
+    session exists. The forwarder counts each attempt in `inflight` while it runs.
+    """
+
     def __init__(
         self,
+        *,
         backends: dict[str, Backend],
         monitor: BackendMonitor,
         policy: RoutingPolicy,
         metrics: GatewayMetrics,
         timeouts: Timeouts,
         retries: int,
-        inflight: dict[str, int],
+        inflight: InflightCounts,
         watch: DeadlineWatch,
         retry_after_s: float = 1.0,
     ) -> None:
@@ -107,7 +115,7 @@ class Forwarder:
             if not self._monitor.available(name):
                 continue
             tries_left -= 1
-            self._inflight[name] += 1
+            self._inflight.add(name)
             try:
                 return await self._attempt(
                     request, call, candidate, tries_left == 0 or candidate is ranked[-1]
@@ -120,7 +128,7 @@ class Forwarder:
                 self._metrics.retries.labels(name).inc()
                 last = (exc, candidate)
             finally:
-                self._inflight[name] -= 1
+                self._inflight.remove(name)
             if tries_left == 0:
                 break
         if last is None:
@@ -164,7 +172,9 @@ class Forwarder:
             if call.payload.get("model") == candidate.model
             else {**call.payload, "model": candidate.model}
         )
-        outgoing = BackendRequest(call.endpoint, body, raw, call.stream, call.route.request_id)
+        outgoing = BackendRequest(
+            endpoint=call.endpoint, body=body, raw=raw, stream=call.stream, request_id=call.route.request_id
+        )
         series = self._metrics.series(candidate.model, candidate.backend)
         timeouts = self._timeouts
         reply: BackendReply | None = None

@@ -23,7 +23,7 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half-open"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerPolicy:
     failure_threshold: int = 3
     base_cooldown_s: float = 5.0
@@ -32,7 +32,7 @@ class BreakerPolicy:
     probe_timeout_s: float = 30.0  # a granted probe that never reports back frees its slot after this
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerStatus:
     """What /health shows for one backend's breaker."""
 
@@ -64,7 +64,12 @@ class CircuitBreaker:
     def status(self) -> BreakerStatus:
         state = self.state
         reopens = self._opened_at + self._cooldown_s - self._clock() if state is BreakerState.OPEN else None
-        return BreakerStatus(state, self._failures, self._cooldown_s, reopens)
+        return BreakerStatus(
+            state=state,
+            consecutive_failures=self._failures,
+            cooldown_s=self._cooldown_s,
+            reopens_in_s=reopens,
+        )
 
     def allow(self) -> bool:
         """May a request go now? In half-open, grants one probe at a time."""

@@ -55,7 +55,7 @@ class PollingMonitor:
         policy = breaker or BreakerPolicy()
         self._breakers = {name: CircuitBreaker(policy, clock) for name in self._backends}
         self._snapshots = {
-            name: LoadSnapshot(name, models=tuple(b.models), updated_at=clock())
+            name: LoadSnapshot(backend=name, models=tuple(b.models), updated_at=clock())
             for name, b in self._backends.items()
         }
         self._polls = dict.fromkeys(self._backends, 0)
@@ -66,7 +66,7 @@ class PollingMonitor:
     def snapshot(self, backend: str) -> LoadSnapshot:
         snapshot = self._snapshots.get(backend)
         if snapshot is None:
-            return LoadSnapshot(backend)
+            return LoadSnapshot(backend=backend)
         if snapshot.breaker == "open":
             # An open breaker turns half-open when its cool-down ends, not at the next poll:
             # routers filter on this field, and with a long poll interval a stale "open" would

@@ -13,7 +13,7 @@ from typing import Protocol
 __all__ = ["BackendMonitor", "LoadSnapshot", "StaticMonitor"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LoadSnapshot:
     """One backend's state as last seen. `None` means the engine does not report that number."""
 
@@ -63,11 +63,11 @@ class StaticMonitor:
         self.outcomes: list[tuple[str, bool]] = []
 
     def set(self, backend: str, **changes: object) -> None:
-        current = self._snapshots.get(backend, LoadSnapshot(backend))
+        current = self._snapshots.get(backend, LoadSnapshot(backend=backend))
         self._snapshots[backend] = replace(current, **changes)  # type: ignore[arg-type]
 
     def snapshot(self, backend: str) -> LoadSnapshot:
-        return self._snapshots.get(backend) or LoadSnapshot(backend)
+        return self._snapshots.get(backend) or LoadSnapshot(backend=backend)
 
     def available(self, backend: str) -> bool:
         return self.snapshot(backend).healthy

@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from wavefleet.gateway.health import PartHealth
 from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.settings import DEFAULT_MAX_PENDING
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
 __all__ = [
     "AUDIT_COLUMNS",
-    "DEFAULT_MAX_PENDING",
     "AuditCollector",
     "AuditQuery",
     "AuditRecord",
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-DEFAULT_MAX_PENDING = 100_000  # ~30 MB of rows; at 1,000 requests/s, 100 s of a stuck disk
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -161,14 +160,15 @@ class AuditWriter:
                     self._flush()
                     return
         except BaseException as exc:  # whatever it was, the gateway must hear of it
-            self._death = f"{type(exc).__name__}: {exc}"
+            death = f"{type(exc).__name__}: {exc}"
             _LOG.critical(
                 "the audit writer stopped (%s): no more audit rows reach %s; /health fails until "
                 "the gateway is restarted",
-                self._death,
+                death,
                 self.path,
                 exc_info=exc,
             )
+            self._death = death  # after the log line: whoever sees /health fail finds it logged
 
     def _write(self, batch: list[AuditRecord] | list[tuple[object, ...]]) -> None:
         with self._db:
@@ -233,8 +233,8 @@ class AuditWriter:
             state = "failing"
             error = f"the last audit batch could not be written to {self.path}: {self._error}"
         else:
-            return PartHealth(True, "writing", None, counts)
-        return PartHealth(False, state, error, counts)
+            return PartHealth(ok=True, state="writing", counts=counts)
+        return PartHealth(ok=False, state=state, error=error, counts=counts)
 
     def close(self) -> None:
         """Write everything queued, stop the thread, close the database."""
@@ -270,7 +270,7 @@ class AuditCollector:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditQuery:
     since: float | None = None
     until: float | None = None

@@ -95,7 +95,7 @@ def reserve_tokens(endpoint: str, payload: dict[str, Any], texts: Iterable[str],
     return min(tpm, prompt + each * choices)
 
 
-@dataclass(slots=True)
+@dataclass(kw_only=True, slots=True)
 class Admission:
     """One admitted request: what the finish step needs to release limits and write the audit row."""
 
@@ -109,12 +109,12 @@ class Admission:
 class SecurityGate:
     def __init__(
         self,
+        *,
         authenticator: Authenticator,
         limiter: RateLimiter,
         screener: Screener,
         audit: AuditWriter | None = None,
         key_cache: KeyCache | None = None,
-        *,
         keys_refresh_s: float = 1.0,
         oidc: OidcVerifier | None = None,
     ) -> None:
@@ -153,14 +153,17 @@ class SecurityGate:
         oidc = OidcVerifier(config.oidc) if config.oidc is not None else None
         sl = config.static_limits
         authenticator = Authenticator(
-            static_keys, cache, oidc, KeyLimits(sl.rpm, sl.tpm, sl.max_concurrent, sl.max_tokens)
+            static_keys=static_keys,
+            cache=cache,
+            oidc=oidc,
+            static_limits=KeyLimits(sl.rpm, sl.tpm, sl.max_concurrent, sl.max_tokens),
         )
         return cls(
-            authenticator,
-            limiter,
-            Screener(config.screening),
-            audit,
-            cache,
+            authenticator=authenticator,
+            limiter=limiter,
+            screener=Screener(config.screening),
+            audit=audit,
+            key_cache=cache,
             keys_refresh_s=config.keys_refresh_s,
             oidc=oidc,
         )
@@ -209,7 +212,7 @@ class SecurityGate:
     @staticmethod
     def admission(principal: Principal, payload: dict[str, Any]) -> Admission:
         model = payload.get("model")
-        return Admission(principal, model if isinstance(model, str) else None)
+        return Admission(principal=principal, model=model if isinstance(model, str) else None)
 
     async def check(self, admission: Admission, endpoint: str, payload: dict[str, Any]) -> None:
         """Fill `admission` (verdict, ticket) or raise; the verdict is set even when the request is refused."""

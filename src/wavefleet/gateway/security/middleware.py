@@ -3,7 +3,7 @@
 For the proxied endpoints it authenticates, admits (model, max_tokens cap, screening, limits),
 lets the gateway forward, then releases the limits, settles the tokens reserved at admission
 (see `tokens_to_charge`) and queues the audit row. `/v1/models` is authenticated only;
-`/health` and `/metrics` pass (`/health` asks `caller_check` whether to show its error texts).
+`/health` and `/metrics` pass (`/health` asks the same authenticator whether to show its error texts).
 
 The gateway tells the middleware how a forwarded request ended by setting `request[OUTCOME]`
 (status, prompt tokens, completion tokens, backend): for a stream the HTTP status is 200 even
@@ -36,7 +36,6 @@ __all__ = [
     "PRINCIPAL",
     "PROXIED",
     "Outcome",
-    "caller_check",
     "install",
     "outcome_reporter",
     "security_middleware",
@@ -53,7 +52,7 @@ SCREENING_HEADER = "x-wave-screening"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
+@dataclass(kw_only=True, slots=True)
 class Outcome:
     """How the gateway's forwarder ended a request."""
 
@@ -76,7 +75,9 @@ def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | N
 
     def report(status: int, usage: tuple[int, int] | None, backend: str) -> None:
         prompt, completion = usage if usage is not None else (None, None)
-        request[OUTCOME] = Outcome(status, prompt, completion, backend)
+        request[OUTCOME] = Outcome(
+            status=status, prompt_tokens=prompt, completion_tokens=completion, backend=backend
+        )
 
     return report
 
@@ -90,19 +91,6 @@ def tokens_to_charge(outcome: Outcome | None, *, client_closed: bool) -> int | N
     if outcome.prompt_tokens is not None or outcome.completion_tokens is not None:
         return (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
     return None if outcome.status < 400 or outcome.status == 499 else 0
-
-
-def caller_check(gate: SecurityGate) -> Callable[[web.Request], Awaitable[bool]]:
-    """Whether a request carries credentials the gate accepts (for what /health may show it)."""
-
-    async def known(request: web.Request) -> bool:
-        try:
-            await gate.authenticate(request.headers.get("Authorization"))
-        except GatewayError:
-            return False
-        return True
-
-    return known
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:

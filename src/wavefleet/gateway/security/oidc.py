@@ -32,59 +32,19 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wavefleet.errors import AuthenticationError, UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.security.keys import KeyLimits
 from wavefleet.gateway.security.principal import Principal
+from wavefleet.gateway.security.settings import OidcConfig
 
-__all__ = ["OidcConfig", "OidcVerifier", "looks_like_jwt"]
+__all__ = ["OidcVerifier", "looks_like_jwt"]
 
 _LOG = logging.getLogger(__name__)
 
 _TOKEN_CACHE_MAX = 4096
 _TOKEN_CACHE_S = 60.0  # a verified token is re-checked (signature, keys) at least this often
-
-
-class OidcConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(description="the issuer URL exactly as tokens carry it in `iss`")
-    audience: str = Field(
-        description="the `aud` tokens must carry (the client id of the gateway's application)"
-    )
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
-    leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
-    models_claim: str = Field(default="groups", description="claim whose values map to allowed models")
-    group_models: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="claim value -> models it may use ('*' = all); empty: every valid token may use every model",
-    )
-    limits: dict[str, int] = Field(
-        default_factory=dict, description="rpm, tpm, max_concurrent, max_tokens per subject"
-    )
-    refresh_min_interval_s: float = Field(
-        default=30.0, ge=0, description="least time between two fetch attempts, failed or not"
-    )
-    jwks_ttl_s: float = Field(
-        default=3600.0, gt=0, description="keys older than this are refreshed in the background"
-    )
-    jwks_max_age_s: float = Field(
-        default=86400.0,
-        gt=0,
-        description="keys older than this (the issuer unreachable all along) are no longer trusted",
-    )
-    http_timeout_s: float = Field(default=5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _max_age_covers_ttl(self) -> OidcConfig:
-        if self.jwks_max_age_s < self.jwks_ttl_s:
-            raise ValueError(
-                f"jwks_max_age_s ({self.jwks_max_age_s:g}) is shorter than jwks_ttl_s ({self.jwks_ttl_s:g}): "
-                "keys are refreshed after jwks_ttl_s and dropped after jwks_max_age_s, so raise jwks_max_age_s"
-            )
-        return self
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -296,4 +256,4 @@ class OidcVerifier:
             for value in values:
                 allowed |= self._group_models.get(value, frozenset())
             models = frozenset(allowed)
-        return Principal(f"oidc:{claims['sub']}", "oidc", models, self._limits)
+        return Principal(ident=f"oidc:{claims['sub']}", kind="oidc", models=models, limits=self._limits)

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class EngineLoad:
     """Load as one engine reports it; `None` where its dialect has no such number."""
 

@@ -1,5 +1,8 @@
 """`wave up`: the embedded engine, supervised, with the gateway in front, until Ctrl-C.
 
+A composition of two parts, each used as it is elsewhere: the engine (engine/, started and
+restarted by its supervisor) and the gateway (gateway/, served by `gateway.server.serve_app`).
+
     engine (child process, llama.cpp)  <--  gateway (this process, aiohttp)  <--  clients
       127.0.0.1:<os-chosen port>             --host:--port, API key required
 
@@ -14,14 +17,12 @@ import contextlib
 import importlib.util
 import secrets
 import shlex
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from rich.console import Console
 
 from wavefleet.engine.model import BUNDLED_MODEL_NAME, bundled_model_path, validate_gguf
@@ -30,14 +31,13 @@ from wavefleet.engine.supervisor import EngineSupervisor
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendConfig, BackendKind, GatewayConfig, PolicyName
 from wavefleet.gateway.monitor import PollingMonitor
-from wavefleet.gateway.runner import GatewayRunner
 
 __all__ = ["EMBEDDED_BACKEND", "UpOptions", "engine_settings", "new_api_key", "run_up", "usage_examples"]
 
 EMBEDDED_BACKEND = "embedded"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UpOptions:
     model: Path | None = None
     host: str = "127.0.0.1"
@@ -112,63 +112,60 @@ async def run_up(options: UpOptions, console: Console) -> None:
     """Start engine and gateway, print how to use them, run until SIGINT/SIGTERM or engine failure."""
     settings = engine_settings(options)  # bad input fails here, before anything starts
 
-    from wavefleet.gateway.app import create_app  # the gateway's imports only once they are needed
+    # the gateway's imports only once they are needed
+    from wavefleet.gateway.app import create_app
+    from wavefleet.gateway.server import serve_app, stop_on_signals
 
     api_key = options.api_key or new_api_key()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     supervisor = EngineSupervisor(settings, on_event=lambda m: console.print(f"[yellow]engine:[/] {m}"))
-    runner: web.AppRunner | None = None
-    session: aiohttp.ClientSession | None = None
-    try:
-        with console.status("starting the engine", spinner="dots") as status:
-            starting = asyncio.create_task(supervisor.start(lambda m: status.update(m)))
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not starting.done():  # Ctrl-C while loading
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
-                return
-            starting.result()
-        config = gateway_config(options, supervisor.url, settings.model_name)
-        session = aiohttp.ClientSession()
-        monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
-        app = create_app(config, monitor, api_keys=[api_key])
-        runner = GatewayRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+    with stop_on_signals() as stop:
         try:
-            await site.start()
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {options.host}:{options.port}: {exc.strerror}; "
-                "fix: pick another --port, or --port 0 for any free one"
-            ) from exc
-        port = runner.addresses[0][1]
-        shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-        base_url = f"http://{shown_host}:{port}/v1"
-        _print_banner(console, base_url, api_key, settings, supervisor.url)
-        assert supervisor.failed is not None
-        engine_failed: asyncio.Future[None] = supervisor.failed
+            if not await _start_engine(supervisor, stop, console):
+                return  # Ctrl-C while loading
+            config = gateway_config(options, supervisor.url, settings.model_name)
+            async with aiohttp.ClientSession() as session:
+                monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
+                app = create_app(config, monitor, api_keys=[api_key])
+
+                def banner(port: int) -> None:
+                    shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+                    base_url = f"http://{shown_host}:{port}/v1"
+                    _print_banner(console, base_url, api_key, settings, supervisor.url)
+
+                async def stopped_or_failed() -> None:
+                    assert supervisor.failed is not None
+                    await _first_of(stop, supervisor.failed)
+                    console.print("stopping…")
+
+                await serve_app(app, options.host, options.port, until=stopped_or_failed, on_listening=banner)
+        finally:
+            await supervisor.stop()
+
+
+async def _start_engine(supervisor: EngineSupervisor, stop: asyncio.Event, console: Console) -> bool:
+    """Start the engine, showing its progress; False when `stop` is set first (the start is cancelled)."""
+    with console.status("starting the engine", spinner="dots") as status:
+        starting = asyncio.create_task(supervisor.start(lambda m: status.update(m)))
         stopped = asyncio.create_task(stop.wait())
-        waiters: list[asyncio.Future[Any]] = [engine_failed, stopped]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        if engine_failed.done():
-            engine_failed.result()  # raises the EngineError
-        console.print("stopping…")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        if session is not None:
-            await session.close()
-        await supervisor.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
+        starting.result()
+    return True
+
+
+async def _first_of(stop: asyncio.Event, failed: asyncio.Future[None]) -> None:
+    """Return when `stop` is set; raise the engine's error if `failed` resolves first."""
+    stopped = asyncio.create_task(stop.wait())
+    waiters: list[asyncio.Future[Any]] = [failed, stopped]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if failed.done():
+        failed.result()  # raises the EngineError
 
 
 def _print_banner(
