@@ -282,6 +282,8 @@ def test_emoji_presentation_selectors_pass_but_runs_of_selectors_do_not() -> Non
     # data hidden in variation selectors after one emoji (one byte per selector)
     assert screener.screen(["😀\ufe01\ufe02\U000e0120\U000e0150"]).hits == ("invisible_unicode",)
     assert screener.screen(["x\ufe0f\ufe0f"]).hits == ("invisible_unicode",)
+    assert screener.screen(["\ufe0fx"]).hits == ("invisible_unicode",)
+    assert screener.screen(["x", "\ufe0fy"]).hits == ("invisible_unicode",)
 
 
 def test_normalisation_is_for_matching_only() -> None:

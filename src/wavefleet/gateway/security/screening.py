@@ -10,8 +10,9 @@ Screening never changes a prompt. Each rule has an action:
 Every text a client sends that can reach the model is screened (`prompt_texts`): all messages,
 system ones included, with their names and tool calls, and every other request field except a
 short list that only steers sampling or names the caller (`NOT_PROMPT`). The phrase and template
-rules match a normalised copy: default-ignorable and format characters removed (and, separately,
-read as spaces), NFKC applied, and any text hidden in Unicode tag characters decoded to ASCII.
+rules match a normalised copy: NFKC applied (fullwidth and mathematical letters, ligatures and
+Unicode spaces read as ASCII), default-ignorable and format characters removed (and, separately,
+read as spaces), and any text hidden in Unicode tag characters decoded to ASCII.
 Plain ASCII text needs none of that and skips it, so a typical prompt costs a few microseconds.
 These rules catch known phrasings only: they are a tripwire and an audit signal, not a defence
 against a determined attacker (see docs/security.md).
@@ -88,8 +89,9 @@ _NOT_MESSAGE_TEXT = frozenset(
 )
 
 # (a word every match contains, the phrase), matched on lower-cased text. The word is looked
-# for first (`in`, at C speed), so most prompts run no regex at all; most phrases start with a
-# literal, which the regex engine also scans for quickly. The word boundary before a match is
+# for first (`in`, at C speed), so most prompts run no regex at all (hence "prompt", not
+# "system", which every chat with a system message contains as a role); every phrase starts with
+# a literal, which the regex engine also scans for quickly. The word boundary before a match is
 # checked in `_has_phrase`.
 _PHRASES = [
     (
@@ -103,11 +105,11 @@ _PHRASES = [
     ("forget", r"forget\s+(?:all\s+)?(?:your|the|previous)\s+(?:instructions|rules)\b"),
     ("now", r"you\s+are\s+now\s+(?:dan|in\s+developer\s+mode|jailbroken|unfiltered)\b"),
     ("anything", r"do\s+anything\s+now\b"),
-    (
-        "system",
-        r"(?:reveal|print|show|repeat|output|leak|display)\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|hidden\s+|original\s+)?system\s+prompt\b",
+    *(
+        ("prompt", verb + r"\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|hidden\s+|original\s+)?system\s+prompt\b")
+        for verb in ("reveal", "print", "show", "repeat", "output", "leak", "display")
     ),
-    ("system", r"new\s+system\s+prompt\s*:"),
+    ("prompt", r"new\s+system\s+prompt\s*:"),
     ("developer", r"enable\s+developer\s+mode\b"),
 ]
 
@@ -170,14 +172,16 @@ def _nfkc(match: re.Match[str]) -> str:
 
 
 def _matching_view(text: str, marks: tuple[re.Match[str], ...]) -> str:
-    """What the phrase and template rules read for non-ASCII text: the text with NFKC applied,
-    then with invisible characters removed, and again with them read as spaces (a zero-width
-    space between words), followed by each run of tag characters decoded to the ASCII it spells.
+    """What the phrase and template rules read for non-ASCII text: the text with NFKC applied to
+    the characters it folds to ASCII, then with invisible characters removed, and again with them
+    read as spaces (a zero-width space between words), followed by each run of tag characters
+    decoded to the ASCII it spells.
 
     `marks` are the text's IGNORABLE characters."""
     # The rules match ASCII, so only the characters NFKC turns into ASCII need it; normalising
-    # just those runs costs a third of normalising a whole 2 KB CJK prompt. Folding neither
-    # adds nor removes IGNORABLE characters, so `marks` still names the ones to take out.
+    # just those runs costs a third of normalising a whole 2 KB CJK prompt (whose fullwidth
+    # punctuation makes NFKC do the full work). Folding neither adds nor removes IGNORABLE
+    # characters, so `marks` still names the ones to take out.
     if not unicodedata.is_normalized("NFKC", text):
         text = _FOLDS_TO_ASCII.sub(_nfkc, text)
     if not marks:
@@ -267,7 +271,9 @@ class Screener:
         self.config = config
         self._actions = {rule: config.action(rule) for rule in RULES}
         self.enabled = any(a is not Action.OFF for a in self._actions.values())
-        self._phrases = [(word, re.compile(pattern)) for word, pattern in _PHRASES]
+        self._phrases: dict[str, list[re.Pattern[str]]] = {}
+        for word, pattern in _PHRASES:
+            self._phrases.setdefault(word, []).append(re.compile(pattern))
         self._template = re.compile(_TEMPLATE)
 
     def screen(self, texts: Iterable[str]) -> Verdict:
@@ -303,13 +309,14 @@ class Screener:
         return Verdict(ordered, flagged, blocked)
 
     def _has_phrase(self, low: str) -> bool:
-        for word, pattern in self._phrases:
+        for word, patterns in self._phrases.items():
             if word not in low:
                 continue
-            for match in pattern.finditer(low):
-                at = match.start()
-                if at == 0 or not (low[at - 1].isalnum() or low[at - 1] == "_"):
-                    return True
+            for pattern in patterns:
+                for match in pattern.finditer(low):
+                    at = match.start()
+                    if at == 0 or not (low[at - 1].isalnum() or low[at - 1] == "_"):
+                        return True
         return False
 
     def refuse(self, verdict: Verdict) -> BadRequestError:
@@ -325,9 +332,9 @@ class Screener:
 
 def _hidden_characters(text: str, marks: tuple[re.Match[str], ...]) -> bool:
     """True if any of `marks` (the text's IGNORABLE characters) is not one that emoji are built
-    from: U+200D joining two pictographs (family, profession emoji), one U+FE0E or U+FE0F after
-    a visible character (text or emoji presentation), and the tag characters of the three RGI
-    subdivision flags."""
+    from: U+200D joining two pictographs (family, profession emoji), one U+FE0E or U+FE0F right
+    after a visible character (text or emoji presentation), and the tag characters of the three
+    RGI subdivision flags."""
     in_flags: set[int] = set()
     if _BLACK_FLAG in text:
         for flag in _RGI_FLAGS.finditer(text):
@@ -339,7 +346,12 @@ def _hidden_characters(text: str, marks: tuple[re.Match[str], ...]) -> bool:
         if char == _ZWJ:
             if 0 < at < len(text) - 1 and _pictographic(text[at - 1]) and _pictographic(text[at + 1]):
                 continue
-        elif char in (_VS15, _VS16) and at > 0 and not IGNORABLE.match(text, at - 1):
+        elif (
+            char in (_VS15, _VS16)
+            and at > 0
+            and not text[at - 1].isspace()
+            and not IGNORABLE.match(text, at - 1)
+        ):
             continue
         return True
     return False
