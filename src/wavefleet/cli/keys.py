@@ -155,7 +155,7 @@ def import_key(
 
     The key must be printable ASCII without spaces and carry at least 128 bits by estimate
     (each character counts by the character classes the key uses; runs and repeats such as
-    aaa, abc or abcabc count nothing). `openssl rand -base64 32` makes one of 256 bits.
+    aaaa, abcd or abcdabcd count nothing). `openssl rand -base64 32` makes one of 256 bits.
 
     \b
     Examples:

@@ -97,23 +97,24 @@ def estimated_bits(secret: str) -> float:
 
     Each character counts log2 of the alphabet made of the character classes the key uses (lower
     case 26, upper case 26, digits 10, other printable ASCII 32), as if drawn at random from it,
-    except a character that continues a run of three (`aaa`, `abc`, `cba`) or completes a
-    three-character sequence already seen (`abcabc`), which counts nothing. A random key scores
-    about its true entropy or a little above (hex counts as 36 symbols, not 16); patterns and
-    repetition score far less. Words are not recognised: a long string of words can pass.
+    except a character that extends a run of three (`aaaa`, `abcd`, `dcba`) or completes a
+    four-character sequence already seen (`abcdabcd`), which counts nothing. A random key scores
+    about its true entropy or a little above (hex counts as 36 symbols, not 16), and chance
+    patterns that long are too rare in one to matter; patterns and repetition score far less.
+    Words are not recognised: a long string of words can pass.
     """
     alphabet = sum(len(chars) for chars in _CLASSES if any(c in chars for c in secret))
     if alphabet < 2:
         return 0.0
     seen: set[str] = set()
     counted = 0
-    for at, char in enumerate(secret):
-        if at >= 2:
-            step = ord(char) - ord(secret[at - 1])
-            triple = secret[at - 2 : at + 1]
-            repeated = triple in seen
-            seen.add(triple)
-            if repeated or (abs(step) <= 1 and step == ord(secret[at - 1]) - ord(secret[at - 2])):
+    for at in range(len(secret)):
+        if at >= 3:
+            last4 = secret[at - 3 : at + 1]
+            steps = {ord(b) - ord(a) for a, b in zip(last4, last4[1:], strict=False)}
+            repeated = last4 in seen
+            seen.add(last4)
+            if repeated or (len(steps) == 1 and abs(next(iter(steps))) <= 1):
                 continue
         counted += 1
     return counted * math.log2(alphabet)
@@ -192,7 +193,7 @@ class KeyStore:
                 f"this key is too weak to import: about {bits:.0f} bits by estimate, and an imported "
                 f"key needs at least {_MIN_IMPORTED_BITS} bits (the estimate counts each character "
                 "by the character classes the key uses, and nothing for runs and repeats such as "
-                "aaa, abc or abcabc). Make a strong key with `wave keys create --name NAME` (256 "
+                "aaaa, abcd or abcdabcd). Make a strong key with `wave keys create --name NAME` (256 "
                 "bits), or `openssl rand -base64 32` (256 bits) and import that"
             )
         return self._insert(secrets.token_hex(4), name, secret, models, expires_at, limits)
