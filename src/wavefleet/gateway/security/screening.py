@@ -194,7 +194,7 @@ def _matching_view(text: str, marks: tuple[re.Match[str], ...]) -> str:
     views = [joined, spaced]
     if max(chars) >= "\U000e0020":
         views += [run.translate(_UNTAG) for run in _TAG_TEXT.findall(text)]
-    return "\n".join(views)
+    return "\x00".join(views)  # not whitespace: no phrase runs from one reading into the next
 
 
 class ScreeningConfig(BaseModel):
@@ -288,14 +288,15 @@ class Screener:
         plain = text.isascii()
         phrases = actions["injection_phrase"] is not Action.OFF
         template = actions["template_tokens"] is not Action.OFF
-        marks = () if plain else tuple(IGNORABLE.finditer(text))
+        invisible = actions["invisible_unicode"] is not Action.OFF
+        marks = () if plain or not (phrases or template or invisible) else tuple(IGNORABLE.finditer(text))
         if phrases or template:
             view = text if plain else _matching_view(text, marks)
             if phrases and self._has_phrase(view.lower()):
                 hits.add("injection_phrase")
             if template and ("<" in view or "[" in view) and self._template.search(view):
                 hits.add("template_tokens")
-        if actions["invisible_unicode"] is not Action.OFF and marks and _hidden_characters(text, marks):
+        if invisible and marks and _hidden_characters(text, marks):
             hits.add("invisible_unicode")
         if actions["oversize"] is not Action.OFF:
             limit_tokens = self.config.max_tokens
