@@ -87,6 +87,9 @@ NOT_PROMPT = frozenset(
 _NOT_MESSAGE_TEXT = frozenset(
     {"type", "image_url", "input_audio", "input_image", "video_url", "audio_url", "file"}
 )
+# The roles of the API: words that carry nothing to screen. Any other role is screened, since
+# chat templates print a message's role into the prompt.
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # (a word every match contains, the phrase), matched on lower-cased text. The word is looked
 # for first (`in`, at C speed), so most prompts run no regex at all (hence "prompt", not
@@ -234,13 +237,13 @@ CLEAN = Verdict()
 def prompt_texts(endpoint: str, payload: dict[str, Any]) -> Iterator[str]:
     """Every text in the request that can reach the model, in the order sent.
 
-    For chat, every message's strings (role, content and its text parts, name, tool calls with
-    their arguments, tool_call_id, ...), media parts and `type` excepted. For every endpoint, every
-    other top-level field not in NOT_PROMPT (prompt, suffix, input, tools, functions,
-    response_format, documents, chat_template_kwargs, fields no one has named yet), with its
-    object keys: templates print tool and schema JSON whole, property names included. Token-id
-    prompts (lists of integers) carry no text to screen. Nesting of any depth is walked without
-    recursion."""
+    For chat, every message's strings (content and its text parts, name, tool calls with their
+    arguments, tool_call_id, a role other than the API's own, ...), media parts and `type`
+    excepted. For every endpoint, every other top-level field not in NOT_PROMPT (prompt,
+    suffix, input, tools, functions, response_format, documents, chat_template_kwargs, fields
+    no one has named yet), with its object keys: templates print tool and schema JSON whole,
+    property names included. Token-id prompts (lists of integers) carry no text to screen.
+    Nesting of any depth is walked without recursion."""
     for field, value in payload.items():
         if field in NOT_PROMPT:
             continue
@@ -259,7 +262,7 @@ def _strings(value: object, *, in_message: bool) -> Iterator[str]:
             children: list[object] = []
             for key, child in item.items():
                 if in_message:
-                    if key not in _NOT_MESSAGE_TEXT:
+                    if key not in _NOT_MESSAGE_TEXT and not (key == "role" and child in _ROLES):
                         children.append(child)
                 else:
                     children += (key, child)
