@@ -262,7 +262,9 @@ def _strings(value: object, *, in_message: bool) -> Iterator[str]:
             children: list[object] = []
             for key, child in item.items():
                 if in_message:
-                    if key not in _NOT_MESSAGE_TEXT and not (key == "role" and child in _ROLES):
+                    if key not in _NOT_MESSAGE_TEXT and not (
+                        key == "role" and isinstance(child, str) and child in _ROLES
+                    ):
                         children.append(child)
                 else:
                     children += (key, child)
