@@ -6,6 +6,8 @@ import json
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wavefleet.gateway.security.screening import (
     _FOLDS_TO_ASCII,
@@ -320,3 +322,25 @@ def test_unknown_rule_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown screening rules"):
         ScreeningConfig(rules={"no_such_rule": Action.FLAG})  # type: ignore[dict-item]
     assert set(RULES) == {"injection_phrase", "template_tokens", "invisible_unicode", "oversize"}
+
+
+BLOCK_ALL = Screener(ScreeningConfig(default=Action.BLOCK))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["messages", "tools", "prompt", "stop", "x"]) | st.text(max_size=8), json_values
+    )
+)
+def test_any_body_is_screened_without_error(body: dict[str, object]) -> None:
+    for endpoint in ("chat/completions", "completions", "embeddings"):
+        texts = list(prompt_texts(endpoint, body))
+        assert all(isinstance(text, str) for text in texts)
+        BLOCK_ALL.screen(texts)
