@@ -163,9 +163,14 @@ def import_key(
 ) -> None:
     """Store the digest of a key made elsewhere (kept in Vault, say), read from an environment variable.
 
+    The key must be printable ASCII without spaces and carry at least 128 bits by estimate
+    (each character counts by the character classes the key uses; runs and repeats such as
+    aaaa, abcd or abcdabcd count nothing). `openssl rand -base64 32` makes one of 256 bits.
+
     \b
-    Example:
+    Examples:
       VAULT_KEY=$(vault kv get -field=key secret/wave) wave keys import --name vault --from-env VAULT_KEY
+      KEY=$(openssl rand -base64 32) wave keys import --name laptop --from-env KEY
     """
     import os
 
