@@ -66,7 +66,6 @@ def test_the_gateway_config_schema_imports_no_server_parts(module: str) -> None:
 _POSITIONAL_FOR_NOW = {
     "wavefleet.gateway.routing.base": {"RouteRequest", "Decision", "Outcome"},
     "wavefleet.gateway.routing.wave_model": {"EwmaLine", "EngineSpeed", "BackendModel"},
-    "wavefleet.gateway.security.keys": {"KeyLimits", "KeyRecord"},
     "wavefleet.gateway.backends.fake_servers": {"RunningServer"},
 }
 

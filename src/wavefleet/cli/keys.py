@@ -131,7 +131,7 @@ def create(
         name,
         models=list(models) or None,
         expires_at=expires_at,
-        limits=KeyLimits(rpm, tpm, max_concurrent, max_tokens),
+        limits=KeyLimits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
     )
     click.echo(created.secret)
     Console(stderr=True, highlight=False).print(
@@ -184,7 +184,7 @@ def import_key(
         secret,
         models=list(models) or None,
         expires_at=expires_at,
-        limits=KeyLimits(rpm, tpm, max_concurrent, max_tokens),
+        limits=KeyLimits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
     )
     click.echo(record.key_id)
 

@@ -156,7 +156,9 @@ class SecurityGate:
             static_keys=static_keys,
             cache=cache,
             oidc=oidc,
-            static_limits=KeyLimits(sl.rpm, sl.tpm, sl.max_concurrent, sl.max_tokens),
+            static_limits=KeyLimits(
+                rpm=sl.rpm, tpm=sl.tpm, max_concurrent=sl.max_concurrent, max_tokens=sl.max_tokens
+            ),
         )
         return cls(
             authenticator=authenticator,

@@ -50,7 +50,7 @@ _CLASSES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyLimits:
     """Per-key limits; None means no limit of that kind."""
 
@@ -67,7 +67,7 @@ class KeyLimits:
 NO_LIMITS = KeyLimits()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyRecord:
     key_id: str
     name: str

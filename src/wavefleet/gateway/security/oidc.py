@@ -76,7 +76,10 @@ class OidcVerifier:
         self._group_models = {group: frozenset(models) for group, models in config.group_models.items()}
         lim = config.limits
         self._limits = KeyLimits(
-            lim.get("rpm"), lim.get("tpm"), lim.get("max_concurrent"), lim.get("max_tokens")
+            rpm=lim.get("rpm"),
+            tpm=lim.get("tpm"),
+            max_concurrent=lim.get("max_concurrent"),
+            max_tokens=lim.get("max_tokens"),
         )
         self.fetches = 0  # how many times the keys were fetched (for /health and tests)
 
