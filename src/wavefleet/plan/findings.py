@@ -626,6 +626,7 @@ def _shared_gpus(
                     "so the second one fails to load",
                     requested_gib=round(total, 2),
                     capacity_gib=capacity[key],
+                    deployments=", ".join(u.deployment for u in users),
                 )
             )
     return out

@@ -93,6 +93,8 @@ class TierRule(StrEnum):
     DEPENDENCY_CEILING = "dependency-ceiling"
     DSDM_DEMOTION = "dsdm-demotion"
     DEPENDENCY_PROMOTION = "dependency-promotion"
+    MUST_CONFLICT = "must-conflict"  # two Musts claim one device (plan/musts.py)
+    NOT_PLACED = "not-placed"  # a Must engine nothing is placed on (plan/musts.py)
 
 
 class TierDecision(BaseModel):
@@ -447,7 +449,9 @@ def _decided_by(draft: _Draft, demotion: str | None, promotions: list[str]) -> T
     # A ceiling decides only when it is below what the score gives (no fitting device also zeroes
     # the score: the fit is the cause); then the first one that sets the binding (lowest) cap.
     if draft.ceilings and (draft.ceiling.rank < draft.base.rank or draft.best is Fit.NO):
-        binding = [c for c, tier in zip(draft.ceilings, draft.ceiling_tiers, strict=True) if tier is draft.ceiling]
+        binding = [
+            c for c, tier in zip(draft.ceilings, draft.ceiling_tiers, strict=True) if tier is draft.ceiling
+        ]
         return binding[0]
     return TierDecision(rule=TierRule.SCORE, reason=draft.score_reason)
 

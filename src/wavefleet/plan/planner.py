@@ -10,13 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog import Catalog, DeviceKind
 from wavefleet.plan.findings import DeploymentSizing, Finding, check_inventory
-from wavefleet.plan.inventory import FleetDevice, Inventory, fleet_devices
+from wavefleet.plan.inventory import FleetDevice, GoalWorkload, Inventory, fleet_devices
 from wavefleet.plan.memberships import MembershipReport, membership_reports
 from wavefleet.plan.moscow import MoscowSummary, ServicePlan, prioritize
-from wavefleet.plan.placement import Placement, place_models
+from wavefleet.plan.musts import resolve_musts
+from wavefleet.plan.placement import NotPlaced, Placement, ServingLoad, place_models, serving_load
 from wavefleet.plan.roadmap import Phase, build_roadmap
 
-__all__ = ["DeviceSummary", "HostPower", "MemoryBar", "Plan", "build_plan"]
+__all__ = ["DeviceSummary", "HostPower", "MemoryBar", "Plan", "WorkloadSummary", "build_plan"]
 
 NOTES = [
     "Memory and speed figures are estimates from first principles on catalog facts (wave size explains "
@@ -67,6 +68,19 @@ class HostPower(BaseModel):
     currency: str
 
 
+class WorkloadSummary(BaseModel):
+    """The workload the plan is sized for: who uses the fleet and what each goal asks at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: int
+    typical_context: int = Field(
+        description="speeds are quoted at this context unless a figure says otherwise"
+    )
+    goals: dict[str, GoalWorkload]
+    serving: ServingLoad = Field(description="the workload placements are sized for")
+
+
 class Plan(BaseModel):
     """Everything `wave plan` reports; its JSON form is a contract scripts read (docs/plan.md)."""
 
@@ -77,7 +91,9 @@ class Plan(BaseModel):
     services: list[ServicePlan]
     moscow: MoscowSummary
     findings: list[Finding]
+    workload: WorkloadSummary
     placements: list[Placement]
+    not_placed: list[NotPlaced]
     roadmap: list[Phase]
     memberships: list[MembershipReport]
     memory: list[MemoryBar]
@@ -89,15 +105,33 @@ def build_plan(inventory: Inventory, catalog: Catalog) -> Plan:
     devices = fleet_devices(inventory, catalog)
     services, summary = prioritize(inventory, catalog, devices)
     findings, sizings = check_inventory(inventory, catalog, devices)
-    placements = place_models(catalog, devices, inventory.models or None)
+    load = serving_load(inventory, catalog)
+    placements, not_placed = place_models(catalog, devices, load, inventory.models or None)
+    goals = {
+        g.tag: work for g in inventory.goals if g.weight > 0 and (work := inventory.workload.for_goal(g.tag))
+    }
+    services, summary = resolve_musts(services, summary, inventory, placements, findings)
+    workload = WorkloadSummary(
+        users=inventory.workload.users,
+        typical_context=inventory.workload.typical_context,
+        goals=goals,
+        serving=load,
+    )
     return Plan(
         inventory=inventory.name,
         devices=[_summary(d) for d in devices],
         services=services,
         moscow=summary,
         findings=findings,
+        workload=workload,
         placements=placements,
-        roadmap=build_roadmap(services, placements, findings),
+        not_placed=not_placed,
+        roadmap=build_roadmap(
+            services,
+            placements,
+            findings,
+            {h.id: h.hostname or h.address or h.id for h in inventory.hosts},
+        ),
         memberships=membership_reports(list(inventory.memberships), catalog, services),
         memory=_memory_bars(devices, placements, sizings),
         power=_power(inventory, devices),
