@@ -20,6 +20,7 @@ Examples:
   wave plan --format html --out plan.html    a self-contained report to open in a browser
   wave plan --format markdown --out PLAN.md
   wave plan --write-inventory planned.yaml   the plan's placements as an inventory, for wave sim
+  wave plan -i my-fleet.yaml --claims report-claims.yaml   check a report's claims (examples/seed-claims.yaml)
 
 \b
 The inventory (YAML) lists hosts, devices (catalog ids), containers, links, memberships, goals,
@@ -58,6 +59,13 @@ Errors in it name file:line and a fix (exit 2). Scoring and the JSON keys: docs/
     help="Catalog data directory. Default: the catalog shipped with Wavefleet.",
 )
 @click.option(
+    "--claims",
+    "claims_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Claims file (YAML) of a report to check: each claim's quote, line and check. Default: the seed "
+    "report's claims with the example inventory, none with your own.",
+)
+@click.option(
     "--write-inventory",
     "planned_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -69,6 +77,7 @@ def plan(
     fmt: str,
     out: Path | None,
     catalog_dir: Path | None,
+    claims_path: Path | None,
     planned_path: Path | None,
 ) -> None:
     """Plan your fleet: MoSCoW priorities with reasons, placements, findings, roadmap.
@@ -86,7 +95,12 @@ def plan(
 
     catalog = Catalog.load(catalog_dir)
     inventory = load_inventory(inventory_path or default_inventory_path(), catalog)
-    result = build_plan(inventory, catalog)
+    from wavefleet.plan.claims import default_claims_path, load_claims
+
+    if claims_path is None and inventory_path is None:
+        claims_path = default_claims_path()
+    claims = load_claims(claims_path) if claims_path is not None else None
+    result = build_plan(inventory, catalog, claims)
     if planned_path is not None:
         from wavefleet.plan.planned import planned_inventory_yaml
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog import Catalog, DeviceKind
+from wavefleet.plan.claims import ClaimsFile, ClaimVerdict, evaluate_claims
 from wavefleet.plan.findings import DeploymentSizing, Finding, check_inventory
 from wavefleet.plan.inventory import FleetDevice, GoalWorkload, Inventory, fleet_devices
 from wavefleet.plan.memberships import MembershipReport, membership_reports
@@ -95,13 +96,15 @@ class Plan(BaseModel):
     placements: list[Placement]
     not_placed: list[NotPlaced]
     roadmap: list[Phase]
+    claims_document: str = Field(description="the document the claims quote; empty when none was checked")
+    claims: list[ClaimVerdict]
     memberships: list[MembershipReport]
     memory: list[MemoryBar]
     power: list[HostPower]
     notes: list[str]
 
 
-def build_plan(inventory: Inventory, catalog: Catalog) -> Plan:
+def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None = None) -> Plan:
     devices = fleet_devices(inventory, catalog)
     services, summary = prioritize(inventory, catalog, devices)
     findings, sizings = check_inventory(inventory, catalog, devices)
@@ -111,6 +114,18 @@ def build_plan(inventory: Inventory, catalog: Catalog) -> Plan:
         g.tag: work for g in inventory.goals if g.weight > 0 and (work := inventory.workload.for_goal(g.tag))
     }
     services, summary = resolve_musts(services, summary, inventory, placements, findings)
+    verdicts = (
+        evaluate_claims(
+            claims,
+            catalog,
+            findings,
+            placements,
+            inventory.workload.typical_context,
+            {d.hardware.id: d.host.ram_gib for d in devices},
+        )
+        if claims is not None
+        else []
+    )
     workload = WorkloadSummary(
         users=inventory.workload.users,
         typical_context=inventory.workload.typical_context,
@@ -132,6 +147,8 @@ def build_plan(inventory: Inventory, catalog: Catalog) -> Plan:
             findings,
             {h.id: h.hostname or h.address or h.id for h in inventory.hosts},
         ),
+        claims_document=claims.document if claims is not None else "",
+        claims=verdicts,
         memberships=membership_reports(list(inventory.memberships), catalog, services),
         memory=_memory_bars(devices, placements, sizings),
         power=_power(inventory, devices),
