@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import re
 import subprocess
@@ -189,3 +190,31 @@ def test_power_is_device_tdps_times_a_day_at_the_inventory_price(plan: Plan) -> 
         assert power.cost_per_day_at_tdp == pytest.approx(
             watts * 24 / 1000 * inventory.power_price_per_kwh, abs=0.01
         )
+
+
+def test_every_format_carries_the_summary_claims_and_criteria(plan: Plan) -> None:
+    texts = {
+        fmt: render(plan, fmt, width=400) for fmt in (Format.TABLE, Format.MARKDOWN, Format.HTML, Format.JSON)
+    }
+    criteria = [",".join(s.criteria) for phase in plan.roadmap for s in phase.steps if s.criteria]
+    assert criteria
+    for fmt, text in texts.items():
+        flat = html_lib.unescape(text) if fmt is Format.HTML else text
+        flat = flat.replace("\\u003c", "<").replace("\\u003e", ">").replace("\n", " ")
+        for claim in plan.claims:
+            assert claim.id in flat, (fmt, claim.id)
+        for line in criteria:
+            assert line in flat, (fmt, line)
+        for action in plan.summary.actions:
+            assert action.split(":")[0] in flat, (fmt, action)
+    html = texts[Format.HTML]
+    # the summary comes first, before the matrix and the findings
+    assert html.index('id="summary"') < html.index("<h2>MoSCoW matrix</h2>") < html.index("<h2>Findings</h2>")
+
+
+def test_html_bars_have_a_scale_and_numbers(plan: Plan) -> None:
+    html = render(plan, Format.HTML)
+    charts = html.count("<svg")
+    assert charts and html.count('class="axis"') == charts
+    assert html.count('class="bar-value"') == len(plan.memory)
+    assert re.search(r">\d+(\.\d+)? of \d+\.\d\d GiB", html)

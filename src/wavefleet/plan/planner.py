@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog import Catalog, DeviceKind
-from wavefleet.plan.claims import ClaimsFile, ClaimVerdict, evaluate_claims
+from wavefleet.plan.claims import ClaimsFile, ClaimVerdict, Verdict, evaluate_claims
 from wavefleet.plan.findings import DeploymentSizing, Finding, check_inventory
 from wavefleet.plan.inventory import FleetDevice, GoalWorkload, Inventory, fleet_devices
 from wavefleet.plan.memberships import MembershipReport, membership_reports
@@ -82,12 +82,24 @@ class WorkloadSummary(BaseModel):
     serving: ServingLoad = Field(description="the workload placements are sized for")
 
 
+class PlanSummary(BaseModel):
+    """What to read first: the errors that block the plan, the three most important actions, and
+    how the checked document's claims fared."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocking: list[str] = Field(description="error findings, as subject: message")
+    actions: list[str] = Field(description="the three most important next steps, in order")
+    claims: dict[str, int] = Field(description="verdict -> count")
+
+
 class Plan(BaseModel):
     """Everything `wave plan` reports; its JSON form is a contract scripts read (docs/plan.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
     inventory: str
+    summary: PlanSummary
     devices: list[DeviceSummary]
     services: list[ServicePlan]
     moscow: MoscowSummary
@@ -126,6 +138,9 @@ def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None
         if claims is not None
         else []
     )
+    roadmap = build_roadmap(
+        services, placements, findings, {h.id: h.hostname or h.address or h.id for h in inventory.hosts}
+    )
     workload = WorkloadSummary(
         users=inventory.workload.users,
         typical_context=inventory.workload.typical_context,
@@ -134,6 +149,7 @@ def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None
     )
     return Plan(
         inventory=inventory.name,
+        summary=_plan_summary(findings, roadmap, verdicts),
         devices=[_summary(d) for d in devices],
         services=services,
         moscow=summary,
@@ -141,12 +157,7 @@ def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None
         workload=workload,
         placements=placements,
         not_placed=not_placed,
-        roadmap=build_roadmap(
-            services,
-            placements,
-            findings,
-            {h.id: h.hostname or h.address or h.id for h in inventory.hosts},
-        ),
+        roadmap=roadmap,
         claims_document=claims.document if claims is not None else "",
         claims=verdicts,
         memberships=membership_reports(list(inventory.memberships), catalog, services),
@@ -154,6 +165,35 @@ def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None
         power=_power(inventory, devices),
         notes=list(NOTES),
     )
+
+
+def _plan_summary(findings: list[Finding], roadmap: list[Phase], verdicts: list[ClaimVerdict]) -> PlanSummary:
+    blocking = [f"{f.subject}: {f.message}" for f in findings if f.severity.value == "error"]
+    actions = []
+    if blocking:
+        subjects = sorted({f.subject for f in findings if f.severity.value == "error"})
+        actions.append(
+            f"Fix the {len(blocking)} blocking error(s) on {', '.join(subjects)} before deploying the configs as written"
+        )
+    first = next((s for phase in roadmap for s in phase.steps if s.command), None)
+    if first is not None:
+        actions.append(f"{first.action.split(';')[0]}, then check it: {first.command}")
+    contradicted = [v for v in verdicts if v.verdict.value == "contradicted"]
+    if contradicted:
+        actions.append(
+            f"Do not rely on the {len(contradicted)} contradicted claim(s) of the checked report; "
+            f'the first: "{contradicted[0].quote}" ({contradicted[0].where}): {contradicted[0].right}'
+        )
+    for phase in roadmap:
+        for step in phase.steps:
+            if len(actions) >= 3:
+                break
+            if step.command and step is not first:
+                actions.append(f"{step.action.split(';')[0]}, then check it: {step.command}")
+    counts = {v.value: 0 for v in Verdict}
+    for verdict in verdicts:
+        counts[verdict.verdict.value] += 1
+    return PlanSummary(blocking=blocking, actions=actions[:3], claims=counts)
 
 
 def _power(inventory: Inventory, devices: list[FleetDevice]) -> list[HostPower]:
