@@ -439,7 +439,7 @@ def _claim_findings(
     concurrency = claims.concurrent_users or d.max_num_seqs or d.parallel or 1
     if claims.per_sequence_tokens_per_s is not None:
         low, high = claims.per_sequence_tokens_per_s
-        at = ""
+        at_context = ""
         if d.max_model_len is None and d.n_gpu_layers is None:
             # No context in the config: check at the claim's prompt, else at the typical context.
             tokens = (
@@ -455,14 +455,14 @@ def _claim_findings(
                     if claims.prompt_tokens
                     else "the inventory's typical context; the claim states none"
                 )
-                at = f" at {tokens:,} tokens ({why})"
+                at_context = f" at {tokens:,} tokens ({why})"
         if high > bound:
             out.append(
                 _f(
                     Severity.ERROR,
                     FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
-                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound{at} is {bound:.1f} "
+                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound{at_context} is {bound:.1f} "
                     f"tokens/s ({device.hardware.memory_bandwidth_gbs:g} GB/s over the bytes read per token)",
                     claimed_high=high,
                     bound_tokens_per_s=round(bound, 1),
