@@ -17,6 +17,7 @@ OUTSIDE = re.compile(r"/work/|shared/|reference/|nvidia-facts")
 def test_no_catalog_entry_code_or_example_cites_a_path_outside_the_repository() -> None:
     files = [
         *(ROOT / "src" / "wavefleet" / "catalog" / "data").glob("*.yaml"),
+        *(ROOT / "src" / "wavefleet" / "catalog" / "statements").glob("*.yaml"),
         *(ROOT / "src" / "wavefleet" / "plan").rglob("*.py"),
         *(ROOT / "src" / "wavefleet" / "plan").rglob("*.yaml"),
         *(ROOT / "examples").glob("*.yaml"),

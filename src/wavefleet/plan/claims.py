@@ -2,7 +2,7 @@
 
 A claims file (YAML, `ClaimsFile`) names the document it quotes and lists claims; each claim says
 how to check it (`check.kind`). The plan evaluates every claim against the catalog (hardware,
-services, memberships and the sourced statements in catalog/data/facts.yaml), the sizing engine,
+services, memberships and the sourced statements in catalog/statements/facts.yaml), the sizing engine,
 the engines' documented command lines and config grammars, and the plan's own findings, and
 reports it as confirmed, contradicted (with the right figure and its source) or unverifiable
 (with why). Speed claims are checked at the context they state, else at the inventory's typical
@@ -242,7 +242,7 @@ def load_claims(path: Path) -> ClaimsFile:
 
 @cache
 def _knowledge() -> _Knowledge:
-    return load_model(_Knowledge, Path(str(resources.files("wavefleet.catalog") / "data" / "facts.yaml")))
+    return load_model(_Knowledge, Path(str(resources.files("wavefleet.catalog") / "statements" / "facts.yaml")))
 
 
 class _Context:
