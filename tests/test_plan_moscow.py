@@ -268,3 +268,24 @@ def test_the_matrix_and_the_roadmap_show_the_deciding_reason() -> None:
     assert key_reason(plans["gpu-lib"]) == "Won't: no device in the fleet fits it"
     [wont] = [phase for phase in build_roadmap(list(plans.values()), [], []) if phase.tier is Tier.WONT]
     assert [step.action for step in wont.steps] == ["Not now: GPU-LIB: Won't: no device in the fleet fits it"]
+
+
+def test_a_ceiling_above_the_score_does_not_decide_the_tier() -> None:
+    # Riva on the home lab: no goal is speech (score 0, Won't) while production needs a membership
+    # not held (at most Should). The score put it at Won't, so the score is what decided it.
+    speech = service(
+        "speech",
+        goals=["telecom"],
+        unlocked_by=[Membership.DEVELOPER_PROGRAM],
+        production=Membership.NVAIE,
+    )
+    plans, _ = plan([speech], inventory([], {"rag": 1.0}, [Membership.DEVELOPER_PROGRAM]))
+    assert plans["speech"].moscow is Tier.WONT
+    assert decided(plans["speech"]) is TierRule.SCORE
+    # Two ceilings: the lower one is what binds.
+    gated_team = service("gt", goals=["rag"], production=Membership.NVAIE).model_copy(
+        update={"single_user_fit": False}
+    )
+    plans, _ = plan([gated_team], inventory([], {"rag": 1.0}))
+    assert plans["gt"].moscow is Tier.COULD
+    assert decided(plans["gt"]) is TierRule.NOT_SINGLE_USER

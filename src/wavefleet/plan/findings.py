@@ -439,13 +439,30 @@ def _claim_findings(
     concurrency = claims.concurrent_users or d.max_num_seqs or d.parallel or 1
     if claims.per_sequence_tokens_per_s is not None:
         low, high = claims.per_sequence_tokens_per_s
+        at_context = ""
+        if d.max_model_len is None and d.n_gpu_layers is None:
+            # No context in the config: check at the claim's prompt, else at the typical context.
+            tokens = (
+                claims.prompt_tokens + CLAIM_OUTPUT_TOKENS
+                if claims.prompt_tokens
+                else inventory.workload.typical_context
+            )
+            short = size_deployment(catalog, d.model_copy(update={"max_model_len": tokens}), device, ram)
+            if short is not None:
+                bound = short[0].decode_tokens_per_s_upper_bound
+                why = (
+                    "the claim's prompt"
+                    if claims.prompt_tokens
+                    else "the inventory's typical context; the claim states none"
+                )
+                at_context = f" at {tokens:,} tokens ({why})"
         if high > bound:
             out.append(
                 _f(
                     Severity.ERROR,
                     FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
-                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound is {bound:.1f} "
+                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound{at_context} is {bound:.1f} "
                     f"tokens/s ({device.hardware.memory_bandwidth_gbs:g} GB/s over the bytes read per token)",
                     claimed_high=high,
                     bound_tokens_per_s=round(bound, 1),
@@ -626,6 +643,7 @@ def _shared_gpus(
                     "so the second one fails to load",
                     requested_gib=round(total, 2),
                     capacity_gib=capacity[key],
+                    deployments=", ".join(u.deployment for u in users),
                 )
             )
     return out

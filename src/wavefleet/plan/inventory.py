@@ -27,12 +27,15 @@ __all__ = [
     "Deployment",
     "DeviceRef",
     "FleetDevice",
+    "DEFAULT_GOAL_WORKLOADS",
     "Goal",
+    "GoalWorkload",
     "Host",
     "Inventory",
     "Link",
     "LinkKind",
     "SeedFact",
+    "Workload",
     "default_inventory_path",
     "fleet_devices",
     "goal_vocabulary",
@@ -123,6 +126,51 @@ class Goal(FrozenModel):
     description: str = ""
 
 
+class GoalWorkload(FrozenModel):
+    """What one goal asks of the fleet at once: requests in flight, their length and the speed floor."""
+
+    concurrent_requests: int = Field(gt=0, description="requests in flight at once for this goal")
+    prompt_tokens: int = Field(gt=0, description="typical prompt, history and retrieved text included")
+    output_tokens: int = Field(gt=0, description="typical answer")
+    min_tokens_per_s: float = Field(gt=0, description="speed floor per request while answering")
+    max_ttft_s: float = Field(gt=0, description="longest acceptable wait for the first token")
+
+
+# One person: a chat and one other request (an editor, an agent) at once; a coding assistant sends
+# longer prompts and needs faster answers than reading pace; RAG stuffs retrieved text into one
+# long prompt at a time. Assumptions, stated in the report; set `workload:` to change them.
+DEFAULT_GOAL_WORKLOADS: dict[str, GoalWorkload] = {
+    "llm-serving": GoalWorkload(
+        concurrent_requests=2, prompt_tokens=1000, output_tokens=400, min_tokens_per_s=10, max_ttft_s=6
+    ),
+    "coding-assistant": GoalWorkload(
+        concurrent_requests=2, prompt_tokens=2000, output_tokens=200, min_tokens_per_s=15, max_ttft_s=6
+    ),
+    "rag": GoalWorkload(
+        concurrent_requests=1, prompt_tokens=3000, output_tokens=300, min_tokens_per_s=10, max_ttft_s=10
+    ),
+}
+
+
+class Workload(FrozenModel):
+    """How the fleet is used: by whom, at what context, and per goal what at once (defaults: one person)."""
+
+    users: int = Field(default=1, gt=0)
+    typical_context: int = Field(
+        default=4096, gt=0, description="tokens per request a person really uses; speeds are quoted here"
+    )
+    goals: dict[str, GoalWorkload] = Field(
+        default_factory=dict, description="per goal tag; goals not listed use DEFAULT_GOAL_WORKLOADS"
+    )
+
+    def for_goal(self, tag: str) -> GoalWorkload | None:
+        """The goal's workload: the inventory's, else the default one, scaled to the users."""
+        found = self.goals.get(tag) or DEFAULT_GOAL_WORKLOADS.get(tag)
+        if found is None or self.users == 1:
+            return found
+        return found.model_copy(update={"concurrent_requests": found.concurrent_requests * self.users})
+
+
 class Claims(FrozenModel):
     """What a source promised for a deployment; the planner checks each against the numbers."""
 
@@ -182,6 +230,7 @@ class Inventory(FrozenModel):
     )
     deployments: list[Deployment] = Field(default_factory=list)
     facts: list[SeedFact] = Field(default_factory=list)
+    workload: Workload = Field(default_factory=Workload)
 
     @field_validator("memberships")
     @classmethod
@@ -296,6 +345,9 @@ def inventory_problems(
         if goal.tag not in vocabulary:
             check.unknown(("goals", i, "tag"), goal.tag, vocabulary, "goal tag")
     check.unique("goals", [goal.tag for goal in inventory.goals], "goal")
+    for tag in inventory.workload.goals:
+        if tag not in vocabulary:
+            check.unknown(("workload", "goals", tag), tag, vocabulary, "goal tag")
     for i, model_id in enumerate(inventory.models):
         check.known(("models", i), model_id, catalog.models, "model")
     check.unique("deployments", [d.id for d in inventory.deployments], "deployment")

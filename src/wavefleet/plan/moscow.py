@@ -93,6 +93,8 @@ class TierRule(StrEnum):
     DEPENDENCY_CEILING = "dependency-ceiling"
     DSDM_DEMOTION = "dsdm-demotion"
     DEPENDENCY_PROMOTION = "dependency-promotion"
+    MUST_CONFLICT = "must-conflict"  # two Musts claim one device (plan/musts.py)
+    NOT_PLACED = "not-placed"  # a Must engine nothing is placed on (plan/musts.py)
 
 
 class TierDecision(BaseModel):
@@ -233,6 +235,7 @@ class _Draft:
     usable: frozenset[str] = frozenset()
     alternative_to: str | None = None
     ceilings: list[TierDecision] = field(default_factory=list)
+    ceiling_tiers: list[Tier] = field(default_factory=list)  # the cap each of `ceilings` sets
 
 
 def prioritize(
@@ -359,10 +362,7 @@ def _draft(
     usable = frozenset(key for key, (fit, _) in per_device.items() if fit is not Fit.NO)
     draft = _Draft(service, relevance, best, score, base, Tier.MUST, score_reason, reasons, usable=usable)
     if best is Fit.NO:
-        draft.ceiling = Tier.WONT
-        draft.ceilings.append(
-            TierDecision(rule=TierRule.NO_FITTING_DEVICE, reason="Won't: no device in the fleet fits it")
-        )
+        _lower(draft, Tier.WONT, TierRule.NO_FITTING_DEVICE, "Won't: no device in the fleet fits it")
     access = service.access
     if not _accessible(service, held):
         needed = ", ".join(m.value for m in access.unlocked_by)
@@ -438,6 +438,7 @@ def _lower(draft: _Draft, ceiling: Tier, rule: TierRule, reason: str) -> None:
     if ceiling.rank < draft.ceiling.rank:
         draft.ceiling = ceiling
     draft.ceilings.append(TierDecision(rule=rule, reason=reason))
+    draft.ceiling_tiers.append(ceiling)
 
 
 def _decided_by(draft: _Draft, demotion: str | None, promotions: list[str]) -> TierDecision:
@@ -445,8 +446,13 @@ def _decided_by(draft: _Draft, demotion: str | None, promotions: list[str]) -> T
         return TierDecision(rule=TierRule.DEPENDENCY_PROMOTION, reason=promotions[0])
     if demotion is not None:
         return TierDecision(rule=TierRule.DSDM_DEMOTION, reason=demotion)
-    if draft.ceilings:
-        return draft.ceilings[0]
+    # A ceiling decides only when it is below what the score gives (no fitting device also zeroes
+    # the score: the fit is the cause); then the first one that sets the binding (lowest) cap.
+    if draft.ceilings and (draft.ceiling.rank < draft.base.rank or draft.best is Fit.NO):
+        binding = [
+            c for c, tier in zip(draft.ceilings, draft.ceiling_tiers, strict=True) if tier is draft.ceiling
+        ]
+        return binding[0]
     return TierDecision(rule=TierRule.SCORE, reason=draft.score_reason)
 
 
@@ -479,13 +485,12 @@ def _propagate_ceilings(drafts: dict[str, _Draft]) -> None:
                 if dep is None:
                     continue
                 if dep.ceiling.rank < draft.ceiling.rank:
-                    draft.ceiling = dep.ceiling
-                    draft.ceilings.append(
-                        TierDecision(
-                            rule=TierRule.DEPENDENCY_CEILING,
-                            reason=f"at most {dep.ceiling.label}: depends on {dep_id}, which can be at most "
-                            f"{dep.ceiling.label}",
-                        )
+                    _lower(
+                        draft,
+                        dep.ceiling,
+                        TierRule.DEPENDENCY_CEILING,
+                        f"at most {dep.ceiling.label}: depends on {dep_id}, which can be at most "
+                        f"{dep.ceiling.label}",
                     )
                     changed = True
 

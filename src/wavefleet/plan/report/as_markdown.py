@@ -22,18 +22,100 @@ PLACEMENT_COLUMNS = [
     "budget GiB",
     "decode bound tok/s",
     "batched tok/s",
+    "per request tok/s",
+    "first token s",
+    "longest context (bound tok/s)",
 ]
 
 
 def render_markdown(plan: Plan) -> str:
-    sections = (_summary, _matrix, _findings, _placements, _roadmap, _memberships, _power, _notes)
+    sections = (
+        _summary,
+        _matrix,
+        _findings,
+        _claims,
+        _workload,
+        _placements,
+        _roadmap,
+        _memberships,
+        _power,
+        _notes,
+    )
     return "\n".join(line for section in sections for line in section(plan)) + "\n"
 
 
 def _summary(plan: Plan) -> list[str]:
     m = plan.moscow
     effort = ", ".join(f"{tier.label} {days:g} days" for tier, days in m.effort_days.items())
-    return [f"# Plan: {plan.inventory or 'inventory'}", "", f"Effort: {effort}. {m.explanation}.", ""]
+    s = plan.summary
+    out = [f"# Plan: {plan.inventory or 'inventory'}", "", "## Summary", ""]
+    out += [f"**Blocking errors ({len(s.blocking)})**", ""] + [f"- {b}" for b in s.blocking] + [""]
+    out += ["**The three most important actions**", ""] + [f"{n}. {a}" for n, a in enumerate(s.actions, 1)]
+    if plan.claims:
+        tally = ", ".join(f"{count} {verdict}" for verdict, count in s.claims.items())
+        out += ["", f"**Claims of {plan.claims_document}**: {tally} (see Claims)"]
+    return [*out, "", f"Effort: {effort}. {m.explanation}.", ""]
+
+
+def _claims(plan: Plan) -> list[str]:
+    if not plan.claims:
+        return []
+    out = [
+        f"## Claims ({plan.claims_document})",
+        "",
+        _row(["verdict", "claim", "where", "finding", "right", "context", "sources"]),
+    ]
+    out.append(_row(["---"] * 7))
+    out += [
+        _row(
+            [
+                c.verdict.value,
+                f"{c.id}: “{c.quote}”",
+                c.where,
+                c.finding,
+                c.right,
+                c.context,
+                " ".join(c.sources),
+            ]
+        )
+        for c in plan.claims
+    ]
+    return [*out, ""]
+
+
+def _workload(plan: Plan) -> list[str]:
+    w = plan.workload
+    out = [
+        "## Workload (what the placements are sized for)",
+        "",
+        f"{w.users} user(s); typical context {w.typical_context:,} tokens; placements use the {w.serving.goal} workload.",
+        "",
+        _row(
+            [
+                "goal",
+                "requests at once",
+                "prompt tokens",
+                "answer tokens",
+                "floor tokens/s per request",
+                "first token within s",
+            ]
+        ),
+        _row(["---"] * 6),
+    ]
+    out += [
+        _row(
+            [
+                tag,
+                str(g.concurrent_requests),
+                str(g.prompt_tokens),
+                str(g.output_tokens),
+                f"{g.min_tokens_per_s:g}",
+                f"{g.max_ttft_s:g}",
+            ]
+        )
+        for tag, g in w.goals.items()
+    ]
+    return [*out, ""]
 
 
 def _matrix(plan: Plan) -> list[str]:
@@ -75,9 +157,13 @@ def _placements(plan: Plan) -> list[str]:
                     f"{p.budget_gib:.2f}",
                     f"{p.decode_tokens_per_s_upper_bound:.0f}",
                     f"{p.batched_decode_tokens_per_s:.0f}",
+                    f"{p.per_request_tokens_per_s:g}",
+                    f"{p.ttft_s:g}",
+                    f"{p.longest_context:,} ({p.decode_bound_at_longest_tokens_per_s:.0f})",
                 ]
             )
         )
+    out += [f"- not placed on {n.device}: {n.reason}" for n in plan.not_placed]
     return [*out, ""]
 
 
@@ -91,7 +177,13 @@ def _roadmap(plan: Plan) -> list[str]:
                 line += f" — {step.effort_days:g} d"
             out.append(line)
             if step.criteria:
-                out.append(f"  - success: `{' '.join(step.criteria)}`")
+                out.append(f"  - success: `--criteria '{','.join(step.criteria)}'`")
+            if step.command:
+                out.append(f"  - check: `{step.command}`")
+            if step.stretch:
+                out.append(f"  - stretch: {'; '.join(step.stretch)}")
+            if step.done_when:
+                out.append(f"  - done when {step.done_when}")
             if step.basis:
                 out.append(f"  - targets from {step.basis}")
         out.append("")

@@ -24,6 +24,8 @@ def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     console.print(_summary(plan))
     console.print(_matrix(plan))
     console.print(_findings(plan))
+    if plan.claims:
+        console.print(_claims(plan))
     console.print(_placements(plan))
     console.print(_roadmap(plan))
     console.print(_memberships(plan))
@@ -51,7 +53,39 @@ def _summary(plan: Plan) -> Group:
             )
         ),
     ]
+    s = plan.summary
+    lines.append(Text(f"Blocking errors: {len(s.blocking)}", style="bold red" if s.blocking else "green"))
+    lines += [Text(f"  - {b}", style="red") for b in s.blocking]
+    lines.append(Text("The three most important actions:", style="bold"))
+    lines += [Text(f"  {n}. {a}") for n, a in enumerate(s.actions, 1)]
+    if plan.claims:
+        tally = ", ".join(f"{count} {verdict}" for verdict, count in s.claims.items())
+        lines.append(Text(f"Claims of {plan.claims_document}: {tally}"))
+    w = plan.workload
+    goals = "; ".join(
+        f"{tag}: {g.concurrent_requests} at once, {g.prompt_tokens}+{g.output_tokens} tokens, >= {g.min_tokens_per_s:g} tok/s, "
+        f"first token <= {g.max_ttft_s:g} s"
+        for tag, g in w.goals.items()
+    )
+    lines.append(Text(f"Workload: {w.users} user(s), typical context {w.typical_context:,} tokens; {goals}"))
     return Group(*lines)
+
+
+def _claims(plan: Plan) -> Table:
+    table = Table(title=f"Claims of {plan.claims_document}", expand=True)
+    for name in ("verdict", "claim", "where", "finding", "right", "context"):
+        table.add_column(name)
+    style = {"confirmed": "green", "contradicted": "bold red", "unverifiable": "yellow"}
+    for c in plan.claims:
+        table.add_row(
+            Text(c.verdict.value, style=style[c.verdict.value]),
+            f"{c.id}: “{c.quote}”",
+            c.where,
+            c.finding + (f" [{' '.join(c.sources)}]" if c.sources else ""),
+            c.right,
+            c.context,
+        )
+    return table
 
 
 def _matrix(plan: Plan) -> Table:
@@ -107,6 +141,8 @@ def _placements(plan: Plan) -> Table:
         "GiB w/kv/oh of budget",
         "tok/s bound",
         "batched",
+        "per request / first token",
+        "longest context",
         "criteria",
     ):
         table.add_column(name)
@@ -121,7 +157,12 @@ def _placements(plan: Plan) -> Table:
             f"{p.weights_gib:.1f}/{p.sequences * p.kv_gib_per_sequence:.1f}/{p.overhead_gib:.1f} of {p.budget_gib:.1f}",
             f"{p.decode_tokens_per_s_upper_bound:.0f}",
             f"{p.batched_decode_tokens_per_s:.0f}",
+            f"{p.per_request_tokens_per_s:g} tok/s, {p.ttft_s:g} s",
+            f"{p.longest_context:,} ({p.decode_bound_at_longest_tokens_per_s:.0f} tok/s)",
+            _criteria_of(plan, p.device),
         )
+    for n in plan.not_placed:
+        table.add_row(n.device, "", "", "", "", "", "", "", "", n.reason, "", "")
     return table
 
 
@@ -132,7 +173,11 @@ def _roadmap(plan: Plan) -> Group:
         for step in phase.steps:
             lines.append(Text(f"  - {step.action}"))
             if step.criteria:
-                lines.append(Text(f"      success: {' '.join(step.criteria)}", style="green"))
+                lines.append(Text(f"      success: --criteria '{','.join(step.criteria)}'", style="green"))
+            if step.command:
+                lines.append(Text(f"      check: {step.command}", style="dim"))
+            if step.done_when and not step.criteria:
+                lines.append(Text(f"      done when {step.done_when}", style="dim"))
     return Group(*lines)
 
 
@@ -156,6 +201,6 @@ def _memberships(plan: Plan) -> Table:
 def _criteria_of(plan: Plan, device: str) -> str:
     for phase in plan.roadmap:
         for step in phase.steps:
-            if step.criteria and step.where == [device]:
-                return " ".join(step.criteria)
+            if step.criteria and step.where == [device] and (step.action.startswith("Serve ")):
+                return ",".join(step.criteria)
     return ""
