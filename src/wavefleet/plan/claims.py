@@ -242,7 +242,9 @@ def load_claims(path: Path) -> ClaimsFile:
 
 @cache
 def _knowledge() -> _Knowledge:
-    return load_model(_Knowledge, Path(str(resources.files("wavefleet.catalog") / "statements" / "facts.yaml")))
+    return load_model(
+        _Knowledge, Path(str(resources.files("wavefleet.catalog") / "statements" / "facts.yaml"))
+    )
 
 
 class _Context:
