@@ -17,14 +17,15 @@ from click.core import ParameterSource
 from click.testing import CliRunner
 
 from wavefleet.cli.serve import build_config, gateway_keys, parse_backend, refuse_open_bind, serve
+from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, UsageError
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
-from wavefleet.gateway.config import BackendKind, PolicyName
+from wavefleet.gateway.config import PolicyName
 
 
 def test_backend_flag_takes_kind_models_and_gpu() -> None:
     backend = parse_backend("gpu=http://desktop:8000,kind=vllm,models=llama-3.1-8b|qwen,gpu=true")
-    assert (backend.name, str(backend.url), backend.kind) == ("gpu", "http://desktop:8000/", BackendKind.VLLM)
+    assert (backend.name, str(backend.url), backend.kind) == ("gpu", "http://desktop:8000/", EngineKind.VLLM)
     assert backend.models == ["llama-3.1-8b", "qwen"] and backend.gpu is True
 
 
@@ -50,8 +51,8 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     merged = build_config(config, None, 9100, ("b=http://elsewhere:1,kind=llamacpp",), "least-loaded")
     assert (merged.port, merged.policy) == (9100, PolicyName.LEAST_LOADED)
     assert [(b.name, str(b.url), b.kind) for b in merged.backends] == [
-        ("a", "http://a:8000/", BackendKind.VLLM),
-        ("b", "http://elsewhere:1/", BackendKind.LLAMACPP),
+        ("a", "http://a:8000/", EngineKind.VLLM),
+        ("b", "http://elsewhere:1/", EngineKind.LLAMACPP),
     ]
 
 
