@@ -164,3 +164,61 @@ def test_a_triton_backend_that_sets_no_slots_gets_one_default_everywhere() -> No
         )
     ).max_concurrent_sequences
     assert simulated.max_num_seqs == routed == sized
+
+
+DOC = ROOT / "docs" / "engines.md"
+START, END = (
+    "<!-- engines table: generated from ENGINES, checked by tests/test_engines.py -->",
+    "<!-- end -->",
+)
+
+
+def engines_markdown() -> str:
+    """The two tables of docs/engines.md, from the engines table."""
+
+    def code(value: object) -> str:
+        return "—" if value is None else f"`{value}`"
+
+    def setting(s: Flag | EnvVar | None) -> str:
+        return "—" if s is None else f"`{s.name}`" if isinstance(s, Flag) else f"env `{s.name}`"
+
+    wire = [
+        "| kind | engine | API | port | health | metrics | first token | usage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    running = [
+        "| kind | catalog services → sized as | default slots | GPU | KV cache | launch: model, port, context, slots | render | sim |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in ENGINES.values():
+        metrics = (
+            "—"
+            if t.metrics_path is None
+            else f"`{t.metrics_path}`" + (f" on port {t.metrics_port}" if t.metrics_port else "")
+        )
+        usage = t.reporting.usage.value + (" + `timings`" if t.reporting.timings else "")
+        wire.append(
+            f"| `{t.kind.value}` | {t.title} | {t.api.value} | {code(t.port)} | `{t.health_path}` | {metrics} "
+            f"| {t.reporting.first_token.value} | {usage} |"
+        )
+        services = ", ".join(f"`{s}` → `{e}`" for s, e in t.services().items()) or "—"
+        launch = (
+            "—"
+            if t.launch is None
+            else f"`{' '.join(t.launch.command)}`: "
+            + ", ".join(setting(s) for s in (t.launch.model, t.launch.port, t.launch.context, t.launch.slots))
+        )
+        running.append(
+            f"| `{t.kind.value}` | {services} | {t.slots.count}: {t.slots.source} | "
+            f"{'needs one' if t.needs_gpu else 'optional'} | {t.kv_cache.value if t.kv_cache else '—'} | {launch} "
+            f"| {'yes' if t.rendered else 'no'} | {'yes' if t.simulated else 'no'} |"
+        )
+    return "\n".join([START, "", *wire, "", *running, "", END])
+
+
+def test_the_manuals_table_is_the_engines_table() -> None:
+    text = DOC.read_text()
+    block = text[text.index(START) : text.index(END) + len(END)]
+    assert (
+        block == engines_markdown()
+    ), "docs/engines.md is stale; paste engines_markdown() between the markers"
