@@ -34,7 +34,7 @@ def test_backend_flag_takes_kind_models_and_gpu() -> None:
     [
         ("http://x:1", "expected NAME=URL"),
         ("a=http://x:1,colour=red", "unknown option 'colour'"),
-        ("a=http://x:1,kind=ollama", "kind"),
+        ("a=http://x:1,kind=lmstudio", "kind"),
     ],
 )
 def test_bad_backend_flags_say_what_is_wrong(spec: str, words: str) -> None:
@@ -58,7 +58,7 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
 
 def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
     config = tmp_path / "wave.yaml"
-    config.write_text("backends:\n  - name: a\n    url: 'http://a:8000'\n    kind: ollama\n")
+    config.write_text("backends:\n  - name: a\n    url: 'http://a:8000'\n    kind: lmstudio\n")
     with pytest.raises(ConfigError) as caught:
         build_config(config, None, None, (), None)
     assert f"{config}:4" in str(caught.value)

@@ -52,6 +52,7 @@ class EngineKind(StrEnum):
     NIM = "nim"
     TRITON = "triton"  # Triton's generate / generate_stream extension
     OPENAI = "openai"  # any other OpenAI-compatible server: no load metrics, gateway counters only
+    OLLAMA = "ollama"
 
     @property
     def traits(self) -> EngineTraits:
@@ -75,6 +76,7 @@ class MetricsDialect(StrEnum):
     NIM = "nim"
     TRITON = "triton"
     OPENAI = "openai"  # health only (GET /v1/models); load is the gateway's in-flight count
+    OLLAMA = "ollama"
 
 
 class KvCache(StrEnum):
@@ -381,6 +383,29 @@ ENGINES: Mapping[EngineKind, EngineTraits] = MappingProxyType(
             weights=None,
             reporting=_OPENAI_STREAM,
             launch=None,
+        ),
+        EngineKind.OLLAMA: EngineTraits(
+            kind=EngineKind.OLLAMA,
+            title="Ollama",
+            catalog_id="ollama",
+            sized_as="llama.cpp",  # its runner is llama.cpp's engine
+            api=Api.OPENAI,  # under /v1
+            metrics=MetricsDialect.OLLAMA,
+            port=11434,
+            health_path="/api/version",
+            metrics_path=None,  # no Prometheus metrics; /api/ps lists the models loaded in memory
+            slots=Slots(count=1, source="OLLAMA_NUM_PARALLEL default (Ollama FAQ)"),
+            needs_gpu=False,  # uses a GPU when it finds one, else the CPU
+            kv_cache=KvCache.SLOTS,
+            weights=WeightFormat.GGUF,
+            reporting=_OPENAI_STREAM,
+            launch=Launch(
+                command=("ollama", "serve"),
+                image="ollama/ollama",
+                port=EnvVar("OLLAMA_HOST", "0.0.0.0:{}"),
+                context=EnvVar("OLLAMA_CONTEXT_LENGTH"),
+                slots=EnvVar("OLLAMA_NUM_PARALLEL"),
+            ),  # no model setting: `ollama pull` fetches it, a request naming it loads it
         ),
     }
 )

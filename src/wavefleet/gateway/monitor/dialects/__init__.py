@@ -13,6 +13,7 @@ from wavefleet.engines import EngineKind, MetricsDialect
 from wavefleet.gateway.monitor.dialects.base import Dialect, EngineLoad, HttpProbe, PollError
 from wavefleet.gateway.monitor.dialects.llamacpp import LlamaCppDialect
 from wavefleet.gateway.monitor.dialects.nim import NimDialect
+from wavefleet.gateway.monitor.dialects.ollama import OllamaDialect
 from wavefleet.gateway.monitor.dialects.openai import OpenAIDialect
 from wavefleet.gateway.monitor.dialects.sglang import SglangDialect
 from wavefleet.gateway.monitor.dialects.tgi import TgiDialect
@@ -30,6 +31,7 @@ DIALECTS: Mapping[MetricsDialect, Dialect] = MappingProxyType(
         MetricsDialect.NIM: NimDialect(),
         MetricsDialect.TRITON: TritonDialect(),
         MetricsDialect.OPENAI: OpenAIDialect(),
+        MetricsDialect.OLLAMA: OllamaDialect(),
     }
 )
 
