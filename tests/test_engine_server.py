@@ -19,8 +19,9 @@ from openai.types.chat import ChatCompletion
 from wavefleet.engine.model import bundled_model_path
 from wavefleet.engine.settings import EngineSettings
 from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.engines import EngineKind
 from wavefleet.errors import EngineError
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.prometheus import parse_metrics
 
@@ -149,7 +150,7 @@ def test_the_llamacpp_dialect_reads_the_engine(engine: EngineSupervisor) -> None
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
             backend = BackendConfig.model_validate(
-                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+                {"name": "e", "url": engine.url, "kind": EngineKind.LLAMACPP}
             )
             monitor = PollingMonitor([backend], session, interval_s=60)
             snapshot = await monitor.poll("e")
@@ -172,7 +173,7 @@ def test_requests_queue_on_the_single_slot_and_the_metrics_show_it(engine: Engin
 
             requests = [asyncio.create_task(one()) for _ in range(3)]
             backend = BackendConfig.model_validate(
-                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+                {"name": "e", "url": engine.url, "kind": EngineKind.LLAMACPP}
             )
             monitor = PollingMonitor([backend], session, interval_s=60)
             seen_waiting = 0

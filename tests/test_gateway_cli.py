@@ -17,14 +17,15 @@ from click.core import ParameterSource
 from click.testing import CliRunner
 
 from wavefleet.cli.serve import build_config, gateway_keys, parse_backend, refuse_open_bind, serve
+from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, UsageError
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
-from wavefleet.gateway.config import BackendKind, PolicyName
+from wavefleet.gateway.config import PolicyName
 
 
 def test_backend_flag_takes_kind_models_and_gpu() -> None:
     backend = parse_backend("gpu=http://desktop:8000,kind=vllm,models=llama-3.1-8b|qwen,gpu=true")
-    assert (backend.name, str(backend.url), backend.kind) == ("gpu", "http://desktop:8000/", BackendKind.VLLM)
+    assert (backend.name, str(backend.url), backend.kind) == ("gpu", "http://desktop:8000/", EngineKind.VLLM)
     assert backend.models == ["llama-3.1-8b", "qwen"] and backend.gpu is True
 
 
@@ -33,7 +34,7 @@ def test_backend_flag_takes_kind_models_and_gpu() -> None:
     [
         ("http://x:1", "expected NAME=URL"),
         ("a=http://x:1,colour=red", "unknown option 'colour'"),
-        ("a=http://x:1,kind=ollama", "kind"),
+        ("a=http://x:1,kind=lmstudio", "kind"),
     ],
 )
 def test_bad_backend_flags_say_what_is_wrong(spec: str, words: str) -> None:
@@ -50,14 +51,14 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     merged = build_config(config, None, 9100, ("b=http://elsewhere:1,kind=llamacpp",), "least-loaded")
     assert (merged.port, merged.policy) == (9100, PolicyName.LEAST_LOADED)
     assert [(b.name, str(b.url), b.kind) for b in merged.backends] == [
-        ("a", "http://a:8000/", BackendKind.VLLM),
-        ("b", "http://elsewhere:1/", BackendKind.LLAMACPP),
+        ("a", "http://a:8000/", EngineKind.VLLM),
+        ("b", "http://elsewhere:1/", EngineKind.LLAMACPP),
     ]
 
 
 def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
     config = tmp_path / "wave.yaml"
-    config.write_text("backends:\n  - name: a\n    url: 'http://a:8000'\n    kind: ollama\n")
+    config.write_text("backends:\n  - name: a\n    url: 'http://a:8000'\n    kind: lmstudio\n")
     with pytest.raises(ConfigError) as caught:
         build_config(config, None, None, (), None)
     assert f"{config}:4" in str(caught.value)

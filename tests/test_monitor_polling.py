@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.engines import EngineKind
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor import BreakerPolicy, PollingMonitor
 
 VLLM_TEMPLATE = """\
@@ -24,7 +25,7 @@ vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} {kv}
 class FakeEngine:
     """A small engine server: health, metrics and model list are whatever the test sets."""
 
-    def __init__(self, kind: BackendKind) -> None:
+    def __init__(self, kind: EngineKind) -> None:
         self.kind = kind
         self.health_status = 200
         self.running, self.waiting, self.kv = 0, 0, 0.0
@@ -37,9 +38,9 @@ class FakeEngine:
 
     async def __aenter__(self) -> FakeEngine:
         app = web.Application()
-        health_path = "/v1/health/ready" if self.kind is BackendKind.NIM else "/health"
+        health_path = "/v1/health/ready" if self.kind is EngineKind.NIM else "/health"
         app.router.add_get(health_path, self._health)
-        app.router.add_get("/v1/metrics" if self.kind is BackendKind.NIM else "/metrics", self._metrics)
+        app.router.add_get("/v1/metrics" if self.kind is EngineKind.NIM else "/metrics", self._metrics)
         app.router.add_get("/slots", self._slots)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, shutdown_timeout=0.2)
@@ -56,14 +57,14 @@ class FakeEngine:
 
     async def _health(self, request: web.Request) -> web.Response:
         self.requests += 1
-        if self.health_status == 503 and self.kind is BackendKind.LLAMACPP:
+        if self.health_status == 503 and self.kind is EngineKind.LLAMACPP:
             return web.json_response({"error": {"code": 503, "message": "Loading model"}}, status=503)
         return web.json_response({"status": "ok"}, status=self.health_status)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if self.metrics_delay_s:
             await asyncio.sleep(self.metrics_delay_s)
-        if self.kind is BackendKind.LLAMACPP:  # started without --metrics
+        if self.kind is EngineKind.LLAMACPP:  # started without --metrics
             return web.json_response({"error": {"code": 501, "message": "metrics disabled"}}, status=501)
         return web.Response(text=VLLM_TEMPLATE.format(running=self.running, waiting=self.waiting, kv=self.kv))
 
@@ -99,7 +100,7 @@ def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[None]]) -> None:
 
 def test_snapshot_follows_the_engines_metrics_and_lists_models() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.VLLM) as engine:
+        async with FakeEngine(EngineKind.VLLM) as engine:
             engine.running, engine.waiting, engine.kv = 2, 0, 0.1
             monitor = PollingMonitor([engine.backend("v")], session, interval_s=0.02)
             await monitor.start()
@@ -122,7 +123,7 @@ def test_snapshot_follows_the_engines_metrics_and_lists_models() -> None:
 
 def test_down_after_consecutive_failures_and_up_on_success() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.VLLM) as engine:
+        async with FakeEngine(EngineKind.VLLM) as engine:
             monitor = PollingMonitor([engine.backend("v")], session, interval_s=0.02, down_after=3)
             await monitor.start()
             try:
@@ -145,7 +146,7 @@ def test_down_after_consecutive_failures_and_up_on_success() -> None:
 
 def test_recovered_engine_gets_a_probe_request_without_waiting_the_cooldown() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.VLLM) as engine:
+        async with FakeEngine(EngineKind.VLLM) as engine:
             policy = BreakerPolicy(failure_threshold=3, base_cooldown_s=3600)
             monitor = PollingMonitor([engine.backend("v")], session, interval_s=0.02, breaker=policy)
             await monitor.start()
@@ -167,7 +168,7 @@ def test_recovered_engine_gets_a_probe_request_without_waiting_the_cooldown() ->
 
 def test_request_failures_open_the_breaker_while_polls_pass() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.VLLM) as engine:
+        async with FakeEngine(EngineKind.VLLM) as engine:
             monitor = PollingMonitor([engine.backend("v")], session, interval_s=0.02)
             await monitor.start()
             try:
@@ -188,7 +189,7 @@ def test_request_failures_open_the_breaker_while_polls_pass() -> None:
 
 def test_slow_backend_does_not_delay_another() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.VLLM) as slow, FakeEngine(BackendKind.VLLM) as fast:
+        async with FakeEngine(EngineKind.VLLM) as slow, FakeEngine(EngineKind.VLLM) as fast:
             slow.metrics_delay_s = 30.0
             fast.running = 4
             backends = [slow.backend("slow"), fast.backend("fast")]
@@ -209,7 +210,7 @@ def test_slow_backend_does_not_delay_another() -> None:
 
 def test_llamacpp_without_metrics_falls_back_to_slots_and_reports_loading() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.LLAMACPP) as engine:
+        async with FakeEngine(EngineKind.LLAMACPP) as engine:
             engine.slots_busy, engine.slots_total = 1, 4
             monitor = PollingMonitor([engine.backend("l")], session, interval_s=0.02, down_after=2)
             await monitor.start()
@@ -229,7 +230,7 @@ def test_llamacpp_without_metrics_falls_back_to_slots_and_reports_loading() -> N
 
 def test_openai_kind_uses_the_model_list_as_health_and_configured_models_win() -> None:
     async def scenario(session: aiohttp.ClientSession) -> None:
-        async with FakeEngine(BackendKind.OPENAI) as engine, FakeEngine(BackendKind.NIM) as nim:
+        async with FakeEngine(EngineKind.OPENAI) as engine, FakeEngine(EngineKind.NIM) as nim:
             nim.running = 5
             backends = [engine.backend("o"), nim.backend("n", models=["served-name"])]
             monitor = PollingMonitor(backends, session, interval_s=0.02)

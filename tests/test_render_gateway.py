@@ -17,9 +17,9 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from wavefleet.engines import EngineKind
 from wavefleet.render.example import example_fleet
 from wavefleet.render.render import render_to
-from wavefleet.render.spec import EngineKind
 from wavefleet.sim.fleet import ThreadedSimFleet
 from wavefleet.sim.profile import SimProfile
 

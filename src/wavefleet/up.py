@@ -28,8 +28,9 @@ from rich.console import Console
 from wavefleet.engine.model import BUNDLED_MODEL_NAME, bundled_model_path, validate_gguf
 from wavefleet.engine.settings import DEFAULT_CTX, EngineSettings, physical_cores
 from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
-from wavefleet.gateway.config import BackendConfig, BackendKind, GatewayConfig, PolicyName
+from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName
 from wavefleet.gateway.monitor import PollingMonitor
 
 __all__ = ["EMBEDDED_BACKEND", "UpOptions", "engine_settings", "new_api_key", "run_up", "usage_examples"]
@@ -72,7 +73,7 @@ def gateway_config(options: UpOptions, engine_url: str, model_name: str) -> Gate
         {
             "name": EMBEDDED_BACKEND,
             "url": engine_url,
-            "kind": BackendKind.LLAMACPP,
+            "kind": EngineKind.LLAMACPP,
             "models": [model_name],
             "gpu": False,
         }

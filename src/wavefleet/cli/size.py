@@ -11,7 +11,7 @@ from rich.table import Table
 
 from wavefleet.catalog import Catalog, Quantization
 from wavefleet.errors import UnknownIdError, UsageError
-from wavefleet.plan.sizing import DEFAULT_MAX_NUM_SEQS, SizingInput, SizingResult, size_model
+from wavefleet.plan.sizing import SizingInput, SizingResult, size_model
 
 __all__ = ["size"]
 
@@ -109,9 +109,8 @@ def size(
             raise UsageError("give --model and --quant (catalog ids), or --gguf PATH")
         model, quant = catalog.get_model(model_id), catalog.get_quantization(quant_id)
     engine = engine or _default_engine(quant)
-    known_engines = set(DEFAULT_MAX_NUM_SEQS) | set(catalog.services)
-    if engine not in known_engines:
-        raise UnknownIdError("engine", engine, known_engines)
+    if engine not in catalog.services:
+        raise UnknownIdError("engine", engine, set(catalog.services))
     result = size_model(
         SizingInput(
             model=model,

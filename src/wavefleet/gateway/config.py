@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
 from wavefleet.gateway.security.settings import SecurityConfig
@@ -30,7 +31,6 @@ from wavefleet.gateway.security.settings import SecurityConfig
 __all__ = [
     "ApiKeySource",
     "BackendConfig",
-    "BackendKind",
     "BackendProfile",
     "GatewayConfig",
     "PolicyName",
@@ -43,18 +43,6 @@ __all__ = [
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class BackendKind(StrEnum):
-    """The engine behind a backend: decides its API adapter and its metrics dialect."""
-
-    VLLM = "vllm"
-    LLAMACPP = "llamacpp"
-    SGLANG = "sglang"
-    TGI = "tgi"
-    NIM = "nim"
-    TRITON = "triton"  # Triton's generate / generate_stream extension
-    OPENAI = "openai"  # any other OpenAI-compatible server: no load metrics, gateway counters only
 
 
 class PolicyName(StrEnum):
@@ -83,7 +71,9 @@ class BackendProfile(Strict):
 class BackendConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: HttpUrl
-    kind: BackendKind = BackendKind.OPENAI
+    kind: EngineKind = Field(
+        default=EngineKind.OPENAI, description="the engine: decides its API adapter and metrics dialect"
+    )
     models: list[str] = Field(default_factory=list, description="served models; empty = read its /v1/models")
     host: str | None = None
     device: str | None = None

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from wavefleet.catalog import Catalog, DeviceKind, Hardware, Quantization, Service
+from wavefleet.engines import KvCache, sizing_engine, sizing_kind
 from wavefleet.plan.inventory import Container, Deployment, FleetDevice, Inventory
 from wavefleet.plan.moscow import Fit, device_fit
 from wavefleet.plan.placement import sizing_input
@@ -34,9 +35,6 @@ __all__ = [
 
 FACT_TOLERANCE = 0.02  # within 2% of the catalog agrees (rounding); 285 W vs 300 W does not
 MIN_SLOT_CONTEXT = 2048  # tokens per llama.cpp slot below which chat with history gets cut off
-# Engines the sizing engine models; other serving stacks are sized as the engine they run.
-SIZING_ENGINE = {"triton": "vllm", "nim": "vllm", "dynamo": "vllm", "tgi": "vllm", "ollama": "llama.cpp"}
-VLLM_LIKE = {"vllm", "sglang", "tensorrt-llm"}
 # llama-server's --ctx-size when none is given (common.h n_ctx; assumption: newer builds may load
 # the model's full context instead).
 LLAMA_CPP_DEFAULT_CTX = 4096
@@ -138,7 +136,7 @@ def size_deployment(
     """Size a deployment as written: llama.cpp's --ctx-size is shared by its --parallel slots."""
     if deployment.model is None or deployment.quant is None:
         return None
-    engine = SIZING_ENGINE.get(deployment.service, deployment.service)
+    engine = sizing_engine(deployment.service)
     model = catalog.models[deployment.model]
     quant = catalog.quantizations[deployment.quant]
     kv = catalog.quantizations[deployment.kv_dtype] if deployment.kv_dtype else None
@@ -236,7 +234,7 @@ def _check_deployment(
 
 def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Hardware) -> list[Finding]:
     out = []
-    engine = SIZING_ENGINE.get(service.id, service.id)
+    engine = sizing_engine(service.id)
     if service.id not in quant.engines and engine not in quant.engines:
         out.append(
             _f(
@@ -298,7 +296,7 @@ def _fit_findings(d: Deployment, hw: Hardware, r: SizingResult, engine: str) -> 
         )
         return out
     capacity_tokens = int(r.kv_budget_gib * GIB // max(r.kv_bytes_per_token, 1))
-    seqs = d.max_num_seqs if engine in VLLM_LIKE else None
+    seqs = d.max_num_seqs if _paged(engine) else None
     if seqs and d.max_model_len and seqs * d.max_model_len > capacity_tokens:
         fitting = capacity_tokens // d.max_model_len
         out.append(
@@ -576,7 +574,7 @@ def _at_load(
     """Sizing at the claim's load: its concurrency, and (vLLM-like engines, which give KV to the
     tokens in use) sequences as long as the claim's prompt plus a short answer, else max_model_len.
     llama.cpp's slots keep --ctx-size / --parallel whatever the prompt."""
-    if SIZING_ENGINE.get(d.service, d.service) == "llama.cpp":
+    if sizing_engine(d.service) == "llama.cpp":
         at = d.model_copy(update={"parallel": concurrency})
     else:
         prompt = d.claims.prompt_tokens if d.claims else None
@@ -586,11 +584,17 @@ def _at_load(
     return sized[0] if sized else None
 
 
+def _paged(engine: str) -> bool:
+    """vLLM-like: the sizing engine's `engine` reserves its GPU share up front for a paged KV cache."""
+    kind = sizing_kind(engine)
+    return kind is not None and kind.traits.kv_cache is KvCache.PAGED
+
+
 def _reserved_gib(d: Deployment, engine: str, device: FleetDevice, r: SizingResult, split: bool) -> float:
     """GPU memory this deployment takes: vLLM-like engines claim their share up front."""
     if device.hardware.kind is DeviceKind.CPU:
         return 0.0
-    if engine in VLLM_LIKE:
+    if _paged(engine):
         return (d.gpu_memory_utilization or 0.9) * device.memory_gib
     if split and d.n_gpu_layers is not None:
         return d.n_gpu_layers / r.total_layers * r.weights_gib + r.overhead_gib

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog.models import DeviceKind, Hardware, ModelArch, Quantization
+from wavefleet.engines import sizing_kind
 from wavefleet.errors import UsageError
 from wavefleet.plan.speed import (
     BANDWIDTH_EFFICIENCY,
@@ -31,7 +32,6 @@ from wavefleet.plan.speed import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_NUM_SEQS",
     "GIB",
     "EngineEstimate",
     "SizingInput",
@@ -43,12 +43,6 @@ __all__ = [
 
 GIB = 2**30
 
-# Engines' default cap on concurrent sequences when the caller sets none.
-# vLLM: --max-num-seqs 256 for the OpenAI server on GPUs under 70 GiB (1024 above), from
-# EngineArgs.get_batch_defaults in vllm/engine/arg_utils.py.
-# llama.cpp: llama-server's --parallel defaults to auto = 4 slots sharing one unified KV pool
-# (ggml-org/llama.cpp#16736, #17997). SGLang and TensorRT-LLM: taken as vLLM's (assumption).
-DEFAULT_MAX_NUM_SEQS: dict[str, int] = {"vllm": 256, "sglang": 256, "tensorrt-llm": 256, "llama.cpp": 4}
 
 # vLLM-like engines (vLLM, SGLang, TensorRT-LLM) reserve memory the same three ways:
 # CUDA context and libraries outside PyTorch ("non_torch_memory": 0.33 GiB and 0.39 GiB in the
@@ -244,9 +238,15 @@ def _context(inp: SizingInput, max_context: int, warnings: list[str]) -> int:
     return max_context
 
 
+def _default_max_num_seqs(engine: str) -> int | None:
+    """The engine's default cap on concurrent sequences (engines table), None when it has none."""
+    kind = sizing_kind(engine)
+    return kind.traits.slots.count if kind is not None else None
+
+
 def _sequences(inp: SizingInput, kv_budget: float, kv_sequence: float, context: int, basis: list[str]) -> int:
     """Sequences of `context` tokens the KV budget holds at once, capped by the engine's limit."""
-    cap = inp.max_num_seqs or DEFAULT_MAX_NUM_SEQS.get(inp.engine)
+    cap = inp.max_num_seqs or _default_max_num_seqs(inp.engine)
     by_memory = math.floor(kv_budget / kv_sequence) if kv_budget > 0 else 0
     basis.append(
         f"concurrency: floor(kv_budget / KV of one {context}-token sequence) = {by_memory}"
@@ -525,7 +525,7 @@ def _overhead(inp: SizingInput, basis: list[str]) -> float:
             )
         )
         return compute_buffer + cuda
-    seqs = inp.max_num_seqs or DEFAULT_MAX_NUM_SEQS.get(inp.engine, 256)
+    seqs = inp.max_num_seqs or _default_max_num_seqs(inp.engine) or 256
     activation = VLLM_MAX_NUM_BATCHED_TOKENS * (3 * model.intermediate_size + 4 * model.hidden_size) * 2
     sampler = seqs * model.vocab_size * 4 * 2
     overhead = VLLM_NON_TORCH_GIB * GIB + VLLM_CUDA_GRAPHS_GIB * GIB + activation + sampler

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wavefleet.engines import EngineKind
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.render.spec import (
     DcgmSupport,
-    EngineKind,
     EngineSpec,
     FleetSpec,
     GatewaySpec,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from wavefleet.catalog import Catalog, DeviceKind, Hardware, ModelArch, Quantization
+from wavefleet.engines import EngineKind, WeightFormat, sizing_engine
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.plan.inventory import Container, Deployment, Host, Inventory, fleet_devices
@@ -37,7 +38,6 @@ from wavefleet.plan.sizing import SizingInput, SizingResult, estimate_engine, si
 from wavefleet.render.services import DCGM_PORT, JETSON_EXPORTER_PORT, NODE_EXPORTER_PORT
 from wavefleet.render.spec import (
     DcgmSupport,
-    EngineKind,
     EngineSpec,
     FleetSpec,
     GatewaySpec,
@@ -50,12 +50,9 @@ from wavefleet.render.spec import (
 
 __all__ = ["EngineDecision", "EngineSource", "PortMode", "Translation", "fleet_from_inventory"]
 
-ENGINE_SERVICES = {"vllm": EngineKind.VLLM, "llama.cpp": EngineKind.LLAMACPP, "triton": EngineKind.TRITON}
 FROM_HARDWARE = {"dcgm-exporter", "node-exporter", "jetson-stats", "container-toolkit"}
-DEFAULT_PORTS = {EngineKind.VLLM: 8000, EngineKind.LLAMACPP: 8080, EngineKind.TRITON: 8000}
 RESERVED_PORTS = {NODE_EXPORTER_PORT, DCGM_PORT, JETSON_EXPORTER_PORT, 80, 443}
 DEFAULT_VLLM_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
-DEFAULT_LLAMACPP_SLOTS = 4
 LLAMACPP_SLOT_CONTEXT = 4096  # llama.cpp's long-standing default context
 
 
@@ -411,21 +408,33 @@ def _candidate(
     hardware: dict[tuple[str, str], Hardware],
 ) -> _Candidate:
     """The engine, place, weights and flags a deployment asks for; _NotRendered when one cannot be."""
-    kind = ENGINE_SERVICES.get(deployment.service)
+    kind = _rendered_kind(deployment.service)
     if kind is None:
         if deployment.service in FROM_HARDWARE:
             raise _NotRendered(
                 f"{deployment.service} is rendered from each node's hardware, not from deployments"
             )
-        raise _NotRendered(
-            f"{deployment.service} is not an engine `wave render` renders (vLLM, llama.cpp, Triton)"
-        )
+        rendered = ", ".join(k.traits.title for k in EngineKind if k.traits.rendered)
+        raise _NotRendered(f"{deployment.service} is not an engine `wave render` renders ({rendered})")
     if deployment.model is None:
         raise _NotRendered("no model given")
     target = _target(deployment, kind, inventory.host(deployment.host), nodes, hardware)
     model = catalog.get_model(deployment.model)
     quant = _quantization(deployment, kind, catalog)
     return _Candidate(deployment, kind, target, model, quant, _flags(deployment, kind, catalog))
+
+
+def _rendered_kind(service: str) -> EngineKind | None:
+    """The kind `wave render` renders for a deployment of this catalog service: only an engine's
+    own service (a TensorRT-LLM deployment is no Triton of the vLLM backend render deploys)."""
+    return next((k for k in EngineKind if k.traits.rendered and k.traits.catalog_id == service), None)
+
+
+def _default_port(kind: EngineKind) -> int:
+    port = kind.traits.port
+    if port is None:  # never for a rendered kind; EngineSpec refuses others
+        raise UsageError(f"{kind.value} has no default port to render")
+    return port
 
 
 def _target(
@@ -451,7 +460,7 @@ def _target(
     gpu_index = next((g.index for g in node.gpus if g.device == device_id), None) if on_gpu else None
     if on_gpu and gpu_index is None:
         raise _NotRendered(f"{device_id} is not passed into {node.name}")
-    if kind in (EngineKind.VLLM, EngineKind.TRITON) and not on_gpu:
+    if kind.traits.needs_gpu and not on_gpu:
         raise _NotRendered(f"{deployment.service} needs a GPU; {device_id} is a CPU")
     cpu = hardware.get((host.id, host.cpu.device)) if host.cpu else None
     return _Target(host, node, device_id, device, gpu_index, cpu)
@@ -459,12 +468,11 @@ def _target(
 
 def _quantization(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> Quantization:
     """The weights' format, when the engine can load it from a checkpoint the catalog names."""
-    quant = catalog.get_quantization(
-        deployment.quant or ("q4_k_m" if kind is EngineKind.LLAMACPP else "bf16")
-    )
-    if kind is EngineKind.LLAMACPP and quant.format != "gguf":
-        raise _NotRendered(f"llama.cpp loads GGUF files; {quant.id} is {quant.format}")
-    if kind is not EngineKind.LLAMACPP and quant.format in ("gguf", "awq", "gptq", "fp4"):
+    gguf = kind.traits.weights is WeightFormat.GGUF
+    quant = catalog.get_quantization(deployment.quant or ("q4_k_m" if gguf else "bf16"))
+    if gguf and quant.format != "gguf":
+        raise _NotRendered(f"{kind.traits.title} loads GGUF files; {quant.id} is {quant.format}")
+    if not gguf and quant.format in ("gguf", "awq", "gptq", "fp4"):
         raise _NotRendered(
             f"{quant.id} needs a pre-quantized checkpoint the catalog does not name; use fp8 or bf16"
         )
@@ -480,7 +488,7 @@ def _flags(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> _Flags
         kv=catalog.get_quantization(deployment.kv_dtype) if deployment.kv_dtype else None,
         share=deployment.gpu_memory_utilization or DEFAULT_VLLM_MEMORY_SHARE,
         context=context,
-        slots=deployment.parallel or (DEFAULT_LLAMACPP_SLOTS if llamacpp else None),
+        slots=deployment.parallel or (kind.traits.slots.count if llamacpp else None),
     )
 
 
@@ -495,7 +503,7 @@ def _sizing_input(candidate: _Candidate) -> SizingInput:
         context=flags.context,
         memory_utilization=flags.share if not llamacpp else 0.95,
         max_num_seqs=deployment.max_num_seqs if not llamacpp else flags.slots,
-        engine=deployment.service if deployment.service != "triton" else "vllm",
+        engine=sizing_engine(deployment.service),
         host_ram_gib=_ram_of(target.host, deployment.container),
         host=target.cpu if target.gpu_index is not None else None,
     )
@@ -573,7 +581,7 @@ def _engine_spec(
         threads=deployment.threads
         or (None if on_gpu else _cores_of(target.host, deployment.container, target.cpu)),
         parallel=flags.slots or 1,
-        port=deployment.port or DEFAULT_PORTS[kind],
+        port=deployment.port or _default_port(kind),
         profile=_profile(
             estimate.prefill_tokens_per_s,
             estimate.decode_tokens_per_s,
@@ -664,7 +672,7 @@ def _with_ports(engines: list[EngineSpec], explicit: set[str], nodes: list[NodeS
         if engine.name in explicit:
             result.append(engine)
             continue
-        port = DEFAULT_PORTS[engine.kind]
+        port = _default_port(engine.kind)
         while any(p in taken[engine.node] for p in _ports_of(engine, port)):
             port += 1
         taken[engine.node].update(_ports_of(engine, port))

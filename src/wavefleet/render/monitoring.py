@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
+from wavefleet.engines import EngineKind
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef
-from wavefleet.render.spec import EngineKind, FleetSpec
+from wavefleet.render.spec import FleetSpec
 
 __all__ = ["GATEWAY_JOB", "RULES_FILE", "ScrapeEntry", "alert_rules", "prometheus_config", "scrape_entries"]
 

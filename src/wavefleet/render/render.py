@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 
+from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
 from wavefleet.render.artifacts import Artifact, RenderedTree
 from wavefleet.render.checks import tree_problems
@@ -17,7 +18,7 @@ from wavefleet.render.images import IMAGES
 from wavefleet.render.monitoring import RULES_FILE, alert_rules, prometheus_config
 from wavefleet.render.output import write_tree
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef, node_services
-from wavefleet.render.spec import EngineKind, EngineSpec, FleetSpec, NodeSpec, OsFamily
+from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
 from wavefleet.render.templating import make_environment, render_template
 
 __all__ = ["render_fleet", "render_to"]

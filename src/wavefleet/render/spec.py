@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from wavefleet.engines import EngineKind
 from wavefleet.files import FrozenModel
 from wavefleet.gateway.config import BackendProfile
 
 __all__ = [
     "DcgmSupport",
-    "EngineKind",
     "EngineSpec",
     "FleetSpec",
     "GatewaySpec",
@@ -44,12 +44,6 @@ class DcgmSupport(StrEnum):
     FULL = "full"  # datacenter GPUs: all fields, profiling (DCP) metrics
     BASIC = "basic"  # GeForce/Quadro Maxwell+: basic fields (power, memory, utilization, clocks)
     NONE = "none"  # Jetson (integrated GPU): not supported; use jtop/tegrastats
-
-
-class EngineKind(StrEnum):
-    VLLM = "vllm"
-    LLAMACPP = "llamacpp"
-    TRITON = "triton"  # Triton with its vLLM backend
 
 
 class GpuSpec(FrozenModel):
@@ -93,7 +87,7 @@ class EngineSpec(FrozenModel):
     """One engine the plan places: everything its compose service and gateway backend need."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    kind: EngineKind
+    kind: EngineKind = Field(description="an engine kind `wave render` renders (Triton: its vLLM backend)")
     node: str
     gpu_index: int | None = Field(default=None, description="None: runs on the CPU")
     device: str = Field(description="catalog hardware id it runs on (GPU or CPU)")
@@ -113,6 +107,14 @@ class EngineSpec(FrozenModel):
     port: int = Field(ge=1, le=65535, description="host port the engine is published on")
     profile: BackendProfile | None = None
     notes: list[str] = Field(default_factory=list, description="sizing basis and warnings, for README")
+
+    @field_validator("kind")
+    @classmethod
+    def _rendered_kind(cls, kind: EngineKind) -> EngineKind:
+        if not kind.traits.rendered:
+            rendered = ", ".join(k.value for k in EngineKind if k.traits.rendered)
+            raise ValueError(f"`wave render` renders no {kind.value} engine; it renders {rendered}")
+        return kind
 
     @property
     def ctx_size(self) -> int:

@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
+from wavefleet.engines import EngineKind
 from wavefleet.sim.dialects import CONTENT_TYPE, render_metrics
 from wavefleet.sim.engine import RequestRejected, SimEngine, SimSequence
 from wavefleet.sim.faults import FaultConfig, FaultInjector
-from wavefleet.sim.profile import Dialect, SimProfile
+from wavefleet.sim.profile import SimProfile
 from wavefleet.sim.tokens import chat_prompt_text, encode, fake_words
 from wavefleet.wire import DONE, Answer, Fault, error_body, model_card, model_list, sse_event, token_usage
 
@@ -74,12 +75,12 @@ class SimServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         dialect = self.profile.dialect
-        if dialect is Dialect.LLAMACPP:
+        if dialect is EngineKind.LLAMACPP:
             app.router.add_get("/slots", self._slots)
             app.router.add_get("/props", self._props)
-        elif dialect is Dialect.SGLANG:
+        elif dialect is EngineKind.SGLANG:
             app.router.add_get("/v1/loads", self._loads)
-        elif dialect is Dialect.TRITON:
+        elif dialect is EngineKind.TRITON:
             app.router.add_post("/v2/models/{model}/generate", self._triton_generate)
             app.router.add_post("/v2/models/{model}/generate_stream", self._triton_generate)
             app.router.add_get("/v2/health/live", self._health)
@@ -111,7 +112,7 @@ class SimServer:
     async def _health(self, request: web.Request) -> web.Response:
         if not self.engine.healthy:
             return _unavailable("engine dead")
-        if self.profile.dialect is Dialect.LLAMACPP:
+        if self.profile.dialect is EngineKind.LLAMACPP:
             return web.json_response({"status": "ok"})
         return web.Response(status=200)
 
@@ -210,7 +211,8 @@ class SimServer:
             if fault is Fault.CUT:
                 return _cut(request)
             answer = Answer(self.profile.model, chat=chat)
-            extra = {"timings": _llamacpp_timings(seq)} if self.profile.dialect is Dialect.LLAMACPP else {}
+            timings = self.profile.dialect.traits.reporting.timings
+            extra = {"timings": _llamacpp_timings(seq)} if timings else {}
             return web.json_response(
                 answer.body("".join(words), seq.finish_reason, usage=self._usage(seq), **extra)
             )

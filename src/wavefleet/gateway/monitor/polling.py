@@ -23,7 +23,8 @@ from dataclasses import replace
 
 import aiohttp
 
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.engines import Api
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.breaker import BreakerPolicy, BreakerStatus, CircuitBreaker
 from wavefleet.gateway.monitor.dialects import EngineLoad, HttpProbe, PollError, dialect_for
 from wavefleet.gateway.monitor.dialects.base import base_url, models_from_json
@@ -184,7 +185,7 @@ class PollingMonitor:
             return tuple(backend.models)
         if load.models is not None:
             return load.models
-        if backend.kind is BackendKind.TRITON:  # KServe v2 has no /v1/models
+        if backend.kind.traits.api is not Api.OPENAI:  # KServe v2 (Triton) has no /v1/models
             return (backend.triton_model,) if backend.triton_model else ()
         try:
             reply = await http.get_ok(f"{base_url(backend)}/v1/models")
