@@ -10,12 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from wavefleet.catalog import Catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    """The bundled catalog, loaded once for the session (a frozen value: tests read it only)."""
+    return Catalog.load()
 
 
 class RedisServer:

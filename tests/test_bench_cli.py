@@ -15,9 +15,7 @@ import asyncio
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +25,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from helpers import free_port, run_wave, wave_env
 from wavefleet.bench.runner import LoadSpec, Target, run_load
 from wavefleet.bench.workload import MultiTurnWorkload, SyntheticWorkload
-
-SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 class FakeEngine:
@@ -140,14 +137,7 @@ def engine() -> Iterator[FakeEngine]:
 
 
 def wave(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), COLUMNS="160")
-    return subprocess.run(
-        [sys.executable, "-m", "wavefleet", "bench", "--no-progress", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_wave("bench", "--no-progress", *args, env=wave_env(COLUMNS="160"))
 
 
 def test_criteria_pass_fail_and_malformed_exit_codes(engine: FakeEngine) -> None:
@@ -185,7 +175,7 @@ def test_output_files_hold_every_level_and_request(engine: FakeEngine, tmp_path:
     assert first["token_counts"] == "usage"
     assert first["good_fraction"] == 1.0
     assert first["stats"]["itl"]["count"] == 9 * 4  # role + 3 content + finish chunks = 5, so 4 gaps
-    rows = list(csv.DictReader((out / "requests.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((out / "requests.csv").read_text())))
     assert len(rows) == 27
     assert {row["chunks"] for row in rows} == {"5"}
     assert all(float(row["ttft_ms"]) > 0 and row["error"] == "" for row in rows)
@@ -281,7 +271,7 @@ def test_a_timeout_is_one_failed_request_never_a_resend(engine: FakeEngine, tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     engine.settle()
     assert len(engine.bodies) - before == 6  # 2 levels x 3 scheduled requests, each received once
-    rows = list(csv.DictReader((out / "requests.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((out / "requests.csv").read_text())))
     assert [row["failure"] for row in rows] == ["", "timeout", "timeout"] * 2
     assert all("within 0.4 s" in row["error"] for row in rows if row["failure"])
     for level in json.loads((out / "bench.json").read_text())["levels"]:
@@ -410,17 +400,9 @@ def test_the_windows_the_runner_reports(engine: FakeEngine) -> None:
     assert timed.window.seconds == pytest.approx(0.3)  # the arrivals' span, even if answers ended sooner
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_bench_waits_for_a_gateway_that_is_still_starting() -> None:
     """`wave serve ... &` then `wave bench` in one paste: the bench waits for the server to listen."""
-    port = _free_port()
+    port = free_port()
     late = FakeEngine(port=port)
     late_start = threading.Timer(1.5, late.__enter__)
     late_start.start()
@@ -443,7 +425,7 @@ def test_bench_waits_for_a_gateway_that_is_still_starting() -> None:
 
 
 def test_bench_says_when_nothing_answers() -> None:
-    port = _free_port()
+    port = free_port()
     result = wave(
         "--url", f"http://127.0.0.1:{port}/v1", "--concurrency", "1", "--num-requests", "2", "--wait", "1"
     )
@@ -456,7 +438,7 @@ def test_bench_says_when_nothing_answers() -> None:
     ("flag", "value"), [("--concurrency", "1,x"), ("--rate", "0"), ("--percentiles", "50,101")]
 )
 def test_bad_flags_are_refused_before_waiting_for_the_server(flag: str, value: str) -> None:
-    port = _free_port()
+    port = free_port()
     result = wave("--url", f"http://127.0.0.1:{port}/v1", "--wait", "30", flag, value)
     assert result.returncode == 2, result.stdout + result.stderr
     assert flag in result.stderr and "nothing answers" not in result.stderr

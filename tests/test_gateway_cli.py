@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from click.core import ParameterSource
 from click.testing import CliRunner
 
+from helpers import start_wave, wave_env
 from wavefleet.cli.serve import build_config, gateway_keys, parse_backend, refuse_open_bind, serve
 from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, UsageError
@@ -92,26 +91,28 @@ def test_help_teaches_with_examples() -> None:
     assert "WAVE_API_KEY" in result.output
 
 
-def test_wave_serve_runs_polls_and_stops_on_sigterm(repo_root: Path) -> None:
+def test_wave_serve_runs_polls_and_stops_on_sigterm() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
     with serve_in_thread(engine.app()) as upstream:
-        env = {**os.environ, "PYTHONPATH": str(repo_root / "src"), "WAVE_API_KEY": "sk-cli-test-key"}
-        argv = [sys.executable, "-m", "wavefleet", "serve", "--port", "0", "--backend", f"a={upstream.url}"]
-        process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            assert process.stderr is not None
-            banner = process.stderr.readline()
-            url = re.search(r"(http://127\.0\.0\.1:\d+)/v1", banner)
-            assert url is not None, banner
-            client = openai.OpenAI(base_url=f"{url.group(1)}/v1", api_key="sk-cli-test-key", max_retries=0)
-            reply = client.chat.completions.with_raw_response.create(
-                model="m1", messages=[{"role": "user", "content": "hi"}]
-            )
-            with urllib.request.urlopen(f"{url.group(1)}/health", timeout=10) as answer:
-                health = json.loads(answer.read())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=20)
+        env = wave_env(WAVE_API_KEY="sk-cli-test-key")
+        argv = ["serve", "--port", "0", "--backend", f"a={upstream.url}"]
+        with start_wave(*argv, env=env, stdout=subprocess.DEVNULL) as process:  # exiting closes its pipes
+            try:
+                assert process.stderr is not None
+                banner = process.stderr.readline()
+                url = re.search(r"(http://127\.0\.0\.1:\d+)/v1", banner)
+                assert url is not None, banner
+                client = openai.OpenAI(
+                    base_url=f"{url.group(1)}/v1", api_key="sk-cli-test-key", max_retries=0
+                )
+                reply = client.chat.completions.with_raw_response.create(
+                    model="m1", messages=[{"role": "user", "content": "hi"}]
+                )
+                with urllib.request.urlopen(f"{url.group(1)}/health", timeout=10) as answer:
+                    health = json.loads(answer.read())
+            finally:
+                process.send_signal(signal.SIGTERM)
+                code = process.wait(timeout=20)
     assert reply.headers["x-wave-backend"] == "a"
     assert health["backends"]["a"]["healthy"] and health["backends"]["a"]["breaker"] == "closed"
     assert code == 0
@@ -149,26 +150,16 @@ def test_warnings_for_an_open_gateway_and_a_key_in_the_process_list() -> None:
     assert keys == ["sk-from-the-environment-123"] and notes == []
 
 
-def test_wave_serve_without_a_key_warns_after_its_banner(repo_root: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+def test_wave_serve_without_a_key_warns_after_its_banner() -> None:
+    env = wave_env()
     env.pop("WAVE_API_KEY", None)
-    argv = [
-        sys.executable,
-        "-m",
-        "wavefleet",
-        "serve",
-        "--port",
-        "0",
-        "--no-poll",
-        "--backend",
-        "a=http://127.0.0.1:9",
-    ]
-    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        banner, warning = process.stderr.readline(), process.stderr.readline()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
+    argv = ["serve", "--port", "0", "--no-poll", "--backend", "a=http://127.0.0.1:9"]
+    with start_wave(*argv, env=env, stdout=subprocess.DEVNULL) as process:  # exiting closes its pipes
+        try:
+            assert process.stderr is not None
+            banner, warning = process.stderr.readline(), process.stderr.readline()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
     assert "wave serve: http://127.0.0.1:" in banner
     assert "warning" in warning and "no API key" in warning

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from helpers import async_wait_until
 from wavefleet.engines import EngineKind
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor import BreakerPolicy, PollingMonitor
@@ -81,15 +82,6 @@ class FakeEngine:
         return BackendConfig.model_validate({"name": name, "url": self.url, "kind": self.kind, **fields})
 
 
-async def until(predicate: Callable[[], bool], monitor: PollingMonitor, deadline_s: float = 10.0) -> None:
-    """Wait for the monitor's state to satisfy `predicate` (a deadline, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not predicate():
-        assert loop.time() < end, "monitor state never reached the expected value"
-        await asyncio.sleep(0.01)
-
-
 def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[None]]) -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as session:
@@ -110,7 +102,7 @@ def test_snapshot_follows_the_engines_metrics_and_lists_models() -> None:
                 assert first.models == ("fake-model",)
                 engine.running, engine.waiting, engine.kv = 7, 3, 0.9
                 engine.models = ["fake-model", "other"]
-                await until(lambda: monitor.snapshot("v").running == 7, monitor)
+                await async_wait_until(lambda: monitor.snapshot("v").running == 7)
                 later = monitor.snapshot("v")
                 assert (later.waiting, later.kv_usage) == (3, 0.9)
                 assert later.models == ("fake-model", "other")
@@ -129,14 +121,14 @@ def test_down_after_consecutive_failures_and_up_on_success() -> None:
             try:
                 engine.health_status = 503
                 polls = monitor.polls_done("v")
-                await until(lambda: monitor.polls_done("v") >= polls + 1, monitor)
+                await async_wait_until(lambda: monitor.polls_done("v") >= polls + 1)
                 assert monitor.snapshot("v").healthy  # one failed poll is not an outage
-                await until(lambda: not monitor.snapshot("v").healthy, monitor)
+                await async_wait_until(lambda: not monitor.snapshot("v").healthy)
                 down = monitor.snapshot("v")
                 assert down.poll_failures >= 3 and "503" in down.error
                 assert not monitor.available("v")
                 engine.health_status = 200
-                await until(lambda: monitor.snapshot("v").healthy, monitor)
+                await async_wait_until(lambda: monitor.snapshot("v").healthy)
                 assert monitor.snapshot("v").error == ""
             finally:
                 await monitor.aclose()
@@ -152,9 +144,9 @@ def test_recovered_engine_gets_a_probe_request_without_waiting_the_cooldown() ->
             await monitor.start()
             try:
                 engine.health_status = 500
-                await until(lambda: monitor.snapshot("v").breaker == "open", monitor)
+                await async_wait_until(lambda: monitor.snapshot("v").breaker == "open")
                 engine.health_status = 200
-                await until(lambda: monitor.snapshot("v").breaker == "half-open", monitor)
+                await async_wait_until(lambda: monitor.snapshot("v").breaker == "half-open")
                 assert monitor.available("v")  # the probe
                 assert not monitor.available("v")  # one at a time
                 monitor.record_outcome("v", ok=True)
@@ -177,7 +169,7 @@ def test_request_failures_open_the_breaker_while_polls_pass() -> None:
                 status = monitor.breaker_status("v")
                 assert status is not None and status.state == "open"
                 polls = monitor.polls_done("v")
-                await until(lambda: monitor.polls_done("v") >= polls + 3, monitor)
+                await async_wait_until(lambda: monitor.polls_done("v") >= polls + 3)
                 assert monitor.snapshot("v").healthy
                 assert monitor.snapshot("v").breaker == "open"
                 assert not monitor.available("v")
@@ -198,7 +190,7 @@ def test_slow_backend_does_not_delay_another() -> None:
             try:
                 assert "0.5" in monitor.snapshot("slow").error
                 start_fast, start_slow = monitor.polls_done("fast"), monitor.polls_done("slow")
-                await until(lambda: monitor.polls_done("fast") >= start_fast + 20, monitor)
+                await async_wait_until(lambda: monitor.polls_done("fast") >= start_fast + 20)
                 # each slow poll waits out its 0.5 s budget; the fast one kept its own pace meanwhile
                 assert monitor.polls_done("slow") - start_slow < 20
                 assert monitor.snapshot("fast").running == 4
@@ -218,9 +210,9 @@ def test_llamacpp_without_metrics_falls_back_to_slots_and_reports_loading() -> N
                 snap = monitor.snapshot("l")
                 assert (snap.running, snap.waiting, snap.slots_total) == (1, None, 4)
                 engine.slots_busy = 3
-                await until(lambda: monitor.snapshot("l").running == 3, monitor)
+                await async_wait_until(lambda: monitor.snapshot("l").running == 3)
                 engine.health_status = 503
-                await until(lambda: not monitor.snapshot("l").healthy, monitor)
+                await async_wait_until(lambda: not monitor.snapshot("l").healthy)
                 assert "loading model" in monitor.snapshot("l").error
             finally:
                 await monitor.aclose()

@@ -19,11 +19,6 @@ from wavefleet.plan.sizing import GIB
 
 
 @pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
-@pytest.fixture(scope="module")
 def home_lab(catalog: Catalog) -> Inventory:
     return load_inventory(default_inventory_path(), catalog)
 

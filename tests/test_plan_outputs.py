@@ -5,8 +5,6 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from textwrap import dedent
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from helpers import run_wave
 from wavefleet.catalog import Catalog
 from wavefleet.cli.plan import plan as plan_command
 from wavefleet.plan.findings import FindingCode
@@ -168,12 +167,7 @@ def test_cli_exits_2_with_file_and_line(tmp_path: Path) -> None:
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "wavefleet", "plan", "--inventory", str(path), "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_wave("plan", "--inventory", str(path), "--format", "json")
     assert result.returncode == 2, result.stderr
     assert "inventory.yaml:6" in result.stderr.replace("\n", "")
     assert result.stdout == ""

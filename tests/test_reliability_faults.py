@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 import reliability_support as support  # tests/ is on pytest's pythonpath
+from helpers import chat_body, http_request
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig
 from wavefleet.gateway.monitor.breaker import BreakerPolicy
@@ -34,12 +35,7 @@ pytestmark = pytest.mark.slow
 
 
 def chat(stream: bool, max_tokens: int = 20, content: str = "hello") -> dict[str, Any]:
-    return {
-        "model": "m",
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
+    return chat_body(content, max_tokens=max_tokens, stream=stream)
 
 
 async def ask(session: aiohttp.ClientSession, url: str, stream: bool, **headers: str) -> dict[str, Any]:
@@ -158,7 +154,7 @@ def test_hung_engine_trips_the_first_byte_idle_and_total_timeouts(engines: list[
     try:
 
         def call(model: str, stream: bool) -> tuple[int, str]:
-            status, _, body = support.http(
+            status, _, body = http_request(
                 "POST", gateway.url + "/v1/chat/completions", {**chat(stream, 40), "model": model},
                 {"Authorization": f"Bearer {KEY}"}, timeout=30,
             )  # fmt: skip

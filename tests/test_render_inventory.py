@@ -20,11 +20,6 @@ from wavefleet.render.output import MARKER
 from wavefleet.render.render import render_to
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
 def translate(
     catalog: Catalog, ports: PortMode, source: EngineSource = EngineSource.DEPLOYMENTS
 ) -> Translation:

@@ -19,11 +19,11 @@ import jsonschema
 import pytest
 import yaml
 
+from render_example import example_fleet  # tests/ is on pytest's pythonpath
 from wavefleet.catalog import Catalog
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.checks import compose_ports
-from wavefleet.render.example import example_fleet
 from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec

@@ -8,14 +8,12 @@ import json
 import logging
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-import reliability_support as support  # tests/ is on pytest's pythonpath
+from helpers import run_wave, wait_until, wave_env
 from wavefleet.cli.audit import audit, parse_time
 from wavefleet.gateway.security.audit import AuditQuery, AuditRecord, AuditWriter, query_audit
 from wavefleet.gateway.security.db import connect
@@ -48,10 +46,7 @@ def test_rows_are_written_in_batches_and_all_flushed_on_close(tmp_path: Path) ->
     writer.start()
     for i in range(25):
         writer.record(row(i))
-    deadline = time.monotonic() + 5
-    while writer.written < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert writer.written >= 20  # written while the gateway runs, not only at shutdown
+    wait_until(lambda: writer.written >= 20, timeout_s=5)  # written while running, not only at shutdown
     for i in range(25, 40):
         writer.record(row(i))
     writer.close()
@@ -126,12 +121,6 @@ TEXT_COLUMNS = (
 )
 
 
-def _wait_written(writer: AuditWriter, rows: int, within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while writer.written < rows and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def test_the_writer_survives_a_surrogate_in_every_text_column(tmp_path: Path) -> None:
     path = tmp_path / "wave.db"
     writer = AuditWriter(path, interval_s=0.02, prompts=True)
@@ -142,7 +131,7 @@ def test_the_writer_survives_a_surrogate_in_every_text_column(tmp_path: Path) ->
     writer.record(row(1, prompt_tokens=2**70))  # a number SQLite cannot hold
     for i in range(2, 12):
         writer.record(row(i))
-    _wait_written(writer, 12)
+    wait_until(lambda: writer.written >= 12, timeout_s=5)
     assert writer.health().ok
     writer.close()
     db = sqlite3.connect(path)
@@ -172,9 +161,7 @@ def test_a_writer_that_dies_anyway_says_so_loudly(tmp_path: Path, caplog: pytest
     assert writer.health().ok
     with caplog.at_level(logging.ERROR, logger="wavefleet"):
         writer.record(row(0, model=_Poison()))
-        deadline = time.monotonic() + 5
-        while writer.health().ok and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not writer.health().ok, timeout_s=5)
     health = writer.health()
     assert not health.ok and health.error is not None and "poisoned row" in health.error
     loud = [r for r in caplog.records if r.name.startswith("wavefleet.") and r.levelno >= logging.ERROR]
@@ -195,11 +182,9 @@ def test_the_queue_is_bounded_and_drops_are_counted_and_logged_once_per_burst(
         burst_starts = [r for r in caplog.records if "full" in r.getMessage()]
         assert len(burst_starts) == 1 and burst_starts[0].name.startswith("wavefleet.")
         writer.start()
-        _wait_written(writer, 10)
-        deadline = time.monotonic() + 5
-        while not any("dropped 15" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert any("dropped 15" in r.getMessage() for r in caplog.records)  # the burst's summary
+        wait_until(lambda: writer.written >= 10, timeout_s=5)
+        # the burst's summary
+        wait_until(lambda: any("dropped 15" in r.getMessage() for r in caplog.records), timeout_s=5)
         health = writer.health()
         assert health.counts["dropped"] == 15 and health.counts["written"] == 10
     writer.close()
@@ -259,14 +244,11 @@ def test_cli_csv_neutralises_formula_cells(tmp_path: Path) -> None:
 
 
 def _wave_audit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wavefleet", "audit", *args],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    return run_wave("audit", *args, env=env, timeout=60)
 
 
 def test_cli_says_which_database_is_missing_and_how_to_point_at_the_right_one(tmp_path: Path) -> None:
-    env = {**support.env(), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env = {**wave_env(), "XDG_DATA_HOME": str(tmp_path / "data")}
     env.pop("WAVE_DB", None)
     done = _wave_audit(env=env)
     text = "".join(done.stderr.split())  # the console may fold a long path anywhere
@@ -281,10 +263,10 @@ def test_cli_says_which_database_is_missing_and_how_to_point_at_the_right_one(tm
 def test_cli_says_when_the_trail_is_empty_or_nothing_matches(tmp_path: Path) -> None:
     path = tmp_path / "wave.db"
     connect(path).close()  # a keys database: no audit rows
-    done = _wave_audit("--db", str(path), env=support.env())
+    done = _wave_audit("--db", str(path), env=wave_env())
     text = "".join(done.stderr.split())
     assert done.returncode == 0 and "empty" in text and str(path) in text and "waveserve--audit" in text
     _trail(path, ["m1", "m2"])
-    done = _wave_audit("--db", str(path), "--model", "m3", "--format", "jsonl", env=support.env())
+    done = _wave_audit("--db", str(path), "--model", "m3", "--format", "jsonl", env=wave_env())
     text = " ".join(done.stderr.split())
     assert done.returncode == 0 and done.stdout == "" and "no rows match" in text and "2 rows" in text

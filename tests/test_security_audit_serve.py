@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +13,13 @@ from typing import Any
 import pytest
 
 import reliability_support as support  # tests/ is on pytest's pythonpath
+from helpers import chat_body, http_request, run_wave
 
 STATIC = "sk-local-0123456789abcdef"
 
 
 def chat(model: str = "m") -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    return chat_body("hi", model=model, max_tokens=4)
 
 
 def rows_in(db: Path, at_least: int, within_s: float = 10.0) -> list[tuple[Any, ...]]:
@@ -53,20 +52,20 @@ def test_a_non_utf8_request_id_does_not_stop_the_audit_trail(
     )
     try:
         # http.client sends header values as latin-1: this is the raw byte 0xff, and no key
-        status, _, _ = support.http(
+        status, _, _ = http_request(
             "POST", gateway.url + "/v1/chat/completions", {}, {"x-request-id": "\xff"}
         )
         assert status == 401
         keyed = {"Authorization": f"Bearer {STATIC}"}
         rows = rows_in(db, 1)
         statuses = [
-            support.http("POST", gateway.url + "/v1/chat/completions", chat(), keyed)[0] for _ in range(3)
+            http_request("POST", gateway.url + "/v1/chat/completions", chat(), keyed)[0] for _ in range(3)
         ]
         assert statuses == [200, 200, 200]
         # a lone surrogate in the model name, as JSON allows it
-        support.http("POST", gateway.url + "/v1/chat/completions", json.dumps(chat("\udc80")).encode(), keyed)
+        http_request("POST", gateway.url + "/v1/chat/completions", json.dumps(chat("\udc80")).encode(), keyed)
         rows = rows_in(db, 5)
-        health_status, _, health_body = support.http("GET", gateway.url + "/health")
+        health_status, _, health_body = http_request("GET", gateway.url + "/health")
     finally:
         gateway.stop()
     assert len(rows) == 5, rows
@@ -86,16 +85,13 @@ def test_the_readme_pair_serve_audit_then_wave_audit_finds_the_row(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     gateway = support.GatewayProcess("--backend", f"a={engine.url}", "--audit")
     try:
-        status, _, _ = support.http(
+        status, _, _ = http_request(
             "POST", gateway.url + "/v1/chat/completions", chat(), {"x-request-id": "readme-pair"}
         )
         assert status == 200
         deadline = time.monotonic() + 15
         while True:
-            done = subprocess.run(
-                [sys.executable, "-m", "wavefleet", "audit", "--since", "1h", "--format", "jsonl"],
-                capture_output=True, text=True, env=support.env(), timeout=60,
-            )  # fmt: skip
+            done = run_wave("audit", "--since", "1h", "--format", "jsonl", timeout=60)
             found = [json.loads(line) for line in done.stdout.splitlines()]
             if found or time.monotonic() > deadline:
                 break

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from helpers import async_wait_until
 from wavefleet.errors import AuthenticationError, UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake import FakeBackend, echo
@@ -151,13 +152,6 @@ def with_clocked_verifier(
     asyncio.run(main())
 
 
-async def eventually(condition: Callable[[], bool], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def junk_tokens(issuer: Issuer, count: int) -> list[str]:
     """What a prober sends: garbage that starts with eyJ, refused algorithms, made-up kids, and
     tokens forged under the issuer's real kid."""
@@ -270,9 +264,9 @@ def test_small_clock_skew_is_tolerated() -> None:
 def test_key_rotation_is_picked_up_and_unknown_kids_are_rate_limited() -> None:
     issuer = Issuer()
 
-    async def body(verifier: OidcVerifier) -> None:
+    async def body(verifier: OidcVerifier, clock: Clock) -> None:
         assert (await verifier.verify(issuer.token()))["sub"] == "alice"
-        await asyncio.sleep(1.1)  # past refresh_min_interval_s since the start-up fetch
+        clock.advance(1.1)  # past refresh_min_interval_s since the start-up fetch
         fetched = issuer.jwks_hits
         issuer.add_key("ec-2", ec.generate_private_key(ec.SECP256R1()), "ES256")
         del issuer.keys["rsa-1"]
@@ -285,7 +279,7 @@ def test_key_rotation_is_picked_up_and_unknown_kids_are_rate_limited() -> None:
                 await verifier.verify(issuer.token(kid="made-up", private=stranger))
         assert issuer.jwks_hits == fetched + 1
 
-    with_verifier(issuer, body, refresh_min_interval_s=1.0)
+    with_clocked_verifier(issuer, body, refresh_min_interval_s=1.0)
 
 
 def test_junk_tokens_are_refused_before_any_fetch() -> None:
@@ -341,7 +335,7 @@ def test_valid_token_never_waits_for_a_hanging_issuer() -> None:
             assert (await verifier.verify(issuer.token(sub=sub)))["sub"] == sub
         elapsed = time.monotonic() - started
         assert elapsed < 1.0, f"valid tokens took {elapsed:.1f} s against a 5 s issuer timeout"
-        await eventually(lambda: issuer.hanging >= 1)  # the refresh runs in the background
+        await async_wait_until(lambda: issuer.hanging >= 1, timeout_s=5)  # the refresh runs in the background
         assert issuer.hanging == 1  # once, however many tokens came in meanwhile
 
     with_clocked_verifier(issuer, body, jwks_ttl_s=60, refresh_min_interval_s=30, http_timeout_s=5)
@@ -355,7 +349,9 @@ def test_rotated_keys_are_picked_up_once_the_issuer_recovers() -> None:
         clock.advance(120)
         asked = issuer.discovery_hits
         assert (await verifier.verify(issuer.token(sub="dave")))["sub"] == "dave"  # stale keys serve
-        await eventually(lambda: issuer.discovery_hits > asked)  # the background attempt failed
+        await async_wait_until(
+            lambda: issuer.discovery_hits > asked, timeout_s=5
+        )  # the background attempt failed
         issuer.mode = "ok"
         retired = issuer.token(kid="rsa-1", sub="ivan")
         del issuer.keys["rsa-1"]
@@ -372,7 +368,7 @@ def test_rotated_keys_are_picked_up_once_the_issuer_recovers() -> None:
         issuer.add_key("ec-3", ec.generate_private_key(ec.SECP256R1()), "ES256")
         clock.advance(120)
         assert (await verifier.verify(issuer.token(kid="ec-2", sub="erin")))["sub"] == "erin"
-        await eventually(lambda: verifier.fetches > fetched)
+        await async_wait_until(lambda: verifier.fetches > fetched, timeout_s=5)
         hits = issuer.discovery_hits
         assert (await verifier.verify(issuer.token(kid="ec-3", sub="fay")))["sub"] == "fay"
         assert issuer.discovery_hits == hits

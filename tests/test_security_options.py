@@ -13,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from helpers import free_port
 from wavefleet.cli.security_options import security_options
 from wavefleet.errors import UsageError
 from wavefleet.gateway.security.options import SecurityFlags, apply_security_flags
@@ -67,9 +68,7 @@ def test_bad_flags_are_refused_with_the_fix(flags: dict[str, Any], message: str)
 
 
 def test_stored_keys_allow_a_non_loopback_bind_and_no_credentials_do_not(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     base = [
         sys.executable,
         "-m",

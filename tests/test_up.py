@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,14 @@ import openai
 import pytest
 from openai import OpenAI
 
+from helpers import start_wave, wave_env
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
 
 
 def wave(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "wavefleet", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment,
-    )
+    return start_wave(*args, env=wave_env(**(env or {})))
 
 
 @dataclass

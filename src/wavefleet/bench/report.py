@@ -26,6 +26,7 @@ from wavefleet import __version__
 from wavefleet.bench.criteria import CriterionVerdict
 from wavefleet.bench.metrics import ALL_REQUESTS_METRICS, Stats, Summary
 from wavefleet.bench.runner import RunResult
+from wavefleet.extras import require
 from wavefleet.files import write_atomic
 
 __all__ = ["Level", "Report", "environment", "print_level", "print_verdicts", "write_outputs"]
@@ -205,6 +206,7 @@ def _csv_text(levels: Sequence[Level]) -> str:
 
 
 def _plot_png(levels: Sequence[Level]) -> bytes:
+    require("matplotlib", needed_by="the bench report's PNG plot")
     import matplotlib
 
     matplotlib.use("Agg")

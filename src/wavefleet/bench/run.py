@@ -23,12 +23,15 @@ from wavefleet.bench.options import DEFAULT_REQUESTS, BenchOptions
 from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
 from wavefleet.bench.runner import LoadSpec, ProgressInfo, run_load
 from wavefleet.errors import BenchError
+from wavefleet.extras import require
 
 __all__ = ["ProgressBar", "plan_lines", "run_bench"]
 
 
 def run_bench(options: BenchOptions, console: Console) -> None:
     """Run every level; BenchError when no request of a level succeeded or a criterion failed."""
+    if options.out is not None:  # before the load runs, not after
+        require("matplotlib", needed_by="wave bench --out (the PNG plot)")
     workload = options.workload()
     loads = options.loads(workload)
     _wait_until_listening(options.url, options.wait_s)

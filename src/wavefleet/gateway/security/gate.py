@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wavefleet.errors import BadRequestError, PermissionDeniedError
+from wavefleet.extras import require
 from wavefleet.gateway.security.audit import AuditRecord, AuditWriter
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.db import connect, resolve_db_path
@@ -145,6 +146,7 @@ class SecurityGate:
             )
         limiter: RateLimiter
         if config.redis_url:
+            require("redis", needed_by="--redis-url (limits shared through Redis)")
             from wavefleet.gateway.security.limits_redis import RedisLimiter
 
             limiter = RedisLimiter(config.redis_url)
