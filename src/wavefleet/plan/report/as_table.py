@@ -20,7 +20,17 @@ TIER_STYLE = {"must": "bold green", "should": "green", "could": "blue", "wont": 
 
 def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=color, color_system="auto" if color else None)
+    # Styles come from Text objects only: strings are printed as they are, so "[a source]" stays
+    # text instead of being read as markup, and no highlighter or emoji pass runs over them.
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
     console.print(_summary(plan))
     console.print(_matrix(plan))
     console.print(_findings(plan))
@@ -73,8 +83,10 @@ def _summary(plan: Plan) -> Group:
 
 def _claims(plan: Plan) -> Table:
     table = Table(title=f"Claims of {plan.claims_document}", expand=True)
+    # The file:line of each claim stays whole; the heading after it wraps.
+    line_width = max((len(c.where.split()[0]) for c in plan.claims if c.where), default=0)
     for name in ("verdict", "claim", "where", "finding", "right", "context"):
-        table.add_column(name)
+        table.add_column(name, min_width=line_width if name == "where" else None)
     style = {"confirmed": "green", "contradicted": "bold red", "unverifiable": "yellow"}
     for c in plan.claims:
         table.add_row(
