@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -226,7 +227,9 @@ def checked_plan() -> Plan:
     from wavefleet.plan.claims import default_claims_path, load_claims
 
     catalog = Catalog.load()
-    return build_plan(load_inventory(default_inventory_path(), catalog), catalog, load_claims(default_claims_path()))
+    return build_plan(
+        load_inventory(default_inventory_path(), catalog), catalog, load_claims(default_claims_path())
+    )
 
 
 def test_table_keeps_every_claims_sources_and_line(checked_plan: Plan) -> None:
@@ -238,3 +241,17 @@ def test_table_keeps_every_claims_sources_and_line(checked_plan: Plan) -> None:
         for source in claim.sources:
             assert source in wide, (claim.id, source)
         assert claim.where.split()[0] in narrow, claim.where  # file:line whole at a terminal's width
+
+
+def test_wave_plan_takes_under_a_second_of_cpu() -> None:
+    # CPU time, not wall time: the figure a busy machine does not inflate (docs/plan.md, Speed).
+    src = Path(__file__).resolve().parent.parent / "src"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wavefleet", "plan"],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait
+    assert process.returncode == 0
+    assert usage.ru_utime + usage.ru_stime < 1.0
