@@ -388,7 +388,7 @@ def _throughput(
             else "(compute ceiling unknown: memory time only, so an upper estimate)"
         )
         speed_basis.append(
-            f"batched decode at {sequences} sequences: each step reads the weights once plus every sequence's KV, "
+            f"batched decode at {sequences} sequences of {context} tokens: each step reads the weights once plus every sequence's KV, "
             f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling}, plus "
             f"{STEP_OVERHEAD_S[device.kind] * 1e3:g} ms fixed per step (fit to llama.cpp on an H200) = {batched:.0f} tokens/s"
         )
