@@ -212,3 +212,25 @@ def test_html_bars_have_a_scale_and_numbers(plan: Plan) -> None:
     assert charts and html.count('class="axis"') == charts
     assert html.count('class="bar-value"') == len(plan.memory)
     assert re.search(r">\d+(\.\d+)? of \d+\.\d\d GiB", html)
+
+
+@pytest.fixture(scope="module")
+def checked_plan() -> Plan:
+    """What `wave plan` shows by default: the example fleet with the seed report's claims."""
+    from wavefleet.plan.claims import default_claims_path, load_claims
+
+    catalog = Catalog.load()
+    return build_plan(
+        load_inventory(default_inventory_path(), catalog), catalog, load_claims(default_claims_path())
+    )
+
+
+def test_table_keeps_every_claims_sources_and_line(checked_plan: Plan) -> None:
+    # Text in brackets (the sources) is printed as is, never read as terminal markup.
+    wide = render(checked_plan, Format.TABLE, width=3000)
+    narrow = render(checked_plan, Format.TABLE, width=160)
+    assert any(claim.sources for claim in checked_plan.claims)
+    for claim in checked_plan.claims:
+        for source in claim.sources:
+            assert source in wide, (claim.id, source)
+        assert claim.where.split()[0] in narrow, claim.where  # file:line whole at a terminal's width

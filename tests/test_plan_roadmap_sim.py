@@ -24,11 +24,11 @@ from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.plan.planned import planned_inventory_yaml
 from wavefleet.plan.planner import build_plan
 
-SPEED = 20.0
+SPEED = 10.0
 # What one request costs the bench client and the simulator's HTTP server, which the speed-up does
-# not shrink: a few milliseconds on a loaded 2-core machine, added to scaled first-token and
-# end-to-end thresholds (per-token ones have no such fixed part).
-FIXED_MS = 10.0
+# not shrink: a few milliseconds, and up to ~20 ms of dispatch lag on a 2-core machine at load 9,
+# added to scaled first-token and end-to-end thresholds (per-token ones have no such fixed part).
+FIXED_MS = 25.0
 ROOT = Path(__file__).resolve().parents[1]
 
 

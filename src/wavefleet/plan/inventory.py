@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 from wavefleet.catalog import GOALS, Catalog, DeviceKind, Hardware, Membership, Platform
 from wavefleet.errors import ConfigError, ConfigProblem, nearest
 from wavefleet.files import FrozenModel, load_model, read_yaml
+from wavefleet.plan.sizing import TYPICAL_CONTEXT
 
 __all__ = [
     "Claims",
@@ -157,7 +158,9 @@ class Workload(FrozenModel):
 
     users: int = Field(default=1, gt=0)
     typical_context: int = Field(
-        default=4096, gt=0, description="tokens per request a person really uses; speeds are quoted here"
+        default=TYPICAL_CONTEXT,
+        gt=0,
+        description="tokens per request a person really uses; speeds are quoted here",
     )
     goals: dict[str, GoalWorkload] = Field(
         default_factory=dict, description="per goal tag; goals not listed use DEFAULT_GOAL_WORKLOADS"

@@ -9,6 +9,9 @@ on (`estimate_basis`). GiB = 2^30 bytes; GB/s = 10^9 bytes per second.
     kv_budget    = budget - weights - engine overhead
     sequences    = floor(kv_budget / KV(context)), capped by max_num_seqs
     decode bound = bandwidth / (bytes read per token: weights + KV at the context)
+
+Speeds are quoted at two contexts: the typical request's (`typical_context`, a few thousand
+tokens: what a person chatting holds) and the sized one (the longest a request may be).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "EngineEstimate",
     "SizingInput",
     "SizingResult",
+    "TYPICAL_CONTEXT",
     "estimate_engine",
     "kv_bytes_for_tokens",
     "size_model",
@@ -64,6 +68,10 @@ LLAMA_CPP_UBATCH = 512
 # Context sized when none is given and not even one sequence of the model's maximum fits
 # (llama.cpp's long-standing default -c).
 FALLBACK_CONTEXT = 4096
+# Tokens a person's request typically holds (prompt, history and answer of a chat): speeds are
+# quoted here unless a figure says otherwise. The plan's workload uses it too (inventory
+# `workload.typical_context`).
+TYPICAL_CONTEXT = 4096
 # Host RAM bandwidth assumed for the CPU part of a layer split when no host CPU is given:
 # dual-channel DDR4-3200 = 2 x 8 B x 3.2 GT/s = 51.2 GB/s.
 DEFAULT_HOST_BANDWIDTH_GBS = 51.2
@@ -84,6 +92,11 @@ class SizingInput(BaseModel):
     kv_dtype: Quantization | None = Field(default=None, description="None: fp16/bf16, 2 bytes")
     context: int | None = Field(
         default=None, gt=0, description="tokens per sequence; None: model max or what fits"
+    )
+    typical_context: int = Field(
+        default=TYPICAL_CONTEXT,
+        gt=0,
+        description="tokens a typical request holds; the headline speeds are quoted here (at most `context`)",
     )
     memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's --gpu-memory-utilization")
     max_num_seqs: int | None = Field(default=None, gt=0, description="engine cap on concurrent sequences")
@@ -106,7 +119,12 @@ class SizingResult(BaseModel):
     overhead_gib: float
     budget_gib: float
     kv_budget_gib: float
-    context: int
+    context: int = Field(
+        description="tokens per sequence the memory is sized for: the longest a request may be"
+    )
+    typical_context: int = Field(
+        description="tokens of the typical request the `_at_typical` speeds are quoted at"
+    )
     max_context: int
     max_concurrent_sequences: int
     fits: bool = Field(description="fits whole on the device with at least one sequence of `context`")
@@ -114,9 +132,15 @@ class SizingResult(BaseModel):
         description="layers on the GPU when it does not fit whole; None when it does"
     )
     total_layers: int
-    decode_tokens_per_s_upper_bound: float
-    batched_decode_tokens_per_s: float
-    prefill_tokens_per_s: float
+    decode_tokens_per_s_at_typical: float = Field(description="one stream at `typical_context` (upper bound)")
+    prefill_tokens_per_s_at_typical: float = Field(
+        description="prompt tokens per second at `typical_context`"
+    )
+    decode_tokens_per_s_upper_bound: float = Field(description="one stream at `context` (upper bound)")
+    batched_decode_tokens_per_s: float = Field(
+        description="all `max_concurrent_sequences` together, each at `context` (estimate)"
+    )
+    prefill_tokens_per_s: float = Field(description="prompt tokens per second at `context`")
     estimate_basis: list[str]
     warnings: list[str]
 
@@ -177,12 +201,18 @@ def size_model(inp: SizingInput) -> SizingResult:
         )
     if not fits:
         warnings += _misfit_warnings(inp, memory, context, max_context, kv_sequence)
+    # The headline speeds: a request of typical length on the engine as sized for `context`.
+    typical = min(inp.typical_context, context)
+    typical_basis: list[str] = []
     split: _Split | None = None
     if not fits and inp.device.kind is DeviceKind.GPU:
         split = _layer_split(inp, memory, context, speed_basis, warnings)
         sequences, max_context, decode_bound = split.sequences, split.max_context, split.decode_bound
     else:
         decode_bound = _whole_decode_bound(inp, memory, kv_sequence, context, speed_basis)
+    typical_bound = (
+        _decode_bound_at(inp, memory, typical, split, typical_basis) if typical < context else decode_bound
+    )
     if _expert_share(model, 1) is not None:
         basis.append(
             f"mixture of experts: all {model.params_b:g}e9 parameters stay in memory; a token reads the shared "
@@ -190,6 +220,15 @@ def size_model(inp: SizingInput) -> SizingResult:
             "parameters), and a batch reads the union of the experts its tokens route to"
         )
     batched, prefill = _throughput(inp, memory, context, sequences, split is not None, speed_basis, warnings)
+    typical_prefill = (
+        _prefill_tokens_per_s(model, typical, compute_rate(inp.device, inp.quant, inp.engine))
+        if typical < context
+        else prefill
+    )
+    if typical < context and typical_prefill > 0:
+        typical_basis.append(
+            f"prefill at {typical} tokens (the typical request): the arithmetic below = {typical_prefill:.0f} tokens/s"
+        )
     return SizingResult(
         weights_gib=memory.weights / GIB,
         kv_bytes_per_token=round(memory.kv_per_layer_token * model.layers),
@@ -198,15 +237,18 @@ def size_model(inp: SizingInput) -> SizingResult:
         budget_gib=memory.budget / GIB,
         kv_budget_gib=kv_budget / GIB,
         context=context,
+        typical_context=typical,
         max_context=max(max_context, 0),
         max_concurrent_sequences=max(sequences, 0),
         fits=fits,
         gpu_layers=split.gpu_layers if split is not None else None,
         total_layers=model.layers,
+        decode_tokens_per_s_at_typical=typical_bound,
+        prefill_tokens_per_s_at_typical=typical_prefill,
         decode_tokens_per_s_upper_bound=decode_bound,
         batched_decode_tokens_per_s=batched,
         prefill_tokens_per_s=prefill,
-        estimate_basis=basis + speed_basis,
+        estimate_basis=basis + typical_basis + speed_basis,
         warnings=warnings,
     )
 
@@ -316,6 +358,16 @@ def _whole_decode_bound(
     return decode_bound
 
 
+def _decode_bound_at(
+    inp: SizingInput, memory: _Memory, tokens: int, split: _Split | None, speed_basis: list[str]
+) -> float:
+    """Single-stream decode bound of a request holding `tokens`, the layers placed as sized."""
+    if split is not None:
+        return _split_decode_bound(inp, memory, split.gpu_layers, tokens, speed_basis)
+    kv = kv_bytes_for_tokens(inp.model, memory.kv_per_layer_token, tokens)
+    return _whole_decode_bound(inp, memory, kv, tokens, speed_basis)
+
+
 def _throughput(
     inp: SizingInput,
     memory: _Memory,
@@ -336,15 +388,15 @@ def _throughput(
             else "(compute ceiling unknown: memory time only, so an upper estimate)"
         )
         speed_basis.append(
-            f"batched decode at {sequences} sequences: each step reads the weights once plus every sequence's KV, "
+            f"batched decode at {sequences} sequences of {context} tokens: each step reads the weights once plus every sequence's KV, "
             f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling}, plus "
             f"{STEP_OVERHEAD_S[device.kind] * 1e3:g} ms fixed per step (fit to llama.cpp on an H200) = {batched:.0f} tokens/s"
         )
     prefill = _prefill_tokens_per_s(inp.model, context, rate)
     if prefill > 0:
         speed_basis.append(
-            f"prefill: (2 x params + attention) FLOPs per token over {rate.flops_per_s / 1e12:g} TFLOPS "
-            f"{rate.precision} ({rate.reason}) at {PREFILL_COMPUTE_EFFICIENCY:.0%} efficiency = {prefill:.0f} tokens/s"
+            f"prefill at {context} tokens: (2 x params + attention) FLOPs per token over {rate.flops_per_s / 1e12:g} "
+            f"TFLOPS {rate.precision} ({rate.reason}) at {PREFILL_COMPUTE_EFFICIENCY:.0%} efficiency = {prefill:.0f} tokens/s"
         )
     else:
         warnings.append(f"prefill speed unknown: {rate.reason}")

@@ -13,6 +13,9 @@ from wavefleet.plan.report.common import FIT_MARK, TIER_ORDER, key_reason, servi
 __all__ = ["render_html"]
 
 CHART_WIDTH = 560  # px for the bar area
+LABEL_WIDTH = 320  # px for the deployment names left of the bars
+# px right of the bars for "13.84 of 14.33 GiB — does not fit" at 11 px (about 6 px a character)
+VALUE_WIDTH = 240
 ROW_HEIGHT = 22
 
 
@@ -45,6 +48,8 @@ def render_html(plan: Plan) -> str:
         charts=_charts(plan),
         scales=[_scale(capacity) for capacity in _capacities(plan)],
         chart_width=CHART_WIDTH,
+        svg_width=LABEL_WIDTH + CHART_WIDTH + VALUE_WIDTH,
+        label_width=LABEL_WIDTH,
         row_height=ROW_HEIGHT,
     )
 

@@ -20,7 +20,17 @@ TIER_STYLE = {"must": "bold green", "should": "green", "could": "blue", "wont": 
 
 def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=color, color_system="auto" if color else None)
+    # Styles come from Text objects only: strings are printed as they are, so "[a source]" stays
+    # text instead of being read as markup, and no highlighter or emoji pass runs over them.
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
     console.print(_summary(plan))
     console.print(_matrix(plan))
     console.print(_findings(plan))
@@ -71,21 +81,25 @@ def _summary(plan: Plan) -> Group:
     return Group(*lines)
 
 
-def _claims(plan: Plan) -> Table:
-    table = Table(title=f"Claims of {plan.claims_document}", expand=True)
-    for name in ("verdict", "claim", "where", "finding", "right", "context"):
-        table.add_column(name)
+def _claims(plan: Plan) -> Group:
+    """One entry per claim: its verdict beside the quote, where it is, the finding, the right
+    figure, the context and the sources (a two-column grid: far fewer cells than a table)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
     style = {"confirmed": "green", "contradicted": "bold red", "unverifiable": "yellow"}
     for c in plan.claims:
-        table.add_row(
-            Text(c.verdict.value, style=style[c.verdict.value]),
-            f"{c.id}: “{c.quote}”",
-            c.where,
-            c.finding + (f" [{' '.join(c.sources)}]" if c.sources else ""),
-            c.right,
-            c.context,
-        )
-    return table
+        body = Text(f"{c.id}: “{c.quote}”\n", style="bold")
+        body.append(f"{c.where}\n", style="dim")
+        body.append(c.finding)
+        if c.right and c.right not in c.finding:
+            body.append(f" Right: {c.right}.")
+        if c.context:
+            body.append(f" Context: {c.context}.", style="dim")
+        if c.sources:
+            body.append(f" Sources: {' '.join(c.sources)}", style="dim")
+        grid.add_row(Text(c.verdict.value, style=style[c.verdict.value]), body)
+    return Group(Text(f"Claims of {plan.claims_document}", style="bold"), grid)
 
 
 def _matrix(plan: Plan) -> Table:
@@ -97,8 +111,12 @@ def _matrix(plan: Plan) -> Table:
     table.add_column("service", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("days", justify="right", no_wrap=True)
-    for n, _ in enumerate(plan.devices, 1):
-        table.add_column(f"D{n}", justify="center", no_wrap=True)
+    # One column of marks, each under its device's D<n>: a cell per device would cost rich
+    # a measurement per cell for a single character.
+    slot = len(f"D{len(plan.devices)}") + 1
+    table.add_column(
+        "".join(f"{f'D{n}':^{slot}}" for n, _ in enumerate(plan.devices, 1)).rstrip(), no_wrap=True
+    )
     table.add_column("why", ratio=1)
     for tier, services in services_by_tier(plan.services).items():
         for service in services:
@@ -107,7 +125,7 @@ def _matrix(plan: Plan) -> Table:
                 service.id,
                 f"{service.score:.2f}",
                 f"{service.effort_days:g}",
-                *[FIT_MARK[service.fit[d.key]] for d in plan.devices],
+                "".join(f"{FIT_MARK[service.fit[d.key]]:^{slot}}" for d in plan.devices).rstrip(),
                 key_reason(service),
             )
     return table
