@@ -32,7 +32,7 @@ Needs nginx and wrk (Debian packages of those names; `./dev test` installs both)
     python scripts/gateway_overhead.py --json out.json \\
         --gateway 'plain=wave serve --port $PORT --backend main=$UPSTREAM --api-key $API_KEY' \\
         --gateway 'secure=wave keys import --name bench --from-env API_KEY --db $WORK/wave.db &&
-                   exec wave serve --port $PORT --backend main=$UPSTREAM --db $WORK/wave.db
+                   exec wave serve --port $PORT --backend main=$UPSTREAM --db $WORK/wave.db \\
                    --audit-db $WORK/audit.db --screening flag'
 """
 
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=COMMAND",
-        help="a gateway under test (repeatable); see the variables above",
+        help="a gateway under test (repeatable); a COMMAND alone is named gateway; see the variables above",
     )
     parser.add_argument("--with-litellm", action="store_true", help="also measure LiteLLM's proxy")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
