@@ -5,7 +5,7 @@
 #        F16 GGUF, 8 threads, 4 slots
 # behind `wave serve` as the group chat: [llama-3.2-3b, llama-3.2-1b], no profiles (the wave
 # policy starts from its assumed CPU/GPU profiles and learns). `wave bench` sweeps Poisson rates
-# with the SLO (TTFT <= 1 s, TPOT <= 100 ms), prompts 30-1170 words, answers 16-48 tokens,
+# with the SLO TTFT <= 1 s and TPOT <= 100 ms, prompts 30-1170 words, answers 2-62 tokens,
 # prompt caching off, fresh prompts per rate (seeds SEED0+1, SEED0+2, ...), for each policy with a
 # fresh gateway. Results land under $OUT.
 #   bash scripts/gpu/wave_on_gpu.sh build   # CUDA build of llama-server (the build folder stays)
