@@ -4,7 +4,7 @@
 # Llama-3.1-8B-shaped GGUFs (F16, Q8_0, Q4_K_M). Step 2 is measure_llamacpp.sh.
 # Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
-# shellcheck source=scripts/gpu/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
 need_device_files
 python_packages
@@ -24,9 +24,10 @@ print(json.dumps({"name": name if isinstance(name, str) else name.decode(), "mem
 PY
 llama_source
 # the build and the F16 file (CPU-bound Python) run side by side
-( cuda_build llama-bench llama-batched-bench llama-quantize || { echo "build failed: $OUT/build.log" >&2; exit 1; } ) &
+cuda_build llama-bench llama-batched-bench llama-quantize &
+BUILD=$!
 synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
-wait
+wait "$BUILD" || { echo "the llama.cpp build failed: $OUT/build.log" >&2; exit 1; }
 tail -3 "$OUT/build.log" || true
 for q in Q8_0 Q4_K_M; do
   [ -f "$W/m-$q.gguf" ] || "$W/build/bin/llama-quantize" "$W/m-f16.gguf" "$W/m-$q.gguf" "$q" 16 > "$OUT/quantize-$q.log" 2>&1

@@ -6,14 +6,15 @@
 # gateway_on_gpu.json with the medians) land under $OUT.
 # Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
-# shellcheck source=scripts/gpu/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
 need_device_files
 python_packages
 llama_source
 CMAKE_EXTRA="-DGGML_CUDA_FA=${GGML_CUDA_FA:-ON}" cuda_build llama-server &
+BUILD=$!
 synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
-wait
+wait "$BUILD" || { echo "the llama-server build failed: $OUT/build.log" >&2; exit 1; }
 KEY=$(python3 -c 'import secrets; print("sk-gpu-bench-" + secrets.token_urlsafe(32))')
 "$W/build/bin/llama-server" -m "$W/m-f16.gguf" -ngl 99 -np 64 -c 65536 --metrics --host 127.0.0.1 --port 8000 \
   --alias llama-3.1-8b-synthetic > "$OUT/llama-server.log" 2>&1 &

@@ -3,8 +3,9 @@
 # decode and prefill speed of the synthetic Llama-3.1-8B GGUFs with llama.cpp's CUDA build, single
 # stream (llama-bench) and batched (llama-batched-bench), as JSON/text under $OUT.
 set -euo pipefail
-# shellcheck source=scripts/gpu/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
+need_device_files
 B=$W/build/bin
 [ -x "$B/llama-batched-bench" ] || { echo "run scripts/gpu/build_and_prepare.sh first" >&2; exit 2; }
 # A machine that keeps the build folder but not large files gets the models made again here.

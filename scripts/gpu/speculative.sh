@@ -20,7 +20,7 @@
 #   bash scripts/gpu/speculative.sh run     # models, runs, speculative.json
 # Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
-# shellcheck source=scripts/gpu/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
 need_device_files
 STEP=${1:-all}

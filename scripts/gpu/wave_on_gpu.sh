@@ -13,7 +13,7 @@
 # Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 # Measured: docs/measurements/2026-11-27-routing-gpu-and-cpu-engines.md.
 set -euo pipefail
-# shellcheck source=scripts/gpu/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
 need_device_files
 python_packages
