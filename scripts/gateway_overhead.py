@@ -584,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             "cells": cells,
             "summary": summary,
         }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
