@@ -1,7 +1,7 @@
 """Fit a simulator profile to the real embedded llama.cpp engine and check its predictions.
 
-    /work/main/.venv/bin/python scripts/calibrate_sim.py                # fit, save, compare
-    /work/main/.venv/bin/python scripts/calibrate_sim.py --repeats 5 --markdown
+    python scripts/calibrate_sim.py                # fit, save, compare
+    python scripts/calibrate_sim.py --repeats 5 --markdown
 
 Steps:
   1. start llama-cpp-python's server with the bundled SmolLM2-135M GGUF (n_ctx 2048,

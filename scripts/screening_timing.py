@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How long screening takes with all four rules on, for one 2 KB text of several kinds and for a
 chat body (a system and a user message) through `prompt_texts`. CPU time per call, best of 9
-rounds, so a busy machine inflates the figures less. Not a test: a figure for docs/security.md.
+rounds, so a busy machine inflates the figures less. Not a test: the figures of
+docs/measurements/2026-12-03-screening-cost.md.
 
     PYTHONPATH=src python scripts/screening_timing.py
 """

@@ -6,8 +6,8 @@
 # Copy speculative.json to docs/measurements/speculative.json: `wave plan` then cites it for the
 # seed's "2.5x from a CPU draft" claim.
 #
-# Weights: the device machine reaches no model hub and takes at most 64 MiB of files, so the pair
-# is synthetic (scripts/gpu/synthetic_gguf.py, SmolLM2's tokenizer from .device/tokenizer.json):
+# Weights: a GPU machine may reach no model hub, so the pair is synthetic (scripts/gpu/synthetic_gguf.py,
+# SmolLM2's tokenizer from .device/tokenizer.json):
 #   draft   Llama-3.2-1B-shaped (16 layers, 2048 hidden), random weights
 #   target  the draft's 16 layers plus 112 layers whose attention output and FFN down projection
 #           are zero, so the target computes the draft's function at about 8B parameters of cost
@@ -18,10 +18,11 @@
 # SmolLM2) can replace them: TARGET=/path/target.gguf DRAFT=/path/draft.gguf bash ... run.
 #   bash scripts/gpu/speculative.sh build   # CUDA build of llama-speculative and llama-cli (kept)
 #   bash scripts/gpu/speculative.sh run     # models, runs, speculative.json
-# Needs .device/llama.cpp.tar.gz and .device/tokenizer.json (docs/gpu-validation.md).
+# Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-W=$PWD/.gpuwork; mkdir -p "$W"; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/common.sh"
+need_device_files
 STEP=${1:-all}
 B=$W/build/bin
 N_PREDICT=${N_PREDICT:-256}
@@ -29,20 +30,17 @@ DRAFT_MAX=${DRAFT_MAX:-4}
 THREADS=${THREADS:-$(nproc)}
 PROMPT=${PROMPT:-"Write a short story about a lighthouse keeper who finds a message in a bottle."}
 
-if [ "$STEP" != run ] && [ ! -x "$B/llama-speculative" ]; then
-  [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
-  cmake -S "$W/llama.cpp" -B "$W/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1
-  cmake --build "$W/build" -j16 --target llama-speculative llama-cli llama-quantize > "$OUT/build.log" 2>&1
+if [ "$STEP" != run ]; then
+  cuda_build llama-speculative llama-cli llama-quantize
   echo "built: $(ls "$B"/llama-speculative "$B"/llama-cli)"
 fi
 [ "$STEP" = build ] && exit 0
-[ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
+llama_source
+python_packages
 
 gguf() {  # out layers extra-zero-layers seed
-  [ -f "$1" ] || PYTHONPATH="$W/llama.cpp/gguf-py" python3 scripts/gpu/synthetic_gguf.py --out "$1" \
-    --tokenizer .device/tokenizer.json --layers "$2" --zero-layers "$3" --seed "$4" \
-    --hidden 2048 --heads 32 --kv-heads 8 --ffn 8192 --vocab 49152
+  synthetic_gguf "$1" --layers "$2" --zero-layers "$3" --seed "$4" --hidden 2048 --heads 32 --kv-heads 8 \
+    --ffn 8192 --vocab 49152
 }
 if [ -z "${TARGET:-}" ]; then
   gguf "$W/spec-draft-f16.gguf" 16 0 1 & gguf "$W/spec-target-f16.gguf" 16 112 1 & gguf "$W/spec-indep-f16.gguf" 16 0 2 &

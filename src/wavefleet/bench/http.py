@@ -1,12 +1,12 @@
 """A lean HTTP/1.1 keep-alive client on asyncio protocols, for the benchmark's hot path.
 
-Why not aiohttp: a load generator must not be the bottleneck, and on this machine aiohttp's
+Why not aiohttp: a load generator must not be the bottleneck, and on a 2-core machine aiohttp's
 client (with uvloop and an unlimited connector) tops out well below the 4,000 short requests/s
-the bench must sustain (docs/benchmarks-bench.md has the side-by-side figures). This client does
-only what a benchmark needs: POST a JSON body on a kept-alive connection, read a Content-Length,
-chunked or until-close body, split Server-Sent Events as bytes arrive, and time each event at
-the moment its bytes were received. Events that arrive in one read share one timestamp, as
-they would with any client.
+the bench must sustain (docs/measurements/2026-11-27-bench-client-ceiling.md has the side-by-side
+figures). This client does only what a benchmark needs: POST a JSON body on a kept-alive
+connection, read a Content-Length, chunked or until-close body, split Server-Sent Events as bytes
+arrive, and time each event at the moment its bytes were received. Events that arrive in one read
+share one timestamp, as they would with any client.
 
 It parses a chunk's JSON only when it must (the usage trailer, errors, or when the workload
 needs the answer text for the next turn); whether a chunk has non-empty `choices` is read off
