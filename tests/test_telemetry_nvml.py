@@ -7,7 +7,7 @@ import pytest
 
 from wavefleet.telemetry import names
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
-from wavefleet.telemetry.nvml import ENERGY_POWER, NvmlCollector, open_nvml
+from wavefleet.telemetry.nvml import NvmlCollector, open_nvml
 from wavefleet.telemetry.nvml_recording import NOT_SUPPORTED, NvmlFailure, NvmlRecording, record
 from wavefleet.telemetry.samples import Metric, Sample
 
@@ -69,7 +69,7 @@ def test_a_laptop_gpu_without_power_reports_it_absent_and_measures_energy() -> N
     clock.now += 10
     second = collector.collect()
     assert one(second, names.DCGM_ENERGY) == pytest.approx(52_000_000 + 6 * 10 * 1000)
-    assert one(second, ENERGY_POWER) == pytest.approx(6.0)
+    assert one(second, names.GPU_ENERGY_POWER) == pytest.approx(6.0)
     assert collector.energy()["gpu0"] == pytest.approx(60.0)
     # a driver that said "not supported" is not asked again
     assert nvml.asked["power_mw"] == 1

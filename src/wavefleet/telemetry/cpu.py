@@ -40,7 +40,7 @@ PROC_STAT = Path("/proc/stat")
 DEFAULT_IDLE_SHARE = 0.2
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RaplZone:
     path: Path
     name: str  # node_exporter's: "package" for "package-0", "dram", "core", ...
@@ -89,7 +89,15 @@ def _zones(root: Path) -> list[RaplZone]:
         except (OSError, ValueError):
             wraps_at = None
         counts = entry.name.startswith("intel-rapl:") and name in ("package", "dram")
-        zones.append(RaplZone(entry, name, index, EnergyTotal(scale=1e-6, wraps_at=wraps_at), counts))
+        zones.append(
+            RaplZone(
+                path=entry,
+                name=name,
+                index=index,
+                energy=EnergyTotal(scale=1e-6, wraps_at=wraps_at),
+                counts_for_cpu=counts,
+            )
+        )
     return zones
 
 

@@ -35,7 +35,7 @@ class Collector(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reading:
     collector: str
     samples: list[Sample]
@@ -63,7 +63,11 @@ class Telemetry:
                     samples, error = collector.collect(), None
                 except Exception as exc:  # a collector's fault must not take the others down
                     samples, error = [], f"{type(exc).__name__}: {exc}"
-                out.append(Reading(collector.name, samples, self.cpu_clock() - begin, error))
+                out.append(
+                    Reading(
+                        collector=collector.name, samples=samples, cpu_s=self.cpu_clock() - begin, error=error
+                    )
+                )
         return out
 
     def read(self) -> list[Sample]:

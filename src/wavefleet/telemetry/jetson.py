@@ -52,7 +52,7 @@ class TegrastatsFormatError(ValueError):
     """A line that is not tegrastats output."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TegraSample:
     """One tegrastats line. Powers in mW (current, average since tegrastats started)."""
 

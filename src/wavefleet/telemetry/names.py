@@ -43,6 +43,7 @@ __all__ = [
     "DCGM_SM_CLOCK",
     "ENGINE_STATE",
     "GPU_CLOCK_EVENT_REASON",
+    "GPU_ENERGY_POWER",
     "GPU_PROCESS_MEMORY",
     "JETSON_ENERGY",
     "JETSON_GPU_FREQUENCY",
@@ -68,7 +69,7 @@ DCGM_POWER_USAGE = Metric("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", unit=
 DCGM_ENERGY = Metric(
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
     "Total energy consumption since the driver was last loaded (in mJ).",
-    MetricKind.UNTYPED_COUNTER,
+    kind=MetricKind.UNTYPED_COUNTER,
     unit="mJ",
 )
 DCGM_POWER_LIMIT = Metric(
@@ -106,6 +107,11 @@ GPU_CLOCK_EVENT_REASON = Metric(
     "wave_gpu_clocks_event_reason_active",
     "1 while NVML reports this clock event (throttle) reason, else 0; one series per reason.",
 )
+GPU_ENERGY_POWER = Metric(
+    "wave_gpu_energy_power_watts",
+    "Average power between the last two reads, from the energy counter (present where power is not).",
+    unit="W",
+)
 GPU_PROCESS_MEMORY = Metric(
     "wave_gpu_process_memory_bytes", "GPU memory a compute process uses (NVML).", unit="B"
 )
@@ -127,7 +133,7 @@ CPU_ESTIMATED_POWER = Metric(
 CPU_ESTIMATED_ENERGY = Metric(
     "wave_cpu_estimated_energy_joules_total",
     "CPU energy ESTIMATED from TDP and utilisation, integrated between reads: not a measurement.",
-    MetricKind.COUNTER,
+    kind=MetricKind.COUNTER,
     unit="J",
 )
 
@@ -139,7 +145,7 @@ JETSON_POWER = Metric(
 JETSON_ENERGY = Metric(
     "wave_jetson_energy_joules_total",
     "Board input energy, integrated from tegrastats' instantaneous readings.",
-    MetricKind.COUNTER,
+    kind=MetricKind.COUNTER,
     unit="J",
 )
 JETSON_GPU_UTILIZATION = Metric("jetson_gpu_utilization_ratio", "GPU load, 0 to 1.")
@@ -180,13 +186,13 @@ ENGINE_STATE = Metric(
 REQUEST_ENERGY = Metric(
     "wave_request_energy_joules_total",
     "Device energy attributed to requests above the device's idle draw (labels: model, backend, key).",
-    MetricKind.COUNTER,
+    kind=MetricKind.COUNTER,
     unit="J",
 )
 REQUEST_IDLE_ENERGY = Metric(
     "wave_request_idle_energy_joules_total",
     "The idle draw of the device while requests ran, in the requests' shares (labels: model, backend, key).",
-    MetricKind.COUNTER,
+    kind=MetricKind.COUNTER,
     unit="J",
 )
 
@@ -197,6 +203,6 @@ def rapl_metric(zone: str) -> Metric:
     return Metric(
         f"node_rapl_{safe}_joules_total",
         f"Current RAPL {zone} value in joules",
-        MetricKind.COUNTER,
+        kind=MetricKind.COUNTER,
         unit="J",
     )

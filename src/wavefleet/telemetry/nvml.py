@@ -31,12 +31,6 @@ MIB = 1024 * 1024
 # Answers that mean "this GPU or driver cannot tell": the field is absent for good.
 _NEVER = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
 
-ENERGY_POWER = Metric(
-    "wave_gpu_energy_power_watts",
-    "Average power between the last two reads, from the energy counter (present where power is not).",
-    unit="W",
-)
-
 
 class NvmlApi(Protocol):
     """The pynvml functions the collector uses (same names, same arguments, same errors)."""
@@ -59,7 +53,7 @@ class NvmlApi(Protocol):
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GpuDevice:
     """One GPU: how to reach it, its labels, what it cannot answer, and its energy so far."""
 
@@ -110,7 +104,7 @@ class NvmlCollector:
 
     def _open(self, index: int) -> GpuDevice:
         handle = self.api.nvmlDeviceGetHandleByIndex(index)
-        device = GpuDevice(index, handle, name="", uuid="")
+        device = GpuDevice(index=index, handle=handle, name="", uuid="")
         device.name = self._ask(device, "name", lambda: _text(self.api.nvmlDeviceGetName(handle))) or "GPU"
         device.uuid = self._ask(device, "uuid", lambda: _text(self.api.nvmlDeviceGetUUID(handle))) or ""
         return device
@@ -146,7 +140,7 @@ class NvmlCollector:
             d.energy.update(energy_mj)
             d.energy_at = now = self.clock()
             if then is not None and now > then:
-                put(ENERGY_POWER, (d.energy.joules - before) / (now - then))
+                put(names.GPU_ENERGY_POWER, (d.energy.joules - before) / (now - then))
         limit_mw = self._ask(d, "power_limit", lambda: api.nvmlDeviceGetEnforcedPowerLimit(h))
         put(names.DCGM_POWER_LIMIT, None if limit_mw is None else limit_mw / 1000)
         util = self._ask(d, "utilization", lambda: api.nvmlDeviceGetUtilizationRates(h))

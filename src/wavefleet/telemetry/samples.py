@@ -10,7 +10,7 @@ leaving a blank.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 
 __all__ = ["Metric", "MetricKind", "Sample"]
@@ -30,6 +30,7 @@ class Metric:
 
     name: str
     help: str
+    _: KW_ONLY
     kind: MetricKind = MetricKind.GAUGE
     unit: str = ""
 
