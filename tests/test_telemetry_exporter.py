@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wavefleet.cli import cli
 from wavefleet.telemetry.cpu import CpuTdpEstimate
+from wavefleet.telemetry.discovery import JetsonBoard, discover, jetson_board
 from wavefleet.telemetry.exporter import Telemetry, serve
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
 from wavefleet.telemetry.jetson import TegrastatsCollector
@@ -203,3 +204,47 @@ def test_wave_telemetry_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_discovery_names_a_jetson_and_its_release(tmp_path: Path) -> None:
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(
+        b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\0"
+    )
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text(
+        "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
+    )
+    board = jetson_board(tmp_path)
+    assert board == JetsonBoard(
+        "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", "R36.4.3"
+    )
+    script = tmp_path / "tegrastats"
+    script.write_text(f"#!{sys.executable}\nimport time\nprint({ORIN_NANO!r}, flush=True)\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    found = discover(
+        nvml=FakeNvml(RECORDINGS["jetson-orin-nano"]),
+        powercap=tmp_path / "none",
+        tegrastats=str(script),
+        root=tmp_path,
+    )
+    try:
+        notes = "\n".join(found.notes)
+        assert "GPU: 1 GPU(s) through NVML: gpu0 Orin (nvgpu)" in notes
+        assert (
+            "Jetson: NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super, L4T R36.4.3: reading"
+            in notes
+        )
+        assert "no estimate either: give --cpu" in notes
+        assert [c.name for c in found.telemetry.collectors] == ["nvml", "tegrastats"]
+    finally:
+        found.telemetry.close()
+    assert jetson_board(tmp_path / "elsewhere") is None
+
+
+def test_discovery_on_a_desktop_with_a_recorded_gpu() -> None:
+    found = discover(nvml=FakeNvml(RECORDINGS["rtx-4080-super"]), tegrastats=None, root=Path("/nonexistent"))
+    try:
+        assert "driver 595.71.05: gpu0 NVIDIA GeForce RTX 4080 SUPER" in found.notes[0]
+    finally:
+        found.telemetry.close()

@@ -3,8 +3,10 @@ each with its source), the collector's samples and energy, and a real tegrastats
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,8 @@ def test_the_collector_reads_a_running_tegrastats(tmp_path: Path) -> None:
     finally:
         collector.close()
     assert not collector.running
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del collector
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []  # its pipe was closed

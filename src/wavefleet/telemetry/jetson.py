@@ -170,6 +170,8 @@ class TegrastatsCollector:
                 self._process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._process is not None and self._process.stdout is not None:
+            self._process.stdout.close()
 
     def energy(self) -> dict[str, float]:
         with self._lock:

@@ -37,6 +37,7 @@ class NvmlApi(Protocol):
 
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None: ...
+    def nvmlSystemGetDriverVersion(self) -> str: ...
     def nvmlDeviceGetCount(self) -> int: ...
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
     def nvmlDeviceGetName(self, handle: Any) -> str: ...
@@ -91,7 +92,14 @@ def open_nvml(api: NvmlApi | None = None) -> tuple[NvmlCollector | None, str]:
     if count == 0:
         nvml.nvmlShutdown()
         return None, "NVML found no GPU"
-    return NvmlCollector(nvml, count), f"{count} GPU(s) through NVML"
+    collector = NvmlCollector(nvml, count)
+    try:
+        version = _text(nvml.nvmlSystemGetDriverVersion())
+    except pynvml.NVMLError:
+        version = ""
+    driver = f", driver {version}" if version else ""
+    gpus = ", ".join(f"{d.key} {d.name}" for d in collector.devices)
+    return collector, f"{count} GPU(s) through NVML{driver}: {gpus}"
 
 
 class NvmlCollector:
