@@ -22,6 +22,7 @@ from wavefleet.telemetry.attribution import (
 )
 from wavefleet.telemetry.cost import Tariff
 from wavefleet.telemetry.counter import EnergyTotal
+from wavefleet.telemetry.energy_log import EnergyLog
 
 
 def trace(power: list[tuple[float, float]], until: float, step: float = 0.5) -> list[EnergySample]:
@@ -284,3 +285,34 @@ def test_the_tariff_comes_from_the_inventory_with_a_hosts_amortisation(tmp_path:
     inventory = load_inventory(path, catalog)
     tariff = Tariff.from_inventory(inventory, host.id)
     assert (tariff.price_per_kwh, tariff.currency, tariff.amortisation_per_hour) == (0.12, "USD", 0.05)
+
+
+# --- the energy log between collectors and attribution --------------------------------------------
+
+
+def test_the_energy_log_gives_the_readings_around_a_request() -> None:
+    log = EnergyLog(keep_s=100)
+    for t in range(20):
+        log.record(float(t), {"gpu0": 10.0 * t, "cpu": 2.0 * t})
+    window = log.samples("gpu0", since=5.5, until=8.2)
+    assert [s.t for s in window] == [5, 6, 7, 8, 9]  # one reading on each side of the request
+    result = attribute(
+        window,
+        [RequestSpan(id="a", start=5.5, first_token=5.5, end=8.2, completion_tokens=3)],
+        weights=EQUAL_WEIGHTS,
+        idle_w=0,
+    )
+    assert result.requests["a"].energy_j == pytest.approx(10 * 2.7)
+    assert log.devices() == ["cpu", "gpu0"]
+
+
+def test_the_energy_log_forgets_old_readings_and_restarts_on_a_fresh_total() -> None:
+    log = EnergyLog(keep_s=10)
+    for t in range(30):
+        log.record(float(t), {"gpu0": float(t)})
+    assert log.samples("gpu0", since=0, until=30)[0].t == 19
+    log.record(30.0, {"gpu0": 0.5})  # the collector started over
+    log.record(30.0, {"gpu0": 99.0})  # the same moment again: ignored
+    log.record(31.0, {"gpu0": 1.5})
+    assert [(s.t, s.joules) for s in log.samples("gpu0", since=0, until=40)] == [(30.0, 0.5), (31.0, 1.5)]
+    assert log.samples("nothing", since=0, until=1) == []

@@ -21,7 +21,10 @@ MODULES = sorted(
 )
 
 
-@pytest.mark.parametrize("module", ["wavefleet.telemetry.attribution", "wavefleet.telemetry.counter"])
+@pytest.mark.parametrize(
+    "module",
+    ["wavefleet.telemetry.attribution", "wavefleet.telemetry.counter", "wavefleet.telemetry.energy_log"],
+)
 def test_attribution_needs_only_the_standard_library(module: str) -> None:
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
