@@ -114,6 +114,18 @@ def test_the_collector_exports_the_latest_line_and_integrates_energy() -> None:
     assert {"cpu", "gpu", "tj"} <= sensors
 
 
+def test_a_line_without_rails_says_power_is_absent() -> None:
+    collector = TegrastatsCollector()
+    rails = LINES["orin-nano"][0].index(" VDD_IN")
+    collector.feed(
+        LINES["orin-nano"][0][:rails], at=1.0
+    )  # as tegrastats prints it to a normal user on some images
+    samples = collector.collect()
+    assert not [s for s in samples if s.metric in (names.JETSON_POWER, names.JETSON_ENERGY)]
+    assert [s.labels for s in samples if s.metric == names.UNSUPPORTED] == [{"field": "power_rails"}]
+    assert collector.energy() == {}
+
+
 def test_the_collector_reads_a_running_tegrastats(tmp_path: Path) -> None:
     script = tmp_path / "tegrastats"
     lines = LINES["orin-nano"]

@@ -190,6 +190,9 @@ class TegrastatsCollector:
             out.append(Sample(names.JETSON_POWER, sample.input_mw / 1000, {"rail": "total"}))
         if powered:
             out.append(Sample(names.JETSON_ENERGY, joules))
+        if not sample.rails:
+            # some images print the INA3221 rails to root only: absent, and said so
+            out.append(Sample(names.UNSUPPORTED, 1, {"field": "power_rails"}))
         if sample.gpu_load_pct is not None:
             out.append(Sample(names.JETSON_GPU_UTILIZATION, sample.gpu_load_pct / 100))
         if sample.gpu_freq_mhz is not None:
