@@ -15,10 +15,11 @@ The recordings:
   internal/integration/testdata/linux-x86_64__nvidia-geforce-rtx-4080-super__595.71.05__load.metrics).
   nvidia-smi's query has no energy field, so the counter's start value is made up (it then
   advances at the recorded 84.24 W).
-- `gtx-1650-max-q`: the shape the sources give a GTX 1650 with Max-Q Design: the energy counter
-  works (gpuopenanalytics/pynvml#18, driver 430.09) while power and the power limit answer "not
-  supported" as on other mobile GPUs (Syllo/nvtop#79 for the limit; the anchors' note on power).
-  The numbers (an idle 4 GiB card drawing 6 W) are typical values, not a capture.
+- `gtx-1650-max-q`: a constructed profile, not a capture. The energy counter works on a GTX 1650
+  with Max-Q Design (gpuopenanalytics/pynvml#18, driver 430.09); power is recorded "not
+  supported" as low-end GeForce boards answer it (nicehash/excavator#137, influxdata/telegraf#6258)
+  and the power limit as a mobile GPU's (Syllo/nvtop#79). The numbers (an idle 4 GiB card
+  drawing 6 W) are typical values.
 - `jetson-orin-nano`: NVML on JetPack 6 and 7 starts and counts one GPU, "Orin (nvgpu)", and
   answers "not supported" to power, energy, power limit, temperature, utilisation, memory and
   clocks (HazyResearch/intelligence-per-watt#40); the other answers (UUID, P-state, reasons,
