@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),
     "audit": ("audit", "audit", "Query and export the gateway's audit trail."),
+    "telemetry": (
+        "telemetry",
+        "telemetry",
+        "This host's GPU, CPU and Jetson power and readings, once or served to Prometheus.",
+    ),
 }
 
 

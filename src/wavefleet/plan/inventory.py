@@ -101,6 +101,12 @@ class Host(FrozenModel):
     ram_gib: float = Field(gt=0, description="host RAM (on a SoC: the shared memory)")
     gpus: list[Device] = Field(default_factory=list)
     containers: list[Container] = Field(default_factory=list)
+    amortisation_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description="what owning the host's hardware costs per hour (price / hours of use), in the "
+        "inventory's currency; added to each request's cost for the device time it held",
+    )
     notes: str = ""
 
 
@@ -222,8 +228,8 @@ class SeedFact(FrozenModel):
 
 class Inventory(FrozenModel):
     name: str = ""
-    power_price_per_kwh: float = Field(ge=0)
-    currency: str = "USD"
+    power_price_per_kwh: float = Field(ge=0, description="electricity tariff, in `currency` per kWh")
+    currency: str = Field(default="USD", description="currency of every price and cost (ISO 4217 code)")
     hosts: list[Host] = Field(min_length=1)
     links: list[Link] = Field(default_factory=list)
     memberships: list[Membership] = Field(default_factory=list)
