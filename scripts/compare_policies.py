@@ -458,14 +458,16 @@ class RecordingPolicy:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name = inner.name
-        self.decisions: list[list[Any]] = []  # [time.monotonic(), request id, backend ("" = none), reason]
+        # [time.monotonic(), request id, backend ("" = none), reason, the decision's scores]
+        self.decisions: list[list[Any]] = []
         self.first_tokens: dict[str, float] = {}  # request id -> TTFT at the gateway, wall s
         self.finished: dict[str, list[Any]] = {}  # request id -> [backend, ok]
 
     def choose(self, request: Any, view: Any) -> Any:
         decision = self.inner.choose(request, view)
         backend = decision.ranked[0].backend if decision.ranked else ""
-        self.decisions.append([time.monotonic(), request.request_id, backend, decision.reason])
+        scores = {name: round(score, 4) for name, score in decision.scores.items()}
+        self.decisions.append([time.monotonic(), request.request_id, backend, decision.reason, scores])
         return decision
 
     def observe_first_token(self, backend: str, request: Any, ttft_s: float) -> None:
@@ -660,7 +662,7 @@ def analyse(records: list[Any], log: dict[str, Any], samples: dict[str, Any], en
 
     per_backend: dict[str, dict[str, int]] = {}
     slow_while_free = 0
-    for t, rid, backend, _ in sent:
+    for t, rid, backend, *_ in sent:
         entry = per_backend.setdefault(backend, {"requests": 0, "ttft_misses": 0})
         entry["requests"] += 1
         ttft = log["first_tokens"].get(rid)
@@ -695,7 +697,7 @@ def by_bin(log: dict[str, Any], start: float, speed: float) -> dict[str, list[in
     width = BIN_DEVICE_S / speed
     count = 1 + max((int((d[0] - start) / width) for d in log["decisions"] if d[0] >= start), default=0)
     shed, miss = [0] * count, [0] * count
-    for t, rid, backend, _ in log["decisions"]:
+    for t, rid, backend, *_ in log["decisions"]:
         if t < start:
             continue
         k = int((t - start) / width)

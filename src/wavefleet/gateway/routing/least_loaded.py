@@ -5,8 +5,8 @@ of them are full the request overflows to the next model in the group. Load is `
 requests in the backend (the last poll's count plus what this policy sent there since, or the
 gateway's in-flight count) over the requests it holds at once. Backends within `NEAR_TIE` of
 the least loaded take turns. A backend whose first tokens come far later than every other
-candidate's (`SLOW_FACTOR`), or that has not sent a first token yet while a request is open
-there, ranks with the full ones: it gets work only when nothing else has room.
+candidate's (`SLOW_FACTOR`), or a CPU backend not measured yet beside GPU ones, comes after the
+other candidates of its model that have room: it gets work when they are full.
 """
 
 from __future__ import annotations
@@ -16,20 +16,23 @@ from itertools import count
 
 from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.load import healthy, load
+from wavefleet.gateway.routing.load import healthy, load, runs_on_gpu
 
 __all__ = ["LeastLoadedPolicy", "LoadRanker", "NEAR_TIE", "SLOW_FACTOR"]
 
-# Loads within 25 % of the least (or 0.02 of it, near idle) count as equal: the capacity behind a
-# KV-derived load is an estimate from one poll (the running mix's sequence lengths), too rough to
-# tell twins apart, so equals take turns instead of filling the one that looked emptier.
-NEAR_TIE = 0.25
-NEAR_TIE_FLOOR = 0.02
-# "Far beyond": a backend's best recent first-token time over 4 x the slowest of the other
+# Loads within 50 % of the least (or within 0.1 of it) count as equal and take turns. Twins'
+# in-flight counts drift apart by several requests as answers of different lengths end, and a
+# KV-derived capacity moves with each poll's mix of sequence lengths; filling the emptier one
+# sends it a burst of prompts to prefill, which its next requests' TTFT pays for. Measured on
+# fleet (d) of scripts/compare_policies.py at 85 % of capacity (20 s): 25 % and 0.02 gave longest
+# runs of 7 and 4 requests to one twin (seeds 1, 2), these 3, 1 and 2 (seeds 1-3).
+NEAR_TIE = 0.5
+NEAR_TIE_FLOOR = 0.1
+# "Far beyond": a backend's best recent first-token time over 8 x the slowest of the other
 # candidates' best. Best (minimum) of recent ones, so queueing on a busy twin does not count:
 # only an engine slow even at its quickest is set aside (a CPU engine's seconds against a GPU's
-# tens of milliseconds).
-SLOW_FACTOR = 4.0
+# tens of milliseconds; twins' bests differ by 1.2-1.5 x on fleet (d) of scripts/compare_policies.py).
+SLOW_FACTOR = 8.0
 TTFT_SAMPLES = 16
 
 
@@ -57,18 +60,19 @@ class LoadRanker:
         )
 
     def rank(self, candidates: list[Candidate], view: FleetView) -> tuple[list[Candidate], dict[str, float]]:
-        """Candidates with room first (by group preference, then load), the rest after (the same
-        way); the first place goes in turn among near-equals."""
+        """Candidates with room first, the full ones after; each part by group preference, then
+        set-aside ones last, then load; the first place goes in turn among near-equals."""
         loads = {c.backend: self.load_of(c.backend, view) for c in candidates}
         set_aside = self._set_aside(candidates, view)
 
-        def key(c: Candidate) -> tuple[bool, int, float]:
-            return (loads[c.backend] >= 1.0 or c.backend in set_aside, c.preference, loads[c.backend])
+        def key(c: Candidate) -> tuple[bool, int, bool, float]:
+            load = loads[c.backend]
+            return (load >= 1.0, c.preference, c.backend in set_aside, load)
 
         ranked = sorted(candidates, key=key)
         best = key(ranked[0])
-        band = best[2] + max(NEAR_TIE * best[2], NEAR_TIE_FLOOR)
-        equals = [c for c in ranked if key(c)[:2] == best[:2] and key(c)[2] <= band]
+        band = best[3] + max(NEAR_TIE * best[3], NEAR_TIE_FLOOR)
+        equals = [c for c in ranked if key(c)[:3] == best[:3] and key(c)[3] <= band]
         if len(equals) > 1:
             turn = min(equals, key=lambda c: self._last_turn.get(c.backend, 0))
             ranked.remove(turn)
@@ -77,13 +81,17 @@ class LoadRanker:
 
     def _set_aside(self, candidates: list[Candidate], view: FleetView) -> set[str]:
         """Backends whose best recent first token is SLOW_FACTOR x beyond every other measured
-        candidate's, and backends with a request open and no first token seen yet."""
+        candidate's, and, beside GPU candidates, CPU backends not measured yet: a CPU engine
+        prefills tens of times slower than a GPU as a rule, so until its own first tokens say
+        otherwise it takes what the GPUs have no room for. (The gateway reports a request's
+        first-token time when the request ends: a backend is unmeasured until one has ended.)"""
         best = {c.backend: min(self._ttft[c.backend]) for c in candidates if self._ttft.get(c.backend)}
+        gpus = {c.backend for c in candidates if runs_on_gpu(view.backends[c.backend])}
         out = set()
         for c in candidates:
             name = c.backend
             if name not in best:
-                if max(view.inflight.get(name, 0), self._since_poll.get(name, 0)) > 0:
+                if gpus and name not in gpus:
                     out.add(name)
                 continue
             others = [t for other, t in best.items() if other != name]
