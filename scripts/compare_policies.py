@@ -29,7 +29,8 @@ Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn cha
 (d) issue 13's shape: two identical RTX 5070 Ti vLLM engines and a Ryzen 7950X llama.cpp engine,
 all serving Llama 3.1 8B, prompts 200-1500 tokens and answers 50-300, no `profile:` on any
 backend (`--profiles on|off` overrides any fleet's default); the CPU engine cannot meet the SLO
-for any request, and rates are fractions of the twins' capacity within the SLO (12 req/s).
+for any request, and rates are fractions of the twins' capacity within the SLO (12 req/s);
+(e) fleet (d) without its CPU engine.
 Requests name the group `chat` (the fleet's models, largest first): every policy sees it.
 
 Every run also reads, from the gateway's own log of its decisions (`RecordingPolicy`), where each
@@ -244,7 +245,7 @@ def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
         ]
         fleets["b"] = Fleet("b", "(b) 2 x RTX 5070 Ti vLLM + Ryzen 9900X llama.cpp", engines, "mixed",
                             seed_size_classes(engines))  # fmt: skip
-    if "d" in keys:
+    if "d" in keys or "e" in keys:
         # issue 13's independent fleet, rebuilt from the sizing engine: twin vLLM GPUs serving one
         # model (each alone about 6.5 req/s within the SLO on the long workload) and a llama.cpp
         # CPU engine serving the same model that no request can meet the SLO on (~70 prompt
@@ -262,6 +263,8 @@ def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
         fleets["d"] = Fleet("d", "(d) 2 x RTX 5070 Ti vLLM twins + Ryzen 7950X llama.cpp, same 8B model, "
                             "long answers, no profiles", engines, "long", seed_size_classes(engines),
                             capacity_rps=D_CAPACITY_RPS, profiles=False)  # fmt: skip
+        fleets["e"] = Fleet("e", "(e) fleet (d)'s vLLM twins alone, no profiles", engines[:2], "long",
+                            seed_size_classes(engines[:2]), capacity_rps=D_CAPACITY_RPS, profiles=False)  # fmt: skip
     return {k: fleets[k] for k in keys if k in fleets}, notes
 
 
@@ -1297,7 +1300,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--child", choices=["sims", "gateway"], help=argparse.SUPPRESS)
-    parser.add_argument("--fleets", type=lambda s: s.split(","), default=["a", "b", "c"], help="a, b, c, d")
+    parser.add_argument(
+        "--fleets", type=lambda s: s.split(","), default=["a", "b", "c"], help="a, b, c, d, e"
+    )
     parser.add_argument("--policies", type=lambda s: s.split(","), default=POLICIES)
     parser.add_argument("--speed", type=float, default=2.0, help="time scale of fleet runs")
     parser.add_argument(
