@@ -82,9 +82,9 @@ FRACTIONS = [0.3, 0.6, 0.7, 0.8, 0.9, 1.2]  # of the fleet's estimated capacity:
 RUN_DEVICE_S, MAX_REQUESTS = 15.0, 1200  # arrivals span 15 s of device time
 MIN_REQUESTS, MIN_REQUESTS_ALONE = 48, 24
 # Fleet (d)'s capacity within the SLO: two GPU twins at 6.0 req/s each, the highest rate at which
-# one alone (speed 1, 30 s, seeds 1-2) served >= 90 % of its requests within the SLO (6.5: 51-67 %);
-# issue 13's own emulator had 6.5. The CPU engine adds nothing.
-# docs/measurements/2026-12-03-least-loaded-fleet-d.md
+# one alone (speed 1, 30 s, seeds 1-2) served >= 89 % of its requests within the SLO (6.5 req/s:
+# 48-61 %); issue 13's own emulator had 6.5. The CPU engine adds nothing.
+# docs/measurements/2026-12-03-least-loaded-fleet-d.md, docs/data/routing/fleet_d/alone/
 D_CAPACITY_RPS = 12.0
 PHASES = [1.0, 1.15, 1.5, 1.0]  # warm-gateway phases, as fractions of the fleet's capacity
 BIN_DEVICE_S = 3.0  # sheds and TTFT misses are counted per bin of this many device seconds

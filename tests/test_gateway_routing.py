@@ -276,3 +276,20 @@ def test_least_loaded_keeps_an_unmeasured_cpu_backend_for_overflow() -> None:
         policy.choose(request("gpu_a", "gpu_b", "cpu"), view(configs, full, **inflight)).ranked[0].backend
         == "cpu"
     )
+
+
+def test_least_loaded_twins_either_side_of_full_take_turns() -> None:
+    # near saturation one twin polls at 0.95 and the other at 1.01: "full" must not hand every
+    # request to the one just under it until it is past full too
+    configs = backends(a="vllm", b="vllm")
+    monitor = StaticMonitor()
+    monitor.set("a", running=60, waiting=0, kv_usage=0.95, updated_at=1.0)
+    monitor.set("b", running=60, waiting=1, kv_usage=0.995, updated_at=1.0)
+    policy = LeastLoadedPolicy()
+    inflight = {"a": 60, "b": 61}
+    picks = []
+    for _ in range(8):
+        chosen = policy.choose(request("a", "b"), view(configs, monitor, **inflight)).ranked[0].backend
+        inflight[chosen] += 1
+        picks.append(chosen)
+    assert longest_run(picks) <= 2, picks

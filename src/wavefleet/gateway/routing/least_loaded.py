@@ -61,7 +61,8 @@ class LoadRanker:
 
     def rank(self, candidates: list[Candidate], view: FleetView) -> tuple[list[Candidate], dict[str, float]]:
         """Candidates with room first, the full ones after; each part by group preference, then
-        set-aside ones last, then load; the first place goes in turn among near-equals."""
+        set-aside ones last, then load. The first place goes in turn among near-equals of the
+        first one's preference and standing, with room or just past full."""
         loads = {c.backend: self.load_of(c.backend, view) for c in candidates}
         set_aside = self._set_aside(candidates, view)
 
@@ -72,7 +73,8 @@ class LoadRanker:
         ranked = sorted(candidates, key=key)
         best = key(ranked[0])
         band = best[3] + max(NEAR_TIE * best[3], NEAR_TIE_FLOOR)
-        equals = [c for c in ranked if key(c)[:3] == best[:3] and key(c)[3] <= band]
+        # full or not: twins at 0.99 and 1.01 are equals too (one past 1 must not get none)
+        equals = [c for c in ranked if key(c)[1:3] == best[1:3] and key(c)[3] <= band]
         if len(equals) > 1:
             turn = min(equals, key=lambda c: self._last_turn.get(c.backend, 0))
             ranked.remove(turn)
