@@ -274,7 +274,7 @@ class GatewayMetrics:
             "waiting": "Requests queued in the engine",
             "kv_usage": "KV cache in use, 0..1",
             "slots": "Sequences the backend runs at once (reported, profiled or assumed)",
-            "load": "Occupancy over slots, as least-loaded routing sees it",
+            "load": "Requests in the backend over what it holds at once (slots, capped by KV usage), as least-loaded sees it",
             "inflight": "Requests this gateway has open to the backend",
         }
         families = {n: GaugeMetricFamily(f"wave_backend_{n}", helps[n], labels=["backend"]) for n in names}
