@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),
     "audit": ("audit", "audit", "Query and export the gateway's audit trail."),
+    "rag": ("rag", "rag", "Retrieval over your own documents: ingest, search, cited answers, eval."),
 }
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
 from wavefleet.gateway.security.settings import SecurityConfig
+from wavefleet.rag.config import RagConfig
 
 __all__ = [
     "ApiKeySource",
@@ -175,6 +176,7 @@ class GatewayConfig(Strict):
     security: SecurityConfig = Field(
         default_factory=SecurityConfig, description="stored keys, OIDC, limits, screening, audit"
     )
+    rag: RagConfig | None = Field(default=None, description="answer `rag/NAME` from collections (docs/rag.md)")
 
     @field_validator("backends")
     @classmethod

@@ -60,19 +60,22 @@ class HttpEmbedder:
         api_key: str | None = None,
         batch: int = 32,
         timeout_s: float = 120.0,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = model
+        self._owns_session = session is None
         self._endpoint = url.rstrip("/") + "/embeddings"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._batch = batch
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = session
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owns_session = True
         parts = [
             await self._request(self._session, list(texts[i : i + self._batch]))
             for i in range(0, len(texts), self._batch)
@@ -82,7 +85,7 @@ class HttpEmbedder:
     async def _request(self, session: aiohttp.ClientSession, texts: list[str]) -> Vectors:
         body = {"model": self.name, "input": texts}
         try:
-            async with session.post(self._endpoint, json=body, headers=self._headers) as response:
+            async with session.post(self._endpoint, json=body, headers=self._headers, timeout=self._timeout) as response:
                 payload = await response.json(content_type=None)
                 status = response.status
         except aiohttp.ClientConnectionError as exc:
@@ -110,9 +113,9 @@ class HttpEmbedder:
         return matrix
 
     async def aclose(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._owns_session:
             await self._session.close()
-            self._session = None
+        self._session = None
 
 
 @dataclass
@@ -148,12 +151,13 @@ class LocalEmbedder:
         self.name = name
         self._path = gguf_path
         self._threads = threads
-        self._context = context
+        self.context = context
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._llama: Any = None
         self._queue: _Queue | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dimension = 0
 
     def load(self) -> None:
@@ -162,14 +166,14 @@ class LocalEmbedder:
             return
         import llama_cpp  # heavy; only processes that embed load it
 
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        if True:
             try:
                 self._llama = llama_cpp.Llama(
                     model_path=str(self._path),
                     embedding=True,
-                    n_ctx=self._context,
-                    n_batch=self._context,
-                    n_ubatch=self._context,
+                    n_ctx=self.context,
+                    n_batch=self.context,
+                    n_ubatch=self.context,
                     n_seq_max=self._max_batch,
                     n_threads=self._threads,
                     n_threads_batch=self._threads,
@@ -188,6 +192,8 @@ class LocalEmbedder:
         return unit_rows(np.asarray(rows, dtype=np.float32))
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with [CLS] and [SEP] (tokenizing reads only the vocabulary, so it
+        may run beside an embedding pass)."""
         self.load()
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True))
 
@@ -195,7 +201,8 @@ class LocalEmbedder:
         if any(not isinstance(t, str) for t in texts):
             raise UsageError("every input to embed must be a string")
         loop = asyncio.get_running_loop()
-        if self._queue is None:
+        if self._queue is None or self._loop is not loop:  # first use, or a new event loop
+            self._loop = loop
             self._queue = _Queue()
             await loop.run_in_executor(self._executor, self.load)
             self._worker = asyncio.create_task(self._work(self._queue))
@@ -231,7 +238,7 @@ class LocalEmbedder:
                     start += len(pending.texts)
 
     async def aclose(self) -> None:
-        if self._worker is not None:
+        if self._worker is not None and self._loop is asyncio.get_running_loop():
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker

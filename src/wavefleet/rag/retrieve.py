@@ -82,13 +82,17 @@ class Retriever:
         self.embedder = embedder
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"rag-{collection.name}")
 
-    async def search(self, query: str, settings: RetrievalSettings) -> RetrievalResult:
+    async def search(
+        self, query: str, settings: RetrievalSettings, *, embedder: Embedder | None = None
+    ) -> RetrievalResult:
+        """The best chunks for `query`; `embedder` replaces the retriever's own for this call
+        (the gateway embeds with each caller's key)."""
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the query is empty: ask something")
         started = time.perf_counter()
         vector = None
         if settings.mode is not Mode.BM25:
-            vector = (await self.embedder.embed([query]))[0]
+            vector = (await (embedder or self.embedder).embed([query]))[0]
         embedded = time.perf_counter()
         loop = asyncio.get_running_loop()
         hits = await loop.run_in_executor(self._pool, self._rank, query, vector, settings)
