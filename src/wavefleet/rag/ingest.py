@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavefleet.errors import UsageError, WaveError
+from wavefleet.errors import UsageError
 from wavefleet.rag.chunking import Chunk, Chunker
 from wavefleet.rag.documents import document_kind, read_document
 from wavefleet.rag.embedder import Embedder
@@ -149,13 +149,14 @@ async def ingest(
             try:
                 doc = read_document(path)
                 chunks = list(chunker.chunks(doc))
-                embed_started = time.perf_counter()
-                vectors = await _embed_all(embedder, [embed_text(c) for c in chunks])
-                report.embed_seconds += time.perf_counter() - embed_started
-            except WaveError as exc:
+            except UsageError as exc:  # this file is unreadable; the others may be fine
                 report.failed.append((str(path), str(exc)))
                 done_bytes += size
                 continue
+            # An embedding failure (the engine is down) stops the run: every later file would fail too.
+            embed_started = time.perf_counter()
+            vectors = await _embed_all(embedder, [embed_text(c) for c in chunks])
+            report.embed_seconds += time.perf_counter() - embed_started
             removed, added = collection.put_document(
                 path=str(path),
                 sha256=digest,

@@ -11,7 +11,10 @@ XDG_DATA_HOME is unset), next to the gateway's `wave.db`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from wavefleet.errors import UsageError
 
 __all__ = ["collection_dir", "default_data_dir", "models_dir", "resolve_data_dir"]
 
@@ -29,7 +32,16 @@ def resolve_data_dir(given: Path | str | None) -> Path:
     return Path(env).expanduser() if env else default_data_dir()
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def collection_dir(root: Path, name: str) -> Path:
+    """The directory of collection `name`; a name that could leave `root` (`..`, `/`) is refused."""
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise UsageError(
+            f"collection name {name!r}: use letters, digits, `.`, `_` and `-` (up to 64, starting with a "
+            "letter or digit, no `..`)"
+        )
     return root / "collections" / name
 
 

@@ -38,7 +38,7 @@ class RetrievalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode = Mode.HYBRID
-    fusion: Fusion = Fusion.RRF
+    fusion: Fusion = Fusion.CONVEX  # beat RRF on the bundled set (docs/measurements)
     rrf_k: float = Field(default=60.0, ge=0, description="RRF's k: larger flattens the rank weights")
     alpha: float = Field(default=0.5, ge=0, le=1, description="convex fusion's weight of the dense score")
     top_k: int = Field(default=5, ge=1, le=200, description="chunks returned")

@@ -33,8 +33,6 @@ from wavefleet.rag.index import VectorIndex
 
 __all__ = ["Collection", "CollectionInfo", "DocumentRecord", "StoredChunk", "collection_names", "fts_query"]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -128,11 +126,6 @@ class Collection:
     def __init__(self, directory: Path, *, create: bool = False) -> None:
         self.directory = directory
         self.name = directory.name
-        if not re.match(NAME_PATTERN, self.name):
-            raise UsageError(
-                f"collection name {self.name!r}: use letters, digits, `.`, `_` and `-` (up to 64, "
-                "starting with a letter or digit)"
-            )
         self.db_path = directory / "chunks.db"
         if not self.db_path.is_file() and not create:
             known = collection_names(directory.parent.parent)
