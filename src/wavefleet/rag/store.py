@@ -61,6 +61,7 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     heading, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, heading, text) VALUES (new.id, coalesce(new.heading, ''), new.text);
 END;
@@ -111,13 +112,31 @@ def collection_names(root: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / "chunks.db").is_file()) if base.is_dir() else []
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 query that ORs the words of `text`, each quoted, so no input is FTS5 syntax
-    (quotes, NEAR, column filters, a lone `-`) and BM25 ranks by how many and how rare."""
-    words = re.findall(r"\w+", text.lower())
-    if not words:
-        return None
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+# Lucene's English stop words (EnglishAnalyzer.ENGLISH_STOP_WORDS_SET), which the BM25 baselines
+# of BEIR (Anserini) drop too: they match nearly every chunk, so an OR query holding them makes
+# FTS5 score the whole collection for almost no change in the ranking.
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then "
+    "there these they this to was will with".split()
+)
+
+
+# FTS5 scores every chunk that holds any query word, so a query's cost grows with the chunks its
+# words occur in. Past this many, the commonest words are left out (rarest kept first; BM25
+# gives the common ones little weight anyway, and at least the rarest word always stays): the
+# same bet as Lucene's MaxScore, without its guarantee.
+POSTINGS_BUDGET = 4000
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct words of `text`, lower-cased, stop words aside, in order."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", text.lower()) if w not in STOP_WORDS))
+
+
+def fts_query(words: Sequence[str]) -> str | None:
+    """An FTS5 query that ORs the words, each quoted, so no input is FTS5 syntax (quotes, NEAR,
+    column filters, a lone `-`) and BM25 ranks by how many and how rare."""
+    return " OR ".join(f'"{w}"' for w in words) if words else None
 
 
 class Collection:
@@ -264,9 +283,34 @@ class Collection:
 
     # search ---------------------------------------------------------------------------------
 
-    def bm25(self, text: str, limit: int) -> list[tuple[int, float]]:
+    def _frequencies(self, words: Sequence[str]) -> dict[str, int]:
+        """Chunks holding each word, read from the FTS5 vocabulary. The index holds Porter stems,
+        which are mostly a prefix of the word: the longest prefix found stands for it (a word
+        with none found is given 0, so it is always kept)."""
+        found: dict[str, int] = {}
+        for word in words:
+            for size in range(len(word), min(3, len(word)) - 1, -1):
+                row = self.db.execute("SELECT doc FROM chunks_vocab WHERE term = ?", (word[:size],)).fetchone()
+                if row is not None:
+                    found[word] = int(row[0])
+                    break
+            else:
+                found[word] = 0
+        return found
+
+    def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
         """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()."""
-        query = fts_query(text)
+        words = query_words(text)
+        if len(words) > 1:
+            frequency = self._frequencies(words)
+            kept, postings = [], 0
+            for word in sorted(words, key=lambda w: frequency[w]):
+                if kept and postings + frequency[word] > budget:
+                    break
+                kept.append(word)
+                postings += frequency[word]
+            words = kept
+        query = fts_query(words)
         if query is None:
             return []
         rows = self.db.execute(
