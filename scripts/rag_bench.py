@@ -50,8 +50,20 @@ def free_port() -> int:
 
 def start_engine(data_dir: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [sys.executable, "-m", "wavefleet", "rag", "embed-server", "--port", str(port), "--threads", str(threads)]
-    proc = subprocess.Popen([*argv, "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [
+        sys.executable,
+        "-m",
+        "wavefleet",
+        "rag",
+        "embed-server",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
+    proc = subprocess.Popen(
+        [*argv, "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -70,7 +82,9 @@ def sentences(corpus_dir: Path) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if 20 < len(s) < 400]
 
 
-def build(root: Path, name: str, size: int, pool: list[str], seed: int = 0) -> tuple[Collection, float, float]:
+def build(
+    root: Path, name: str, size: int, pool: list[str], seed: int = 0
+) -> tuple[Collection, float, float]:
     """A collection of `size` chunks written straight into SQLite, then its HNSW graph built the
     way a collection rebuilds it on open. Returns (collection, seconds writing, seconds building)."""
     rng = np.random.default_rng(seed)
@@ -98,7 +112,9 @@ def build(root: Path, name: str, size: int, pool: list[str], seed: int = 0) -> t
             'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, tokens, text, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
             rows,
         )
-    db.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+    db.execute(
+        "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
     db.execute("COMMIT")
     written = time.perf_counter() - started
     started = time.perf_counter()
@@ -111,7 +127,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def measure(retriever: Retriever, embedder: HttpEmbedder, queries: list[str], clients: int, total: int) -> dict[str, float]:
+async def measure(
+    retriever: Retriever, embedder: HttpEmbedder, queries: list[str], clients: int, total: int
+) -> dict[str, float]:
     settings = RetrievalSettings()
     latencies: list[float] = []
     embeds: list[float] = []
@@ -179,7 +197,9 @@ async def main() -> None:
         if args.ingest:
             collection = Collection(collection_dir(work, "pydoc"), create=True)
             chunker = Chunker(load_tokenizer(bundled_model().tokenizer), size=512, overlap=150)
-            report = await ingest(collection, plan_ingest(collection, [corpus]), chunker=chunker, embedder=embedder)
+            report = await ingest(
+                collection, plan_ingest(collection, [corpus]), chunker=chunker, embedder=embedder
+            )
             results["ingest"] = {
                 "documents": report.added,
                 "chunks": report.chunks,
@@ -202,7 +222,10 @@ async def main() -> None:
                 "disk_mb": sum(p.stat().st_size for p in collection.directory.iterdir()) / 1e6,
                 "rss_mb": rss_mb(),
                 "search_only_qps": await search_only(collection, query_vectors, queries, args.queries),
-                "runs": [await measure(retriever, embedder, queries, c, args.queries) for c in map(int, args.clients.split(","))],
+                "runs": [
+                    await measure(retriever, embedder, queries, c, args.queries)
+                    for c in map(int, args.clients.split(","))
+                ],
             }
             print(json.dumps(row), flush=True)
             results[f"n{size}"] = row

@@ -20,14 +20,20 @@ def minimal_pdf(pages: list[str]) -> bytes:
     for text in pages:
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
         content = zlib.compress(stream)
-        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream")
+        objects.append(
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream"
+        )
         content_ref = len(objects)
         objects.append(
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-            b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>" % content_ref
+            b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
+            % content_ref
         )
         kids.append(len(objects))
-    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+        b" ".join(b"%d 0 R" % k for k in kids),
+        len(kids),
+    )
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -42,7 +48,9 @@ def minimal_pdf(pages: list[str]) -> bytes:
 
 def test_markdown_sections_carry_their_heading_path(tmp_path: Path) -> None:
     path = tmp_path / "garden.md"
-    path.write_text("Intro line.\n\n# Garden\n\nSun.\n\n## Pests\n\nAphids: soapy water.\n\n# House\n\nRoof.\n")
+    path.write_text(
+        "Intro line.\n\n# Garden\n\nSun.\n\n## Pests\n\nAphids: soapy water.\n\n# House\n\nRoof.\n"
+    )
     doc = read_document(path)
     assert [s.heading for s in doc.sections] == [None, "Garden", "Garden > Pests", "House"]
     pests = doc.sections[2]

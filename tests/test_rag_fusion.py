@@ -41,7 +41,9 @@ def test_min_max_maps_into_unit_interval(hits: list[tuple[int, float]]) -> None:
 
 
 @given(ranked, ranked, st.floats(0, 1))
-def test_convex_keeps_every_candidate_once(a: list[tuple[int, float]], b: list[tuple[int, float]], alpha: float) -> None:
+def test_convex_keeps_every_candidate_once(
+    a: list[tuple[int, float]], b: list[tuple[int, float]], alpha: float
+) -> None:
     fused = convex(a, b, alpha)
     keys = [k for k, _ in fused]
     assert sorted(keys) == sorted({k for k, _ in a} | {k for k, _ in b})

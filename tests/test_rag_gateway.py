@@ -64,7 +64,11 @@ class CitingEngine:
         if not body.get("stream"):
             message = {"role": "assistant", "content": answer}
             return web.json_response(
-                {**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -107,7 +111,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             }
         )
         gateway = stack.enter_context(serve_in_thread(create_app(config, StaticMonitor())))
-        yield {"url": gateway.url, "engine": engine, "embed": embed.url, "reference": reference, "notes": notes}
+        yield {
+            "url": gateway.url,
+            "engine": engine,
+            "embed": embed.url,
+            "reference": reference,
+            "notes": notes,
+        }
 
 
 def client(url: str, key: str = KEY) -> openai.OpenAI:
@@ -152,12 +162,16 @@ def test_streamed_answer_carries_sources_and_citations(stack: dict[str, Any]) ->
 
 def test_rag_options_per_request_and_their_errors(stack: dict[str, Any]) -> None:
     reply = client(stack["url"]).chat.completions.create(
-        model="rag/home", messages=QUESTION, extra_body={"rag": {"mode": "bm25", "top_k": 1}}  # type: ignore[arg-type]
+        model="rag/home",
+        messages=QUESTION,
+        extra_body={"rag": {"mode": "bm25", "top_k": 1}},  # type: ignore[arg-type]
     )
     assert len((reply.model_extra or {})["citations"]) == 1
     with pytest.raises(openai.BadRequestError, match="top_k"):
         client(stack["url"]).chat.completions.create(
-            model="rag/home", messages=QUESTION, extra_body={"rag": {"top_k": 0}}  # type: ignore[arg-type]
+            model="rag/home",
+            messages=QUESTION,
+            extra_body={"rag": {"top_k": 0}},  # type: ignore[arg-type]
         )
     with pytest.raises(openai.NotFoundError, match="rag/home"):
         client(stack["url"]).chat.completions.create(model="rag/nothing", messages=QUESTION)  # type: ignore[arg-type]
@@ -166,19 +180,28 @@ def test_rag_options_per_request_and_their_errors(stack: dict[str, Any]) -> None
 def test_a_wrong_key_gets_401_and_no_retrieval(stack: dict[str, Any]) -> None:
     before = len(stack["engine"].requests)
     with pytest.raises(openai.AuthenticationError):
-        client(stack["url"], key="sk-wrong-key-000000").chat.completions.create(model="rag/home", messages=QUESTION)  # type: ignore[arg-type]
+        client(stack["url"], key="sk-wrong-key-000000").chat.completions.create(
+            model="rag/home", messages=QUESTION
+        )  # type: ignore[arg-type]
     assert len(stack["engine"].requests) == before
     with urllib.request.urlopen(f"{stack['embed']}/metrics", timeout=10) as reply:
         embedded = reply.read().decode()
     queries = int(re.search(r"wave_embed_requests_total (\d+)", embedded).group(1))  # type: ignore[union-attr]
     with pytest.raises(openai.AuthenticationError):
-        client(stack["url"], key="sk-wrong-key-000000").chat.completions.create(model="rag/home", messages=QUESTION)  # type: ignore[arg-type]
+        client(stack["url"], key="sk-wrong-key-000000").chat.completions.create(
+            model="rag/home", messages=QUESTION
+        )  # type: ignore[arg-type]
     with urllib.request.urlopen(f"{stack['embed']}/metrics", timeout=10) as reply:
         assert f"wave_embed_requests_total {queries}" in reply.read().decode()
 
 
 def test_query_embeddings_go_through_the_gateway_and_match_the_local_model(stack: dict[str, Any]) -> None:
-    vector = client(stack["url"]).embeddings.create(model="all-minilm-l6-v2", input="winter tyres").data[0].embedding
+    vector = (
+        client(stack["url"])
+        .embeddings.create(model="all-minilm-l6-v2", input="winter tyres")
+        .data[0]
+        .embedding
+    )
     assert float(np.dot(vector, stack["reference"])) > 0.9999
 
 
@@ -194,9 +217,15 @@ def test_metrics_time_retrieval_and_generation_apart(stack: dict[str, Any]) -> N
 
 
 def test_embed_server_refuses_bad_input(stack: dict[str, Any]) -> None:
-    for body, words in (({"input": []}, "non-empty"), ({"input": [1, 2]}, "strings"), ({"input": "x", "model": "other"}, "serves")):
+    for body, words in (
+        ({"input": []}, "non-empty"),
+        ({"input": [1, 2]}, "strings"),
+        ({"input": "x", "model": "other"}, "serves"),
+    ):
         request = urllib.request.Request(
-            f"{stack['embed']}/v1/embeddings", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            f"{stack['embed']}/v1/embeddings",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
         )
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=10)

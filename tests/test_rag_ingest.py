@@ -128,7 +128,9 @@ def test_a_missing_or_stale_graph_is_rebuilt_from_the_stored_vectors(
     assert top_path(reopened, embedder, "soapy water for aphids", mode="dense") == "garden.md"
 
 
-def test_another_embedding_model_is_refused(tmp_path: Path, embedder: LocalEmbedder, chunker: Chunker) -> None:
+def test_another_embedding_model_is_refused(
+    tmp_path: Path, embedder: LocalEmbedder, chunker: Chunker
+) -> None:
     collection = Collection(tmp_path / "collections" / "home", create=True)
     run(collection, [write_notes(tmp_path / "notes")], chunker, embedder)
     with pytest.raises(UsageError, match="vectors of two models do not compare"):

@@ -33,7 +33,9 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEmbedder
     asyncio.run(local.aclose())
 
 
-def _layer_norm(x: np.ndarray[Any, Any], weight: np.ndarray[Any, Any], bias: np.ndarray[Any, Any], eps: float) -> Any:
+def _layer_norm(
+    x: np.ndarray[Any, Any], weight: np.ndarray[Any, Any], bias: np.ndarray[Any, Any], eps: float
+) -> Any:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     return (x - mean) / np.sqrt(var + eps) * weight + bias
@@ -65,10 +67,20 @@ def numpy_embedding(model: BundledModel, ids: list[int]) -> np.ndarray[Any, Any]
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         context = (scores / scores.sum(-1, keepdims=True)) @ v
         attended = dense(context.transpose(1, 0, 2).reshape(len(ids), -1), "attention.output.dense")
-        x = _layer_norm(x + attended, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
+        x = _layer_norm(
+            x + attended,
+            w[p + "attention.output.LayerNorm.weight"],
+            w[p + "attention.output.LayerNorm.bias"],
+            eps,
+        )
         hidden = dense(x, "intermediate.dense")
         hidden = 0.5 * hidden * (1 + erf(hidden / math.sqrt(2)))
-        x = _layer_norm(x + dense(hidden, "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+        x = _layer_norm(
+            x + dense(hidden, "output.dense"),
+            w[p + "output.LayerNorm.weight"],
+            w[p + "output.LayerNorm.bias"],
+            eps,
+        )
     pooled = x.mean(0)
     return pooled / np.linalg.norm(pooled)
 

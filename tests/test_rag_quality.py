@@ -26,13 +26,17 @@ FLOORS = {"bm25": 0.72, "dense": 0.85, "hybrid": 0.88}  # nDCG@10
 
 
 def test_every_answer_phrase_is_in_its_first_relevant_topic() -> None:
-    corpus = resources.files("wavefleet.rag").joinpath("data", "pydoc_topics.jsonl").read_text(encoding="utf-8")
+    corpus = (
+        resources.files("wavefleet.rag").joinpath("data", "pydoc_topics.jsonl").read_text(encoding="utf-8")
+    )
     topics = {row["_id"]: row["text"] for row in map(json.loads, corpus.splitlines())}
     queries = load_labelled()
     assert len(queries) >= 60 and len(topics) == 79
     for item in queries:
         assert set(item.relevant) <= set(topics), item.id
-        assert item.answer is not None and contains_answer(topics[next(iter(item.relevant))], item.answer), item.id
+        assert item.answer is not None and contains_answer(
+            topics[next(iter(item.relevant))], item.answer
+        ), item.id
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,9 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dic
     labelled = load_labelled()
 
     async def run() -> dict[str, dict[str, float]]:
-        await ingest(collection, plan_ingest(collection, [root / "corpus"]), chunker=chunker, embedder=embedder)
+        await ingest(
+            collection, plan_ingest(collection, [root / "corpus"]), chunker=chunker, embedder=embedder
+        )
         retriever = Retriever(collection, embedder)
         results = {
             mode: await evaluate_retrieval(retriever, labelled, RetrievalSettings(mode=mode))  # type: ignore[arg-type]

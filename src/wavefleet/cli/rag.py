@@ -50,13 +50,21 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 envvar="WAVE_URL",
                 help="OpenAI-compatible base URL whose /embeddings serves --embed-model [env WAVE_URL].",
             ),
-            click.option("--api-key", envvar="WAVE_API_KEY", default=None, help="Key for --url [env WAVE_API_KEY]."),
+            click.option(
+                "--api-key", envvar="WAVE_API_KEY", default=None, help="Key for --url [env WAVE_API_KEY]."
+            ),
             click.option(
                 "--embed-model",
                 default=None,
                 help="The embedding model's name at --url [default: all-minilm-l6-v2, the bundled one].",
             ),
-            click.option("--threads", type=int, default=1, show_default=True, help="llama.cpp threads (--engine local)."),
+            click.option(
+                "--threads",
+                type=int,
+                default=1,
+                show_default=True,
+                help="llama.cpp threads (--engine local).",
+            ),
         ]
     ):
         command = option(command)
@@ -67,14 +75,18 @@ def _run(coroutine: Awaitable[T]) -> T:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
-def _embedder(engine: str, url: str, api_key: str | None, embed_model: str | None, threads: int, root: Path) -> Any:
+def _embedder(
+    engine: str, url: str, api_key: str | None, embed_model: str | None, threads: int, root: Path
+) -> Any:
     from wavefleet.rag.embedder import HttpEmbedder, LocalEmbedder
     from wavefleet.rag.model import BUNDLED_MODEL_NAME, bundled_model, ensure_gguf
     from wavefleet.rag.paths import models_dir
 
     if engine == "local":
         if embed_model not in (None, BUNDLED_MODEL_NAME):
-            raise UsageError(f"--engine local runs the bundled {BUNDLED_MODEL_NAME}; for {embed_model!r} use --engine fleet")
+            raise UsageError(
+                f"--engine local runs the bundled {BUNDLED_MODEL_NAME}; for {embed_model!r} use --engine fleet"
+            )
         model = bundled_model()
         return LocalEmbedder(ensure_gguf(model, models_dir(root)), name=model.name, threads=threads)
     return HttpEmbedder(url=url, model=embed_model or BUNDLED_MODEL_NAME, api_key=api_key)
@@ -109,8 +121,12 @@ def rag() -> None:
 @rag.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--collection", "-c", required=True, help="Collection to add to (created if new).")
-@click.option("--chunk-tokens", type=int, default=512, show_default=True, help="Tokens a chunk (the model's tokenizer).")
-@click.option("--overlap-tokens", type=int, default=150, show_default=True, help="Tokens shared by neighbouring chunks.")
+@click.option(
+    "--chunk-tokens", type=int, default=512, show_default=True, help="Tokens a chunk (the model's tokenizer)."
+)
+@click.option(
+    "--overlap-tokens", type=int, default=150, show_default=True, help="Tokens shared by neighbouring chunks."
+)
 @_engine_options
 @_data_dir_option
 def ingest(
@@ -149,7 +165,8 @@ def ingest(
     plan = plan_ingest(store, list(paths))
     console.print(
         f"{collection}: {len(plan.todo)} to ingest, {len(plan.unchanged)} unchanged, "
-        f"{len(plan.removed)} to remove" + (f", {len(plan.skipped)} skipped (not a kind read)" if plan.skipped else "")
+        f"{len(plan.removed)} to remove"
+        + (f", {len(plan.skipped)} skipped (not a kind read)" if plan.skipped else "")
     )
     embedder = _embedder(engine, url, api_key, embed_model, threads, root)
 
@@ -196,7 +213,13 @@ def ingest(
 @click.argument("collection")
 @click.argument("query")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True)
-@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="convex", show_default=True, help="How hybrid fuses.")
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "convex"]),
+    default="convex",
+    show_default=True,
+    help="How hybrid fuses.",
+)
 @click.option("--rrf-k", type=float, default=60.0, show_default=True, help="RRF's k.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Convex fusion's dense weight.")
 @click.option("--top-k", type=int, default=5, show_default=True)
@@ -264,7 +287,9 @@ def search(
             }
             for h in result.hits
         ]
-        click.echo(json.dumps({"hits": hits, "embed_ms": result.embed_ms, "search_ms": result.search_ms}, indent=2))
+        click.echo(
+            json.dumps({"hits": hits, "embed_ms": result.embed_ms, "search_ms": result.search_ms}, indent=2)
+        )
         return
     console = Console(highlight=False)
     for number, hit in enumerate(result.hits, start=1):
@@ -336,7 +361,9 @@ def model_(data_dir: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8082, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="llama.cpp threads.")
-@click.option("--max-batch", type=int, default=64, show_default=True, help="Texts embedded in one pass at most.")
+@click.option(
+    "--max-batch", type=int, default=64, show_default=True, help="Texts embedded in one pass at most."
+)
 @_data_dir_option
 def embed_server(host: str, port: int, threads: int, max_batch: int, data_dir: Path | None) -> None:
     """Serve the bundled embedding model on OpenAI's /v1/embeddings (llama.cpp, CPU).
@@ -361,16 +388,56 @@ def embed_server(host: str, port: int, threads: int, max_batch: int, data_dir: P
 
 
 @rag.command(name="eval")
-@click.option("--collection", "-c", default=None, help="Collection to measure [default: the bundled set, ingested as pydoc-eval].")
-@click.option("--queries", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Labelled set (JSONL), or BEIR queries.jsonl with --qrels.")
-@click.option("--qrels", type=click.Path(path_type=Path, dir_okay=False), default=None, help="BEIR qrels TSV.")
-@click.option("--corpus", type=click.Path(path_type=Path, dir_okay=False), default=None, help="BEIR corpus.jsonl to ingest into --collection first.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "dense", "bm25"]), help="Repeatable [default: all three].")
+@click.option(
+    "--collection",
+    "-c",
+    default=None,
+    help="Collection to measure [default: the bundled set, ingested as pydoc-eval].",
+)
+@click.option(
+    "--queries",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Labelled set (JSONL), or BEIR queries.jsonl with --qrels.",
+)
+@click.option(
+    "--qrels", type=click.Path(path_type=Path, dir_okay=False), default=None, help="BEIR qrels TSV."
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="BEIR corpus.jsonl to ingest into --collection first.",
+)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["hybrid", "dense", "bm25"]),
+    help="Repeatable [default: all three].",
+)
 @click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="convex", show_default=True)
-@click.option("--rrf-k", "rrf_ks", type=float, multiple=True, help="RRF k values to compare (repeatable) [default: 60].")
-@click.option("--alpha", "alphas", type=float, multiple=True, help="Convex weights to compare (repeatable) [default: 0.5].")
+@click.option(
+    "--rrf-k", "rrf_ks", type=float, multiple=True, help="RRF k values to compare (repeatable) [default: 60]."
+)
+@click.option(
+    "--alpha",
+    "alphas",
+    type=float,
+    multiple=True,
+    help="Convex weights to compare (repeatable) [default: 0.5].",
+)
 @click.option("--chunk-tokens", type=int, default=512, show_default=True)
 @click.option("--overlap-tokens", type=int, default=150, show_default=True)
+@click.option(
+    "--answers-model",
+    default=None,
+    help="Also generate answers with this model at --answers-url and score their citations.",
+)
+@click.option(
+    "--answers-url", default=DEFAULT_URL, show_default=True, help="OpenAI endpoint for --answers-model."
+)
+@click.option("--limit", type=int, default=None, help="Only the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @_engine_options
 @_data_dir_option
@@ -385,6 +452,9 @@ def eval_(
     alphas: tuple[float, ...],
     chunk_tokens: int,
     overlap_tokens: int,
+    answers_model: str | None,
+    answers_url: str,
+    limit: int | None,
     as_json: bool,
     engine: str,
     url: str,
@@ -407,7 +477,13 @@ def eval_(
       wave rag eval -c mine --queries labelled.jsonl
       wave rag eval -c scifact --corpus corpus.jsonl --queries queries.jsonl --qrels test.tsv
     """
-    from wavefleet.rag.evaluate import evaluate_retrieval, load_beir, load_labelled, write_corpus
+    from wavefleet.rag.evaluate import (
+        evaluate_answers,
+        evaluate_retrieval,
+        load_beir,
+        load_labelled,
+        write_corpus,
+    )
     from wavefleet.rag.ingest import ingest as run_ingest
     from wavefleet.rag.ingest import plan_ingest
     from wavefleet.rag.paths import collection_dir, resolve_data_dir
@@ -415,12 +491,15 @@ def eval_(
     from wavefleet.rag.store import Collection
 
     if (queries is None) != (collection is None) and corpus is None:
-        raise UsageError("give both --collection and --queries for your own set, or neither for the bundled one")
+        raise UsageError(
+            "give both --collection and --queries for your own set, or neither for the bundled one"
+        )
     if qrels is not None and queries is None:
         raise UsageError("--qrels needs --queries (BEIR's queries.jsonl)")
     root = resolve_data_dir(data_dir)
     name = collection or "pydoc-eval"
     labelled = load_beir(queries, qrels) if queries and qrels else load_labelled(queries)
+    labelled = labelled[:limit] if limit else labelled
     embedder = _embedder(engine, url, api_key, embed_model, threads, root)
     console = Console(stderr=True, highlight=False)
     store = Collection(collection_dir(root, name), create=collection is None or corpus is not None)
@@ -437,10 +516,14 @@ def eval_(
             continue
         if fusion == "rrf":
             for k in rrf_ks or (60.0,):
-                configs.append((f"hybrid rrf k={k:g}", RetrievalSettings(mode="hybrid", fusion="rrf", rrf_k=k)))  # type: ignore[arg-type]
+                configs.append(
+                    (f"hybrid rrf k={k:g}", RetrievalSettings(mode="hybrid", fusion="rrf", rrf_k=k))
+                )  # type: ignore[arg-type]
         else:
             for a in alphas or (0.5,):
-                configs.append((f"hybrid convex a={a:g}", RetrievalSettings(mode="hybrid", fusion="convex", alpha=a)))  # type: ignore[arg-type]
+                configs.append(
+                    (f"hybrid convex a={a:g}", RetrievalSettings(mode="hybrid", fusion="convex", alpha=a))
+                )  # type: ignore[arg-type]
     retriever = Retriever(store, embedder)
 
     async def go() -> list[tuple[str, dict[str, float]]]:
@@ -448,7 +531,18 @@ def eval_(
             if plan is not None and (plan.todo or plan.removed):
                 chunker = _chunker(chunk_tokens, overlap_tokens)
                 await run_ingest(store, plan, chunker=chunker, embedder=embedder)
-            return [(label, await evaluate_retrieval(retriever, labelled, s)) for label, s in configs]
+            rows = [(label, await evaluate_retrieval(retriever, labelled, s)) for label, s in configs]
+            if answers_model is not None:
+                answers = await evaluate_answers(
+                    retriever,
+                    labelled,
+                    RetrievalSettings(),
+                    url=answers_url,
+                    model=answers_model,
+                    api_key=api_key,
+                )
+                rows.append((f"answers by {answers_model}", answers))
+            return rows
         finally:
             await embedder.aclose()
 
@@ -456,12 +550,23 @@ def eval_(
     results = _run(go())
     retriever.close()
     if as_json:
-        click.echo(json.dumps({"collection": name, "queries": len(labelled), "results": dict(results)}, indent=2))
+        click.echo(
+            json.dumps({"collection": name, "queries": len(labelled), "results": dict(results)}, indent=2)
+        )
         return
-    columns = list(results[0][1]) if results else []
-    table = folding_table("retrieval", *columns, title=f"{name}: {len(labelled)} queries ({time.perf_counter() - started:.1f} s)")
+    columns = list(dict.fromkeys(c for _, values in results for c in values))
+    table = folding_table(
+        "retrieval",
+        *columns,
+        title=f"{name}: {len(labelled)} queries ({time.perf_counter() - started:.1f} s)",
+    )
     for label, values in results:
-        table.add_row(label, *(f"{values[c]:.3f}" if c != "ms" else f"{values[c]:.1f}" for c in columns))
+        table.add_row(
+            label,
+            *(
+                ("-" if c not in values else f"{values[c]:.1f}" if c == "ms" else f"{values[c]:.3f}")
+                for c in columns
+            ),
+        )
     out = Console(highlight=False)
     out.print(fit(table, out))
-

@@ -176,7 +176,9 @@ class GatewayConfig(Strict):
     security: SecurityConfig = Field(
         default_factory=SecurityConfig, description="stored keys, OIDC, limits, screening, audit"
     )
-    rag: RagConfig | None = Field(default=None, description="answer `rag/NAME` from collections (docs/rag.md)")
+    rag: RagConfig | None = Field(
+        default=None, description="answer `rag/NAME` from collections (docs/rag.md)"
+    )
 
     @field_validator("backends")
     @classmethod

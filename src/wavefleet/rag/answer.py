@@ -15,7 +15,14 @@ from typing import Any
 
 from wavefleet.rag.retrieve import Hit
 
-__all__ = ["SYSTEM_PROMPT", "build_messages", "cited_numbers", "citations_json", "last_user_text", "sources_footer"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "build_messages",
+    "cited_numbers",
+    "citations_json",
+    "last_user_text",
+    "sources_footer",
+]
 
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered sources below. After each statement, cite the "
@@ -34,7 +41,9 @@ def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
                 return content
             if isinstance(content, list):
                 return " ".join(
-                    part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+                    part["text"]
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
                 )
     return ""
 
@@ -47,7 +56,9 @@ def build_messages(messages: Sequence[dict[str, Any]], hits: Sequence[Hit]) -> l
     """The conversation with the sources put in: a system message with the instructions and the
     numbered sources, then the person's messages unchanged (their own system messages follow)."""
     sources = "\n\n".join(_source_block(i, hit) for i, hit in enumerate(hits, start=1))
-    system = f"{SYSTEM_PROMPT}\n\nSources:\n\n{sources}" if hits else f"{SYSTEM_PROMPT}\n\nSources: none found."
+    system = (
+        f"{SYSTEM_PROMPT}\n\nSources:\n\n{sources}" if hits else f"{SYSTEM_PROMPT}\n\nSources: none found."
+    )
     return [{"role": "system", "content": system}, *messages]
 
 

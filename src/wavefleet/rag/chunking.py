@@ -67,7 +67,9 @@ class Chunker:
         step = self.size - self.overlap
         for section in doc.sections:
             body = doc.text[section.start : section.end]
-            offsets = [o for o in self._tokenizer.encode(body, add_special_tokens=False).offsets if o[1] > o[0]]
+            offsets = [
+                o for o in self._tokenizer.encode(body, add_special_tokens=False).offsets if o[1] > o[0]
+            ]
             first = 0
             while first < len(offsets):
                 last = min(first + self.size, len(offsets))

@@ -93,7 +93,12 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _models(request: web.Request) -> web.Response:
     embedder = request.app[_EMBEDDER]
-    model = {"id": embedder.name, "object": "model", "owned_by": "wavefleet", "meta": {"dim": embedder.dimension}}
+    model = {
+        "id": embedder.name,
+        "object": "model",
+        "owned_by": "wavefleet",
+        "meta": {"dim": embedder.dimension},
+    }
     return web.json_response({"object": "list", "data": [model]})
 
 

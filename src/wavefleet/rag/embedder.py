@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,7 +84,9 @@ class HttpEmbedder:
     async def _request(self, session: aiohttp.ClientSession, texts: list[str]) -> Vectors:
         body = {"model": self.name, "input": texts}
         try:
-            async with session.post(self._endpoint, json=body, headers=self._headers, timeout=self._timeout) as response:
+            async with session.post(
+                self._endpoint, json=body, headers=self._headers, timeout=self._timeout
+            ) as response:
                 payload = await response.json(content_type=None)
                 status = response.status
         except aiohttp.ClientConnectionError as exc:

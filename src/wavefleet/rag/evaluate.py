@@ -38,6 +38,7 @@ __all__ = [
     "answer_support",
     "contains_answer",
     "doc_id",
+    "evaluate_answers",
     "evaluate_retrieval",
     "load_beir",
     "load_labelled",
@@ -132,7 +133,9 @@ def load_beir(queries_path: Path, qrels_path: Path) -> list[LabelledQuery]:
         rows = list(csv.reader(handle, delimiter="\t"))
     for number, row in enumerate(rows[1:], start=2):
         if len(row) < 3:
-            raise UsageError(f"{qrels_path}:{number}: a qrels line is query-id, corpus-id, score (tab-separated)")
+            raise UsageError(
+                f"{qrels_path}:{number}: a qrels line is query-id, corpus-id, score (tab-separated)"
+            )
         try:
             grade = int(row[2])
         except ValueError as exc:
@@ -260,4 +263,48 @@ async def evaluate_retrieval(
         if item.answer is not None:
             values[f"answer_in_context@{context_k}"] = float(contains_answer(context, item.answer))
         scores.add(**values)
+    return scores.mean()
+
+
+async def evaluate_answers(
+    retriever: Retriever,
+    queries: Sequence[LabelledQuery],
+    settings: RetrievalSettings,
+    *,
+    url: str,
+    model: str,
+    api_key: str | None = None,
+    max_tokens: int = 128,
+) -> dict[str, float]:
+    """Generate an answer per query from its retrieved sources (the prompt `rag/NAME` uses) at
+    an OpenAI endpoint, then score it: `supported` and `citation_valid` (answer_support),
+    `cited` (the answer cites at least one source) and `cited_answer` (a cited source holds the
+    labelled answer phrase)."""
+    import aiohttp
+
+    from wavefleet.errors import EngineError
+    from wavefleet.rag.answer import build_messages, cited_numbers
+
+    scores = Scores()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    endpoint = url.rstrip("/") + "/chat/completions"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        for item in queries:
+            result = await retriever.search(item.query, settings)
+            messages = build_messages([{"role": "user", "content": item.query}], result.hits)
+            body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+            async with session.post(endpoint, json=body, headers=headers) as reply:
+                payload = await reply.json(content_type=None)
+                if reply.status != 200:
+                    raise EngineError(f"{endpoint} answered {reply.status}: {payload}")
+            text = str(payload["choices"][0]["message"].get("content") or "")
+            sources = [hit.text for hit in result.hits]
+            supported, valid = answer_support(text, sources)
+            cited = cited_numbers(text, len(sources))
+            holds = item.answer is not None and any(
+                contains_answer(sources[n - 1], item.answer) for n in cited
+            )
+            scores.add(
+                supported=supported, citation_valid=valid, cited=float(bool(cited)), cited_answer=float(holds)
+            )
     return scores.mean()

@@ -160,9 +160,7 @@ def _write_gguf(model: BundledModel, path: Path) -> None:
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list([_phantom(t) for t in vocab])
-    writer.add_token_types(
-        [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in vocab]
-    )
+    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in vocab])
     vocab_log = logging.getLogger("gguf.vocab")
     level = vocab_log.level
     vocab_log.setLevel(logging.ERROR)  # it warns that BERT's [CLS] has no GGUF key; llama.cpp knows it

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from wavefleet.errors import EngineError, UsageError
 from wavefleet.gateway.security.middleware import PRINCIPAL
-from wavefleet.rag.answer import build_messages, cited_numbers, citations_json, last_user_text, sources_footer
+from wavefleet.rag.answer import build_messages, citations_json, cited_numbers, last_user_text, sources_footer
 from wavefleet.rag.config import RagConfig
 from wavefleet.rag.embedder import HttpEmbedder
 from wavefleet.rag.paths import collection_dir, resolve_data_dir
@@ -85,7 +85,10 @@ class RagService:
             registry=registry,
         )
         self.requests = Counter(
-            "wave_rag_requests", "RAG answers by collection and status", ["collection", "status"], registry=registry
+            "wave_rag_requests",
+            "RAG answers by collection and status",
+            ["collection", "status"],
+            registry=registry,
         )
 
     @property
@@ -118,7 +121,9 @@ class RagService:
         retriever = self.retrievers.get(name)
         if retriever is None:
             known = ", ".join(self.models) or "none (ingest one with `wave rag ingest`)"
-            return _error(404, f"no collection {name!r} is served here; rag models: {known}", "model_not_found", "model")
+            return _error(
+                404, f"no collection {name!r} is served here; rag models: {known}", "model_not_found", "model"
+            )
         status = "error"
         try:
             response = await self._answer(request, payload, name, retriever)
@@ -139,10 +144,17 @@ class RagService:
                 return denied
         messages = payload.get("messages")
         if not isinstance(messages, list) or not messages:
-            return _error(400, "`messages` must be a non-empty list of {role, content} objects", "invalid_request", "messages")
+            return _error(
+                400,
+                "`messages` must be a non-empty list of {role, content} objects",
+                "invalid_request",
+                "messages",
+            )
         query = last_user_text(messages)
         if not query.strip():
-            return _error(400, "the last user message has no text to search for", "invalid_request", "messages")
+            return _error(
+                400, "the last user message has no text to search for", "invalid_request", "messages"
+            )
         try:
             settings = self._settings(payload.get("rag"))
         except (ValidationError, UsageError) as exc:
@@ -164,7 +176,9 @@ class RagService:
         upstream["messages"] = build_messages(messages, result.hits)
         if self.config.max_tokens is not None:
             asked = upstream.get("max_tokens")
-            upstream["max_tokens"] = min(asked, self.config.max_tokens) if isinstance(asked, int) else self.config.max_tokens
+            upstream["max_tokens"] = (
+                min(asked, self.config.max_tokens) if isinstance(asked, int) else self.config.max_tokens
+            )
         timing = {
             "x-wave-rag-collection": name,
             "x-wave-rag-embed-ms": f"{result.embed_ms:.2f}",
@@ -176,7 +190,9 @@ class RagService:
             async with self._session.post(url, json=upstream, headers=headers) as answer:
                 if answer.status != 200:
                     body = await answer.read()
-                    return web.Response(status=answer.status, body=body, content_type="application/json", headers=timing)
+                    return web.Response(
+                        status=answer.status, body=body, content_type="application/json", headers=timing
+                    )
                 if upstream.get("stream") is True:
                     return await self._relay(request, answer, name, result.hits, timing, started)
                 whole = await answer.json(content_type=None)
@@ -198,7 +214,9 @@ class RagService:
         async with self._session.get(base.rstrip("/") + "/models", headers=headers) as answer:
             if answer.status == 200:
                 return None
-            return web.Response(status=answer.status, body=await answer.read(), content_type="application/json")
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
 
     @staticmethod
     def _finish_whole(whole: Any, model: str, hits: list[Hit]) -> Any:
@@ -260,7 +278,12 @@ class RagService:
                 chunk["citations"] = citations_json(hits, cited_numbers("".join(text), len(hits)))
             await response.write(_event(chunk))
         if not finished:  # a stream that ended without a finishing chunk still gets its sources
-            tail = {"id": "rag", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+            tail = {
+                "id": "rag",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+            }
             await self._send_sources(response, tail, hits, "".join(text))
             tail["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
             tail["citations"] = citations_json(hits, cited_numbers("".join(text), len(hits)))
@@ -272,7 +295,9 @@ class RagService:
         return response
 
     @staticmethod
-    async def _send_sources(response: web.StreamResponse, like: dict[str, Any], hits: list[Hit], text: str) -> None:
+    async def _send_sources(
+        response: web.StreamResponse, like: dict[str, Any], hits: list[Hit], text: str
+    ) -> None:
         footer = sources_footer(hits, cited_numbers(text, len(hits)))
         if not footer:
             return
@@ -329,10 +354,17 @@ def _with_rag_models(response: web.Response, models: list[str]) -> web.Response:
     if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
         return response
     listing["data"] += [{"id": m, "object": "model", "owned_by": "wavefleet-rag"} for m in models]
-    return web.json_response(listing, headers={k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")})
+    return web.json_response(
+        listing,
+        headers={
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")
+        },
+    )
 
 
-def install_rag(app: web.Application, config: RagConfig, *, registry: CollectorRegistry | None = None) -> RagService:
+def install_rag(
+    app: web.Application, config: RagConfig, *, registry: CollectorRegistry | None = None
+) -> RagService:
     """Answer `rag/NAME` on this gateway app; the collections open when it starts."""
     service = RagService(config, registry=registry)
     app.middlewares.append(rag_middleware(service))

@@ -290,7 +290,9 @@ class Collection:
         found: dict[str, int] = {}
         for word in words:
             for size in range(len(word), min(3, len(word)) - 1, -1):
-                row = self.db.execute("SELECT doc FROM chunks_vocab WHERE term = ?", (word[:size],)).fetchone()
+                row = self.db.execute(
+                    "SELECT doc FROM chunks_vocab WHERE term = ?", (word[:size],)
+                ).fetchone()
                 if row is not None:
                     found[word] = int(row[0])
                     break
