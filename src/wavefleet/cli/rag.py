@@ -512,18 +512,16 @@ def eval_(
     configs: list[tuple[str, RetrievalSettings]] = []
     for mode in modes or ("bm25", "dense", "hybrid"):
         if mode != "hybrid":
-            configs.append((mode, RetrievalSettings(mode=mode)))  # type: ignore[arg-type]
+            configs.append((mode, RetrievalSettings.model_validate({"mode": mode})))
             continue
         if fusion == "rrf":
             for k in rrf_ks or (60.0,):
-                configs.append(
-                    (f"hybrid rrf k={k:g}", RetrievalSettings(mode="hybrid", fusion="rrf", rrf_k=k))
-                )  # type: ignore[arg-type]
+                settings = RetrievalSettings.model_validate({"mode": "hybrid", "fusion": "rrf", "rrf_k": k})
+                configs.append((f"hybrid rrf k={k:g}", settings))
         else:
             for a in alphas or (0.5,):
-                configs.append(
-                    (f"hybrid convex a={a:g}", RetrievalSettings(mode="hybrid", fusion="convex", alpha=a))
-                )  # type: ignore[arg-type]
+                settings = RetrievalSettings.model_validate({"mode": "hybrid", "fusion": "convex", "alpha": a})
+                configs.append((f"hybrid convex a={a:g}", settings))
     retriever = Retriever(store, embedder)
 
     async def go() -> list[tuple[str, dict[str, float]]]:

@@ -45,7 +45,8 @@ def unit_rows(matrix: np.ndarray[Any, Any]) -> Vectors:
     """Rows scaled to length 1 (a zero row stays zero): cosine similarity becomes a dot product."""
     rows = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+    scaled: Vectors = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+    return scaled
 
 
 class HttpEmbedder:

@@ -22,7 +22,7 @@ import numpy as np
 from wavefleet.errors import UsageError
 from wavefleet.rag.chunking import Chunk, Chunker
 from wavefleet.rag.documents import document_kind, read_document
-from wavefleet.rag.embedder import Embedder
+from wavefleet.rag.embedder import Embedder, Vectors
 from wavefleet.rag.store import Collection
 
 __all__ = ["IngestPlan", "IngestReport", "embed_text", "ingest", "plan_ingest"]
@@ -184,7 +184,7 @@ async def ingest(
     return report
 
 
-async def _embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+async def _embed_all(embedder: Embedder, texts: list[str]) -> Vectors:
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     parts = [await embedder.embed(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
@@ -324,7 +325,7 @@ async def _sse_lines(answer: aiohttp.ClientResponse) -> AsyncIterator[str]:
             yield line[5:].strip()
 
 
-def rag_middleware(service: RagService) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def rag_middleware(service: RagService) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "POST" and request.path == "/v1/chat/completions":

@@ -305,7 +305,8 @@ class Collection:
         words = query_words(text)
         if len(words) > 1:
             frequency = self._frequencies(words)
-            kept, postings = [], 0
+            kept: list[str] = []
+            postings = 0
             for word in sorted(words, key=lambda w: frequency[w]):
                 if kept and postings + frequency[word] > budget:
                     break
