@@ -92,6 +92,7 @@ def test_ingest_is_incremental_by_content(tmp_path: Path, embedder: LocalEmbedde
     assert (second.added, second.updated, second.removed, second.unchanged) == (0, 1, 1, 2)  # type: ignore[attr-defined]
     assert "bins.txt" not in {Path(p).name for p in collection.documents()}
     assert collection.bm25("recycling thursdays", 5) == []
+    assert collection._frequencies(["recycling", "heat", "boiler"]) == {"recycling": 0, "heat": 1, "boiler": 1}
     assert top_path(collection, embedder, "heat pump", mode="bm25") == "boiler.txt"
     index = collection.open_index()
     assert len(index) == collection.info().chunks

@@ -19,7 +19,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     heading, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, heading, text) VALUES (new.id, coalesce(new.heading, ''), new.text);
 END;
@@ -125,7 +126,7 @@ STOP_WORDS = frozenset(
 # words occur in. Past this many, the commonest words are left out (rarest kept first; BM25
 # gives the common ones little weight anyway, and at least the rarest word always stays): the
 # same bet as Lucene's MaxScore, without its guarantee.
-POSTINGS_BUDGET = 4000
+POSTINGS_BUDGET = 2500
 
 
 def query_words(text: str) -> list[str]:
@@ -245,6 +246,7 @@ class Collection:
                 (path, sha256, kind, title, chars, len(chunks), time.time()),
             )
             doc_id = cursor.lastrowid
+            self._count_terms(db, (f"{c.heading or ''} {c.text}" for c in chunks), 1)
             added = []
             for chunk, vector in zip(chunks, vectors, strict=True):
                 row = db.execute(
@@ -269,8 +271,13 @@ class Collection:
         with self.transaction() as db:
             return self._delete(db, path)
 
-    @staticmethod
-    def _delete(db: sqlite3.Connection, path: str) -> list[int]:
+    def _delete(self, db: sqlite3.Connection, path: str) -> list[int]:
+        texts = db.execute(
+            "SELECT coalesce(c.heading, '') || ' ' || c.text FROM chunks c JOIN documents d ON d.id = c.doc_id "
+            "WHERE d.path = ?",
+            (path,),
+        )
+        self._count_terms(db, (r[0] for r in texts), -1)
         ids = [
             r[0]
             for r in db.execute(
@@ -284,21 +291,41 @@ class Collection:
     # search ---------------------------------------------------------------------------------
 
     def _frequencies(self, words: Sequence[str]) -> dict[str, int]:
-        """Chunks holding each word, read from the FTS5 vocabulary. The index holds Porter stems,
-        which are mostly a prefix of the word: the longest prefix found stands for it (a word
-        with none found is given 0, so it is always kept)."""
-        found: dict[str, int] = {}
-        for word in words:
-            for size in range(len(word), min(3, len(word)) - 1, -1):
-                row = self.db.execute(
-                    "SELECT doc FROM chunks_vocab WHERE term = ?", (word[:size],)
-                ).fetchone()
-                if row is not None:
-                    found[word] = int(row[0])
-                    break
-            else:
-                found[word] = 0
+        """Chunks holding each word (as written, not stemmed), from the `terms` table that
+        ingest keeps; FTS5's own vocabulary counts them by walking each word's whole list."""
+        marks = ",".join("?" * len(words))
+        rows = self.db.execute(f"SELECT term, df FROM terms WHERE term IN ({marks})", list(words)).fetchall()
+        found = dict.fromkeys(words, 0)
+        found.update({term: int(df) for term, df in rows})
         return found
+
+    @staticmethod
+    def _count_terms(db: sqlite3.Connection, texts: Iterable[str], sign: int) -> None:
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(query_words(text))
+        db.executemany(
+            "INSERT INTO terms VALUES (?, ?) ON CONFLICT(term) DO UPDATE SET df = df + excluded.df",
+            [(term, sign * n) for term, n in counts.items()],
+        )
+
+    def ensure_terms(self) -> None:
+        """Fill the `terms` table from the chunks when it is empty and they are not (a
+        collection written by other means, such as the benchmark's)."""
+        if self.db.execute("SELECT 1 FROM terms LIMIT 1").fetchone() is not None:
+            return
+        if self.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None:
+            return
+        with self._write_lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute("SELECT coalesce(heading, '') || ' ' || text FROM chunks")
+                self._count_terms(db, (r[0] for r in rows), 1)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
         """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()."""
@@ -356,6 +383,7 @@ class Collection:
         does not hold the current generation of chunks.db."""
         if self.index is not None:
             return self.index
+        self.ensure_terms()
         state = self._index_state()
         generation = self.generation()
         if state.get("generation") == generation and self.index_path.is_file():
