@@ -234,3 +234,33 @@ def test_embed_server_refuses_bad_input(stack: dict[str, Any]) -> None:
 
 def test_collections_dir_is_a_path(stack: dict[str, Any]) -> None:
     assert isinstance(stack["notes"], Path)
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b'{"model": "rag/home", "messages": "hi"}', 400, "messages"),
+        (b'{"model": "rag/home", "messages": [{"role": "system", "content": "x"}]}', 400, "no text"),
+        (b'{"model": "rag/home", "messages": [{"role": "user", "content": "x"}], "rag": [1]}', 400, "rag"),
+        (b'{"model": "rag/", "messages": [{"role": "user", "content": "x"}]}', 404, "rag/home"),
+        (b'{"model": "rag/home", "messages": [{"role": "user", "content": ', 400, "JSON"),
+    ],
+)
+def test_hostile_rag_requests_get_4xx_naming_the_problem(
+    stack: dict[str, Any], body: bytes, status: int, words: str
+) -> None:
+    code, text = post(stack["url"], body)
+    assert code == status and words in text, text
