@@ -246,7 +246,7 @@ async def main() -> None:
                 "rss_mb": rss_mb(),
                 "search_only_qps": await search_only(collection, query_vectors, queries, args.queries),
                 "runs": [
-                    await measure(retriever, embedder, queries, c, args.queries)
+                    await measure(retriever, embedder, queries, c, args.queries, engine.pid)
                     for c in map(int, args.clients.split(","))
                 ],
             }

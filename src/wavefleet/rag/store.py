@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS documents (
     ingested_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL,
@@ -386,9 +386,15 @@ class Collection:
         self.ensure_terms()
         state = self._index_state()
         generation = self.generation()
-        if state.get("generation") == generation and self.index_path.is_file():
-            self.index = VectorIndex.load(self.index_path, int(state["dimension"]))
-            return self.index
+        current = state.get("generation") == generation and state.get("engine") == VectorIndex.ENGINE
+        if current and self.index_path.is_file():
+            try:
+                self.index = VectorIndex.load(
+                    self.index_path, int(state["dimension"]), int(state.get("deleted", 0))
+                )
+                return self.index
+            except (RuntimeError, ValueError, KeyError):
+                pass  # unreadable: rebuilt below from the stored vectors
         self.index = self._rebuild(on_rebuild)
         self.save_index()
         return self.index
@@ -399,7 +405,7 @@ class Collection:
             on_rebuild(total)
         first = self.db.execute("SELECT vector FROM chunks LIMIT 1").fetchone()
         dimension = len(first[0]) // 4 if first else int(self.meta().get("dimension", "0") or 0)
-        index = VectorIndex(dimension)
+        index = VectorIndex(dimension, capacity=max(total, 1024))
         cursor = self.db.execute("SELECT id, vector FROM chunks ORDER BY id")
         while rows := cursor.fetchmany(8192):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -428,7 +434,13 @@ class Collection:
             return
         generation = self.generation()
         self.index.save(self.index_path)
-        state = {"generation": generation, "dimension": self.index.dimension, "count": len(self.index)}
+        state = {
+            "engine": VectorIndex.ENGINE,
+            "generation": generation,
+            "dimension": self.index.dimension,
+            "count": len(self.index),
+            "deleted": self.index.deleted,
+        }
         partial = self.directory / "vectors.json.partial"
         partial.write_text(json.dumps(state))
         partial.replace(self.directory / "vectors.json")
