@@ -437,6 +437,9 @@ def embed_server(host: str, port: int, threads: int, max_batch: int, data_dir: P
 @click.option(
     "--answers-url", default=DEFAULT_URL, show_default=True, help="OpenAI endpoint for --answers-model."
 )
+@click.option(
+    "--answers-top-k", type=int, default=5, show_default=True, help="Sources given to --answers-model."
+)
 @click.option("--limit", type=int, default=None, help="Only the first N queries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @_engine_options
@@ -454,6 +457,7 @@ def eval_(
     overlap_tokens: int,
     answers_model: str | None,
     answers_url: str,
+    answers_top_k: int,
     limit: int | None,
     as_json: bool,
     engine: str,
