@@ -1,6 +1,6 @@
 """Which HNSW library `wave rag` uses: USearch, hnswlib and FAISS side by side on one data set.
 
-    pip install usearch hnswlib faiss-cpu        # the last two only for this comparison
+    pip install usearch faiss-cpu        # for this comparison only (hnswlib comes with wavefleet[rag])
     python scripts/rag_index_choice.py --n 100000
 
 Data: `--n` unit vectors of 384 dimensions around 1,000 random centres (noise 0.5), 300 queries
