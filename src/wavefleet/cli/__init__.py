@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "telemetry",
         "This host's GPU, CPU and Jetson power and readings, once or served to Prometheus.",
     ),
+    "rag": ("rag", "rag", "Retrieval over your own documents: ingest, search, cited answers, eval."),
 }
 
 

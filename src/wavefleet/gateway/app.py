@@ -104,6 +104,10 @@ def create_app(
     app.on_response_prepare.append(_add_explain)
     if security is not None:
         install_security(app, security)
+    if config.rag is not None:
+        from wavefleet.rag.seam import install_rag  # the rag parts load only where configured
+
+        install_rag(app, config.rag, registry=metrics.registry)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session: aiohttp.ClientSession | None = None

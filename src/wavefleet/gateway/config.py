@@ -27,6 +27,7 @@ from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
 from wavefleet.gateway.security.settings import SecurityConfig
+from wavefleet.rag.config import RagConfig
 
 __all__ = [
     "ApiKeySource",
@@ -164,6 +165,9 @@ class GatewayConfig(Strict):
     retries: int = Field(default=2, ge=0, description="other backends tried before the first byte")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig, description="stored keys, OIDC, limits, screening, audit"
+    )
+    rag: RagConfig | None = Field(
+        default=None, description="answer `rag/NAME` from collections (docs/rag.md)"
     )
 
     @field_validator("backends")
