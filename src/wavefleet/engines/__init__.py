@@ -1,0 +1,1 @@
+"""Engines the fleet runtime starts as processes, one module per engine."""
