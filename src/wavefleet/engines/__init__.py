@@ -1,4 +1,5 @@
-"""Engines: which engine a backend is, and each engine's traits (`kinds.py`)."""
+"""Engines: which engine a backend is, and each engine's traits (`kinds.py`); the engines the
+fleet runtime starts as processes, one module each (`llama_server.py`)."""
 
 from wavefleet.engines.kinds import (
     ENGINES,
