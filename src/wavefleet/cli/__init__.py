@@ -34,7 +34,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("bench", "bench", "Load-test an OpenAI-compatible endpoint with standard metrics."),
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),
-    "audit": ("audit", "audit", "Query and export the gateway's audit trail."),
+    "audit": ("audit", "audit", "Query and export the audit trail: requests, and operators' events."),
+    "model": (
+        "model",
+        "model",
+        "Fetch, quantize and check GGUF model files: the steps a CI job runs before a rollout.",
+    ),
     "telemetry": (
         "telemetry",
         "telemetry",

@@ -1,0 +1,323 @@
+"""`wave model`: the model pipeline a person or a CI job runs: fetch, quantize, check.
+
+Each subcommand prints its progress on stderr (a bar on a terminal, a line every few seconds
+in a CI log), its result on stdout, and writes one operator event (`wave audit --events`) to the
+database `wave audit` reads: --db, else WAVE_DB, else the default; --no-audit writes none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from wavefleet.errors import ChecksumError, WaveError
+
+__all__ = ["model"]
+
+# How often a CI log (no terminal) gets a progress line.
+LOG_EVERY_S = 10.0
+
+
+@click.group()
+def model() -> None:
+    """Fetch, quantize and check GGUF model files: the steps a CI job runs before a rollout.
+
+    \b
+    Examples:
+      wave model fetch https://huggingface.co/bartowski/Qwen2.5-1.5B-Instruct-GGUF/resolve/main/Qwen2.5-1.5B-Instruct-f16.gguf \\
+                       --to /srv/wavefleet/models --sha256 HEX
+      wave model quantize /srv/wavefleet/models/Qwen2.5-1.5B-Instruct-f16.gguf \\
+                          /srv/wavefleet/models/qwen2.5-1.5b-Q4_K_M.gguf --type Q4_K_M
+      wave model check /srv/wavefleet/models/qwen2.5-1.5b-Q4_K_M.gguf --device ryzen-9-9900x \\
+                       --ctx 8192 --slots 4 --host-ram-gib 64
+      wave audit --events --action model
+    """
+
+
+def _db_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--no-audit", is_flag=True, help="Write no operator event for this run (`wave audit --events`)."
+    )(command)
+    return click.option(
+        "--db",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="WAVE_DB",
+        default=None,
+        help="Database the operator event goes to [env WAVE_DB; default: the one `wave audit` reads, "
+        "$XDG_DATA_HOME/wavefleet/wave.db].",
+    )(command)
+
+
+def _console() -> Console:
+    """stderr, with long lines kept whole: a CI log keeps paths and digests on one line."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+class _Bar:
+    """Progress on stderr: a rich bar on a terminal, a plain line every LOG_EVERY_S elsewhere."""
+
+    def __init__(self, console: Console, label: str, *, unit: str) -> None:
+        self.console, self.label, self.unit = console, label, unit
+        self.live = console.is_terminal
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last_line = 0.0
+        self._final_printed = False
+        self._started = time.monotonic()
+        self._first: int | None = None
+
+    def __enter__(self) -> _Bar:
+        if self.live:
+            columns: list[ProgressColumn | str] = [TextColumn("{task.description}"), BarColumn()]
+            if self.unit == "bytes":
+                columns += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
+            else:
+                columns += [MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn()]
+            self._progress = Progress(*columns, console=self.console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(escape(self.label), total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, done: int, total: int | None) -> None:
+        if self._first is None:
+            self._first = done
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        if total is not None and done >= total:
+            if not self._final_printed:
+                self._final_printed = True
+                self.console.print(self._line(done, total, now), markup=False, highlight=False)
+        elif now - self._last_line >= LOG_EVERY_S:
+            self._last_line = now
+            self.console.print(self._line(done, total, now), markup=False, highlight=False)
+
+    def _line(self, done: int, total: int | None, now: float) -> str:
+        elapsed = max(now - self._started, 1e-6)
+        rate = (done - (self._first or 0)) / elapsed
+        if self.unit == "bytes":
+            text = f"{self.label}: {_size(done)}" + (f" of {_size(total)}" if total else "")
+            text += f", {_size(int(rate))}/s"
+        else:
+            text = f"{self.label}: {done} of {total if total else '?'} {self.unit}"
+        if total:
+            text += f" ({100 * done / total:.0f}%)"
+            if rate > 0 and done < total:
+                text += f", {_duration((total - done) / rate)} left"
+        return text
+
+    def say(self, text: str) -> None:
+        self.console.print(escape(text), highlight=False)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+# --- operator events -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _event(
+    console: Console, db: Path | None, no_audit: bool, action: str, subject: str
+) -> Iterator[dict[str, Any]]:
+    """Record one operator event when the block ends: ok, failed (ChecksumError, or an outcome the
+    block sets) or error (any other Wavefleet error), with the details the block fills in."""
+    record: dict[str, Any] = {"details": {}, "outcome": "ok", "subject": subject}
+    try:
+        yield record
+    except ChecksumError as exc:
+        record["outcome"] = "failed"
+        record["details"]["error"] = str(exc)
+        raise
+    except WaveError as exc:
+        record["outcome"] = "error"
+        record["details"]["error"] = str(exc)
+        raise
+    except KeyboardInterrupt:
+        record["outcome"] = "error"
+        record["details"]["error"] = "interrupted"
+        raise
+    finally:
+        if not no_audit:
+            _write_event(console, db, action, record)
+
+
+def _write_event(console: Console, db: Path | None, action: str, record: Mapping[str, Any]) -> None:
+    from wavefleet.gateway.security.db import resolve_db_path
+    from wavefleet.gateway.security.events import Event, Outcome, default_actor, record_event
+
+    path = resolve_db_path(db)
+    try:
+        record_event(
+            path,
+            Event(
+                actor=default_actor(),
+                action=action,
+                subject=str(record["subject"]),
+                outcome=Outcome(record["outcome"]),
+                details=record["details"],
+            ),
+        )
+    except WaveError as exc:  # the step's own result stands; the person hears the trail missed it
+        console.print(
+            f"[yellow]warning:[/] the operator event was not recorded: {escape(str(exc))}", highlight=False
+        )
+
+
+# --- fetch -----------------------------------------------------------------------------------------
+
+
+@model.command(name="fetch")
+@click.argument("source")
+@click.option(
+    "--to",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder the file goes to (created if missing).",
+)
+@click.option("--name", help="File name in --to. Default: the source's own.")
+@click.option(
+    "--sha256", "sha256", help="Expected sha256. Default: read from SOURCE.sha256 beside the source."
+)
+@click.option(
+    "--no-verify", is_flag=True, help="Take the file without a checksum (its sha256 is printed and recorded)."
+)
+@click.option("--force", is_flag=True, help="Replace a file of the same name that holds other content.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Resumes of a transfer that stops, within this run.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds without a byte before a transfer counts as stopped.",
+)
+@_db_options
+def fetch(
+    source: str,
+    directory: Path,
+    name: str | None,
+    sha256: str | None,
+    no_verify: bool,
+    force: bool,
+    retries: int,
+    read_timeout: float,
+    db: Path | None,
+    no_audit: bool,
+) -> None:
+    """Fetch a GGUF file from a local path or an http(s) URL into a folder, verified and resumable.
+
+    \b
+    The bytes go to NAME.part in --to. When they are all there, the file must start with the GGUF
+    magic and match its sha256 (--sha256, else the SOURCE.sha256 sidecar: a digest, or the line
+    `sha256sum` prints); then NAME.part becomes NAME in one rename. A mismatch deletes NAME.part and
+    leaves a NAME you had as it was. A transfer that stops is resumed with an HTTP Range request,
+    here (--retries) or by running the same command again; a server that ignores Range sends the
+    file from the start. A NAME that already holds the verified file is kept as it is (exit 0).
+
+    \b
+    Prints the file's path on stdout (progress and messages go to stderr), so a script can take it:
+      path=$(wave model fetch https://models.lan/qwen2.5-1.5b-f16.gguf --to /srv/wavefleet/models)
+
+    \b
+    Exit status: 0 fetched (or already there), 1 the download failed or did not verify, 2 bad input
+    (no checksum to verify against, a file of that name with other content, a bad path).
+    Wavefleet downloads nothing by itself: this command fetches only what you name, from where
+    you name it, through your network's proxy settings (HTTPS_PROXY, NO_PROXY).
+    """
+    from wavefleet.models.fetch import FetchRequest, display_url, fetch_model
+
+    console = _console()
+    request = FetchRequest(
+        source=source,
+        directory=directory,
+        name=name,
+        sha256=sha256,
+        verify=not no_verify,
+        force=force,
+        retries=retries,
+        read_timeout_s=read_timeout,
+    )
+    subject = str(directory / name) if name else str(directory)
+    with _event(console, db, no_audit, "model.fetch", subject) as record:
+        record["details"]["source"] = display_url(source)
+        with _Bar(console, Path(name or display_url(source).rsplit("/", 1)[-1]).name, unit="bytes") as bar:
+            result = fetch_model(request, bar)
+        record["subject"] = str(result.path)
+        record["details"].update(
+            bytes=result.bytes,
+            sha256=result.sha256,
+            checksum_from=result.checksum_from,
+            seconds=round(result.seconds, 3),
+            already_there=result.already_there,
+            resumed_from=result.resumed_from,
+            resumes=result.resumes,
+            restarts=result.restarts,
+        )
+    if result.already_there:
+        console.print(
+            escape(
+                f"{result.path} already holds this file (sha256 {result.sha256} verified): nothing fetched"
+            )
+        )
+    else:
+        rate = (result.bytes - result.resumed_from) / max(result.seconds, 1e-6)
+        verified = (
+            f"sha256 {result.sha256} verified against {result.checksum_from}"
+            if not no_verify or sha256
+            else f"sha256 {result.sha256} (not verified: --no-verify)"
+        )
+        console.print(
+            escape(
+                f"fetched {result.path}: {result.bytes:,} bytes in {result.seconds:.1f} s "
+                f"({_size(int(rate))}/s); {verified}"
+            )
+        )
+    click.echo(str(result.path))
