@@ -96,7 +96,8 @@ def cli() -> None:
 def main() -> None:
     """Entry point: run the CLI and turn Wavefleet errors into a message and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns a command's `Exit` status instead of raising it.
+        status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         Console(stderr=True).print("aborted")
         sys.exit(130)
@@ -110,3 +111,5 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(status, int) and status:
+        sys.exit(status)

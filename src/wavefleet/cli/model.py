@@ -321,3 +321,170 @@ def fetch(
             )
         )
     click.echo(str(result.path))
+
+
+# --- check -----------------------------------------------------------------------------------------
+
+
+@model.command(name="check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--placement",
+    help="A llama.cpp engine of the inventory, as `wave render` names it (llamacpp-ryzen-9-9900x, or "
+    "a deployment id): its device, context, slots and RAM.",
+)
+@click.option(
+    "--inventory",
+    "-i",
+    "inventory_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WAVE_INVENTORY",
+    show_envvar=True,
+    help="Inventory --placement is read from. Default: the bundled home-lab example.",
+)
+@click.option("--device", help="Catalog hardware id the model runs on (instead of --placement).")
+@click.option(
+    "--ctx", "context", type=click.IntRange(min=1), help="Tokens per slot. Default: the model's own context."
+)
+@click.option(
+    "--slots", type=click.IntRange(min=1), help="Sequences at once (llama-server --parallel). Default 1."
+)
+@click.option(
+    "--host-ram-gib",
+    type=click.FloatRange(0, min_open=True),
+    help="RAM the engine may use: needed for a CPU and for a layer split.",
+)
+@click.option(
+    "--gpu-layers",
+    type=click.IntRange(min=0),
+    help="Layers on the GPU when the model is split between GPU and host RAM (llama.cpp -ngl).",
+)
+@click.option("--quant", "expect_type", help="The quantization the file must have, e.g. Q4_K_M.")
+@click.option("--no-chat", is_flag=True, help="No chat template needed (a completion or embedding model).")
+@click.option(
+    "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the JSON report here (whole or not at all), e.g. for a CI job to archive.",
+)
+@_db_options
+def check(
+    file: Path,
+    placement: str | None,
+    inventory_path: Path | None,
+    device: str | None,
+    context: int | None,
+    slots: int | None,
+    host_ram_gib: float | None,
+    gpu_layers: int | None,
+    expect_type: str | None,
+    no_chat: bool,
+    output_format: str,
+    out: Path | None,
+    db: Path | None,
+    no_audit: bool,
+) -> None:
+    """Check a GGUF file before serving it: readable and whole, its quantization, tokenizer and
+    chat template, and whether it fits its placement.
+
+    \b
+    Checks:
+      gguf            the gguf package reads it: header, metadata, every tensor inside the file
+      context         the placement's context per slot is at most the model's own
+      quantization    the file type (general.file_type); with --quant, the one asked for
+      tokenizer       tokenizer.ggml.model and its tokens are there
+      chat template   tokenizer.chat_template is there and renders a sample conversation (Jinja2
+                      sandbox, as transformers and llama-cpp-python render it); --no-chat skips it
+      fits placement  with --placement or --device: the sizing engine's estimate (the file's own
+                      tensor bytes, KV cache for every slot, llama.cpp's compute buffer), as
+                      `wave size --gguf` computes it
+
+    \b
+    Exit status: 0 every check passed, 1 one failed, 2 bad input (no such file, an unknown device).
+    Writes one operator event with every verdict and the sizing numbers (`wave audit --events`).
+
+    \b
+    Examples:
+      wave model check qwen2.5-1.5b-Q4_K_M.gguf
+      wave model check qwen2.5-1.5b-Q4_K_M.gguf --device gtx-1650 --ctx 4096 --slots 4 --quant Q4_K_M
+      wave model check llama-3.2-3b-Q4_K_M.gguf --placement llamacpp-ryzen-9-9900x --format json
+    """
+    import json
+
+    from wavefleet.catalog import Catalog
+    from wavefleet.errors import UsageError
+    from wavefleet.files import write_atomic
+    from wavefleet.models.check import Placement, check_model, placement_from_inventory
+
+    console = _console()
+    manual = {"--device": device, "--ctx": context, "--slots": slots, "--host-ram-gib": host_ram_gib}
+    manual["--gpu-layers"] = gpu_layers
+    given = [name for name, value in manual.items() if value is not None]
+    if placement is not None and given:
+        raise UsageError(f"give --placement or {', '.join(given)}, not both")
+    if device is None and given:
+        raise UsageError(f"{', '.join(given)} describe a placement: add --device ID (a catalog hardware id)")
+    if inventory_path is not None and placement is None:
+        raise UsageError("--inventory is read for --placement: add --placement NAME")
+    with _event(console, db, no_audit, "model.check", str(file.absolute())) as record:
+        catalog = Catalog.load()
+        where: Placement | None = None
+        if placement is not None:
+            from wavefleet.plan.inventory import default_inventory_path
+
+            where = placement_from_inventory(placement, inventory_path or default_inventory_path(), catalog)
+        elif device is not None:
+            catalog.get_hardware(device)  # an unknown id is bad input, named before the file is read
+            where = Placement(
+                name=f"--device {device}",
+                device=device,
+                context=context,
+                slots=slots or 1,
+                host_ram_gib=host_ram_gib,
+                gpu_layers=gpu_layers,
+            )
+        report = check_model(
+            file, catalog=catalog, placement=where, expect_type=expect_type, chat=not no_chat
+        )
+        document = report.as_dict()
+        record["outcome"] = "ok" if report.passed else "failed"
+        record["details"].update({k: v for k, v in document.items() if k != "file"})
+        if out is not None:
+            write_atomic(out, json.dumps(document, indent=2) + "\n")
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        _print_report(report)
+    if not report.passed:
+        raise click.exceptions.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=False)
+    model = report.model
+    if model:
+        console.print(
+            escape(
+                f"{report.path}: {model['name']} · {model['architecture']} · {model['parameters'] / 1e9:.3g}e9 "
+                f"parameters · {model['file_type']} · {model['file_bytes']:,} bytes"
+            )
+        )
+    else:
+        console.print(escape(str(report.path)))
+    table = Table(show_header=True)
+    table.add_column("check")
+    table.add_column("verdict")
+    table.add_column("detail", overflow="fold")
+    for item in report.checks:
+        verdict = "[green]pass[/]" if item.passed else "[bold red]FAIL[/]"
+        table.add_row(escape(item.name), verdict, escape(item.detail))
+    console.print(table)
+    failed = [c.name for c in report.checks if not c.passed]
+    if failed:
+        console.print(f"[bold red]failed:[/] {escape(', '.join(failed))}")
+    else:
+        console.print(f"[green]passed:[/] all {len(report.checks)} checks")

@@ -581,6 +581,7 @@ def _engine_spec(
         threads=deployment.threads
         or (None if on_gpu else _cores_of(target.host, deployment.container, target.cpu)),
         parallel=flags.slots or 1,
+        host_ram_gib=sizing_input.host_ram_gib,
         port=deployment.port or _default_port(kind),
         profile=_profile(
             estimate.prefill_tokens_per_s,

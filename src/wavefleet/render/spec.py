@@ -104,6 +104,9 @@ class EngineSpec(FrozenModel):
     n_gpu_layers: int | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)
     parallel: int = Field(default=1, ge=1, description="llama.cpp slots")
+    host_ram_gib: float | None = Field(
+        default=None, gt=0, description="RAM the engine may use: its LXC's allocation, else its host's"
+    )
     port: int = Field(ge=1, le=65535, description="host port the engine is published on")
     profile: BackendProfile | None = None
     notes: list[str] = Field(default_factory=list, description="sizing basis and warnings, for README")
