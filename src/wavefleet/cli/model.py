@@ -488,3 +488,103 @@ def _print_report(report: Any) -> None:
         console.print(f"[bold red]failed:[/] {escape(', '.join(failed))}")
     else:
         console.print(f"[green]passed:[/] all {len(report.checks)} checks")
+
+
+# --- quantize --------------------------------------------------------------------------------------
+
+
+@model.command(name="quantize")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--type",
+    "quant_type",
+    default="Q4_K_M",
+    show_default=True,
+    help="A type llama-quantize lists (`llama-quantize --help`): Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16 …",
+)
+@click.option(
+    "--allow-requantize",
+    is_flag=True,
+    help="Quantize a file that is quantized already (quality suffers: start from F16/BF16 where you can).",
+)
+@click.option(
+    "--imatrix",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An importance matrix (llama-imatrix) for the low-bit types.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Threads. Default: every core.")
+@click.option("--force", is_flag=True, help="Replace TARGET when it exists (once the new file is whole).")
+@click.option(
+    "--llama-quantize",
+    "binary",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="WAVE_LLAMA_QUANTIZE",
+    show_envvar=True,
+    help="The llama-quantize to run. Default: the one built into the llama_cpp package, else PATH.",
+)
+@_db_options
+def quantize(
+    source: Path,
+    target: Path,
+    quant_type: str,
+    allow_requantize: bool,
+    imatrix: Path | None,
+    threads: int | None,
+    force: bool,
+    binary: Path | None,
+    db: Path | None,
+    no_audit: bool,
+) -> None:
+    """Quantize a GGUF file with llama.cpp's own llama-quantize, writing TARGET whole or not at all.
+
+    \b
+    The tool is the llama-quantize built with the engine (llama_cpp/bin/ of the llama-cpp-python
+    build that also makes llama-server), so the file it writes is one the engine reads. It writes
+    into a temporary file beside TARGET; only a run that exits 0 and leaves a readable GGUF of the
+    asked type becomes TARGET (one rename), so a failed or interrupted run leaves TARGET as it was.
+    Progress is the tool's own count of tensors.
+
+    \b
+    Exit status: 0 written, 1 llama-quantize failed, 2 bad input (no such file, not a GGUF, a type
+    it does not list, TARGET exists without --force, no llama-quantize installed).
+
+    \b
+    Examples:
+      wave model quantize qwen2.5-1.5b-f16.gguf qwen2.5-1.5b-Q4_K_M.gguf --type Q4_K_M
+      wave model quantize llama-3.2-3b-bf16.gguf llama-3.2-3b-Q8_0.gguf --type Q8_0 --threads 8
+    """
+    from wavefleet.models.quantize import QuantizeRequest, find_llama_quantize, quantize_model
+
+    console = _console()
+    with _event(console, db, no_audit, "model.quantize", str(target.absolute())) as record:
+        record["details"].update(source=str(source.absolute()), type=quant_type.upper())
+        tool = find_llama_quantize(binary)
+        record["details"]["tool"] = str(tool.path)
+        request = QuantizeRequest(
+            source=source,
+            target=target,
+            type=quant_type,
+            allow_requantize=allow_requantize,
+            imatrix=imatrix,
+            threads=threads,
+            force=force,
+        )
+        with _Bar(console, target.name, unit="tensors") as bar:
+            result = quantize_model(request, tool, bar)
+        record["details"].update(
+            file_type=result.file_type,
+            source_bytes=result.source_bytes,
+            bytes=result.bytes,
+            tensors=result.tensors,
+            seconds=round(result.seconds, 3),
+            tool_version=result.tool_version,
+            allow_requantize=allow_requantize,
+        )
+    console.print(
+        escape(
+            f"quantized {result.path}: {result.file_type}, {result.bytes:,} bytes from {result.source_bytes:,} "
+            f"({result.bytes / max(result.source_bytes, 1):.0%}), {result.tensors} tensors in {result.seconds:.1f} s"
+        )
+    )
+    click.echo(str(result.path))
