@@ -114,8 +114,11 @@ def test_a_placement_too_small_and_a_type_not_asked_for_fail(db: Path) -> None:
     assert "of 64 slots of 8,192 tokens fit" in failed["fits placement"]
     code, report = check_json(db, str(SMOLLM2), "--device", "gtx-1650", "--ctx", "32768")
     assert code == 1 and verdicts(report)["context"] is False
-    (outcome,) = sqlite3.connect(db).execute("SELECT outcome FROM events LIMIT 1").fetchone()
+    outcome, details = sqlite3.connect(db).execute("SELECT outcome, details FROM events LIMIT 1").fetchone()
     assert outcome == "failed"
+    recorded = json.loads(details)
+    assert set(recorded["failed"]) == {"quantization", "fits placement"}
+    assert recorded["verdicts"]["tokenizer"] is True and recorded["passed"] is False
 
 
 def test_a_truncated_copy_fails_the_gguf_check(tmp_path: Path, db: Path) -> None:

@@ -42,9 +42,9 @@ def model() -> None:
 
     \b
     Examples:
-      wave model fetch https://huggingface.co/bartowski/Qwen2.5-1.5B-Instruct-GGUF/resolve/main/Qwen2.5-1.5B-Instruct-f16.gguf \\
-                       --to /srv/wavefleet/models --sha256 HEX
-      wave model quantize /srv/wavefleet/models/Qwen2.5-1.5B-Instruct-f16.gguf \\
+      wave model fetch https://models.lan/qwen2.5-1.5b-instruct-f16.gguf --to /srv/wavefleet/models \\
+                       --sha256 HEX
+      wave model quantize /srv/wavefleet/models/qwen2.5-1.5b-instruct-f16.gguf \\
                           /srv/wavefleet/models/qwen2.5-1.5b-Q4_K_M.gguf --type Q4_K_M
       wave model check /srv/wavefleet/models/qwen2.5-1.5b-Q4_K_M.gguf --device ryzen-9-9900x \\
                        --ctx 8192 --slots 4 --host-ram-gib 64
@@ -208,7 +208,7 @@ def _write_event(console: Console, db: Path | None, action: str, record: Mapping
 # --- fetch -----------------------------------------------------------------------------------------
 
 
-@model.command(name="fetch")
+@model.command(name="fetch", short_help="Fetch a GGUF from a path or URL: verified, resumable, atomic.")
 @click.argument("source")
 @click.option(
     "--to",
@@ -326,7 +326,7 @@ def fetch(
 # --- check -----------------------------------------------------------------------------------------
 
 
-@model.command(name="check")
+@model.command(name="check", short_help="Check a GGUF: metadata, chat template, fit on a placement.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--placement",
@@ -450,7 +450,14 @@ def check(
         )
         document = report.as_dict()
         record["outcome"] = "ok" if report.passed else "failed"
-        record["details"].update({k: v for k, v in document.items() if k != "file"})
+        record["details"].update(
+            passed=report.passed,
+            verdicts={c.name: c.passed for c in report.checks},
+            failed={c.name: c.detail for c in report.checks if not c.passed},
+            model=document["model"],
+            placement=document["placement"],
+            sizing=document["sizing"],
+        )
         if out is not None:
             write_atomic(out, json.dumps(document, indent=2) + "\n")
     if output_format == "json":
@@ -493,7 +500,7 @@ def _print_report(report: Any) -> None:
 # --- quantize --------------------------------------------------------------------------------------
 
 
-@model.command(name="quantize")
+@model.command(name="quantize", short_help="Quantize a GGUF with llama.cpp's llama-quantize, atomically.")
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
