@@ -212,6 +212,7 @@ def test_clear_errors_for_404_a_refused_connection_and_a_web_page(tmp_path: Path
         html = fetch(db, server.url("page.gguf"), "--to", str(tmp_path), "--sha256", SHA)
     assert isinstance(missing.exception, ModelError)
     assert "was not found (HTTP 404)" in str(missing.exception)
+    assert not (tmp_path / "nope.gguf.part").exists()  # nothing fetched, nothing left to resume
     assert isinstance(html.exception, ChecksumError)
     assert "not a GGUF file (it starts with b'<!DO'" in str(html.exception)
     assert not (tmp_path / "page.gguf.part").exists() and not (tmp_path / "page.gguf").exists()
@@ -247,7 +248,7 @@ def test_a_full_disk_is_named_and_the_part_is_kept_for_later(tmp_path: Path, db:
         short = fetch(db, server.url("m.gguf"), "--to", str(tmp_path), "--sha256", SHA)
     assert isinstance(short.exception, ModelError)
     assert "not enough space in" in str(short.exception)
-    assert (tmp_path / "m.gguf.part").stat().st_size == 0
+    assert list(tmp_path.iterdir()) == []  # not a byte written, no empty part left
 
 
 def test_a_local_file_is_copied_verified_and_resumed(tmp_path: Path, db: Path) -> None:

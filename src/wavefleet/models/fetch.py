@@ -229,9 +229,11 @@ def _existing(target: Path, expected: str | None, request: FetchRequest, progres
 
 @contextlib.contextmanager
 def _part_file(target: Path) -> Iterator[tuple[Path, IO[bytes]]]:
-    """`NAME.part` opened for appending and locked against a second fetch of the same file."""
+    """`NAME.part` opened for appending and locked against a second fetch of the same file; removed
+    again when the run ends with it empty (nothing to resume)."""
     part = target.with_name(target.name + ".part")
     handle = part.open("ab")
+    locked = False
     try:
         try:
             import fcntl
@@ -243,8 +245,12 @@ def _part_file(target: Path) -> Iterator[tuple[Path, IO[bytes]]]:
             raise UsageError(
                 f"another `wave model fetch` is writing {part}; wait for it, or stop it first"
             ) from exc
+        locked = True
         yield part, handle
     finally:
+        with contextlib.suppress(OSError):
+            if locked and part.is_file() and part.stat().st_size == 0:
+                part.unlink()
         handle.close()
 
 
