@@ -40,6 +40,7 @@ def test_the_ci_runner_of_the_home_lab_gets_the_job() -> None:
     assert jenkinsfile_problems(text) == []
     fetch, quantize, check, rollout = shell_steps(text)
     assert '"$WAVE" model fetch "$SOURCE"' in fetch
+    assert fetch.startswith("set -eu +x\n")  # no trace of a URL that may carry a token
     assert '"$WAVE" model quantize' in quantize and '--type "$QUANT"' in quantize
     assert '"$WAVE" model check' in check and "--out check.json" in check
     assert '"$WAVE" rollout start "$MODEL"' in rollout

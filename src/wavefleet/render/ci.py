@@ -83,7 +83,7 @@ def jenkinsfile_problems(text: str) -> list[str]:
             problems.append(
                 f"Jenkinsfile shell step {index}: a backslash, which Groovy's ''' string would eat"
             )
-        if not script.startswith("set -eu\n"):
+        if not script.startswith(("set -eu\n", "set -eu ")):
             problems.append(f"Jenkinsfile shell step {index}: does not start with `set -eu`")
     return problems
 
