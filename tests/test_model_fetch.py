@@ -35,6 +35,7 @@ class ModelFileServer:
     def __init__(self, files: dict[str, bytes], *, ranges: bool = True) -> None:
         self.files, self.ranges = files, ranges
         self.drops, self.drop_after = 0, 0
+        self.stalls = 0  # answers that go silent after `drop_after` bytes, the connection left open
         self.claim_length: int | None = None
         self.requests: list[tuple[str, str | None]] = []
         self.loop = asyncio.new_event_loop()
@@ -82,6 +83,10 @@ class ModelFileServer:
         if self.claim_length is not None:
             await response.write(data[:4096])
             await asyncio.sleep(30)  # cancelled when the client gives up
+        if request.path.endswith(".gguf") and self.stalls > 0:
+            self.stalls -= 1
+            await response.write(data[: self.drop_after])
+            await asyncio.sleep(30)  # silent, connection open; cancelled when the client leaves
         if request.path.endswith(".gguf") and self.drops > 0:
             self.drops -= 1
             await response.write(data[: self.drop_after])
@@ -147,6 +152,17 @@ def test_a_connection_dropped_mid_file_is_resumed_with_a_range_request(tmp_path:
     assert "resuming" in done.stderr
     details = events(db)[0]["details"]
     assert isinstance(details, dict) and details["resumes"] == 1 and details["restarts"] == 0
+
+
+def test_a_server_that_goes_silent_mid_file_is_resumed_after_the_read_timeout(
+    tmp_path: Path, db: Path
+) -> None:
+    with ModelFileServer({"m.gguf": PAYLOAD}) as server:
+        server.stalls, server.drop_after = 1, 700_000
+        done = fetch(db, server.url("m.gguf"), "--to", str(tmp_path), "--sha256", SHA, "--read-timeout", "1")
+    assert done.exit_code == 0, done.output
+    assert "no data for 1 s" in done.stderr
+    assert server.requests[1][1] is not None and (tmp_path / "m.gguf").read_bytes() == PAYLOAD
 
 
 def test_a_stopped_run_keeps_its_part_and_the_next_run_resumes_it(tmp_path: Path, db: Path) -> None:

@@ -615,6 +615,11 @@ async def _attempt(
             raise _connection_error(exc, shown) from exc
         raise _Stopped(_reason(exc)) from exc
     except TimeoutError as exc:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError) and not state.resumes:
+            raise ModelError(
+                f"{shown}: no connection within {int(session.timeout.sock_connect or 0)} s; check the "
+                "URL, the network and the proxy settings (HTTPS_PROXY, NO_PROXY)"
+            ) from exc
         raise _Stopped(f"no data for {int(session.timeout.sock_read or 0)} s") from exc
     except aiohttp.ClientError as exc:
         raise _connection_error(exc, shown) from exc
