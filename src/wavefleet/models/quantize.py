@@ -16,7 +16,6 @@ Progress comes from its log: one `[  12/ 272] tensor-name …` line per tensor.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import secrets
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from wavefleet.engines.llama_server import packaged_tool
 from wavefleet.errors import MissingExtraError, ModelError, UnknownIdError, UsageError
 from wavefleet.plan.gguf_file import GGUF_MAGIC, read_gguf
 
@@ -98,16 +98,9 @@ class QuantizeResult:
 
 
 def packaged_binary_path() -> Path | None:
-    """`llama_cpp/bin/llama-quantize` in the installed llama_cpp package (found without importing
-    it: importing loads libllama)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None:
-        return None
-    for location in spec.submodule_search_locations or []:
-        candidate = Path(location) / "bin" / BINARY_NAME
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """`llama_cpp/bin/llama-quantize` in the installed llama_cpp package, from the same build as
+    llama-server."""
+    return packaged_tool(BINARY_NAME)
 
 
 def find_llama_quantize(explicit: Path | None = None) -> QuantizeTool:
