@@ -2,7 +2,7 @@
 # On a GPU machine: llama.cpp speculative decoding (--model-draft), the draft on the GPU and the
 # draft on the CPU, against the same target without a draft. Prints and writes (under $OUT):
 #   speculative.json   {"runs": [{"draft_on", "speedup", "acceptance", "tokens_per_s", ...}], ...}
-#   *.log              each llama-speculative / llama-cli run
+#   *.log              each llama-speculative / llama-completion run
 # Copy speculative.json to docs/measurements/speculative.json: `wave plan` then cites it for the
 # seed's "2.5x from a CPU draft" claim.
 #
@@ -16,7 +16,7 @@
 # Both drafts are run on the GPU (-ngld 99) and on the CPU (-ngld 0); the speed-up is the run's
 # decode speed over the target's alone. Real pairs (e.g. SmolLM2-135M as the draft of a larger
 # SmolLM2) can replace them: TARGET=/path/target.gguf DRAFT=/path/draft.gguf bash ... run.
-#   bash scripts/gpu/speculative.sh build   # CUDA build of llama-speculative and llama-cli (kept)
+#   bash scripts/gpu/speculative.sh build   # CUDA build of llama-speculative and llama-completion (kept)
 #   bash scripts/gpu/speculative.sh run     # models, runs, speculative.json
 # Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
@@ -31,8 +31,8 @@ THREADS=${THREADS:-$(nproc)}
 PROMPT=${PROMPT:-"Write a short story about a lighthouse keeper who finds a message in a bottle."}
 
 if [ "$STEP" != run ]; then
-  cuda_build llama-speculative llama-cli llama-quantize
-  echo "built: $(ls "$B"/llama-speculative "$B"/llama-cli)"
+  cuda_build llama-speculative llama-completion llama-quantize
+  echo "built: $(ls "$B"/llama-speculative "$B"/llama-completion)"
 fi
 [ "$STEP" = build ] && exit 0
 llama_source
@@ -55,10 +55,10 @@ lscpu | grep -E "Model name|^CPU\(s\)" | tee "$OUT/cpu.txt"
 
 common=(-p "$PROMPT" -n "$N_PREDICT" --temp 0 --seed 1 -c 4096 -t "$THREADS" -ngl 99)
 # The target alone: its decode speed is the baseline.
-"$B/llama-cli" -m "$TARGET" "${common[@]}" -no-cnv > "$OUT/target-alone.log" 2>&1 || true
+"$B/llama-completion" -m "$TARGET" "${common[@]}" -no-cnv > "$OUT/target-alone.log" 2>&1 || true
 run() {  # name draft-file draft-gpu-layers
-  "$B/llama-speculative" -m "$TARGET" -md "$2" -ngld "$3" --draft-max "$DRAFT_MAX" --draft-min 1 \
-    --draft-p-min 0 "${common[@]}" > "$OUT/$1.log" 2>&1 || true
+  "$B/llama-speculative" -m "$TARGET" -md "$2" -ngld "$3" --spec-draft-n-max "$DRAFT_MAX" \
+    --spec-draft-n-min 1 --spec-draft-p-min 0 "${common[@]}" > "$OUT/$1.log" 2>&1 || true
 }
 run draft-gpu "$DRAFT" 99
 run draft-cpu "$DRAFT" 0
@@ -68,7 +68,7 @@ python3 - "$OUT" "$DRAFT_MAX" <<'PY'
 import json, pathlib, re, sys
 out, draft_max = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 def eval_speed(text):
-    # llama-cli / llama-speculative print "decoded N tokens in S seconds, speed: X t/s" or an eval line
+    # llama-completion / llama-speculative print "decoded N tokens in S seconds, speed: X t/s" or an eval line
     m = re.search(r"decoded\s+(\d+)\s+tokens in\s+([\d.]+) seconds, speed:\s+([\d.]+) t/s", text)
     if m: return float(m.group(3))
     m = re.search(r"eval time =\s+[\d.]+ ms /\s+\d+ runs\s+\(\s*[\d.]+ ms per token,\s+([\d.]+) tokens per second\)", text)
@@ -90,7 +90,7 @@ for log in sorted(out.glob("*-?pu.log")):
         "n_drafted": int(drafted.group(1)) if drafted else None, "n_accept": int(accepted.group(1)) if accepted else None,
         "draft_max": draft_max,
     })
-result = {"tool": "llama.cpp llama-speculative --model-draft", "baseline": "llama-cli, target alone, same prompt and -n",
+result = {"tool": "llama.cpp llama-speculative --model-draft", "baseline": "llama-completion, target alone, same prompt and -n",
           "gpu": (out / "nvidia-smi.csv").read_text().strip(), "cpu": (out / "cpu.txt").read_text().strip(), "runs": runs}
 (out / "speculative.json").write_text(json.dumps(result, indent=2) + "\n")
 print(f"target alone: {base} tokens/s")
