@@ -140,6 +140,23 @@ def test_the_speculative_claim_cites_a_measurement_once_one_exists(
     assert after.sources == ["docs/measurements/speculative.json"] and after.right == "0.60x"
 
 
+def test_a_run_below_the_claims_acceptance_is_context_not_a_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # synthetic weights accept few drafts: such a run says nothing of a 70-80 % acceptance claim
+    catalog = Catalog.load()
+    inventory = load_inventory(default_inventory_path(), catalog)
+    claims = load_claims(default_claims_path())
+    monkeypatch.chdir(tmp_path)
+    measured = tmp_path / "docs" / "measurements"
+    measured.mkdir(parents=True)
+    runs = [{"draft_on": "cpu", "speedup": 0.45, "acceptance": 0.32}]
+    (measured / "speculative.json").write_text(json.dumps({"runs": runs}))
+    verdict = {v.id: v for v in build_plan(inventory, catalog, claims).claims}["speculative-speedup"]
+    assert verdict.verdict is Verdict.UNVERIFIABLE
+    assert "0.45x at 32% acceptance" in verdict.finding and "does not decide" in verdict.finding
+
+
 def test_a_bad_claims_file_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "claims.yaml"
     bad.write_text(
