@@ -220,6 +220,8 @@ class GatewayApi:
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:
             self._metrics.series("", "").count(str(exc.status))
+            if exc.status >= 500:
+                self._metrics.error(model="", backend="", status=exc.status, message=exc.message)
             return error_response(exc)
 
     async def _principal(self, request: web.Request) -> Principal:
