@@ -114,7 +114,7 @@ async def serve_until_stopped(
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         console.print(
             f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
-            f"\nstatus page: {scheme}://{config.host}:{port}/ui",
+            "  status page: /ui",
             markup=False,
         )
         for note in notes:

@@ -7,7 +7,8 @@ Nothing here scrapes text: backend states come from the monitor's snapshots, cou
 prometheus-client counters' `collect()`, latencies from the gateway's own histograms' buckets.
 Rates, error rates and percentiles are over a sliding window (`WINDOW_S`, shorter right after the
 page is first opened): the board keeps a sample of the cumulative counts at most every
-`SAMPLE_EVERY_S` and compares the newest with the oldest one still inside the window.
+`SAMPLE_EVERY_S` and compares the counts now with the oldest sample still inside the window
+(none after a long pause: the first look then shows no rate rather than one over the pause).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ __all__ = [
 WINDOW_S = 60.0
 SAMPLE_EVERY_S = 1.0
 TELEMETRY_EVERY_S = 2.0  # the page polls every 2 s: NVML is read at most that often, whoever asks
-BEFORE_ROUTING = "(before routing)"  # requests refused before a model was resolved (bad body, no key)
+BEFORE_ROUTING = (
+    "(no backend chosen)"  # requests refused before any backend took them (bad body, no key, none healthy)
+)
 
 
 def backend_state(snapshot: LoadSnapshot) -> str:
@@ -278,7 +281,7 @@ class StatusBoard:
         current = self._take_sample(now)
         if not self._samples or now - self._samples[-1].at >= SAMPLE_EVERY_S:
             self._samples.append(current)
-        while len(self._samples) > 1 and now - self._samples[1].at >= WINDOW_S:
+        while len(self._samples) > 1 and now - self._samples[0].at > WINDOW_S:
             self._samples.popleft()
         base = self._samples[0]
         window = now - base.at

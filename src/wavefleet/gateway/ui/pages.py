@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
@@ -38,14 +39,14 @@ COOKIE = "wave_ui"
 SESSION_TTL_S = 12 * 3600.0
 MAX_SESSIONS = 1024  # oldest go first: a flood of logins cannot grow the table
 _KEY_CHARS = 4096  # a key (or an OIDC token) longer than this is refused without checking
-_STATIC = {"ui.css": "text/css", "ui.js": "text/javascript"}
+_STATIC = {"ui.css": "text/css", "ui.js": "text/javascript", "icon.svg": "image/svg+xml"}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send `Origin: null` on the form
     "Cache-Control": "no-store",
 }
 
@@ -149,9 +150,12 @@ class StatusPages:
             return self._login_page("This form only takes keys sent from this gateway's own page.", 403)
         if not self._authenticator.enabled:
             raise web.HTTPSeeOther("/ui", headers=_HEADERS)
-        form = await request.post()
-        key = form.get("key")
-        key = key.strip() if isinstance(key, str) else ""
+        key = await _form_key(request)
+        if key is None:
+            return self._login_page(
+                "The form could not be read: send it from this page (URL-encoded UTF-8, one `key` field).",
+                400,
+            )
         if not key:
             return self._login_page("Enter an API key.", 401)
         if len(key) > _KEY_CHARS or any(c.isspace() for c in key):
@@ -195,6 +199,18 @@ class StatusPages:
         return web.Response(
             text=body, status=status, content_type="text/html", charset="utf-8", headers=_HEADERS
         )
+
+
+async def _form_key(request: web.Request) -> str | None:
+    """The `key` field of a URL-encoded form ("" when absent); None for any other body: another
+    encoding, bytes that are not UTF-8, or more fields than the form has."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return None
+    try:
+        fields = urllib.parse.parse_qs((await request.read()).decode(), errors="strict", max_num_fields=8)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return fields.get("key", [""])[0].strip()
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -103,7 +103,9 @@
     const updated = $("updated");
     updated.textContent = `updated ${new Date(s.generated_at * 1000).toLocaleTimeString()} · policy ${s.policy}`;
     updated.classList.remove("stale");
-    document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+    const polls = Number(document.body.dataset.polls || 0) + 1;
+    if (polls === 1) document.body.dataset.firstDataMs = performance.now().toFixed(0);
+    document.body.dataset.polls = String(polls);
   }
 
   async function poll() {
