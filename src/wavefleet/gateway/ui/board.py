@@ -77,7 +77,7 @@ def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float 
     return bounds[-1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Sample:
     at: float
     requests: dict[str, tuple[float, float]]  # model -> (answered, answered with 5xx)
@@ -98,7 +98,7 @@ def _minus(now: Sequence[int], then: Sequence[int] | None) -> list[int]:
     return [a - b for a, b in zip(now, then, strict=True)] if then is not None else list(now)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeviceReadings:
     """One device's readings for the page; None where the device does not report it."""
 
@@ -178,7 +178,7 @@ def devices_of(readings: Sequence[Reading]) -> list[DeviceReadings]:
     return list(devices.values())
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _TelemetryCache:
     telemetry: Telemetry
     read_at: float = float("-inf")
@@ -216,7 +216,7 @@ class StatusBoard:
         self._table = table
         self._metrics = metrics
         self._inflight = inflight
-        self._telemetry = _TelemetryCache(telemetry) if telemetry is not None else None
+        self._telemetry = _TelemetryCache(telemetry=telemetry) if telemetry is not None else None
         self._clock, self._wall = clock, wall_clock
         self._started = clock()
         self._samples: deque[_Sample] = deque()
