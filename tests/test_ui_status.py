@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers import http_request
+from helpers import free_port, http_request
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
@@ -21,7 +21,7 @@ from wavefleet.gateway.metrics import ErrorLog, GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot, StaticMonitor
 from wavefleet.gateway.ui.board import StatusBoard, backend_state, devices_of, quantile
-from wavefleet.gateway.ui.pages import COOKIE
+from wavefleet.gateway.ui.pages import COOKIE, MAX_SESSIONS, SESSION_TTL_S, Sessions
 from wavefleet.telemetry.exporter import Telemetry
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
 from wavefleet.telemetry.nvml import open_nvml
@@ -321,3 +321,31 @@ def test_a_login_body_the_form_never_sends_is_a_clear_4xx(body: bytes, content_t
         )
     assert 400 <= status < 500, (status, reply[:200])
     assert headers.get("Set-Cookie") is None
+
+
+def test_an_unreachable_backend_is_a_last_error_naming_it() -> None:
+    config = GatewayConfig.model_validate(
+        {"backends": [{"name": "gone", "url": f"http://127.0.0.1:{free_port()}", "models": ["m"]}]}
+    )
+    with serve_in_thread(create_app(config, StaticMonitor())) as server:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        status, _, _ = http_request("POST", f"{server.url}/v1/chat/completions", body)
+        assert status == 502
+        _, _, reply = raw(server.url, "GET", "/ui/status.json")
+    [error] = json.loads(reply)["errors"]
+    assert (error["model"], error["backend"], error["status"]) == ("m", "gone", 502)
+    assert "gone" in error["message"]
+
+
+def test_sessions_end_after_their_time_and_the_table_stays_bounded() -> None:
+    clock = Clock()
+    sessions = Sessions(clock)
+    token = sessions.open("Bearer k")
+    assert sessions.authorization(token) == "Bearer k"
+    assert sessions.authorization("other") is None and sessions.authorization(None) is None
+    clock.now += SESSION_TTL_S
+    assert sessions.authorization(token) is None
+    first = sessions.open("Bearer first")
+    for _ in range(MAX_SESSIONS):
+        sessions.open("Bearer later")
+    assert sessions.authorization(first) is None  # the oldest went first
