@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port, http_request
+from helpers import free_port, http_request, invoke_wave
+from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
@@ -349,3 +350,9 @@ def test_sessions_end_after_their_time_and_the_table_stays_bounded() -> None:
     for _ in range(MAX_SESSIONS):
         sessions.open("Bearer later")
     assert sessions.authorization(first) is None  # the oldest went first
+
+
+def test_telemetry_fake_without_telemetry_is_a_usage_error() -> None:
+    result = invoke_wave("serve", "--backend", "a=http://127.0.0.1:9", "--telemetry-fake", "rtx-4080-super")
+    assert isinstance(result.exception, UsageError)  # `wave` exits 2 with its message
+    assert "give both, or neither" in str(result.exception)

@@ -234,7 +234,11 @@ def serve(
 
     found = discover(nvml=fake_nvml_api(telemetry_fake))
     if not found.telemetry.collectors:
-        notes = [*notes, f"--telemetry found no device here ({'; '.join(found.notes)})"]
+        notes = [
+            *notes,
+            "--telemetry found no device here: no NVIDIA GPU, RAPL counter or Jetson "
+            "(`wave telemetry` says why for each, and estimates a CPU from its TDP)",
+        ]
     try:
         run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes, telemetry=found.telemetry)
     finally:
