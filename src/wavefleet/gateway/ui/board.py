@@ -321,5 +321,7 @@ class StatusBoard:
                 "devices": [],
             }
         devices = [d.to_json() for d in self._telemetry.devices]
-        note = "; ".join(self._telemetry.errors) or ("" if devices else "no telemetry: no device found on the gateway's host")
+        note = "; ".join(self._telemetry.errors) or (
+            "" if devices else "no telemetry: no device found on the gateway's host"
+        )
         return {"available": bool(devices), "note": note, "devices": devices}
