@@ -179,6 +179,18 @@ Examples:
     default=None,
     help="Read the bearer key from this file's first line (e.g. made with `openssl rand -hex 32`).",
 )
+@click.option(
+    "--telemetry",
+    "telemetry_on",
+    is_flag=True,
+    help="Read this host's devices (NVIDIA GPUs, RAPL CPU, Jetson) for the status page at /ui.",
+)
+@click.option(
+    "--telemetry-fake",
+    metavar="NAME|FILE",
+    default=None,
+    help="With --telemetry: replay a recorded GPU instead of NVML (as `wave telemetry --fake`).",
+)
 @security_options
 def serve(
     config_path: Path | None,
@@ -189,6 +201,8 @@ def serve(
     no_poll: bool,
     api_key: str | None,
     api_key_file: Path | None,
+    telemetry_on: bool,
+    telemetry_fake: str | None,
     security: SecurityFlags,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
@@ -196,6 +210,7 @@ def serve(
 
     Each engine's health and load are polled in its own metrics dialect (every poll_interval_s);
     flags override the config file. The answer's `x-wave-backend` header names the engine that served.
+    A live status page is at /ui, behind the same keys (docs/ui.md).
     """
     from wavefleet.gateway.server import run_forever
 
@@ -209,4 +224,22 @@ def serve(
     refuse_open_bind(config.host, keys if keys or not credentials else ["(stored keys or OIDC)"])
     if credentials:
         notes = [note for note in notes if note != _OPEN]
-    run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)
+    if telemetry_fake is not None and not telemetry_on:
+        raise UsageError("--telemetry-fake replays a GPU for --telemetry: give both, or neither")
+    if not telemetry_on:
+        run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)
+        return
+    from wavefleet.cli.telemetry import fake_nvml_api
+    from wavefleet.telemetry.discovery import discover
+
+    found = discover(nvml=fake_nvml_api(telemetry_fake))
+    if not found.telemetry.collectors:
+        notes = [
+            *notes,
+            "--telemetry found no device here: no NVIDIA GPU, RAPL counter or Jetson "
+            "(`wave telemetry` says why for each, and estimates a CPU from its TDP)",
+        ]
+    try:
+        run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes, telemetry=found.telemetry)
+    finally:
+        found.telemetry.close()

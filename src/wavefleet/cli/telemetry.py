@@ -30,7 +30,7 @@ from wavefleet.telemetry.nvml_recording import NvmlRecording, record
 from wavefleet.telemetry.samples import Sample
 from wavefleet.terminal import fit, folding_table
 
-__all__ = ["telemetry"]
+__all__ = ["fake_nvml_api", "telemetry"]
 
 DEFAULT_PORT = 9184
 # labels that name the device a sample is about; the rest say which part of it
@@ -92,7 +92,7 @@ def telemetry(
     dashboards written for those exporters read them; see docs/telemetry.md.
     """
     console = Console(highlight=False)
-    nvml = _nvml(fake)
+    nvml = fake_nvml_api(fake)
     if record_to is not None:
         _record(nvml, record_to, console)
         return
@@ -109,7 +109,8 @@ def telemetry(
         found.telemetry.close()
 
 
-def _nvml(fake: str | None) -> NvmlApi | None:
+def fake_nvml_api(fake: str | None) -> NvmlApi | None:
+    """The recorded GPU `--fake` names (a built-in recording or a --record file); None for the real NVML."""
     if fake is None:
         return None
     if fake in RECORDINGS:

@@ -165,6 +165,7 @@ class GatewayApi:
 
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = self._forwarder.now()
+        requested = ""  # the model asked for, once the body is known to name one
         try:
             await self._principal(request)
             raw = await self._read_body(request)
@@ -176,7 +177,7 @@ class GatewayApi:
             options = payload.get("stream_options")
             wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
             prompt_tokens, prefix = estimate_prompt(endpoint, payload)
-            requested = payload["model"]
+            requested = str(payload["model"])
             route = RouteRequest(
                 requested_model=requested,
                 candidates=self._table.resolve(requested),
@@ -220,6 +221,8 @@ class GatewayApi:
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:
             self._metrics.series("", "").count(str(exc.status))
+            if exc.status >= 500:
+                self._metrics.error(model=requested, backend="", status=exc.status, message=exc.message)
             return error_response(exc)
 
     async def _principal(self, request: web.Request) -> Principal:

@@ -34,6 +34,9 @@ from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.gate import SecurityGate
 from wavefleet.gateway.security.middleware import install as install_security
 from wavefleet.gateway.security.middleware import outcome_reporter
+from wavefleet.gateway.ui.board import StatusBoard
+from wavefleet.gateway.ui.pages import StatusPages
+from wavefleet.telemetry.exporter import Telemetry
 
 __all__ = ["create_app", "upstream_session"]
 
@@ -54,8 +57,11 @@ def create_app(
     policy: RoutingPolicy | None = None,
     api_keys: list[str] | None = None,
     security: SecurityGate | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The gateway app. Keys: `api_keys` if given, else those the config resolves.
+
+    The status page (/ui) shows `telemetry`'s devices when given (the caller closes it).
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
@@ -84,6 +90,7 @@ def create_app(
     if security is None and config.security.active():
         security = SecurityGate.build(config.security, keys)
     audit = security.audit if security is not None else None
+    authenticator = security.authenticator if security is not None else Authenticator(static_keys=keys)
     api = GatewayApi(
         config=config,
         monitor=monitor,
@@ -91,7 +98,7 @@ def create_app(
         policy=policy,
         forwarder=forwarder,
         metrics=metrics,
-        authenticator=security.authenticator if security is not None else Authenticator(static_keys=keys),
+        authenticator=authenticator,
         inflight=inflight,
         report=outcome_reporter if security is not None else None,
         health_checks={"audit": audit.health} if audit is not None else None,
@@ -101,6 +108,10 @@ def create_app(
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app.add_routes(api.routes())
+    board = StatusBoard(
+        config=config, monitor=monitor, table=table, metrics=metrics, inflight=inflight, telemetry=telemetry
+    )
+    app.add_routes(StatusPages(board=board, authenticator=authenticator).routes())
     app.on_response_prepare.append(_add_explain)
     if security is not None:
         install_security(app, security)

@@ -14,12 +14,18 @@ request.
     wave_routing_decisions_total{backend,reason}       backend "" = none could take it
     wave_retries_total{backend}                        attempts that failed before the first byte
     wave_backend_{up,breaker_open,running,waiting,kv_usage,slots,load,inflight}{backend}
+
+Server-side failures (answers of 500 and above, and failed attempts that were retried) are also
+kept, the last `ErrorLog.KEEP` of them, for the status page (`GatewayMetrics.errors`).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -28,7 +34,7 @@ from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.load import capacity, load
 
-__all__ = ["UNLISTED", "GatewayMetrics", "Histogram", "RequestSeries"]
+__all__ = ["UNLISTED", "ErrorEntry", "ErrorLog", "GatewayMetrics", "Histogram", "RequestSeries"]
 
 UNLISTED = "(unlisted)"  # the model label of requests for names no backend lists
 
@@ -106,6 +112,44 @@ E2E_BUCKETS = (
     960.0,
     1920.0,
 )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ErrorEntry:
+    """One server-side failure: when (Unix time), for which model and backend, and why."""
+
+    at: float
+    model: str
+    backend: str
+    status: int
+    message: str
+
+
+class ErrorLog:
+    """The last `KEEP` server-side failures, newest last; bounded, so a flood cannot grow it."""
+
+    KEEP = 20
+    MESSAGE_CHARS = 300
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._entries: deque[ErrorEntry] = deque(maxlen=self.KEEP)
+        self.total = 0
+
+    def add(self, *, model: str, backend: str, status: int, message: str) -> None:
+        self.total += 1
+        self._entries.append(
+            ErrorEntry(
+                at=self._clock(),
+                model=model,
+                backend=backend,
+                status=status,
+                message=message[: self.MESSAGE_CHARS],
+            )
+        )
+
+    def entries(self) -> list[ErrorEntry]:
+        return list(self._entries)
 
 
 class _Buckets:
@@ -244,8 +288,15 @@ class GatewayMetrics:
             buckets=E2E_BUCKETS,
         )
         r.register(_Collector(self))
+        self.errors = ErrorLog()
         self._series: dict[tuple[str, str], RequestSeries] = {}
         self._decisions: dict[tuple[str, str], object] = {}
+
+    def error(self, *, model: str, backend: str, status: int, message: str) -> None:
+        """Keep a server-side failure for the status page (model names as the series label them)."""
+        if model and not self._listed(model):
+            model = UNLISTED
+        self.errors.add(model=model, backend=backend, status=status, message=message)
 
     def series(self, model: str, backend: str) -> RequestSeries:
         """The metric children of (model, backend); a model name no backend lists (a client may send

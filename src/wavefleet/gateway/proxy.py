@@ -126,6 +126,9 @@ class Forwarder:
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 self._monitor.record_outcome(name, False)
                 self._metrics.retries.labels(name).inc()
+                self._metrics.error(
+                    model=candidate.model, backend=name, status=exc.status, message=exc.message
+                )
                 last = (exc, candidate)
             finally:
                 self._inflight.remove(name)
@@ -135,13 +138,15 @@ class Forwarder:
             names = ", ".join(c.backend for c in ranked)
             if call.report is not None:
                 call.report(NoHealthyBackendError.status, None, "")
-            return error_response(
-                NoHealthyBackendError(
-                    f"no backend for {call.route.requested_model!r} accepts requests now "
-                    f"(circuit breakers open: {names}); GET /health says why",
-                    retry_after=self._retry_after,
-                )
+            refused = NoHealthyBackendError(
+                f"no backend for {call.route.requested_model!r} accepts requests now "
+                f"(circuit breakers open: {names}); GET /health says why",
+                retry_after=self._retry_after,
             )
+            self._metrics.error(
+                model=ranked[0].model, backend="", status=refused.status, message=refused.message
+            )
+            return error_response(refused)
         error, candidate = last
         self._metrics.series(candidate.model, candidate.backend).count(str(error.status))
         if call.report is not None:
@@ -231,7 +236,8 @@ class Forwarder:
             series.count("499")
             raise
         self._monitor.record_outcome(name, reply.status < 500)
-        self._finish(call, candidate, series, str(reply.status), self._watch.now(), usage, None)
+        detail = body[:300].decode(errors="replace") if reply.status >= 500 else ""
+        self._finish(call, candidate, series, str(reply.status), self._watch.now(), usage, None, detail)
         return response
 
     async def _relay_stream(
@@ -308,7 +314,8 @@ class Forwarder:
         await response.write_eof()
         self._observe_stream(series, state)
         ttft = state.first_event_at - call.started if state.first_event_at is not None else None
-        self._finish(call, candidate, series, status, now_of(), state.usage, ttft)
+        detail = state.error.decode(errors="replace").strip() if state.error is not None else ""
+        self._finish(call, candidate, series, status, now_of(), state.usage, ttft, detail)
         return response
 
     @staticmethod
@@ -334,11 +341,19 @@ class Forwarder:
         now: float,
         usage: tuple[int, int] | None,
         ttft: float | None,
+        detail: str = "",
     ) -> None:
         metrics, duration = self._metrics, now - call.started
         if call.report is not None:
             call.report(int(status), usage, candidate.backend)
         series.count(status)
+        if int(status) >= 500:
+            metrics.error(
+                model=candidate.model,
+                backend=candidate.backend,
+                status=int(status),
+                message=detail or f"backend {candidate.backend!r} answered {status}",
+            )
         metrics.e2e.observe(series.e2e, duration)
         if ttft is not None:
             metrics.ttft.observe(series.ttft, ttft)

@@ -29,6 +29,7 @@ from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.runner import GatewayRunner
+from wavefleet.telemetry.exporter import Telemetry
 
 __all__ = ["run_blocking", "run_forever", "serve_app", "serve_until_stopped", "stop_on_signals"]
 
@@ -93,8 +94,10 @@ async def serve_until_stopped(
     ssl_context: ssl.SSLContext | None = None,
     poll: bool = True,
     notes: Sequence[str] = (),
+    telemetry: Telemetry | None = None,
 ) -> None:
-    """Serve `config` on its host and port until SIGINT or SIGTERM.
+    """Serve `config` on its host and port until SIGINT or SIGTERM; the status page shows
+    `telemetry`'s devices when given.
 
     Without a `monitor`, backends are polled by a `PollingMonitor` on a session of its own (so
     polls never wait behind requests in the proxy's pool), or not at all with `poll=False`.
@@ -103,14 +106,15 @@ async def serve_until_stopped(
     if monitor is None and poll:
         poll_session = aiohttp.ClientSession()
         monitor = PollingMonitor(config.backends, poll_session, interval_s=config.poll_interval_s)
-    app = create_app(config, monitor or StaticMonitor(), api_keys=keys)
+    app = create_app(config, monitor or StaticMonitor(), api_keys=keys, telemetry=telemetry)
 
     def announce(port: int) -> None:
         names = ", ".join(f"{b.name} ({b.kind.value} {b.url})" for b in config.backends)
         scheme = "https" if ssl_context else "http"
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         console.print(
-            f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}",
+            f"wave serve: {scheme}://{config.host}:{port}/v1  policy {config.policy.value}  backends: {names}"
+            "  status page: /ui",
             markup=False,
         )
         for note in notes:
@@ -144,6 +148,11 @@ def run_forever(
     ssl_context: ssl.SSLContext | None = None,
     poll: bool = True,
     notes: Sequence[str] = (),
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Blocking entry point for `wave serve`; `notes` are warnings printed under the start-up line."""
-    run_blocking(serve_until_stopped(config, keys, ssl_context=ssl_context, poll=poll, notes=notes))
+    run_blocking(
+        serve_until_stopped(
+            config, keys, ssl_context=ssl_context, poll=poll, notes=notes, telemetry=telemetry
+        )
+    )
