@@ -10,7 +10,7 @@ from wavefleet.gateway.config import BackendConfig, BackendProfile, GatewayConfi
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
-from wavefleet.gateway.routing.wave import WavePolicy, explain
+from wavefleet.gateway.routing.wave import WavePolicy
 from wavefleet.gateway.routing.wave_prefix import PrefixIndex, block_keys
 
 # Shaped like the simulator's RTX 5070 Ti vLLM and Ryzen 9900X llama.cpp profiles (sizing estimates).
@@ -257,7 +257,7 @@ def test_prefix_index_matches_leading_blocks_and_evicts_deep_ones_first() -> Non
 
 
 def test_explain_lists_the_fastest_candidates_first() -> None:
-    assert explain(Decision((), "predicted", {"cpu": 2.1, "gpu": 0.84})) == "gpu=0.84s, cpu=2.10s"
+    assert Decision((), "predicted", {"cpu": 2.1, "gpu": 0.84}).explanation() == "gpu=0.84s, cpu=2.10s"
 
 
 def test_factory_builds_wave_with_its_settings() -> None:

@@ -32,7 +32,6 @@ from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
-from wavefleet.gateway.routing.wave import explain
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
 from wavefleet.gateway.security.principal import Principal
@@ -192,7 +191,7 @@ class GatewayApi:
             )
             decision = self._policy.choose(route, self._view)
             if decision.scores and request.headers.get(EXPLAIN_HEADER, "0") not in ("", "0"):
-                request[EXPLANATION] = explain(decision)  # app.py's on_response_prepare sets the header
+                request[EXPLANATION] = decision.explanation()  # app.py's on_response_prepare sets the header
             if not decision.ranked:
                 self._metrics.decision("", decision.reason)
                 if decision.retry_after_s is not None:  # the policy sheds load: try again later

@@ -65,6 +65,11 @@ class Decision:
     scores: Mapping[str, float] = field(default_factory=dict)  # backend -> score (lower is better)
     retry_after_s: float | None = None  # set when the policy sheds the request (answer 429)
 
+    def explanation(self, top: int = 4) -> str:
+        """`gpu=0.84s, cpu=2.10s`: the best candidates with their scores (predicted seconds for wave)."""
+        ranked = sorted(self.scores.items(), key=lambda item: item[1])[:top]
+        return ", ".join(f"{name}={seconds:.2f}s" for name, seconds in ranked)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -49,7 +49,7 @@ from wavefleet.gateway.routing.load import capacity, runs_on_gpu
 from wavefleet.gateway.routing.wave_model import BackendModel, EngineSpeed, seed_profile
 from wavefleet.gateway.routing.wave_prefix import BLOCK_CHARS, CHARS_PER_TOKEN, PrefixIndex, block_keys
 
-__all__ = ["Prediction", "WavePolicy", "explain"]
+__all__ = ["Prediction", "WavePolicy"]
 
 _LOG = logging.getLogger(__name__)
 _TOKENS_PER_BLOCK = BLOCK_CHARS // CHARS_PER_TOKEN
@@ -86,12 +86,6 @@ class _Pending(NamedTuple):
     share: float  # prefill share of the engine's time at dispatch
     backlog_s: float
     sent_work_s: float  # prefill seconds sent to the backend so far, this request's included
-
-
-def explain(decision: Decision, top: int = 4) -> str:
-    """`gpu=0.84s, cpu=2.10s`: the best candidates with their predicted completion times."""
-    ranked = sorted(decision.scores.items(), key=lambda item: item[1])[:top]
-    return ", ".join(f"{name}={seconds:.2f}s" for name, seconds in ranked)
 
 
 class WavePolicy:
@@ -233,7 +227,7 @@ class WavePolicy:
                 request.request_id,
                 chosen.backend,
                 reason,
-                explain(Decision(ranked, reason, scores)),
+                Decision(ranked, reason, scores).explanation(),
             )
         return Decision(ranked, reason, scores)
 
