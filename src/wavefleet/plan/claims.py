@@ -678,21 +678,21 @@ def _speculative(check: SpeculativeCheck, ctx: _Context) -> ClaimVerdict:
     if measured is not None:
         runs, path = measured
         cpu = [r for r in runs if r.draft_on == "cpu"]
-        best = max(cpu, key=lambda r: r.speedup, default=None)
+        fastest = max(cpu, key=lambda r: r.speedup, default=None)
         # a speed-up depends on acceptance first: a run below the claim's acceptance neither confirms
         # nor refutes it (synthetic weights accept little), so the arithmetic decides and the run is context
-        if best is not None and best.acceptance >= min(check.acceptance):
-            ok = best.speedup >= check.speedup
+        if fastest is not None and fastest.acceptance >= min(check.acceptance):
+            ok = fastest.speedup >= check.speedup
             return _v(
                 Verdict.CONFIRMED if ok else Verdict.CONTRADICTED,
-                f"measured with llama.cpp --model-draft, draft on the CPU: best speed-up {best.speedup:.2f}x "
-                f"at {best.acceptance:.0%} acceptance",
-                "" if ok else f"{best.speedup:.2f}x",
+                f"measured with llama.cpp --model-draft, draft on the CPU: best speed-up {fastest.speedup:.2f}x "
+                f"at {fastest.acceptance:.0%} acceptance",
+                "" if ok else f"{fastest.speedup:.2f}x",
                 [path],
             )
-        if best is not None:
+        if fastest is not None:
             note = (
-                f"; measured ({path}): a CPU draft gave {best.speedup:.2f}x at {best.acceptance:.0%} acceptance, "
+                f"; measured ({path}): a CPU draft gave {fastest.speedup:.2f}x at {fastest.acceptance:.0%} acceptance, "
                 f"below the claim's {min(check.acceptance):.0%}, so the run does not decide the claim"
             )
     draft = _sized(ctx, check.draft_model, check.draft_quant, check.draft_device, "llama.cpp",
