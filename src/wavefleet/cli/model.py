@@ -28,6 +28,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from wavefleet.cli.inventory_option import inventory_option
 from wavefleet.errors import ChecksumError, WaveError
 
 __all__ = ["model"]
@@ -333,15 +334,7 @@ def fetch(
     help="A llama.cpp engine of the inventory, as `wave render` names it (llamacpp-ryzen-9-9900x, or "
     "a deployment id): its device, context, slots and RAM.",
 )
-@click.option(
-    "--inventory",
-    "-i",
-    "inventory_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="WAVE_INVENTORY",
-    show_envvar=True,
-    help="Inventory --placement is read from. Default: the bundled home-lab example.",
-)
+@inventory_option("Inventory --placement is read from. Default: the bundled home-lab example.")
 @click.option("--device", help="Catalog hardware id the model runs on (instead of --placement).")
 @click.option(
     "--ctx", "context", type=click.IntRange(min=1), help="Tokens per slot. Default: the model's own context."

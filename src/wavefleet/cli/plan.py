@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from wavefleet.cli.inventory_option import inventory_option
+
 __all__ = ["plan"]
 
 
@@ -27,14 +29,8 @@ The inventory (YAML) lists hosts, devices (catalog ids), containers, links, memb
 and the deployments you intend, with what their source promised; see examples/home-lab.yaml.
 Errors in it name file:line and a fix (exit 2). Scoring and the JSON keys: docs/plan.md.""",
 )
-@click.option(
-    "--inventory",
-    "-i",
-    "inventory_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="WAVE_INVENTORY",
-    show_envvar=True,
-    help="Inventory YAML. Default: the example home lab shipped with Wavefleet (examples/home-lab.yaml).",
+@inventory_option(
+    "Inventory YAML. Default: the example home lab shipped with Wavefleet (examples/home-lab.yaml)."
 )
 @click.option(
     "--format",

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wavefleet.catalog import Catalog
+from wavefleet.cli.inventory_option import inventory_option
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.ci import JENKINSFILE
 from wavefleet.render.from_inventory import CI_RUNNER, EngineSource, PortMode, fleet_from_inventory
@@ -18,13 +19,7 @@ __all__ = ["render"]
 
 
 @click.command()
-@click.option(
-    "--inventory",
-    "inventory_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Inventory YAML. Default: the bundled home-lab example (examples/home-lab.yaml).",
-)
+@inventory_option("Inventory YAML. Default: the bundled home-lab example (examples/home-lab.yaml).")
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wavefleet.catalog import Catalog, Quantization
+from wavefleet.cli.inventory_option import inventory_option
 from wavefleet.errors import UnknownIdError, UsageError
 from wavefleet.plan.sizing import TYPICAL_CONTEXT, SizingInput, SizingResult, size_model
 
@@ -74,14 +75,8 @@ model runs as GGUF Q4_K_M under llama.cpp, as the plan places it. `wave catalog 
     help="Host RAM: needed for CPUs and layer splits.",
 )
 @click.option("--host", "host_id", help="Catalog id of the CPU beside the GPU, for layer-split speed.")
-@click.option(
-    "--inventory",
-    "-i",
-    "inventory_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="WAVE_INVENTORY",
-    show_envvar=True,
-    help=f"Inventory YAML whose workload.typical_context the headline speed is quoted at (default {TYPICAL_CONTEXT:,}).",
+@inventory_option(
+    f"Inventory YAML whose workload.typical_context the headline speed is quoted at (default {TYPICAL_CONTEXT:,})."
 )
 @click.option(
     "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True
