@@ -29,13 +29,13 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from wavefleet.gateway.health import PartHealth
-from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.db import connect, select_oldest_first
 from wavefleet.gateway.security.settings import DEFAULT_MAX_PENDING
 
 if TYPE_CHECKING:
@@ -282,25 +282,18 @@ class AuditQuery:
 
 def query_audit(db: sqlite3.Connection, query: AuditQuery) -> Iterator[dict[str, object]]:
     """Rows matching every filter given, oldest first."""
-    where, args = [], []
-    for clause, value in (
-        ("ts >= ?", query.since),
-        ("ts < ?", query.until),
-        ("model = ?", query.model),
-        ("status = ?", query.status),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
+    where: list[tuple[str, Sequence[object]]] = [
+        (clause, [value])
+        for clause, value in (
+            ("ts >= ?", query.since),
+            ("ts < ?", query.until),
+            ("model = ?", query.model),
+            ("status = ?", query.status),
+        )
+        if value is not None
+    ]
     if query.principal is not None:
         # a bare key id matches `key:<id>`; `oidc:<sub>` and `static` match as they are
-        where.append("(principal = ? OR principal = ?)")
-        args += [query.principal, f"key:{query.principal}"]
-    sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY ts, id"
-    if query.limit is not None:
-        sql += f" LIMIT {int(query.limit)}"
-    for row in db.execute(sql, args):
+        where.append(("(principal = ? OR principal = ?)", [query.principal, f"key:{query.principal}"]))
+    for row in select_oldest_first(db, table="audit", columns=AUDIT_COLUMNS, where=where, limit=query.limit):
         yield dict(zip(AUDIT_COLUMNS, row, strict=True))

@@ -18,7 +18,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wavefleet.errors import UsageError
@@ -172,3 +172,21 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             raise
         applied.append(step.__name__)
     return applied
+
+
+def select_oldest_first(
+    db: sqlite3.Connection,
+    *,
+    table: str,
+    columns: Sequence[str],
+    where: Sequence[tuple[str, Sequence[object]]],
+    limit: int | None,
+) -> sqlite3.Cursor:
+    """`columns` of `table`'s rows matching every (clause, its arguments) of `where`, oldest first."""
+    sql = f"SELECT {', '.join(columns)} FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(clause for clause, _ in where)
+    sql += " ORDER BY ts, id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return db.execute(sql, [arg for _, args in where for arg in args])

@@ -26,14 +26,14 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.security.audit import storable
-from wavefleet.gateway.security.db import connect
+from wavefleet.gateway.security.db import connect, select_oldest_first
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -105,27 +105,21 @@ def record_event(path: Path, event: Event) -> None:
 
 def query_events(db: sqlite3.Connection, query: EventQuery) -> Iterator[dict[str, object]]:
     """Events matching every filter given, oldest first; `details` as parsed JSON."""
-    where, args = [], []
-    for clause, value in (
-        ("ts >= ?", query.since),
-        ("ts < ?", query.until),
-        ("actor = ?", query.actor),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
+    where: list[tuple[str, Sequence[object]]] = [
+        (clause, [value])
+        for clause, value in (
+            ("ts >= ?", query.since),
+            ("ts < ?", query.until),
+            ("actor = ?", query.actor),
+        )
+        if value is not None
+    ]
     if query.action is not None:
         # `model` matches every model.* action; `model.fetch` only itself
-        where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
         escaped = query.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        args += [query.action, f"{escaped}.%"]
-    sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY ts, id"
-    if query.limit is not None:
-        sql += f" LIMIT {int(query.limit)}"
-    for row in db.execute(sql, args):
+        where.append(("(action = ? OR action LIKE ? ESCAPE '\\')", [query.action, f"{escaped}.%"]))
+    rows = select_oldest_first(db, table="events", columns=EVENT_COLUMNS, where=where, limit=query.limit)
+    for row in rows:
         event = dict(zip(EVENT_COLUMNS, row, strict=True))
         # a row some other program wrote that is not JSON is shown as the text it holds
         with contextlib.suppress(json.JSONDecodeError):
