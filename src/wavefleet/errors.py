@@ -18,6 +18,7 @@
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
         ├── NoHealthyBackendError  503  with Retry-After
+        │   └── ModelNotReadyError 503  the fleet agent's model is loading, failed or draining
         └── UpstreamTimeoutError   504
 
 Errors from libraries (aiohttp, pydantic, yaml) are translated where they enter our code, with
@@ -45,6 +46,7 @@ __all__ = [
     "MethodNotAllowedError",
     "MissingExtraError",
     "ModelNotFoundError",
+    "ModelNotReadyError",
     "NoHealthyBackendError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -186,6 +188,13 @@ class UpstreamError(GatewayError):
 
 class NoHealthyBackendError(GatewayError):
     status, error_type, code = 503, "server_error", "no_healthy_backend"
+
+
+class ModelNotReadyError(NoHealthyBackendError):
+    """The fleet agent's engine for the model is not ready: still loading past the load timeout,
+    failed, or draining. The message names the model and what it was waiting for."""
+
+    code = "model_not_ready"
 
 
 class UpstreamTimeoutError(GatewayError):

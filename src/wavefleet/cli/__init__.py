@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("render", "render", "Render deployable artifacts per host from the plan."),
     "serve": ("serve", "serve", "Run the OpenAI-compatible gateway in front of your engines."),
     "up": ("up", "up", "Start an embedded llama.cpp engine with the gateway in front (works anywhere)."),
+    "agent": ("agent", "agent", "Run this host's engines on demand within its memory; `status` shows them."),
     "bench": ("bench", "bench", "Load-test an OpenAI-compatible endpoint with standard metrics."),
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),

@@ -12,10 +12,11 @@ upstream request is aborted at once instead of when the next event arrives. Test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.backends import Backend, build_backend
@@ -54,8 +55,10 @@ def create_app(
     policy: RoutingPolicy | None = None,
     api_keys: list[str] | None = None,
     security: SecurityGate | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> web.Application:
-    """The gateway app. Keys: `api_keys` if given, else those the config resolves.
+    """The gateway app. Keys: `api_keys` if given, else those the config resolves. `collectors`
+    add their metrics to its /metrics (the fleet agent's engines).
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
@@ -98,6 +101,8 @@ def create_app(
     )
     if audit is not None:
         metrics.registry.register(AuditCollector(audit))
+    for collector in collectors:
+        metrics.registry.register(collector)
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app.add_routes(api.routes())
