@@ -11,6 +11,7 @@ from typing import Any
 from wavefleet.engines import EngineKind
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.render.spec import (
+    CiSpec,
     DcgmSupport,
     EngineSpec,
     FleetSpec,
@@ -65,6 +66,14 @@ def example_fleet(**overrides: Any) -> FleetSpec:
             os=OsFamily.DEBIAN,
             parent="xps15",
             lxc=LxcSpec(vmid=105),
+            docker=False,
+        ),
+        NodeSpec(
+            name="xps15-lxc-106",
+            address="192.168.1.26",
+            os=OsFamily.DEBIAN,
+            parent="xps15",
+            lxc=LxcSpec(vmid=106),
             docker=False,
         ),
         NodeSpec(
@@ -177,6 +186,7 @@ def example_fleet(**overrides: Any) -> FleetSpec:
         ),
         "monitoring_node": "xps15-lxc-105",
         "vault": VaultSpec(node="xps15-lxc-103", addr="https://192.168.1.23:8200"),
+        "ci": CiSpec(node="xps15-lxc-106"),
         "power_price_per_kwh": 0.12,
     }
     fields.update(overrides)

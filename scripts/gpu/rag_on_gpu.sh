@@ -22,23 +22,19 @@
 # (llama-cpp-python is not needed here: llama-server embeds; the GGUF writer comes from
 # llama.cpp's own gguf-py.)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-W=$PWD/.gpuwork; mkdir -p "$W"; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-python3 -c "import sys; sys.path.insert(0, '/tmp/site'); import hnswlib" 2>/dev/null ||
-  python3 -m pip install -q --no-index --find-links .whl --no-deps --target /tmp/site hnswlib
-[ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
-export PYTHONPATH=$PWD/src:/tmp/site:$W/llama.cpp/gguf-py PYTHONUNBUFFERED=1
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/common.sh"
+need_device_files
+python_packages
+python3 -c "import hnswlib" 2>/dev/null ||
+  python3 -m pip install -q --no-index --find-links .whl --no-deps --target "$W/site" hnswlib
+llama_source
+export PYTHONPATH=$PYTHONPATH:$W/llama.cpp/gguf-py PYTHONUNBUFFERED=1
 KEY=sk-rag-gpu-0123456789
 RAG=$W/rag
 
-if [ ! -x "$W/build/bin/llama-server" ]; then
-  cmake -S "$W/llama.cpp" -B "$W/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1
-  cmake --build "$W/build" -j16 --target llama-server > "$OUT/build.log" 2>&1
-fi
-[ -f "$W/m-f16.gguf" ] || python3 scripts/gpu/synthetic_gguf.py --out "$W/m-f16.gguf" \
-  --tokenizer .device/tokenizer.json --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
+cuda_build llama-server
+synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
 EMBED_GGUF=$(python3 -m wavefleet rag model --data-dir "$RAG")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
 

@@ -7,6 +7,8 @@
     │   └── MissingExtraError      an optional part is not installed: names the pip extra to add
     ├── EngineError                an engine we start (embedded llama.cpp) failed (exit 1)
     ├── BenchError                 a load run could not run or its criteria failed (exit 1)
+    ├── ModelError                 a model pipeline step (fetch, quantize) could not be done (exit 1)
+    │   └── ChecksumError          a fetched file is not the one asked for: sha256 or GGUF magic
     └── GatewayError               answered to HTTP clients in OpenAI's error format
         ├── BadRequestError        400  malformed JSON or fields
         ├── AuthenticationError    401  missing or wrong credentials
@@ -39,12 +41,14 @@ __all__ = [
     "BadRequestError",
     "BenchError",
     "BodyTooLargeError",
+    "ChecksumError",
     "ConfigError",
     "ConfigProblem",
     "EngineError",
     "GatewayError",
     "MethodNotAllowedError",
     "MissingExtraError",
+    "ModelError",
     "ModelNotFoundError",
     "ModelNotReadyError",
     "NoHealthyBackendError",
@@ -130,6 +134,16 @@ class EngineError(WaveError):
 
 class BenchError(WaveError):
     """A load test could not run, or its success criteria were not met."""
+
+
+class ModelError(WaveError):
+    """A model file could not be fetched or quantized: the server, the network, the disk or the
+    tool said no; the message says what to do (a partial download is kept to resume)."""
+
+
+class ChecksumError(ModelError):
+    """A fetched file arrived whole but is not the one asked for: its sha256 differs, or it is no
+    GGUF file. Nothing the user had is changed."""
 
 
 class GatewayError(WaveError):

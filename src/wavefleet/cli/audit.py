@@ -1,4 +1,5 @@
-"""`wave audit`: query and export the gateway's audit trail.
+"""`wave audit`: query and export the audit trail: the gateway's requests, or (`--events`) what
+operators did (`wave model fetch`, `quantize`, `check`).
 
 Any key holder chooses some of what a row holds (model, request id), an OIDC issuer the subject,
 so client text is shown as plain text: the table never reads it as rich markup, and control
@@ -30,6 +31,7 @@ from wavefleet.errors import UsageError
 from wavefleet.files import atomic_writer
 from wavefleet.gateway.security.audit import AUDIT_COLUMNS, AuditQuery, query_audit
 from wavefleet.gateway.security.db import connect, resolve_db_path
+from wavefleet.gateway.security.events import EVENT_COLUMNS, EventQuery, query_events
 from wavefleet.terminal import fit, folding_table
 
 __all__ = ["audit", "csv_cell", "parse_time", "plain"]
@@ -85,7 +87,9 @@ def _iso(ts: object) -> str:
     )
 
 
-def _write(rows: Iterator[dict[str, object]], output_format: str, out: IO[str]) -> int:
+def _write(
+    rows: Iterator[dict[str, object]], output_format: str, out: IO[str], columns: tuple[str, ...]
+) -> int:
     count = 0
     if output_format == "jsonl":
         for row in rows:
@@ -93,14 +97,19 @@ def _write(rows: Iterator[dict[str, object]], output_format: str, out: IO[str]) 
             out.write(line.translate(_JSON_ESCAPED) + "\n")
             count += 1
     else:
-        writer = csv.DictWriter(out, fieldnames=["time", *AUDIT_COLUMNS])
+        writer = csv.DictWriter(out, fieldnames=["time", *columns])
         writer.writeheader()
         for row in rows:
-            writer.writerow(
-                {name: csv_cell(value) for name, value in row.items()} | {"time": _iso(row["ts"])}
-            )
+            cells = {name: _csv_text(value) for name, value in row.items()}
+            writer.writerow(cells | {"time": _iso(row["ts"])})
             count += 1
     return count
+
+
+def _csv_text(value: object) -> object:
+    if isinstance(value, dict | list):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return csv_cell(value)
 
 
 @click.command()
@@ -119,6 +128,20 @@ def _write(rows: Iterator[dict[str, object]], output_format: str, out: IO[str]) 
 )
 @click.option("--model", default=None, help="Only this model (as the client asked for it).")
 @click.option("--status", type=int, default=None, help="Only this HTTP status, e.g. 401 or 429.")
+@click.option(
+    "--events",
+    "show_events",
+    is_flag=True,
+    help="Operator events instead of requests: model fetch, quantize, check (who, what, verdict).",
+)
+@click.option(
+    "--actor", default=None, help="With --events: only this actor (WAVE_ACTOR of the run, or user@host)."
+)
+@click.option(
+    "--action",
+    default=None,
+    help="With --events: only this action (model.fetch), or a family of them (model).",
+)
 @click.option("--limit", type=int, default=None, help="At most this many rows (table: 200 unless given).")
 @click.option(
     "--format",
@@ -140,6 +163,9 @@ def audit(
     key: str | None,
     model: str | None,
     status: int | None,
+    show_events: bool,
+    actor: str | None,
+    action: str | None,
     limit: int | None,
     output_format: str,
     out: Path | None,
@@ -149,32 +175,69 @@ def audit(
     Rows hold time, who (key id or OIDC subject, never a key), client address, model, backend,
     status, tokens, latency and screening verdicts; prompts only if the gateway ran with --audit-prompts.
 
+    With --events: one row per operator action instead (`wave model fetch`, `quantize`, `check`):
+    time, who (WAVE_ACTOR, else user@host), action, subject (the file), outcome (ok, failed,
+    error) and details (what changed, the verdict's numbers).
+
     \b
     Examples:
       wave audit --since 1h
       wave audit --status 401 --since 2026-11-27
       wave audit --key 3f9a0c1d --format csv --out key-3f9a0c1d.csv
       wave audit --since 24h --format jsonl | jq -r 'select(.screening != "") | .screening'
+      wave audit --events --since 7d
+      wave audit --events --action model.check --format jsonl
     """
     path = resolve_db_path(db)
     source, writer = _source(db, path)
+    if not path.exists() and show_events:
+        raise UsageError(
+            f"no audit database at {path} ({source}): `wave model fetch`, `quantize` and `check` write "
+            "their events to the same database (--db, WAVE_DB or this default); give `wave audit --events "
+            "--db PATH` for another one"
+        )
     if not path.exists():
         raise UsageError(
             f"no audit database at {path} ({source}): {writer}; to read what a gateway started "
             "with --audit-db PATH (or --db PATH --audit) wrote, give `wave audit --db PATH`"
         )
+    if show_events:
+        wrong = [name for name, given in (("--key", key), ("--model", model), ("--status", status)) if given]
+        if wrong:
+            raise UsageError(
+                f"{', '.join(wrong)} filter requests, not events; with --events use --actor or --action"
+            )
+    elif actor is not None or action is not None:
+        raise UsageError("--actor and --action filter events: add --events")
+    if output_format == "table" and out is not None:
+        raise UsageError("--out needs --format jsonl or csv")
+    limit = limit if limit is not None or output_format != "table" else 200
+    database = connect(path, create=False)
+    database.text_factory = _lenient_text  # a row some other program wrote as invalid UTF-8 still reads
+    if show_events:
+        _show_events(
+            database,
+            EventQuery(
+                since=parse_time(since) if since else None,
+                until=parse_time(until) if until else None,
+                actor=actor,
+                action=action,
+                limit=limit,
+            ),
+            output_format,
+            out,
+            path,
+            source,
+        )
+        return
     query = AuditQuery(
         since=parse_time(since) if since else None,
         until=parse_time(until) if until else None,
         principal=key,
         model=model,
         status=status,
-        limit=limit if limit is not None or output_format != "table" else 200,
+        limit=limit,
     )
-    if output_format == "table" and out is not None:
-        raise UsageError("--out needs --format jsonl or csv")
-    database = connect(path, create=False)
-    database.text_factory = _lenient_text  # a row some other program wrote as invalid UTF-8 still reads
     rows = query_audit(database, query)
     if output_format == "table":
         table = folding_table(
@@ -199,14 +262,67 @@ def audit(
         if count:
             console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
             console.print(fit(table, console))
-    elif out is None:
-        count = _write(rows, output_format, sys.stdout)
     else:
-        with atomic_writer(out) as handle:
-            count = _write(rows, output_format, handle)
-        Console(stderr=True, highlight=False).print(f"{count} rows written to {escape(str(out))}")
+        count = _export(rows, output_format, out, AUDIT_COLUMNS)
     if count == 0:
         _say_why_nothing(database, path, source, writer)
+
+
+def _export(
+    rows: Iterator[dict[str, object]], output_format: str, out: Path | None, columns: tuple[str, ...]
+) -> int:
+    if out is None:
+        return _write(rows, output_format, sys.stdout, columns)
+    with atomic_writer(out) as handle:
+        count = _write(rows, output_format, handle, columns)
+    Console(stderr=True, highlight=False).print(f"{count} rows written to {escape(str(out))}")
+    return count
+
+
+def _details(details: object) -> str:
+    """An event's details on one line: `key=value` pairs, nested values as compact JSON."""
+    if not isinstance(details, dict):
+        return str(details)
+    parts = []
+    for name, value in details.items():
+        text = (
+            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        )
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+def _show_events(
+    database: sqlite3.Connection,
+    query: EventQuery,
+    output_format: str,
+    out: Path | None,
+    path: Path,
+    source: str,
+) -> None:
+    rows = query_events(database, query)
+    if output_format != "table":
+        count = _export(rows, output_format, out, EVENT_COLUMNS)
+    else:
+        table = folding_table("time", "who", "action", "subject", "outcome", "details")
+        count = 0
+        for row in rows:
+            cells = (_iso(row["ts"]), row["actor"], row["action"], row["subject"], row["outcome"])
+            table.add_row(*(Text(plain(cell)) for cell in (*cells, _details(row["details"]))))
+            count += 1
+        if count:
+            console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+            console.print(fit(table, console))
+    if count:
+        return
+    total, first, last = database.execute("SELECT count(*), min(ts), max(ts) FROM events").fetchone()
+    message = (
+        f"no events in {path} ({source}): `wave model fetch`, `quantize` and `check` write them "
+        "(to --db, WAVE_DB or this default)"
+        if not total
+        else f"no events match: {path} holds {total} event{'' if total == 1 else 's'}, from {_iso(first)} to {_iso(last)}."
+    )
+    Console(stderr=True, highlight=False).print(escape(message))
 
 
 def _source(given: Path | None, path: Path) -> tuple[str, str]:

@@ -55,8 +55,9 @@ class LlamaServerBinary:
     amx_kernels: bool | None
 
 
-def packaged_binary_path() -> Path | None:
-    """`llama_cpp/bin/llama-server` inside the installed llama_cpp package, if it is there.
+def packaged_tool(name: str) -> Path | None:
+    """`llama_cpp/bin/NAME` (llama-server, llama-quantize, ...) inside the installed llama_cpp
+    package, if it is there; ./dev builds llama.cpp's tools into it.
 
     Found through the package's import spec, without importing it: importing loads libllama.
     """
@@ -64,10 +65,15 @@ def packaged_binary_path() -> Path | None:
     if spec is None:
         return None
     for location in spec.submodule_search_locations or []:
-        candidate = Path(location) / "bin" / BINARY_NAME
+        candidate = Path(location) / "bin" / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def packaged_binary_path() -> Path | None:
+    """`llama_cpp/bin/llama-server` inside the installed llama_cpp package, if it is there."""
+    return packaged_tool(BINARY_NAME)
 
 
 def find_llama_server(explicit: Path | None = None, *, search_path: bool = True) -> LlamaServerBinary:

@@ -19,6 +19,8 @@ Either way each candidate engine goes through the same rules, reported one `Engi
   fit in what the earlier ones left is not rendered, and the decision says why.
 - Ports: `PortMode.INVENTORY` keeps the ports the inventory gives (a clash is an error) and picks
   free ones where none is given; `PortMode.ASSIGN` picks every engine port.
+- The CI job: the first container whose `runs:` lists `jenkins` gets the model pipeline's
+  Jenkinsfile (`FleetSpec.ci`); an inventory without one gets no CI job.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from wavefleet.plan.planner import build_plan
 from wavefleet.plan.sizing import SizingInput, SizingResult, estimate_engine, size_model
 from wavefleet.render.services import DCGM_PORT, JETSON_EXPORTER_PORT, NODE_EXPORTER_PORT
 from wavefleet.render.spec import (
+    CiSpec,
     DcgmSupport,
     EngineSpec,
     FleetSpec,
@@ -54,6 +57,8 @@ FROM_HARDWARE = {"dcgm-exporter", "node-exporter", "jetson-stats", "container-to
 RESERVED_PORTS = {NODE_EXPORTER_PORT, DCGM_PORT, JETSON_EXPORTER_PORT, 80, 443}
 DEFAULT_VLLM_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
 LLAMACPP_SLOT_CONTEXT = 4096  # llama.cpp's long-standing default context
+# What a container's `runs:` names for the CI runner the model pipeline's job is rendered for.
+CI_RUNNER = "jenkins"
 
 
 class EngineSource(StrEnum):
@@ -131,6 +136,7 @@ def fleet_from_inventory(
         _node_running(nodes, origin, inventory, role)
         for role in ("nginx", "vault", "prometheus", "authentik")
     )
+    ci = _node_running_if_any(nodes, inventory, CI_RUNNER)
     _warn_shared_addresses(nodes, warnings)
     warnings += [
         f"{n.name} runs Windows: nothing is rendered for it (its NPU and iGPU are reached through OpenVINO)"
@@ -148,6 +154,7 @@ def fleet_from_inventory(
         ),
         monitoring_node=monitoring.name,
         vault=VaultSpec(node=vault.name, addr=f"https://{vault.address}:8200"),
+        ci=CiSpec(node=ci.name) if ci is not None else None,
         power_price_per_kwh=inventory.power_price_per_kwh or 0.0001,
         currency=inventory.currency,
     )
@@ -301,14 +308,22 @@ def _container_node(
     )
 
 
-def _node_running(
-    nodes: list[NodeSpec], origin: dict[str, Host], inventory: Inventory, role: str
-) -> NodeSpec:
+def _node_running_if_any(nodes: list[NodeSpec], inventory: Inventory, role: str) -> NodeSpec | None:
+    """The node of the first container whose `runs:` lists `role`, if one does."""
     for host in inventory.hosts:
         for container in host.containers:
             if role in container.runs:
                 wanted = f"{_node_name(host.id)}-{_node_name(container.id)}"
                 return next(n for n in nodes if n.name == wanted)
+    return None
+
+
+def _node_running(
+    nodes: list[NodeSpec], origin: dict[str, Host], inventory: Inventory, role: str
+) -> NodeSpec:
+    found = _node_running_if_any(nodes, inventory, role)
+    if found is not None:
+        return found
     raise UsageError(
         f"no container in the inventory runs {role}; add `{role}` to the `runs:` of the container that "
         "hosts it (NGINX fronts the gateway, Vault holds the NGC key, Prometheus scrapes the fleet)"
@@ -581,6 +596,7 @@ def _engine_spec(
         threads=deployment.threads
         or (None if on_gpu else _cores_of(target.host, deployment.container, target.cpu)),
         parallel=flags.slots or 1,
+        host_ram_gib=sizing_input.host_ram_gib,
         port=deployment.port or _default_port(kind),
         profile=_profile(
             estimate.prefill_tokens_per_s,

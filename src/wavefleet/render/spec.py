@@ -10,6 +10,7 @@ A *node* is a place that gets its own output folder: a physical host or a Proxmo
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,6 +19,7 @@ from wavefleet.files import FrozenModel
 from wavefleet.gateway.config import BackendProfile
 
 __all__ = [
+    "CiSpec",
     "DcgmSupport",
     "EngineSpec",
     "FleetSpec",
@@ -104,6 +106,9 @@ class EngineSpec(FrozenModel):
     n_gpu_layers: int | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)
     parallel: int = Field(default=1, ge=1, description="llama.cpp slots")
+    host_ram_gib: float | None = Field(
+        default=None, gt=0, description="RAM the engine may use: its LXC's allocation, else its host's"
+    )
     port: int = Field(ge=1, le=65535, description="host port the engine is published on")
     profile: BackendProfile | None = None
     notes: list[str] = Field(default_factory=list, description="sizing basis and warnings, for README")
@@ -146,6 +151,19 @@ class VaultSpec(FrozenModel):
     policy: str = "wavefleet-ngc-read"
 
 
+class CiSpec(FrozenModel):
+    """The CI runner the model pipeline's job is rendered for (Jenkins: a declarative Jenkinsfile)."""
+
+    node: str = Field(description="node (an LXC) that runs the CI runner")
+    kind: Literal["jenkins"] = "jenkins"
+    models_dir: str = Field(
+        default="/srv/wavefleet/models", description="where the job keeps fetched and quantized GGUF files"
+    )
+    wave_bin: str = Field(
+        default="/opt/wavefleet/venv/bin", description="folder of the `wave` command on the CI runner"
+    )
+
+
 class FleetSpec(FrozenModel):
     name: str = "home-lab"
     nodes: list[NodeSpec]
@@ -153,6 +171,7 @@ class FleetSpec(FrozenModel):
     gateway: GatewaySpec
     monitoring_node: str
     vault: VaultSpec
+    ci: CiSpec | None = Field(default=None, description="None: no CI runner in the inventory, no CI job")
     power_price_per_kwh: float = Field(gt=0)
     currency: str = "USD"
 
@@ -178,6 +197,8 @@ class FleetSpec(FrozenModel):
             "monitoring_node": self.monitoring_node,
             "vault.node": self.vault.node,
         }
+        if self.ci is not None:
+            wanted["ci.node"] = self.ci.node
         problems += [
             f"{field} names unknown node {value!r}" for field, value in wanted.items() if value not in known
         ]

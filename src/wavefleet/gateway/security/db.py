@@ -1,6 +1,6 @@
 """Where the gateway's SQLite database lives, opening it, and its schema migrations.
 
-One file holds the API keys and the audit trail (`wave.db`). Its path comes from, in order:
+One file holds the API keys, the audit trail of requests and the operator events (`wave.db`). Its path comes from, in order:
 the `--db` option, the `WAVE_DB` environment variable, `$XDG_DATA_HOME/wavefleet/wave.db`
 (`~/.local/share/wavefleet/wave.db` when XDG_DATA_HOME is unset).
 
@@ -73,6 +73,22 @@ def m002_audit(db: sqlite3.Connection) -> None:
     )
     db.execute("CREATE INDEX audit_ts ON audit (ts)")
     db.execute("CREATE INDEX audit_principal_ts ON audit (principal, ts)")
+
+
+@migration
+def m003_events(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            details TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute("CREATE INDEX events_ts ON events (ts)")
 
 
 def default_db_path() -> Path:
