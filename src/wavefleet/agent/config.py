@@ -231,6 +231,7 @@ class ModelConfig(Strict):
         default=None, description="idle time before an unload; default: defaults.ttl"
     )
     embedding: bool = False
+    load_timeout: PositiveDuration | None = Field(default=None, description="default: defaults.load_timeout")
     memory: Size | None = Field(default=None, description="its memory, when not estimated from the GGUF")
     args: list[str] = Field(default_factory=list, description="more engine flags")
     env: dict[str, str] = Field(default_factory=dict)

@@ -35,7 +35,7 @@ import re
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -62,7 +62,7 @@ from wavefleet.errors import EngineError, ModelNotFoundError, ModelNotReadyError
 from wavefleet.plan.gguf_file import read_gguf
 from wavefleet.telemetry.names import EngineState
 
-__all__ = ["Agent", "Lease", "ManagedModel"]
+__all__ = ["Agent", "Lease", "ManagedModel", "eviction_order"]
 
 _log = logging.getLogger("wavefleet.agent")
 REAP_INTERVAL_S = 0.25  # how often idle timers are checked
@@ -147,6 +147,9 @@ class ManagedModel:
             return str(self.config.url).rstrip("/").removesuffix("/v1")
         assert self.process is not None
         return self.process.url
+
+    def load_timeout(self, default: float) -> float:
+        return self.config.load_timeout if self.config.load_timeout is not None else default
 
     def ttl(self, default: float) -> float:
         """Idle seconds before an unload: the last request's keep_alive, else its own, else the default."""
@@ -243,15 +246,19 @@ class Agent:
         ):
             self._binary = find_llama_server(self.config.llama_server)
         names: set[str] = set()
+        unreadable: dict[str, str] = {}
         for config in self.config.models:
-            estimate = await asyncio.to_thread(self._estimate, config)
+            try:
+                estimate = await asyncio.to_thread(self._estimate, config)
+            except UsageError as exc:  # one bad model file must not keep the others from serving
+                estimate, unreadable[config.name] = MemoryEstimate(device=0, basis="none"), str(exc)
             needs = self._needs(config, estimate)
             engine = _engine_name(config.name, names)
             names.add(engine)
             self.models[config.name] = ManagedModel(config, engine=engine, estimate=estimate, needs=needs)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2))
         for model in self.models.values():
-            never = self._never_fits(model)
+            never = unreadable.get(model.name) or self._never_fits(model)
             if never:
                 self._fail(model, never)
         self._reaper = asyncio.create_task(self._reap(), name="agent-idle-timers")
@@ -325,7 +332,7 @@ class Agent:
         """A lease on `name`'s ready engine: started if stopped, waited for if starting (at most
         `limit_s`, default the load timeout). ModelNotReadyError (503) naming what it waited for."""
         model = self.model(name)
-        limit = self.defaults.load_timeout if limit_s is None else limit_s
+        limit = model.load_timeout(self.defaults.load_timeout) if limit_s is None else limit_s
         deadline = time.monotonic() + limit
         model.waiting += 1
         try:
@@ -386,7 +393,8 @@ class Agent:
         """Start `name` if it is not loaded (a failed model is tried again, its count reset) and,
         with `wait`, return once it is ready, failed, or stopped for lack of memory."""
         model = self.model(name)
-        deadline = time.monotonic() + (self.defaults.load_timeout if limit_s is None else limit_s)
+        limit = model.load_timeout(self.defaults.load_timeout) if limit_s is None else limit_s
+        deadline = time.monotonic() + limit
         if model.state is EngineState.FAILED:
             model.failures_in_row = 0
             model.next_start_at = None
@@ -476,7 +484,7 @@ class Agent:
         self._set(model, EngineState.STARTING, f"restarting after {reason}")  # no request goes to it now
         if model.process is not None:
             model.log_tail = model.process.tail(40)
-            await model.process.stop(grace=self.defaults.stop_timeout)
+            model.last_exit = exit_text(await model.process.stop(grace=self.defaults.stop_timeout))
             model.process = None
         model.last_error = reason
         model.failures_in_row += 1
@@ -521,13 +529,14 @@ class Agent:
     async def _bring_up(self, model: ManagedModel) -> EngineProcess:
         """Make room, start the engine and wait until it answers its probe; `model` ends ready."""
         began = time.monotonic()
+        limit = model.load_timeout(self.defaults.load_timeout)
         devices = [self.devices[name] for name in sorted(model.needs)]
         async with contextlib.AsyncExitStack() as held:
             for device in devices:
                 if device.lock.locked():
                     self._set(model, EngineState.STARTING, f"its turn on {device.name} (one load at a time)")
                 await held.enter_async_context(device.lock)
-            await self._make_room(model, deadline=began + self.defaults.load_timeout)
+            await self._make_room(model, deadline=began + limit)
             roomed = time.monotonic()
             port = free_port()
             launch = engine_launch(
@@ -543,9 +552,7 @@ class Agent:
             except EngineError as exc:
                 raise _StartFailure(str(exc)) from exc
             model.process = process
-            phases = await self._until_ready(
-                model, process, launch, roomed, deadline=roomed + self.defaults.load_timeout
-            )
+            phases = await self._until_ready(model, process, launch, roomed, limit=limit)
         self._ready(model, process, _Phases(memory=roomed - began, **phases))
         return process
 
@@ -556,11 +563,12 @@ class Agent:
         launch: EngineLaunch,
         roomed: float,
         *,
-        deadline: float,
+        limit: float,
     ) -> dict[str, float]:
         """Poll health until the engine answers at all (process), then 200 (load), then probe it."""
         assert self._session is not None
         health = f"{process.url}{launch.health_path}"
+        deadline = roomed + limit
         answered: float | None = None
         interval = _POLL_FIRST_S
         while True:
@@ -568,7 +576,7 @@ class Agent:
             now = time.monotonic()
             if status is not None and answered is None:
                 answered = now
-                self._set(model, EngineState.STARTING, f"llama-server to load the model (pid {process.pid})")
+                self._set(model, EngineState.STARTING, f"the engine to load its model (pid {process.pid})")
             if status == 200:
                 break
             if process.exited.done():
@@ -576,7 +584,7 @@ class Agent:
             if now >= deadline:
                 process.signal_group(signal.SIGKILL)
                 raise _StartFailure(
-                    f"the engine was not ready within {self.defaults.load_timeout:g} s (the load timeout); "
+                    f"the engine was not ready within {limit:g} s (the load timeout); "
                     f"{'it answered health checks with ' + str(status) if status else 'it never answered'}"
                 )
             await asyncio.wait({process.exited}, timeout=interval)
@@ -704,9 +712,7 @@ class Agent:
                 raise _NoRoom(pinned, never=False)
             self._set(model, EngineState.STARTING, self._room_text(model, short))
             if time.monotonic() >= deadline:
-                raise _NoRoom(
-                    f"gave up after {self.defaults.load_timeout:g} s waiting for {model.detail}", never=False
-                )
+                raise _NoRoom(f"gave up waiting for {model.detail}", never=False)
             await self._wait_change(min(deadline - time.monotonic(), 1.0))
 
     def _shortages(self, model: ManagedModel) -> dict[str, tuple[int, int, MemoryReading]]:
@@ -721,15 +727,9 @@ class Agent:
         return short
 
     def _cheapest_idle(self, short: Mapping[str, object]) -> ManagedModel | None:
-        """The idle model cheapest to evict from a short device: quickest to load again, then least recently used."""
-        candidates = [
-            m
-            for m in self.models.values()
-            if m.holds_memory and m.evictable() and any(d in m.needs for d in short)
-        ]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda m: (m.cold_start.total if m.cold_start else 0.0, m.last_used))
+        """The idle model cheapest to evict from a short device (see `eviction_order`)."""
+        order = eviction_order(m for m in self.models.values() if any(d in m.needs for d in short))
+        return order[0] if order else None
 
     def _pinned_block(self, model: ManagedModel, short: Mapping[str, tuple[int, int, MemoryReading]]) -> str:
         """Why `model` cannot fit while the pinned models stay, or '' when evictions could make room."""
@@ -749,7 +749,7 @@ class Agent:
     def _room_text(self, model: ManagedModel, short: Mapping[str, tuple[int, int, MemoryReading]]) -> str:
         name, (need, in_budget, reading) = next(iter(short.items()))
         busy = [
-            f"{m.name} ({m.inflight} in flight)" if m.inflight else f"{m.name} ({m.state.value})"
+            f"{m.name} ({_why_kept(m)})"
             for m in self.models.values()
             if m is not model and m.reservation(name) and not m.evictable()
         ]
@@ -930,6 +930,25 @@ class Agent:
             devices=devices,
             models=[self.model_status(m, log_lines=log_lines) for m in self.models.values()],
         )
+
+
+def eviction_order(models: Iterable[ManagedModel]) -> list[ManagedModel]:
+    """The models that may be evicted now, cheapest first: the quickest to load again (its last
+    load), then the least recently used. Never a pinned one, never one with requests in flight or
+    waiting, never one still loading."""
+    candidates = [m for m in models if m.holds_memory and m.evictable()]
+    return sorted(candidates, key=lambda m: (m.cold_start.total if m.cold_start else 0.0, m.last_used))
+
+
+def _why_kept(model: ManagedModel) -> str:
+    """Why an engine holding memory cannot be evicted now."""
+    if model.inflight:
+        return f"{model.inflight} in flight"
+    if model.config.pinned:
+        return "pinned"
+    if model.waiting:
+        return f"{model.waiting} waiting"
+    return model.state.value
 
 
 def _runtime(estimate: MemoryEstimate) -> int:
