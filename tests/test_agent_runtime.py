@@ -254,7 +254,8 @@ def test_a_model_that_can_never_fit_fails_at_start_and_says_why() -> None:
             assert huge.state is EngineState.FAILED
             assert "lower its context or slots, or raise the budget" in huge.last_error
             with pytest.raises(
-                ModelNotReadyError, match=r"needs 8\d\d\.\d MiB on cpu \(sizing engine: .*8192 tokens x 4 slots.*\) but the device's budget is 300.0 MiB"
+                ModelNotReadyError,
+                match=r"needs 8\d\d\.\d MiB on cpu \(sizing engine: .*8192 tokens x 4 slots.*\) but the device's budget is 300.0 MiB",
             ):
                 await agent.acquire("huge")
             await ready(agent, "a")
