@@ -334,3 +334,23 @@ def test_eviction_order_is_quickest_to_reload_then_least_recently_used() -> None
     loading.state = EngineState.STARTING
     order = eviction_order([slow, busy, quick_new, pinned, loading, quick_old])
     assert [m.name for m in order] == ["q-old", "q-new", "slow"]
+
+
+def test_an_engine_that_stops_answering_is_killed_and_restarted() -> None:
+    async def scenario() -> None:
+        agent = Agent(agent_config([smol("a", 256)], health_interval=0.2))
+        await agent.start()
+        try:
+            a = await ready(agent, "a")
+            assert a.process is not None
+            hung = a.process.pid
+            os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
+            await async_wait_until(lambda: a.process is not None and a.process.pid != hung, timeout_s=30)
+            lease = await agent.acquire("a")
+            lease.release()
+            assert "stopped answering its health checks (3 in a row) and was killed" in a.last_error
+            assert a.restarts == 1 and a.last_exit == "killed by SIGKILL"
+        finally:
+            await agent.aclose()
+
+    run(scenario)

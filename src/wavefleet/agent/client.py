@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from wavefleet.agent.control import PREFIX
+from wavefleet.agent.status import CONTROL_PREFIX as PREFIX
 from wavefleet.agent.status import AgentStatus, DrainResult, ModelStatus
 from wavefleet.errors import EngineError
 

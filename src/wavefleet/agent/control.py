@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from wavefleet.agent.host import Agent
+from wavefleet.agent.status import CONTROL_PREFIX
 from wavefleet.agent.units import parse_duration
 from wavefleet.errors import AuthenticationError, BadRequestError, GatewayError
 from wavefleet.gateway.responses import error_response, json_response
@@ -25,7 +26,7 @@ from wavefleet.gateway.security.authn import bearer_token
 
 __all__ = ["PREFIX", "ControlApi"]
 
-PREFIX = "/agent/v1"
+PREFIX = CONTROL_PREFIX
 _MAX_LOG_LINES = 200
 
 

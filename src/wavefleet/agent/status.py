@@ -12,7 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.telemetry.names import EngineState
 
-__all__ = ["AgentStatus", "ColdStart", "DeviceStatus", "DrainResult", "MemoryStatus", "ModelStatus"]
+__all__ = [
+    "CONTROL_PREFIX",
+    "AgentStatus",
+    "ColdStart",
+    "DeviceStatus",
+    "DrainResult",
+    "MemoryStatus",
+    "ModelStatus",
+]
+
+
+CONTROL_PREFIX = "/agent/v1"
 
 
 class _Record(BaseModel):

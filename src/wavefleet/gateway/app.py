@@ -20,8 +20,9 @@ from prometheus_client.registry import Collector
 
 from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.backends import Backend, build_backend
-from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.deadlines import DeadlineWatch
+from wavefleet.gateway.federation import AgentBackend, agent_secret, split_agents
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
@@ -56,13 +57,18 @@ def create_app(
     api_keys: list[str] | None = None,
     security: SecurityGate | None = None,
     collectors: Sequence[Collector] = (),
+    agents: Mapping[str, AgentRef] | None = None,
 ) -> web.Application:
     """The gateway app. Keys: `api_keys` if given, else those the config resolves. `collectors`
-    add their metrics to its /metrics (the fleet agent's engines).
+    add their metrics to its /metrics (the fleet agent's engines). Fleet agents (the config's
+    `agents`, or `agents` for a config `split_agents` already turned into backends) are backends
+    reached with their shared secret.
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
     it, the handlers check the static keys with the same `Authenticator`."""
+    config, found = split_agents(config)
+    agents = {**found, **(agents or {})}
     monitor = monitor or StaticMonitor()
     policy = policy or build_policy(config)
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
@@ -118,7 +124,12 @@ def create_app(
         session: aiohttp.ClientSession | None = None
         if backends is None:
             session = upstream_session(config)
-            chosen.update({b.name: build_backend(b, session) for b in config.backends})
+            chosen.update(
+                {b.name: build_backend(b, session) for b in config.backends if b.name not in agents}
+            )
+            chosen.update(
+                {name: AgentBackend(a, session, secret=agent_secret(a)) for name, a in agents.items()}
+            )
         forwarder.add_backends(chosen)
         await _discover(config, chosen, table)
         watch.start()
