@@ -210,7 +210,10 @@ class ModelConfig(Strict):
         if value.startswith(BUNDLED_PREFIX):
             resolve_gguf(value)  # raises with the fix when the package is missing
             return value
-        base = (info.context or {}).get("base_dir")
+        context = info.context or {}
+        if not context.get("check_files", True):  # written elsewhere (`wave render`): the host has the file
+            return value
+        base = context.get("base_dir")
         path = Path(value).expanduser()
         if not path.is_absolute() and base is not None:
             path = Path(base) / path
@@ -328,10 +331,12 @@ def resolve_gguf(value: str) -> Path:
         raise ValueError(str(exc)) from exc
 
 
-def load_agent_config(path: Path) -> AgentConfig:
+def load_agent_config(path: Path, *, check_files: bool = True) -> AgentConfig:
     """Load and validate an agent.yaml; errors name the file and line. Relative GGUF paths are read
-    from the file's folder."""
-    config = load_model(AgentConfig, path, context={"base_dir": path.resolve().parent})
+    from the file's folder; `check_files=False` checks everything but that the files exist (a
+    config rendered for another host)."""
+    context = {"base_dir": path.resolve().parent, "check_files": check_files}
+    config = load_model(AgentConfig, path, context=context)
     if not config.models:
         raise ConfigError([ConfigProblem(path, None, "models", "no models", "list at least one model")])
     return config
