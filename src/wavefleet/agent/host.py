@@ -817,6 +817,10 @@ class Agent:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def changed(self, within: float) -> bool:
+        """Wait until a model's state changes or a request ends, at most `within` s; False on timeout."""
+        return await self._wait_change(within)
+
     async def _wait_change(self, within: float) -> bool:
         """Wait until something changes (a state, a request ending), at most `within` s; False on timeout."""
         if within <= 0:

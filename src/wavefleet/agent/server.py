@@ -32,7 +32,14 @@ from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, Timeouts
 from wavefleet.gateway.server import serve_app, stop_on_signals
 
-__all__ = ["agent_gateway_config", "agent_keys", "build_agent_app", "run_agent", "serve_agent"]
+__all__ = [
+    "agent_gateway_config",
+    "agent_keys",
+    "build_agent_app",
+    "engine_session",
+    "run_agent",
+    "serve_agent",
+]
 
 _ENGINE_FIRST_BYTE_S = 120.0  # after its model is ready, what an engine may take to answer
 _ENGINE_TOTAL_S = 600.0
@@ -88,7 +95,8 @@ def build_agent_app(
     return app
 
 
-def _engine_session() -> aiohttp.ClientSession:
+def engine_session() -> aiohttp.ClientSession:
+    """The session the agent's app sends requests to its engines on: many keep-alive connections."""
     connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
@@ -107,7 +115,7 @@ async def serve_agent(
     agent = agent or Agent(config)
     await agent.start()
     try:
-        async with _engine_session() as session:
+        async with engine_session() as session:
             app = build_agent_app(agent, session=session, api_keys=keys, secret=secret)
 
             def listening(port: int) -> None:
