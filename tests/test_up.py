@@ -238,3 +238,14 @@ def test_a_killed_engine_is_restarted_and_serves_again() -> None:
         up.process.send_signal(signal.SIGINT)
         up.process.communicate(timeout=60)
     assert up.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_an_engine_outlives_no_wave_up_killed_with_sigkill() -> None:
+    up = start_up()
+    (engine,) = engine_children(up.process.pid)
+    up.process.kill()
+    up.process.communicate(timeout=60)
+    wait_until(
+        lambda: not Path(f"/proc/{engine}").exists(), timeout_s=10, message="the engine outlived wave up"
+    )

@@ -6,18 +6,23 @@
     code = await process.exited    # its exit status (negative: killed by that signal)
     await process.stop(grace=10)   # SIGTERM to its process group, SIGKILL after `timeout`
 
-The process leads its own process group, so stopping it stops whatever it started too.
+The process leads its own process group, so stopping it stops whatever it started too. On Linux
+the kernel kills it when the agent's process ends, even by SIGKILL (PR_SET_PDEATHSIG), so an
+engine never outlives its agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -37,6 +42,24 @@ def free_port(host: str = ENGINE_HOST) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with_this_process() -> Callable[[], None] | None:
+    """What the child runs before exec so the kernel kills it when this process ends (Linux)."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the agent ended before the call: nobody would stop the engine
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return in_child
 
 
 def exit_text(code: int) -> str:
@@ -80,6 +103,7 @@ class EngineProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **launch.env},
                 start_new_session=True,
+                preexec_fn=_dies_with_this_process(),
                 limit=_LINE_LIMIT,
             )
         except OSError as exc:
