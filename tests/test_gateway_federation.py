@@ -152,3 +152,28 @@ def test_a_model_loaded_on_one_agent_is_routed_there_not_to_an_agent_that_would_
                 served.append(headers["x-wave-backend"])
             assert served == ["xps13"] * 4
             assert desk.model("shared")["state"] == "stopped"  # never loaded for nothing
+
+
+@pytest.mark.slow
+def test_a_model_loaded_nowhere_goes_to_the_agent_with_room_for_it(tmp_path: Path) -> None:
+    needs_llama_server()
+    # on desk a pinned model holds 129 MiB of 300: "shared" (177 MiB) has no room there
+    crowded = [smol("pinned", 256, pinned=True), smol("shared", 2048)]
+    with (
+        serving_agent(tmp_path / "desk", crowded, budget="300MiB") as desk,
+        serving_agent(tmp_path / "xps13", [smol("shared", 2048)]) as xps13,
+    ):
+        wait_until(lambda: desk.model("pinned")["state"] == "ready", timeout_s=60)
+        assert desk.model("shared")["room"] is False and xps13.model("shared")["room"] is True
+        with serving_wave("--agent", f"desk={desk.url}", "--agent", f"xps13={xps13.url}") as gateway:
+            for _ in range(3):
+                code, headers, body = http_request(
+                    "POST",
+                    f"{gateway}/v1/chat/completions",
+                    {"model": "shared", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+                    timeout=120,
+                )
+                assert code == 200, body
+                assert headers["x-wave-backend"] == "xps13"
+        shared = desk.model("shared")
+        assert (shared["state"], shared["loads"], shared["last_error"]) == ("stopped", 0, "")  # never tried

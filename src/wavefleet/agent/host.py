@@ -688,6 +688,21 @@ class Agent:
                 )
         return ""
 
+    def has_room(self, model: ManagedModel) -> bool:
+        """Whether `model` is loaded or could load now: on each device it needs, its estimate fits
+        the budget beside what the models that cannot be evicted hold (evicting idle ones is fine)."""
+        if model.external or model.state in (EngineState.READY, EngineState.DRAINING):
+            return True
+        if model.state is EngineState.FAILED:
+            return False
+        for name, need in model.needs.items():
+            kept = sum(
+                m.reservation(name) for m in self.models.values() if m is not model and not m.evictable()
+            )
+            if need > self.devices[name].budget - kept:
+                return False
+        return True
+
     def _committed(self, device: str, but: ManagedModel | None = None) -> int:
         return sum(m.reservation(device) for m in self.models.values() if m is not but)
 
@@ -892,6 +907,7 @@ class Agent:
             idle_unload_in=idle_in,
             inflight=model.inflight,
             waiting=model.waiting,
+            room=self.has_room(model),
             memory=memory,
             loads=model.loads,
             cold_start=ColdStart(

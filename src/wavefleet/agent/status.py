@@ -76,6 +76,11 @@ class ModelStatus(_Record):
     idle_unload_in: float | None = None
     inflight: int = 0
     waiting: int = Field(default=0, description="requests waiting for it to be ready")
+    room: bool = Field(
+        default=True,
+        description="loaded, or its memory fits each device's budget beside what the models that "
+        "cannot be evicted now hold (pinned, busy, loading)",
+    )
     memory: MemoryStatus
     loads: int = 0
     cold_start: ColdStart | None = None

@@ -51,14 +51,21 @@ def agent_secret(agent: AgentRef) -> str | None:
 
 
 def loaded_first(ranked: Sequence[Candidate], monitor: BackendMonitor) -> tuple[Candidate, ...]:
-    """The policy's order, with agents that would have to load the model moved after those where it
-    is ready (and after ordinary engines): a cold start only when no loaded replica is left."""
-    return tuple(sorted(ranked, key=lambda c: _needs_load(c, monitor)))  # stable: the policy's order stays
+    """The policy's order, with agents where the model is ready first (with ordinary engines),
+    then agents that have room to load it, then those that would have to wait for room: a cold
+    start only when no loaded replica is left, and where it can start at once."""
+    return tuple(sorted(ranked, key=lambda c: _load_rank(c, monitor)))  # stable: the policy's order stays
 
 
-def _needs_load(candidate: Candidate, monitor: BackendMonitor) -> bool:
-    states = monitor.snapshot(candidate.backend).model_states
-    return bool(states) and dict(states).get(candidate.model) != EngineState.READY.value
+def _load_rank(candidate: Candidate, monitor: BackendMonitor) -> int:
+    """0: ready (or not an agent), 1: an agent with room to load it, 2: an agent without."""
+    snapshot = monitor.snapshot(candidate.backend)
+    if (
+        not snapshot.model_states
+        or dict(snapshot.model_states).get(candidate.model) == EngineState.READY.value
+    ):
+        return 0
+    return 2 if candidate.model in snapshot.no_room else 1
 
 
 class AgentBackend(OpenAIBackend):
@@ -155,6 +162,7 @@ class AgentWatch:
                 slots_total=sum(m.slots for m in serving) or None,
                 models=tuple(m.name for m in serving),
                 model_states=tuple((m.name, m.state.value) for m in status.models),
+                no_room=tuple(m.name for m in status.models if not m.room),
             )
         self._snapshots[name] = snapshot
         return snapshot
