@@ -79,3 +79,16 @@ def test_a_placement_the_agent_would_refuse_stops_the_render_naming_the_file(tmp
     with pytest.raises(UsageError, match=rf"{engines[first].node}/agent.yaml: the agent would refuse it"):
         render_to(example_fleet(engines=engines), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_prometheus_scrapes_every_agent(tmp_path: Path) -> None:
+    import yaml
+
+    fleet = home_lab_fleet(EngineSource.DEPLOYMENTS)
+    render_to(fleet, tmp_path)
+    prometheus = yaml.safe_load(
+        (tmp_path / fleet.monitoring_node / "prometheus" / "prometheus.yml").read_text()
+    )
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "wave-agent"]
+    scraped = {(s["labels"]["node"], s["targets"][0]) for s in job["static_configs"]}
+    assert scraped == {(n, f"{fleet.node(n).address}:9190") for n in {e.node for e in fleet.engines}}

@@ -176,6 +176,9 @@ def test_every_scrape_target_is_a_rendered_service(rendered: tuple[FleetSpec, Pa
     for node in fleet.nodes:
         if (out / node.name / "install-node-exporter.sh").exists():
             published.add((node.address, 9100))
+    for path in sorted(out.glob("*/agent.yaml")):  # each host's fleet agent
+        agent = load_yaml(path)
+        published.add((agent["host"], agent["port"]))
     nginx = fleet.node(fleet.gateway.nginx_node)
     published.add((nginx.address, fleet.gateway.metrics_port))
     scraped = set()

@@ -57,6 +57,7 @@ def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
         text = agent_yaml(settings)
         check_agent_yaml(text, path)
         tree.add(Artifact(path, text, "the fleet agent's config: wave agent --config agent.yaml"))
+        tree.claim_port(node.name, settings["port"], "wave agent")
 
 
 def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
