@@ -144,3 +144,32 @@ def test_a_request_running_on_an_engine_that_is_killed_fails_at_once_naming_the_
             model="a", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
         assert reply.choices[0].message.content is not None
+
+
+def test_hostile_control_calls_get_a_clear_4xx(tmp_path: Path) -> None:
+    idle = {"name": "idle", "command": ["sleep", "60"], "memory": "16MiB"}
+    with serving_agent(tmp_path / "desk", [idle]) as agent:
+        for method, path, body, status, words in (
+            ("POST", "/agent/v1/models/nope/load", {}, 404, "configured: idle"),
+            ("GET", "/agent/v1/models/..%2F..%2Fetc/status", None, 404, "not configured"),
+            ("GET", "/agent/v1/status?log_lines=-1", None, 400, "whole number of lines"),
+            ("POST", "/agent/v1/models/idle/load", b"[1, 2]", 400, "must be a JSON object"),
+            ("POST", "/agent/v1/models/idle/load", b"{not json", 400, "not JSON"),
+            ("POST", "/agent/v1/models/idle/load", {"wait": "yes"}, 400, "`wait` must be true or false"),
+            ("POST", "/agent/v1/models/idle/drain", {"timeout": -5}, 400, "`timeout`"),
+        ):
+            code, _, answer = http_request(method, f"{agent.url}{path}", body)
+            assert code == status, (path, answer)
+            assert words in json.loads(answer)["error"]["message"], (path, answer)
+        assert agent.model("idle")["state"] == "stopped"
+        assert agent.process.poll() is None
+
+
+def test_the_agent_refuses_to_listen_beyond_loopback_without_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("models:\n  - {name: m, command: [sleep, '60'], memory: 16MiB}\n")
+    env = wave_env()
+    env.pop("WAVE_AGENT_SECRET", None)
+    done = run_wave("agent", "--config", str(config), "--host", "0.0.0.0", "--port", "0", env=env, timeout=60)
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a shared secret" in " ".join(done.stderr.split())
