@@ -177,3 +177,32 @@ def test_a_model_loaded_nowhere_goes_to_the_agent_with_room_for_it(tmp_path: Pat
                 assert headers["x-wave-backend"] == "xps13"
         shared = desk.model("shared")
         assert (shared["state"], shared["loads"], shared["last_error"]) == ("stopped", 0, "")  # never tried
+
+
+def test_an_agent_that_lists_no_model_takes_no_model_name(tmp_path: Path) -> None:
+    """An agent not reached yet (or whose models all failed) is no wildcard: unknown names are 404."""
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    dead = f"http://127.0.0.1:{free_port()}"
+    process = start_wave(
+        "serve",
+        "--port",
+        str(port),
+        "--agent",
+        f"gone={dead}",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        code, _, body = wait_until(lambda: answer(f"{gateway}/health"), timeout_s=60)
+        assert code == 503 and json.loads(body)["backends"]["gone"]["healthy"] is False
+        code, _, body = http_request(
+            "POST",
+            f"{gateway}/v1/chat/completions",
+            {"model": "anything", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        )
+        assert code == 404, body
+        assert "model 'anything' is not served here" in json.loads(body)["error"]["message"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -73,7 +73,7 @@ def create_app(
     policy = policy or build_policy(config)
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
     inflight = InflightCounts(b.name for b in config.backends)
-    table = ModelTable(config, monitor)
+    table = ModelTable(config, monitor, listed_only=agents)
     metrics = GatewayMetrics(
         monitor=monitor, backends=config.backends, inflight=inflight, listed=table.is_listed
     )
