@@ -11,8 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from agent_support import needs_llama_server, serving_agent, smol
-from helpers import free_port, http_request, serving_wave, start_wave, wait_until, wave_env
+from agent_support import mutual_tls, needs_llama_server, serving_agent, smol
+from helpers import free_port, http_request, run_wave, serving_wave, start_wave, wait_until, wave_env
 from wavefleet.cli.serve import build_config, parse_agent
 from wavefleet.errors import ConfigError, UsageError
 from wavefleet.gateway.config import load_gateway_config
@@ -206,3 +206,50 @@ def test_an_agent_that_lists_no_model_takes_no_model_name(tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_mutual_tls_between_the_gateway_and_an_agent(tmp_path: Path) -> None:
+    needs_llama_server()
+    certs = mutual_tls(tmp_path / "pki")
+    with serving_agent(tmp_path / "desk", [smol("chat", 256)], secret=SECRET_A, tls=certs) as desk:
+        assert desk.url.startswith("https://") and desk.model("chat")["state"] == "stopped"
+        (tmp_path / "desk.secret").write_text(SECRET_A + "\n")
+        agent = {"name": "desk", "url": desk.url, "secret": {"file": str(tmp_path / "desk.secret")}}
+        tls = {"ca": str(certs.ca), "cert": str(certs.client_cert), "key": str(certs.client_key)}
+        config = tmp_path / "wave.yaml"
+        config.write_text(json.dumps({"agents": [{**agent, "tls": tls}]}))
+        with serving_wave("--config", str(config)) as gateway:
+            client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="none", max_retries=0, timeout=120)
+            reply = client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            assert reply.choices[0].message.content is not None
+        shown = run_wave(
+            "agent", "status", "--url", desk.url, "--tls-ca", str(certs.ca), "--tls-cert", str(certs.client_cert),
+            "--tls-key", str(certs.client_key), env=wave_env(WAVE_AGENT_SECRET=SECRET_A),
+        )  # fmt: skip
+        assert shown.returncode == 0 and "chat" in shown.stdout and "ready" in shown.stdout, shown.stderr
+
+        # without a client certificate the agent refuses the connection: it counts as down
+        config.write_text(json.dumps({"agents": [{**agent, "tls": {"ca": str(certs.ca)}}]}))
+        port = free_port()
+        refused = start_wave(
+            "serve",
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            code, _, body = wait_until(lambda: answer(f"http://127.0.0.1:{port}/health"), timeout_s=60)
+            backend = json.loads(body)["backends"]["desk"]
+            assert code == 503 and backend["healthy"] is False, backend
+            assert (
+                "closed the TLS connection: if it requires a client certificate" in backend["error"]
+            ), backend
+        finally:
+            refused.terminate()
+            refused.wait(timeout=20)

@@ -12,6 +12,7 @@ secret, or it answered an error (its message is kept).
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, TypeVar
 
 import aiohttp
@@ -36,9 +37,16 @@ class AgentError(EngineError):
 
 class AgentClient:
     def __init__(
-        self, url: str, *, secret: str | None, session: aiohttp.ClientSession, timeout_s: float = 30.0
+        self,
+        url: str,
+        *,
+        secret: str | None,
+        session: aiohttp.ClientSession,
+        timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session = session
         self._headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._timeout = timeout_s
@@ -75,10 +83,25 @@ class AgentClient:
                 json=body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self._timeout + extra_s),
+                ssl=self._ssl,
             ) as reply:
                 payload = await reply.json(content_type=None)
                 status = reply.status
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+        except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
+            raise AgentError(
+                f"cannot reach the agent at {self.url} over TLS: {exc}; check the CA, and the client "
+                "certificate when the agent requires one (client_ca)"
+            ) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            if self.url.startswith("https:"):  # TLS 1.3: a refused client certificate ends the connection
+                raise AgentError(
+                    f"the agent at {self.url} closed the TLS connection: if it requires a client certificate "
+                    "(client_ca), give this side's as tls: {cert, key}"
+                ) from exc
+            raise AgentError(
+                f"cannot reach the agent at {self.url}: {exc}; is `wave agent` running there?"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
             raise AgentError(
                 f"cannot reach the agent at {self.url}: {exc}; is `wave agent` running there?"
             ) from exc

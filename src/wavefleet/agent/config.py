@@ -52,6 +52,7 @@ __all__ = [
     "MemoryBudget",
     "ModelConfig",
     "SecretSource",
+    "TlsConfig",
     "load_agent_config",
     "resolve_gguf",
 ]
@@ -255,6 +256,15 @@ class ModelConfig(Strict):
         return self.ttl if self.ttl is not None else default
 
 
+class TlsConfig(Strict):
+    """HTTPS for the agent's API; with `client_ca`, mutual TLS: only clients (gateways) holding a
+    certificate signed by that CA may connect."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 class AgentConfig(Strict):
     name: str = Field(default_factory=socket.gethostname, description="this host, in the control API")
     host: str = "127.0.0.1"
@@ -266,6 +276,7 @@ class AgentConfig(Strict):
     api_keys: list[ApiKeySource] = Field(
         default_factory=list, description="more keys clients may use on the OpenAI API"
     )
+    tls: TlsConfig | None = Field(default=None, description="HTTPS, and mutual TLS with `client_ca`")
     devices: dict[str, DeviceConfig] = Field(default_factory=lambda: {CPU_DEVICE: DeviceConfig()})
     models: list[ModelConfig] = Field(min_length=1)
     defaults: Defaults = Field(default_factory=Defaults)

@@ -30,6 +30,7 @@ from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, Timeouts
+from wavefleet.gateway.security.tls import mutual_tls_server_context
 from wavefleet.gateway.server import serve_app, stop_on_signals
 
 __all__ = [
@@ -112,6 +113,8 @@ async def serve_agent(
 ) -> None:
     """Start the agent, serve it on the config's host and port until `until()` is done, stop every engine."""
     keys, secret = agent_keys(config)
+    tls = config.tls
+    context = mutual_tls_server_context(tls.cert, tls.key, tls.client_ca) if tls is not None else None
     agent = agent or Agent(config)
     await agent.start()
     try:
@@ -122,7 +125,9 @@ async def serve_agent(
                 if on_listening is not None:
                     on_listening(agent, port)
 
-            await serve_app(app, config.host, config.port, until=until, on_listening=listening)
+            await serve_app(
+                app, config.host, config.port, until=until, on_listening=listening, ssl_context=context
+            )
     finally:
         await agent.aclose()
 
@@ -130,7 +135,9 @@ async def serve_agent(
 def _banner(agent: Agent, port: int) -> None:
     config = agent.config
     lines = [
-        f"wave agent {config.name}: http://{config.host}:{port}/v1 (OpenAI API), control {port}/agent/v1/status"
+        f"wave agent {config.name}: {'https' if config.tls else 'http'}://{config.host}:{port}/v1 (OpenAI API), "
+        f"control {port}/agent/v1/status"
+        + (" (mutual TLS)" if config.tls is not None and config.tls.client_ca is not None else "")
     ]
     for device in agent.devices.values():
         lines.append(

@@ -25,6 +25,7 @@ Examples:
   WAVE_AGENT_SECRET=$(cat agent.secret) wave agent --config agent.yaml --host 0.0.0.0
   wave agent status                              # the engines of the agent on this host
   wave agent status --url http://desk:9190 --secret-file agent.secret
+  wave agent status --url https://desk:9190 --tls-ca ca.pem --tls-cert gw.pem --tls-key gw.key
 """,
 )
 @click.option(
@@ -88,7 +89,28 @@ def agent(ctx: click.Context, config_path: Path | None, host: str | None, port: 
     help="Engine output lines per model.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The control API's answer as JSON.")
-def status(url: str, secret_file: Path | None, log_lines: int, as_json: bool) -> None:
+@click.option(
+    "--tls-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="For an https agent: the CA that signed its certificate [default: the system's].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A client certificate, for an agent that requires one (client_ca); with --tls-key.",
+)
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Its key.")
+def status(
+    url: str,
+    secret_file: Path | None,
+    log_lines: int,
+    as_json: bool,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """Print the host's engines: state, memory (estimated and measured), slots, load time, restarts."""
     import aiohttp
 
@@ -104,9 +126,18 @@ def status(url: str, secret_file: Path | None, log_lines: int, as_json: bool) ->
 
         secret = os.environ.get(SECRET_ENV, "").strip() or None
 
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give --tls-cert and --tls-key together (the client certificate and its key)")
+    context = None
+    if tls_ca is not None or tls_cert is not None:
+        from wavefleet.gateway.security.tls import client_tls_context
+
+        context = client_tls_context(tls_ca, tls_cert, tls_key)
+
     async def fetch() -> AgentStatus:
         async with aiohttp.ClientSession() as session:
-            return await AgentClient(url, secret=secret, session=session).status(log_lines=log_lines)
+            client = AgentClient(url, secret=secret, session=session, ssl_context=context)
+            return await client.status(log_lines=log_lines)
 
     found = asyncio.run(fetch())
     console = Console(highlight=False)

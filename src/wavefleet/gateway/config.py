@@ -34,6 +34,7 @@ from wavefleet.rag.config import RagConfig
 
 __all__ = [
     "AgentRef",
+    "AgentTls",
     "ApiKeySource",
     "BackendConfig",
     "BackendProfile",
@@ -153,6 +154,21 @@ class ApiKeySource(Strict):
         return self.key if self.key is not None else os.environ.get(self.env or "")
 
 
+class AgentTls(Strict):
+    """TLS to an agent: the CA its certificate is signed by (default: the system's), and this
+    gateway's client certificate and key for an agent that requires one (mutual TLS)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> AgentTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both `cert` and `key` (the client certificate and its key), or neither")
+        return self
+
+
 class AgentRef(Strict):
     """A fleet agent (`wave agent`) the gateway routes to: one backend serving every model the
     agent has configured (it starts them on demand), reached with its shared secret."""
@@ -162,6 +178,7 @@ class AgentRef(Strict):
     secret: SecretSource | None = Field(
         default=None, description="its shared secret ({env: VAR} or {file: PATH}); none: loopback agents only"
     )
+    tls: AgentTls | None = Field(default=None, description="for an https URL: CA, and client certificate")
 
     def backend(self) -> BackendConfig:
         """The backend the gateway routes through: OpenAI's API at the agent's address."""

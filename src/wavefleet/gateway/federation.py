@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -28,9 +29,18 @@ from wavefleet.gateway.backends.openai import OpenAIBackend
 from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate
+from wavefleet.gateway.security.tls import client_tls_context
 from wavefleet.telemetry.names import EngineState
 
-__all__ = ["AgentBackend", "AgentWatch", "FederatedMonitor", "agent_secret", "loaded_first", "split_agents"]
+__all__ = [
+    "AgentBackend",
+    "AgentWatch",
+    "FederatedMonitor",
+    "agent_secret",
+    "agent_ssl",
+    "loaded_first",
+    "split_agents",
+]
 
 DOWN_AFTER = 3  # failed polls in a row before an agent that answered before counts as down
 
@@ -43,6 +53,12 @@ def split_agents(config: GatewayConfig) -> tuple[GatewayConfig, dict[str, AgentR
     agents = {agent.name: agent for agent in config.agents}
     backends = [*config.backends, *(agent.backend() for agent in config.agents)]
     return config.model_copy(update={"backends": backends, "agents": []}), agents
+
+
+def agent_ssl(agent: AgentRef) -> ssl.SSLContext | None:
+    """The client TLS context for the agent's `tls` settings; None for the defaults."""
+    tls = agent.tls
+    return client_tls_context(tls.ca, tls.cert, tls.key) if tls is not None else None
 
 
 def agent_secret(agent: AgentRef) -> str | None:
@@ -69,12 +85,24 @@ def _load_rank(candidate: Candidate, monitor: BackendMonitor) -> int:
 
 
 class AgentBackend(OpenAIBackend):
-    """OpenAI's API at an agent's address, authenticated with its shared secret."""
+    """OpenAI's API at an agent's address, authenticated with its shared secret (and, with `tls`
+    settings, a session of its own with that TLS context)."""
 
     def __init__(self, agent: AgentRef, session: aiohttp.ClientSession, *, secret: str | None) -> None:
-        super().__init__(agent.backend(), session)
+        context = agent_ssl(agent)
+        self._own: aiohttp.ClientSession | None = None
+        if context is not None:
+            self._own = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context, limit=1024, limit_per_host=0),
+                timeout=session.timeout,
+            )
+        super().__init__(agent.backend(), self._own or session)
         if secret:
             self._headers["Authorization"] = f"Bearer {secret}"
+
+    async def aclose(self) -> None:
+        if self._own is not None:
+            await self._own.close()
 
 
 class AgentWatch:
@@ -90,7 +118,13 @@ class AgentWatch:
         timeout_s: float = 2.0,
     ) -> None:
         self._clients = {
-            name: AgentClient(str(agent.url), secret=secrets.get(name), session=session, timeout_s=timeout_s)
+            name: AgentClient(
+                str(agent.url),
+                secret=secrets.get(name),
+                session=session,
+                timeout_s=timeout_s,
+                ssl_context=agent_ssl(agent),
+            )
             for name, agent in agents.items()
         }
         self._interval_s = interval_s
