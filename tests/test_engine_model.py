@@ -9,7 +9,7 @@ import pytest
 from wavefleet.engine.model import bundled_model_path, validate_gguf
 from wavefleet.engine.settings import physical_cores
 from wavefleet.errors import UsageError
-from wavefleet.up import UpOptions, engine_settings
+from wavefleet.up import UpOptions, agent_config, up_model
 
 
 def test_bundled_model_is_a_gguf_inside_the_installed_package() -> None:
@@ -36,12 +36,24 @@ def test_non_gguf_file_is_refused_with_a_conversion_hint(tmp_path: Path) -> None
         validate_gguf(weights)
 
 
-def test_settings_name_the_model_after_its_file_and_default_threads_to_cores(tmp_path: Path) -> None:
+def test_wave_up_names_the_model_after_its_file_and_defaults_threads_to_cores(tmp_path: Path) -> None:
     own = tmp_path / "Qwen2.5-0.5B-Q4_K_M.gguf"
     own.write_bytes(b"GGUF" + bytes(32))
-    settings = engine_settings(UpOptions(model=own))
-    assert settings.model_name == "qwen2.5-0.5b-q4_k_m"
-    assert settings.n_threads == physical_cores() >= 1
-    assert engine_settings(UpOptions(threads=3)).n_threads == 3
+    model = up_model(UpOptions(model=own))
+    assert model.name == "qwen2.5-0.5b-q4_k_m"
+    assert model.threads == physical_cores() >= 1
+    assert up_model(UpOptions(threads=3)).threads == 3
     with pytest.raises(UsageError, match="--ctx"):
-        engine_settings(UpOptions(ctx=16))
+        up_model(UpOptions(ctx=16))
+    with pytest.raises(UsageError, match="--slots 0: give 1 to 256"):
+        up_model(UpOptions(slots=0))
+
+
+def test_wave_up_runs_its_model_pinned_in_four_slots_on_the_gpu_when_there_is_one() -> None:
+    model = up_model(UpOptions(threads=2))
+    (cpu,) = agent_config(UpOptions(), model, gpu=False).models
+    assert (cpu.slots, cpu.context, cpu.pinned, cpu.device, cpu.threads) == (4, 4096, True, "cpu", 2)
+    config = agent_config(UpOptions(ctx=2048, slots=8), model, gpu=True)
+    (gpu,) = config.models
+    assert (gpu.slots, gpu.context, gpu.device) == (8, 2048, "gpu0")
+    assert config.devices["gpu0"].gpu == 0

@@ -29,6 +29,7 @@ from wavefleet.render.ci import JENKINSFILE, shell_steps
 from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
+from wavefleet.telemetry import names
 
 
 def require_tool(name: str) -> str:
@@ -175,6 +176,9 @@ def test_every_scrape_target_is_a_rendered_service(rendered: tuple[FleetSpec, Pa
     for node in fleet.nodes:
         if (out / node.name / "install-node-exporter.sh").exists():
             published.add((node.address, 9100))
+    for path in sorted(out.glob("*/agent.yaml")):  # each host's fleet agent
+        agent = load_yaml(path)
+        published.add((agent["host"], agent["port"]))
     nginx = fleet.node(fleet.gateway.nginx_node)
     published.add((nginx.address, fleet.gateway.metrics_port))
     scraped = set()
@@ -219,6 +223,22 @@ def test_grafana_dashboards_are_well_formed(rendered: tuple[FleetSpec, Path]) ->
     exprs = " ".join(t["expr"] for p in cost["panels"] for t in p["targets"])
     assert "DCGM_FI_DEV_POWER_USAGE" in exprs and "jetson_power_watts" in exprs
     assert f"* {fleet.power_price_per_kwh:g}" in exprs  # the inventory's price per kWh
+
+
+def test_the_engines_dashboard_shows_every_agent_metric(rendered: tuple[FleetSpec, Path]) -> None:
+    fleet, out = rendered
+    board = json.loads(
+        (out / fleet.monitoring_node / "grafana/dashboards/wavefleet-engines.json").read_text()
+    )
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    agent_metrics = (
+        names.ENGINE_STATE, names.ENGINE_LOADS, names.ENGINE_COLD_START, names.ENGINE_EVICTIONS,
+        names.ENGINE_RESTARTS, names.ENGINE_INFLIGHT, names.ENGINE_WAITING, names.ENGINE_MEMORY,
+        names.ENGINE_MEMORY_ERROR, names.DEVICE_MEMORY,
+    )  # fmt: skip
+    missing = [m.name for m in agent_metrics if m.name.removesuffix("_total") not in exprs]
+    assert missing == [], f"no panel shows {missing}"
+    assert "wave_engine_cold_start_seconds_bucket" in exprs
 
 
 def test_shell_scripts_pass_shellcheck(rendered: tuple[FleetSpec, Path]) -> None:

@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from helpers import start_wave, wave_env
+from helpers import start_wave, wait_until, wave_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
@@ -60,7 +60,7 @@ def engine_children(pid: int) -> list[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and "wavefleet.engine.server" in cmdline:
+        if parent == pid and "llama-server" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -174,3 +174,78 @@ def test_missing_model_exits_2(tmp_path: Path) -> None:
     process = wave("up", "--model", str(tmp_path / "absent.gguf"), "--port", "0")
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2 and "no such file" in " ".join(err.split())
+
+
+@pytest.mark.slow
+def test_four_streams_run_at_once_in_its_slots(running: Running) -> None:
+    """Each of four streams gets its first token before any of them ends: none waits for another."""
+    import threading
+    import time
+
+    client = OpenAI(base_url=running.base_url, api_key=running.api_key, max_retries=0, timeout=120)
+    first: list[float] = []
+    ended: list[float] = []
+    lock = threading.Lock()
+
+    def stream() -> None:
+        chunks = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Tell a long story."}],
+            max_tokens=120,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        seen = False
+        for chunk in chunks:
+            if not seen and chunk.choices and chunk.choices[0].delta.content:
+                seen = True
+                with lock:
+                    first.append(time.monotonic())
+        with lock:
+            ended.append(time.monotonic())
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(first) == 4 and len(ended) == 4
+    assert max(first) < min(ended), "a stream waited for another to end"
+
+
+@pytest.mark.slow
+def test_a_killed_engine_is_restarted_and_serves_again() -> None:
+    up = start_up()
+    try:
+        (engine,) = engine_children(up.process.pid)
+        os.kill(engine, signal.SIGKILL)
+        client = OpenAI(base_url=up.base_url, api_key=up.api_key, max_retries=0, timeout=120)
+
+        def answered() -> bool:
+            try:
+                reply = client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                )
+            except openai.APIStatusError as exc:
+                assert exc.status_code in (502, 503), exc
+                return False
+            return bool(reply.choices)
+
+        wait_until(answered, timeout_s=60, interval_s=0.5, message="the engine did not come back")
+        (restarted,) = engine_children(up.process.pid)
+        assert restarted != engine
+    finally:
+        up.process.send_signal(signal.SIGINT)
+        up.process.communicate(timeout=60)
+    assert up.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_an_engine_outlives_no_wave_up_killed_with_sigkill() -> None:
+    up = start_up()
+    (engine,) = engine_children(up.process.pid)
+    up.process.kill()
+    up.process.communicate(timeout=60)
+    wait_until(
+        lambda: not Path(f"/proc/{engine}").exists(), timeout_s=10, message="the engine outlived wave up"
+    )

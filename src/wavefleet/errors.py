@@ -20,6 +20,7 @@
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
         ├── NoHealthyBackendError  503  with Retry-After
+        │   └── ModelNotReadyError 503  the fleet agent's model is loading, failed or draining
         └── UpstreamTimeoutError   504
 
 Errors from libraries (aiohttp, pydantic, yaml) are translated where they enter our code, with
@@ -49,6 +50,7 @@ __all__ = [
     "MissingExtraError",
     "ModelError",
     "ModelNotFoundError",
+    "ModelNotReadyError",
     "NoHealthyBackendError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -200,6 +202,13 @@ class UpstreamError(GatewayError):
 
 class NoHealthyBackendError(GatewayError):
     status, error_type, code = 503, "server_error", "no_healthy_backend"
+
+
+class ModelNotReadyError(NoHealthyBackendError):
+    """The fleet agent's engine for the model is not ready: still loading past the load timeout,
+    failed, or draining. The message names the model and what it was waiting for."""
+
+    code = "model_not_ready"
 
 
 class UpstreamTimeoutError(GatewayError):

@@ -124,15 +124,15 @@ def _fix_for(error: Any, loc: KeyPath) -> str:
     return ""
 
 
-def load_model(model: type[Model], path: Path) -> Model:
-    """Read `path` as YAML and validate it as `model`; errors carry file and line."""
+def load_model(model: type[Model], path: Path, *, context: dict[str, Any] | None = None) -> Model:
+    """Read `path` as YAML and validate it as `model` (validators see `context`); errors carry file and line."""
     data, lines = read_yaml(path)
     if data is None:
         raise ConfigError(
             [ConfigProblem(path, None, "", "the file is empty", "see examples/ for a template")]
         )
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, path, lines)) from exc
 

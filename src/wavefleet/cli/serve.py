@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
+from wavefleet.agent.config import SECRET_ENV
+from wavefleet.agent.secret import SecretSource
 from wavefleet.cli.security_options import security_options
 from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
-from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
+from wavefleet.gateway.config import AgentRef, BackendConfig, GatewayConfig, PolicyName, load_gateway_config
 from wavefleet.gateway.security.options import SecurityFlags, apply_security_flags
 from wavefleet.gateway.security.tls import server_tls_context
 
-__all__ = ["gateway_keys", "parse_backend", "refuse_open_bind", "serve"]
+__all__ = ["gateway_keys", "parse_agent", "parse_backend", "refuse_open_bind", "serve"]
 
 
 def parse_backend(spec: str) -> BackendConfig:
@@ -48,6 +53,25 @@ def parse_backend(spec: str) -> BackendConfig:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise UsageError(f"--backend {spec!r}: {problems}") from exc
+
+
+def parse_agent(spec: str, secret: SecretSource | None) -> AgentRef:
+    """`URL` or `NAME=URL` as a fleet agent; without a name, its host and port name it."""
+    name, sep, url = spec.partition("=")
+    if not sep:
+        name, url = "", spec
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"--agent {spec!r}: expected URL or NAME=URL, e.g. --agent http://desk:9190")
+    if not name:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{parsed.hostname}-{parsed.port or 9190}").strip("-")
+    try:
+        return AgentRef.model_validate({"name": name, "url": url, "secret": secret})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise UsageError(f"--agent {spec!r}: {problems}") from exc
 
 
 def refuse_open_bind(host: str, keys: list[str]) -> None:
@@ -106,8 +130,11 @@ def build_config(
     port: int | None,
     backends: tuple[str, ...],
     policy: str | None,
+    agents: tuple[str, ...] = (),
+    agent_secret_file: Path | None = None,
 ) -> GatewayConfig:
-    """The config file (if any) with the flags laid over it."""
+    """The config file (if any) with the flags laid over it. Agents given as flags use the secret
+    in `agent_secret_file`, else $WAVE_AGENT_SECRET when it is set."""
     config = load_gateway_config(config_path) if config_path else GatewayConfig()
     changes: dict[str, object] = {}
     if host is not None:
@@ -120,9 +147,25 @@ def build_config(
         given = [parse_backend(spec) for spec in backends]
         names = {b.name for b in given}
         changes["backends"] = [b for b in config.backends if b.name not in names] + given
+    if agents:
+        secret = (
+            SecretSource(file=agent_secret_file)
+            if agent_secret_file is not None
+            else SecretSource(env=SECRET_ENV)
+            if os.environ.get(SECRET_ENV, "").strip()
+            else None
+        )
+        given_agents = [parse_agent(spec, secret) for spec in agents]
+        taken = {a.name for a in given_agents}
+        changes["agents"] = [a for a in config.agents if a.name not in taken] + given_agents
     merged = config.model_copy(update=changes)
-    if not merged.backends:
-        raise UsageError("no backends: give --backend NAME=URL or a --config file that lists backends")
+    if not merged.backends and not merged.agents:
+        raise UsageError(
+            "no backends: give --backend NAME=URL, --agent URL, or a --config file that lists backends or agents"
+        )
+    for agent in merged.agents:
+        if agent.secret is not None:
+            agent.secret.resolve()  # an unset variable or unreadable file stops here, named
     return GatewayConfig.model_validate(merged.model_dump())
 
 
@@ -133,6 +176,7 @@ Examples:
   wave serve --backend gpu=http://desktop:8000,kind=vllm,models=llama-3.1-8b \\
              --backend cpu=http://xps13:8081,kind=llamacpp --policy least-loaded
   WAVE_API_KEY=sk-... wave serve --config wave.yaml --host 0.0.0.0
+  WAVE_AGENT_SECRET=... wave serve --agent http://desk:9190 --agent http://xps13:9190
   curl -H "Authorization: Bearer $WAVE_API_KEY" localhost:8080/v1/models
 """
 )
@@ -153,6 +197,20 @@ Examples:
     metavar="NAME=URL[,kind=K][,models=A|B]",
     help="An engine to route to (repeatable). kind: vllm, llamacpp, sglang, tgi, nim, triton, openai. "
     "Without models=, the engine's /v1/models is read; an engine that lists none takes any model name.",
+)
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    metavar="[NAME=]URL",
+    help="A fleet agent (`wave agent`) to route to (repeatable): every model it lists, started on demand. "
+    "Its shared secret comes from --agent-secret-file or WAVE_AGENT_SECRET.",
+)
+@click.option(
+    "--agent-secret-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Read the shared secret of the --agent agents from this file's first line.",
 )
 @click.option(
     "--policy",
@@ -197,6 +255,8 @@ def serve(
     host: str | None,
     port: int | None,
     backends: tuple[str, ...],
+    agents: tuple[str, ...],
+    agent_secret_file: Path | None,
     policy: str | None,
     no_poll: bool,
     api_key: str | None,
@@ -214,7 +274,7 @@ def serve(
     """
     from wavefleet.gateway.server import run_forever
 
-    config = build_config(config_path, host, port, backends, policy)
+    config = build_config(config_path, host, port, backends, policy, agents, agent_secret_file)
     config = config.model_copy(update={"security": apply_security_flags(config.security, security)})
     source = click.get_current_context().get_parameter_source("api_key")
     keys, notes = gateway_keys(config, api_key, api_key_file, source)

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from wavefleet.engine.settings import DEFAULT_CTX
+from wavefleet.up import DEFAULT_SLOTS
 
 __all__ = ["up"]
 
@@ -30,9 +31,20 @@ __all__ = ["up"]
 @click.option(
     "--threads", type=int, default=None, help="CPU threads for llama.cpp [default: physical cores]."
 )
-@click.option("--ctx", type=int, default=DEFAULT_CTX, show_default=True, help="Context window in tokens.")
-def up(model: Path | None, host: str, port: int, api_key: str | None, threads: int | None, ctx: int) -> None:
-    """Start a llama.cpp engine with a small bundled model and the gateway in front of it.
+@click.option(
+    "--ctx", type=int, default=DEFAULT_CTX, show_default=True, help="Context window of each slot, in tokens."
+)
+@click.option(
+    "--slots",
+    type=int,
+    default=DEFAULT_SLOTS,
+    show_default=True,
+    help="Requests the engine runs at once (llama-server's continuous batching).",
+)
+def up(
+    model: Path | None, host: str, port: int, api_key: str | None, threads: int | None, ctx: int, slots: int
+) -> None:
+    """Start llama.cpp's llama-server with a small bundled model, and the gateway's API in front of it.
 
     Works on any machine, without a GPU and without downloads: the model ships with Wavefleet.
     Prints the URL, the API key, and a curl and an openai-client example to paste.
@@ -44,10 +56,14 @@ def up(model: Path | None, host: str, port: int, api_key: str | None, threads: i
       wave up --port 0 --api-key "$WAVE_API_KEY"
       wave up --host 0.0.0.0                   # reachable from your LAN (key required, printed)
 
-    The engine runs one request at a time; others wait their turn. Ctrl-C stops both.
+    The engine runs --slots requests at once (batched); more wait their turn. A crashed engine is
+    restarted. On a machine with an NVIDIA GPU and a CUDA build, the model runs on GPU 0.
+    Ctrl-C stops both.
     """
     from wavefleet.gateway.server import run_blocking
     from wavefleet.up import UpOptions, run_up
 
-    options = UpOptions(model=model, host=host, port=port, api_key=api_key, threads=threads, ctx=ctx)
+    options = UpOptions(
+        model=model, host=host, port=port, api_key=api_key, threads=threads, ctx=ctx, slots=slots
+    )
     run_blocking(run_up(options, Console(highlight=False)))

@@ -23,6 +23,7 @@ from wavefleet.errors import (
 )
 from wavefleet.gateway.backends.base import Endpoint
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.federation import loaded_first
 from wavefleet.gateway.health import HealthCheck
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
@@ -205,7 +206,8 @@ class GatewayApi:
                     f"candidates: {', '.join(backends)} (GET /health says why)",
                     retry_after=self._retry_after,
                 )
-            self._metrics.decision(decision.ranked[0].backend, decision.reason)
+            ranked = loaded_first(decision.ranked, self._monitor)
+            self._metrics.decision(ranked[0].backend, decision.reason)
             call = Call(
                 endpoint=endpoint,
                 payload=payload,
@@ -217,7 +219,7 @@ class GatewayApi:
                 deadline=started + self._config.timeouts.total_s,
                 report=self._report(request) if self._report is not None else None,
             )
-            return await self._forwarder.forward(request, call, decision.ranked)
+            return await self._forwarder.forward(request, call, ranked)
         except GatewayError as exc:
             self._metrics.series("", "").count(str(exc.status))
             if exc.status >= 500:
@@ -272,6 +274,8 @@ class GatewayApi:
                 "breaker": snap.breaker,
                 "models": list(self._table.models_of(backend.name)),
             }
+            if snap.model_states:  # a fleet agent: each model's state (stopped, ready, ...)
+                backends[backend.name]["states"] = dict(snap.model_states)
             if detail:
                 backends[backend.name]["error"] = snap.error
         up = sum(1 for b in backends.values() if b["healthy"])

@@ -12,15 +12,17 @@ upstream request is aborted at once instead of when the next event arrives. Test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.backends import Backend, build_backend
-from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.deadlines import DeadlineWatch
+from wavefleet.gateway.federation import AgentBackend, agent_secret, split_agents
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
@@ -58,19 +60,26 @@ def create_app(
     api_keys: list[str] | None = None,
     security: SecurityGate | None = None,
     telemetry: Telemetry | None = None,
+    collectors: Sequence[Collector] = (),
+    agents: Mapping[str, AgentRef] | None = None,
 ) -> web.Application:
-    """The gateway app. Keys: `api_keys` if given, else those the config resolves.
+    """The gateway app. Keys: `api_keys` if given, else those the config resolves. `collectors`
+    add their metrics to its /metrics (the fleet agent's engines). Fleet agents (the config's
+    `agents`, or `agents` for a config `split_agents` already turned into backends) are backends
+    reached with their shared secret.
 
     The status page (/ui) shows `telemetry`'s devices when given (the caller closes it).
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
     it, the handlers check the static keys with the same `Authenticator`."""
+    config, found = split_agents(config)
+    agents = {**found, **(agents or {})}
     monitor = monitor or StaticMonitor()
     policy = policy or build_policy(config)
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
     inflight = InflightCounts(b.name for b in config.backends)
-    table = ModelTable(config, monitor)
+    table = ModelTable(config, monitor, listed_only=agents)
     metrics = GatewayMetrics(
         monitor=monitor, backends=config.backends, inflight=inflight, listed=table.is_listed
     )
@@ -105,6 +114,8 @@ def create_app(
     )
     if audit is not None:
         metrics.registry.register(AuditCollector(audit))
+    for collector in collectors:
+        metrics.registry.register(collector)
 
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app.add_routes(api.routes())
@@ -124,7 +135,12 @@ def create_app(
         session: aiohttp.ClientSession | None = None
         if backends is None:
             session = upstream_session(config)
-            chosen.update({b.name: build_backend(b, session) for b in config.backends})
+            chosen.update(
+                {b.name: build_backend(b, session) for b in config.backends if b.name not in agents}
+            )
+            chosen.update(
+                {name: AgentBackend(a, session, secret=agent_secret(a)) for name, a in agents.items()}
+            )
         forwarder.add_backends(chosen)
         await _discover(config, chosen, table)
         watch.start()

@@ -13,6 +13,8 @@
     size_classes:                            # the seed's token-count classes (policy size-classes)
       - {max_prompt_tokens: 512, backends: [desktop-llamacpp]}
       - {backends: [desktop-vllm]}
+    agents:                                  # fleet agents (`wave agent`): their models, started on demand
+      - {name: desk, url: "http://desk:9190", secret: {env: WAVE_AGENT_SECRET}}
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from wavefleet.agent.secret import SecretSource
 from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
@@ -30,6 +33,8 @@ from wavefleet.gateway.security.settings import SecurityConfig
 from wavefleet.rag.config import RagConfig
 
 __all__ = [
+    "AgentRef",
+    "AgentTls",
     "ApiKeySource",
     "BackendConfig",
     "BackendProfile",
@@ -149,12 +154,46 @@ class ApiKeySource(Strict):
         return self.key if self.key is not None else os.environ.get(self.env or "")
 
 
+class AgentTls(Strict):
+    """TLS to an agent: the CA its certificate is signed by (default: the system's), and this
+    gateway's client certificate and key for an agent that requires one (mutual TLS)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> AgentTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both `cert` and `key` (the client certificate and its key), or neither")
+        return self
+
+
+class AgentRef(Strict):
+    """A fleet agent (`wave agent`) the gateway routes to: one backend serving every model the
+    agent has configured (it starts them on demand), reached with its shared secret."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="its backend name")
+    url: HttpUrl = Field(description="the agent's address, e.g. http://desk:9190")
+    secret: SecretSource | None = Field(
+        default=None, description="its shared secret ({env: VAR} or {file: PATH}); none: loopback agents only"
+    )
+    tls: AgentTls | None = Field(default=None, description="for an https URL: CA, and client certificate")
+
+    def backend(self) -> BackendConfig:
+        """The backend the gateway routes through: OpenAI's API at the agent's address."""
+        return BackendConfig(name=self.name, url=self.url, kind=EngineKind.OPENAI)
+
+
 class GatewayConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     policy: PolicyName = PolicyName.LEAST_LOADED
     api_keys: list[ApiKeySource] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(default_factory=list)
+    agents: list[AgentRef] = Field(
+        default_factory=list, description="fleet agents: each is a backend for the models it lists"
+    )
     aliases: dict[str, str] = Field(default_factory=dict, description="alias -> served model name")
     groups: dict[str, list[str]] = Field(default_factory=dict, description="group -> models, preferred first")
     size_classes: list[SizeClass] = Field(default_factory=list)
@@ -181,7 +220,15 @@ class GatewayConfig(Strict):
 
     @model_validator(mode="after")
     def _classes_name_backends(self) -> GatewayConfig:
-        names = {b.name for b in self.backends}
+        agents = [a.name for a in self.agents]
+        clashes = sorted(
+            {n for n in agents if agents.count(n) > 1} | ({b.name for b in self.backends} & set(agents))
+        )
+        if clashes:
+            raise ValueError(
+                f"agent names must be unique and differ from the backends'; repeated: {', '.join(clashes)}"
+            )
+        names = {b.name for b in self.backends} | set(agents)
         for size_class in self.size_classes:
             unknown = [b for b in size_class.backends if b not in names]
             if unknown:
@@ -192,6 +239,8 @@ class GatewayConfig(Strict):
 def load_gateway_config(path: Path) -> GatewayConfig:
     """Load and validate a gateway config; errors name the file and line."""
     config = load_model(GatewayConfig, path)
-    if not config.backends:
-        raise ConfigError([ConfigProblem(path, None, "backends", "no backends", "list at least one backend")])
+    if not config.backends and not config.agents:
+        raise ConfigError(
+            [ConfigProblem(path, None, "backends", "no backends", "list at least one backend or agent")]
+        )
     return config

@@ -4,6 +4,7 @@ A backend serves the models its config declares; without a declaration, what the
 read from its `/v1/models`, else what the gateway read there at start-up. A backend that lists
 nothing at all is a wildcard: it takes any model name no other backend serves (so a single
 engine that does not list models, or a static test upstream, works without configuration).
+A fleet agent is never a wildcard: one not reached yet, or whose models all failed, serves nothing.
 The model lists are compared at most every `REFRESH_S` seconds and the table rebuilt only when
 one changed, so resolving a name costs a dict lookup.
 """
@@ -11,7 +12,7 @@ one changed, so resolving a name costs a dict lookup.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from wavefleet.errors import ModelNotFoundError
 from wavefleet.gateway.config import GatewayConfig
@@ -25,8 +26,11 @@ REFRESH_S = 0.5  # how stale a backend's model list may be for routing (the moni
 
 
 class ModelTable:
-    def __init__(self, config: GatewayConfig, monitor: BackendMonitor) -> None:
+    def __init__(
+        self, config: GatewayConfig, monitor: BackendMonitor, *, listed_only: Iterable[str] = ()
+    ) -> None:
         self._config = config
+        self._listed_only = set(listed_only)  # backends that serve what they list and nothing else
         self._monitor = monitor
         self._names = [b.name for b in config.backends]
         self._declared = {b.name: tuple(b.models) for b in config.backends}
@@ -61,7 +65,11 @@ class ModelTable:
             for model in models:
                 served.setdefault(model, []).append(name)
         self._served = served
-        self._wildcards = [name for name, models in zip(self._names, signature, strict=True) if not models]
+        self._wildcards = [
+            name
+            for name, models in zip(self._names, signature, strict=True)
+            if not models and name not in self._listed_only
+        ]
         self._resolved = {}
         self._signature = signature
 

@@ -26,6 +26,7 @@ from rich.markup import escape
 from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.federation import AgentWatch, FederatedMonitor, agent_secret, split_agents
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.runner import GatewayRunner
@@ -100,13 +101,20 @@ async def serve_until_stopped(
     `telemetry`'s devices when given.
 
     Without a `monitor`, backends are polled by a `PollingMonitor` on a session of its own (so
-    polls never wait behind requests in the proxy's pool), or not at all with `poll=False`.
+    polls never wait behind requests in the proxy's pool), or not at all with `poll=False`; fleet
+    agents (`agents:`) are read through their control API by an `AgentWatch`.
     """
+    config, agents = split_agents(config)
+    secrets = {name: agent_secret(agent) for name, agent in agents.items()}
     poll_session: aiohttp.ClientSession | None = None
     if monitor is None and poll:
         poll_session = aiohttp.ClientSession()
-        monitor = PollingMonitor(config.backends, poll_session, interval_s=config.poll_interval_s)
-    app = create_app(config, monitor or StaticMonitor(), api_keys=keys, telemetry=telemetry)
+        engines = [b for b in config.backends if b.name not in agents]
+        monitor = PollingMonitor(engines, poll_session, interval_s=config.poll_interval_s)
+        if agents:
+            watch = AgentWatch(agents, poll_session, interval_s=config.poll_interval_s, secrets=secrets)
+            monitor = FederatedMonitor(monitor, watch)
+    app = create_app(config, monitor or StaticMonitor(), api_keys=keys, agents=agents, telemetry=telemetry)
 
     def announce(port: int) -> None:
         names = ", ".join(f"{b.name} ({b.kind.value} {b.url})" for b in config.backends)

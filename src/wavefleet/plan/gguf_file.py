@@ -48,6 +48,9 @@ class GgufSummary(BaseModel):
     tied_embeddings: bool
     parameters: int
     tensor_bytes: int
+    embedding_bytes: int = (
+        0  # the input token embedding (token_embd.weight), which llama.cpp keeps in host RAM
+    )
     tensor_types: dict[str, int]  # tensor count per GGML type
     higher_precision_tensors: list[str]  # quantized tensors kept at a wider type than most
     chat_template: str | None = None  # tokenizer.chat_template: the Jinja template chat requests use
@@ -143,6 +146,7 @@ def read_gguf(path: Path) -> GgufSummary:
         tied_embeddings="output.weight" not in names,
         parameters=sum(int(tensor.n_elements) for tensor in tensors),
         tensor_bytes=sum(int(tensor.n_bytes) for tensor in tensors),
+        embedding_bytes=sum(int(t.n_bytes) for t in tensors if t.name == "token_embd.weight"),
         tensor_types=dict(sorted(type_counts.items())),
         higher_precision_tensors=sorted(wider),
         chat_template=fields.get("tokenizer.chat_template")

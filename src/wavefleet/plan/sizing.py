@@ -42,6 +42,8 @@ __all__ = [
     "TYPICAL_CONTEXT",
     "estimate_engine",
     "kv_bytes_for_tokens",
+    "llama_cpp_compute_bytes",
+    "llama_cpp_output_bytes",
     "size_model",
 ]
 
@@ -61,9 +63,8 @@ VLLM_MAX_NUM_BATCHED_TOKENS = 2048
 # llama.cpp: the CUDA context and cuBLAS handles of a process without PyTorch (assumption).
 LLAMA_CPP_CUDA_CONTEXT_GIB = 0.30
 # llama.cpp's default --ubatch-size. Its compute buffer with flash attention (llama-server's
-# `-fa auto` turns it on) is about n_ubatch x fp32 logits over the vocabulary plus an f16
-# attention mask of n_ubatch x context: measured 98-103 MiB for SmolLM2-135M at 2048 and 8192
-# tokens against 98-104 MiB from this formula (docs/sizing.md).
+# `-fa auto` turns it on) holds a micro-batch's activations plus an f16 attention mask of
+# n_ubatch x context; see `llama_cpp_compute_bytes` for what each engine reserves.
 LLAMA_CPP_UBATCH = 512
 # Context sized when none is given and not even one sequence of the model's maximum fits
 # (llama.cpp's long-standing default -c).
@@ -105,6 +106,12 @@ class SizingInput(BaseModel):
     host: Hardware | None = Field(default=None, description="the CPU beside a GPU, for layer-split speed")
     weights_bytes: int | None = Field(
         default=None, gt=0, description="measured weight bytes (a real GGUF file); overrides params x bpw"
+    )
+    output_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="llama.cpp: logit rows reserved per micro-batch; llama-server reserves one per slot, "
+        "None: the whole micro-batch (llama-cpp-python)",
     )
 
 
@@ -485,6 +492,33 @@ def kv_bytes_for_tokens(model: ModelArch, kv_per_layer_token: float, tokens: int
     )
 
 
+def llama_cpp_compute_bytes(model: ModelArch, *, context: int, output_rows: int | None) -> float:
+    """llama.cpp's compute buffer with flash attention, for sequences of `context` tokens.
+
+    `output_rows` None: the engine reserves logits for the whole micro-batch (llama-cpp-python),
+    n_ubatch x 4 B x vocab, which dominates. Otherwise (llama-server: one row per slot) the
+    activations of one micro-batch dominate: measured against llama-server's log for SmolLM2-135M
+    and synthetic shapes (hidden 256-2048, ffn 512-2048), they are 4 x hidden + 3 x ffn fp32 values
+    per token in a model whose feed-forward runs on every token, and 4 x hidden + max(hidden,
+    2 x KV width) in the attention part. Both add an f16 attention mask of n_ubatch x `context`
+    (tokens per sequence: the cache is split per slot). llama-server's micro-batch is 512 tokens, or
+    its whole context (all slots) when that is smaller: llama.cpp caps it there.
+    """
+    if output_rows is None:
+        return LLAMA_CPP_UBATCH * (4 * max(model.vocab_size, 2 * model.intermediate_size) + context * 2)
+    ubatch = min(LLAMA_CPP_UBATCH, context * output_rows)
+    mask = ubatch * context * 2
+    hidden, ffn = model.hidden_size, model.intermediate_size
+    kv_width = model.kv_heads * model.head_dim
+    per_token = max(4 * hidden + 3 * ffn, 4 * hidden + max(hidden, 2 * kv_width))
+    return ubatch * 4 * per_token + mask
+
+
+def llama_cpp_output_bytes(model: ModelArch, rows: int) -> float:
+    """llama.cpp's output buffer: `rows` fp32 logit rows over the vocabulary (llama-server: one per slot)."""
+    return rows * model.vocab_size * 4
+
+
 def _memory(inp: SizingInput, basis: list[str], warnings: list[str]) -> _Memory:
     model, quant = inp.model, inp.quant
     params = model.params_b * 1e9
@@ -563,20 +597,30 @@ def _overhead(inp: SizingInput, basis: list[str]) -> float:
     on_gpu = device.kind is not DeviceKind.CPU
     if inp.engine == "llama.cpp" or not on_gpu:
         context = inp.context or model.max_context
-        logits = LLAMA_CPP_UBATCH * 4 * max(model.vocab_size, 2 * model.intermediate_size)
-        mask = LLAMA_CPP_UBATCH * context * 2
-        compute_buffer = logits + mask
+        rows = inp.output_rows
+        compute_buffer = llama_cpp_compute_bytes(model, context=context, output_rows=rows)
+        outputs = llama_cpp_output_bytes(model, rows) if rows is not None else 0.0
         cuda = LLAMA_CPP_CUDA_CONTEXT_GIB * GIB if on_gpu else 0.0
+        if rows is None:
+            buffers = (
+                f"compute buffer {compute_buffer / GIB:.2f} GiB (ubatch {LLAMA_CPP_UBATCH} x "
+                f"fp32 logits over the vocabulary, plus a {context}-token attention mask; flash attention assumed)"
+            )
+        else:
+            buffers = (
+                f"compute buffer {compute_buffer / GIB:.3f} GiB (a micro-batch's activations, "
+                f"max(4 x hidden + 3 x ffn, 5-6 x hidden) fp32 per token, plus a {context}-token attention mask; "
+                f"flash attention assumed) + output buffer {outputs / GIB:.3f} GiB ({rows} logit rows, one per slot)"
+            )
         basis.append(
-            f"overhead (llama.cpp-style): compute buffer {compute_buffer / GIB:.2f} GiB (ubatch {LLAMA_CPP_UBATCH} x "
-            f"fp32 logits over the vocabulary, plus a {context}-token attention mask; flash attention assumed)"
+            f"overhead (llama.cpp-style): {buffers}"
             + (
                 f" + CUDA context {LLAMA_CPP_CUDA_CONTEXT_GIB} GiB (assumption)"
                 if on_gpu
                 else "; weights in RAM"
             )
         )
-        return compute_buffer + cuda
+        return compute_buffer + outputs + cuda
     seqs = inp.max_num_seqs or _default_max_num_seqs(inp.engine) or 256
     activation = VLLM_MAX_NUM_BATCHED_TOKENS * (3 * model.intermediate_size + 4 * model.hidden_size) * 2
     sampler = seqs * model.vocab_size * 4 * 2

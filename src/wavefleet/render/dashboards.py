@@ -28,7 +28,9 @@ def dashboards(fleet: FleetSpec) -> dict[str, str]:
     """File name -> dashboard JSON."""
     boards = {
         "wavefleet-gateway.json": _dashboard("wavefleet-gateway", "Wavefleet: gateway", _gateway_panels()),
-        "wavefleet-engines.json": _dashboard("wavefleet-engines", "Wavefleet: engines", _engine_panels()),
+        "wavefleet-engines.json": _dashboard(
+            "wavefleet-engines", "Wavefleet: engines", _engine_panels() + _agent_panels()
+        ),
         "wavefleet-gpus.json": _dashboard("wavefleet-gpus", "Wavefleet: GPUs and Jetson", _gpu_panels()),
         "wavefleet-cost.json": _dashboard("wavefleet-cost", "Wavefleet: energy cost", _cost_panels(fleet)),
     }
@@ -156,6 +158,59 @@ def _engine_panels() -> list[dict[str, Any]]:
                     "{{engine}}",
                 )
             ],
+        },
+    ]
+
+
+def _agent_panels() -> list[dict[str, Any]]:
+    """The fleet agents' engines (`wave agent`): states, loads, swaps, restarts, memory."""
+    return [
+        {
+            "title": "Agent engines by state",
+            "unit": "short",
+            "targets": [("sum by (state) (wave_engine_state)", "{{state}}")],
+        },
+        {
+            "title": "Loads per minute by outcome, evictions and restarts",
+            "unit": "short",
+            "targets": [
+                ("sum by (outcome) (increase(wave_engine_loads_total[1m]))", "load {{outcome}}"),
+                ("sum by (reason) (increase(wave_engine_evictions_total[1m]))", "eviction: {{reason}}"),
+                ("sum by (model) (increase(wave_engine_restarts_total[1m]))", "restart {{model}}"),
+            ],
+        },
+        {
+            "title": "Cold start p95 by phase",
+            "unit": "s",
+            "targets": [
+                (
+                    "histogram_quantile(0.95, sum by (phase, le) (rate(wave_engine_cold_start_seconds_bucket[1h])))",
+                    "{{phase}}",
+                )
+            ],
+        },
+        {
+            "title": "Requests in flight and waiting for a load",
+            "unit": "short",
+            "targets": [
+                ("sum by (model) (wave_engine_inflight)", "{{model}} in flight"),
+                ("sum by (model) (wave_engine_waiting)", "{{model}} waiting"),
+            ],
+        },
+        {
+            "title": "Engine memory: estimate vs measured",
+            "unit": "bytes",
+            "targets": [("sum by (model, source) (wave_engine_memory_bytes)", "{{model}} {{source}}")],
+        },
+        {
+            "title": "Sizing engine error (estimate vs logged buffers)",
+            "unit": "percentunit",
+            "targets": [("wave_engine_memory_estimate_error_ratio", "{{model}}")],
+        },
+        {
+            "title": "Device memory: budget, reserved, free",
+            "unit": "bytes",
+            "targets": [("wave_device_memory_bytes", "{{device}} {{kind}}")],
         },
     ]
 

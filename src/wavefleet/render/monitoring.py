@@ -11,14 +11,24 @@ from typing import Any
 
 import yaml
 
+from wavefleet.agent.config import DEFAULT_PORT as AGENT_PORT
 from wavefleet.engines import EngineKind
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef
 from wavefleet.render.spec import FleetSpec
 
-__all__ = ["GATEWAY_JOB", "RULES_FILE", "ScrapeEntry", "alert_rules", "prometheus_config", "scrape_entries"]
+__all__ = [
+    "AGENT_JOB",
+    "GATEWAY_JOB",
+    "RULES_FILE",
+    "ScrapeEntry",
+    "alert_rules",
+    "prometheus_config",
+    "scrape_entries",
+]
 
 RULES_FILE = "rules/wavefleet.rules.yml"
 GATEWAY_JOB = "wave-gateway"
+AGENT_JOB = "wave-agent"
 ScrapeEntry = tuple[str, str, str, dict[str, str]]  # (job, target host:port, metrics path, labels)
 
 # vLLM preallocates --gpu-memory-utilization of the whole GPU at start, so "90% used" is its
@@ -29,7 +39,8 @@ DEFAULT_MEMORY_SHARE = 0.90
 
 
 def scrape_entries(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> list[ScrapeEntry]:
-    """Every target Prometheus scrapes, from the rendered services and the gateway's listener."""
+    """Every target Prometheus scrapes: the rendered services, each host's fleet agent, and the
+    gateway's listener."""
     entries: list[ScrapeEntry] = []
     for node in fleet.nodes:
         node_services = services.get(node.name, [])
@@ -46,6 +57,9 @@ def scrape_entries(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> l
             entries.append(
                 (service.scrape.job, f"{node.address}:{service.scrape.port}", service.scrape.path, labels)
             )
+        if fleet.engines_on(node.name) and node.os.value != "windows":  # its agent.yaml is rendered
+            labels = {"node": node.name, "service": AGENT_JOB}
+            entries.append((AGENT_JOB, f"{node.address}:{AGENT_PORT}", "/metrics", labels))
         if not node.docker and node.os.value != "windows":
             # No Docker here (a Proxmox host, a plain LXC): node-exporter comes from apt.
             labels = {"node": node.name, "service": "node-exporter"}

@@ -10,6 +10,7 @@ import jinja2
 
 from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
+from wavefleet.render.agent_config import AGENT_FILE, agent_settings, agent_yaml, check_agent_yaml
 from wavefleet.render.artifacts import Artifact, RenderedTree
 from wavefleet.render.checks import tree_problems
 from wavefleet.render.ci import JENKINSFILE, jenkinsfile
@@ -35,6 +36,7 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
             continue
         _render_node(env, tree, fleet, node, services[node.name])
     _render_gateway(env, tree, fleet)
+    _render_agents(tree, fleet)
     _render_monitoring(tree, fleet, services)
     _render_vault(env, tree, fleet)
     _render_ci(env, tree, fleet)
@@ -43,6 +45,19 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
             _render_readme(env, tree, fleet, node)
     _render_index(env, tree, fleet)
     return tree
+
+
+def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
+    """Each engine host's agent.yaml, checked by loading it as the agent does."""
+    for node in fleet.nodes:
+        settings = agent_settings(fleet, node) if node.os is not OsFamily.WINDOWS else None
+        if settings is None:
+            continue
+        path = f"{node.name}/{AGENT_FILE}"
+        text = agent_yaml(settings)
+        check_agent_yaml(text, path)
+        tree.add(Artifact(path, text, "the fleet agent's config: wave agent --config agent.yaml"))
+        tree.claim_port(node.name, settings["port"], "wave agent")
 
 
 def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:

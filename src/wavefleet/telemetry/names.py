@@ -41,7 +41,16 @@ __all__ = [
     "DCGM_POWER_USAGE",
     "DCGM_PSTATE",
     "DCGM_SM_CLOCK",
+    "DEVICE_MEMORY",
+    "ENGINE_COLD_START",
+    "ENGINE_EVICTIONS",
+    "ENGINE_INFLIGHT",
+    "ENGINE_LOADS",
+    "ENGINE_MEMORY",
+    "ENGINE_MEMORY_ERROR",
+    "ENGINE_RESTARTS",
     "ENGINE_STATE",
+    "ENGINE_WAITING",
     "GPU_CLOCK_EVENT_REASON",
     "GPU_ENERGY_POWER",
     "GPU_PROCESS_MEMORY",
@@ -170,18 +179,62 @@ SCRAPE_SECONDS = Metric(
 
 
 class EngineState(StrEnum):
-    """The states an engine the fleet agent runs goes through."""
+    """The states an engine the fleet agent runs goes through:
+    stopped -> starting -> ready -> draining -> stopping -> stopped, and failed (after too many
+    restarts in a row, or when it can never fit its device)."""
 
     STOPPED = "stopped"
-    LOADING = "loading"
+    STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
+    STOPPING = "stopping"
     FAILED = "failed"
 
 
 ENGINE_STATE = Metric(
     "wave_engine_state",
     "1 for the state the engine is in, 0 for the others (labels: engine, model, state).",
+)
+ENGINE_LOADS = Metric(
+    "wave_engine_loads_total",
+    "Engine starts by how they ended: ready, failed, or no_memory (labels: model, outcome).",
+    kind=MetricKind.COUNTER,
+)
+ENGINE_COLD_START = Metric(
+    "wave_engine_cold_start_seconds",
+    "Seconds of each phase of a load: memory (room made), process (spawn to first answer), load "
+    "(to healthy), first_token (the max_tokens 1 probe), total (labels: model, phase).",
+    kind=MetricKind.HISTOGRAM,
+    unit="s",
+)
+ENGINE_EVICTIONS = Metric(
+    "wave_engine_evictions_total",
+    "Engines the agent stopped, by reason: memory (room for another model), idle (its ttl), "
+    "keep_alive (a request's keep_alive), unload and drain (asked for) (labels: model, reason).",
+    kind=MetricKind.COUNTER,
+)
+ENGINE_RESTARTS = Metric(
+    "wave_engine_restarts_total",
+    "Restarts of an engine after it crashed, failed to load or stopped answering (labels: model).",
+    kind=MetricKind.COUNTER,
+)
+ENGINE_INFLIGHT = Metric("wave_engine_inflight", "Requests the engine is answering (labels: model).")
+ENGINE_WAITING = Metric("wave_engine_waiting", "Requests waiting for the engine to be ready (labels: model).")
+ENGINE_MEMORY = Metric(
+    "wave_engine_memory_bytes",
+    "An engine's memory on a device by source: estimate (the sizing engine), reserved (held for it), "
+    "buffers (what it logged), process (NVML or resident memory) (labels: model, device, source).",
+    unit="B",
+)
+ENGINE_MEMORY_ERROR = Metric(
+    "wave_engine_memory_estimate_error_ratio",
+    "(estimate - logged buffers) / logged buffers for the last load: the sizing engine's error (labels: model).",
+)
+DEVICE_MEMORY = Metric(
+    "wave_device_memory_bytes",
+    "A device's memory as the agent sees it: total, budget, reserved (for its engines), free (really) "
+    "(labels: device, kind).",
+    unit="B",
 )
 REQUEST_ENERGY = Metric(
     "wave_request_energy_joules_total",

@@ -22,6 +22,7 @@ class MetricKind(StrEnum):
     # A counter under a name without _total (DCGM's field names): typed "untyped" in the text
     # format, as prometheus_client can only declare counters whose name ends in _total.
     UNTYPED_COUNTER = "untyped"
+    HISTOGRAM = "histogram"  # _bucket, _sum and _count series (the fleet agent's cold starts)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class LoadSnapshot:
     kv_usage: float | None = None  # KV cache in use, 0..1
     slots_total: int | None = None  # llama.cpp total_slots, or vLLM max_num_seqs when known
     models: tuple[str, ...] = ()  # what its /v1/models lists
+    model_states: tuple[tuple[str, str], ...] = ()  # a fleet agent's models and their states
+    no_room: tuple[str, ...] = ()  # a fleet agent's models that could not load there now
     updated_at: float = field(default_factory=time.monotonic)
     error: str = ""  # why it is unhealthy, for /health and logs
     breaker: str = "closed"  # circuit breaker: closed | open | half-open (PollingMonitor)

@@ -1,0 +1,179 @@
+"""The agent's engines as gateway backends: the on-demand layer between the gateway's forwarding
+and each model's engine.
+
+The agent's OpenAI API is the gateway's own app (`gateway.app.create_app`), with one backend per
+configured model. `EngineBackend.send` first takes a lease on the model's engine, which starts it
+when it is stopped and waits (bounded by the load timeout) while it loads; then it sends the
+request to wherever that engine listens now. The lease is held until the reply is closed, so
+idle timers and drains see the request in flight.
+
+llama-server answers a streamed request with keep-alive and then closes the connection; a client
+that sends its next request on that connection loses it. Streamed requests therefore go with
+`Connection: close` (no connection is kept after them), and a request whose connection was
+dropped before any answer, on an engine still running, is sent once more on a fresh one.
+
+When the engine dies under a request, the request ends at once with an error naming the crash;
+a request the engine never received (the connection was refused) waits for the restart instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+from wavefleet.agent.host import Agent, Lease
+from wavefleet.agent.units import parse_duration
+from wavefleet.errors import BadRequestError, UpstreamError
+from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
+from wavefleet.gateway.backends.openai import HttpReply, translate_client_error
+from wavefleet.gateway.monitor.snapshot import LoadSnapshot
+from wavefleet.telemetry.names import EngineState
+
+__all__ = ["AgentMonitor", "EngineBackend", "keep_alive_of"]
+
+_JSON = {"Content-Type": "application/json"}
+_STREAM = {**_JSON, "Connection": "close"}
+_REFUSED_RETRIES = 3  # a request the engine never received waits for its restart this many times
+
+
+def keep_alive_of(body: dict[str, object]) -> float | None:
+    """The request's `keep_alive` in seconds (-1 forever, 0 unload when idle); None when absent."""
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise BadRequestError(f"`keep_alive`: {exc}", param="keep_alive") from exc
+
+
+class EngineBackend(Backend):
+    """One configured model of the agent, as the gateway's forwarder sees it."""
+
+    def __init__(self, agent: Agent, model: str, session: aiohttp.ClientSession) -> None:
+        self.name = agent.engine_name(model)
+        self.model = model
+        self._agent = agent
+        self._session = session
+
+    async def send(self, request: BackendRequest) -> BackendReply:
+        keep_alive = keep_alive_of(request.body)
+        for attempt in range(_REFUSED_RETRIES + 1):
+            lease = await self._agent.acquire(self.model, keep_alive=keep_alive)
+            try:
+                response = await self._post(lease, request, last=attempt == _REFUSED_RETRIES)
+            except BaseException:
+                lease.release()
+                raise
+            if response is not None:
+                return _LeasedReply(response, self.name, lease)
+            lease.release()  # refused by an engine that has died: wait for its restart
+        raise AssertionError("unreachable: the last attempt raises or answers")
+
+    async def _post(
+        self, lease: Lease, request: BackendRequest, *, last: bool
+    ) -> aiohttp.ClientResponse | None:
+        """The engine's response; None when the engine refused the connection because it died."""
+        url = URL(f"{lease.url}/v1/{request.endpoint}")
+        headers = _STREAM if request.stream else _JSON
+        try:
+            try:
+                return await self._session.post(url, data=request.raw, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                died = await lease.engine_died()
+                if died is not None:
+                    raise self._crashed(died, "while this request ran") from exc
+                # a kept-alive connection the engine had closed: once more, on a fresh one
+                return await self._session.post(url, data=request.raw, headers=headers)
+        except aiohttp.ClientConnectorError as exc:
+            if not last and await lease.engine_died() is not None:
+                return None
+            raise translate_client_error(exc, self.name) from exc
+        except aiohttp.ClientError as exc:
+            died = await lease.engine_died()
+            if died is not None:
+                raise self._crashed(died, "while this request ran") from exc
+            raise translate_client_error(exc, self.name) from exc
+
+    def _crashed(self, how: str, when: str) -> UpstreamError:
+        return UpstreamError(
+            f"the engine serving {self.model!r} {how} {when}; the agent restarts it "
+            "(GET /agent/v1/status shows when it is back)",
+            retry_after=self._agent.defaults.backoff.base,
+        )
+
+
+class _LeasedReply(HttpReply):
+    """An engine's reply that releases its lease when closed, and names a crash mid-answer."""
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: str, lease: Lease) -> None:
+        super().__init__(response, backend)
+        self._lease = lease
+
+    async def read(self) -> bytes:
+        try:
+            return await super().read()
+        except UpstreamError as exc:
+            raise await self._named(exc) from exc
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in super().chunks():
+                yield chunk
+        except UpstreamError as exc:
+            raise await self._named(exc) from exc
+
+    async def _named(self, exc: UpstreamError) -> UpstreamError:
+        died = await self._lease.engine_died()
+        if died is None:
+            return exc
+        return UpstreamError(
+            f"the engine serving {self._lease.model.name!r} {died} mid-answer; the agent restarts it "
+            "(GET /agent/v1/status shows when it is back)"
+        )
+
+    def close(self) -> None:
+        super().close()
+        self._lease.release()
+
+
+class AgentMonitor:
+    """The gateway's view of the agent's engines (a `BackendMonitor`): every configured model is
+    listed and may be asked for, a failed one counts unhealthy; nothing is polled."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._by_engine = {m.engine: m for m in agent.models.values()}
+
+    def snapshot(self, backend: str) -> LoadSnapshot:
+        model = self._by_engine.get(backend)
+        if model is None:
+            return LoadSnapshot(backend=backend, healthy=False, error="no such engine")
+        failed = model.state is EngineState.FAILED
+        return LoadSnapshot(
+            backend=backend,
+            healthy=not failed,
+            running=model.inflight,
+            slots_total=model.config.slots,
+            models=(model.name,),
+            error=model.last_error if failed else "",
+        )
+
+    def available(self, backend: str) -> bool:
+        return backend in self._by_engine  # a stopped model starts when asked; a failed one says why
+
+    def record_outcome(self, backend: str, ok: bool) -> None:
+        return None
+
+    def release(self, backend: str) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,94 @@
+"""`wave render` writes each engine host's agent.yaml from the plan's placements: every placement
+on a host appears in that host's agent.yaml with its context and slots, on its device, and the
+file loads with the agent's own config loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from render_example import example_fleet
+from wavefleet.agent.config import load_agent_config
+from wavefleet.catalog import Catalog
+from wavefleet.engines import EngineKind
+from wavefleet.errors import ConfigError, UsageError
+from wavefleet.plan.inventory import default_inventory_path, load_inventory
+from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
+from wavefleet.render.render import render_to
+from wavefleet.render.spec import FleetSpec
+
+
+def home_lab_fleet(source: EngineSource) -> FleetSpec:
+    catalog = Catalog.load()
+    inventory = load_inventory(default_inventory_path(), catalog)
+    return fleet_from_inventory(inventory, catalog, source=source, ports=PortMode.ASSIGN).fleet
+
+
+@pytest.mark.parametrize("which", ["example", "home-lab-plan", "home-lab-deployments"])
+def test_every_placement_is_in_its_hosts_agent_yaml_with_its_context_and_slots(
+    which: str, tmp_path: Path
+) -> None:
+    if which == "example":
+        fleet = example_fleet()
+    else:
+        fleet = home_lab_fleet(EngineSource.PLAN if which == "home-lab-plan" else EngineSource.DEPLOYMENTS)
+    render_to(fleet, tmp_path)
+    hosts = {e.node for e in fleet.engines}
+    assert hosts and sorted(p.parent.name for p in tmp_path.glob("*/agent.yaml")) == sorted(hosts)
+    for host in hosts:
+        path = tmp_path / host / "agent.yaml"
+        config = load_agent_config(path, check_files=False)  # the agent's own loader
+        assert config.name == host and config.secret is not None
+        assert config.host == fleet.node(host).address  # beyond loopback: the secret guards it
+        placed = fleet.engines_on(host)
+        assert len(config.models) == len(placed)
+        seen: set[str] = set()
+        for engine, model in zip(placed, config.models, strict=True):
+            assert model.name == (engine.model if engine.model not in seen else engine.name)
+            seen.add(engine.model)
+            assert model.context == engine.max_model_len
+            expected_device = "cpu" if engine.gpu_index is None else f"gpu{engine.gpu_index}"
+            if engine.kind is EngineKind.LLAMACPP:
+                assert model.slots == engine.parallel
+                assert model.gguf == f"/srv/wavefleet/models/{engine.weights}"
+                assert model.device == expected_device
+                assert config.devices[model.device].gpu == engine.gpu_index
+            else:  # compose runs it; the agent fronts it at its published port
+                assert model.slots == engine.max_num_seqs
+                assert str(model.url) == f"http://127.0.0.1:{engine.port}/"
+
+
+def test_the_check_fails_for_a_file_the_agent_would_refuse(tmp_path: Path) -> None:
+    fleet = example_fleet()
+    render_to(fleet, tmp_path)
+    host = next(e.node for e in fleet.engines if e.kind is EngineKind.LLAMACPP)
+    path = tmp_path / host / "agent.yaml"
+    with pytest.raises(ConfigError, match="no such file"):  # on this machine the GGUF files are absent
+        load_agent_config(path)
+    path.write_text(path.read_text().replace("context:", "contxt:", 1))
+    with pytest.raises(ConfigError, match="remove 'contxt'"):
+        load_agent_config(path, check_files=False)
+
+
+def test_a_placement_the_agent_would_refuse_stops_the_render_naming_the_file(tmp_path: Path) -> None:
+    fleet = example_fleet()
+    first = next(i for i, e in enumerate(fleet.engines) if e.kind is EngineKind.LLAMACPP)
+    engines = list(fleet.engines)
+    engines[first] = engines[first].model_copy(update={"max_model_len": 8})  # under the agent's 16 tokens
+    with pytest.raises(UsageError, match=rf"{engines[first].node}/agent.yaml: the agent would refuse it"):
+        render_to(example_fleet(engines=engines), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_prometheus_scrapes_every_agent(tmp_path: Path) -> None:
+    import yaml
+
+    fleet = home_lab_fleet(EngineSource.DEPLOYMENTS)
+    render_to(fleet, tmp_path)
+    prometheus = yaml.safe_load(
+        (tmp_path / fleet.monitoring_node / "prometheus" / "prometheus.yml").read_text()
+    )
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "wave-agent"]
+    scraped = {(s["labels"]["node"], s["targets"][0]) for s in job["static_configs"]}
+    assert scraped == {(n, f"{fleet.node(n).address}:9190") for n in {e.node for e in fleet.engines}}
