@@ -126,3 +126,36 @@ def test_a_request_before_the_first_sample_or_without_a_tariff_has_no_cost() -> 
     walk(meter, clock, 11.25)
     assert c.result is not None and c.result.cost is None and c.result.currency is None
     assert c.result.energy_j + c.result.idle_j > 0
+
+
+def test_a_long_request_stops_holding_back_its_neighbours_after_max_wait() -> None:
+    clock = Clock(100.0)
+    nvml = FakeNvml(RECORDINGS["rtx-4080-super"], clock=clock)
+    gpus, _ = open_nvml(nvml)
+    assert gpus is not None
+    meter = EnergyMeter(telemetry=Telemetry([gpus]), backends=BACKENDS, clock=clock, max_wait_s=1.0)
+    nvml.set_draw(0, 20)
+    meter.step()
+    walk(meter, clock, 101.0)
+    long = meter.charge(key="static")
+    long.begin("gpu", "m", clock.t)
+    nvml.set_draw(0, 100)
+    walk(meter, clock, 101.5)
+    short = meter.charge(key="static")
+    short.begin("gpu", "m", clock.t)
+    walk(meter, clock, 102.0)
+    short.finish(clock.t, first_token=101.75, usage=(10, 10))
+    short.close(clock.t)
+    walk(meter, clock, 102.75)
+    assert short.settled and not long.settled  # settled while the long one still runs
+    walk(meter, clock, 105.0)
+    long.finish(clock.t, first_token=101.5, usage=(10, 200))
+    long.close(clock.t)
+    nvml.set_draw(0, 20)
+    walk(meter, clock, 105.5)
+    assert long.settled and long.result is not None and short.result is not None
+    gpu = meter.devices["gpu0"]
+    both = long.result.energy_j + long.result.idle_j + short.result.energy_j + short.result.idle_j
+    assert both + gpu.unattributed_j == pytest.approx(gpu.counted_j, rel=1e-9)
+    assert gpu.counted_j == pytest.approx(20 * 1.5 + 100 * 4, abs=0.01)
+    assert long.result.energy_j > short.result.energy_j

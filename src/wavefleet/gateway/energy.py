@@ -13,11 +13,13 @@ none (absent, never zero).
 
 Attribution runs per device in windows between samples. A window ends at the latest sample that
 no running request started before: a request's share depends on its neighbours' token counts,
-known only when they finish. Each window is split by `attribute` (requests by their work, the
+known only when they finish. A request running longer than `max_wait_s` (10 s) stops holding
+the windows back: until it ends, it counts as alive with no known work (it shares the idle draw,
+and the energy above idle only at moments when no finished request worked). Each window is split by `attribute` (requests by their work, the
 device's idle draw apart, moments without requests `unattributed`), so the requests' energy,
 their idle shares and the unattributed energy add up to what the counter counted. A request is
 settled once every window of its lifetime is closed: a moment (one or two sample intervals)
-after it ends, longer when a request that started before it still runs.
+after it ends, up to `max_wait_s` later when a request that started before it still runs.
 
 The idle draw is the device's mean power while no request ran, since the gateway started (0
 until such a moment has been seen). Cost is the request's energy and idle share at the tariff
@@ -43,11 +45,13 @@ from aiohttp import web
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.routing.load import runs_on_gpu
+from wavefleet.telemetry import names as metric_names
 from wavefleet.telemetry.attribution import EQUAL_WEIGHTS, RequestEnergy, RequestSpan, TokenWeights, attribute
 from wavefleet.telemetry.attribution import idle_power as quiet_power
 from wavefleet.telemetry.cost import Tariff
 from wavefleet.telemetry.energy_log import EnergyLog
 from wavefleet.telemetry.exporter import Telemetry
+from wavefleet.telemetry.samples import Metric
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -124,6 +128,7 @@ class Charge:
         self.backend = ""
         self.spans: list[_Span] = []
         self.closed = False
+        self.closed_at: float | None = None
         self.settled = False
         self.result: ChargeResult | None = None
 
@@ -156,7 +161,7 @@ class Charge:
     def close(self, t: float) -> None:
         """No more attempts: the request is done."""
         self.end(t)
-        self.closed = True
+        self.closed, self.closed_at = True, t
         self._meter._maybe_settle(self)
 
 
@@ -200,6 +205,7 @@ class EnergyMeter:
         interval_s: float = 0.2,
         weights: TokenWeights = EQUAL_WEIGHTS,
         keep_s: float = 600.0,
+        max_wait_s: float = 10.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if interval_s <= 0:
@@ -209,6 +215,8 @@ class EnergyMeter:
         self.tariff = tariff
         self.interval_s = interval_s
         self.weights = weights
+        self.max_wait_s = max_wait_s
+        self.keep_s = keep_s
         self.log = EnergyLog(keep_s=keep_s)
         self._backends = list(backends)
         self._served_by: dict[str, list[str]] | None = None  # backend -> devices, after the first sample
@@ -270,13 +278,22 @@ class EnergyMeter:
         for charge in dict.fromkeys(span.charge for span in touched):
             if self._maybe_settle(charge):
                 settled.append(charge)
+        now = self.clock()
+        for charge in [
+            c for c in self._charges if c.closed_at is not None and now - c.closed_at > self.keep_s
+        ]:
+            # its devices stopped answering: its energy is unknown
+            charge.settled = True
+            self._charges.discard(charge)
+            settled.append(charge)
         return settled
 
     def _close_window(self, device: str, totals: DeviceTotals) -> list[_Span]:
         if totals.end_t is None:
             return []
-        since = totals.end_t
-        limit = min((s.start for s in self._open.get(device, [])), default=math.inf)
+        since, now = totals.end_t, self.clock()
+        running = self._open.get(device, [])
+        limit = min((s.start for s in running if now - s.start <= self.max_wait_s), default=math.inf)
         samples = [s for s in self.log.samples(device, since=since, until=limit) if since <= s.t <= limit]
         if len(samples) < 2 or samples[0].t != since:
             if samples and samples[0].t > since and len(samples) >= 2:
@@ -290,7 +307,11 @@ class EnergyMeter:
             s for s in self._ended.get(device, []) if s.start < cut and s.end is not None and s.end > since
         ]
         requests = [s.as_request() for s in spans]
-        quiet_s = (cut - since) - _covered(since, cut, [(s.start, s.end or cut) for s in spans])
+        # running longer than max_wait_s: alive until the cut, its work not known yet
+        long_running = [s for s in running if s.start < cut]
+        requests += [RequestSpan(id=s.id, start=s.start, end=cut) for s in long_running]
+        spans += long_running
+        quiet_s = (cut - since) - _covered(since, cut, [(r.start, r.end) for r in requests])
         if quiet_s > 1e-9:
             power = quiet_power(samples, requests)
             if power is not None:
@@ -404,42 +425,17 @@ class _Counters:
         from prometheus_client import Counter
 
         labels = ("model", "backend", "key")
-        self.energy = Counter(
-            "wave_request_energy_joules",
-            "Energy requests drew above the devices' idle draw (J)",
-            labels,
-            registry=registry,
-        )
-        self.idle = Counter(
-            "wave_request_idle_energy_joules",
-            "Requests' shares of the devices' idle draw while they ran (J)",
-            labels,
-            registry=registry,
-        )
-        self.measured = Counter(
-            "wave_request_energy_measured_requests",
-            "Requests whose energy was measured",
-            labels,
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "wave_request_energy_measured_completion_tokens",
-            "Completion tokens of the requests whose energy was measured",
-            labels,
-            registry=registry,
-        )
-        self.cost = Counter(
-            "wave_request_cost",
-            "Requests' cost: energy and idle share at the tariff plus hardware amortisation",
-            (*labels, "currency"),
-            registry=registry,
-        )
-        self.unattributed = Counter(
-            "wave_device_unattributed_energy_joules",
-            "Energy a device drew while no request ran on it (J)",
-            ("device",),
-            registry=registry,
-        )
+
+        def counter(metric: Metric, names: tuple[str, ...] = labels) -> Counter:
+            # prometheus_client names a counter without its _total
+            return Counter(metric.name.removesuffix("_total"), metric.help, names, registry=registry)
+
+        self.energy = counter(metric_names.REQUEST_ENERGY)
+        self.idle = counter(metric_names.REQUEST_IDLE_ENERGY)
+        self.measured = counter(metric_names.REQUEST_ENERGY_MEASURED)
+        self.tokens = counter(metric_names.REQUEST_ENERGY_TOKENS)
+        self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
+        self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)
