@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import chat_body, http_request
+from wavefleet.bench.energy import level_energy, metrics_url, read_counters
+from wavefleet.cli import cli
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.base import BackendRequest
 from wavefleet.gateway.backends.fake import FakeBackend, FakeReply
@@ -43,7 +46,7 @@ class PoweredEngine:
             self.nvml.set_draw(0, IDLE_W + PER_REQUEST_W * self.running)
 
     async def __call__(self, request: BackendRequest) -> FakeReply:
-        words = str(request.body["messages"][-1]["content"]).split()
+        words = str(request.body["messages"][-1]["content"]).split()[:6]
         self.running += 1
         self._draw()
         try:
@@ -166,3 +169,70 @@ def test_without_telemetry_energy_is_absent_not_zero(tmp_path: Path) -> None:
         sums = metric_sums(url)
     assert all(r[c] is None for r in found for c in ("energy_j", "idle_j", "cost", "currency"))
     assert sums == {}
+
+
+def test_bench_reports_joules_per_token_and_cost_from_the_gateways_counters(tmp_path: Path) -> None:
+    with gateway(tmp_path / "wave.db", telemetry=True) as (url, _):
+        before = read_counters(url + "/v1")
+        assert before is not None and before.requests == 0
+        assert set(send_mixed(url, 10)) == {200}
+        energy = level_energy(before, lambda: read_counters(url + "/v1"), completed=8)
+        assert energy is not None and energy.requests == 8  # the two sent elsewhere are not metered
+        assert energy.tokens == sum(2 + i % 4 for i in range(10) if i % 5 != 4)
+        assert energy.j_per_token == pytest.approx((energy.energy_j + energy.idle_j) / energy.tokens)
+        assert energy.currency == "EUR" and energy.cost_per_million_tokens is not None
+        result = CliRunner().invoke(
+            cli,
+            [
+                "bench",
+                "--url",
+                url + "/v1",
+                "--model",
+                "m",
+                "--concurrency",
+                "2",
+                "--num-requests",
+                "6",
+                "--input-len",
+                "8",
+                "--output-len",
+                "4",
+                "--no-progress",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # the console wraps lines
+    assert "J/output token" in said and "EUR per 1M output tokens" in said
+    assert "(6 requests metered by the gateway)" in said
+
+
+def test_bench_says_nothing_of_energy_where_the_server_has_no_counters(tmp_path: Path) -> None:
+    with gateway(tmp_path / "wave.db", telemetry=False) as (url, _):
+        assert read_counters(url + "/v1") is None
+        result = CliRunner().invoke(
+            cli,
+            [
+                "bench",
+                "--url",
+                url + "/v1",
+                "--model",
+                "m",
+                "--concurrency",
+                "1",
+                "--num-requests",
+                "2",
+                "--input-len",
+                "8",
+                "--output-len",
+                "4",
+                "--no-progress",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert "J/output token" not in result.output
+
+
+def test_the_metrics_url_is_beside_the_api() -> None:
+    assert metrics_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/metrics"
+    assert metrics_url("http://gw:8080/v1/") == "http://gw:8080/metrics"
+    assert metrics_url("https://gw/proxy/v1") == "https://gw/proxy/metrics"
