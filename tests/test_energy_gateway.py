@@ -17,9 +17,11 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import chat_body, http_request
+from helpers import chat_body, http_request, invoke_wave
 from wavefleet.bench.energy import level_energy, metrics_url, read_counters
 from wavefleet.cli import cli
+from wavefleet.cli.serve import with_energy_flags
+from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.base import BackendRequest
 from wavefleet.gateway.backends.fake import FakeBackend, FakeReply
@@ -236,3 +238,27 @@ def test_the_metrics_url_is_beside_the_api() -> None:
     assert metrics_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/metrics"
     assert metrics_url("http://gw:8080/v1/") == "http://gw:8080/metrics"
     assert metrics_url("https://gw/proxy/v1") == "https://gw/proxy/metrics"
+
+
+def test_a_tariff_without_telemetry_is_a_usage_error() -> None:
+    result = invoke_wave("serve", "--backend", "a=http://127.0.0.1:9", "--tariff", "0.3")
+    assert isinstance(result.exception, UsageError)
+    assert "--tariff price the energy --telemetry measures" in str(result.exception)
+    result = invoke_wave("serve", "--backend", "a=http://127.0.0.1:9", "--telemetry", "--tariff", "-1")
+    assert result.exit_code == 2 and "-1" in result.output
+
+
+def test_energy_flags_lay_over_the_config() -> None:
+    base = GatewayConfig.model_validate(
+        {"backends": [{"name": "a", "url": "http://127.0.0.1:9"}], "energy": {"currency": "EUR"}}
+    )
+    merged = with_energy_flags(base, tariff=0.25, currency=None, amortisation=0.05)
+    tariff = merged.energy.tariff()
+    assert tariff is not None and (tariff.price_per_kwh, tariff.currency, tariff.amortisation_per_hour) == (
+        0.25,
+        "EUR",
+        0.05,
+    )
+    assert base.energy.tariff() is None  # energy only: no price, no amortisation
+    with pytest.raises(UsageError, match="--currency is empty"):
+        with_energy_flags(base, tariff=None, currency=" ", amortisation=None)

@@ -267,6 +267,13 @@ def serve(
         notes = [note for note in notes if note != _OPEN]
     if telemetry_fake is not None and not telemetry_on:
         raise UsageError("--telemetry-fake replays a GPU for --telemetry: give both, or neither")
+    priced = [
+        name for name, given in (("--tariff", tariff), ("--amortisation", amortisation)) if given is not None
+    ]
+    if priced and not telemetry_on:
+        raise UsageError(
+            f"{' and '.join(priced)} price the energy --telemetry measures: add --telemetry, or leave them out"
+        )
     config = with_energy_flags(config, tariff=tariff, currency=currency, amortisation=amortisation)
     if not telemetry_on:
         run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)
