@@ -57,6 +57,9 @@ def test_devices_of_a_backend_follow_where_it_runs() -> None:
         "gpu1",
     ]
     assert devices_of(backend("far", "http://10.9.8.7:8000", kind="vllm"), devices) == []
+    assert devices_of(backend("j", "http://127.0.0.1:8080", kind="llamacpp", gpu=True), ["board"]) == [
+        "board"
+    ]
     assert devices_of(backend("me", "http://desk:8000", kind="vllm"), devices, hostnames=["desk"]) == [
         "gpu0",
         "gpu1",

@@ -7,7 +7,8 @@ when each attempt at a backend starts and ends (first token, prompt and completi
 Which devices serve a backend (`devices_of`): a backend on this host (its URL's host is a
 loopback address, `localhost` or this machine's name) runs on the device its `device` field names
 (e.g. `gpu0`, or `gpu0|gpu1` for a model split over two), else on every GPU when it is a GPU
-engine (`gpu: true`, or an engine kind that needs one), else on the CPU. A backend on another
+engine (`gpu: true`, or an engine kind that needs one), else on the CPU; on a Jetson, which
+measures the whole module as one device (`board`), on that. A backend on another
 host, or on a device this host does not measure, gets no energy: its audit rows and metrics have
 none (absent, never zero).
 
@@ -70,9 +71,9 @@ def devices_of(backend: BackendConfig, devices: Sequence[str], *, hostnames: Seq
     if backend.device:
         named = [d for d in backend.device.replace(",", "|").split("|") if d]
         return [d for d in named if d in devices]
-    if runs_on_gpu(backend):
-        return [d for d in devices if d.startswith("gpu")]
-    return [d for d in devices if d.startswith("cpu")]
+    chosen = [d for d in devices if d.startswith("gpu" if runs_on_gpu(backend) else "cpu")]
+    # a Jetson measures the whole module (its VDD_IN rail) as one device
+    return chosen or [d for d in devices if d == "board"]
 
 
 @dataclass(frozen=True, kw_only=True)
