@@ -351,7 +351,7 @@ def query_usage(
     sums the rows' costs when they share one currency (None when none has a cost, or currencies
     differ: `currency` then lists them)."""
     group = USAGE_GROUPS[by]
-    where, args = _where(query)
+    where, args = _usage_where(query)
     sql = f"""SELECT {", ".join(group)}, count(*), sum(prompt_tokens), sum(completion_tokens),
         count(energy_j), sum(energy_j), sum(idle_j),
         sum(CASE WHEN energy_j IS NOT NULL THEN completion_tokens END),
@@ -378,7 +378,34 @@ def query_usage(
         }
 
 
-def _where(query: AuditQuery) -> tuple[str, list[object]]:
+def query_audit(db: sqlite3.Connection, query: AuditQuery) -> Iterator[dict[str, object]]:
+    """Rows matching every filter given, oldest first."""
+    where, args = [], []
+    for clause, value in (
+        ("ts >= ?", query.since),
+        ("ts < ?", query.until),
+        ("model = ?", query.model),
+        ("status = ?", query.status),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if query.principal is not None:
+        # a bare key id matches `key:<id>`; `oidc:<sub>` and `static` match as they are
+        where.append("(principal = ? OR principal = ?)")
+        args += [query.principal, f"key:{query.principal}"]
+    sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY ts, id"
+    if query.limit is not None:
+        sql += f" LIMIT {int(query.limit)}"
+    for row in db.execute(sql, args):
+        yield dict(zip(AUDIT_COLUMNS, row, strict=True))
+
+
+def _usage_where(query: AuditQuery) -> tuple[str, list[object]]:
+    """`query`'s filters as a WHERE clause, as query_audit applies them."""
     where: list[str] = []
     args: list[object] = []
     for clause, value in (
@@ -395,13 +422,3 @@ def _where(query: AuditQuery) -> tuple[str, list[object]]:
         where.append("(principal = ? OR principal = ?)")
         args += [query.principal, f"key:{query.principal}"]
     return (" WHERE " + " AND ".join(where) if where else ""), args
-
-
-def query_audit(db: sqlite3.Connection, query: AuditQuery) -> Iterator[dict[str, object]]:
-    """Rows matching every filter given, oldest first."""
-    where, args = _where(query)
-    sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit{where} ORDER BY ts, id"
-    if query.limit is not None:
-        sql += f" LIMIT {int(query.limit)}"
-    for row in db.execute(sql, args):
-        yield dict(zip(AUDIT_COLUMNS, row, strict=True))
