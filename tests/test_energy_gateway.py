@@ -132,7 +132,13 @@ def metric_sums(url: str) -> dict[str, float]:
         for sample in family.samples:
             name = sample.name
             if name.startswith(
-                ("wave_request_energy", "wave_request_idle", "wave_request_cost")
+                (
+                    "wave_request_energy",
+                    "wave_request_idle",
+                    "wave_request_cost",
+                    "wave_device_metered",
+                    "wave_device_unattributed",
+                )
             ) and name.endswith("_total"):
                 sums[name] = sums.get(name, 0.0) + sample.value
     return sums
@@ -160,6 +166,12 @@ def test_requests_energy_idle_and_unattributed_add_up_to_the_counter(tmp_path: P
     assert sums["wave_request_idle_energy_joules_total"] == pytest.approx(sum(r["idle_j"] for r in local))
     assert sums["wave_request_energy_measured_requests_total"] == 16
     assert sums["wave_request_cost_total"] == pytest.approx(sum(r["cost"] for r in local))
+    # one scrape closes too: requests + idle shares + unattributed = what was metered (by then)
+    metered = sums["wave_device_metered_energy_joules_total"]
+    assert 0 < metered <= gpu.counted_j * (1 + 1e-9)
+    assert sums["wave_request_energy_joules_total"] + sums["wave_request_idle_energy_joules_total"] + sums[
+        "wave_device_unattributed_energy_joules_total"
+    ] == pytest.approx(metered, rel=1e-6)
 
 
 def test_without_telemetry_energy_is_absent_not_zero(tmp_path: Path) -> None:

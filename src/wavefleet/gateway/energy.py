@@ -327,6 +327,7 @@ class EnergyMeter:
         totals.unattributed_j += result.unattributed_j
         if self._counters is not None:
             self._counters.unattributed.labels(device).inc(result.unattributed_j)
+            self._counters.metered.labels(device).inc(result.total_j)
         totals.end_t, totals.end_j = cut, samples[-1].joules
         passed = [s for s in self._ended.get(device, []) if s.end is not None and s.end <= cut]
         for span in passed:
@@ -437,6 +438,7 @@ class _Counters:
         self.tokens = counter(metric_names.REQUEST_ENERGY_TOKENS)
         self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
         self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
+        self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)

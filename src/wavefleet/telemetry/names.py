@@ -54,6 +54,7 @@ __all__ = [
     "JETSON_RAM_USED_RATIO",
     "JETSON_TEMPERATURE",
     "RAPL_POWER",
+    "DEVICE_METERED_ENERGY",
     "DEVICE_UNATTRIBUTED_ENERGY",
     "REQUEST_COST",
     "REQUEST_ENERGY",
@@ -215,6 +216,13 @@ REQUEST_ENERGY_TOKENS = Metric(
     "wave_request_energy_measured_completion_tokens_total",
     "Completion tokens of the requests whose energy was measured (labels: model, backend, key).",
     kind=MetricKind.COUNTER,
+)
+DEVICE_METERED_ENERGY = Metric(
+    "wave_device_metered_energy_joules_total",
+    "Energy a device's counter counted over the windows the gateway has split among requests "
+    "(label: device); requests' energy, idle shares and unattributed energy add up to it.",
+    kind=MetricKind.COUNTER,
+    unit="J",
 )
 DEVICE_UNATTRIBUTED_ENERGY = Metric(
     "wave_device_unattributed_energy_joules_total",
