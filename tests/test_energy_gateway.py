@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+import reliability_support as support  # tests/ is on pytest's pythonpath
 from helpers import chat_body, http_request, invoke_wave
 from wavefleet.bench.energy import level_energy, metrics_url, read_counters
 from wavefleet.cli import cli
@@ -274,3 +275,27 @@ def test_energy_flags_lay_over_the_config() -> None:
     assert base.energy.tariff() is None  # energy only: no price, no amortisation
     with pytest.raises(UsageError, match="--currency is empty"):
         with_energy_flags(base, tariff=None, currency=" ", amortisation=None)
+
+
+def test_wave_serve_telemetry_meters_each_request_into_the_audit_trail(tmp_path: Path) -> None:
+    engine = support.EngineProcess("a", "--tokens", "3")
+    db = tmp_path / "wave.db"
+    try:
+        gateway = support.GatewayProcess(
+            *("--backend", f"a={engine.url},gpu=true", "--audit-db", str(db), "--telemetry"),
+            *("--telemetry-fake", "rtx-4080-super", "--tariff", "0.30", "--currency", "EUR"),
+            log=tmp_path / "gw.log",
+        )
+        try:
+            for i in range(3):
+                status, _, _ = http_request(
+                    "POST", gateway.url + "/v1/chat/completions", chat_body(f"hi {i}")
+                )
+                assert status == 200
+            found = wait_for_rows(db, 3)
+        finally:
+            gateway.stop()
+    finally:
+        engine.stop()
+    assert all(r["energy_j"] is not None and r["idle_j"] is not None for r in found)
+    assert all(r["energy_j"] + r["idle_j"] > 0 and r["currency"] == "EUR" and r["cost"] > 0 for r in found)

@@ -375,14 +375,21 @@ class EnergyMeter:
         return self.settle()
 
     async def start(self) -> None:
+        """Take the first sample (so the devices are known before the first request), then sample
+        every `interval_s` in a task."""
+        try:
+            self._record(await asyncio.to_thread(self._read))
+        except Exception:
+            _LOG.exception("the first energy sample failed; trying again in %.1f s", self.interval_s)
+
         async def loop() -> None:
             while True:
+                await asyncio.sleep(self.interval_s)
                 try:
                     self._record(await asyncio.to_thread(self._read))
                     self.settle()
                 except Exception:  # a collector or a bug must not stop the sampling for good
                     _LOG.exception("energy sampling failed; trying again in %.1f s", self.interval_s)
-                await asyncio.sleep(self.interval_s)
 
         self._task = asyncio.create_task(loop(), name="wave-energy")
 
