@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wavefleet.cli.audit import audit
+from wavefleet.cli import cli
 from wavefleet.gateway.security.audit import USAGE_COLUMNS, AuditRecord, AuditWriter
 from wavefleet.gateway.security.db import MIGRATIONS, connect
 
@@ -61,7 +61,7 @@ def trail(tmp_path: Path) -> Path:
 
 
 def usage(path: Path, *args: str) -> list[dict[str, object]]:
-    result = CliRunner().invoke(audit, ["--db", str(path), "--usage", "--format", "jsonl", *args])
+    result = CliRunner().invoke(cli, ["audit", "--db", str(path), "--usage", "--format", "jsonl", *args])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.output.splitlines()]
 
@@ -85,20 +85,22 @@ def test_usage_per_key_and_model_counts_energy_only_where_measured(trail: Path) 
 
 
 def test_usage_as_a_table_and_csv(trail: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(audit, ["--db", str(trail), "--usage"])
+    result = CliRunner().invoke(cli, ["audit", "--db", str(trail), "--usage"])
     assert result.exit_code == 0, result.output
     assert "J/token" in result.output and "2.400" in result.output and "0.002000 EUR" in result.output
     out = tmp_path / "usage.csv"
-    result = CliRunner().invoke(audit, ["--db", str(trail), "--usage", "--format", "csv", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["audit", "--db", str(trail), "--usage", "--format", "csv", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert tuple(rows[0]) == USAGE_COLUMNS and len(rows) == 3
 
 
 def test_usage_refuses_what_it_cannot_mean(trail: Path) -> None:
-    result = CliRunner().invoke(audit, ["--db", str(trail), "--usage", "--events"])
+    result = CliRunner().invoke(cli, ["audit", "--db", str(trail), "--usage", "--events"])
     assert result.exit_code != 0 and "--usage" in str(result.exception)
-    result = CliRunner().invoke(audit, ["--db", str(trail), "--usage", "--limit", "3"])
+    result = CliRunner().invoke(cli, ["audit", "--db", str(trail), "--usage", "--limit", "3"])
     assert result.exit_code != 0 and "--limit" in str(result.exception)
 
 
