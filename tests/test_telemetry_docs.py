@@ -36,3 +36,17 @@ def test_the_wave_telemetry_examples_are_valid_commands() -> None:
         # --help after the options: click parses (and rejects unknown) options without running
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0, f"{command}: {result.output}"
+
+
+def test_the_gateway_energy_examples_are_valid_commands() -> None:
+    text = re.sub(r"\\\n\s*", " ", DOC.read_text())  # join continued lines
+    commands = [
+        line.split("#")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for line in block.splitlines()
+        if line.startswith(("wave serve", "wave audit"))
+    ]
+    assert len(commands) >= 4
+    for command in commands:
+        result = CliRunner().invoke(cli, [*shlex.split(command)[1:], "--help"])
+        assert result.exit_code == 0, f"{command}: {result.output}"

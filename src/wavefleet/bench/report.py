@@ -24,6 +24,7 @@ from rich.table import Table
 
 from wavefleet import __version__
 from wavefleet.bench.criteria import CriterionVerdict
+from wavefleet.bench.energy import LevelEnergy
 from wavefleet.bench.metrics import ALL_REQUESTS_METRICS, Stats, Summary
 from wavefleet.bench.runner import RunResult
 from wavefleet.extras import require
@@ -47,6 +48,7 @@ METRIC_TITLES = {
 class Level:
     result: RunResult
     summary: Summary
+    energy: LevelEnergy | None = None  # from the gateway's energy counters, when it has them
 
 
 @dataclass
@@ -144,6 +146,7 @@ def _level_dict(level: Level) -> dict[str, Any]:
             "errors": summary.errors,
             "failure_reasons": summary.failures,
         },
+        "energy": level.energy.to_dict() if level.energy is not None else None,
     }
 
 
@@ -387,10 +390,26 @@ def print_level(console: Console, level: Level) -> None:
                 s.request_goodput_window,
             )
         )
+    if level.energy is not None:
+        console.print("  " + energy_line(level.energy))
     if counts:
         console.print(counts)
     for error, count in sorted(s.errors.items(), key=lambda item: -item[1])[:5]:
         console.print(f"  [red]{count} x[/] {escape(error)}", highlight=False)
+
+
+def energy_line(energy: LevelEnergy) -> str:
+    """The level's energy per output token and cost per 1M output tokens, as the gateway metered them."""
+    per_token = energy.j_per_token
+    text = (
+        f"energy {per_token:,.3f} J/output token ({energy.energy_j / energy.tokens:,.3f} above idle)"
+        if per_token is not None
+        else "energy: no output tokens metered"
+    )
+    per_million = energy.cost_per_million_tokens
+    if per_million is not None:
+        text += f"  cost {per_million:,.4f} {escape(str(energy.currency))} per 1M output tokens"
+    return text + f"  ({energy.requests} requests metered by the gateway)"
 
 
 def _rates(requests: float, output: float, total: float, goodput: float | None) -> str:

@@ -1,5 +1,6 @@
 """One `wave bench` run from its options: wait for the server, find the model, announce the plan,
-run each level behind a progress bar, print and write the report, check the criteria.
+run each level behind a progress bar, print and write the report (with the level's energy per
+token when the server is a gateway that meters it, see bench/energy.py), check the criteria.
 
     run_bench(BenchOptions(concurrency=(1, 4), num_requests=50), Console())   # BenchError on failure
 """
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from wavefleet.bench.arrivals import expected_span
 from wavefleet.bench.criteria import check
+from wavefleet.bench.energy import level_energy, read_counters
 from wavefleet.bench.metrics import summarize
 from wavefleet.bench.options import DEFAULT_REQUESTS, BenchOptions
 from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
@@ -58,10 +60,14 @@ def run_bench(options: BenchOptions, console: Console) -> None:
     for line in plan_lines(loads, defaulted=options.count_defaulted):
         console.print(line)
     for load in loads:
+        before = read_counters(options.url, options.api_key)
         with ProgressBar(console, load, disabled=not options.show_progress) as progress:
             result = run_load(target, workload, load, progress)
         summary = summarize(result.records, result.duration_s, slo, percentiles, window=result.window)
-        level = Level(result, summary)
+        energy = level_energy(
+            before, lambda: read_counters(options.url, options.api_key), completed=summary.completed
+        )
+        level = Level(result, summary, energy)
         report.levels.append(level)
         print_level(console, level)
     checked = report.levels if options.criteria_on == "each" else report.levels[-1:]

@@ -12,6 +12,7 @@ cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -29,7 +30,14 @@ from rich.text import Text
 
 from wavefleet.errors import UsageError
 from wavefleet.files import atomic_writer
-from wavefleet.gateway.security.audit import AUDIT_COLUMNS, AuditQuery, query_audit
+from wavefleet.gateway.security.audit import (
+    AUDIT_COLUMNS,
+    USAGE_COLUMNS,
+    USAGE_GROUPS,
+    AuditQuery,
+    query_audit,
+    query_usage,
+)
 from wavefleet.gateway.security.db import connect, resolve_db_path
 from wavefleet.gateway.security.events import EVENT_COLUMNS, EventQuery, query_events
 from wavefleet.terminal import fit, folding_table
@@ -88,20 +96,26 @@ def _iso(ts: object) -> str:
 
 
 def _write(
-    rows: Iterator[dict[str, object]], output_format: str, out: IO[str], columns: tuple[str, ...]
+    rows: Iterator[dict[str, object]],
+    output_format: str,
+    out: IO[str],
+    columns: tuple[str, ...],
+    *,
+    stamped: bool = True,
 ) -> int:
+    """Rows as JSON lines or CSV; `stamped` rows get their `ts` as an ISO `time` too."""
     count = 0
     if output_format == "jsonl":
         for row in rows:
-            line = json.dumps({**row, "time": _iso(row["ts"])}, ensure_ascii=False)
+            line = json.dumps({**row, "time": _iso(row["ts"])} if stamped else row, ensure_ascii=False)
             out.write(line.translate(_JSON_ESCAPED) + "\n")
             count += 1
     else:
-        writer = csv.DictWriter(out, fieldnames=["time", *columns])
+        writer = csv.DictWriter(out, fieldnames=["time", *columns] if stamped else list(columns))
         writer.writeheader()
         for row in rows:
             cells = {name: _csv_text(value) for name, value in row.items()}
-            writer.writerow(cells | {"time": _iso(row["ts"])})
+            writer.writerow(cells | {"time": _iso(row["ts"])} if stamped else cells)
             count += 1
     return count
 
@@ -142,6 +156,20 @@ def _csv_text(value: object) -> object:
     default=None,
     help="With --events: only this action (model.fetch), or a family of them (model).",
 )
+@click.option(
+    "--usage",
+    "show_usage",
+    is_flag=True,
+    help="A usage report instead of rows: requests, tokens, joules, J/token and cost per key and model "
+    "(energy and cost where the gateway ran with --telemetry).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(sorted(USAGE_GROUPS)),
+    default="both",
+    show_default=True,
+    help="With --usage: one line per key, per model, or per key and model.",
+)
 @click.option("--limit", type=int, default=None, help="At most this many rows (table: 200 unless given).")
 @click.option(
     "--format",
@@ -166,6 +194,8 @@ def audit(
     show_events: bool,
     actor: str | None,
     action: str | None,
+    show_usage: bool,
+    by: str,
     limit: int | None,
     output_format: str,
     out: Path | None,
@@ -174,6 +204,10 @@ def audit(
 
     Rows hold time, who (key id or OIDC subject, never a key), client address, model, backend,
     status, tokens, latency and screening verdicts; prompts only if the gateway ran with --audit-prompts.
+
+    With --usage: per key and model (--by), the requests, tokens, energy (J, and the idle share),
+    J per completion token and cost, from the rows of a gateway that ran with --telemetry
+    (`measured` says how many rows have energy; the others' energy is unknown, not zero).
 
     With --events: one row per operator action instead (`wave model fetch`, `quantize`, `check`):
     time, who (WAVE_ACTOR, else user@host), action, subject (the file), outcome (ok, failed,
@@ -185,6 +219,8 @@ def audit(
       wave audit --status 401 --since 2026-11-27
       wave audit --key 3f9a0c1d --format csv --out key-3f9a0c1d.csv
       wave audit --since 24h --format jsonl | jq -r 'select(.screening != "") | .screening'
+      wave audit --usage --since 30d
+      wave audit --usage --by model --format csv --out usage.csv
       wave audit --events --since 7d
       wave audit --events --action model.check --format jsonl
     """
@@ -207,6 +243,8 @@ def audit(
             raise UsageError(
                 f"{', '.join(wrong)} filter requests, not events; with --events use --actor or --action"
             )
+        if show_usage:
+            raise UsageError("--usage reports requests, not events: give one of --usage or --events")
     elif actor is not None or action is not None:
         raise UsageError("--actor and --action filter events: add --events")
     if output_format == "table" and out is not None:
@@ -238,6 +276,13 @@ def audit(
         status=status,
         limit=limit,
     )
+    if show_usage:
+        if limit is not None and click.get_current_context().get_parameter_source("limit") == (
+            ParameterSource.COMMANDLINE
+        ):
+            raise UsageError("--limit counts rows, not usage lines: leave it out with --usage")
+        _show_usage(database, query, by, output_format, out)
+        return
     rows = query_audit(database, query)
     if output_format == "table":
         table = folding_table(
@@ -268,13 +313,59 @@ def audit(
         _say_why_nothing(database, path, source, writer)
 
 
+def _number(value: object, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}" if isinstance(value, float | int) else "-"
+
+
+def _show_usage(
+    database: sqlite3.Connection, query: AuditQuery, by: str, output_format: str, out: Path | None
+) -> None:
+    lines = list(query_usage(database, dataclasses.replace(query, limit=None), by=by))
+    if output_format != "table":
+        count = _export(iter(lines), output_format, out, USAGE_COLUMNS, stamped=False)
+    else:
+        heads = {"key": ("key",), "model": ("model",), "both": ("key", "model")}[by]
+        table = folding_table(
+            *heads, "requests", "tokens in/out", "measured", "energy J", "idle J", "J/token", "cost"
+        )
+        for line in lines:
+            names = [line["principal"] if h == "key" else line["model"] for h in heads]
+            cost = (
+                f"{_number(line['cost'], 6)} {line['currency']}"
+                if line["cost"] is not None
+                else (str(line["currency"]) if line["currency"] else "-")
+            )
+            cells = (
+                *(n if n is not None else "-" for n in names),
+                line["requests"],
+                f"{line['prompt_tokens'] or 0}/{line['completion_tokens'] or 0}",
+                line["measured"],
+                _number(line["energy_j"]),
+                _number(line["idle_j"]),
+                _number(line["j_per_token"], 3),
+                cost,
+            )
+            table.add_row(*(Text(plain(cell)) for cell in cells))
+        count = len(lines)
+        if count:
+            console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+            console.print(fit(table, console))
+    if count == 0:
+        Console(stderr=True, highlight=False).print("no requests match: nothing to report.")
+
+
 def _export(
-    rows: Iterator[dict[str, object]], output_format: str, out: Path | None, columns: tuple[str, ...]
+    rows: Iterator[dict[str, object]],
+    output_format: str,
+    out: Path | None,
+    columns: tuple[str, ...],
+    *,
+    stamped: bool = True,
 ) -> int:
     if out is None:
-        return _write(rows, output_format, sys.stdout, columns)
+        return _write(rows, output_format, sys.stdout, columns, stamped=stamped)
     with atomic_writer(out) as handle:
-        count = _write(rows, output_format, handle, columns)
+        count = _write(rows, output_format, handle, columns, stamped=stamped)
     Console(stderr=True, highlight=False).print(f"{count} rows written to {escape(str(out))}")
     return count
 

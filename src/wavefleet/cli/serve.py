@@ -169,6 +169,22 @@ def build_config(
     return GatewayConfig.model_validate(merged.model_dump())
 
 
+def with_energy_flags(
+    config: GatewayConfig, *, tariff: float | None, currency: str | None, amortisation: float | None
+) -> GatewayConfig:
+    """The config's energy section with --tariff, --currency and --amortisation laid over it."""
+    changes: dict[str, object] = {}
+    if tariff is not None:
+        changes["price_per_kwh"] = tariff
+    if currency is not None:
+        if not currency.strip():
+            raise UsageError("--currency is empty: give a currency code such as EUR or USD")
+        changes["currency"] = currency.strip()
+    if amortisation is not None:
+        changes["amortisation_per_hour"] = amortisation
+    return config.model_copy(update={"energy": config.energy.model_copy(update=changes)})
+
+
 @click.command(
     epilog="""\b
 Examples:
@@ -249,6 +265,27 @@ Examples:
     default=None,
     help="With --telemetry: replay a recorded GPU instead of NVML (as `wave telemetry --fake`).",
 )
+@click.option(
+    "--tariff",
+    type=click.FloatRange(min=0),
+    metavar="PRICE",
+    default=None,
+    help="With --telemetry: electricity price per kWh, for each request's cost (config: energy.price_per_kwh).",
+)
+@click.option(
+    "--currency",
+    metavar="CODE",
+    default=None,
+    help="Currency of --tariff and --amortisation, e.g. EUR (config: energy.currency) [default: USD].",
+)
+@click.option(
+    "--amortisation",
+    type=click.FloatRange(min=0),
+    metavar="PER_HOUR",
+    default=None,
+    help="With --telemetry: this host's hardware cost per hour, charged for the device time each "
+    "request held (config: energy.amortisation_per_hour).",
+)
 @security_options
 def serve(
     config_path: Path | None,
@@ -263,6 +300,9 @@ def serve(
     api_key_file: Path | None,
     telemetry_on: bool,
     telemetry_fake: str | None,
+    tariff: float | None,
+    currency: str | None,
+    amortisation: float | None,
     security: SecurityFlags,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
@@ -270,7 +310,8 @@ def serve(
 
     Each engine's health and load are polled in its own metrics dialect (every poll_interval_s);
     flags override the config file. The answer's `x-wave-backend` header names the engine that served.
-    A live status page is at /ui, behind the same keys (docs/ui.md).
+    A live status page is at /ui, behind the same keys (docs/ui.md). With --telemetry, each
+    request's energy and cost go into the audit trail and /metrics (docs/telemetry.md).
     """
     from wavefleet.gateway.server import run_forever
 
@@ -286,6 +327,14 @@ def serve(
         notes = [note for note in notes if note != _OPEN]
     if telemetry_fake is not None and not telemetry_on:
         raise UsageError("--telemetry-fake replays a GPU for --telemetry: give both, or neither")
+    priced = [
+        name for name, given in (("--tariff", tariff), ("--amortisation", amortisation)) if given is not None
+    ]
+    if priced and not telemetry_on:
+        raise UsageError(
+            f"{' and '.join(priced)} price the energy --telemetry measures: add --telemetry, or leave them out"
+        )
+    config = with_energy_flags(config, tariff=tariff, currency=currency, amortisation=amortisation)
     if not telemetry_on:
         run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)
         return

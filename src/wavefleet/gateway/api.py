@@ -167,7 +167,7 @@ class GatewayApi:
         started = self._forwarder.now()
         requested = ""  # the model asked for, once the body is known to name one
         try:
-            await self._principal(request)
+            principal = await self._principal(request)
             raw = await self._read_body(request)
             payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
             if payload is None:
@@ -218,6 +218,7 @@ class GatewayApi:
                 started=started,
                 deadline=started + self._config.timeouts.total_s,
                 report=self._report(request) if self._report is not None else None,
+                key=principal.ident,
             )
             return await self._forwarder.forward(request, call, ranked)
         except GatewayError as exc:

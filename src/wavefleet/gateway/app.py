@@ -22,6 +22,7 @@ from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.backends import Backend, build_backend
 from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.deadlines import DeadlineWatch
+from wavefleet.gateway.energy import ENERGY_METER, EnergyMeter
 from wavefleet.gateway.federation import AgentBackend, agent_secret, split_agents
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
@@ -68,7 +69,8 @@ def create_app(
     `agents`, or `agents` for a config `split_agents` already turned into backends) are backends
     reached with their shared secret.
 
-    The status page (/ui) shows `telemetry`'s devices when given (the caller closes it).
+    The status page (/ui) shows `telemetry`'s devices when given (the caller closes it), and
+    each request's energy and cost is metered from them (`app[ENERGY_METER]`, gateway/energy.py).
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
@@ -85,6 +87,18 @@ def create_app(
     )
     chosen: dict[str, Backend] = dict(backends or {})
     watch = DeadlineWatch()
+    meter = (
+        EnergyMeter(
+            telemetry=telemetry,
+            backends=config.backends,
+            clock=watch.now,
+            tariff=config.energy.tariff(),
+            interval_s=config.energy.sample_interval_s,
+            registry=metrics.registry,
+        )
+        if telemetry is not None
+        else None
+    )
     forwarder = Forwarder(
         backends=chosen,
         monitor=monitor,
@@ -95,6 +109,7 @@ def create_app(
         inflight=inflight,
         watch=watch,
         retry_after_s=max(1.0, config.poll_interval_s),
+        energy=meter,
     )
     if security is None and config.security.active():
         security = SecurityGate.build(config.security, keys)
@@ -145,9 +160,13 @@ def create_app(
         await _discover(config, chosen, table)
         watch.start()
         await monitor.start()
+        if meter is not None:
+            await meter.start()
         try:
             yield
         finally:
+            if meter is not None:
+                await meter.aclose()
             await monitor.aclose()
             await watch.aclose()
             for backend in chosen.values():
@@ -156,6 +175,8 @@ def create_app(
                 await session.close()
 
     app.cleanup_ctx.append(lifecycle)
+    if meter is not None:
+        app[ENERGY_METER] = meter
     return app
 
 

@@ -31,6 +31,7 @@ from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
 from wavefleet.gateway.security.settings import SecurityConfig
 from wavefleet.rag.config import RagConfig
+from wavefleet.telemetry.cost import Tariff
 
 __all__ = [
     "AgentRef",
@@ -138,6 +139,30 @@ class WaveSettings(Strict):
     seed: int = 0
 
 
+class EnergySettings(Strict):
+    """Energy per request (with `wave serve --telemetry`) and what it costs; see docs/telemetry.md."""
+
+    price_per_kwh: float | None = Field(
+        default=None, ge=0, description="electricity tariff per kWh; None = no cost, energy only"
+    )
+    currency: str = Field(default="USD", description="currency of the tariff and amortisation (ISO 4217)")
+    amortisation_per_hour: float = Field(
+        default=0.0, ge=0, description="the host's hardware cost per hour, charged for device time held"
+    )
+    sample_interval_s: float = Field(
+        default=0.2, gt=0, le=60, description="how often the devices' energy counters are read"
+    )
+
+    def tariff(self) -> Tariff | None:
+        if self.price_per_kwh is None and not self.amortisation_per_hour:
+            return None
+        return Tariff(
+            price_per_kwh=self.price_per_kwh or 0.0,
+            currency=self.currency,
+            amortisation_per_hour=self.amortisation_per_hour,
+        )
+
+
 class ApiKeySource(Strict):
     """A static key, given inline (`key`) or read from an environment variable (`env`)."""
 
@@ -207,6 +232,9 @@ class GatewayConfig(Strict):
     )
     rag: RagConfig | None = Field(
         default=None, description="answer `rag/NAME` from collections (docs/rag.md)"
+    )
+    energy: EnergySettings = Field(
+        default_factory=EnergySettings, description="energy and cost per request, with telemetry on"
     )
 
     @field_validator("backends")

@@ -22,6 +22,7 @@ from wavefleet.errors import GatewayError, NoHealthyBackendError, UpstreamError,
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
 from wavefleet.gateway.config import Timeouts
 from wavefleet.gateway.deadlines import Deadline, DeadlineWatch
+from wavefleet.gateway.energy import ENERGY, Charge, EnergyMeter
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
@@ -46,6 +47,8 @@ class Call:
     deadline: float  # loop time by which everything must be done (timeouts.total_s)
     # told how the request ended (status, usage, backend): the security layer's limits and audit
     report: Callable[[int, tuple[int, int] | None, str], None] | None = None
+    key: str = ""  # who asked (the principal's ident), for the energy counters
+    charge: Charge | None = None  # its energy, when the gateway meters it
 
 
 class _Headers:
@@ -79,8 +82,10 @@ class Forwarder:
         inflight: InflightCounts,
         watch: DeadlineWatch,
         retry_after_s: float = 1.0,
+        energy: EnergyMeter | None = None,
     ) -> None:
         self._watch = watch
+        self._energy = energy
         self._retry_after = retry_after_s
         self._backends = backends
         self._monitor = monitor
@@ -108,6 +113,18 @@ class Forwarder:
         Each backend's circuit breaker is asked right before sending (`monitor.available`), so a
         half-open breaker's single probe is granted only to a request that really goes there.
         """
+        if self._energy is None:
+            return await self._forward(request, call, ranked)
+        call.charge = charge = self._energy.charge(key=call.key)
+        request[ENERGY] = charge
+        try:
+            return await self._forward(request, call, ranked)
+        finally:
+            charge.close(self.now())
+
+    async def _forward(
+        self, request: web.Request, call: Call, ranked: tuple[Candidate, ...]
+    ) -> web.StreamResponse:
         tries_left = self._retries + 1
         last: tuple[GatewayError, Candidate] | None = None
         for candidate in ranked:
@@ -116,6 +133,8 @@ class Forwarder:
                 continue
             tries_left -= 1
             self._inflight.add(name)
+            if call.charge is not None:
+                call.charge.begin(name, candidate.model, self.now())
             try:
                 return await self._attempt(
                     request, call, candidate, tries_left == 0 or candidate is ranked[-1]
@@ -344,6 +363,9 @@ class Forwarder:
         detail: str = "",
     ) -> None:
         metrics, duration = self._metrics, now - call.started
+        if call.charge is not None:
+            first = call.started + ttft if ttft is not None else None
+            call.charge.finish(now, first_token=first, usage=usage)
         if call.report is not None:
             call.report(int(status), usage, candidate.backend)
         series.count(status)

@@ -63,7 +63,12 @@ __all__ = [
     "JETSON_RAM_USED_RATIO",
     "JETSON_TEMPERATURE",
     "RAPL_POWER",
+    "DEVICE_METERED_ENERGY",
+    "DEVICE_UNATTRIBUTED_ENERGY",
+    "REQUEST_COST",
     "REQUEST_ENERGY",
+    "REQUEST_ENERGY_MEASURED",
+    "REQUEST_ENERGY_TOKENS",
     "REQUEST_IDLE_ENERGY",
     "SCRAPE_SECONDS",
     "UNSUPPORTED",
@@ -245,6 +250,36 @@ REQUEST_ENERGY = Metric(
 REQUEST_IDLE_ENERGY = Metric(
     "wave_request_idle_energy_joules_total",
     "The idle draw of the device while requests ran, in the requests' shares (labels: model, backend, key).",
+    kind=MetricKind.COUNTER,
+    unit="J",
+)
+
+REQUEST_COST = Metric(
+    "wave_request_cost_total",
+    "Requests' cost: energy and idle share at the tariff, plus hardware amortisation for the device time "
+    "held (labels: model, backend, key, currency).",
+    kind=MetricKind.COUNTER,
+)
+REQUEST_ENERGY_MEASURED = Metric(
+    "wave_request_energy_measured_requests_total",
+    "Requests whose energy was measured (labels: model, backend, key).",
+    kind=MetricKind.COUNTER,
+)
+REQUEST_ENERGY_TOKENS = Metric(
+    "wave_request_energy_measured_completion_tokens_total",
+    "Completion tokens of the requests whose energy was measured (labels: model, backend, key).",
+    kind=MetricKind.COUNTER,
+)
+DEVICE_METERED_ENERGY = Metric(
+    "wave_device_metered_energy_joules_total",
+    "Energy a device's counter counted over the windows the gateway has split among requests "
+    "(label: device); requests' energy, idle shares and unattributed energy add up to it.",
+    kind=MetricKind.COUNTER,
+    unit="J",
+)
+DEVICE_UNATTRIBUTED_ENERGY = Metric(
+    "wave_device_unattributed_energy_joules_total",
+    "Energy a device drew while no request of the gateway ran on it (label: device).",
     kind=MetricKind.COUNTER,
     unit="J",
 )

@@ -7,8 +7,9 @@ yet committed are lost: at most those of the last interval plus the batch being 
 clean shutdown (`close()`) writes everything first.
 
 Rows hold who (key id, OIDC subject, `static` or `anonymous`; never a key), from where, which
-model and backend, status, tokens, latency and screening verdicts. Prompt text only with
-`prompts=True` (`wave serve --audit-prompts`).
+model and backend, status, tokens, latency and screening verdicts, and with telemetry on the
+request's energy, its share of the idle draw and their cost (NULL when not measured). Prompt
+text only with `prompts=True` (`wave serve --audit-prompts`).
 
 Clients control several columns (request id, model, prompt), so the writer takes any row: text
 SQLite cannot store as UTF-8 (lone surrogates, which is what aiohttp makes of non-UTF-8 header
@@ -28,11 +29,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from wavefleet.gateway.health import PartHealth
 from wavefleet.gateway.security.db import connect, select_oldest_first
@@ -47,7 +49,10 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditWriter",
+    "USAGE_COLUMNS",
+    "USAGE_GROUPS",
     "query_audit",
+    "query_usage",
     "storable",
 ]
 
@@ -73,6 +78,18 @@ class AuditRecord(NamedTuple):
     latency_ms: float
     screening: str
     prompt: str | None = None
+    energy_j: float | None = None
+    idle_j: float | None = None
+    cost: float | None = None
+    currency: str | None = None
+
+
+class MeteredEnergy(Protocol):
+    """A request's energy as the gateway's meter settles it (gateway/energy.py's `Charge`)."""
+
+    @property
+    def settled(self) -> bool: ...
+    def audit_figures(self) -> tuple[float, float, float | None, str | None] | None: ...
 
 
 AUDIT_COLUMNS = AuditRecord._fields
@@ -103,14 +120,19 @@ class AuditWriter:
         batch_rows: int = 100,
         prompts: bool = False,
         max_pending: int = DEFAULT_MAX_PENDING,
+        energy_wait_s: float = 30.0,
     ) -> None:
         self.path = path
+        self.energy_wait_s = energy_wait_s
         self.interval_s = interval_s
         self.batch_rows = batch_rows
         self.prompts = prompts
         self.max_pending = max_pending
         self._db = connect(path)  # opened (and migrated) now, so a bad path fails at start-up
         self._pending: deque[AuditRecord] = deque()
+        # rows whose energy the meter settles a moment after the request ends (with telemetry on)
+        self._metering: deque[tuple[AuditRecord, MeteredEnergy, float]] = deque()
+        self._held: list[tuple[AuditRecord, MeteredEnergy, float]] = []  # the writer thread's own
         self._wake = threading.Event()
         self._stop = False
         self._started = False
@@ -126,17 +148,18 @@ class AuditWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._metering) + len(self._held)
 
     def start(self) -> None:
         self._started = True
         self._thread.start()
 
-    def record(self, row: AuditRecord) -> None:
+    def record(self, row: AuditRecord, energy: MeteredEnergy | None = None) -> None:
         """Queue one row (cheap: a deque append; the thread does the SQLite work), or drop it if
-        the queue is full."""
+        the queue is full. With `energy`, the row waits (up to `energy_wait_s`) until the meter
+        has settled the request's energy and cost, and is written with them."""
         pending = self._pending
-        if len(pending) >= self.max_pending:
+        if len(pending) + len(self._metering) >= self.max_pending:
             self.dropped += 1
             if not self._dropping:
                 self._dropping = True
@@ -145,6 +168,9 @@ class AuditWriter:
                     len(pending),
                     self.path,
                 )
+            return
+        if energy is not None:
+            self._metering.append((row, energy, time.monotonic()))
             return
         pending.append(row)
         if len(pending) >= self.batch_rows:
@@ -157,7 +183,7 @@ class AuditWriter:
                 self._wake.clear()
                 self._flush()
                 if self._stop:
-                    self._flush()
+                    self._flush(final=True)
                     return
         except BaseException as exc:  # whatever it was, the gateway must hear of it
             death = f"{type(exc).__name__}: {exc}"
@@ -175,7 +201,26 @@ class AuditWriter:
             self._db.execute("BEGIN")
             self._db.executemany(_INSERT, batch)
 
-    def _flush(self) -> None:
+    def _metered(self, *, final: bool) -> None:
+        """Move the rows whose energy is settled (or waited too long, or the writer stops) to the queue."""
+        while self._metering:
+            self._held.append(self._metering.popleft())
+        now, keep = time.monotonic(), []
+        for row, energy, since in self._held:
+            if energy.settled:
+                figures = energy.audit_figures()
+                if figures is not None:
+                    joules, idle, cost, currency = figures
+                    row = row._replace(energy_j=joules, idle_j=idle, cost=cost, currency=currency)
+                self._pending.append(row)
+            elif final or now - since > self.energy_wait_s:
+                self._pending.append(row)  # its energy stays unknown: NULL, not zero
+            else:
+                keep.append((row, energy, since))
+        self._held = keep
+
+    def _flush(self, *, final: bool = False) -> None:
+        self._metered(final=final)
         pending = self._pending
         while pending:
             batch: list[AuditRecord] = []
@@ -243,7 +288,7 @@ class AuditWriter:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         else:
-            self._flush()
+            self._flush(final=True)
         self._db.close()
 
 
@@ -280,6 +325,59 @@ class AuditQuery:
     limit: int | None = None
 
 
+USAGE_GROUPS = {"key": ("principal",), "model": ("model",), "both": ("principal", "model")}
+USAGE_COLUMNS = (
+    "principal",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "measured",
+    "energy_j",
+    "idle_j",
+    "j_per_token",
+    "cost",
+    "currency",
+)
+
+
+def query_usage(
+    db: sqlite3.Connection, query: AuditQuery, *, by: str = "both"
+) -> Iterator[dict[str, object]]:
+    """Requests, tokens, energy and cost per key, per model or per both (`by`), of the rows matching `query`.
+
+    `measured` counts the rows with energy; `energy_j` and `idle_j` sum theirs (None when none
+    has any), `j_per_token` is their energy and idle share over their completion tokens. `cost`
+    sums the rows' costs when they share one currency (None when none has a cost, or currencies
+    differ: `currency` then lists them)."""
+    group = USAGE_GROUPS[by]
+    where, args = _usage_where(query)
+    sql = f"""SELECT {", ".join(group)}, count(*), sum(prompt_tokens), sum(completion_tokens),
+        count(energy_j), sum(energy_j), sum(idle_j),
+        sum(CASE WHEN energy_j IS NOT NULL THEN completion_tokens END),
+        sum(cost), count(DISTINCT currency), group_concat(DISTINCT currency)
+        FROM audit{where} GROUP BY {", ".join(group)} ORDER BY {", ".join(group)}"""
+    for row in db.execute(sql, args):
+        keys = dict(zip(group, row[: len(group)], strict=True))
+        requests, prompt, completion, measured, joules, idle, measured_tokens, cost, currencies, currency = (
+            row[len(group) :]
+        )
+        whole = joules + idle if joules is not None and idle is not None else None
+        yield {
+            "principal": keys.get("principal"),
+            "model": keys.get("model"),
+            "requests": requests,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "measured": measured,
+            "energy_j": joules,
+            "idle_j": idle,
+            "j_per_token": whole / measured_tokens if whole is not None and measured_tokens else None,
+            "cost": cost if currencies == 1 else None,
+            "currency": currency,
+        }
+
+
 def query_audit(db: sqlite3.Connection, query: AuditQuery) -> Iterator[dict[str, object]]:
     """Rows matching every filter given, oldest first."""
     where: list[tuple[str, Sequence[object]]] = [
@@ -297,3 +395,23 @@ def query_audit(db: sqlite3.Connection, query: AuditQuery) -> Iterator[dict[str,
         where.append(("(principal = ? OR principal = ?)", [query.principal, f"key:{query.principal}"]))
     for row in select_oldest_first(db, table="audit", columns=AUDIT_COLUMNS, where=where, limit=query.limit):
         yield dict(zip(AUDIT_COLUMNS, row, strict=True))
+
+
+def _usage_where(query: AuditQuery) -> tuple[str, list[object]]:
+    """`query`'s filters as a WHERE clause, as query_audit applies them."""
+    where: list[str] = []
+    args: list[object] = []
+    for clause, value in (
+        ("ts >= ?", query.since),
+        ("ts < ?", query.until),
+        ("model = ?", query.model),
+        ("status = ?", query.status),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if query.principal is not None:
+        # a bare key id matches `key:<id>`; `oidc:<sub>` and `static` match as they are
+        where.append("(principal = ? OR principal = ?)")
+        args += [query.principal, f"key:{query.principal}"]
+    return (" WHERE " + " AND ".join(where) if where else ""), args

@@ -91,6 +91,13 @@ def m003_events(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX events_ts ON events (ts)")
 
 
+@migration
+def m004_audit_energy(db: sqlite3.Connection) -> None:
+    """Energy (J), idle share (J) and cost per request; NULL where not measured."""
+    for column in ("energy_j REAL", "idle_j REAL", "cost REAL", "currency TEXT"):
+        db.execute(f"ALTER TABLE audit ADD COLUMN {column}")
+
+
 def default_db_path() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "wavefleet" / "wave.db"

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from wavefleet.errors import BadRequestError, GatewayError
+from wavefleet.gateway.energy import ENERGY
 from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.security.audit import AuditRecord
 from wavefleet.gateway.security.gate import Admission, SecurityGate
@@ -179,7 +180,8 @@ def security_middleware(gate: SecurityGate) -> Middleware:
                         latency_ms=round((time.time() - started) * 1000.0, 3),
                         screening=",".join(admission.verdict.hits) if admission is not None else "",
                         prompt=admission.prompt if admission is not None and record_prompts else None,
-                    )
+                    ),
+                    request.get(ENERGY),
                 )
 
     return middleware

@@ -1,0 +1,457 @@
+"""Energy and money per request: the gateway's host devices' counters split among its requests.
+
+With telemetry on (`wave serve --telemetry`), `EnergyMeter` reads this host's collectors every
+`sample_interval_s` (200 ms) off the request path into an `EnergyLog`. The forwarder tells it
+when each attempt at a backend starts and ends (first token, prompt and completion tokens).
+
+Which devices serve a backend (`devices_of`): a backend on this host (its URL's host is a
+loopback address, `localhost` or this machine's name) runs on the device its `device` field names
+(e.g. `gpu0`, or `gpu0|gpu1` for a model split over two), else on every GPU when it is a GPU
+engine (`gpu: true`, or an engine kind that needs one), else on the CPU; on a Jetson, which
+measures the whole module as one device (`board`), on that. A backend on another
+host, or on a device this host does not measure, gets no energy: its audit rows and metrics have
+none (absent, never zero).
+
+Attribution runs per device in windows between samples. A window ends at the latest sample that
+no running request started before: a request's share depends on its neighbours' token counts,
+known only when they finish. A request running longer than `max_wait_s` (10 s) stops holding
+the windows back: until it ends, it counts as alive with no known work (it shares the idle draw,
+and the energy above idle only at moments when no finished request worked). Each window is split by `attribute` (requests by their work, the
+device's idle draw apart, moments without requests `unattributed`), so the requests' energy,
+their idle shares and the unattributed energy add up to what the counter counted. A request is
+settled once every window of its lifetime is closed: a moment (one or two sample intervals)
+after it ends, up to `max_wait_s` later when a request that started before it still runs.
+
+The idle draw is the device's mean power while no request ran, since the gateway started (0
+until such a moment has been seen). Cost is the request's energy and idle share at the tariff
+plus `amortisation_per_hour` for the device time it held (`Tariff.request_cost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from wavefleet.gateway.addresses import is_loopback
+from wavefleet.gateway.config import BackendConfig
+from wavefleet.gateway.routing.load import runs_on_gpu
+from wavefleet.telemetry import names as metric_names
+from wavefleet.telemetry.attribution import EQUAL_WEIGHTS, RequestEnergy, RequestSpan, TokenWeights, attribute
+from wavefleet.telemetry.attribution import idle_power as quiet_power
+from wavefleet.telemetry.cost import Tariff
+from wavefleet.telemetry.energy_log import EnergyLog
+from wavefleet.telemetry.exporter import Telemetry
+from wavefleet.telemetry.samples import Metric
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["ENERGY", "ENERGY_METER", "Charge", "ChargeResult", "DeviceTotals", "EnergyMeter", "devices_of"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def devices_of(backend: BackendConfig, devices: Sequence[str], *, hostnames: Sequence[str] = ()) -> list[str]:
+    """The measured devices (keys of `Telemetry.energy()`) that serve `backend`; [] when none do."""
+    host = urlsplit(str(backend.url)).hostname or ""
+    local = is_loopback(host) or host.lower() in {h.lower() for h in hostnames}
+    if not local:
+        return []
+    if backend.device:
+        named = [d for d in backend.device.replace(",", "|").split("|") if d]
+        return [d for d in named if d in devices]
+    chosen = [d for d in devices if d.startswith("gpu" if runs_on_gpu(backend) else "cpu")]
+    # a Jetson measures the whole module (its VDD_IN rail) as one device
+    return chosen or [d for d in devices if d == "board"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeResult:
+    """What one request drew: energy above idle, its share of the idle draw, and their cost."""
+
+    energy_j: float
+    idle_j: float
+    cost: float | None
+    currency: str | None
+    completion_tokens: int
+
+
+@dataclass(kw_only=True, eq=False)
+class _Span:
+    """One attempt at one backend."""
+
+    id: str
+    charge: Charge
+    backend: str
+    devices: list[str]
+    start: float
+    end: float | None = None
+    first_token: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    parts: list[RequestEnergy] = field(default_factory=list)
+    open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
+
+    def as_request(self) -> RequestSpan:
+        assert self.end is not None
+        return RequestSpan(
+            id=self.id,
+            start=self.start,
+            end=self.end,
+            first_token=self.first_token,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
+
+
+class Charge:
+    """One client request's energy, over every attempt the forwarder made for it.
+
+    `result` is None until the meter settles it, and stays None when no attempt ran on a
+    measured device. `settled` says whether it will change.
+    """
+
+    def __init__(self, meter: EnergyMeter, *, key: str) -> None:
+        self._meter = meter
+        self.model = ""
+        self.key = key
+        self.backend = ""
+        self.spans: list[_Span] = []
+        self.closed = False
+        self.closed_at: float | None = None
+        self.settled = False
+        self.result: ChargeResult | None = None
+
+    def begin(self, backend: str, model: str, t: float) -> None:
+        """An attempt at `backend` (serving `model`) starts at `t` (the meter's clock)."""
+        self.end(t)
+        self.backend, self.model = backend, model
+        self._meter._begin(self, backend, t)
+
+    def finish(self, t: float, *, first_token: float | None, usage: tuple[int, int] | None) -> None:
+        """The current attempt ended at `t` with this first-token time and (prompt, completion) tokens."""
+        if self.spans and self.spans[-1].end is None:
+            span = self.spans[-1]
+            if usage is not None:
+                span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
+            if first_token is not None and span.start <= first_token <= t:
+                span.first_token = first_token
+            self.end(t)
+
+    def end(self, t: float) -> None:
+        """The current attempt, if one runs, is over at `t` (no first token or tokens unless told)."""
+        if self.spans and self.spans[-1].end is None:
+            self._meter._end(self.spans[-1], max(t, self.spans[-1].start))
+
+    def audit_figures(self) -> tuple[float, float, float | None, str | None] | None:
+        """(energy J, idle share J, cost, currency) for the audit row; None when not measured."""
+        r = self.result
+        return None if r is None else (r.energy_j, r.idle_j, r.cost, r.currency)
+
+    def close(self, t: float) -> None:
+        """No more attempts: the request is done."""
+        self.end(t)
+        self.closed, self.closed_at = True, t
+        self._meter._maybe_settle(self)
+
+
+ENERGY = web.RequestKey("wave_energy", Charge)  # the request's charge: the audit row waits for it
+
+
+@dataclass(kw_only=True)
+class DeviceTotals:
+    """What a device counted between the first sample and the last closed window, and where it went."""
+
+    device: str
+    start_t: float | None = None
+    start_j: float = 0.0
+    end_t: float | None = None
+    end_j: float = 0.0
+    requests_j: float = 0.0  # requests' energy above idle
+    idle_j: float = 0.0  # requests' shares of the idle draw
+    unattributed_j: float = 0.0  # moments no request ran
+    quiet_j: float = 0.0
+    quiet_s: float = 0.0
+
+    @property
+    def counted_j(self) -> float:
+        return self.end_j - self.start_j
+
+    @property
+    def idle_w(self) -> float:
+        return self.quiet_j / self.quiet_s if self.quiet_s > 0 else 0.0
+
+
+class EnergyMeter:
+    """Samples the host's devices and settles each request's energy and cost (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        telemetry: Telemetry,
+        backends: Sequence[BackendConfig],
+        clock: Callable[[], float] = time.monotonic,
+        tariff: Tariff | None = None,
+        interval_s: float = 0.2,
+        weights: TokenWeights = EQUAL_WEIGHTS,
+        keep_s: float = 600.0,
+        max_wait_s: float = 10.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("the sample interval must be positive")
+        self.telemetry = telemetry
+        self.clock = clock
+        self.tariff = tariff
+        self.interval_s = interval_s
+        self.weights = weights
+        self.max_wait_s = max_wait_s
+        self.keep_s = keep_s
+        self.log = EnergyLog(keep_s=keep_s)
+        self._backends = list(backends)
+        self._served_by: dict[str, list[str]] | None = None  # backend -> devices, after the first sample
+        self.devices: dict[str, DeviceTotals] = {}
+        self._open: dict[str, list[_Span]] = {}  # device -> attempts not yet ended
+        self._ended: dict[str, list[_Span]] = {}  # device -> ended attempts its windows have not passed
+        self._charges: set[Charge] = set()
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self._counters = _Counters(registry) if registry is not None else None
+
+    # --- the forwarder's side -----------------------------------------------------------------------
+
+    def charge(self, *, key: str) -> Charge:
+        return Charge(self, key=key)
+
+    def _begin(self, charge: Charge, backend: str, t: float) -> None:
+        devices = self.served_by().get(backend, [])
+        span = _Span(id=str(next(self._ids)), charge=charge, backend=backend, devices=devices, start=t)
+        charge.spans.append(span)
+        if devices:
+            self._charges.add(charge)
+        for device in devices:
+            self._open.setdefault(device, []).append(span)
+
+    def _end(self, span: _Span, t: float) -> None:
+        span.end = t
+        for device in span.devices:
+            self._open[device].remove(span)
+            self._ended.setdefault(device, []).append(span)
+            span.open_on.add(device)
+
+    def served_by(self) -> dict[str, list[str]]:
+        """Backend -> the devices that serve it (known once the first sample named the devices)."""
+        if self._served_by is None:
+            if not self.devices:
+                return {}
+            names = sorted(self.devices)
+            hostnames = [socket.gethostname(), socket.getfqdn()]
+            self._served_by = {b.name: devices_of(b, names, hostnames=hostnames) for b in self._backends}
+        return self._served_by
+
+    # --- sampling and settling ----------------------------------------------------------------------
+
+    def sample(self) -> None:
+        """Read every collector once and log what each device counted (blocking: NVML calls)."""
+        self._record(self._read())
+
+    def _read(self) -> dict[str, float]:
+        self.telemetry.read_each()  # the collectors update their energy totals as they read
+        return self.telemetry.energy()
+
+    def settle(self) -> list[Charge]:
+        """Close every window that can be closed; the charges settled by it."""
+        touched: list[_Span] = []
+        for device, totals in self.devices.items():
+            touched += self._close_window(device, totals)
+        settled = []
+        for charge in dict.fromkeys(span.charge for span in touched):
+            if self._maybe_settle(charge):
+                settled.append(charge)
+        now = self.clock()
+        for charge in [
+            c for c in self._charges if c.closed_at is not None and now - c.closed_at > self.keep_s
+        ]:
+            # its devices stopped answering: its energy is unknown
+            charge.settled = True
+            self._charges.discard(charge)
+            settled.append(charge)
+        return settled
+
+    def _close_window(self, device: str, totals: DeviceTotals) -> list[_Span]:
+        if totals.end_t is None:
+            return []
+        since, now = totals.end_t, self.clock()
+        running = self._open.get(device, [])
+        limit = min((s.start for s in running if now - s.start <= self.max_wait_s), default=math.inf)
+        samples = [s for s in self.log.samples(device, since=since, until=limit) if since <= s.t <= limit]
+        if len(samples) < 2 or samples[0].t != since:
+            if samples and samples[0].t > since and len(samples) >= 2:
+                # the counter started over (a driver reload): what ran in between was not counted
+                totals.start_j += samples[0].joules - totals.end_j
+                totals.end_t, totals.end_j = samples[0].t, samples[0].joules
+                return self._close_window(device, totals)
+            return []
+        cut = samples[-1].t
+        spans = [
+            s for s in self._ended.get(device, []) if s.start < cut and s.end is not None and s.end > since
+        ]
+        requests = [s.as_request() for s in spans]
+        # running longer than max_wait_s: alive until the cut, its work not known yet
+        long_running = [s for s in running if s.start < cut]
+        requests += [RequestSpan(id=s.id, start=s.start, end=cut) for s in long_running]
+        spans += long_running
+        quiet_s = (cut - since) - _covered(since, cut, [(r.start, r.end) for r in requests])
+        if quiet_s > 1e-9:
+            power = quiet_power(samples, requests)
+            if power is not None:
+                totals.quiet_j += power * quiet_s
+                totals.quiet_s += quiet_s
+        result = attribute(samples, requests, weights=self.weights, idle_w=totals.idle_w)
+        for span in spans:
+            part = result.requests[span.id]
+            span.parts.append(part)
+            totals.requests_j += part.energy_j
+            totals.idle_j += part.idle_j
+        totals.unattributed_j += result.unattributed_j
+        if self._counters is not None:
+            self._counters.unattributed.labels(device).inc(result.unattributed_j)
+            self._counters.metered.labels(device).inc(result.total_j)
+        totals.end_t, totals.end_j = cut, samples[-1].joules
+        passed = [s for s in self._ended.get(device, []) if s.end is not None and s.end <= cut]
+        for span in passed:
+            span.open_on.discard(device)
+        self._ended[device] = [s for s in self._ended.get(device, []) if s not in passed]
+        return passed
+
+    def _maybe_settle(self, charge: Charge) -> bool:
+        if charge.settled or not charge.closed:
+            return False
+        measured = [s for s in charge.spans if s.devices]
+        if any(s.end is None or s.open_on for s in measured):
+            return False
+        self._charges.discard(charge)
+        if not measured:
+            charge.settled = True  # nothing it ran on is measured: its energy is unknown, not zero
+            return True
+        parts = [p for s in measured for p in s.parts]
+        energy_j = sum(p.energy_j for p in parts)
+        idle_j = sum(p.idle_j for p in parts)
+        busy_s = sum(p.busy_s for p in parts)
+        completion = sum(s.completion_tokens for s in measured)
+        cost = currency = None
+        if self.tariff is not None:
+            whole = RequestEnergy(
+                id="request",
+                prompt_tokens=sum(s.prompt_tokens for s in measured),
+                completion_tokens=completion,
+                prefill_j=energy_j,
+                idle_j=idle_j,
+                busy_s=busy_s,
+            )
+            cost, currency = self.tariff.request_cost(whole).total, self.tariff.currency
+        charge.result = ChargeResult(
+            energy_j=energy_j, idle_j=idle_j, cost=cost, currency=currency, completion_tokens=completion
+        )
+        charge.settled = True  # after `result`: the audit writer's thread reads them in this order
+        if self._counters is not None:
+            self._counters.count(charge, charge.result)
+        return True
+
+    def step(self) -> list[Charge]:
+        """One sample and the settling it allows (what the background task does each interval)."""
+        self.sample()
+        return self.settle()
+
+    async def start(self) -> None:
+        """Take the first sample (so the devices are known before the first request), then sample
+        every `interval_s` in a task."""
+        try:
+            self._record(await asyncio.to_thread(self._read))
+        except Exception:
+            _LOG.exception("the first energy sample failed; trying again in %.1f s", self.interval_s)
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                try:
+                    self._record(await asyncio.to_thread(self._read))
+                    self.settle()
+                except Exception:  # a collector or a bug must not stop the sampling for good
+                    _LOG.exception("energy sampling failed; trying again in %.1f s", self.interval_s)
+
+        self._task = asyncio.create_task(loop(), name="wave-energy")
+
+    def _record(self, energies: Mapping[str, float]) -> None:
+        t = self.clock()
+        self.log.record(t, energies)
+        for device, joules in energies.items():
+            totals = self.devices.setdefault(device, DeviceTotals(device=device))
+            if totals.start_t is None:
+                totals.start_t, totals.start_j = t, joules
+                totals.end_t, totals.end_j = t, joules
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def pending(self) -> int:
+        """Requests whose energy is not settled yet."""
+        return len(self._charges)
+
+
+ENERGY_METER = web.AppKey("wave_energy_meter", EnergyMeter)
+
+
+def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of `intervals` within [since, until]."""
+    total, reach = 0.0, since
+    for begin, end in sorted((max(b, since), min(e, until)) for b, e in intervals):
+        if end <= begin:
+            continue
+        if end > reach:
+            total += end - max(begin, reach)
+            reach = end
+    return total
+
+
+class _Counters:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter
+
+        labels = ("model", "backend", "key")
+
+        def counter(metric: Metric, names: tuple[str, ...] = labels) -> Counter:
+            # prometheus_client names a counter without its _total
+            return Counter(metric.name.removesuffix("_total"), metric.help, names, registry=registry)
+
+        self.energy = counter(metric_names.REQUEST_ENERGY)
+        self.idle = counter(metric_names.REQUEST_IDLE_ENERGY)
+        self.measured = counter(metric_names.REQUEST_ENERGY_MEASURED)
+        self.tokens = counter(metric_names.REQUEST_ENERGY_TOKENS)
+        self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
+        self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
+        self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
+
+    def count(self, charge: Charge, result: ChargeResult) -> None:
+        labels = (charge.model, charge.backend, charge.key)
+        self.energy.labels(*labels).inc(result.energy_j)
+        self.idle.labels(*labels).inc(result.idle_j)
+        self.measured.labels(*labels).inc()
+        self.tokens.labels(*labels).inc(result.completion_tokens)
+        if result.cost is not None and result.currency is not None:
+            self.cost.labels(*labels, result.currency).inc(result.cost)
