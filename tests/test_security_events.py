@@ -17,8 +17,8 @@ from wavefleet.errors import UsageError
 from wavefleet.gateway.security.db import MIGRATIONS, connect
 from wavefleet.gateway.security.events import (
     Event,
+    EventOutcome,
     EventQuery,
-    Outcome,
     default_actor,
     query_events,
     record_event,
@@ -31,7 +31,7 @@ def fetch_event(i: int, **changes: object) -> Event:
         "actor": "jenkins:model-17" if i % 2 else "alice@runner",
         "action": ("model.fetch", "model.quantize", "model.check")[i % 3],
         "subject": f"/srv/wavefleet/models/m{i}.gguf",
-        "outcome": Outcome.OK if i % 4 else Outcome.FAILED,
+        "outcome": EventOutcome.OK if i % 4 else EventOutcome.FAILED,
         "details": {"bytes": 1000 + i, "sha256": "ab" * 32},
     }
     fields.update(changes)

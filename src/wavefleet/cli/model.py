@@ -186,7 +186,7 @@ def _event(
 
 def _write_event(console: Console, db: Path | None, action: str, record: Mapping[str, Any]) -> None:
     from wavefleet.gateway.security.db import resolve_db_path
-    from wavefleet.gateway.security.events import Event, Outcome, default_actor, record_event
+    from wavefleet.gateway.security.events import Event, EventOutcome, default_actor, record_event
 
     path = resolve_db_path(db)
     try:
@@ -196,7 +196,7 @@ def _write_event(console: Console, db: Path | None, action: str, record: Mapping
                 actor=default_actor(),
                 action=action,
                 subject=str(record["subject"]),
-                outcome=Outcome(record["outcome"]),
+                outcome=EventOutcome(record["outcome"]),
                 details=record["details"],
             ),
         )

@@ -1,7 +1,7 @@
 """The gateway's Prometheus metrics, in a registry of its own per app (no global registry).
 
 Per-request updates are kept to a few dict lookups and integer additions: counters are
-prometheus-client children cached per label set, and latency histograms are `Histogram`s
+prometheus-client children cached per label set, and latency histograms are `LabelledHistogram`s
 below, updated without locks since the gateway runs on one event loop. Backend state is read from the monitor at scrape time, not per
 request.
 
@@ -34,7 +34,7 @@ from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.load import capacity, load
 
-__all__ = ["UNLISTED", "ErrorEntry", "ErrorLog", "GatewayMetrics", "Histogram", "RequestSeries"]
+__all__ = ["UNLISTED", "ErrorEntry", "ErrorLog", "GatewayMetrics", "LabelledHistogram", "RequestSeries"]
 
 UNLISTED = "(unlisted)"  # the model label of requests for names no backend lists
 
@@ -160,7 +160,7 @@ class _Buckets:
         self.total = 0.0
 
 
-class Histogram:
+class LabelledHistogram:
     """A labelled histogram updated without locks (the gateway runs on one event loop)."""
 
     def __init__(
@@ -269,19 +269,19 @@ class GatewayMetrics:
         self.retries = Counter(
             "wave_retries", "Attempts that failed before the first byte", ["backend"], registry=r
         )
-        self.ttft = Histogram(
+        self.ttft = LabelledHistogram(
             "wave_time_to_first_token_seconds",
             "Streams: arrival to first data event sent",
             ["model", "backend"],
             buckets=TTFT_BUCKETS,
         )
-        self.itl = Histogram(
+        self.itl = LabelledHistogram(
             "wave_inter_token_latency_seconds",
             "Streams: gaps between chunks of data events sent (vllm bench's ITL)",
             ["model", "backend"],
             buckets=ITL_BUCKETS,
         )
-        self.e2e = Histogram(
+        self.e2e = LabelledHistogram(
             "wave_request_duration_seconds",
             "End-to-end request time at the gateway",
             ["model", "backend"],

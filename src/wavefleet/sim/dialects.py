@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import (
 
 from wavefleet.engines import EngineKind
 from wavefleet.sim.engine import SimEngine
-from wavefleet.sim.stats import Histogram
+from wavefleet.sim.stats import BucketHistogram
 
 __all__ = ["CONTENT_TYPE", "metric_families", "render_metrics"]
 
@@ -74,7 +74,7 @@ def _triton_counter(name: str, doc: str, value: float, labels: dict[str, str]) -
     return family
 
 
-def _histogram(name: str, doc: str, hist: Histogram, labels: dict[str, str]) -> Metric:
+def _histogram(name: str, doc: str, hist: BucketHistogram, labels: dict[str, str]) -> Metric:
     family = HistogramMetricFamily(name, doc, labels=list(labels))
     family.add_metric(list(labels.values()), hist.buckets(), hist.sum)
     return family

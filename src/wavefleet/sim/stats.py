@@ -6,7 +6,7 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["EngineStats", "Histogram"]
+__all__ = ["EngineStats", "BucketHistogram"]
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py) for TTFT and inter-token latency / request times.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
@@ -15,7 +15,7 @@ REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.
 TOKEN_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)  # fmt: skip
 
 
-class Histogram:
+class BucketHistogram:
     """Cumulative-bucket histogram (Prometheus semantics: `le` buckets, sum, count)."""
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -53,12 +53,12 @@ class EngineStats:
     busy_slots_per_decode_sum: int = 0
     queue_us: float = 0.0
     request_us: float = 0.0
-    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
-    itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
-    tpot: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
-    e2e: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
-    queue_time: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
-    prefill_time: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
-    decode_time: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
-    prompt_len: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
-    output_len: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
+    ttft: BucketHistogram = field(default_factory=lambda: BucketHistogram(TTFT_BUCKETS))
+    itl: BucketHistogram = field(default_factory=lambda: BucketHistogram(ITL_BUCKETS))
+    tpot: BucketHistogram = field(default_factory=lambda: BucketHistogram(ITL_BUCKETS))
+    e2e: BucketHistogram = field(default_factory=lambda: BucketHistogram(REQUEST_BUCKETS))
+    queue_time: BucketHistogram = field(default_factory=lambda: BucketHistogram(REQUEST_BUCKETS))
+    prefill_time: BucketHistogram = field(default_factory=lambda: BucketHistogram(REQUEST_BUCKETS))
+    decode_time: BucketHistogram = field(default_factory=lambda: BucketHistogram(REQUEST_BUCKETS))
+    prompt_len: BucketHistogram = field(default_factory=lambda: BucketHistogram(TOKEN_BUCKETS))
+    output_len: BucketHistogram = field(default_factory=lambda: BucketHistogram(TOKEN_BUCKETS))

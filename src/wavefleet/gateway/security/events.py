@@ -14,7 +14,7 @@ what operators did to the fleet, in the same database (`wave.db`, table `events`
 One command writes one row, when it ends, in its own short transaction.
 
     record_event(path, Event(actor=default_actor(), action="model.fetch", subject="/srv/m.gguf",
-                             outcome=Outcome.OK, details={"bytes": 98362432}))
+                             outcome=EventOutcome.OK, details={"bytes": 98362432}))
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "Event",
     "EventQuery",
-    "Outcome",
+    "EventOutcome",
     "default_actor",
     "query_events",
     "record_event",
@@ -49,7 +49,7 @@ EVENT_COLUMNS = ("ts", "actor", "action", "subject", "outcome", "details")
 _INSERT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 
 
-class Outcome(StrEnum):
+class EventOutcome(StrEnum):
     OK = "ok"
     FAILED = "failed"
     ERROR = "error"
@@ -62,7 +62,7 @@ class Event:
     actor: str
     action: str
     subject: str
-    outcome: Outcome
+    outcome: EventOutcome
     details: Mapping[str, object] = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wavefleet.gateway.config import GatewayConfig
-from wavefleet.gateway.metrics import GatewayMetrics, Histogram
+from wavefleet.gateway.metrics import GatewayMetrics, LabelledHistogram
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, LoadSnapshot
 from wavefleet.telemetry import names
@@ -85,7 +85,7 @@ class _Sample:
     tpot: dict[str, list[int]]
 
 
-def _by_model(histogram: Histogram) -> dict[str, list[int]]:
+def _by_model(histogram: LabelledHistogram) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for (model, _backend), series in histogram.series.items():
         into = out.setdefault(model, [0] * len(series.counts))
