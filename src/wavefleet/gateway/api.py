@@ -166,11 +166,15 @@ class GatewayApi:
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = self._forwarder.now()
         try:
-            await self._principal(request)
-            raw = await self._read_body(request)
-            payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
-            if payload is None:
+            if self._report is None:  # no security layer in front: the key is checked here
+                await self._authenticator.authenticate(request.headers.get("Authorization"))
+                raw = await self._read_body(request)
                 payload = parse_body(raw)
+            else:
+                await self._principal(request)
+                raw = await self._read_body(request)
+                parsed = request.get(PARSED_BODY)  # parsed already by the security layer
+                payload = parsed if parsed is not None else parse_body(raw)
             _check_fields(endpoint, payload)
             stream = payload.get("stream") is True and endpoint != "embeddings"
             options = payload.get("stream_options")
