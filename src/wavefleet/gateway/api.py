@@ -114,7 +114,7 @@ class GatewayApi:
 
     Every caller is checked by `authenticator`: here, or already by the security layer's
     middleware when it runs (it leaves the principal on the request). `report` is the security
-    layer's outcome hook, per request.
+    layer's outcome hook, per request, given exactly when that layer runs.
     """
 
     def __init__(
