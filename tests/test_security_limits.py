@@ -535,6 +535,26 @@ def test_redis_limiter_survives_a_redis_restart(redis_server: RedisServer) -> No
     asyncio.run(main())
 
 
+def test_redis_down_refuses_with_503_and_recovers_when_it_is_back(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_server.url)
+        try:
+            limits = KeyLimits(rpm=10, max_concurrent=2)
+            ticket = await limiter.admit("key:d", limits)
+            redis_server.stop()
+            await limiter.finish(ticket, 1)  # nothing to settle against: the lease expires by itself
+            refused = await asyncio.gather(
+                *(limiter.admit("key:d", limits) for _ in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(r, NoHealthyBackendError) and r.status == 503 for r in refused), refused
+            redis_server.start()
+            await limiter.finish(await limiter.admit("key:d", limits), 1)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(main())
+
+
 # ---- the middleware charges what a request ended with --------------------------------------------
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,8 +164,13 @@ class RedisLimiter:
         )
         self._prefix = prefix
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        # lease ids unique across gateways without a random draw (a syscall) per request
+        self._lease_prefix = secrets.token_hex(8) + ":"
+        self._leases = itertools.count(1)
         self._queue: list[_Command] = []
         self._sender: asyncio.Task[None] | None = None
+        # one batch is out at a time, so one connection serves them all (redis-py reconnects it)
+        self._connection: AbstractConnection | None = None
         self.url = url
 
     def _keys(self, ident: str) -> list[str]:
@@ -175,7 +181,7 @@ class RedisLimiter:
     async def admit(self, ident: str, limits: KeyLimits, *, reserve: int = 0) -> Ticket:
         if not limits.any:
             return Ticket(ident, limits)
-        lease = secrets.token_hex(8) if limits.max_concurrent else ""
+        lease = f"{self._lease_prefix}{next(self._leases)}" if limits.max_concurrent else ""
         need = reservation(limits, reserve)
         args: list[str | int] = [
             limits.rpm or 0,
@@ -271,34 +277,43 @@ class RedisLimiter:
         if missing:  # a restarted server: load the scripts, send those commands again (they did not run)
             # both scripts, always: with one known and one not, the commands of a batch would
             # run out of order (a finish after the admit it was meant to make room for)
-            for script in (_ADMIT_SCRIPT, _FINISH_SCRIPT):
-                await self._client.script_load(script.source)
+            scripts = (_ADMIT_SCRIPT, _FINISH_SCRIPT)
+            loads = b"".join(hiredis.pack_command(("SCRIPT", "LOAD", s.source)) for s in scripts)  # type: ignore[arg-type]
+            for answer in await self._roundtrip(loads, len(scripts)):
+                if isinstance(answer, Exception):
+                    raise answer
             again = await self._pipeline([batch[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
 
     async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
-        """Send `commands` in one write on one pooled connection and read their answers (an error
-        answer in its place). Packed by hiredis: redis-py's pure-Python packer costs more than
-        the rest of a batch (about 1 us an argument, 20 arguments a request)."""
+        """Send `commands` in one write and read their answers (an error answer in its place).
+        Packed by hiredis: redis-py's pure-Python packer costs more than the rest of a batch
+        (about 1 us an argument, 20 arguments a request)."""
         # hiredis's stub types the argument as a 1-tuple; it takes any number of parts
         packed = b"".join(hiredis.pack_command(_evalsha(c)) for c in commands)  # type: ignore[arg-type]
-        pool = self._client.connection_pool
-        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            answers: list[Any] = await connection.retry.call_with_retry(
-                lambda: _exchange(connection, packed, len(commands)),
-                lambda error: connection.disconnect(),  # then once more, on a fresh connection
-            )
-            return answers
-        finally:
-            await pool.release(connection)
+        return await self._roundtrip(packed, len(commands))
+
+    async def _roundtrip(self, packed: bytes, count: int) -> list[Any]:
+        """Write `packed` (`count` commands) and read their answers, on this limiter's connection."""
+        connection = self._connection
+        if connection is None:
+            pool = self._client.connection_pool
+            connection = self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        answers: list[Any] = await connection.retry.call_with_retry(
+            lambda: _exchange(connection, packed, count),
+            lambda error: connection.disconnect(),  # then once more, on a fresh connection
+        )
+        return answers
 
     async def aclose(self) -> None:
         """Send what is still queued, then close the connections."""
         while self._sender is not None:
             await asyncio.shield(self._sender)
+        if self._connection is not None:
+            await self._client.connection_pool.release(self._connection)
+            self._connection = None
         await self._client.aclose()
 
 
