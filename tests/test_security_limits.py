@@ -216,6 +216,12 @@ def test_redis_aclose_sends_the_finishes_still_queued(redis_url: str) -> None:
             limiter.finish_soon(ticket, 0)
             await limiter.aclose()
             assert await inspector.zcard(limiter._keys("key:q")[2]) == 0
+            # a request ending after shutdown is refused quietly: nothing is sent, nothing raises
+            late = Ticket("key:q", KeyLimits(max_concurrent=3), lease="x")
+            limiter.finish_soon(late, 0)
+            assert late.finished
+            with pytest.raises(NoHealthyBackendError):
+                await limiter.admit("key:q", KeyLimits(max_concurrent=3))
         finally:
             await inspector.aclose()
 

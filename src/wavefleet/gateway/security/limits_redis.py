@@ -171,6 +171,7 @@ class RedisLimiter:
         self._sender: asyncio.Task[None] | None = None
         # one batch is out at a time, so one connection serves them all (redis-py reconnects it)
         self._connection: AbstractConnection | None = None
+        self._closed = False
         self.url = url
 
     def _keys(self, ident: str) -> list[str]:
@@ -245,6 +246,10 @@ class RedisLimiter:
         """Queue a script call for the next batch; its answer, when `wait`."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future() if wait else None
+        if self._closed:  # a request that ends after shutdown: its lease expires by itself
+            if answer is not None:
+                answer.set_exception(RedisError("the rate limiter is closed"))
+            return answer
         self._queue.append(_Command(script, keys, args, answer))
         if self._sender is None:
             self._sender = loop.create_task(self._send_batches())
@@ -309,6 +314,7 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         """Send what is still queued, then close the connections."""
+        self._closed = True
         while self._sender is not None:
             await asyncio.shield(self._sender)
         if self._connection is not None:
