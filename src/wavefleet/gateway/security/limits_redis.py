@@ -256,14 +256,17 @@ class RedisLimiter:
         return answer
 
     async def _send_batches(self) -> None:
-        """Send what is queued as one pipeline, and again while more was queued meanwhile."""
+        """Send what is queued as one pipeline, and again while more was queued meanwhile. Every
+        command waited for gets an answer or an error, whatever happens: a request never hangs."""
+        batch: list[_Command] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
                     results: list[Any] = await self._run(batch)
-                except RedisError as exc:
-                    results = [exc] * len(batch)
+                except Exception as exc:
+                    error = exc if isinstance(exc, RedisError) else RedisError(f"{type(exc).__name__}: {exc}")
+                    results = [error] * len(batch)
                 for command, result in zip(batch, results, strict=True):
                     answer = command.answer
                     if answer is None or answer.done():
@@ -272,8 +275,12 @@ class RedisLimiter:
                         answer.set_exception(result)
                     else:
                         answer.set_result(result)
+                batch = []
         finally:
             self._sender = None
+            for command in batch:  # cancelled mid-batch (the loop is closing)
+                if command.answer is not None and not command.answer.done():
+                    command.answer.set_exception(RedisError("the rate limiter stopped"))
 
     async def _run(self, batch: list[_Command]) -> list[Any]:
         """Each command's answer, or its error; the scripts loaded again if the server lost them."""
