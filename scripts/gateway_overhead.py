@@ -16,7 +16,10 @@ the rounds are reported:
 The client and the upstream are pinned to CPU 0, every proxy and gateway to CPU 1 (where the
 machine has two CPUs and taskset). The summary gives, per target and body, the requests/s
 relative to minproxy at the highest concurrency and the median latency added to the direct
-path at the lowest.
+path at the lowest. For minproxy and each gateway it also gives the CPU time its process
+(with its threads, not its children) spent per request at the highest concurrency, from
+/proc: on a machine shared with other work, where requests/s move with the neighbours' load,
+that figure moves much less.
 
 A gateway command runs in bash (compound commands work) with these variables set:
   PORT      the port to listen on (127.0.0.1)
@@ -321,6 +324,10 @@ class Targets:
         argv = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port"]
         self.spawn("litellm", lambda port: [*argv, str(port)], env=dict(os.environ, LITELLM_LOG="ERROR"))
 
+    def pid(self, name: str) -> int | None:
+        """The process of a target this harness started (its command's last `exec`), else None."""
+        return next((item.process.pid for item in self.started if item.name == name), None)
+
     def stop(self) -> None:
         for item in self.started:
             with contextlib.suppress(ProcessLookupError):
@@ -337,6 +344,15 @@ class Targets:
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far (all its threads), or None without /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_wrk(text: str) -> dict[str, float]:
@@ -358,6 +374,7 @@ def parse_wrk(text: str) -> dict[str, float]:
     if errors := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
         failed += sum(int(n) for n in errors.groups())
     return {
+        "requests": float(find(r"(\d+) requests in")),
         "rps": float(find(r"Requests/sec:\s+([\d.]+)")),
         "p50_ms": seconds(find(r"\s50%\s+(\S+)")) * 1e3,
         "p99_ms": seconds(find(r"\s99%\s+(\S+)")) * 1e3,
@@ -426,6 +443,8 @@ def summarise(cells: list[dict[str, Any]], levels: list[int]) -> dict[str, float
             cell(name, kind, low)["p50_ms"] - cell("direct", kind, low)["p50_ms"], 3
         )
         summary[f"{name}.{kind}.failed"] = sum(cell(name, kind, c)["failed"] for c in levels)
+        if "cpu_us" in cell(name, kind, high):
+            summary[f"{name}.{kind}.cpu_us_per_request"] = round(cell(name, kind, high)["cpu_us"], 1)
     return summary
 
 
@@ -462,7 +481,12 @@ def measure(args: argparse.Namespace, gateways: dict[str, str], work: Path) -> l
                 for round_number in range(args.rounds):
                     for concurrency in levels:
                         for name, port in targets.ports.items():
+                            pid = targets.pid(name)
+                            before = cpu_seconds(pid) if pid is not None else None
                             result = run_wrk(port, concurrency, args.duration, body, script, key)
+                            after = cpu_seconds(pid) if pid is not None else None
+                            if before is not None and after is not None and result["requests"]:
+                                result["cpu_us"] = (after - before) / result["requests"] * 1e6
                             runs.setdefault((name, kind, concurrency), []).append(result)
                     print(f"{kind}: round {round_number + 1} of {args.rounds} done", file=sys.stderr)
             finally:
@@ -475,8 +499,12 @@ def measure(args: argparse.Namespace, gateways: dict[str, str], work: Path) -> l
         row.update(
             {stat: statistics.median(r[stat] for r in results) for stat in ("rps", "p50_ms", "p99_ms")}
         )
+        if all("cpu_us" in r for r in results):
+            row["cpu_us"] = statistics.median(r["cpu_us"] for r in results)
         row["failed"] = int(sum(r["failed"] for r in results))
         row["rounds"] = [r["rps"] for r in results]
+        if "cpu_us" in row:
+            row["cpu_rounds"] = [round(r["cpu_us"], 1) for r in results]
         cells.append(row)
     return cells
 
@@ -560,10 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(cells, args.concurrency)
 
-    print(f"{'target':12} {'body':6} {'conc':>4} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    print(
+        f"{'target':12} {'body':6} {'conc':>4} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us':>7} {'failed':>7}"
+    )
     for c in cells:
+        cpu = f"{c['cpu_us']:.1f}" if "cpu_us" in c else "-"
         print(
-            f"{c['target']:12} {c['body']:6} {c['concurrency']:>4} {c['rps']:>10.0f} {c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['failed']:>7}"
+            f"{c['target']:12} {c['body']:6} {c['concurrency']:>4} {c['rps']:>10.0f} {c['p50_ms']:>8.3f} {c['p99_ms']:>8.3f} {cpu:>7} {c['failed']:>7}"
         )
     print()
     for name, value in summary.items():

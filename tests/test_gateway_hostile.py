@@ -140,6 +140,28 @@ def test_unknown_paths_and_wrong_methods_answer_in_openai_format(method: str, pa
     assert got == status
     error = openai_error(got, headers, body)
     assert error["code"] in ("not_found", "method_not_allowed")
+    if status == 405:  # and it says which methods the path takes
+        allowed = {m.strip() for m in headers["allow"].split(",")}
+        assert allowed == ({"POST"} if path.endswith("completions") else {"GET", "HEAD"})
+        assert sorted(allowed)[0] in error["message"]
+    else:
+        assert "/v1/chat/completions" in error["message"]  # the paths the API serves
+
+
+def test_a_failure_the_gateway_did_not_expect_is_an_openai_500_that_hides_the_cause() -> None:
+    def broken(request: BackendRequest) -> FakeReply:
+        raise RuntimeError("internal detail: /etc/secret")
+
+    backend = FakeBackend("a", broken, models=["m1"])
+    config = _config([{"name": "a", "url": "http://127.0.0.1:9", "models": ["m1"]}])
+    app = create_app(config, StaticMonitor(), backends={"a": backend})
+    with serve_in_thread(app) as server:  # aiohttp's own runner: the app answers by itself
+        status, headers, body = request(server.url, "POST", "/v1/chat/completions", json.dumps(CHAT).encode())
+        after = request(server.url, "GET", "/v1/models")
+    assert status == 500
+    error = openai_error(status, headers, body)
+    assert error["code"] == "internal_error" and "secret" not in error["message"]
+    assert after[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -103,5 +103,37 @@ def test_two_gateways_are_measured_side_by_side_with_a_key_wave_accepts(tmp_path
             assert summary[f"{name}.{body}.rps_vs_minproxy"] > 0
             assert f"{name}.{body}.added_p50_ms" in summary
     assert summary["minproxy.json.rps_vs_minproxy"] == 1.0
+    if Path("/proc/self/stat").exists():  # the CPU each process spent per request, from /proc
+        for name in ("minproxy", "plain", "secure"):
+            assert 0 < summary[f"{name}.json.cpu_us_per_request"] < 1e6
+        assert "nginx.json.cpu_us_per_request" not in summary  # not a process the harness started
     assert "plain.stream.rps_vs_minproxy" in result.stdout
     assert record["settings"]["gateways"]["secure"].startswith(WAVE)
+
+
+def test_cpu_time_is_read_from_proc() -> None:
+    script = load_script()
+    if not Path("/proc/self/stat").exists():
+        assert script.cpu_seconds(1) is None
+        return
+    import os
+
+    spent = script.cpu_seconds(os.getpid())
+    assert spent is not None and spent > 0
+    assert script.cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_wrk_output_gives_requests_rate_latency_and_failures() -> None:
+    text = """Running 1s test @ http://127.0.0.1:1/v1/chat/completions
+  1 threads and 2 connections
+  Latency Distribution
+     50%  211.00us
+     99%    1.50ms
+  4862 requests in 1.00s, 1.52MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   4858.12
+"""
+    parsed = load_script().parse_wrk(text)
+    assert parsed == pytest.approx(
+        {"requests": 4862.0, "rps": 4858.12, "p50_ms": 0.211, "p99_ms": 1.5, "failed": 3}
+    )

@@ -293,3 +293,27 @@ def test_least_loaded_twins_either_side_of_full_take_turns() -> None:
         inflight[chosen] += 1
         picks.append(chosen)
     assert longest_run(picks) <= 2, picks
+
+
+def test_least_loaded_with_one_candidate_still_counts_what_it_sends() -> None:
+    monitor = StaticMonitor()
+    monitor.set("a", running=1, waiting=0, slots_total=8)
+    monitor.set("b", running=1, waiting=0, slots_total=8)
+    policy, fleet = LeastLoadedPolicy(), view(backends(a="vllm", b="vllm"), monitor)
+    first = policy.choose(request("a"), fleet)
+    second = policy.choose(request("a"), fleet)
+    assert [c.backend for c in first.ranked] == ["a"] and first.reason == "only-choice"
+    assert (first.scores, second.scores) == ({"a": 1 / 8}, {"a": 2 / 8})  # the first one sent counts
+    # what it sent while alone counts when a twin joins: the twin is emptier
+    assert policy.choose(request("a", "b"), fleet).ranked[0].backend == "b"
+
+
+def test_least_loaded_keeps_the_best_of_the_recent_first_token_times() -> None:
+    from wavefleet.gateway.routing.least_loaded import TTFT_SAMPLES, LoadRanker
+
+    ranker = LoadRanker()
+    times = [0.5, 0.2, 0.9, 0.3] + [0.4] * TTFT_SAMPLES + [0.35, 0.1]
+    for i, ttft in enumerate(times):
+        ranker.first_token("a", ttft)
+        window = times[max(0, i + 1 - TTFT_SAMPLES) : i + 1]
+        assert ranker._best_ttft["a"] == min(window), i

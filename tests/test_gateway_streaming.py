@@ -87,3 +87,20 @@ def test_usage_reading_tolerates_order_spacing_and_nesting() -> None:
     body = b'{"usage": {"completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 2}, "prompt_tokens": 4}}'
     assert usage_in(body) == (4, 9)
     assert usage_in(b'{"usage": null}') is None
+
+
+def test_events_are_counted_in_small_chunks_and_estimated_in_large_ones() -> None:
+    from wavefleet.gateway.streaming import TAIL_BYTES, SseSplitter, StreamState
+
+    def event(i: int) -> bytes:
+        return b'data: {"choices":[{"index":0,"delta":{"content":"tok%d "},"finish_reason":null}]}\n\n' % i
+
+    small = StreamState(strip_usage=False)
+    for i in range(40):  # one event a chunk, as engines send them
+        small.filter(SseSplitter().feed(event(i)), float(i))
+    assert small.events == 40
+    big = StreamState(strip_usage=False)
+    chunk = b"".join(event(i) for i in range(300))
+    assert len(chunk) > 4 * TAIL_BYTES
+    big.filter(chunk, 0.0)
+    assert abs(big.events - 300) <= 300 * 0.05  # scaled from the chunk's tail: within 5 %

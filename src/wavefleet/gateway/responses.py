@@ -1,17 +1,20 @@
 """Error answers in OpenAI's JSON format, with Retry-After and x-wave-backend where they apply.
 
-Every answer of the API is OpenAI-shaped, the HTTP layer's own included: `openai_errors` turns
-aiohttp's answers for unknown paths and wrong methods into OpenAI error bodies (and any error a
-handler did not expect into a 500 that says nothing of the code), and `runner.GatewayRunner`
-does the same for requests too malformed to reach the app.
+Every answer of the API is OpenAI-shaped, the HTTP layer's own included: `with_fallbacks` adds
+routes that answer unknown paths (404) and wrong methods (405) with OpenAI error bodies, each
+handler is wrapped by `openai_errors` (any error it did not expect becomes a 500 that says
+nothing of the code), and `runner.GatewayRunner` does the same for requests too malformed to
+reach the app. Routes and wrappers, not a middleware: a middleware adds two coroutine frames
+(its own and aiohttp's `_fix_request_current_app`) to every request's await chain.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -23,7 +26,7 @@ from wavefleet.errors import (
     NotFoundError,
 )
 
-__all__ = ["error_response", "http_error", "json_response", "openai_errors"]
+__all__ = ["error_response", "http_error", "json_response", "openai_errors", "with_fallbacks"]
 
 _log = logging.getLogger("wavefleet.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,22 +69,60 @@ def http_error(status: int, detail: str, *, method: str = "", path: str = "") ->
     return error
 
 
-@web.middleware
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own error answers (404, 405, ...) and unexpected failures, as OpenAI errors."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        allowed = exc.headers.get("Allow", "")
-        detail = f"use {allowed}" if allowed else exc.reason
-        response = error_response(http_error(exc.status, detail, method=request.method, path=request.path))
-        if allowed:
-            response.headers["Allow"] = allowed
+def openai_errors(handler: Handler) -> Handler:
+    """`handler`, with a GatewayError it raises answered as such and any other error as an OpenAI 500."""
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(
+                http_error(exc.status, exc.reason, method=request.method, path=request.path)
+            )
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception:
+            _log.exception("unexpected error answering %s %s", request.method, request.path)
+            return error_response(http_error(500, ""))
+
+    return answer
+
+
+def with_fallbacks(routes: Sequence[web.RouteDef]) -> list[web.RouteDef]:
+    """`routes` with their handlers wrapped by `openai_errors`, each path followed by a route that
+    answers any other method with an OpenAI 405 (and `Allow`), and a last one that answers any
+    other path with an OpenAI 404. aiohttp puts a path's routes on one resource when they are
+    added one after the other, so the 405 route only gets the methods the path does not take."""
+    allowed: dict[str, list[str]] = {}
+    for route in routes:
+        methods = allowed.setdefault(route.path, [])
+        methods.append(route.method)
+        if route.method == "GET":
+            methods.append("HEAD")  # aiohttp answers HEAD on every GET route
+    out: list[web.RouteDef] = []
+    for path, methods in allowed.items():
+        out += [
+            web.route(r.method, r.path, openai_errors(r.handler), **r.kwargs)
+            for r in routes
+            if r.path == path
+        ]
+        out.append(web.route("*", path, _wrong_method(", ".join(methods))))
+    out.append(web.route("*", "/{path:.*}", _unknown_path))
+    return out
+
+
+def _wrong_method(allow: str) -> Handler:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        error = http_error(405, f"use {allow}", method=request.method, path=request.path)
+        response = error_response(error)
+        response.headers["Allow"] = allow
         return response
-    except GatewayError as exc:
-        return error_response(exc)
-    except Exception:
-        _log.exception("unexpected error answering %s %s", request.method, request.path)
-        return error_response(http_error(500, ""))
+
+    return answer
+
+
+async def _unknown_path(request: web.Request) -> web.StreamResponse:
+    return error_response(http_error(404, "", path=request.path))

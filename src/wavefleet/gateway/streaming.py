@@ -78,6 +78,16 @@ def usage_in(data: bytes, start: int = 0) -> tuple[int, int] | None:
     return None
 
 
+def _events_in(data: bytes) -> int:
+    """How many events `data` holds: counted in chunks up to TAIL_BYTES (what engines send, one
+    event or a few each), and scaled from the last TAIL_BYTES in larger ones, since counting
+    costs about 1.5 ns a byte (17 us for a 64-event chunk) and the figure is only an estimate of
+    the tokens streamed."""
+    if len(data) <= TAIL_BYTES:
+        return data.count(b"\n\n")
+    return max(1, data.count(b"\n\n", len(data) - TAIL_BYTES) * len(data) // TAIL_BYTES)
+
+
 def error_event(error: dict[str, object]) -> bytes:
     """An in-band error event, as OpenAI's clients expect it after a 200."""
     return sse_event(error)
@@ -132,9 +142,9 @@ class StreamState:
             out = events
         if not out:
             return b""
-        if not self.finished and any(marker in tail for marker in _FINISHED):
+        if not self.finished and (_FINISHED[0] in tail or _FINISHED[1] in tail):
             self.finished = True
-        self.events += out.count(b"\n\n")
+        self.events += _events_in(out)
         if out.endswith(_DONE):  # [DONE] only ever comes last
             self.done = True
             if out.startswith(_DONE):

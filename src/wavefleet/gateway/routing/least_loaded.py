@@ -106,9 +106,16 @@ class LoadRanker:
         self._last_turn[backend] = next(self._turns)
 
     def first_token(self, backend: str, ttft_s: float) -> None:
-        recent = self._ttft.setdefault(backend, deque(maxlen=TTFT_SAMPLES))
+        recent = self._ttft.get(backend)
+        if recent is None:
+            recent = self._ttft[backend] = deque(maxlen=TTFT_SAMPLES)
+        dropped = recent[0] if len(recent) == TTFT_SAMPLES else None
         recent.append(ttft_s)
-        self._best_ttft[backend] = min(recent)
+        best = self._best_ttft.get(backend)
+        if best is None or dropped == best:  # the least one left the window: look again
+            self._best_ttft[backend] = min(recent)
+        elif ttft_s < best:
+            self._best_ttft[backend] = ttft_s
 
     def finished(self, backend: str) -> None:
         if backend in self._since_poll:
@@ -125,10 +132,13 @@ class LeastLoadedPolicy:
         ready = healthy(request.candidates, view)
         if not ready:
             return Decision((), "none-healthy")
+        if len(ready) == 1:  # nothing to rank: its load is still read (for x-wave-explain) and it is sent
+            only = ready[0].backend
+            score = self._ranker.load_of(only, view)
+            self._ranker.sent(only)
+            return Decision((ready[0],), "only-choice", {only: score})
         ranked, loads = self._ranker.rank(ready, view)
         self._ranker.sent(ranked[0].backend)
-        if len(ready) == 1:
-            return Decision((ready[0],), "only-choice", loads)
         reason = (
             "least-loaded" if ranked[0].preference == min(c.preference for c in ready) else "group-overflow"
         )

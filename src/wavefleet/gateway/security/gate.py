@@ -147,6 +147,7 @@ class SecurityGate:
         limiter: RateLimiter
         if config.redis_url:
             require("redis", needed_by="--redis-url (limits shared through Redis)")
+            require("hiredis", needed_by="--redis-url (limits shared through Redis)")
             from wavefleet.gateway.security.limits_redis import RedisLimiter
 
             limiter = RedisLimiter(config.redis_url)
@@ -256,6 +257,11 @@ class SecurityGate:
         worked on the request but its usage is unknown)."""
         if admission is not None and admission.ticket is not None:
             await self.limiter.finish(admission.ticket, tokens)
+
+    def finish_soon(self, admission: Admission | None, tokens: int | None) -> None:
+        """`finish`, queued: the limiter does it before any later admit (Redis: with its next batch)."""
+        if admission is not None and admission.ticket is not None:
+            self.limiter.finish_soon(admission.ticket, tokens)
 
     def record(self, row: AuditRecord) -> None:
         if self.audit is not None:

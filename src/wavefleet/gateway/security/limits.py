@@ -17,7 +17,7 @@ those with 400 before they get here).
     limiter = LocalLimiter()
     ticket = await limiter.admit("key:3f9a0c1d", KeyLimits(tpm=40000), reserve=600)  # or RateLimitError
     try: ...
-    finally: await limiter.finish(ticket, tokens_used)
+    finally: await limiter.finish(ticket, tokens_used)    # or limiter.finish_soon(...), not awaited
 
 `LocalLimiter` keeps state in this process. `RedisLimiter` (limits_redis.py) keeps it in Redis so
 several gateways share one budget.
@@ -52,6 +52,10 @@ class RateLimiter(Protocol):
     async def admit(self, ident: str, limits: KeyLimits, *, reserve: int = 0) -> Ticket: ...
 
     async def finish(self, ticket: Ticket, tokens: int | None) -> None: ...
+
+    def finish_soon(self, ticket: Ticket, tokens: int | None) -> None:
+        """`finish` without waiting for it: done before any later admit of this limiter."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -133,6 +137,9 @@ class LocalLimiter:
         return Ticket(ident, limits, reserved=need)
 
     async def finish(self, ticket: Ticket, tokens: int | None) -> None:
+        self.finish_now(ticket, tokens, time.monotonic())
+
+    def finish_soon(self, ticket: Ticket, tokens: int | None) -> None:
         self.finish_now(ticket, tokens, time.monotonic())
 
     def finish_now(self, ticket: Ticket, tokens: int | None, now: float) -> None:

@@ -160,7 +160,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
                     outcome.backend,
                 )
             if admission is not None and admission.ticket is not None:
-                await gate.finish(admission, charge)
+                gate.finish_soon(admission, charge)  # the client has its answer: no need to wait
             if gate.audit is not None:
                 model = payload.get("model") if payload is not None else None
                 gate.audit.record(
