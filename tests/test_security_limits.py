@@ -21,7 +21,7 @@ from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.keys import KeyLimits
 from wavefleet.gateway.security.limits import LocalLimiter, RateLimiter, Ticket
 from wavefleet.gateway.security.limits_redis import RedisLimiter
-from wavefleet.gateway.security.middleware import OUTCOME, Outcome, install
+from wavefleet.gateway.security.middleware import OUTCOME, ForwardOutcome, install
 from wavefleet.gateway.security.principal import Principal
 from wavefleet.gateway.security.screening import Screener, ScreeningConfig
 
@@ -591,7 +591,7 @@ def test_the_middleware_settles_the_reservation(
             if ending == "refused before forwarding":
                 raise ModelNotFoundError("no model 'm' here")
             if ending == "200 without usage":
-                request[OUTCOME] = Outcome(
+                request[OUTCOME] = ForwardOutcome(
                     status=200, prompt_tokens=None, completion_tokens=None, backend="a"
                 )
                 return web.json_response({"choices": []})
@@ -599,7 +599,7 @@ def test_the_middleware_settles_the_reservation(
                 await asyncio.Event().wait()  # a stream that the client ends
             except asyncio.CancelledError:
                 if ending == "close with usage":
-                    request[OUTCOME] = Outcome(
+                    request[OUTCOME] = ForwardOutcome(
                         status=499, prompt_tokens=10, completion_tokens=290, backend="a"
                     )
                 raise

@@ -30,7 +30,7 @@ from wavefleet.gateway.security.keys import KeyCache, KeyLimits, KeyStore
 from wavefleet.gateway.security.limits import LocalLimiter, RateLimiter, Ticket
 from wavefleet.gateway.security.oidc import OidcVerifier
 from wavefleet.gateway.security.principal import Principal
-from wavefleet.gateway.security.screening import CLEAN, Screener, Verdict, prompt_texts
+from wavefleet.gateway.security.screening import CLEAN, Screener, ScreeningVerdict, prompt_texts
 from wavefleet.gateway.security.settings import SecurityConfig
 
 __all__ = ["CHARS_PER_TOKEN", "DEFAULT_COMPLETION_RESERVE", "Admission", "SecurityGate", "reserve_tokens"]
@@ -103,7 +103,7 @@ class Admission:
     principal: Principal
     model: str | None = None
     ticket: Ticket | None = None
-    verdict: Verdict = CLEAN
+    verdict: ScreeningVerdict = CLEAN
     prompt: str | None = None
 
 

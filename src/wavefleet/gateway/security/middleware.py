@@ -36,7 +36,7 @@ __all__ = [
     "PARSED_BODY",
     "PRINCIPAL",
     "PROXIED",
-    "Outcome",
+    "ForwardOutcome",
     "install",
     "outcome_reporter",
     "security_middleware",
@@ -54,7 +54,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(kw_only=True, slots=True)
-class Outcome:
+class ForwardOutcome:
     """How the gateway's forwarder ended a request."""
 
     status: int
@@ -63,7 +63,7 @@ class Outcome:
     backend: str | None
 
 
-OUTCOME = web.RequestKey("wave_outcome", Outcome)
+OUTCOME = web.RequestKey("wave_outcome", ForwardOutcome)
 # the body as parsed here, so the gateway's handler does not parse it again
 PARSED_BODY = web.RequestKey("wave_parsed_body", dict[str, Any])
 ADMISSION = web.RequestKey("wave_admission", Admission)
@@ -76,14 +76,14 @@ def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | N
 
     def report(status: int, usage: tuple[int, int] | None, backend: str) -> None:
         prompt, completion = usage if usage is not None else (None, None)
-        request[OUTCOME] = Outcome(
+        request[OUTCOME] = ForwardOutcome(
             status=status, prompt_tokens=prompt, completion_tokens=completion, backend=backend
         )
 
     return report
 
 
-def tokens_to_charge(outcome: Outcome | None, *, client_closed: bool) -> int | None:
+def tokens_to_charge(outcome: ForwardOutcome | None, *, client_closed: bool) -> int | None:
     """What a finished request is charged, whatever its status: the usage its outcome carries; None
     (its reservation stands) when an engine worked on it but the usage is unknown, or when the
     client closed it before the forwarder reported anything; 0 when no engine saw it."""

@@ -18,7 +18,7 @@ These rules catch known phrasings only: they are a tripwire and an audit signal,
 against a determined attacker (see docs/security.md).
 
     screener = Screener(ScreeningConfig(default="flag", rules={"template_tokens": "block"}))
-    verdict = screener.screen(["user text", "more text"])   # Verdict(hits=("template_tokens",), ...)
+    verdict = screener.screen(["user text", "more text"])   # ScreeningVerdict(hits=("template_tokens",), ...)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = [
     "Action",
     "Screener",
     "ScreeningConfig",
-    "Verdict",
+    "ScreeningVerdict",
     "prompt_texts",
 ]
 
@@ -221,7 +221,7 @@ class ScreeningConfig(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class ScreeningVerdict:
     hits: tuple[str, ...] = ()
     flagged: tuple[str, ...] = ()  # hits whose action is flag or block
     blocked: str | None = None  # the first hit whose action is block
@@ -231,7 +231,7 @@ class Verdict:
         return ",".join(self.flagged)
 
 
-CLEAN = Verdict()
+CLEAN = ScreeningVerdict()
 
 
 def prompt_texts(endpoint: str, payload: dict[str, Any]) -> Iterator[str]:
@@ -281,7 +281,7 @@ class Screener:
             self._phrases.setdefault(word, []).append(re.compile(pattern))
         self._template = re.compile(_TEMPLATE)
 
-    def screen(self, texts: Iterable[str]) -> Verdict:
+    def screen(self, texts: Iterable[str]) -> ScreeningVerdict:
         """Run every rule that is not off over the texts, read as one; never changes them."""
         if not self.enabled:
             return CLEAN
@@ -312,7 +312,7 @@ class Screener:
         ordered = tuple(rule for rule in RULES if rule in hits)
         flagged = tuple(r for r in ordered if actions[r] in (Action.FLAG, Action.BLOCK))
         blocked = next((r for r in ordered if actions[r] is Action.BLOCK), None)
-        return Verdict(ordered, flagged, blocked)
+        return ScreeningVerdict(ordered, flagged, blocked)
 
     def _has_phrase(self, low: str) -> bool:
         for word, patterns in self._phrases.items():
@@ -325,7 +325,7 @@ class Screener:
                         return True
         return False
 
-    def refuse(self, verdict: Verdict) -> BadRequestError:
+    def refuse(self, verdict: ScreeningVerdict) -> BadRequestError:
         rule = verdict.blocked or ""
         error = BadRequestError(
             f"the request was blocked by the gateway's screening rule {rule!r}: {RULES.get(rule, '')}. "
