@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     HttpUrl,
     ValidationInfo,
@@ -38,7 +36,7 @@ from wavefleet.agent.secret import SecretSource
 from wavefleet.agent.units import FOREVER, parse_duration, parse_size
 from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
-from wavefleet.files import load_model
+from wavefleet.files import FrozenModel, load_model
 from wavefleet.gateway.config import ApiKeySource
 
 __all__ = [
@@ -86,11 +84,7 @@ PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MemoryBudget(Strict):
+class MemoryBudget(FrozenModel):
     """What the agent may use of a device: bytes, or a fraction of the device's total.
 
     In the file: a size with a unit (`4GiB`) or a fraction (`0.5`)."""
@@ -126,7 +120,7 @@ class MemoryBudget(Strict):
         return min(wanted, total)
 
 
-class DeviceConfig(Strict):
+class DeviceConfig(FrozenModel):
     """One memory pool the agent places engines in: host RAM (`cpu`), or an NVIDIA GPU by NVML index."""
 
     gpu: int | None = Field(default=None, ge=0, description="NVML index; absent: host RAM")
@@ -142,7 +136,7 @@ class DeviceConfig(Strict):
         return budget.of(total)
 
 
-class Backoff(Strict):
+class Backoff(FrozenModel):
     """Waits between restarts of a crashed engine: min(base x 2^(n-1), max) before the n-th."""
 
     base: PositiveDuration = 10.0
@@ -153,7 +147,7 @@ class Backoff(Strict):
         return float(min(self.base * 2.0**doublings, self.max))
 
 
-class Defaults(Strict):
+class Defaults(FrozenModel):
     ttl: Duration = Field(
         default=FOREVER, description="idle time before an unload; -1 never, 0 as soon as idle"
     )
@@ -173,7 +167,7 @@ class Defaults(Strict):
     )
 
 
-class ModelConfig(Strict):
+class ModelConfig(FrozenModel):
     """One model the agent serves: its own engine process, started when a request names it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", description="the served model name")
@@ -256,7 +250,7 @@ class ModelConfig(Strict):
         return self.ttl if self.ttl is not None else default
 
 
-class TlsConfig(Strict):
+class TlsConfig(FrozenModel):
     """HTTPS for the agent's API; with `client_ca`, mutual TLS: only clients (gateways) holding a
     certificate signed by that CA may connect."""
 
@@ -265,7 +259,7 @@ class TlsConfig(Strict):
     client_ca: Path | None = None
 
 
-class AgentConfig(Strict):
+class AgentConfig(FrozenModel):
     name: str = Field(default_factory=socket.gethostname, description="this host, in the control API")
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)

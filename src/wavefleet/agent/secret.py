@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
 from wavefleet.errors import UsageError
+from wavefleet.files import FrozenModel
 
 __all__ = ["SecretSource"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretSource(Strict):
+class SecretSource(FrozenModel):
     """Where the shared secret is: an environment variable or a file's first line (never inline,
     so it stays out of the config file, the process list and shell history)."""
 

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-class Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -60,7 +60,7 @@ class PolicyName(StrEnum):
     WAVE = "wave"
 
 
-class BackendProfile(Strict):
+class BackendProfile(StrictModel):
     """What a backend is expected to do, seeded from the sizing engine (an estimate) or measured.
 
     The wave policy starts from these numbers and then learns from finished requests.
@@ -75,7 +75,7 @@ class BackendProfile(Strict):
     basis: str = Field(default="", description="what the numbers rest on")
 
 
-class BackendConfig(Strict):
+class BackendConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: HttpUrl
     kind: EngineKind = Field(
@@ -93,19 +93,19 @@ class BackendConfig(Strict):
     gpu: bool | None = Field(default=None, description="runs on a GPU (for policy gpu-only); None = guess")
 
 
-class SizeClass(Strict):
+class SizeClass(StrictModel):
     max_prompt_tokens: int | None = Field(default=None, ge=1, description="None = everything larger")
     backends: list[str] = Field(min_length=1)
 
 
-class Timeouts(Strict):
+class Timeouts(StrictModel):
     connect_s: float = Field(default=5.0, gt=0)
     first_byte_s: float = Field(default=120.0, gt=0)
     idle_s: float = Field(default=60.0, gt=0, description="longest gap between stream events")
     total_s: float = Field(default=600.0, gt=0)
 
 
-class WaveSettings(Strict):
+class WaveSettings(StrictModel):
     """Settings of the `wave` policy (predicted-latency routing); see docs/routing.md."""
 
     ttft_slo_s: float = Field(default=1.0, gt=0, description="time-to-first-token target")
@@ -139,7 +139,7 @@ class WaveSettings(Strict):
     seed: int = 0
 
 
-class EnergySettings(Strict):
+class EnergySettings(StrictModel):
     """Energy per request (with `wave serve --telemetry`) and what it costs; see docs/telemetry.md."""
 
     price_per_kwh: float | None = Field(
@@ -163,7 +163,7 @@ class EnergySettings(Strict):
         )
 
 
-class ApiKeySource(Strict):
+class ApiKeySource(StrictModel):
     """A static key, given inline (`key`) or read from an environment variable (`env`)."""
 
     key: str | None = Field(default=None, min_length=8)
@@ -179,7 +179,7 @@ class ApiKeySource(Strict):
         return self.key if self.key is not None else os.environ.get(self.env or "")
 
 
-class AgentTls(Strict):
+class AgentTls(StrictModel):
     """TLS to an agent: the CA its certificate is signed by (default: the system's), and this
     gateway's client certificate and key for an agent that requires one (mutual TLS)."""
 
@@ -194,7 +194,7 @@ class AgentTls(Strict):
         return self
 
 
-class AgentRef(Strict):
+class AgentRef(StrictModel):
     """A fleet agent (`wave agent`) the gateway routes to: one backend serving every model the
     agent has configured (it starts them on demand), reached with its shared secret."""
 
@@ -210,7 +210,7 @@ class AgentRef(Strict):
         return BackendConfig(name=self.name, url=self.url, kind=EngineKind.OPENAI)
 
 
-class GatewayConfig(Strict):
+class GatewayConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     policy: PolicyName = PolicyName.LEAST_LOADED
