@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from wavefleet.gateway.config import BackendConfig, BackendProfile, GatewayConfig, PolicyName, WaveSettings
-from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.monitor.snapshot import EngineTimings, StaticMonitor
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.routing.wave import WavePolicy, explain
@@ -344,3 +344,157 @@ def test_a_first_token_bounds_the_prefill_backlog_the_policy_believes() -> None:
     # an earlier request's first token arriving late never raises the bound again
     wave.observe_first_token("x", sent[0], 1.0)
     assert backlog() == 0.0
+
+
+def unprofiled(name: str, kind: str = "vllm", models: tuple[str, ...] = ("llama-3.1-8b",)) -> BackendConfig:
+    return BackendConfig.model_validate(
+        {"name": name, "url": f"http://{name}:8000", "kind": kind, "models": models}
+    )
+
+
+def teach_slow_prefill(wave: WavePolicy, clock: Clock, view: FleetView, name: str, ttft_s: float) -> None:
+    """Requests one at a time, each answered after `ttft_s`: what queued TTFTs taken for prefill teach."""
+    for i in range(30):
+        clock.now += 10
+        request = ask(name, prompt=1000, rid=f"slow-{name}-{i}")
+        wave.choose(request, view)
+        wave.observe_first_token(name, request, ttft_s)
+
+
+def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again() -> None:
+    # `a` has learned a prefill line ~40x too slow; now its engine reports nothing running and the
+    # gateway has nothing in flight there, while `b` is swamped: the policy sheds or queues, so the
+    # idle engine must get a request that shows what it can do, and then the traffic
+    monitor = StaticMonitor()
+    a, b = config("a", GPU), config("b", GPU)
+    clock = Clock()
+    wave = policy(clock)
+    teach_slow_prefill(wave, clock, fleet(monitor, a, b), "a", 5.0)
+    monitor.set("a", running=0, waiting=0)
+    monitor.set("b", running=128, waiting=300)
+    view = fleet(monitor, a, b)
+    assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
+    probe = None
+    for i in range(3):  # within three decisions, one of them half a second apart
+        clock.now += 0.5
+        request = ask("a", "b", prompt=1000, rid=f"p{i}")
+        decision = wave.choose(request, view)
+        if decision.ranked and decision.ranked[0].backend == "a":
+            probe = (request, decision)
+            break
+    assert probe is not None, "the idle backend got no request"
+    assert probe[1].reason == "probe"
+    # while the probe runs the gateway has it in flight: `a` is not idle and gets no second probe
+    busy = fleet(monitor, a, b, a=1)
+    clock.now += 0.1
+    assert wave.choose(ask("a", "b", prompt=1000, rid="q"), busy).reason == "shed"
+    clock.now += 0.1
+    wave.observe_first_token("a", probe[0], 0.13)  # an idle engine's real prefill of 1,000 tokens
+    wave.observe_finish("a", probe[0], Outcome(True, 1000, 64, 0.13, 0.13 + 63 * 0.013))
+    clock.now += 0.1
+    after = wave.choose(ask("a", "b", prompt=1000, rid="r"), view)
+    assert after.ranked[0].backend == "a" and after.reason == "predicted"
+    assert after.scores["a"] < 2.0
+
+
+def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> None:
+    # the CPU engine sits idle because it cannot meet the SLO; probes confirm it and back off
+    monitor = StaticMonitor()
+    gpu, cpu = config("gpu", GPU), config("cpu", CPU, "llamacpp")
+    monitor.set("gpu", running=128, waiting=300)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet(monitor, gpu, cpu)
+    clock = Clock()
+    wave = policy(clock)
+    probes = []
+    for i in range(600):  # a minute of requests every 0.1 s, every one hopeless on the GPU
+        clock.now += 0.1
+        request = ask("gpu", "cpu", prompt=1000, rid=f"r{i}")
+        decision = wave.choose(request, view)
+        if decision.ranked:
+            assert decision.ranked[0].backend == "cpu" and decision.reason == "probe"
+            probes.append(clock.now)
+            wave.observe_first_token("cpu", request, 1000 / 60)  # 60 tokens/s: far beyond the target
+            wave.observe_finish("cpu", request, Outcome(True, 1000, 64, 1000 / 60, 1000 / 60 + 63 * 0.1))
+    assert 2 <= len(probes) <= 7
+    gaps = [later - earlier for earlier, later in zip(probes, probes[1:], strict=False)]
+    assert gaps == sorted(gaps)  # each confirmation doubles the wait before the next
+
+
+def test_exploration_reaches_an_idle_backend_whatever_its_prediction() -> None:
+    monitor = StaticMonitor()
+    a, b = config("a", GPU), config("b", GPU)
+    clock = Clock()
+    wave = policy(clock, explore_rate=0.05, seed=5)
+    teach_slow_prefill(wave, clock, fleet(monitor, a, b), "a", 5.0)
+    monitor.set("a", running=0, waiting=0)
+    monitor.set("b", running=3, waiting=0)  # `b` meets the SLO: nothing is shed or queued
+    view = fleet(monitor, a, b)
+    assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
+    reasons: Counter[str] = Counter()
+    for i in range(400):
+        clock.now += 0.5
+        decision = wave.choose(ask("a", "b", prompt=1000, rid=f"x{i}"), view)
+        reasons[f"{decision.ranked[0].backend}:{decision.reason}"] += 1
+    assert reasons["a:explore"] >= 1
+
+
+def test_unprofiled_replicas_of_one_model_and_engine_learn_together() -> None:
+    monitor = StaticMonitor()
+    twins = [unprofiled("a"), unprofiled("b")]
+    for twin in twins:  # what their engines report: the same KV size, one model
+        monitor.set(twin.name, kv_capacity_tokens=436_896, models=("llama-3.1-8b",))
+    other_gpu = unprofiled("c")  # the same model on an engine with a different KV size
+    monitor.set("c", kv_capacity_tokens=200_000)
+    other_model = unprofiled("d", models=("llama-3.2-3b",))
+    monitor.set("d", kv_capacity_tokens=436_896)
+    cpu_pair = [unprofiled("e", "llamacpp"), unprofiled("f", "llamacpp")]
+    for cpu in cpu_pair:
+        monitor.set(cpu.name, slots_total=4)
+    silent = [unprofiled("g"), unprofiled("h")]  # no size reported: nothing says they are alike
+    view = fleet(monitor, *twins, other_gpu, other_model, *cpu_pair, *silent)
+    clock = Clock()
+    wave = policy(clock)
+
+    def speed(name: str) -> object:
+        return wave.model(name, view).speed
+
+    assert speed("a") is speed("b")
+    assert speed("e") is speed("f")
+    assert len({id(speed(n)) for n in "acdeg"}) == 5
+    assert speed("g") is not speed("h")
+    before = wave.predict(ask("b", prompt=1000), view, [Candidate("b", "m")], [], clock.now)[0].ttft_s
+    teach_slow_prefill(wave, clock, view, "a", 4 * before)
+    after = wave.predict(ask("b", prompt=1000), view, [Candidate("b", "m")], [], clock.now)[0].ttft_s
+    assert after > 2.5 * before  # `b` learned from `a`'s requests
+
+
+def test_engine_reported_timings_seed_an_unprofiled_backend_so_it_sheds_from_the_first_request() -> None:
+    # the engine has timed itself (prefill 1,000 tokens/s, 20 ms a token) and reports a long queue
+    measured = EngineTimings(
+        requests=200, prefill_tokens=200_000, prefill_s=200.0, decode_tokens=30_000, decode_s=600.0
+    )
+    monitor = StaticMonitor()
+    monitor.set("g", running=64, waiting=200, kv_usage=0.99, timings=measured)
+    view = fleet(monitor, unprofiled("g"))
+    first = policy().choose(ask("g", prompt=800, rid="r0"), view)
+    assert first.reason == "shed"
+    # the same engine idle: a prompt it can prefill in time is admitted, and its prediction follows
+    # the engine's own figures, not the assumed GPU's
+    monitor.set("g", running=0, waiting=0, kv_usage=0.0)
+    kept = policy().choose(ask("g", prompt=300, out=20, rid="r1"), view)
+    assert kept.reason == "predicted"
+    assert kept.scores["g"] == pytest.approx(0.3 + 20 * 0.02, rel=0.25)
+
+
+def test_engine_timings_arriving_after_the_first_requests_replace_the_assumed_profile() -> None:
+    monitor = StaticMonitor()
+    monitor.set("g", running=64, waiting=200, kv_usage=0.99)
+    view = fleet(monitor, unprofiled("g"))
+    wave = policy()
+    assert wave.choose(ask("g", prompt=800, rid="r0"), view).reason == "over-slo"  # a guess: no shedding
+    measured = EngineTimings(
+        requests=12, prefill_tokens=9_600, prefill_s=9.6, decode_tokens=2_000, decode_s=40.0
+    )
+    monitor.set("g", timings=measured)  # the next poll: the engine has timed its first requests
+    assert wave.choose(ask("g", prompt=800, rid="r1"), view).reason == "shed"

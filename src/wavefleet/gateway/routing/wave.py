@@ -46,7 +46,13 @@ from typing import NamedTuple
 from wavefleet.gateway.config import PolicyName, WaveSettings
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.load import capacity, runs_on_gpu
-from wavefleet.gateway.routing.wave_model import BackendModel, EngineSpeed, seed_profile
+from wavefleet.gateway.routing.wave_model import (
+    ASSUMED_PROFILES,
+    BackendModel,
+    EngineSpeed,
+    seed_profile,
+    timed_enough,
+)
 from wavefleet.gateway.routing.wave_prefix import BLOCK_CHARS, CHARS_PER_TOKEN, PrefixIndex, block_keys
 
 __all__ = ["Prediction", "WavePolicy", "explain"]
@@ -61,6 +67,8 @@ _NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the pre
 _TRUST_AFTER = 8  # finished requests after which a backend without a profile may cause shedding
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
+_PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend found slow, at most
+_REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 
 
 class Prediction(NamedTuple):
@@ -76,6 +84,7 @@ class Prediction(NamedTuple):
     meets_slo: bool
     share: float
     backlog_s: float
+    idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
 
 
 class _Pending(NamedTuple):
@@ -86,6 +95,8 @@ class _Pending(NamedTuple):
     share: float  # prefill share of the engine's time at dispatch
     backlog_s: float
     sent_work_s: float  # prefill seconds sent to the backend so far, this request's included
+    idle: bool  # sent to an idle engine: its times are the engine's alone
+    probe: bool  # sent to an idle backend to see what it can do
 
 
 def explain(decision: Decision, top: int = 4) -> str:
@@ -102,28 +113,42 @@ class WavePolicy:
         self._clock = clock
         self._random = random.Random(settings.seed)
         self._models: dict[str, BackendModel] = {}
-        self._speeds: dict[tuple[str, ...], EngineSpeed] = {}
+        self._speeds: dict[tuple[object, ...], EngineSpeed] = {}
         self._index = PrefixIndex(settings.prefix_index_blocks)
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
     def model(self, backend: str, view: FleetView) -> BackendModel:
-        """What the policy believes about `backend` (seeded from its profile on first use)."""
+        """What the policy believes about `backend`, seeded on first use from its profile, else
+        from the engine's own timings, else from an assumed engine of its kind."""
         model = self._models.get(backend)
         if model is None:
             config = view.backends[backend]
-            profile = seed_profile(config, runs_on_gpu(config))
-            # replicas (the same configured profile for the same listed models) learn together:
-            # apart, their lines drift and the policy chases the drift (docs/routing.md)
-            replicas = (
-                (config.kind, *config.models, profile.model_dump_json(exclude={"basis"}))
-                if config.profile is not None and config.models
-                else (backend,)
-            )
+            snapshot = view.monitor.snapshot(backend)
+            gpu = runs_on_gpu(config)
+            profile = seed_profile(config, gpu)
+            # replicas learn together: apart, their lines drift and the policy chases the drift
+            # (docs/routing.md). Replicas: the same configured profile for the same listed models;
+            # without profiles, the same engine kind, models and reported size (KV cache, slots)
+            models = tuple(config.models) or snapshot.models
+            size = (snapshot.kv_capacity_tokens, snapshot.slots_total)
+            replicas: tuple[object, ...] = (backend,)
+            if config.profile is not None and config.models:
+                replicas = (
+                    "profile",
+                    config.kind,
+                    *config.models,
+                    profile.model_dump_json(exclude={"basis"}),
+                )
+            elif config.profile is None and models and any(size):
+                replicas = ("engine", config.kind, gpu, *size, *models)
             speed = self._speeds.get(replicas)
             if speed is None:
-                speed = self._speeds[replicas] = EngineSpeed.seeded(
-                    profile, self._settings.learning_rate, trusted=config.profile is not None
-                )
+                rate = self._settings.learning_rate
+                if config.profile is None and snapshot.timings is not None and timed_enough(snapshot.timings):
+                    speed = EngineSpeed.timed(snapshot.timings, profile, rate)
+                else:
+                    speed = EngineSpeed.seeded(profile, rate, trusted=config.profile is not None)
+                self._speeds[replicas] = speed
             model = self._models[backend] = BackendModel(speed)
         return model
 
@@ -141,9 +166,23 @@ class WavePolicy:
             model = self.model(name, view)
             speed = model.speed
             snapshot = view.monitor.snapshot(name)
+            if not speed.trusted and timed_enough(snapshot.timings):
+                # the engine has timed its first requests: its figures beat the assumed profile
+                assert snapshot.timings is not None
+                config = view.backends[name]
+                speed.adopt(
+                    EngineSpeed.timed(
+                        snapshot.timings, ASSUMED_PROFILES[runs_on_gpu(config)], settings.learning_rate
+                    )
+                )
             slots = capacity(view.backends[name], snapshot)
             occupied = (snapshot.running or 0) + (snapshot.waiting or 0)
             inflight = view.inflight.get(name, 0)
+            # the engine's own metrics say it runs nothing and the gateway has nothing there:
+            # whatever the policy believed was queued is gone
+            idle = snapshot.running == 0 and not snapshot.waiting and inflight == 0
+            if idle:
+                model.forget_queue(now)
             if inflight > occupied:
                 occupied = inflight
             if snapshot.kv_usage is not None and snapshot.kv_usage >= _KV_FULL and snapshot.running:
@@ -183,6 +222,7 @@ class WavePolicy:
                     ttft <= ttft_target and tpot <= tpot_target,
                     share,
                     backlog,
+                    idle,
                 )
             )
         return predictions
@@ -205,6 +245,14 @@ class WavePolicy:
         )
         scores = {p.backend: p.e2e_s for p in predictions}
         best = predictions[order[0]]
+        if not best.meets_slo:
+            # about to shed or queue: an idle backend gets this request, whatever its prediction,
+            # so a belief that keeps it idle meets the engine's real speed
+            probe = self._probe_target(order, predictions, now)
+            if probe is not None:
+                order.remove(probe)
+                order.insert(0, probe)
+                return self._decide(request, ready, order, predictions, scores, keys, now, "probe")
         if (
             not best.meets_slo
             and settings.shed
@@ -215,18 +263,34 @@ class WavePolicy:
             retry = min(10.0, max(0.5, best.ttft_s - settings.ttft_slo_s))
             _LOG.debug("wave %s: shed, retry in %.2fs; %s", request.request_id, retry, scores)
             return Decision((), "shed", scores, retry_after_s=retry)
-        first, reason = self._pick(order, predictions, ready, penalty)
+        first, reason = self._pick(order, predictions, ready, penalty, now)
         if first != order[0]:
             order.remove(first)
             order.insert(0, first)
-        ranked = tuple(ready[i] for i in order)
         chosen = predictions[first]
         if reason == "predicted":
             if not chosen.meets_slo:
                 reason = "over-slo"
             elif keys and chosen.uncached_tokens < request.prompt_tokens // 2:
                 reason = "affinity"
-        self._dispatched(request, chosen, keys, now)
+        return self._decide(request, ready, order, predictions, scores, keys, now, reason)
+
+    def _decide(
+        self,
+        request: RouteRequest,
+        ready: list[Candidate],
+        order: list[int],
+        predictions: list[Prediction],
+        scores: dict[str, float],
+        keys: list[int],
+        now: float,
+        reason: str,
+    ) -> Decision:
+        ranked = tuple(ready[i] for i in order)
+        chosen = predictions[order[0]]
+        # exploring an idle backend is a probe too: its answer shows what the engine can do
+        probe = reason == "probe" or (reason == "explore" and chosen.idle)
+        self._dispatched(request, chosen, keys, now, probe)
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug(
                 "wave %s -> %s (%s): %s",
@@ -248,8 +312,33 @@ class WavePolicy:
             or best.tpot_s > headroom * settings.tpot_slo_s
         )
 
+    def _probe_target(self, order: list[int], predictions: list[Prediction], now: float) -> int | None:
+        """The idle candidate, best predicted first, that the policy believes too slow for a
+        typical request and that may be probed now, if any. An idle backend that would serve a
+        typical request in time is not avoided: only this request is too much for it."""
+        settings = self._settings
+        for i in order:
+            p = predictions[i]
+            model = self._models[p.backend]
+            if not p.idle or model.probe_after > now:
+                continue
+            speed = model.speed
+            itl = speed.itl.at(1)
+            ttft = speed.prefill.at(speed.mean_prompt) + speed.mean_prompt / _CHUNK_TOKENS * itl
+            if (
+                ttft > settings.headroom * settings.ttft_slo_s
+                or itl > settings.headroom * settings.tpot_slo_s
+            ):
+                return i
+        return None
+
     def _pick(
-        self, order: list[int], predictions: list[Prediction], ready: list[Candidate], penalty: float
+        self,
+        order: list[int],
+        predictions: list[Prediction],
+        ready: list[Candidate],
+        penalty: float,
+        now: float,
     ) -> tuple[int, str]:
         """The index to send to first: the best, a less used near-tie, or now and then an explorer."""
         if len(order) == 1:
@@ -258,11 +347,16 @@ class WavePolicy:
         models = self._models
         if self._settings.explore_rate and self._random.random() < self._settings.explore_rate:
             # only where the request would still stand a chance: exploring must not cost the SLO
-            # nor hold the request much longer than the best would (a slow engine's answer is late)
+            # nor hold the request much longer than the best would (a slow engine's answer is late);
+            # an idle backend whatever its prediction (a wrong belief is what would keep it idle),
+            # unless a probe found it slow lately
             limit = 2.0 * self._settings.headroom * self._settings.ttft_slo_s
             slowest = 2.0 * predictions[best].e2e_s
             others = [
-                i for i in order[1:] if predictions[i].ttft_s <= limit and predictions[i].e2e_s <= slowest
+                i
+                for i in order[1:]
+                if (predictions[i].ttft_s <= limit and predictions[i].e2e_s <= slowest)
+                or (predictions[i].idle and models[predictions[i].backend].probe_after <= now)
             ]
             if others:
                 return self._random.choice(others), "explore"
@@ -288,9 +382,15 @@ class WavePolicy:
                 pick = i
         return pick, "predicted"
 
-    def _dispatched(self, request: RouteRequest, chosen: Prediction, keys: list[int], now: float) -> None:
+    def _dispatched(
+        self, request: RouteRequest, chosen: Prediction, keys: list[int], now: float, probe: bool
+    ) -> None:
         model = self._models[chosen.backend]
         model.dispatched += 1
+        if probe:  # no second probe before this one has answered, or its backoff has passed
+            if model.probe_backoff_s <= 0.0:
+                model.probe_backoff_s = self._settings.ttft_slo_s
+            model.probe_after = now + model.probe_backoff_s
         start = model.backlog_until if model.backlog_until > now else now
         work = chosen.uncached_tokens * model.speed.prefill.slope
         model.backlog_until = start + work
@@ -308,6 +408,8 @@ class WavePolicy:
                 chosen.share,
                 chosen.backlog_s,
                 model.sent_work_s,
+                chosen.idle,
+                probe,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -322,9 +424,19 @@ class WavePolicy:
         # done, so what is left is at most the work sent since. Without this bound a prefill line
         # learned too slow keeps the backlog growing, every request then counts as queued (so the
         # line is never corrected) and the backend looks busy while it idles
-        bound = self._clock() + model.sent_work_s - pending.sent_work_s
+        now = self._clock()
+        bound = now + model.sent_work_s - pending.sent_work_s
         if model.backlog_until > bound:
             model.backlog_until = bound
+        if pending.probe:
+            self._probed(model, now, ttft_s <= self._settings.headroom * self._settings.ttft_slo_s)
+        if pending.idle:
+            # nothing else ran on the engine: a time far off the line means the line is wrong
+            # (learned from queued requests, say), so it gives way at once rather than by 10 %
+            expected = speed.prefill.at(pending.uncached_tokens)
+            if ttft_s * _REBASE < expected or ttft_s > _REBASE * expected:
+                speed.prefill.rebase(float(pending.uncached_tokens), ttft_s)
+                return
         if pending.wait_s < _NO_WAIT_S:
             speed.prefill.observe(float(pending.uncached_tokens), ttft_s)
             return
@@ -333,10 +445,24 @@ class WavePolicy:
         rate = self._settings.learning_rate
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
+    def _probed(self, model: BackendModel, now: float, fast: bool) -> None:
+        """A probe answered: fast, the backend may be probed whenever idle; slow, twice as late."""
+        base = self._settings.ttft_slo_s
+        if fast:
+            model.probe_backoff_s = base
+            model.probe_after = now
+        else:
+            model.probe_backoff_s = min(_PROBE_BACKOFF_MAX * base, 2.0 * max(base, model.probe_backoff_s))
+            model.probe_after = now + model.probe_backoff_s
+
     def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
         pending = self._pending.pop(request.request_id, None)
         model = self._models.get(backend)
-        if pending is None or model is None or pending.backend != backend or not outcome.ok:
+        if pending is None or model is None or pending.backend != backend:
+            return
+        if not outcome.ok:
+            if pending.probe and outcome.ttft_s is None:  # failed before its first token
+                self._probed(model, self._clock(), fast=False)
             return
         speed = model.speed
         rate = self._settings.learning_rate if speed.finished else 1.0
@@ -353,4 +479,8 @@ class WavePolicy:
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
             # the line holds decode alone: take out what the prediction adds for prefill work
             alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - pending.share)
-            speed.itl.observe(float(pending.batch), alone)
+            expected = speed.itl.at(pending.batch)
+            if pending.idle and (alone * _REBASE < expected or alone > _REBASE * expected):
+                speed.itl.rebase(float(pending.batch), alone)
+            else:
+                speed.itl.observe(float(pending.batch), alone)

@@ -2,14 +2,18 @@
 (`EngineSpeed`, one per engine, shared by its replicas), and the work sent to it (`BackendModel`).
 
 Two straight lines, each fitted by an exponentially weighted least-squares fit that starts from
-the backend's profile (the sizing engine's estimate, or a measured profile) and follows what the
-gateway observes, so a mis-sized or throttled backend corrects itself within tens of requests:
+the backend's profile (the sizing engine's estimate, or a measured profile), else from what the
+engine reports it has timed itself (`EngineTimings`), else from an assumed engine, and follows
+what the gateway observes, so a mis-sized or throttled backend corrects itself within tens of
+requests:
 
     ttft_s(uncached prompt tokens)   = prefill.intercept + prefill.slope × tokens   (no queueing)
     itl_s(sequences running at once) = itl.intercept + itl.slope × batch
 
 The fit keeps a small permanent weight on the seed line, so samples that all share one x (say,
-one prompt length) fix the level there without swinging the slope.
+one prompt length) fix the level there without swinging the slope. A sample taken while the
+engine was idle that contradicts the line by more than a factor of two rebases it (`rebase`):
+nothing but a wrong belief explains it.
 """
 
 from __future__ import annotations
@@ -18,12 +22,18 @@ import math
 from dataclasses import dataclass
 
 from wavefleet.gateway.config import BackendConfig, BackendProfile
+from wavefleet.gateway.monitor.snapshot import EngineTimings
 
-__all__ = ["ASSUMED_PROFILES", "BackendModel", "EngineSpeed", "EwmaLine", "seed_profile"]
+__all__ = ["ASSUMED_PROFILES", "BackendModel", "EngineSpeed", "EwmaLine", "seed_profile", "timed_enough"]
 
 _FLOOR_S = 1e-4  # no prediction below 0.1 ms: a line fitted to noise must not promise free work
 _SEED_WEIGHT = 0.01  # permanent weight of the seed line against the decaying observations
 _MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run
+# engine timings covering this much are a measurement to seed from (vLLM counts requests;
+# llama.cpp only tokens)
+_TIMED_REQUESTS = 4
+_TIMED_PROMPT_TOKENS = 1024
+_TIMED_TOKENS = 64
 
 # Used when a backend has no profile: assumptions (a mid-range GPU engine serving an 8B model,
 # a desktop CPU serving a 3B one), corrected by the first observed requests.
@@ -48,10 +58,11 @@ ASSUMED_PROFILES = {
 class EwmaLine:
     """y = intercept + slope × x, fitted by exponentially weighted least squares around a seed line."""
 
-    __slots__ = ("_rate", "_seed", "_stats", "intercept", "samples", "slope")
+    __slots__ = ("_rate", "_seed", "_stats", "_xs", "intercept", "samples", "slope")
 
     def __init__(self, intercept: float, slope: float, seed_xs: tuple[float, float], rate: float) -> None:
         self._rate = rate
+        self._xs = seed_xs
         self.intercept, self.slope = intercept, slope
         self.samples = 0
         self._seed = self._points_stats([(x, intercept + slope * x) for x in seed_xs])
@@ -71,6 +82,17 @@ class EwmaLine:
     def at(self, x: float) -> float:
         value = self.intercept + self.slope * x
         return value if value > _FLOOR_S else _FLOOR_S
+
+    def rebase(self, x: float, y: float) -> None:
+        """Scale the line to pass through (x, y) and forget what it had learned, so the next
+        samples weigh as much as the first ones did. The seed keeps its small permanent weight."""
+        if not (math.isfinite(x) and math.isfinite(y)) or y <= 0:
+            return
+        factor = y / self.at(x)
+        self.intercept *= factor
+        self.slope *= factor
+        self._stats = self._points_stats([(px, self.intercept + self.slope * px) for px in self._xs])
+        self.samples = 0
 
     def observe(self, x: float, y: float) -> None:
         if not (math.isfinite(x) and math.isfinite(y)) or y <= 0:
@@ -101,6 +123,28 @@ def seed_profile(config: BackendConfig, gpu: bool) -> BackendProfile:
     return config.profile if config.profile is not None else ASSUMED_PROFILES[gpu]
 
 
+def timed_enough(timings: EngineTimings | None) -> bool:
+    """Whether the engine has timed enough work for its figures to seed the policy's lines."""
+    if timings is None or timings.decode_tokens < _TIMED_TOKENS:
+        return False
+    if timings.requests is not None:
+        return timings.requests >= _TIMED_REQUESTS
+    return timings.prefill_tokens >= _TIMED_PROMPT_TOKENS
+
+
+def timed_profile(timings: EngineTimings, assumed: BackendProfile) -> BackendProfile:
+    """A profile from the engine's own figures: its mean prefill time per prompt token and its
+    mean time between tokens, the latter taken at one sequence (the batch it was measured at is
+    not reported, so the estimate errs slow); slots and batch slowdown stay assumed."""
+    return assumed.model_copy(
+        update={
+            "prefill_tokens_per_s": timings.prefill_tokens / timings.prefill_s,
+            "decode_tokens_per_s": timings.decode_tokens / timings.decode_s,
+            "basis": "timed by the engine itself (its own TTFT/prefill and inter-token histograms)",
+        }
+    )
+
+
 @dataclass(slots=True)
 class EngineSpeed:
     """What is learned about an engine's speed: shared by replicas (same profile, same models)."""
@@ -112,6 +156,20 @@ class EngineSpeed:
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
     trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
     finished: int = 0  # requests observed to finish
+
+    def adopt(self, other: EngineSpeed) -> None:
+        """Take `other`'s lines and means in place (replicas hold this very object)."""
+        self.prefill, self.itl = other.prefill, other.itl
+        self.mean_prompt, self.mean_output = other.mean_prompt, other.mean_output
+        self.wait_scale, self.trusted = other.wait_scale, other.trusted
+
+    @classmethod
+    def timed(cls, timings: EngineTimings, assumed: BackendProfile, rate: float) -> EngineSpeed:
+        """Seeded from what the engine has timed itself (`timed_enough` says when to trust it)."""
+        speed = cls.seeded(timed_profile(timings, assumed), rate)
+        if timings.requests:
+            speed.mean_prompt = timings.prefill_tokens / timings.requests
+        return speed
 
     @classmethod
     def seeded(cls, profile: BackendProfile, rate: float, trusted: bool = True) -> EngineSpeed:
@@ -139,6 +197,8 @@ class BackendModel:
     prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
     work_at: float = 0.0  # when prefill_work_s was last brought up to date
     sent_work_s: float = 0.0  # prefill seconds sent here in all
+    probe_after: float = 0.0  # an idle backend may get a probe request from this time on
+    probe_backoff_s: float = 0.0  # the wait after a probe that found it slow (doubles each time)
 
     def prefill_share(self, now: float, window_s: float) -> float:
         """Fraction of the engine's time the recently sent prefill work takes (at most 0.95)."""
@@ -146,6 +206,12 @@ class BackendModel:
             return 0.0
         share = self.prefill_work_s * math.exp((self.work_at - now) / window_s) / window_s
         return share if share < _MAX_SHARE else _MAX_SHARE
+
+    def forget_queue(self, now: float) -> None:
+        """The engine reports itself idle: nothing the gateway sent is left to prefill."""
+        if self.backlog_until > now:
+            self.backlog_until = now
+        self.prefill_work_s = 0.0
 
     def add_prefill_work(self, now: float, work_s: float, window_s: float) -> None:
         self.prefill_work_s = self.prefill_work_s * math.exp((self.work_at - now) / window_s) + work_s
