@@ -6,6 +6,11 @@
         --affinity-check 0.6,1.2,1.8 --out /tmp/affinity          # wave with/without affinity
     PYTHONPATH=src python scripts/compare_policies.py --plot-only        # redraw from the JSON
 
+    PYTHONPATH=src python scripts/compare_policies.py --fleets d --phases 1.0,1.15,1.5,1.0 \
+        --phase-seconds 30 --speed 1 --policies least-loaded,wave --repeats 2   # warm gateway
+    PYTHONPATH=src python scripts/compare_policies.py --fleets d --speed 1 --fractions 0.85 \
+        --skip-alone --policies round-robin,least-loaded,wave --repeats 2      # run lengths
+
 Each point runs every policy on the same seeded arrivals and prompts; `--repeats N` runs N seeds
 and the tables and plots show medians (single runs at the knee vary by +-15 % on this machine).
 After the tables it prints the issue's per-rate targets for wave (goodput >= 95 % and P95 TTFT
@@ -20,8 +25,26 @@ process, `wavefleet.bench.run_load_async`). Each run gets fresh engines and a fr
 
 Fleets: (a) the person's fleet as planned on examples/home-lab.yaml: every planned deployment the
 simulator can profile, one engine per device; (b) two identical RTX 5070 Ti vLLM engines plus one
-Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn chat workload.
+Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn chat workload;
+(d) issue 13's shape: two identical RTX 5070 Ti vLLM engines and a Ryzen 7950X llama.cpp engine,
+all serving Llama 3.1 8B, prompts 200-1500 tokens and answers 50-300, no `profile:` on any
+backend (`--profiles on|off` overrides any fleet's default); the CPU engine cannot meet the SLO
+for any request, and rates are fractions of the twins' capacity within the SLO (13 req/s).
 Requests name the group `chat` (the fleet's models, largest first): every policy sees it.
+
+Every run also reads, from the gateway's own log of its decisions (`RecordingPolicy`), where each
+request went: runs of consecutive requests to one backend (longest, mean), requests sent to an
+engine that cannot meet the SLO while one that can had room, TTFT misses per backend; and, from
+each engine's running/waiting counts sampled in the engines' process every 50 ms, sheds while a
+backend had nothing running. Goodput over the arrival window (good requests / arrival seconds,
+failures counted as not good) is written beside the bench's goodput over the whole run.
+
+Warm-gateway phases (`--phases`): one gateway and one set of engines through consecutive phases
+at fractions of the fleet's capacity (`--phase-seconds` of arrivals each, no pause between),
+per-phase goodput, failures, sheds, runs and per-backend requests and TTFT misses, then a fresh
+gateway for one phase at the final phase's rate on the same arrivals; results in
+phases_<fleet>.json. Requests still in the engines `--drain-seconds` after the last arrival are
+aborted (none of them could have met the SLO).
 
 Time scale: engines run at `--speed S` (every modelled duration / S). All figures written are in
 device time: rates and goodput / S, latencies x S. The SLO (TTFT <= 1 s, TPOT <= 100 ms) and the
@@ -37,6 +60,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -55,6 +80,15 @@ SLO_TTFT_S, SLO_TPOT_S = 1.0, 0.1
 FRACTIONS = [0.3, 0.6, 0.7, 0.8, 0.9, 1.2]  # of the fleet's estimated capacity: dense at the knee
 RUN_DEVICE_S, MAX_REQUESTS = 15.0, 1200  # arrivals span 15 s of device time
 MIN_REQUESTS, MIN_REQUESTS_ALONE = 48, 24
+# Fleet (d)'s capacity within the SLO: two GPU twins at ~6.5 req/s each, as issue 13 measured
+# its fleet; the CPU engine adds nothing (see docs/measurements/2026-12-03-least-loaded-fleet-d.md
+# for the twins measured alone here)
+D_CAPACITY_RPS = 13.0
+PHASES = [1.0, 1.15, 1.5, 1.0]  # warm-gateway phases, as fractions of the fleet's capacity
+BIN_DEVICE_S = 3.0  # sheds and TTFT misses are counted per bin of this many device seconds
+# After the last arrival, what the engines still hold this many device seconds later is aborted:
+# a request that arrived in the window and met the SLO ended within 1 + 299 x 0.1 = 31 s
+DRAIN_DEVICE_S = 60.0
 
 
 # ---------------------------------------------------------------- fleets and workloads
@@ -71,8 +105,10 @@ class Fleet:
     key: str
     title: str
     engines: list[Engine]
-    workload: str  # "mixed" or "chat"
+    workload: str  # "mixed", "chat" or "long"
     size_classes: list[dict[str, Any]] = field(default_factory=list)
+    capacity_rps: float | None = None  # the fleet's capacity within the SLO, where it is known
+    profiles: bool = True  # give every backend its `profile:` in the gateway's config
 
 
 def mixed_workload(seed: int) -> Any:
@@ -99,9 +135,38 @@ def chat_workload(seed: int) -> Any:
     )
 
 
+def long_workload(seed: int) -> Any:
+    from wavefleet.bench import LengthDist, SyntheticWorkload
+
+    # prompts 200-1500 tokens, answers 50-300 (uniform): a chat service's longer answers, where
+    # decode, not prefill, fills the GPU; no CPU engine prefills even the shortest within 1 s
+    return SyntheticWorkload(
+        input_len=850,
+        output_len=175,
+        input_dist=LengthDist("uniform", 650 / 850),
+        output_dist=LengthDist("uniform", 125 / 175),
+        seed=seed,
+    )
+
+
+def make_workload(kind: str, seed: int) -> Any:
+    return {"mixed": mixed_workload, "chat": chat_workload, "long": long_workload}[kind](seed)
+
+
 def workload_means(kind: str) -> tuple[float, float]:
     """(prompt tokens, output tokens) a request carries on average, for capacity estimates."""
-    return (600.0, 32.0) if kind == "mixed" else (256 + 2.5 * (48 + 32), 32.0)
+    return {"mixed": (600.0, 32.0), "chat": (256 + 2.5 * (48 + 32), 32.0), "long": (850.0, 175.0)}[kind]
+
+
+def shortest_prompt(kind: str) -> float:
+    """The fewest prompt tokens a request of the workload carries."""
+    return {"mixed": 30.0, "chat": 256.0 + 48.0, "long": 200.0}[kind]
+
+
+def meets_slo_at_best(profile: Any, kind: str) -> bool:
+    """Whether the engine, idle, could serve the workload's shortest request within the SLO."""
+    ttft = profile.request_overhead_s + shortest_prompt(kind) / profile.prefill_tokens_per_s
+    return ttft <= SLO_TTFT_S and profile.itl_at(1) <= SLO_TPOT_S
 
 
 def planned_fleet() -> tuple[list[Engine], list[str]]:
@@ -158,7 +223,7 @@ def planned_fleet() -> tuple[list[Engine], list[str]]:
 
 def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
     from wavefleet.catalog.loader import Catalog
-    from wavefleet.sim.profiles import BUILTIN_SPECS, profile_from_spec
+    from wavefleet.sim.profiles import BUILTIN_SPECS, ProfileSpec, profile_from_spec
 
     catalog = Catalog.load()
     fleets: dict[str, Fleet] = {}
@@ -178,6 +243,24 @@ def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
         ]
         fleets["b"] = Fleet("b", "(b) 2 x RTX 5070 Ti vLLM + Ryzen 9900X llama.cpp", engines, "mixed",
                             seed_size_classes(engines))  # fmt: skip
+    if "d" in keys:
+        # issue 13's independent fleet, rebuilt from the sizing engine: twin vLLM GPUs serving one
+        # model (each alone about 6.5 req/s within the SLO on the long workload) and a llama.cpp
+        # CPU engine serving the same model that no request can meet the SLO on (~70 prompt
+        # tokens/s: 2.9 s for the shortest prompt); no `profile:` in the gateway's config
+        gpu = {s.name: s for s in BUILTIN_SPECS}["rtx5070ti-vllm"]
+        cpu = ProfileSpec(
+            "ryzen7950x-llamacpp-8b", "ryzen-9-7950x", "llama-3.1-8b", "q4_k_m", "llama.cpp", 8192, 4,
+            host_ram_gib=64, note="llama-server --ctx-size 8192 --parallel 4 (auto), 8B on the CPU",
+        )  # fmt: skip
+        engines = [
+            Engine(profile_from_spec(gpu, catalog, name="gpu-a"), "gpu-a"),
+            Engine(profile_from_spec(gpu, catalog, name="gpu-b"), "gpu-b"),
+            Engine(profile_from_spec(cpu, catalog, name="cpu-7950x"), "cpu-7950x"),
+        ]
+        fleets["d"] = Fleet("d", "(d) 2 x RTX 5070 Ti vLLM twins + Ryzen 7950X llama.cpp, same 8B model, "
+                            "long answers, no profiles", engines, "long", seed_size_classes(engines),
+                            capacity_rps=D_CAPACITY_RPS, profiles=False)  # fmt: skip
     return {k: fleets[k] for k in keys if k in fleets}, notes
 
 
@@ -203,7 +286,8 @@ def capacity_estimate(profile: Any, kind: str) -> float:
 
 
 def gateway_config(fleet: Fleet, engines: list[Engine], urls: dict[str, str], policy: str, speed: float,
-                   affinity: bool = True, wave: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+                   affinity: bool = True, wave: dict[str, float] | None = None,
+                   profiles: bool | None = None) -> dict[str, Any]:  # fmt: skip
     models: list[str] = []
     for e in sorted(engines, key=lambda e: -model_size(e.profile.model)):
         if e.profile.model not in models:
@@ -218,8 +302,12 @@ def gateway_config(fleet: Fleet, engines: list[Engine], urls: dict[str, str], po
                 "url": urls[e.profile.name],
                 "kind": e.profile.dialect.value,
                 "models": [e.profile.model],
-                "gpu": e.profile.gpu,
-                "profile": e.profile.to_backend_profile(speed).model_dump(),
+                # without profiles, configured as the README's examples are: kind, URL, models
+                **(
+                    {"gpu": e.profile.gpu, "profile": e.profile.to_backend_profile(speed).model_dump()}
+                    if (fleet.profiles if profiles is None else profiles)
+                    else {}
+                ),
             }
             for e in engines
         ],
@@ -252,24 +340,73 @@ def model_size(model: str) -> float:
 
 
 async def child_sims() -> None:
-    """Serve simulated engines; each stdin line {profiles, speed, seed} replaces the fleet."""
+    """Serve simulated engines; each stdin line {profiles, speed, seed} replaces the fleet,
+    {"samples": true} answers with what the engines ran since the fleet started (`EngineSampler`),
+    and {"cancel": true} aborts every request in the engines."""
     from wavefleet.sim import SimFleet, SimProfile
 
     fleet: SimFleet | None = None
+    sampler: EngineSampler | None = None
     reader = await stdin_reader()
     while line := await reader.readline():
+        spec = json.loads(line)
+        if spec.get("samples"):
+            print(json.dumps(sampler.report() if sampler is not None else {}), flush=True)
+            continue
+        if spec.get("cancel"):  # end every request still in an engine (the run's drain is over)
+            cut = 0
+            for server in fleet.servers.values() if fleet is not None else []:
+                engine = server.engine
+                for seq in [*engine.running, *engine.waiting]:
+                    engine.cancel(seq)
+                    cut += 1
+            print(json.dumps({"cancelled": cut}), flush=True)
+            continue
+        if sampler is not None:
+            await sampler.stop()
+            sampler = None
         if fleet is not None:
             await fleet.close()
             fleet = None
-        spec = json.loads(line)
         if spec.get("quit"):
             break
         profiles = [SimProfile.model_validate(p) for p in spec["profiles"]]
         fleet = SimFleet(profiles, speed=spec["speed"], seed=spec["seed"])
         await fleet.start()
+        sampler = EngineSampler({name: server.engine for name, server in fleet.servers.items()})
         print(json.dumps(fleet.urls), flush=True)
+    if sampler is not None:
+        await sampler.stop()
     if fleet is not None:
         await fleet.close()
+
+
+class EngineSampler:
+    """Every `period_s` (wall), each engine's running and waiting counts, read in its own process:
+    what the engine itself would report at that instant, without a poll's delay."""
+
+    def __init__(self, engines: dict[str, Any], period_s: float = 0.05) -> None:
+        self.names = list(engines)
+        self.samples: list[list[float]] = []  # [time.monotonic(), running, waiting, running, ...]
+        self._engines = [engines[name] for name in self.names]
+        self._period_s = period_s
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            row: list[float] = [time.monotonic()]
+            for engine in self._engines:
+                row += [engine.num_running, engine.num_waiting]
+            self.samples.append(row)
+            await asyncio.sleep(self._period_s)
+
+    def report(self) -> dict[str, Any]:
+        return {"names": self.names, "samples": self.samples}
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 async def child_gateway() -> None:
@@ -280,6 +417,7 @@ async def child_gateway() -> None:
     from wavefleet.gateway.app import create_app
     from wavefleet.gateway.config import GatewayConfig
     from wavefleet.gateway.monitor.polling import PollingMonitor
+    from wavefleet.gateway.routing.factory import build_policy
 
     runner: web.AppRunner | None = None
     session: aiohttp.ClientSession | None = None
@@ -296,9 +434,10 @@ async def child_gateway() -> None:
         config = GatewayConfig.model_validate(spec)
         session = aiohttp.ClientSession()
         monitor = PollingMonitor(config.backends, session, interval_s=config.poll_interval_s)
-        runner = web.AppRunner(
-            create_app(config, monitor, api_keys=[]), access_log=None, handler_cancellation=True
-        )
+        recording = RecordingPolicy(build_policy(config))
+        app = create_app(config, monitor, api_keys=[], policy=recording)
+        app.router.add_get("/harness/log", recording.handle)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
@@ -307,6 +446,41 @@ async def child_gateway() -> None:
         await runner.cleanup()
     if session is not None:
         await session.close()
+
+
+class RecordingPolicy:
+    """The policy under test, unchanged, with each decision written down for the harness: which
+    backend every request went to, in the order the gateway decided, and how its first token and
+    its end went (`GET /harness/log`). The bench sees only the gateway; this is where a request's
+    backend is known."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.decisions: list[list[Any]] = []  # [time.monotonic(), request id, backend ("" = none), reason]
+        self.first_tokens: dict[str, float] = {}  # request id -> TTFT at the gateway, wall s
+        self.finished: dict[str, list[Any]] = {}  # request id -> [backend, ok]
+
+    def choose(self, request: Any, view: Any) -> Any:
+        decision = self.inner.choose(request, view)
+        backend = decision.ranked[0].backend if decision.ranked else ""
+        self.decisions.append([time.monotonic(), request.request_id, backend, decision.reason])
+        return decision
+
+    def observe_first_token(self, backend: str, request: Any, ttft_s: float) -> None:
+        self.first_tokens[request.request_id] = ttft_s
+        self.inner.observe_first_token(backend, request, ttft_s)
+
+    def observe_finish(self, backend: str, request: Any, outcome: Any) -> None:
+        self.finished[request.request_id] = [backend, outcome.ok]
+        self.inner.observe_finish(backend, request, outcome)
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(
+            {"decisions": self.decisions, "first_tokens": self.first_tokens, "finished": self.finished}
+        )
 
 
 async def stdin_reader() -> asyncio.StreamReader:
@@ -326,7 +500,7 @@ class Child:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, str(Path(__file__)), f"--child={self.role}",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
         )  # fmt: skip
 
     async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -398,24 +572,156 @@ def ttft_by_backend(metrics: str, slo_wall_s: float) -> dict[str, dict[str, floa
     return out
 
 
-async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
-                  rate: float, speed: float, seed: int, affinity: bool = True,
-                  wave: dict[str, float] | None = None, run_s: float = RUN_DEVICE_S) -> dict[str, Any]:  # fmt: skip
-    from wavefleet.bench import LoadSpec, Slo, Target, run_load_async, summarize
+async def harness_log(url: str) -> dict[str, Any]:
+    import aiohttp
 
+    async with aiohttp.ClientSession() as session, session.get(url + "/harness/log") as answer:
+        log: dict[str, Any] = await answer.json()
+        return log
+
+
+async def start_fleet(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
+                      speed: float, seed: int, affinity: bool = True, wave: dict[str, float] | None = None,
+                      profiles: bool | None = None) -> str:  # fmt: skip
+    """Fresh engines and a fresh gateway in front of them; the gateway's URL once it has polled."""
     urls = await sims.ask(
         {"profiles": [e.profile.model_dump(mode="json") for e in engines], "speed": speed, "seed": seed}
     )
-    config = gateway_config(fleet, engines, urls, policy, speed, affinity, wave)
-    url = (await gateway.ask(config))["url"]
+    config = gateway_config(fleet, engines, urls, policy, speed, affinity, wave, profiles)
+    url: str = (await gateway.ask(config))["url"]
     await asyncio.sleep(3.0 / speed + 0.1)  # a few polls: the monitor has seen every engine
+    return url
+
+
+async def run_with_drain_cap(sims: Child, load_runs: list[Any], arrivals_end: float,
+                             drain_s: float) -> tuple[list[Any], int]:  # fmt: skip
+    """Await the bench's runs; `drain_s` (wall) after the last arrival, abort whatever the engines
+    still hold, so a queue on an engine that cannot keep up does not hold the harness for
+    minutes. Nothing cut this way could have met the SLO (`--drain-seconds`)."""
+    tasks = [asyncio.ensure_future(run) for run in load_runs]
+    cut = 0
+    while not all(task.done() for task in tasks):
+        left = arrivals_end + drain_s - time.perf_counter()
+        if left <= 0:
+            cut += (await sims.ask({"cancel": True}))["cancelled"]
+            left = 1.0  # an aborted stream ends at once; look again shortly
+        await asyncio.wait(tasks, timeout=left)
+    return [task.result() for task in tasks], cut
+
+
+def is_good(record: Any, speed: float) -> bool:
+    """Met TTFT and TPOT (device time), as the bench's goodput counts; a failure is not good."""
+    if not (record.ok and record.chunk_times):
+        return False
+    ttft = record.chunk_times[0] - record.scheduled
+    tpot = 0.0
+    if record.output_tokens > 1:
+        tpot = (record.chunk_times[-1] - record.chunk_times[0]) / (record.output_tokens - 1)
+    return ttft * speed <= SLO_TTFT_S and tpot * speed <= SLO_TPOT_S
+
+
+def run_lengths(backends: list[str]) -> dict[str, Any]:
+    """Runs of consecutive requests sent to the same backend: the longest, the mean, and how many."""
+    runs = [len(list(group)) for _, group in itertools.groupby(backends)]
+    return {
+        "longest_run": max(runs, default=0),
+        "mean_run": round(statistics.mean(runs), 2) if runs else 0.0,
+        "runs": len(runs),
+    }
+
+
+def analyse(records: list[Any], log: dict[str, Any], samples: dict[str, Any], engines: list[Engine],
+            kind: str, speed: float, start: float, end: float, window_device_s: float,
+            last: bool = True) -> dict[str, Any]:  # fmt: skip
+    """What happened to the requests that arrived in [start, end) (wall, CLOCK_MONOTONIC, the clock
+    of the bench's records and of both children): goodput over the arrival window, and from the
+    gateway's own log where each request went, which missed TTFT, the runs of consecutive requests
+    to one backend, requests sent to an engine that cannot meet the SLO while one that can had
+    room, and sheds while a backend that can meet the SLO had nothing running or waiting."""
+    import bisect
+
+    ours = [r for r in records if start <= r.scheduled < end]
+    good = sum(is_good(r, speed) for r in ours)
+    in_window = [d for d in log["decisions"] if start <= d[0] and (last or d[0] < end)]
+    sent = [d for d in in_window if d[2]]
+    capable = {e.profile.name for e in engines if meets_slo_at_best(e.profile, kind)}
+    slots = {e.profile.name: e.profile.max_num_seqs for e in engines}
+    names: list[str] = samples.get("names", [])
+    rows: list[list[float]] = samples.get("samples", [])
+    times = [row[0] for row in rows]
+
+    def state_at(t: float) -> dict[str, tuple[float, float]]:
+        i = bisect.bisect_right(times, t) - 1
+        if i < 0:
+            return {}
+        row = rows[i]
+        return {name: (row[1 + 2 * k], row[2 + 2 * k]) for k, name in enumerate(names)}
+
+    per_backend: dict[str, dict[str, int]] = {}
+    slow_while_free = 0
+    for t, rid, backend, _ in sent:
+        entry = per_backend.setdefault(backend, {"requests": 0, "ttft_misses": 0})
+        entry["requests"] += 1
+        ttft = log["first_tokens"].get(rid)
+        entry["ttft_misses"] += ttft is None or ttft * speed > SLO_TTFT_S
+        if backend not in capable:
+            state = state_at(t)
+            slow_while_free += any(
+                state.get(name, (0, 1))[1] == 0 and state[name][0] < slots[name] for name in capable
+            )
+    idle_while_shed: dict[str, int] = {}
+    sheds = [d for d in in_window if not d[2]]
+    for t, *_ in sheds:
+        for name, (running, waiting) in state_at(t).items():
+            if running + waiting == 0:
+                idle_while_shed[name] = idle_while_shed.get(name, 0) + 1
+    return {
+        "arrivals": len(ours),
+        "good": good,
+        "goodput_window": good / window_device_s,
+        "failed": sum(not (r.ok and r.chunk_times) for r in ours),
+        "shed": sum(r.status == 429 for r in ours),
+        "per_backend": per_backend,
+        **run_lengths([d[2] for d in sent]),
+        "to_slo_incapable_while_capable_free": slow_while_free,
+        "idle_while_shed": idle_while_shed,
+        "capable_idle_while_shed": sum(v for k, v in idle_while_shed.items() if k in capable),
+    }
+
+
+def by_bin(log: dict[str, Any], start: float, speed: float) -> dict[str, list[int]]:
+    """Sheds and TTFT misses (failures included) per BIN_DEVICE_S of the run, by decision time."""
+    width = BIN_DEVICE_S / speed
+    count = 1 + max((int((d[0] - start) / width) for d in log["decisions"] if d[0] >= start), default=0)
+    shed, miss = [0] * count, [0] * count
+    for t, rid, backend, _ in log["decisions"]:
+        if t < start:
+            continue
+        k = int((t - start) / width)
+        if not backend:
+            shed[k] += 1
+            continue
+        ttft = log["first_tokens"].get(rid)
+        miss[k] += ttft is None or ttft * speed > SLO_TTFT_S
+    return {"bin_device_s": [BIN_DEVICE_S], "shed": shed, "ttft_misses": miss}
+
+
+async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engine], policy: str,
+                  rate: float, speed: float, seed: int, affinity: bool = True,
+                  wave: dict[str, float] | None = None, run_s: float = RUN_DEVICE_S,
+                  profiles: bool | None = None, drain_s: float = DRAIN_DEVICE_S) -> dict[str, Any]:  # fmt: skip
+    from wavefleet.bench import LoadSpec, Slo, Target, run_load_async, summarize
+
+    url = await start_fleet(sims, gateway, fleet, engines, policy, speed, seed, affinity, wave, profiles)
     least = MIN_REQUESTS if len(engines) > 1 else MIN_REQUESTS_ALONE
     requests = int(min(MAX_REQUESTS, max(least, rate * run_s)))
-    workload = mixed_workload(seed) if fleet.workload == "mixed" else chat_workload(seed)
+    workload = make_workload(fleet.workload, seed)
     load = LoadSpec(rate=rate * speed, num_requests=requests, seed=seed)
     target = Target(url + "/v1", "chat", timeout_s=600)
     started = time.perf_counter()
-    result = await run_load_async(target, workload, load)
+    (result,), cut = await run_with_drain_cap(
+        sims, [run_load_async(target, workload, load)], started + requests / rate / speed, drain_s / speed
+    )
     wall = time.perf_counter() - started
     summary = summarize(
         result.records, result.duration_s, Slo(SLO_TTFT_S * 1000 / speed, SLO_TPOT_S * 1000 / speed)
@@ -432,9 +738,14 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
                     r.output_tokens - 1
                 ) * speed > SLO_TPOT_S
     lags = [r.dispatch_lag for r in result.records if r.sent]
+    log, samples = await harness_log(url), await sims.ask({"samples": True})
+    # the planned arrival window: `requests` arrivals at `rate`
+    routed = analyse(result.records, log, samples, engines, fleet.workload, speed, result.t0, math.inf,
+                     requests / rate)  # fmt: skip
     return {
         "policy": policy,
         "affinity": affinity,
+        "profiles": fleet.profiles if profiles is None else profiles,
         "rate": rate,
         "seed": seed,
         "requests": requests,
@@ -453,7 +764,56 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
         "tpot_misses": tpot_miss,
         "max_dispatch_lag_ms_wall": max(lags) * 1000 if lags else None,
         "wall_s": wall,
+        "cut_after_drain": cut,
+        "routing": {k: v for k, v in routed.items() if k not in ("arrivals", "failed", "shed")},
         **per_backend(await gateway_metrics(url), speed),
+    }
+
+
+async def phase_run(sims: Child, gateway: Child, fleet: Fleet, policy: str, capacity: float,
+                    phases: list[float], phase_s: float, speed: float, seed: int,
+                    profiles: bool | None, wave: dict[str, float] | None = None,
+                    drain_s: float = DRAIN_DEVICE_S, first: int = 0) -> dict[str, Any]:  # fmt: skip
+    """One gateway and one set of engines through consecutive phases at `phases` x `capacity`
+    req/s, `phase_s` device seconds of Poisson arrivals each, the next phase's arrivals starting
+    as the previous one's end (no drain between them). Phase k draws arrivals and prompts from
+    stream `seed * 100 + first + k`, so a run with `first` = n repeats phase n of a longer one."""
+    from wavefleet.bench import LoadSpec, Target, run_load_async
+
+    url = await start_fleet(sims, gateway, fleet, fleet.engines, policy, speed, seed, True, wave, profiles)
+    target = Target(url + "/v1", "chat", timeout_s=600)
+    window = phase_s / speed
+    t0 = time.perf_counter() + 0.05
+
+    async def phase(k: int, fraction: float) -> Any:
+        await asyncio.sleep(max(0.0, t0 + k * window - time.perf_counter()))
+        stream = seed * 100 + first + k  # each phase's own arrivals and prompts
+        load = LoadSpec(rate=fraction * capacity * speed, duration_s=window, seed=stream)
+        return await run_load_async(target, make_workload(fleet.workload, stream), load)
+
+    started = time.perf_counter()
+    results, cut = await run_with_drain_cap(
+        sims, [phase(k, f) for k, f in enumerate(phases)], t0 + len(phases) * window, drain_s / speed
+    )
+    wall = time.perf_counter() - started
+    log, samples = await harness_log(url), await sims.ask({"samples": True})
+    rows = []
+    for k, (fraction, result) in enumerate(zip(phases, results, strict=True)):
+        begin, end = t0 + k * window, t0 + (k + 1) * window
+        last = k == len(phases) - 1
+        records = result.records
+        row = analyse(records, log, samples, fleet.engines, fleet.workload, speed, begin, end, phase_s, last)
+        rows.append({"phase": k + 1, "fraction": fraction, "rate": round(fraction * capacity, 3), **row})
+    return {
+        "policy": policy,
+        "profiles": fleet.profiles if profiles is None else profiles,
+        "seed": seed,
+        "speed": speed,
+        "phase_device_s": phase_s,
+        "phases": rows,
+        "by_bin": by_bin(log, t0, speed),
+        "cut_after_drain": cut,
+        "wall_s": round(wall, 1),
     }
 
 
@@ -482,8 +842,16 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for fleet in fleets.values():
             caps = {e.profile.name: capacity_estimate(e.profile, fleet.workload) for e in fleet.engines}
-            total = sum(caps.values())
+            total = fleet.capacity_rps or sum(caps.values())
             speed = args.speed
+            if args.phases:
+                results["fleets"][fleet.key] = await phases_for(sims, gateway, fleet, total, seeds, args)
+                write_results(
+                    {**results, "what": "warm-gateway phases against a fresh gateway",
+                     "fleets": {fleet.key: results["fleets"][fleet.key]}},
+                    args.out / f"phases_{fleet.key}.json",
+                )  # fmt: skip
+                continue
             record: dict[str, Any] = {
                 "title": fleet.title,
                 "engines": [
@@ -499,6 +867,9 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                     for e in fleet.engines
                 ],  # fmt: skip
                 "workload": fleet.workload,
+                "profiles": fleet.profiles if args.profiles is None else args.profiles,
+                "capacity": total,
+                "capacity_basis": "given" if fleet.capacity_rps else "estimate",
                 "speed": speed,
                 "rates": [round(f * total, 3) for f in args.fractions],
                 "seeds": seeds,
@@ -506,14 +877,16 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                 "alone": {},
                 "affinity_check": [],
             }
-            print(f"{fleet.title}: capacity estimate {total:.2f} req/s, speed {speed:g}", flush=True)
+            basis = "given" if fleet.capacity_rps else "estimate"
+            print(f"{fleet.title}: capacity {total:.2f} req/s ({basis}), speed {speed:g}", flush=True)
             fleet_started = time.perf_counter()
             for rate in [] if args.only_affinity_check else record["rates"]:
                 for seed in seeds:  # every policy sees the same arrivals and prompts per seed
                     for policy in args.policies:
                         row = await one_run(
                             sims, gateway, fleet, fleet.engines, policy, rate, speed, seed,
-                            wave=args.wave, run_s=args.run_seconds,
+                            wave=args.wave, run_s=args.run_seconds, profiles=args.profiles,
+                            drain_s=args.drain_seconds,
                         )  # fmt: skip
                         record["runs"].append(row)
                         print(fmt_row(row), flush=True)
@@ -595,6 +968,58 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await asyncio.gather(sims.stop(), gateway.stop())
     return results
+
+
+async def phases_for(sims: Child, gateway: Child, fleet: Fleet, capacity: float, seeds: list[int],
+                     args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """Per seed and policy: the warm gateway through every phase, then a fresh gateway (fresh
+    engines) for one phase at the final phase's rate, on the same seed's arrivals."""
+    record: dict[str, Any] = {
+        "title": fleet.title,
+        "capacity": capacity,
+        "phases": args.phases,
+        "phase_device_s": args.phase_seconds,
+        "speed": args.speed,
+        "seeds": seeds,
+        "runs": [],
+    }
+    print(f"{fleet.title}: warm phases {args.phases} x {capacity:.2f} req/s", flush=True)
+    started = time.perf_counter()
+    for seed in seeds:
+        for policy in args.policies:
+            warm = await phase_run(sims, gateway, fleet, policy, capacity, args.phases, args.phase_seconds,
+                                   args.speed, seed, args.profiles, args.wave, args.drain_seconds)  # fmt: skip
+            fresh = await phase_run(sims, gateway, fleet, policy, capacity, args.phases[-1:], args.phase_seconds,
+                                    args.speed, seed, args.profiles, args.wave, args.drain_seconds,
+                                    first=len(args.phases) - 1)  # fmt: skip
+            final, alone = warm["phases"][-1], fresh["phases"][0]
+            warm["fresh_final"] = alone
+            warm["final_over_fresh"] = (
+                final["goodput_window"] / alone["goodput_window"] if alone["goodput_window"] else None
+            )
+            record["runs"].append(warm)
+            print(fmt_phases(warm), flush=True)
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    record["machine"] = f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}"
+    return record
+
+
+def fmt_phases(run: dict[str, Any]) -> str:
+    lines = [f"  {run['policy']} seed {run['seed']} profiles {'on' if run['profiles'] else 'off'}:"]
+    for row in [*run["phases"], {**run["fresh_final"], "phase": "fresh"}]:
+        backends = ", ".join(
+            f"{name} {v['requests']}/{v['ttft_misses']}" for name, v in sorted(row["per_backend"].items())
+        )
+        lines.append(
+            f"    phase {row['phase']!s:<5} {row['rate']:6.2f}/s  arrived {row['arrivals']:4d}  "
+            f"goodput {row['goodput_window']:6.2f}/s  "
+            f"failed {row['failed']:4d} (shed {row['shed']:4d})  runs {row['longest_run']}/{row['mean_run']}  "
+            f"to slow {row['to_slo_incapable_while_capable_free']}  idle while shed {row['idle_while_shed']}  "
+            f"[{backends}]"
+        )
+    ratio = run["final_over_fresh"]
+    lines.append(f"    final / fresh goodput: {'–' if ratio is None else f'{ratio:.0%}'}")
+    return "\n".join(lines)
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
@@ -697,6 +1122,90 @@ def verdicts(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def routing_table(results: dict[str, Any]) -> str:
+    """Where the requests went, from the gateway's own log: per policy and rate, medians over
+    seeds of goodput over the arrival window, the longest and mean run of consecutive requests to
+    one backend, and requests sent to an engine that cannot meet the SLO while one that can had room."""
+    out = []
+    for fleet in results["fleets"].values():
+        rows = [r for r in fleet["runs"] if "routing" in r]
+        if not rows:
+            continue
+        out.append(f"**{fleet['title']}**: routing, median over seeds\n")
+        out.append(
+            "| rate | policy | goodput (arrival window) | failed | longest run | mean run "
+            "| to an SLO-incapable engine while another had room | requests per backend |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|")
+        for rate in sorted({r["rate"] for r in rows}):
+            for policy in [p for p in POLICIES if any(r["policy"] == p for r in rows)]:
+                group = [r for r in rows if r["rate"] == rate and r["policy"] == policy]
+                if not group:
+                    continue
+                med = statistics.median
+                backends = sorted({b for r in group for b in r["routing"]["per_backend"]})
+                spread = ", ".join(
+                    f"{b} {med(r['routing']['per_backend'].get(b, {'requests': 0})['requests'] for r in group):g}"
+                    for b in backends
+                )
+                out.append(
+                    f"| {rate:g} | {policy} | {med(r['routing']['goodput_window'] for r in group):.2f} | "
+                    f"{med(r['failed'] for r in group):g} | {med(r['routing']['longest_run'] for r in group):g} | "
+                    f"{med(r['routing']['mean_run'] for r in group):.2f} | "
+                    f"{med(r['routing']['to_slo_incapable_while_capable_free'] for r in group):g} | {spread} |"
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def phases_table(results: dict[str, Any]) -> str:
+    """Warm-gateway phases against a fresh gateway at the final rate, medians over seeds."""
+    out = []
+    for fleet in results["fleets"].values():
+        runs = fleet.get("runs", [])
+        if not runs or "phases" not in runs[0]:
+            continue
+        out.append(
+            f"**{fleet['title']}**: warm gateway through {fleet['phases']} x {fleet['capacity']:g} req/s, "
+            f"{fleet['phase_device_s']:g} s each; median over seeds {fleet['seeds']}\n"
+        )
+        out.append(
+            "| policy | profiles | phase | rate | arrivals | goodput | failed (shed) | longest / mean run "
+            "| to SLO-incapable while another had room | sheds while an SLO-capable backend idled "
+            "| requests / TTFT misses per backend |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        med = statistics.median
+        for key in sorted(
+            {(r["policy"], r["profiles"]) for r in runs}, key=lambda k: (POLICIES.index(k[0]), k[1])
+        ):
+            group = [r for r in runs if (r["policy"], r["profiles"]) == key]
+            lines = [[r["phases"][k] for r in group] for k in range(len(group[0]["phases"]))]
+            lines.append([r["fresh_final"] for r in group])
+            for k, rows in enumerate(lines):
+                label = "fresh" if k == len(lines) - 1 else str(k + 1)
+                backends = sorted({b for r in rows for b in r["per_backend"]})
+                zero = {"requests": 0, "ttft_misses": 0}
+                spread = ", ".join(
+                    f"{b} {med(r['per_backend'].get(b, zero)['requests'] for r in rows):g}"
+                    f"/{med(r['per_backend'].get(b, zero)['ttft_misses'] for r in rows):g}"
+                    for b in backends
+                )
+                out.append(
+                    f"| {key[0]} | {'on' if key[1] else 'off'} | {label} | {rows[0]['rate']:g} | "
+                    f"{med(r['arrivals'] for r in rows):g} | {med(r['goodput_window'] for r in rows):.2f} | "
+                    f"{med(r['failed'] for r in rows):g} ({med(r['shed'] for r in rows):g}) | "
+                    f"{med(r['longest_run'] for r in rows):g} / {med(r['mean_run'] for r in rows):.2f} | "
+                    f"{med(r['to_slo_incapable_while_capable_free'] for r in rows):g} | "
+                    f"{med(r['capable_idle_while_shed'] for r in rows):g} | {spread} |"
+                )
+            ratios = [r["final_over_fresh"] for r in group if r["final_over_fresh"] is not None]
+            ratio = ", ".join(f"{x:.0%}" for x in ratios)
+            out.append(f"| {key[0]} | {'on' if key[1] else 'off'} | final / fresh | | | {ratio} | | | | | |")
+        out.append("")
+    return "\n".join(out)
+
+
 def affinity_table(results: dict[str, Any]) -> str:
     """Chat fleets: wave with and without prefix affinity, shedding off (same requests served)."""
     out = []
@@ -778,7 +1287,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--child", choices=["sims", "gateway"], help=argparse.SUPPRESS)
-    parser.add_argument("--fleets", type=lambda s: s.split(","), default=["a", "b", "c"])
+    parser.add_argument("--fleets", type=lambda s: s.split(","), default=["a", "b", "c"], help="a, b, c, d")
     parser.add_argument("--policies", type=lambda s: s.split(","), default=POLICIES)
     parser.add_argument("--speed", type=float, default=2.0, help="time scale of fleet runs")
     parser.add_argument(
@@ -819,10 +1328,27 @@ def main() -> None:
     parser.add_argument(
         "--only-affinity-check", action="store_true", help="skip the sweep and the alone runs"
     )
+    parser.add_argument(
+        "--phases", type=comma_floats, default=None,
+        help=f"warm-gateway phases instead of the sweep: rates as fractions of the fleet's capacity, one "
+        f"gateway through all of them, then a fresh one at the last (e.g. {','.join(map(str, PHASES))})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--phase-seconds", type=float, default=30.0, help="device seconds of arrivals per phase"
+    )
+    parser.add_argument(
+        "--drain-seconds", type=float, default=DRAIN_DEVICE_S,
+        help="device seconds after the last arrival before requests still in the engines are aborted",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profiles", choices=["on", "off"], default=None,
+        help="give the backends their `profile:` in the gateway's config (default: per fleet; (d) off)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for compare_<fleet>.json and plots")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
     args.wave = dict(args.wave)
+    args.profiles = None if args.profiles is None else args.profiles == "on"
     if args.child:
         import uvloop
 
@@ -839,6 +1365,11 @@ def main() -> None:
     print(per_rate(results))
     print(verdicts(results))
     print(affinity_table(results))
+    print(routing_table(results))
+    phased: dict[str, Any] = {"fleets": {}}
+    for path in sorted(args.out.glob("phases_*.json")):
+        phased["fleets"].update(json.loads(path.read_text())["fleets"])
+    print(phases_table(phased))
     for path in plot(results, args.out):
         print(f"wrote {path}")
 
