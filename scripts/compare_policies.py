@@ -29,7 +29,7 @@ Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn cha
 (d) issue 13's shape: two identical RTX 5070 Ti vLLM engines and a Ryzen 7950X llama.cpp engine,
 all serving Llama 3.1 8B, prompts 200-1500 tokens and answers 50-300, no `profile:` on any
 backend (`--profiles on|off` overrides any fleet's default); the CPU engine cannot meet the SLO
-for any request, and rates are fractions of the twins' capacity within the SLO (13 req/s).
+for any request, and rates are fractions of the twins' capacity within the SLO (12 req/s).
 Requests name the group `chat` (the fleet's models, largest first): every policy sees it.
 
 Every run also reads, from the gateway's own log of its decisions (`RecordingPolicy`), where each
@@ -80,10 +80,11 @@ SLO_TTFT_S, SLO_TPOT_S = 1.0, 0.1
 FRACTIONS = [0.3, 0.6, 0.7, 0.8, 0.9, 1.2]  # of the fleet's estimated capacity: dense at the knee
 RUN_DEVICE_S, MAX_REQUESTS = 15.0, 1200  # arrivals span 15 s of device time
 MIN_REQUESTS, MIN_REQUESTS_ALONE = 48, 24
-# Fleet (d)'s capacity within the SLO: two GPU twins at ~6.5 req/s each, as issue 13 measured
-# its fleet; the CPU engine adds nothing (see docs/measurements/2026-12-03-least-loaded-fleet-d.md
-# for the twins measured alone here)
-D_CAPACITY_RPS = 13.0
+# Fleet (d)'s capacity within the SLO: two GPU twins at 6.0 req/s each, the highest rate at which
+# one alone (speed 1, 30 s, seeds 1-2) served >= 90 % of its requests within the SLO (6.5: 51-67 %);
+# issue 13's own emulator had 6.5. The CPU engine adds nothing.
+# docs/measurements/2026-12-03-least-loaded-fleet-d.md
+D_CAPACITY_RPS = 12.0
 PHASES = [1.0, 1.15, 1.5, 1.0]  # warm-gateway phases, as fractions of the fleet's capacity
 BIN_DEVICE_S = 3.0  # sheds and TTFT misses are counted per bin of this many device seconds
 # After the last arrival, what the engines still hold this many device seconds later is aborted:
@@ -880,7 +881,7 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
             basis = "given" if fleet.capacity_rps else "estimate"
             print(f"{fleet.title}: capacity {total:.2f} req/s ({basis}), speed {speed:g}", flush=True)
             fleet_started = time.perf_counter()
-            for rate in [] if args.only_affinity_check else record["rates"]:
+            for rate in [] if args.only_affinity_check or args.only_alone else record["rates"]:
                 for seed in seeds:  # every policy sees the same arrivals and prompts per seed
                     for policy in args.policies:
                         row = await one_run(
@@ -932,11 +933,15 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                 for engine in fleet.engines:
                     same = (engine.profile.model_dump_json(exclude={"name"}), fleet.workload)
                     name = engine.profile.name
-                    if args.alone_engines and name not in args.alone_engines and name in previous:
-                        record["alone"][name] = {**previous[name], "reused": "from the previous run's file"}
-                        continue
                     if same in seen:  # an identical engine: measured once
                         record["alone"][engine.profile.name] = seen[same]
+                        continue
+                    if args.alone_engines and name not in args.alone_engines:
+                        if name in previous:
+                            record["alone"][name] = {
+                                **previous[name],
+                                "reused": "from the previous run's file",
+                            }
                         continue
                     alone_speed = (
                         args.alone_speed if not engine.profile.gpu or caps[engine.profile.name] < 3 else speed
@@ -960,7 +965,10 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
                             for point in curve(rows, policy)
                         ),
                     }
-                record["ideal_capacity"] = sum(a["best_goodput"] for a in record["alone"].values())
+                record["ideal_capacity"] = sum(
+                    record["alone"].get(e.profile.name, {"best_goodput": 0.0})["best_goodput"]
+                    for e in fleet.engines
+                )
             record["wall_s"] = round(time.perf_counter() - fleet_started, 1)
             record["machine"] = f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}"
             results["fleets"][fleet.key] = record
@@ -1328,6 +1336,7 @@ def main() -> None:
     parser.add_argument(
         "--only-affinity-check", action="store_true", help="skip the sweep and the alone runs"
     )
+    parser.add_argument("--only-alone", action="store_true", help="only each engine alone (no fleet sweep)")
     parser.add_argument(
         "--phases", type=comma_floats, default=None,
         help=f"warm-gateway phases instead of the sweep: rates as fractions of the fleet's capacity, one "
