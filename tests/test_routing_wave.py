@@ -353,26 +353,46 @@ def unprofiled(name: str, kind: str = "vllm", models: tuple[str, ...] = ("llama-
 
 
 def teach_slow_prefill(wave: WavePolicy, clock: Clock, view: FleetView, name: str, ttft_s: float) -> None:
-    """Requests one at a time, each answered after `ttft_s`: what queued TTFTs taken for prefill teach."""
-    for i in range(30):
+    """Requests one at a time, each answered after `ttft_s`, until the policy believes it: what a
+    throttled engine teaches (or queued first tokens taken for prefill)."""
+    for i in range(200):
         clock.now += 10
         request = ask(name, prompt=1000, rid=f"slow-{name}-{i}")
         wave.choose(request, view)
         wave.observe_first_token(name, request, ttft_s)
+        if wave.predict(request, view, [Candidate(name, "m")], [], clock.now)[0].ttft_s > 0.9 * ttft_s:
+            return
 
 
-def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again() -> None:
-    # `a` has learned a prefill line ~40x too slow; now its engine reports nothing running and the
-    # gateway has nothing in flight there, while `b` is swamped: the policy sheds or queues, so the
-    # idle engine must get a request that shows what it can do, and then the traffic
+def queued_history(ttft_s: float) -> EngineTimings:
+    """What a vLLM engine reports after serving 1,000-token prompts that queued for `ttft_s`
+    each (its TTFT histogram includes the queue) at 13 ms a token."""
+    return EngineTimings(
+        requests=100, prefill_tokens=100_000, prefill_s=100 * ttft_s, decode_tokens=20_000, decode_s=260.0
+    )
+
+
+# `a` believed ~40x too slow at prefill: a profile sized for a far weaker device, or (no profile)
+# an engine whose own TTFT history is of requests that queued, as after an overload
+BELIEVED_SLOW = {
+    "mis-sized profile": (config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200})), None),
+    "queued engine history": (unprofiled("a"), queued_history(5.0)),
+}
+
+
+@pytest.mark.parametrize("belief", list(BELIEVED_SLOW))
+def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief: str) -> None:
+    # its engine reports nothing running and the gateway has nothing in flight there, while `b`
+    # is swamped: the policy sheds or queues, so the idle engine must get a request that shows
+    # what it can do, and then the traffic
+    a, history = BELIEVED_SLOW[belief]
+    b = config("b", GPU)
     monitor = StaticMonitor()
-    a, b = config("a", GPU), config("b", GPU)
-    clock = Clock()
-    wave = policy(clock)
-    teach_slow_prefill(wave, clock, fleet(monitor, a, b), "a", 5.0)
-    monitor.set("a", running=0, waiting=0)
+    monitor.set("a", running=0, waiting=0, timings=history)
     monitor.set("b", running=128, waiting=300)
     view = fleet(monitor, a, b)
+    clock = Clock()
+    wave = policy(clock)
     assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
     probe = None
     for i in range(3):  # within three decisions, one of them half a second apart
@@ -422,11 +442,10 @@ def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> Non
 
 
 def test_exploration_reaches_an_idle_backend_whatever_its_prediction() -> None:
+    a, b = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200})), config("b", GPU)
     monitor = StaticMonitor()
-    a, b = config("a", GPU), config("b", GPU)
     clock = Clock()
     wave = policy(clock, explore_rate=0.05, seed=5)
-    teach_slow_prefill(wave, clock, fleet(monitor, a, b), "a", 5.0)
     monitor.set("a", running=0, waiting=0)
     monitor.set("b", running=3, waiting=0)  # `b` meets the SLO: nothing is shed or queued
     view = fleet(monitor, a, b)
@@ -498,3 +517,27 @@ def test_engine_timings_arriving_after_the_first_requests_replace_the_assumed_pr
     )
     monitor.set("g", timings=measured)  # the next poll: the engine has timed its first requests
     assert wave.choose(ask("g", prompt=800, rid="r1"), view).reason == "shed"
+
+
+def test_first_tokens_of_requests_the_engine_queued_do_not_teach_the_prefill_line() -> None:
+    # the engine reports a queue (or a nearly full KV cache) that the policy's slot count does not
+    # explain: the long first tokens that follow are the queue's, not the engine's prefill speed
+    monitor = StaticMonitor()
+    monitor.set("a", running=40, waiting=6, kv_usage=0.92)
+    view = fleet(monitor, config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    before = wave.model("a", view).speed.prefill.at(1000)
+    for i in range(40):
+        clock.now += 10
+        request = ask("a", prompt=1000, rid=f"q{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("a", request, 3.0)
+    assert wave.model("a", view).speed.prefill.at(1000) == pytest.approx(before, rel=0.01)
+    monitor.set("a", running=40, waiting=0, kv_usage=0.5)  # no queue: now a slow first token counts
+    for i in range(40):
+        clock.now += 10
+        request = ask("a", prompt=1000, rid=f"r{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("a", request, 0.5)
+    assert wave.model("a", view).speed.prefill.at(1000) == pytest.approx(0.5, rel=0.15)

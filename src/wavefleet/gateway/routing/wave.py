@@ -48,6 +48,7 @@ from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outco
 from wavefleet.gateway.routing.load import capacity, runs_on_gpu
 from wavefleet.gateway.routing.wave_model import (
     ASSUMED_PROFILES,
+    MAX_SHARE,
     BackendModel,
     EngineSpeed,
     seed_profile,
@@ -69,6 +70,8 @@ _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_t
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 _PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend found slow, at most
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
+_PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
+_KV_NEAR_FULL = 0.9  # KV usage at which a request may queue before the next poll shows it
 
 
 class Prediction(NamedTuple):
@@ -78,25 +81,29 @@ class Prediction(NamedTuple):
     ttft_s: float
     tpot_s: float
     e2e_s: float
-    wait_s: float
+    wait_s: float  # for a slot or behind the prefill backlog, whichever is longer
+    slot_wait_s: float
     uncached_tokens: int
     batch: int
     meets_slo: bool
     share: float
     backlog_s: float
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
+    clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
 
 
 class _Pending(NamedTuple):
     backend: str
-    wait_s: float  # predicted before wait_scale
+    slot_wait_s: float  # predicted wait for a slot (the engine admits nothing new before it)
     uncached_tokens: int
     batch: int
     share: float  # prefill share of the engine's time at dispatch
     backlog_s: float
     sent_work_s: float  # prefill seconds sent to the backend so far, this request's included
     idle: bool  # sent to an idle engine: its times are the engine's alone
+    clean: bool  # sent while the engine reported no queue and room in its KV cache
     probe: bool  # sent to an idle backend to see what it can do
+    share_area: float  # the backend's prefill share integrated over time, at dispatch
 
 
 def explain(decision: Decision, top: int = 4) -> str:
@@ -182,28 +189,39 @@ class WavePolicy:
             # whatever the policy believed was queued is gone
             idle = snapshot.running == 0 and not snapshot.waiting and inflight == 0
             if idle:
-                model.forget_queue(now)
+                model.forget_queue(now, window)
             if inflight > occupied:
                 occupied = inflight
-            if snapshot.kv_usage is not None and snapshot.kv_usage >= _KV_FULL and snapshot.running:
+            kv = snapshot.kv_usage
+            if kv is not None and kv >= _KV_FULL and snapshot.running:
                 slots = min(slots, snapshot.running)
+            # a queue the slot count does not explain (KV nearly full, reserved room, the engine's
+            # own limits) may delay the first token: such requests do not teach the prefill line
+            clean = not snapshot.waiting and (kv is None or kv < _KV_NEAR_FULL)
             cached = self._index.matched(name, keys) * _TOKENS_PER_BLOCK if keys else 0
             uncached = prompt - cached if cached < prompt else 1
             batch = occupied + 1 if occupied < slots else slots
             itl = speed.itl.at(batch)
             share = model.prefill_share(now, window)
-            wait = 0.0
+            slot_wait = 0.0
             if occupied >= slots:
-                service = speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(slots)
-                wait = (occupied + 1 - slots) / slots * service
+                # a slot frees as a request finishes: at the rate this backend has been finishing
+                # them, measured, else one service time per `slots` requests, estimated
+                rate = model.finish_rate(now, window)
+                if rate > 0.0:
+                    slot_wait = (occupied + 1 - slots) / rate
+                else:
+                    service = speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(slots)
+                    slot_wait = (occupied + 1 - slots) / slots * service
             backlog = model.backlog_until - now
             if backlog < 0.0:
                 backlog = 0.0
-            elif backlog > wait:
-                wait = backlog
+            wait = backlog * speed.wait_scale
+            if slot_wait > wait:
+                wait = slot_wait
             slope = speed.prefill.slope
             steps = ((backlog / slope if slope > 0 else 0.0) + uncached) / _CHUNK_TOKENS
-            ttft = wait * speed.wait_scale + speed.prefill.at(uncached) + steps * itl
+            ttft = wait + speed.prefill.at(uncached) + steps * itl
             output = request.max_tokens or speed.mean_output
             # decode waits for the prefill chunks interleaved with it: itl / (1 - share) while the
             # engine keeps up, a full chunk per step at most
@@ -217,12 +235,14 @@ class WavePolicy:
                     tpot,
                     ttft + output * tpot,
                     wait,
+                    slot_wait,
                     uncached,
                     batch,
                     ttft <= ttft_target and tpot <= tpot_target,
                     share,
                     backlog,
                     idle,
+                    clean,
                 )
             )
         return predictions
@@ -402,14 +422,16 @@ class WavePolicy:
             pending = self._pending
             pending[request.request_id] = _Pending(
                 chosen.backend,
-                chosen.wait_s,
+                chosen.slot_wait_s,
                 chosen.uncached_tokens,
                 chosen.batch,
                 chosen.share,
                 chosen.backlog_s,
                 model.sent_work_s,
                 chosen.idle,
+                chosen.clean,
                 probe,
+                model.share_area(now, _SHARE_WINDOWS * self._settings.ttft_slo_s),
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -437,11 +459,16 @@ class WavePolicy:
             if ttft_s * _REBASE < expected or ttft_s > _REBASE * expected:
                 speed.prefill.rebase(float(pending.uncached_tokens), ttft_s)
                 return
-        if pending.wait_s < _NO_WAIT_S:
-            speed.prefill.observe(float(pending.uncached_tokens), ttft_s)
+        if pending.slot_wait_s >= _NO_WAIT_S or not pending.clean:
+            return  # it waited for a slot or may have queued: that is not the engine's speed
+        expected = speed.prefill.at(pending.uncached_tokens)
+        if pending.backlog_s < _NO_WAIT_S:
+            # one sample pulls the line up by a bounded step: a queue the policy did not see
+            # must not teach it a slow engine
+            speed.prefill.observe(float(pending.uncached_tokens), min(ttft_s, _PULL * expected))
             return
-        waited = ttft_s - speed.prefill.at(pending.uncached_tokens)
-        ratio = min(10.0, max(0.1, waited / pending.wait_s))
+        waited = ttft_s - expected
+        ratio = min(10.0, max(0.1, waited / pending.backlog_s))
         rate = self._settings.learning_rate
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
@@ -460,6 +487,7 @@ class WavePolicy:
         model = self._models.get(backend)
         if pending is None or model is None or pending.backend != backend:
             return
+        model.add_finish(self._clock(), _SHARE_WINDOWS * self._settings.ttft_slo_s)
         if not outcome.ok:
             if pending.probe and outcome.ttft_s is None:  # failed before its first token
                 self._probed(model, self._clock(), fast=False)
@@ -473,14 +501,21 @@ class WavePolicy:
         if outcome.completion_tokens > 0:
             speed.mean_output += rate * (outcome.completion_tokens - speed.mean_output)
         if outcome.completion_tokens >= 2:
+            window = _SHARE_WINDOWS * self._settings.ttft_slo_s
+            if outcome.duration_s > 0:  # the prefill share over the request's life, not at dispatch
+                lived = (model.share_area(self._clock(), window) - pending.share_area) / outcome.duration_s
+                share = min(MAX_SHARE, max(0.0, lived))
+            else:
+                share = pending.share
             first = outcome.ttft_s
             if first is None:  # not streamed: take the prefill from the model
-                first = pending.wait_s * speed.wait_scale + speed.prefill.at(pending.uncached_tokens)
+                wait = max(pending.slot_wait_s, pending.backlog_s * speed.wait_scale)
+                first = wait + speed.prefill.at(pending.uncached_tokens)
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
             # the line holds decode alone: take out what the prediction adds for prefill work
-            alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - pending.share)
+            alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - share)
             expected = speed.itl.at(pending.batch)
             if pending.idle and (alone * _REBASE < expected or alone > _REBASE * expected):
                 speed.itl.rebase(float(pending.batch), alone)
             else:
-                speed.itl.observe(float(pending.batch), alone)
+                speed.itl.observe(float(pending.batch), min(alone, _PULL * expected))

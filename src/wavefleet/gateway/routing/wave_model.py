@@ -24,16 +24,25 @@ from dataclasses import dataclass
 from wavefleet.gateway.config import BackendConfig, BackendProfile
 from wavefleet.gateway.monitor.snapshot import EngineTimings
 
-__all__ = ["ASSUMED_PROFILES", "BackendModel", "EngineSpeed", "EwmaLine", "seed_profile", "timed_enough"]
+__all__ = [
+    "ASSUMED_PROFILES",
+    "MAX_SHARE",
+    "BackendModel",
+    "EngineSpeed",
+    "EwmaLine",
+    "seed_profile",
+    "timed_enough",
+]
 
 _FLOOR_S = 1e-4  # no prediction below 0.1 ms: a line fitted to noise must not promise free work
 _SEED_WEIGHT = 0.01  # permanent weight of the seed line against the decaying observations
-_MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run
+MAX_SHARE = 0.95  # prefill never takes all of an engine's time: decode steps still run
 # engine timings covering this much are a measurement to seed from (vLLM counts requests;
 # llama.cpp only tokens)
 _TIMED_REQUESTS = 4
 _TIMED_PROMPT_TOKENS = 1024
 _TIMED_TOKENS = 64
+_RATE_MIN_FINISHED = 4.0  # finished requests in the window below which the rate is unknown
 
 # Used when a backend has no profile: assumptions (a mid-range GPU engine serving an 8B model,
 # a desktop CPU serving a 3B one), corrected by the first observed requests.
@@ -196,7 +205,11 @@ class BackendModel:
     dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
     prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
     work_at: float = 0.0  # when prefill_work_s was last brought up to date
+    area_at_work: float = 0.0  # the prefill share integrated over time, up to work_at
     sent_work_s: float = 0.0  # prefill seconds sent here in all
+    finished_weight: float = 0.0  # requests finished here, exponentially weighted by age
+    finished_at: float = 0.0  # when finished_weight was last brought up to date
+    first_finished_at: float | None = None
     probe_after: float = 0.0  # an idle backend may get a probe request from this time on
     probe_backoff_s: float = 0.0  # the wait after a probe that found it slow (doubles each time)
 
@@ -205,14 +218,38 @@ class BackendModel:
         if self.prefill_work_s <= 0.0:
             return 0.0
         share = self.prefill_work_s * math.exp((self.work_at - now) / window_s) / window_s
-        return share if share < _MAX_SHARE else _MAX_SHARE
+        return share if share < MAX_SHARE else MAX_SHARE
 
-    def forget_queue(self, now: float) -> None:
+    def add_finish(self, now: float, window_s: float) -> None:
+        self.finished_weight = self.finished_weight * math.exp((self.finished_at - now) / window_s) + 1.0
+        self.finished_at = now
+        if self.first_finished_at is None:
+            self.first_finished_at = now
+
+    def finish_rate(self, now: float, window_s: float) -> float:
+        """Requests finished per second over the recent window; 0 (unknown) until a full window
+        has been seen or while fewer than a few requests finished in it (a backend that was sent
+        little is not a slow one)."""
+        if self.first_finished_at is None or now - self.first_finished_at < window_s:
+            return 0.0
+        recent = self.finished_weight * math.exp((self.finished_at - now) / window_s)
+        return recent / window_s if recent >= _RATE_MIN_FINISHED else 0.0
+
+    def share_area(self, now: float, window_s: float) -> float:
+        """∫ prefill share dt up to `now` (uncapped): the share between two times is the
+        difference over their distance."""
+        return self.area_at_work + self.prefill_work_s * (1.0 - math.exp((self.work_at - now) / window_s))
+
+    def forget_queue(self, now: float, window_s: float) -> None:
         """The engine reports itself idle: nothing the gateway sent is left to prefill."""
         if self.backlog_until > now:
             self.backlog_until = now
-        self.prefill_work_s = 0.0
+        if self.prefill_work_s > 0.0:
+            self.area_at_work = self.share_area(now, window_s)
+            self.prefill_work_s = 0.0
+            self.work_at = now
 
     def add_prefill_work(self, now: float, work_s: float, window_s: float) -> None:
+        self.area_at_work = self.share_area(now, window_s)
         self.prefill_work_s = self.prefill_work_s * math.exp((self.work_at - now) / window_s) + work_s
         self.work_at = now
