@@ -541,3 +541,48 @@ def test_first_tokens_of_requests_the_engine_queued_do_not_teach_the_prefill_lin
         wave.choose(request, view)
         wave.observe_first_token("a", request, 0.5)
     assert wave.model("a", view).speed.prefill.at(1000) == pytest.approx(0.5, rel=0.15)
+
+
+def test_first_tokens_under_heavy_prefill_load_teach_the_step_wait_not_the_engines_prefill_speed() -> None:
+    # an engine busy prefilling others' prompts answers every prompt after about one shared
+    # chunked-prefill step (~0.3 s here) whatever its length: the prefill line must keep the
+    # engine's own speed (it sizes the backlog and the prefill share), and the extra wait is
+    # learned against the share
+    view = fleet(StaticMonitor(), config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    slope = wave.model("a", view).speed.prefill.slope
+    for i in range(200):  # a steady stream: 5 requests a second of 200-1,500 tokens
+        clock.now += 0.2
+        tokens = 200 + (i * 397) % 1300
+        request = ask("a", prompt=tokens, rid=f"r{i}")
+        share = wave.predict(request, view, [Candidate("a", "m")], [], clock.now)[0].share
+        wave.choose(request, view)
+        # the engine's own prefill until others' prompts keep it busy, then one shared step
+        wave.observe_first_token("a", request, 0.3 if share > 0.25 else 1 / 78 + tokens / 8600)
+    assert wave.model("a", view).speed.prefill.slope == pytest.approx(slope, rel=0.05)
+    busy = wave.predict(ask("a", prompt=800), view, [Candidate("a", "m")], [], clock.now)[0]
+    assert busy.share > 0.3
+    assert busy.ttft_s == pytest.approx(0.3, rel=0.3)
+
+
+def test_a_near_tie_never_hands_a_request_to_a_twin_it_would_have_shed_for() -> None:
+    # both twins are past the headroom target; `b` is within the shedding slack, `a` far beyond
+    # it, yet their completion times (long answers) are within the near-tie band and `a` has been
+    # used less: the request must go to `b`, not to the twin that misses its first token
+    monitor = StaticMonitor()
+    a, b = config("a", GPU), config("b", GPU)
+    monitor.set("a", running=128, waiting=45)
+    monitor.set("b", running=128, waiting=20)
+    view = fleet(monitor, a, b)
+    clock = Clock()
+    wave = policy(clock, shed_slack_s=0.3)
+    predictions = wave.predict(
+        ask("a", "b", prompt=800, out=300), view, list(ask("a", "b").candidates), [], clock.now
+    )
+    ttft = {p.backend: p.ttft_s for p in predictions}
+    e2e = {p.backend: p.e2e_s for p in predictions}
+    assert 0.8 < ttft["b"] < 1.1 < ttft["a"] and e2e["a"] < 1.3 * e2e["b"]
+    wave.model("b", view).dispatched = 50  # `a` is the less used
+    decision = wave.choose(ask("a", "b", prompt=800, out=300), view)
+    assert decision.ranked[0].backend == "b"

@@ -72,6 +72,7 @@ _PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend foun
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 _PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
 _KV_NEAR_FULL = 0.9  # KV usage at which a request may queue before the next poll shows it
+_LOW_SHARE = 0.2  # below this prefill share a first token shows the engine's own prefill speed
 
 
 class Prediction(NamedTuple):
@@ -104,6 +105,7 @@ class _Pending(NamedTuple):
     clean: bool  # sent while the engine reported no queue and room in its KV cache
     probe: bool  # sent to an idle backend to see what it can do
     share_area: float  # the backend's prefill share integrated over time, at dispatch
+    step_wait_s: float  # the predicted wait for steps shared with other prompts
 
 
 def explain(decision: Decision, top: int = 4) -> str:
@@ -221,7 +223,8 @@ class WavePolicy:
                 wait = slot_wait
             slope = speed.prefill.slope
             steps = ((backlog / slope if slope > 0 else 0.0) + uncached) / _CHUNK_TOKENS
-            ttft = wait + speed.prefill.at(uncached) + steps * itl
+            # under prefill load a prompt also waits for steps shared with others' prompts
+            ttft = wait + speed.prefill.at(uncached) + steps * itl + share * speed.step_wait_s
             output = request.max_tokens or speed.mean_output
             # decode waits for the prefill chunks interleaved with it: itl / (1 - share) while the
             # engine keeps up, a full chunk per step at most
@@ -398,6 +401,9 @@ class WavePolicy:
                 continue
             if p.uncached_tokens > top.uncached_tokens + _TOKENS_PER_BLOCK:
                 continue  # a near-tie never gives up a cached prefix: affinity wins over turns
+            if not top.meets_slo and self._hopeless(p):
+                continue  # nor goes where the request would have been shed (long answers make
+                # completion times alike while first tokens differ by seconds)
             if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
                 pick = i
         return pick, "predicted"
@@ -432,6 +438,7 @@ class WavePolicy:
                 chosen.clean,
                 probe,
                 model.share_area(now, _SHARE_WINDOWS * self._settings.ttft_slo_s),
+                chosen.share * model.speed.step_wait_s,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -462,14 +469,22 @@ class WavePolicy:
         if pending.slot_wait_s >= _NO_WAIT_S or not pending.clean:
             return  # it waited for a slot or may have queued: that is not the engine's speed
         expected = speed.prefill.at(pending.uncached_tokens)
-        if pending.backlog_s < _NO_WAIT_S:
+        rate = self._settings.learning_rate
+        if pending.backlog_s < _NO_WAIT_S and pending.share < _LOW_SHARE:
             # one sample pulls the line up by a bounded step: a queue the policy did not see
             # must not teach it a slow engine
             speed.prefill.observe(float(pending.uncached_tokens), min(ttft_s, _PULL * expected))
             return
-        waited = ttft_s - expected
+        if pending.backlog_s < _NO_WAIT_S:
+            # busy prefilling others' prompts, the engine answers after steps it shares with
+            # them, whatever this prompt's length: that teaches the step wait, not the line
+            # (which sizes the backlog and the share)
+            extra = (ttft_s - expected) / pending.share
+            extra = min(max(extra, 0.0), _PULL * self._settings.ttft_slo_s)
+            speed.step_wait_s += rate * (extra - speed.step_wait_s)
+            return
+        waited = ttft_s - expected - pending.step_wait_s
         ratio = min(10.0, max(0.1, waited / pending.backlog_s))
-        rate = self._settings.learning_rate
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
     def _probed(self, model: BackendModel, now: float, fast: bool) -> None:

@@ -163,6 +163,7 @@ class EngineSpeed:
     mean_prompt: float  # uncached prompt tokens of recent requests (EWMA)
     mean_output: float  # completion tokens of recent requests (EWMA)
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
+    step_wait_s: float = 0.0  # first-token wait per unit of prefill share: steps shared with others
     trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
     finished: int = 0  # requests observed to finish
 
@@ -171,6 +172,7 @@ class EngineSpeed:
         self.prefill, self.itl = other.prefill, other.itl
         self.mean_prompt, self.mean_output = other.mean_prompt, other.mean_output
         self.wait_scale, self.trusted = other.wait_scale, other.trusted
+        self.step_wait_s = other.step_wait_s
 
     @classmethod
     def timed(cls, timings: EngineTimings, assumed: BackendProfile, rate: float) -> EngineSpeed:
