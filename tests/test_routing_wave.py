@@ -586,3 +586,19 @@ def test_a_near_tie_never_hands_a_request_to_a_twin_it_would_have_shed_for() -> 
     wave.model("b", view).dispatched = 50  # `a` is the less used
     decision = wave.choose(ask("a", "b", prompt=800, out=300), view)
     assert decision.ranked[0].backend == "b"
+
+
+def test_past_the_target_a_backend_within_the_slack_ranks_before_a_hopeless_one() -> None:
+    # the GPU is just past the headroom target (within the shedding slack), the CPU's first token
+    # is seconds away but its short answer would end sooner: admitted, the request goes to the GPU
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=128, waiting=20)
+    quick_decode = CPU.model_copy(update={"decode_tokens_per_s": 60})
+    view = fleet(monitor, config("gpu", GPU), config("cpu", quick_decode, "llamacpp"))
+    wave = policy(shed_slack_s=0.3)
+    request = ask("gpu", "cpu", prompt=500, out=300)
+    scores = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
+    assert 0.8 < scores["gpu"].ttft_s < 1.1 < 1.5 < scores["cpu"].ttft_s
+    assert scores["cpu"].e2e_s < scores["gpu"].e2e_s
+    decision = wave.choose(request, view)
+    assert decision.ranked[0].backend == "gpu" and decision.reason == "over-slo"

@@ -91,6 +91,7 @@ class Prediction(NamedTuple):
     backlog_s: float
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
+    hopeless: bool  # beyond the SLO by more than shedding allows, on a trusted belief
 
 
 class _Pending(NamedTuple):
@@ -169,6 +170,7 @@ class WavePolicy:
         window = _SHARE_WINDOWS * settings.ttft_slo_s
         ttft_target = settings.headroom * settings.ttft_slo_s
         tpot_target = settings.headroom * settings.tpot_slo_s
+        ttft_limit = ttft_target + settings.shed_slack_s
         predictions: list[Prediction] = []
         for candidate in candidates:
             name = candidate.backend
@@ -246,6 +248,7 @@ class WavePolicy:
                     backlog,
                     idle,
                     clean,
+                    speed.trusted and (ttft > ttft_limit or tpot > tpot_target),
                 )
             )
         return predictions
@@ -259,10 +262,13 @@ class WavePolicy:
         keys = block_keys(request.prefix_text) if settings.affinity and request.prefix_text else []
         predictions = self.predict(request, view, ready, keys, now)
         penalty = settings.preference_penalty_s
+        # those predicted to meet the SLO first, then those within the shedding slack, then the
+        # hopeless; each by completion time
         order = sorted(
             range(len(ready)),
             key=lambda i: (
                 not predictions[i].meets_slo,
+                predictions[i].hopeless,
                 predictions[i].e2e_s + penalty * ready[i].preference,
             ),
         )
@@ -279,7 +285,7 @@ class WavePolicy:
         if (
             not best.meets_slo
             and settings.shed
-            and self._hopeless(best)
+            and best.hopeless
             # now and then admit anyway, so a backend believed too slow can prove otherwise
             and not (settings.explore_rate and self._random.random() < settings.explore_rate)
         ):
@@ -323,17 +329,6 @@ class WavePolicy:
                 explain(Decision(ranked, reason, scores)),
             )
         return Decision(ranked, reason, scores)
-
-    def _hopeless(self, best: Prediction) -> bool:
-        """Past saving: shed. Never on a guess: an assumed profile must first meet real requests."""
-        if not self._models[best.backend].speed.trusted:
-            return False
-        settings = self._settings
-        headroom = settings.headroom
-        return (
-            best.ttft_s > headroom * settings.ttft_slo_s + settings.shed_slack_s
-            or best.tpot_s > headroom * settings.tpot_slo_s
-        )
 
     def _probe_target(self, order: list[int], predictions: list[Prediction], now: float) -> int | None:
         """The idle candidate, best predicted first, that the policy believes too slow for a
@@ -401,7 +396,7 @@ class WavePolicy:
                 continue
             if p.uncached_tokens > top.uncached_tokens + _TOKENS_PER_BLOCK:
                 continue  # a near-tie never gives up a cached prefix: affinity wins over turns
-            if not top.meets_slo and self._hopeless(p):
+            if p.hopeless and not top.hopeless:
                 continue  # nor goes where the request would have been shed (long answers make
                 # completion times alike while first tokens differ by seconds)
             if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
