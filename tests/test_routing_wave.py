@@ -602,3 +602,16 @@ def test_past_the_target_a_backend_within_the_slack_ranks_before_a_hopeless_one(
     assert scores["cpu"].e2e_s < scores["gpu"].e2e_s
     decision = wave.choose(request, view)
     assert decision.ranked[0].backend == "gpu" and decision.reason == "over-slo"
+
+
+def test_a_slow_engine_on_an_assumed_profile_does_not_outrank_gpus_past_the_slack() -> None:
+    # both GPUs are far past the target (the request will be shed); the CPU engine's belief is
+    # still the assumed one, which never causes shedding, but it predicts a first token further
+    # still: the request is shed, not sent to the CPU
+    monitor = StaticMonitor()
+    monitor.set("a", running=128, waiting=200)
+    monitor.set("b", running=128, waiting=200)
+    view = fleet(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"))
+    wave = policy()
+    decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175), view)
+    assert decision.reason == "shed"

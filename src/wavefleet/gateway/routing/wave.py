@@ -4,34 +4,50 @@ For every healthy candidate backend the policy predicts (all in seconds, see doc
 
     batch   = min(occupied + 1, slots)                 occupied = max(engine running + waiting,
                                                                       gateway in-flight)
-    wait    = max(slot wait, prefill backlog) × wait_scale
+    wait    = max(slot wait, prefill backlog × wait_scale)
     ttft    = wait + prefill.at(uncached) + (backlog tokens + uncached) / 2048 × itl.at(batch)
+              + prefill share × step_wait
     tpot    = min(itl.at(batch) / (1 − prefill share), itl.at(batch) + 2048 × prefill s/token)
               + prefill backlog / output
     e2e     = ttft + output tokens × tpot               output = max_tokens, else the recent mean
 
-`slot wait` is the time until a slot frees when all are taken ((occupied + 1 − slots) / slots ×
-one request's service time); `prefill backlog` is the prefill work this gateway sent and the
-engine has not finished yet (a fluid queue drained in real time). Engines interleave prefill with
-decode (chunked prefill, 2048 tokens a step by default in vLLM and llama.cpp), so prefill work
-stretches every step: `prefill share` is the fraction of the engine's time the prefill work sent
-recently takes (an exponentially weighted rate over 5 × ttft_slo_s), at most 0.95; a step never
-carries more than one chunk. Uncached tokens come from the
-approximate prefix index (wave_prefix.py). The lines `prefill` and `itl` and `wait_scale` are
-learned from finished requests (wave_model.py), once for all replicas of an engine (backends with
-the same configured profile and models). Each first token bounds the backlog: what is left to
-prefill is at most the work sent after that request.
+`slot wait` is the time until a slot frees when all are taken: (occupied + 1 − slots) over the
+rate at which this backend has been finishing requests (measured over 5 × ttft_slo_s), else
+over `slots` per service time; with KV usage ≥ 95 % the engine's slots are its running
+sequences. `prefill backlog` is the prefill work this gateway sent and the engine has not
+finished yet (a fluid queue drained in real time); each first token bounds it (what is left is at
+most the work sent after that request). Engines interleave prefill with decode (chunked prefill,
+2048 tokens a step by default in vLLM and llama.cpp), so prefill work stretches every step:
+`prefill share` is the fraction of the engine's time the prefill work sent recently takes (an
+exponentially weighted rate over 5 × ttft_slo_s), at most 0.95; a step never carries more than one
+chunk, and a first token waits for steps shared with other prompts (`step_wait` per unit of
+share). Uncached tokens come from the approximate prefix index (wave_prefix.py).
+
+Learning (wave_model.py), once for all replicas of an engine (the same configured profile and
+models; without profiles, the same engine kind, models and reported KV size or slot count): the
+`prefill` line from first tokens sent while the engine reported no queue and its prefill share
+was low, `step_wait` from those sent under load, `wait_scale` from those sent behind a backlog;
+the `itl` line from finished requests, with the prefill share over the request's life taken out.
+A busy engine's sample pulls a line at most 3x its value; an idle engine's sample more than 2x
+off rebases it. Without a profile the lines start from the engine's own timings (its TTFT and
+inter-token histograms) once it has timed 4 requests, else from an assumed engine.
+
+An engine that reports nothing running or waiting, with nothing in flight from this gateway, is
+idle: the policy's belief about its queue goes, and when the policy would shed or queue a request
+while an idle backend is believed too slow for a typical request, that backend gets the request
+(`probe`); a probe answered late doubles the wait before the next one (up to 32 TTFT targets).
 
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
-order; the rest after, by e2e. When the best candidate misses the TTFT target by more than
-`shed_slack_s`, or the TPOT target, the request is shed (429 + Retry-After) rather than piled onto
-a backend; a backend without a configured profile causes no shedding until 8 of its requests have
-corrected the assumed one. Near-ties go to the least used backend: within `near_tie` (30 %) among
+order; then those within the shedding slack, then the rest, each by e2e. When the best candidate
+misses the TTFT target by more than `shed_slack_s`, or the TPOT target, the request is shed (429 +
+Retry-After) rather than piled onto a backend; a backend whose belief is still an assumed profile
+causes no shedding. Near-ties go to the least used backend: within `near_tie` (30 %) among
 backends of the same model, within 5 % across the group's models, and within 5 ms always, but
-never to one that would prefill again a prefix the best one holds;
-a small share (`explore_rate`) goes to another backend predicted to stay within twice the TTFT
-target and twice the best completion time, so the profiles keep learning.
+never to one that would prefill again a prefix the best one holds, nor to one the request would
+have been shed for; a small share (`explore_rate`) goes to another backend predicted to stay
+within twice the TTFT target and twice the best completion time, or to an idle one whatever its
+prediction, so the beliefs keep learning.
 """
 
 from __future__ import annotations
@@ -91,7 +107,7 @@ class Prediction(NamedTuple):
     backlog_s: float
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
-    hopeless: bool  # beyond the SLO by more than shedding allows, on a trusted belief
+    hopeless: bool  # beyond the SLO by more than shedding allows
 
 
 class _Pending(NamedTuple):
@@ -248,7 +264,7 @@ class WavePolicy:
                     backlog,
                     idle,
                     clean,
-                    speed.trusted and (ttft > ttft_limit or tpot > tpot_target),
+                    ttft > ttft_limit or tpot > tpot_target,
                 )
             )
         return predictions
@@ -286,6 +302,8 @@ class WavePolicy:
             not best.meets_slo
             and settings.shed
             and best.hopeless
+            # never on a guess: an assumed profile must first meet real requests
+            and self._models[best.backend].speed.trusted
             # now and then admit anyway, so a backend believed too slow can prove otherwise
             and not (settings.explore_rate and self._random.random() < settings.explore_rate)
         ):
