@@ -615,3 +615,19 @@ def test_a_slow_engine_on_an_assumed_profile_does_not_outrank_gpus_past_the_slac
     wave = policy()
     decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175), view)
     assert decision.reason == "shed"
+
+
+def test_a_few_milliseconds_of_backlog_do_not_teach_the_wait_scale() -> None:
+    # a prompt sent right behind a short one waits ~35 ms of backlog by the fluid queue, but its
+    # first token comes after a shared step (0.3 s): dividing by the tiny backlog would teach a
+    # wait scale of ~8 that then multiplies every long backlog
+    view = fleet(StaticMonitor(), config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    for i in range(60):
+        clock.now += 10
+        wave.choose(ask("a", prompt=300, rid=f"lead{i}"), view)
+        behind = ask("a", prompt=300, rid=f"behind{i}")
+        wave.choose(behind, view)
+        wave.observe_first_token("a", behind, 0.3)
+    assert wave.model("a", view).speed.wait_scale == pytest.approx(1.0, abs=0.05)

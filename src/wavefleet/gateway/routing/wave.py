@@ -81,6 +81,7 @@ _TIE_ABSOLUTE_S = 0.005
 _CROSS_TIER_TIE = 0.05  # near-tie band between different models of a group
 _KV_FULL = 0.95  # KV usage at which an engine admits no new sequence until one finishes
 _NO_WAIT_S = 0.02  # a decision predicted to wait less than this teaches the prefill line
+_SCALED_BACKLOG_S = 0.1  # a backlog at least this long teaches the wait scale
 _TRUST_AFTER = 8  # finished requests after which a backend without a profile may cause shedding
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
@@ -496,6 +497,8 @@ class WavePolicy:
             extra = min(max(extra, 0.0), _PULL * self._settings.ttft_slo_s)
             speed.step_wait_s += rate * (extra - speed.step_wait_s)
             return
+        if pending.backlog_s < _SCALED_BACKLOG_S:
+            return  # a ratio over a few milliseconds of backlog is mostly noise from shared steps
         waited = ttft_s - expected - pending.step_wait_s
         ratio = min(10.0, max(0.1, waited / pending.backlog_s))
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
