@@ -631,3 +631,27 @@ def test_a_few_milliseconds_of_backlog_do_not_teach_the_wait_scale() -> None:
         wave.choose(behind, view)
         wave.observe_first_token("a", behind, 0.3)
     assert wave.model("a", view).speed.wait_scale == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_full_kv_cache_with_no_queue_ahead_predicts_no_slot_wait_but_full_slots_do() -> None:
+    # at 97 % KV usage vLLM still admits a prompt that fits: only the requests queued ahead wait
+    # for finishes; a llama.cpp server with every slot busy makes even the first one wait
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=60, waiting=0, kv_usage=0.97)
+    monitor.set("queued", running=60, waiting=3, kv_usage=0.97)
+    monitor.set("cpu", running=4, waiting=0, slots_total=4)
+    view = fleet(
+        monitor,
+        config("gpu", GPU),
+        config("queued", GPU),
+        config("cpu", CPU, "llamacpp"),
+        gpu=60,
+        queued=63,
+        cpu=4,
+    )
+    request = ask("gpu", "queued", "cpu", prompt=300)
+    waits = {
+        p.backend: p.slot_wait_s for p in policy().predict(request, view, list(request.candidates), [], 100.0)
+    }
+    assert waits["gpu"] == 0.0
+    assert waits["queued"] > 0.0 and waits["cpu"] > 0.0
