@@ -633,9 +633,9 @@ def test_a_few_milliseconds_of_backlog_do_not_teach_the_wait_scale() -> None:
     assert wave.model("a", view).speed.wait_scale == pytest.approx(1.0, abs=0.05)
 
 
-def test_a_full_kv_cache_with_no_queue_ahead_predicts_no_slot_wait_but_full_slots_do() -> None:
-    # at 97 % KV usage vLLM still admits a prompt that fits: only the requests queued ahead wait
-    # for finishes; a llama.cpp server with every slot busy makes even the first one wait
+def test_a_full_kv_cache_makes_a_request_wait_half_a_finish_plus_the_queue_ahead() -> None:
+    # at 97 % KV usage vLLM still admits a prompt that fits (about half of them): a request waits
+    # half a finish plus one per request queued ahead; with every llama.cpp slot busy, a whole one
     monitor = StaticMonitor()
     monitor.set("gpu", running=60, waiting=0, kv_usage=0.97)
     monitor.set("queued", running=60, waiting=3, kv_usage=0.97)
@@ -650,8 +650,10 @@ def test_a_full_kv_cache_with_no_queue_ahead_predicts_no_slot_wait_but_full_slot
         cpu=4,
     )
     request = ask("gpu", "queued", "cpu", prompt=300)
-    waits = {
-        p.backend: p.slot_wait_s for p in policy().predict(request, view, list(request.candidates), [], 100.0)
-    }
-    assert waits["gpu"] == 0.0
-    assert waits["queued"] > 0.0 and waits["cpu"] > 0.0
+    predictions = {p.backend: p for p in policy().predict(request, view, list(request.candidates), [], 100.0)}
+    assert predictions["queued"].slot_wait_s == pytest.approx(7 * predictions["gpu"].slot_wait_s)
+    cpu = predictions["cpu"].slot_wait_s  # one service time over four slots
+    speed = policy().model("cpu", view).speed
+    assert cpu == pytest.approx(
+        (speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(4)) / 4
+    )

@@ -14,7 +14,8 @@ For every healthy candidate backend the policy predicts (all in seconds, see doc
 `slot wait` is the time until a slot frees when all are taken: (occupied + 1 − slots) over the
 rate at which this backend has been finishing requests (measured over 5 × ttft_slo_s), else
 over `slots` per service time; with KV usage ≥ 95 % the engine's slots are its running
-sequences and only the requests queued ahead wait (occupied − slots: a prompt that fits goes in). `prefill backlog` is the prefill work this gateway sent and the engine has not
+sequences, and a new request waits for half a finish plus those queued ahead (a prompt that
+fits goes in at once). `prefill backlog` is the prefill work this gateway sent and the engine has not
 finished yet (a fluid queue drained in real time); each first token bounds it (what is left is at
 most the work sent after that request). Engines interleave prefill with decode (chunked prefill,
 2048 tokens a step by default in vLLM and llama.cpp), so prefill work stretches every step:
@@ -214,13 +215,13 @@ class WavePolicy:
             if inflight > occupied:
                 occupied = inflight
             kv = snapshot.kv_usage
-            # a full KV cache admits nothing new until a running sequence ends, but a prompt that
-            # still fits goes in at once: only the requests queued ahead wait for finishes; with
-            # every slot taken, even the first one does
-            ahead = 1
+            # with every slot taken a new request waits for one to finish; a full KV cache admits
+            # nothing new until a running sequence ends, but a prompt that still fits (about half
+            # of them at 95 %) goes in at once: half a finish, plus the requests queued ahead
+            ahead = 1.0
             if kv is not None and kv >= _KV_FULL and snapshot.running and snapshot.running < slots:
                 slots = snapshot.running
-                ahead = 0
+                ahead = 0.5
             # a queue the slot count does not explain (KV nearly full, reserved room, the engine's
             # own limits) may delay the first token: such requests do not teach the prefill line
             clean = not snapshot.waiting and (kv is None or kv < _KV_NEAR_FULL)
