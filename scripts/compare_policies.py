@@ -29,7 +29,8 @@ Ryzen 9900X llama.cpp engine; (c) fleet (a) under a shared-prefix multi-turn cha
 (d) issue 13's shape: two identical RTX 5070 Ti vLLM engines and a Ryzen 7950X llama.cpp engine,
 all serving Llama 3.1 8B, prompts 200-1500 tokens and answers 50-300, no `profile:` on any
 backend (`--profiles on|off` overrides any fleet's default); the CPU engine cannot meet the SLO
-for any request, and rates are fractions of the twins' capacity within the SLO (12 req/s).
+for any request, and rates are fractions of the twins' capacity within the SLO (12 req/s);
+(e) fleet (d) without its CPU engine.
 Requests name the group `chat` (the fleet's models, largest first): every policy sees it.
 
 Every run also reads, from the gateway's own log of its decisions (`RecordingPolicy`), where each
@@ -81,9 +82,9 @@ FRACTIONS = [0.3, 0.6, 0.7, 0.8, 0.9, 1.2]  # of the fleet's estimated capacity:
 RUN_DEVICE_S, MAX_REQUESTS = 15.0, 1200  # arrivals span 15 s of device time
 MIN_REQUESTS, MIN_REQUESTS_ALONE = 48, 24
 # Fleet (d)'s capacity within the SLO: two GPU twins at 6.0 req/s each, the highest rate at which
-# one alone (speed 1, 30 s, seeds 1-2) served >= 90 % of its requests within the SLO (6.5: 51-67 %);
-# issue 13's own emulator had 6.5. The CPU engine adds nothing.
-# docs/measurements/2026-12-03-least-loaded-fleet-d.md
+# one alone (speed 1, 30 s, seeds 1-2) served >= 89 % of its requests within the SLO (6.5 req/s:
+# 48-61 %); issue 13's own emulator had 6.5. The CPU engine adds nothing.
+# docs/measurements/2026-12-03-least-loaded-fleet-d.md, docs/data/routing/fleet_d/alone/
 D_CAPACITY_RPS = 12.0
 PHASES = [1.0, 1.15, 1.5, 1.0]  # warm-gateway phases, as fractions of the fleet's capacity
 BIN_DEVICE_S = 3.0  # sheds and TTFT misses are counted per bin of this many device seconds
@@ -244,7 +245,7 @@ def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
         ]
         fleets["b"] = Fleet("b", "(b) 2 x RTX 5070 Ti vLLM + Ryzen 9900X llama.cpp", engines, "mixed",
                             seed_size_classes(engines))  # fmt: skip
-    if "d" in keys:
+    if "d" in keys or "e" in keys:
         # issue 13's independent fleet, rebuilt from the sizing engine: twin vLLM GPUs serving one
         # model (each alone about 6.5 req/s within the SLO on the long workload) and a llama.cpp
         # CPU engine serving the same model that no request can meet the SLO on (~70 prompt
@@ -262,6 +263,8 @@ def build_fleets(keys: list[str]) -> tuple[dict[str, Fleet], list[str]]:
         fleets["d"] = Fleet("d", "(d) 2 x RTX 5070 Ti vLLM twins + Ryzen 7950X llama.cpp, same 8B model, "
                             "long answers, no profiles", engines, "long", seed_size_classes(engines),
                             capacity_rps=D_CAPACITY_RPS, profiles=False)  # fmt: skip
+        fleets["e"] = Fleet("e", "(e) fleet (d)'s vLLM twins alone, no profiles", engines[:2], "long",
+                            seed_size_classes(engines[:2]), capacity_rps=D_CAPACITY_RPS, profiles=False)  # fmt: skip
     return {k: fleets[k] for k in keys if k in fleets}, notes
 
 
@@ -458,14 +461,16 @@ class RecordingPolicy:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name = inner.name
-        self.decisions: list[list[Any]] = []  # [time.monotonic(), request id, backend ("" = none), reason]
+        # [time.monotonic(), request id, backend ("" = none), reason, the decision's scores]
+        self.decisions: list[list[Any]] = []
         self.first_tokens: dict[str, float] = {}  # request id -> TTFT at the gateway, wall s
         self.finished: dict[str, list[Any]] = {}  # request id -> [backend, ok]
 
     def choose(self, request: Any, view: Any) -> Any:
         decision = self.inner.choose(request, view)
         backend = decision.ranked[0].backend if decision.ranked else ""
-        self.decisions.append([time.monotonic(), request.request_id, backend, decision.reason])
+        scores = {name: round(score, 4) for name, score in decision.scores.items()}
+        self.decisions.append([time.monotonic(), request.request_id, backend, decision.reason, scores])
         return decision
 
     def observe_first_token(self, backend: str, request: Any, ttft_s: float) -> None:
@@ -660,7 +665,7 @@ def analyse(records: list[Any], log: dict[str, Any], samples: dict[str, Any], en
 
     per_backend: dict[str, dict[str, int]] = {}
     slow_while_free = 0
-    for t, rid, backend, _ in sent:
+    for t, rid, backend, *_ in sent:
         entry = per_backend.setdefault(backend, {"requests": 0, "ttft_misses": 0})
         entry["requests"] += 1
         ttft = log["first_tokens"].get(rid)
@@ -695,7 +700,7 @@ def by_bin(log: dict[str, Any], start: float, speed: float) -> dict[str, list[in
     width = BIN_DEVICE_S / speed
     count = 1 + max((int((d[0] - start) / width) for d in log["decisions"] if d[0] >= start), default=0)
     shed, miss = [0] * count, [0] * count
-    for t, rid, backend, _ in log["decisions"]:
+    for t, rid, backend, *_ in log["decisions"]:
         if t < start:
             continue
         k = int((t - start) / width)
@@ -1296,7 +1301,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--child", choices=["sims", "gateway"], help=argparse.SUPPRESS)
-    parser.add_argument("--fleets", type=lambda s: s.split(","), default=["a", "b", "c"], help="a, b, c, d")
+    parser.add_argument(
+        "--fleets", type=lambda s: s.split(","), default=["a", "b", "c"], help="a, b, c, d, e"
+    )
     parser.add_argument("--policies", type=lambda s: s.split(","), default=POLICIES)
     parser.add_argument("--speed", type=float, default=2.0, help="time scale of fleet runs")
     parser.add_argument(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, SizeClass
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
-from wavefleet.gateway.routing.base import Candidate, FleetView, RouteRequest
+from wavefleet.gateway.routing.base import Candidate, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.routing.least_loaded import LeastLoadedPolicy
 from wavefleet.gateway.routing.load import capacity, load
@@ -155,3 +158,138 @@ def test_factory_builds_each_policy() -> None:
     with pytest.raises(UsageError, match="size_classes"):
         build_policy(config.model_copy(update={"policy": PolicyName.SIZE_CLASSES}))
     assert build_policy(config.model_copy(update={"policy": PolicyName.WAVE})).name is PolicyName.WAVE
+
+
+def longest_run(picks: list[str]) -> int:
+    return max(len(list(group)) for _, group in itertools.groupby(picks))
+
+
+def test_least_loaded_alternates_twins_whose_kv_gauges_are_frozen_between_polls() -> None:
+    # vLLM reports no slot count and its KV gauge changes once a poll; the gateway's own
+    # dispatches since that poll must move the score, or every request between two polls lands
+    # on whichever twin looked emptier at the last one
+    rng = random.Random(7)
+    configs = backends(a="vllm", b="vllm")
+    monitor = StaticMonitor()
+    policy = LeastLoadedPolicy()
+    inflight = {"a": 28, "b": 31}
+    kv_per_request = {"a": 0.0131, "b": 0.0142}  # the twins' prompt mixes differ a little
+    picks: list[str] = []
+    for poll in range(10):
+        for name in configs:
+            monitor.set(
+                name,
+                running=inflight[name],
+                waiting=0,
+                kv_usage=inflight[name] * kv_per_request[name],
+                updated_at=float(poll),
+            )
+        for _ in range(10):
+            route = request("a", "b")
+            chosen = policy.choose(route, view(configs, monitor, **inflight)).ranked[0].backend
+            picks.append(chosen)
+            inflight[chosen] += 1
+            for name in configs:  # requests end meanwhile, at random
+                if inflight[name] and rng.random() < 0.4:
+                    inflight[name] -= 1
+                    policy.observe_finish(name, route, Outcome(True, 800, 170, 0.1, 5.0))
+    assert len(picks) == 100
+    assert longest_run(picks) <= 3, "".join(picks)
+    assert 40 <= picks.count("a") <= 60
+
+
+def test_least_loaded_sends_nothing_to_an_engine_far_slower_to_first_token_while_another_has_room() -> None:
+    configs = backends(gpu_a="vllm", gpu_b="vllm", cpu="llamacpp")
+    monitor = StaticMonitor()
+    for name in ("gpu_a", "gpu_b"):
+        monitor.set(name, running=40, waiting=0, kv_usage=0.5, updated_at=1.0)
+    monitor.set("cpu", running=0, slots_total=4, updated_at=1.0)  # idle: 0 of 4 slots
+    policy = LeastLoadedPolicy()
+    route = request("gpu_a", "gpu_b", "cpu")
+    for ttft in (0.06, 0.12, 0.09):
+        policy.observe_first_token("gpu_a", route, ttft)
+        policy.observe_first_token("gpu_b", route, ttft * 1.5)
+    policy.observe_first_token("cpu", route, 4.2)  # a 250-token prompt at ~60 tokens/s
+    fleet = view(configs, monitor, gpu_a=40, gpu_b=40)
+    firsts = [policy.choose(route, fleet).ranked[0].backend for _ in range(50)]
+    assert "cpu" not in firsts
+    # it is not banned: with both GPUs full it takes the overflow
+    for name in ("gpu_a", "gpu_b"):
+        monitor.set(name, running=60, waiting=12, kv_usage=1.0, updated_at=2.0)
+    assert policy.choose(route, view(configs, monitor, gpu_a=72, gpu_b=72)).ranked[0].backend == "cpu"
+
+
+def test_least_loaded_takes_turns_among_equals() -> None:
+    # three idle replicas, each request over before the next: equal loads every time
+    configs = backends(a="llamacpp", b="llamacpp", c="llamacpp")
+    policy = LeastLoadedPolicy()
+    picks = []
+    for _ in range(6):
+        route = request("a", "b", "c")
+        chosen = policy.choose(route, view(configs, StaticMonitor())).ranked[0].backend
+        policy.observe_first_token(chosen, route, 0.1)
+        policy.observe_finish(chosen, route, Outcome(True, 10, 5, 0.1, 0.3))
+        picks.append(chosen)
+    assert sorted(picks[:3]) == ["a", "b", "c"]
+    assert picks[3:] == picks[:3]
+
+
+def test_gpu_only_takes_turns_too() -> None:
+    configs = backends(a="vllm", b="vllm")
+    monitor = StaticMonitor()
+    for name in configs:
+        monitor.set(name, running=30, waiting=0, kv_usage=0.4, updated_at=1.0)
+    policy = build_policy(GatewayConfig(backends=list(configs.values()), policy=PolicyName.GPU_ONLY))
+    inflight = {"a": 30, "b": 30}
+    picks = []
+    for _ in range(20):
+        chosen = policy.choose(request("a", "b"), view(configs, monitor, **inflight)).ranked[0].backend
+        inflight[chosen] += 1
+        picks.append(chosen)
+    assert longest_run(picks) <= 2, "".join(picks)
+
+
+def test_least_loaded_keeps_an_unmeasured_cpu_backend_for_overflow() -> None:
+    # a fresh gateway has measured nothing: a CPU engine (slower to prefill than a GPU as a rule)
+    # gets work once the GPUs are full, not a turn among them, and the GPUs take turns meanwhile
+    # (here vLLM's CPU build: as many assumed slots as the GPUs)
+    configs = {
+        **backends(gpu_a="vllm", gpu_b="vllm"),
+        "cpu": BackendConfig(name="cpu", url="http://cpu:8000", kind="vllm", gpu=False),
+    }
+    policy = LeastLoadedPolicy()
+    inflight = {"gpu_a": 0, "gpu_b": 0, "cpu": 0}
+    picks = []
+    for _ in range(30):
+        route = request("gpu_a", "gpu_b", "cpu")
+        chosen = policy.choose(route, view(configs, StaticMonitor(), **inflight)).ranked[0].backend
+        inflight[chosen] += 1
+        picks.append(chosen)
+        if chosen != "cpu" and len(picks) > 10:  # GPU requests end after a while
+            policy.observe_first_token(chosen, route, 0.05)
+    assert "cpu" not in picks
+    assert longest_run(picks) <= 2, picks
+    full = StaticMonitor()
+    for name in ("gpu_a", "gpu_b"):
+        full.set(name, running=60, waiting=5, kv_usage=1.0)
+    assert (
+        policy.choose(request("gpu_a", "gpu_b", "cpu"), view(configs, full, **inflight)).ranked[0].backend
+        == "cpu"
+    )
+
+
+def test_least_loaded_twins_either_side_of_full_take_turns() -> None:
+    # near saturation one twin polls at 0.95 and the other at 1.01: "full" must not hand every
+    # request to the one just under it until it is past full too
+    configs = backends(a="vllm", b="vllm")
+    monitor = StaticMonitor()
+    monitor.set("a", running=60, waiting=0, kv_usage=0.95, updated_at=1.0)
+    monitor.set("b", running=60, waiting=1, kv_usage=0.995, updated_at=1.0)
+    policy = LeastLoadedPolicy()
+    inflight = {"a": 60, "b": 61}
+    picks = []
+    for _ in range(8):
+        chosen = policy.choose(request("a", "b"), view(configs, monitor, **inflight)).ranked[0].backend
+        inflight[chosen] += 1
+        picks.append(chosen)
+    assert longest_run(picks) <= 2, picks

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.least_loaded import rank_by_load
+from wavefleet.gateway.routing.least_loaded import LoadRanker
 from wavefleet.gateway.routing.load import healthy, runs_on_gpu
 
 __all__ = ["GpuOnlyPolicy"]
 
 
 class GpuOnlyPolicy:
-    """Least-loaded among the GPU backends only."""
+    """Least-loaded among the GPU backends only (the same ranking, `LoadRanker`)."""
 
     name = PolicyName.GPU_ONLY
+
+    def __init__(self) -> None:
+        self._ranker = LoadRanker()
 
     def choose(self, request: RouteRequest, view: FleetView) -> Decision:
         gpus = [c for c in request.candidates if runs_on_gpu(view.backends[c.backend])]
@@ -22,11 +25,12 @@ class GpuOnlyPolicy:
         ready = healthy(gpus, view)
         if not ready:
             return Decision((), "none-healthy")
-        ranked, load = rank_by_load(ready, view)
-        return Decision(tuple(ranked), "gpu-only", load)
+        ranked, loads = self._ranker.rank(ready, view)
+        self._ranker.sent(ranked[0].backend)
+        return Decision(tuple(ranked), "gpu-only", loads)
 
     def observe_first_token(self, backend: str, request: RouteRequest, ttft_s: float) -> None:
-        return None
+        self._ranker.first_token(backend, ttft_s)
 
     def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
-        return None
+        self._ranker.finished(backend)

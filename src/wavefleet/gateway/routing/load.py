@@ -1,10 +1,15 @@
-"""How full a backend is, on one scale for every engine: occupied slots / slots, 0 = idle, 1 = full.
+"""How full a backend is, on one scale for every engine: requests in it / requests it holds at
+once, 0 = idle, 1 = full.
 
 A 128-slot vLLM with 8 requests (0.06) is emptier than a 4-slot llama.cpp with 2 (0.5): raw
-request counts would say the opposite. The engine's own numbers (running + waiting, from the
-monitor) count requests from every client; the gateway's in-flight count is fresh between
-polls. The larger of the two is used, so a burst between polls does not all land on the
-backend that looked idle at the last poll.
+request counts would say the opposite. Requests in it: the engine's own count (running +
+waiting, from the last poll, every client's) plus what this gateway sent there since that
+poll, or the gateway's in-flight count, whichever is larger, so the score moves with every
+dispatch, not once a poll. Requests it holds at once: its slots (reported, else profiled,
+else assumed), and, when the engine reports KV-cache usage, no more than its KV cache holds
+at the running mix (running / usage): an assumed 256 slots says nothing about a GPU whose
+cache fills at 60 sequences. Both figures are from the same poll, so a KV gauge that moves
+once a poll scales the fresh count instead of standing in for it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from wavefleet.gateway.config import BackendConfig, BackendKind
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate, FleetView
 
-__all__ = ["ASSUMED_SLOTS", "GPU_KINDS", "healthy", "capacity", "load", "runs_on_gpu", "scores"]
+__all__ = [
+    "ASSUMED_SLOTS",
+    "GPU_KINDS",
+    "capacity",
+    "healthy",
+    "load",
+    "runs_on_gpu",
+    "scores",
+]
 
 # Slots assumed when neither the engine (snapshot.slots_total) nor a profile (max_num_seqs) says.
 # Estimates resting on each engine's default concurrency, not on measurement: vLLM (and NIM,
@@ -51,14 +64,20 @@ def capacity(config: BackendConfig, snapshot: LoadSnapshot) -> int:
     return ASSUMED_SLOTS[config.kind]
 
 
-def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int) -> float:
-    """Occupancy in slots (running + waiting, or the gateway's in-flight count) over capacity,
-    raised to the KV cache usage when the engine reports it (a full cache queues new work too)."""
+def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int, sent_since_poll: int = 0) -> float:
+    """Requests in the backend over the requests it holds at once.
+
+    Requests in it: the engine's running + waiting at the last poll plus `sent_since_poll` (sent
+    minus finished since that poll), or the gateway's `inflight`, whichever is larger. Requests
+    it holds at once: `capacity`, or fewer when the KV cache fills first: running / KV usage,
+    the sequences the cache holds at the running mix."""
     reported = (snapshot.running or 0) + (snapshot.waiting or 0)
-    occupancy = max(reported, inflight) / capacity(config, snapshot)
-    if snapshot.kv_usage is not None and snapshot.kv_usage > occupancy:
-        return snapshot.kv_usage
-    return occupancy
+    occupancy = max(reported + sent_since_poll, inflight)
+    slots = capacity(config, snapshot)
+    kv, running = snapshot.kv_usage, snapshot.running
+    if kv and running and running / kv < slots:
+        return occupancy * kv / running  # occupancy / (running / kv), without the rounding
+    return occupancy / slots
 
 
 def healthy(candidates: Iterable[Candidate], view: FleetView) -> list[Candidate]:
