@@ -657,3 +657,13 @@ def test_a_full_kv_cache_makes_a_request_wait_half_a_finish_plus_the_queue_ahead
     assert cpu == pytest.approx(
         (speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(4)) / 4
     )
+
+
+def test_a_backend_held_open_by_its_circuit_breaker_is_not_probed() -> None:
+    # it looks idle because the gateway sends it nothing; the proxy would skip it anyway
+    monitor = StaticMonitor()
+    monitor.set("a", running=0, waiting=0, breaker="open")
+    monitor.set("b", running=128, waiting=300)
+    slow = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200}))
+    decision = policy().choose(ask("a", "b", prompt=1000), fleet(monitor, slow, config("b", GPU)))
+    assert decision.reason == "shed"

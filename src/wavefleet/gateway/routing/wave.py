@@ -209,7 +209,12 @@ class WavePolicy:
             inflight = view.inflight.get(name, 0)
             # the engine's own metrics say it runs nothing and the gateway has nothing there:
             # whatever the policy believed was queued is gone
-            idle = snapshot.running == 0 and not snapshot.waiting and inflight == 0
+            idle = (
+                snapshot.running == 0
+                and not snapshot.waiting
+                and inflight == 0
+                and snapshot.breaker != "open"
+            )
             if idle:
                 model.forget_queue(now, window)
             if inflight > occupied:
