@@ -667,3 +667,36 @@ def test_a_backend_held_open_by_its_circuit_breaker_is_not_probed() -> None:
     slow = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200}))
     decision = policy().choose(ask("a", "b", prompt=1000), fleet(monitor, slow, config("b", GPU)))
     assert decision.reason == "shed"
+
+
+def test_a_backend_on_an_assumed_profile_gets_one_hopeless_request_at_a_time() -> None:
+    # every candidate is past the shedding line and the CPU engine, still on its assumed profile,
+    # is predicted to finish first: it may show what it can do with one request, not take a flood
+    monitor = StaticMonitor()
+    for gpu in ("a", "b"):
+        monitor.set(gpu, running=128, waiting=2000)
+    cpu = unprofiled("cpu", "llamacpp")
+    wave = policy()
+    request = ask("a", "b", "cpu", prompt=850, out=175)
+    view = fleet(monitor, config("a", GPU), config("b", GPU), cpu)
+    best = min(wave.predict(request, view, list(request.candidates), [], 100.0), key=lambda p: p.e2e_s)
+    assert best.backend == "cpu" and best.hopeless
+    assert wave.choose(request, view).ranked[0].backend == "cpu"
+    # with one request of this gateway's already there (sent before this policy's memory of it
+    # could make the CPU look worse), the next is shed
+    busy = fleet(monitor, config("a", GPU), config("b", GPU), cpu, cpu=1)
+    assert policy().choose(ask("a", "b", "cpu", prompt=850, out=175), busy).reason == "shed"
+
+
+def test_no_probe_while_the_shortfall_is_itself_a_guess() -> None:
+    # at start every belief is assumed: that the best candidate misses the SLO is a guess too,
+    # and no idle engine believed slow is probed on it
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=256, waiting=40)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet(monitor, unprofiled("gpu"), config("cpu", CPU, "llamacpp"))
+    request = ask("gpu", "cpu", prompt=850, out=8)
+    predictions = {p.backend: p for p in policy().predict(request, view, list(request.candidates), [], 100.0)}
+    assert predictions["gpu"].hopeless and predictions["gpu"].e2e_s < predictions["cpu"].e2e_s
+    decision = policy().choose(request, view)
+    assert decision.reason != "probe" and decision.ranked[0].backend == "gpu"

@@ -43,7 +43,8 @@ tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per s
 order; then those within the shedding slack, then the rest, each by e2e. When the best candidate
 misses the TTFT target by more than `shed_slack_s`, or the TPOT target, the request is shed (429 +
 Retry-After) rather than piled onto a backend; a backend whose belief is still an assumed profile
-causes no shedding. Near-ties go to the least used backend: within `near_tie` (30 %) among
+gets one such request at a time (it may be faster than assumed), and a shortfall predicted on an
+assumed profile sends no probe. Near-ties go to the least used backend: within `near_tie` (30 %) among
 backends of the same model, within 5 % across the group's models, and within 5 ms always, but
 never to one that would prefill again a prefix the best one holds, nor to one the request would
 have been shed for; a small share (`explore_rate`) goes to another backend predicted to stay
@@ -303,9 +304,10 @@ class WavePolicy:
         )
         scores = {p.backend: p.e2e_s for p in predictions}
         best = predictions[order[0]]
-        if not best.meets_slo:
-            # about to shed or queue: an idle backend gets this request, whatever its prediction,
-            # so a belief that keeps it idle meets the engine's real speed
+        best_trusted = self._models[best.backend].speed.trusted
+        if not best.meets_slo and best_trusted:
+            # about to shed or queue (on a belief, not a guess): an idle backend gets this request,
+            # whatever its prediction, so a belief that keeps it idle meets the engine's real speed
             probe = self._probe_target(order, predictions, now)
             if probe is not None:
                 order.remove(probe)
@@ -315,8 +317,9 @@ class WavePolicy:
             not best.meets_slo
             and settings.shed
             and best.hopeless
-            # never on a guess: an assumed profile must first meet real requests
-            and self._models[best.backend].speed.trusted
+            # never on a guess alone: a backend on an assumed profile gets one request at a time
+            # to meet, so it can show what it can do without taking a flood
+            and (best_trusted or view.inflight.get(best.backend, 0) > 0)
             # now and then admit anyway, so a backend believed too slow can prove otherwise
             and not (settings.explore_rate and self._random.random() < settings.explore_rate)
         ):
