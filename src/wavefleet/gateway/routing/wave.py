@@ -49,7 +49,7 @@ backends of the same model, within 5 % across the group's models, and within 5 m
 never to one that would prefill again a prefix the best one holds, nor to one the request would
 have been shed for; a small share (`explore_rate`) goes to another backend predicted to stay
 within twice the TTFT target and twice the best completion time, or to an idle one whatever its
-prediction, so the beliefs keep learning.
+prediction once nothing has been sent there for 32 TTFT targets, so the beliefs keep learning.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class WavePolicy:
                 else:
                     speed = EngineSpeed.seeded(profile, rate, trusted=config.profile is not None)
                 self._speeds[replicas] = speed
-            model = self._models[backend] = BackendModel(speed)
+            model = self._models[backend] = BackendModel(speed, last_sent=self._clock())
         return model
 
     def predict(
@@ -400,15 +400,20 @@ class WavePolicy:
         if self._settings.explore_rate and self._random.random() < self._settings.explore_rate:
             # only where the request would still stand a chance: exploring must not cost the SLO
             # nor hold the request much longer than the best would (a slow engine's answer is late);
-            # an idle backend whatever its prediction (a wrong belief is what would keep it idle),
-            # unless a probe found it slow lately
+            # an idle backend whatever its prediction (a wrong belief is what would keep it idle)
+            # once nothing has been sent there for a while, and unless a probe found it slow lately
             limit = 2.0 * self._settings.headroom * self._settings.ttft_slo_s
             slowest = 2.0 * predictions[best].e2e_s
+            forgotten = now - _PROBE_BACKOFF_MAX * self._settings.ttft_slo_s
             others = [
                 i
                 for i in order[1:]
                 if (predictions[i].ttft_s <= limit and predictions[i].e2e_s <= slowest)
-                or (predictions[i].idle and models[predictions[i].backend].probe_after <= now)
+                or (
+                    predictions[i].idle
+                    and models[predictions[i].backend].probe_after <= now
+                    and models[predictions[i].backend].last_sent <= forgotten
+                )
             ]
             if others:
                 return self._random.choice(others), "explore"
@@ -442,6 +447,7 @@ class WavePolicy:
     ) -> None:
         model = self._models[chosen.backend]
         model.dispatched += 1
+        model.last_sent = now
         if probe:  # no second probe before this one has answered, or its backoff has passed
             if model.probe_backoff_s <= 0.0:
                 model.probe_backoff_s = self._settings.ttft_slo_s

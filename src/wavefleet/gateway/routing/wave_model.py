@@ -205,6 +205,7 @@ class BackendModel:
     speed: EngineSpeed  # shared with the backend's replicas
     backlog_until: float = 0.0  # when the prefill work the gateway sent here should be done
     dispatched: int = 0  # requests sent here (tie-breaks go to the least used)
+    last_sent: float = 0.0  # when a request was last sent here (at first: when the policy met it)
     prefill_work_s: float = 0.0  # prefill seconds sent here, exponentially weighted by age
     work_at: float = 0.0  # when prefill_work_s was last brought up to date
     area_at_work: float = 0.0  # the prefill share integrated over time, up to work_at
