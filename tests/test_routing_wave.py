@@ -706,3 +706,23 @@ def test_no_probe_while_the_shortfall_is_itself_a_guess() -> None:
     assert predictions["gpu"].hopeless and predictions["gpu"].e2e_s < predictions["cpu"].e2e_s
     decision = policy().choose(request, view)
     assert decision.reason != "probe" and decision.ranked[0].backend == "gpu"
+
+
+def test_at_a_cold_start_a_guessed_slow_stream_does_not_send_requests_to_an_engine_that_answers_late() -> (
+    None
+):
+    # every belief is assumed; the GPUs' guessed prefill share makes their streams look too slow,
+    # the CPU engine's first token is seconds away: the GPUs still rank first
+    monitor = StaticMonitor()
+    for name in ("a", "b", "cpu"):
+        monitor.set(name, running=0, waiting=0)
+    clock = Clock()
+    wave = policy(clock)
+    sent: Counter[str] = Counter()
+    for i in range(40):  # 20 requests a second of 850 tokens, before any engine has answered
+        clock.now += 0.05
+        busy = fleet(monitor, unprofiled("a"), unprofiled("b"), unprofiled("cpu", "llamacpp"), **sent)
+        decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175, rid=f"r{i}"), busy)
+        sent[decision.ranked[0].backend if decision.ranked else "shed"] += 1
+    assert sent["cpu"] == 0
+    assert sent["a"] + sent["b"] == 40  # and nothing is shed on guesses

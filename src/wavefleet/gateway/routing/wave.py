@@ -40,14 +40,16 @@ while an idle backend is believed too slow for a typical request, that backend g
 
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
-order; then those within the shedding slack, then the rest, each by e2e. When the best candidate
+order; then those whose first token comes within the shedding slack, then the late ones, each by
+e2e. When the best candidate
 misses the TTFT target by more than `shed_slack_s`, or the TPOT target, the request is shed (429 +
-Retry-After) rather than piled onto a backend; a backend whose belief is still an assumed profile
-gets one such request at a time (it may be faster than assumed), and a shortfall predicted on an
-assumed profile sends no probe. Near-ties go to the least used backend: within `near_tie` (30 %) among
+Retry-After) rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
+while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
+gets one hopeless request at a time where trusted ones would shed it, and a guessed shortfall
+sends no probe. Near-ties go to the least used backend: within `near_tie` (30 %) among
 backends of the same model, within 5 % across the group's models, and within 5 ms always, but
 never to one that would prefill again a prefix the best one holds, nor to one the request would
-have been shed for; a small share (`explore_rate`) goes to another backend predicted to stay
+have been shed for, nor (past the TTFT target) to one whose first token comes outside the band; a small share (`explore_rate`) goes to another backend predicted to stay
 within twice the TTFT target and twice the best completion time, or to an idle one whatever its
 prediction once nothing has been sent there for 32 TTFT targets, so the beliefs keep learning.
 """
@@ -111,6 +113,7 @@ class Prediction(NamedTuple):
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
     hopeless: bool  # beyond the SLO by more than shedding allows
+    late: bool  # its first token, beyond the SLO by more than shedding allows
 
 
 class _Pending(NamedTuple):
@@ -279,6 +282,7 @@ class WavePolicy:
                     idle,
                     clean,
                     ttft > ttft_limit or tpot > tpot_target,
+                    ttft > ttft_limit,
                 )
             )
         return predictions
@@ -292,13 +296,14 @@ class WavePolicy:
         keys = block_keys(request.prefix_text) if settings.affinity and request.prefix_text else []
         predictions = self.predict(request, view, ready, keys, now)
         penalty = settings.preference_penalty_s
-        # those predicted to meet the SLO first, then those within the shedding slack, then the
-        # hopeless; each by completion time
+        # those predicted to meet the SLO first, then those whose first token comes within the
+        # shedding slack, then the late ones; each by completion time. (A slow stream predicted
+        # from a guessed prefill share is weaker evidence than a first token seconds away.)
         order = sorted(
             range(len(ready)),
             key=lambda i: (
                 not predictions[i].meets_slo,
-                predictions[i].hopeless,
+                predictions[i].late,
                 predictions[i].e2e_s + penalty * ready[i].preference,
             ),
         )
@@ -317,9 +322,16 @@ class WavePolicy:
             not best.meets_slo
             and settings.shed
             and best.hopeless
-            # never on a guess alone: a backend on an assumed profile gets one request at a time
-            # to meet, so it can show what it can do without taking a flood
-            and (best_trusted or view.inflight.get(best.backend, 0) > 0)
+            # never on guesses alone: while no belief is trusted nothing is shed; a best on an
+            # assumed profile where trusted candidates would shed gets one request at a time, so
+            # it can show what it can do without taking a flood
+            and (
+                best_trusted
+                or (
+                    view.inflight.get(best.backend, 0) > 0
+                    and any(self._models[p.backend].speed.trusted for p in predictions)
+                )
+            )
             # now and then admit anyway, so a backend believed too slow can prove otherwise
             and not (settings.explore_rate and self._random.random() < settings.explore_rate)
         ):
@@ -418,6 +430,7 @@ class WavePolicy:
             if others:
                 return self._random.choice(others), "explore"
         top = predictions[best]
+        ttft_target = self._settings.headroom * self._settings.ttft_slo_s
         tier = ready[best].preference
         score = top.e2e_s + penalty * tier
         # replicas of one model (same place in the group) are equal within `near_tie`: their
@@ -435,9 +448,13 @@ class WavePolicy:
                 continue
             if p.uncached_tokens > top.uncached_tokens + _TOKENS_PER_BLOCK:
                 continue  # a near-tie never gives up a cached prefix: affinity wins over turns
+            # nor goes where the request would have been shed, or where its first token would
+            # come much later (long answers make completion times alike while first tokens
+            # differ by seconds)
             if p.hopeless and not top.hopeless:
-                continue  # nor goes where the request would have been shed (long answers make
-                # completion times alike while first tokens differ by seconds)
+                continue
+            if p.ttft_s > ttft_target and p.ttft_s > top.ttft_s * (1 + band) + _TIE_ABSOLUTE_S:
+                continue
             if models[p.backend].dispatched < models[predictions[pick].backend].dispatched:
                 pick = i
         return pick, "predicted"

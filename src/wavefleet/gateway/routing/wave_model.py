@@ -156,7 +156,7 @@ def timed_profile(timings: EngineTimings, assumed: BackendProfile) -> BackendPro
 
 @dataclass(slots=True)
 class EngineSpeed:
-    """What is learned about an engine's speed: shared by replicas (same profile, same models)."""
+    """What is learned about an engine's speed, shared by its replicas (`WavePolicy.model` says which)."""
 
     prefill: EwmaLine  # TTFT without queueing, against uncached prompt tokens
     itl: EwmaLine  # inter-token latency, against the number of sequences running
