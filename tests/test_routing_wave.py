@@ -394,6 +394,8 @@ def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief:
     clock = Clock()
     wave = policy(clock)
     assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
+    wave.model("b", view)
+    clock.now += 10.0  # the policy has known both for 10 TTFT targets (a fresh one waits that long)
     probe = None
     for i in range(3):  # within three decisions, one of them half a second apart
         clock.now += 0.5
@@ -726,3 +728,39 @@ def test_at_a_cold_start_a_guessed_slow_stream_does_not_send_requests_to_an_engi
         sent[decision.ranked[0].backend if decision.ranked else "shed"] += 1
     assert sent["cpu"] == 0
     assert sent["a"] + sent["b"] == 40  # and nothing is shed on guesses
+
+
+def test_a_twin_that_could_be_admitted_ranks_before_one_the_request_would_be_shed_for() -> None:
+    # `a` answers first sooner but its stream is predicted past the TPOT target (shed); `b` is
+    # within the shedding slack on both: with a short answer `a` would finish first, yet the
+    # request goes to `b` rather than being shed on `a`'s account
+    monitor = StaticMonitor()
+    monitor.set("a", running=128, waiting=0)
+    monitor.set("b", running=128, waiting=20)
+    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 30})
+    view = fleet(monitor, config("a", slow_stream), config("b", GPU))
+    request = ask("a", "b", prompt=300, out=8)
+    predictions = {
+        p.backend: p
+        for p in policy(shed_slack_s=0.3).predict(request, view, list(request.candidates), [], 100.0)
+    }
+    assert predictions["a"].hopeless and not predictions["a"].late
+    assert not predictions["b"].hopeless and predictions["a"].e2e_s < predictions["b"].e2e_s
+    decision = policy(shed_slack_s=0.3).choose(request, view)
+    assert decision.ranked and decision.ranked[0].backend == "b"
+
+
+def test_an_engine_met_seconds_ago_is_not_probed_yet() -> None:
+    # a fresh gateway: every belief is young and traffic is correcting it; a probe of the idle CPU
+    # engine would only cost a request. Once the policy has known it for 10 TTFT targets it may.
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=128, waiting=300)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    clock = Clock()
+    wave = policy(clock)
+    reasons = []
+    for i in range(30):
+        reasons.append(wave.choose(ask("gpu", "cpu", prompt=1000, rid=f"r{i}"), view).reason)
+        clock.now += 0.5
+    assert reasons[:20] == ["shed"] * 20 and "probe" in reasons[20:]

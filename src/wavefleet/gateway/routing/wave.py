@@ -36,12 +36,13 @@ inter-token histograms) once it has timed 4 requests, else from an assumed engin
 An engine that reports nothing running or waiting, with nothing in flight from this gateway, is
 idle: the policy's belief about its queue goes, and when the policy would shed or queue a request
 while an idle backend is believed too slow for a typical request, that backend gets the request
-(`probe`); a probe answered late doubles the wait before the next one (up to 32 TTFT targets).
+(`probe`), once the policy has known it for 10 TTFT targets; a probe answered late doubles the
+wait before the next one (up to 32 TTFT targets).
 
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
-order; then those whose first token comes within the shedding slack, then the late ones, each by
-e2e. When the best candidate
+order; then those within the shedding slack, then the rest, those whose first token comes past the
+slack last; each by e2e. When the best candidate
 misses the TTFT target by more than `shed_slack_s`, or the TPOT target, the request is shed (429 +
 Retry-After) rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
 while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
@@ -90,6 +91,7 @@ _TRUST_AFTER = 8  # finished requests after which a backend without a profile ma
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 _PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend found slow, at most
+_FIRST_PROBE = 10.0  # TTFT targets after the policy meets a backend before it may probe it
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 _PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
 _KV_NEAR_FULL = 0.9  # KV usage at which a request may queue before the next poll shows it
@@ -181,7 +183,12 @@ class WavePolicy:
                 else:
                     speed = EngineSpeed.seeded(profile, rate, trusted=config.profile is not None)
                 self._speeds[replicas] = speed
-            model = self._models[backend] = BackendModel(speed, last_sent=self._clock())
+            # a backend met seconds ago has a young belief that traffic is still correcting:
+            # no probe yet
+            met = self._clock()
+            model = self._models[backend] = BackendModel(
+                speed, last_sent=met, probe_after=met + _FIRST_PROBE * self._settings.ttft_slo_s
+            )
         return model
 
     def predict(
@@ -296,13 +303,14 @@ class WavePolicy:
         keys = block_keys(request.prefix_text) if settings.affinity and request.prefix_text else []
         predictions = self.predict(request, view, ready, keys, now)
         penalty = settings.preference_penalty_s
-        # those predicted to meet the SLO first, then those whose first token comes within the
-        # shedding slack, then the late ones; each by completion time. (A slow stream predicted
-        # from a guessed prefill share is weaker evidence than a first token seconds away.)
+        # those predicted to meet the SLO first, then those within the shedding slack, then the
+        # hopeless, the late ones last (a slow stream predicted from a guessed prefill share is
+        # weaker evidence than a first token seconds away); each by completion time
         order = sorted(
             range(len(ready)),
             key=lambda i: (
                 not predictions[i].meets_slo,
+                predictions[i].hopeless,
                 predictions[i].late,
                 predictions[i].e2e_s + penalty * ready[i].preference,
             ),
