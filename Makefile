@@ -1,12 +1,14 @@
 # Thin wrappers over ./dev, which installs what is missing first.
-.PHONY: run test check fix plan
+.PHONY: run test lint fix docs plan
 run:
 	./dev up
 test:
 	./dev test
-check:
-	./dev check
+lint:
+	./dev lint
 fix:
 	./dev fix
+docs:
+	./dev docs
 plan:
 	./dev wave plan

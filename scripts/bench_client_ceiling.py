@@ -2,8 +2,8 @@
 """How many short requests/s one `wave bench` process sustains against a static nginx upstream.
 
 nginx answers every chat completion with a fixed JSON body (port "json") or a fixed 64-chunk
-SSE stream (port "stream"), the same upstream config as /work/shared/bench/gateway_overhead.py
-(copied here, not imported). The fastest possible backend makes the client the bottleneck.
+SSE stream (port "stream"): the static upstream of scripts/gateway_overhead.py, pinned to CPU 0,
+with the client on CPU 1. The fastest possible backend makes the client the bottleneck.
 Rounds are interleaved; medians are reported. With --aiohttp, an aiohttp client (uvloop,
 unlimited connector) doing the same closed loop is measured side by side, for comparison.
 
@@ -14,112 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-COMPLETION = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "bench",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "A fixed answer of eight tokens."},
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20},
-}
-
-
-def sse_stream(chunks: int = 64) -> str:
-    def event(
-        delta: dict[str, str], finish: str | None, usage: dict[str, int] | None = None, choices: bool = True
-    ) -> str:
-        body: dict[str, object] = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "bench",
-        }
-        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
-        if usage is not None:
-            body["usage"] = usage
-        return "data: " + json.dumps(body, separators=(",", ":")) + "\n\n"
-
-    parts = [event({"role": "assistant", "content": ""}, None)]
-    parts += [event({"content": f"tok{i} "}, None) for i in range(chunks)]
-    parts.append(event({}, "stop"))
-    parts.append(
-        event(
-            {}, None, {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}, False
-        )
-    )
-    parts.append("data: [DONE]\n\n")
-    return "".join(parts)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_nginx(work: Path, json_port: int, stream_port: int) -> None:
-    models = json.dumps(
-        {"object": "list", "data": [{"id": "bench", "object": "model", "created": 1, "owned_by": "bench"}]}
-    )
-    (work / "static").mkdir(exist_ok=True)
-    (work / "static" / "stream.sse").write_text(sse_stream())
-    completion = json.dumps(COMPLETION, separators=(",", ":"))
-    # nginx serves a static file to GET only; error_page turns the POST's 405 into the file, with 200.
-    server = f"""server {{
-    listen 127.0.0.1:{json_port};
-    location = /v1/chat/completions {{ default_type application/json; return 200 '{completion}'; }}
-    location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
-  }}
-  server {{
-    listen 127.0.0.1:{stream_port};
-    location = /v1/chat/completions {{ error_page 405 =200 /stream.sse; return 405; }}
-    location = /stream.sse {{ internal; root {work / "static"}; default_type text/event-stream; }}
-    location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
-  }}"""
-    conf = work / "upstream.conf"
-    conf.write_text(
-        f"""worker_processes 1;
-pid {work}/upstream.pid;
-error_log {work}/upstream-error.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  client_body_temp_path {work}/body;
-  proxy_temp_path {work}/proxy;
-  {server}
-}}
-"""
-    )
-    subprocess.run(pinned(0, ["nginx", "-c", str(conf)]), check=True)
-    for port in (json_port, stream_port):
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nginx does not listen on {port}")
-            time.sleep(0.05)
-
-
-def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(cpu), *argv]
-    return argv
+from gateway_overhead import Nginx, free_port, pinned, upstream_servers  # beside this script
 
 
 def run_wave(port: int, concurrency: int, duration: float, out: Path) -> dict[str, float]:
@@ -197,7 +99,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
     work.chmod(0o755)  # nginx's workers read the static stream from here
     ports = {"json": free_port(), "stream": free_port()}
-    start_nginx(work, ports["json"], ports["stream"])
+    servers = upstream_servers(work, ports["json"], ports["stream"])
+    upstream = Nginx.start(work, "upstream", servers, 0, list(ports.values()))
     cells: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     try:
         for _ in range(args.rounds):
@@ -209,7 +112,7 @@ def main() -> int:
                         result = run_aiohttp(ports[body], concurrency, args.duration)
                         cells.setdefault(("aiohttp", body, concurrency), []).append(result)
     finally:
-        subprocess.run(["kill", (work / "upstream.pid").read_text().strip()], check=False)
+        upstream.stop()
     print(f"{'client':8} {'body':6} {'conc':>4} {'req/s (median)':>15} {'runs':>30} {'failed':>6}")
     for (client, body, concurrency), runs in cells.items():
         rps = [r["rps"] for r in runs]

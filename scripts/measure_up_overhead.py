@@ -1,6 +1,6 @@
 """Measure what `wave up`'s gateway costs a client: tokens/s direct to the engine vs through the gateway.
 
-    PYTHONPATH=src python scripts/measure_up_overhead.py --rounds 8 --max-tokens 128 [--threads 1]
+    python scripts/measure_up_overhead.py --rounds 8 --max-tokens 128 [--threads 1]
 
 Starts `wave up --port 0` as a subprocess, then sends the same prompts (greedy sampling)
 alternately straight to the embedded engine and through the gateway, flipping which path goes
@@ -13,8 +13,9 @@ faster). Each request streams with the official openai client. Per path it repor
     e2e tok/s     = completion_tokens / (last token time - request start)
     TTFT          = first content token time - request start
 
-completion_tokens comes from the stream's `usage`. The gateway/direct ratio is the figure issue 3
-asks for (within 3%). Timings on a shared machine are noisy: read the ratio, not the absolutes.
+completion_tokens comes from the stream's `usage`. The gateway/direct ratio is the figure of
+docs/measurements/2026-11-27-up-overhead.md. Timings on a shared machine are noisy: read the
+ratio, not the absolutes.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """A small OpenAI-compatible engine run as its own process, for fault tests that kill, hang and
 flap real processes. It records the exact bytes of every request body it receives.
 
-    python tests/reliability_engine.py --name a [--mode ok] [--token-delay 0.01] [--tokens 20]
+    python tests/reliability_engine.py --name a [--fault none] [--token-delay 0.01] [--tokens 20]
 
-Prints `PORT <n>` once it listens (the OS picks the port). Modes, switchable at runtime with
-`POST /admin/mode {"mode": ...}`: ok, hang (never answers), stall (one event, then silence),
-cut (a few events, then the connection drops), error (500 before anything streams).
-`GET /admin/bodies` returns the bodies received, base64, in order.
+Prints `PORT <n>` once it listens (the OS picks the port). Faults (`wavefleet.wire.Fault`),
+switchable at runtime with `POST /admin/fault {"fault": ...}`: none, hang, stall (after one
+event), cut (after three events, the connection aborted) and error (which also makes /health
+answer 503). `GET /admin/bodies` returns the bodies received, base64, in order.
 """
 
 from __future__ import annotations
@@ -16,52 +16,51 @@ import asyncio
 import base64
 import json
 import sys
-from typing import Any
 
 from aiohttp import web
 
-from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
+from wavefleet.wire import DONE, Answer, Fault, error_body, model_card, model_list, sse_event, token_usage
+
+SERVED = (Fault.NONE, Fault.HANG, Fault.STALL, Fault.CUT, Fault.ERROR)
 
 
 class Engine:
-    def __init__(self, name: str, mode: str, token_delay: float, tokens: int) -> None:
-        self.name, self.mode, self.token_delay, self.tokens = name, mode, token_delay, tokens
+    def __init__(self, name: str, fault: Fault, token_delay: float, tokens: int) -> None:
+        self.name, self.fault, self.token_delay, self.tokens = name, fault, token_delay, tokens
         self.bodies: list[bytes] = []
         self.served = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/completions", self.chat)
+        app.router.add_post("/v1/chat/completions", self.complete)
+        app.router.add_post("/v1/completions", self.complete)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
-        app.router.add_post("/admin/mode", self.set_mode)
+        app.router.add_post("/admin/fault", self.set_fault)
         app.router.add_get("/admin/bodies", self.get_bodies)
         return app
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": self.name}]}
-        )
+        return web.json_response(model_list([model_card("m", owned_by=self.name)]))
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.mode == "error":
+        if self.fault is Fault.ERROR:
             return web.json_response({"status": "error"}, status=503)
         return web.json_response({"status": "ok"})
 
-    async def set_mode(self, request: web.Request) -> web.Response:
-        self.mode = (await request.json())["mode"]
-        return web.json_response({"mode": self.mode, "served": self.served})
+    async def set_fault(self, request: web.Request) -> web.Response:
+        fault = Fault((await request.json())["fault"])
+        if fault not in SERVED:
+            return web.json_response(
+                error_body(f"this engine serves {', '.join(SERVED)}", status=400), status=400
+            )
+        self.fault = fault
+        return web.json_response({"fault": self.fault, "served": self.served})
 
     async def get_bodies(self, request: web.Request) -> web.Response:
         return web.json_response([base64.b64encode(b).decode() for b in self.bodies])
 
-    def chunk(
-        self, model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
-    ) -> bytes:
-        return sse_chunk(model, delta, finish, completion_id=f"chatcmpl-{self.name}", **extra)
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    async def complete(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.bodies.append(raw)
         try:
@@ -71,39 +70,35 @@ class Engine:
             options = body.get("stream_options") or {}
             wants_usage = bool(options.get("include_usage"))
         except (ValueError, TypeError, AttributeError) as exc:  # an engine answers 400 to what it cannot read
-            return web.json_response(
-                {"error": {"message": str(exc), "type": "invalid_request_error"}}, status=400
-            )
-        mode = self.mode
-        if mode == "hang":
+            return web.json_response(error_body(str(exc), status=400), status=400)
+        fault = self.fault
+        if fault is Fault.HANG:
             await asyncio.sleep(3600)
-        if mode == "error":
-            return web.json_response(
-                {"error": {"message": f"{self.name} is failing", "type": "server_error"}}, status=500
-            )
+        if fault is Fault.ERROR:
+            return web.json_response(error_body(f"{self.name} is failing"), status=500)
+        chat = request.path == "/v1/chat/completions"
+        answer = Answer(model, chat=chat, id=f"{'chatcmpl' if chat else 'cmpl'}-{self.name}")
         usage = token_usage(5, count)
         if not body.get("stream"):
             await asyncio.sleep(self.token_delay * count)
             self.served += 1
             text = " ".join(f"{self.name}{i}" for i in range(count))
-            return web.json_response(
-                chat_completion(model, text, usage, completion_id=f"chatcmpl-{self.name}")
-            )
+            return web.json_response(answer.body(text, usage=usage))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i in range(count):
-            await response.write(self.chunk(model, {"content": f"{self.name}{i} "}))
-            if mode == "stall":
+            await response.write(sse_event(answer.chunk(f"{self.name}{i} ", role=i == 0), spaced=True))
+            if fault is Fault.STALL:
                 await asyncio.sleep(3600)
-            if mode == "cut" and i == 2:
+            if fault is Fault.CUT and i == 2:
                 assert request.transport is not None
                 request.transport.abort()
                 return response
             await asyncio.sleep(self.token_delay)
-        await response.write(self.chunk(model, {}, "stop"))
+        await response.write(sse_event(answer.chunk(None, "stop"), spaced=True))
         if wants_usage:
-            await response.write(self.chunk(model, None, usage=usage))
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(sse_event(answer.usage_chunk(usage), spaced=True))
+        await response.write(DONE)
         self.served += 1
         return response
 
@@ -111,12 +106,12 @@ class Engine:
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", default="engine")
-    parser.add_argument("--mode", default="ok")
+    parser.add_argument("--fault", type=Fault, choices=SERVED, default=Fault.NONE)
     parser.add_argument("--token-delay", type=float, default=0.01)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    engine = Engine(args.name, args.mode, args.token_delay, args.tokens)
+    engine = Engine(args.name, args.fault, args.token_delay, args.tokens)
     runner = web.AppRunner(engine.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)

@@ -1,7 +1,7 @@
 """Real processes for the security and reliability tests: the fake engine of
 reliability_engine.py and `wave serve` itself, each on a port the OS picked.
 
-Test files load this with `load_support()` (pytest's importlib mode keeps test modules apart).
+Test files import it by name (tests/ is on pytest's pythonpath): `import reliability_support as support`.
 """
 
 from __future__ import annotations
@@ -9,43 +9,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from helpers import free_port, http_request, wave_env
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-
-
-def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10
-) -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, dict(reply.headers), reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 class EngineProcess:
@@ -58,7 +33,7 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env=env(),
+            env=wave_env(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -68,14 +43,14 @@ class EngineProcess:
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def mode(self, mode: str) -> dict[str, Any]:
-        status, _, body = http("POST", f"{self.url}/admin/mode", {"mode": mode})
+    def fault(self, fault: str) -> dict[str, Any]:
+        status, _, body = http_request("POST", f"{self.url}/admin/fault", {"fault": fault})
         assert status == 200
         result: dict[str, Any] = json.loads(body)
         return result
 
     def bodies(self) -> list[bytes]:
-        _, _, body = http("GET", f"{self.url}/admin/bodies")
+        _, _, body = http_request("GET", f"{self.url}/admin/bodies")
         return [base64.b64decode(b) for b in json.loads(body)]
 
     def kill(self) -> None:
@@ -104,7 +79,7 @@ class GatewayProcess:
             [sys.executable, "-m", "wavefleet", "serve", "--port", str(self.port), *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env=env(),
+            env=wave_env(),
         )
         deadline = time.monotonic() + 30
         while True:

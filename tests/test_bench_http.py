@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import select
+import threading
+import time
+from time import perf_counter
 
 import pytest
 
-from wavefleet.bench.http import Exchange
+from wavefleet.bench.http import ConnectionPool, Endpoint, Exchange
 from wavefleet.bench.records import RequestRecord
 
 
@@ -76,49 +82,159 @@ def test_error_event_after_200_fails_the_request() -> None:
     assert not record.ok and "out of memory" in record.error
 
 
-def test_a_kept_alive_connection_the_server_dropped_is_retried_on_a_fresh_one() -> None:
-    """cpp-httplib (llama-server) may close a kept-alive connection instead of answering on it.
+class CountingServer:
+    """A raw HTTP/1.1 keep-alive server on loopback, in its own thread and event loop.
 
-    This server answers one request per connection, then drops the connection when a second
-    request arrives on it, with no byte of answer and no `Connection: close` beforehand.
+    It counts every request it reads in full. A body containing `hold` gets no answer (no
+    header either) until the client goes away, as a gateway holds its header until the engine's
+    first event. Otherwise it streams a short chunked SSE answer; with `close_after_answer` it
+    then closes the connection without saying so (an idle keep-alive timeout at its quickest),
+    and with `drop_second` it reads a connection's second request and closes unanswered.
     """
-    import asyncio
 
-    from wavefleet.bench.http import ConnectionPool, Endpoint
+    def __init__(self, *, close_after_answer: bool = False, drop_second: bool = False) -> None:
+        self.close_after_answer, self.drop_second = close_after_answer, drop_second
+        self.requests = 0
+        self.connections = 0
+        self.open_handlers = 0
+        self.closed_after_answer = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.answer = stream(compact=True, texts=["a", "b"])
 
-    answer = stream(compact=True, texts=["a", "b"])
-    connections = 0
+    def __enter__(self) -> CountingServer:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop
+        ).result(10)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        return self
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(answer), answer)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + chunk
-        )
-        await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: drop it unanswered
-        writer.close()
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
-    async def main() -> list[RequestRecord]:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        pool = ConnectionPool(Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions"))
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_handlers += 1
+        try:
+            served = 0
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                self.requests += 1
+                served += 1
+                if b"hold" in body:
+                    with contextlib.suppress(ConnectionError):
+                        await reader.read(1)  # returns at EOF: the client gave up
+                    return
+                if self.drop_second and served == 2:
+                    return
+                chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(self.answer), self.answer)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + chunk
+                )
+                await writer.drain()
+                if self.close_after_answer:
+                    writer.close()
+                    await writer.wait_closed()
+                    self.closed_after_answer.set()
+                    return
+        finally:
+            writer.close()
+            self.open_handlers -= 1
+
+    def settle(self) -> None:
+        """Wait until every connection the client opened has been read to its end."""
+        deadline = time.monotonic() + 10
+        while self.open_handlers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.open_handlers == 0, "the server still has connections open"
+
+
+async def exchange(pool: ConnectionPool, body: bytes, index: int, timeout_s: float = 5) -> RequestRecord:
+    record = RequestRecord(index=index, level="test", scheduled=perf_counter())
+    await pool.exchange(body, Exchange(record, keep_text=False), timeout_s=timeout_s)
+    return record
+
+
+@pytest.mark.parametrize("pooled_first", [False, True], ids=["fresh", "reused"])
+def test_a_request_held_past_the_timeout_is_sent_once_and_fails_as_a_timeout(pooled_first: bool) -> None:
+    async def main(url: str) -> list[RequestRecord]:
+        pool = ConnectionPool(Endpoint(url))
         records = []
-        for index in range(4):
-            record = RequestRecord(index=index, level="test", scheduled=0.0)
-            await pool.exchange(b"{}", Exchange(record, keep_text=False), timeout_s=5)
-            records.append(record)
+        if pooled_first:  # a quick answer first, so the slow requests go out on a pooled connection
+            records.append(await exchange(pool, b'{"say": "quick"}', 0))
+            assert records[0].ok and pool.idle, records[0].error
+        for index in range(1, 4):
+            records.append(await exchange(pool, b'{"say": "hold"}', index, timeout_s=0.3))
+            if pooled_first and index < 3:  # pool a fresh connection again before the next slow one
+                records.append(await exchange(pool, b'{"say": "quick"}', 10 + index))
         pool.close()
-        server.close()
-        await server.wait_closed()
         return records
 
-    records = asyncio.run(main())
-    assert [r.error for r in records] == [""] * 4
-    assert all(r.output_tokens > 0 for r in records)
-    assert connections >= 4  # every request after the first needed a fresh connection
+    with CountingServer() as server:
+        records = asyncio.run(main(server.url))
+        server.settle()
+        assert server.requests == len(records)  # each request reached the server exactly once
+    slow = [r for r in records if 1 <= r.index < 10]
+    assert [r.failure for r in slow] == ["timeout"] * 3
+    assert all("0.3 s" in r.error and r.ttft is None for r in slow)
+    assert all(r.ok for r in records if r not in slow)
+
+
+def test_a_request_the_server_read_and_dropped_is_not_sent_again() -> None:
+    """A server that reads a request and closes without answering may have acted on it."""
+
+    async def main(url: str) -> list[RequestRecord]:
+        pool = ConnectionPool(Endpoint(url))
+        records = [await exchange(pool, b"{}", index) for index in range(4)]
+        pool.close()
+        return records
+
+    with CountingServer(drop_second=True) as server:
+        records = asyncio.run(main(server.url))
+        server.settle()
+        assert server.requests == 4
+    # fresh, then reused and dropped, then fresh again (the dropped connection is gone), ...
+    assert [r.failure for r in records] == ["", "disconnect", "", "disconnect"]
+    assert "closed before the response ended" in records[1].error
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_pooled_connection_the_server_closed_while_idle_is_not_written_to(loop: str) -> None:
+    """The FIN of a kept-alive connection sits unread when the next request goes out.
+
+    The client's event loop is kept from reading it (the test blocks the loop until the server
+    has closed, then until the FIN is in the socket), as happens when a closed-loop worker sends
+    its next request in the instant after the last answer ended.
+    """
+
+    async def main(server: CountingServer) -> list[RequestRecord]:
+        pool = ConnectionPool(Endpoint(server.url))
+        first = await exchange(pool, b"{}", 0)
+        assert first.ok and len(pool.idle) == 1, first.error
+        assert server.closed_after_answer.wait(10)  # blocks this loop on purpose
+        sock = pool.idle[0].transport.get_extra_info("socket")  # type: ignore[union-attr]
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        deadline = time.monotonic() + 10
+        while not poller.poll(10) and time.monotonic() < deadline:
+            pass  # the FIN is on its way through loopback
+        second = await exchange(pool, b"{}", 1)
+        pool.close()
+        return [first, second]
+
+    factory = None if loop == "asyncio" else pytest.importorskip("uvloop").new_event_loop
+    with CountingServer(close_after_answer=True) as server, asyncio.Runner(loop_factory=factory) as runner:
+        records = runner.run(main(server))
+        server.settle()
+        assert server.requests == 2 and server.connections == 2
+    assert [r.error for r in records] == ["", ""]

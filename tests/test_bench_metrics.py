@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from wavefleet.bench.metrics import Slo, summarize
+from wavefleet.bench.criteria import check, parse_criteria
+from wavefleet.bench.metrics import Slo, Window, summarize
 from wavefleet.bench.records import RequestRecord
+from wavefleet.errors import UsageError
 
 
 def record(
@@ -105,3 +107,70 @@ def test_clocks_start_at_the_scheduled_time_so_client_queueing_shows() -> None:
     assert summary.stats["ttft"].mean == pytest.approx(500.0)
     assert summary.stats["dispatch_lag"].max == pytest.approx(400.0)
     assert summary.token_counts == "chunks"
+
+
+# Request D: sent at 2.5, first chunk at 3.0 (TTFT 500 ms), last at 20.0: one slow answer that
+# stretches the run to 20 s although every request arrived within the first 3 s.
+D = record(3, 2.5, [3.0, 20.0], out=3, prompt=30)
+
+
+def test_goodput_and_throughput_over_the_arrival_window_and_over_the_full_run() -> None:
+    window = Window(kind="arrivals", seconds=3.0, end=3.0)
+    summary = summarize([A, B, C, D], duration_s=20.0, slo=Slo(ttft_ms=1000), window=window)
+    # A (100 ms), B (250 ms) and D (500 ms) meet TTFT <= 1 s; C failed.
+    assert summary.request_goodput == pytest.approx(3 / 20)  # vLLM's: over the full run
+    assert summary.request_goodput_window == pytest.approx(3 / 3)  # over the 3 s of arrivals
+    assert summary.request_throughput == pytest.approx(3 / 20)
+    assert summary.request_throughput_window == pytest.approx(1.0)
+    assert summary.output_throughput_window == pytest.approx((5 + 2 + 3) / 3)
+    assert summary.total_token_throughput_window == pytest.approx((10 + 20 + 30 + 5 + 2 + 3) / 3)
+    flat = summary.flat()
+    assert flat["goodput_rps"] == pytest.approx(0.15) and flat["goodput_rps_window"] == pytest.approx(1.0)
+    assert flat["window_s"] == 3.0 and flat["request_tps_window"] == pytest.approx(1.0)
+
+
+def test_the_closed_loop_window_counts_what_finished_while_every_worker_was_busy() -> None:
+    # The workers held full concurrency until 1.5 s: A (done 0.6) and B (done 1.3125) ended by
+    # then; D ended at 20 s, outside the window. A and B meet TTFT <= 1 s.
+    window = Window(kind="full concurrency", seconds=1.5, end=1.5)
+    summary = summarize([A, B, C, D], duration_s=20.0, slo=Slo(ttft_ms=1000), window=window)
+    assert summary.request_goodput_window == pytest.approx(2 / 1.5)
+    assert summary.request_throughput_window == pytest.approx(2 / 1.5)
+    assert summary.output_throughput_window == pytest.approx((5 + 2) / 1.5)
+
+
+def test_without_a_window_only_the_full_run_figures_exist() -> None:
+    summary = summarize([A, B, C], duration_s=4.0, slo=Slo(ttft_ms=150))
+    assert summary.request_goodput_window is None and summary.request_throughput_window is None
+    assert "goodput_rps_window" not in summary.flat() and "window_s" not in summary.flat()
+
+
+def test_the_all_requests_statistics_count_a_failure_as_infinitely_late() -> None:
+    summary = summarize([A, B, C], duration_s=4.0, percentiles=(25, 50, 95))
+    ttft = summary.stats["ttft_all"]
+    assert ttft.count == 3  # 100, 250 and C's infinity
+    assert ttft.percentiles[25] == pytest.approx(175.0)  # halfway from 100 to 250
+    assert ttft.percentiles[50] == pytest.approx(250.0)
+    assert ttft.percentiles[95] == math.inf  # between 250 and infinity: infinity
+    assert ttft.max == math.inf and ttft.mean == math.inf and math.isnan(ttft.std)
+    assert summary.stats["ttft"].count == 2 and summary.stats["ttft"].percentiles[95] == pytest.approx(242.5)
+    assert summary.stats["tpot_all"].percentiles[50] == pytest.approx(125.0)  # 62.5, 125, inf
+    assert summary.stats["e2el_all"].percentiles[50] == pytest.approx(600.0)  # 312.5, 600, inf
+    every_ok = summarize([A, B], duration_s=4.0, percentiles=(95,))
+    assert every_ok.stats["ttft_all"].percentiles == every_ok.stats["ttft"].percentiles
+
+
+def test_criteria_take_the_window_and_all_requests_metrics() -> None:
+    criteria = parse_criteria(
+        "p95_ttft_all_ms<1000,median_ttft_all_ms<1000,goodput_rps_window>0.5,request_tps_window>0.5",
+        with_goodput=True,
+    )
+    window = Window(kind="arrivals", seconds=3.0, end=3.0)
+    summary = summarize([A, B, C, D], 20.0, Slo(ttft_ms=1000), percentiles=(95,), window=window)
+    verdicts = {str(v.criterion): v for v in check(criteria, "test", summary)}
+    assert verdicts["p95_ttft_all_ms<1000"].value == math.inf
+    assert not verdicts["p95_ttft_all_ms<1000"].passed  # a quarter failed: P95 is infinite
+    assert verdicts["median_ttft_all_ms<1000"].passed  # median of 100, 250, 500, inf = 375
+    assert verdicts["goodput_rps_window>0.5"].passed and verdicts["request_tps_window>0.5"].passed
+    with pytest.raises(UsageError, match="goodput_rps_window needs SLOs"):
+        parse_criteria("goodput_rps_window>1", with_goodput=False)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-from click.testing import CliRunner
-
+from helpers import invoke_wave, run_wave
 from wavefleet.catalog import KIND_FILES, Catalog
-from wavefleet.cli import cli
 from wavefleet.errors import UnknownIdError
 
 
 def run(*args: str) -> tuple[int, str, BaseException | None]:
-    result = CliRunner().invoke(cli, ["catalog", *args])
+    result = invoke_wave("catalog", *args)
     return result.exit_code, result.output, result.exception
 
 
@@ -69,15 +63,7 @@ def test_show_unknown_id_raises_with_suggestions() -> None:
 
 
 def test_unknown_id_exits_2_through_the_entry_point() -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    result = subprocess.run(
-        [sys.executable, "-m", "wavefleet", "catalog", "show", "qwen3-8"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run_wave("catalog", "show", "qwen3-8", timeout=60)
     assert result.returncode == 2
     assert "qwen3-8b" in result.stderr and result.stdout == ""
 

@@ -39,11 +39,6 @@ KEBAB = re.compile(r"^[a-z0-9]+([.-][a-z0-9]+)*$")
 QUANT_ID = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*$")
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
 def test_every_entry_is_sourced_and_uncertain_names_real_fields(catalog: Catalog) -> None:
     for kind, entries in catalog.by_kind().items():
         assert entries, kind

@@ -8,8 +8,8 @@ import pytest
 
 from wavefleet.engine.model import bundled_model_path, validate_gguf
 from wavefleet.engine.settings import physical_cores
-from wavefleet.engine.up import UpOptions, engine_settings
 from wavefleet.errors import UsageError
+from wavefleet.up import UpOptions, engine_settings
 
 
 def test_bundled_model_is_a_gguf_inside_the_installed_package() -> None:

@@ -10,14 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 from openai import OpenAI
+from openai.types import Completion, Model
+from openai.types.chat import ChatCompletion
 
 from wavefleet.engine.model import bundled_model_path
 from wavefleet.engine.settings import EngineSettings
 from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.engines import EngineKind
 from wavefleet.errors import EngineError
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.prometheus import parse_metrics
 
@@ -102,6 +106,29 @@ def test_streaming_counts_tokens_exactly(engine: EngineSupervisor) -> None:
     assert "".join(pieces) == whole.choices[0].message.content  # greedy: the same text either way
 
 
+def test_every_body_validates_against_the_openai_clients_types(engine: EngineSupervisor) -> None:
+    """The client parses without checking: each body is validated against its types as well."""
+    client = OpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0)
+    chat = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    ChatCompletion.model_validate(chat.to_dict())
+    text = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0)
+    assert Completion.model_validate(text.to_dict()).choices[0].text == text.choices[0].text
+    chunks = [
+        c.to_dict()
+        for c in client.completions.create(
+            model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0, stream=True
+        )
+    ]
+    choices = [choice for chunk in chunks for choice in chunk["choices"]]
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    assert "".join(c["text"] for c in choices) == text.choices[0].text  # greedy: the same text
+    assert choices[-1]["finish_reason"] == "length"
+    assert [Model.model_validate(m.to_dict()).id for m in client.models.list()] == [MODEL]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=0)
+    assert isinstance(caught.value.body, dict) and "max_tokens" in caught.value.body["message"]
+
+
 def test_content_parts_are_read_and_bad_messages_get_a_400(engine: EngineSupervisor) -> None:
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
@@ -123,7 +150,7 @@ def test_the_llamacpp_dialect_reads_the_engine(engine: EngineSupervisor) -> None
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
             backend = BackendConfig.model_validate(
-                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+                {"name": "e", "url": engine.url, "kind": EngineKind.LLAMACPP}
             )
             monitor = PollingMonitor([backend], session, interval_s=60)
             snapshot = await monitor.poll("e")
@@ -146,7 +173,7 @@ def test_requests_queue_on_the_single_slot_and_the_metrics_show_it(engine: Engin
 
             requests = [asyncio.create_task(one()) for _ in range(3)]
             backend = BackendConfig.model_validate(
-                {"name": "e", "url": engine.url, "kind": BackendKind.LLAMACPP}
+                {"name": "e", "url": engine.url, "kind": EngineKind.LLAMACPP}
             )
             monitor = PollingMonitor([backend], session, interval_s=60)
             seen_waiting = 0

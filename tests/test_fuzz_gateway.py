@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reliability_support as support  # tests/ is on pytest's pythonpath
+from helpers import http_request
 from wavefleet.gateway.security.db import connect
 from wavefleet.gateway.security.keys import KeyLimits, KeyStore
 
@@ -200,7 +201,7 @@ def test_no_request_makes_the_gateway_fail(
 def test_fuzz_ran(target: dict[str, Any]) -> None:
     """Runs after the fuzz test (file order): it ran, and the gateway still answers."""
     assert len(RAN) >= min(EXAMPLES, 100)
-    status, _, _ = support.http("GET", target["gateway"].url + "/health")
+    status, _, _ = http_request("GET", target["gateway"].url + "/health")
     assert status == 200
     counts: dict[int, int] = {}
     for status in RAN:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -15,16 +13,18 @@ from typing import Any
 import openai
 import pytest
 
+from helpers import http_request
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, FakeTritonEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.wire import Fault
 
 KEY = "sk-test-0123456789"
 
 
 @contextmanager
-def fleet(
+def gateway_in_front_of(
     engines: dict[str, FakeOpenAIEngine | FakeTritonEngine],
     monitor: StaticMonitor | None = None,
     kinds: dict[str, str] | None = None,
@@ -54,26 +54,16 @@ def client(url: str) -> openai.OpenAI:
 def post(
     url: str, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{url}{path}",
-        data=data,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}", **(headers or {})},
+    return http_request(
+        "POST", f"{url}{path}", body, {"Authorization": f"Bearer {KEY}", **(headers or {})}, timeout=20
     )
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, dict(reply.headers), reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 def get(url: str, path: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {KEY}"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    status, _, body = http_request(
+        "GET", f"{url}{path}", headers={"Authorization": f"Bearer {KEY}"}, timeout=20
+    )
+    return status, body
 
 
 def metrics_once(url: str, line: bytes, within_s: float = 5.0) -> bytes:
@@ -91,7 +81,7 @@ CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hello there"}]}
 
 def test_chat_completion_through_openai_client_names_the_backend() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    with fleet({"a": engine}) as url:
+    with gateway_in_front_of({"a": engine}) as url:
         raw = client(url).chat.completions.with_raw_response.create(model="m1", messages=CHAT["messages"])
         completion = raw.parse()
     assert raw.headers["x-wave-backend"] == "a"
@@ -102,7 +92,7 @@ def test_chat_completion_through_openai_client_names_the_backend() -> None:
 
 def test_stream_relays_every_event_and_strips_the_usage_it_injected() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    with fleet({"a": engine}) as url:
+    with gateway_in_front_of({"a": engine}) as url:
         chunks = list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
         status, headers, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -117,7 +107,7 @@ def test_stream_relays_every_event_and_strips_the_usage_it_injected() -> None:
 
 def test_stream_keeps_usage_when_the_client_asked() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    with fleet({"a": engine}) as url:
+    with gateway_in_front_of({"a": engine}) as url:
         chunks = list(
             client(url).chat.completions.create(
                 model="m1", messages=CHAT["messages"], stream=True, stream_options={"include_usage": True}
@@ -128,7 +118,7 @@ def test_stream_keeps_usage_when_the_client_asked() -> None:
 
 
 def test_unknown_model_is_404_listing_the_models() -> None:
-    with fleet({"a": FakeOpenAIEngine("a", ["m1", "m2"])}, aliases={"fast": "m1"}) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1", "m2"])}, aliases={"fast": "m1"}) as url:
         status, _, body = post(url, "/v1/chat/completions", {**CHAT, "model": "gpt-9"})
     error = json.loads(body)["error"]
     assert status == 404
@@ -149,7 +139,7 @@ def test_unknown_model_is_404_listing_the_models() -> None:
     ],
 )
 def test_malformed_requests_are_400_naming_the_field(body: bytes, param: str | None, words: str) -> None:
-    with fleet({"a": FakeOpenAIEngine("a", ["m1"])}) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1"])}) as url:
         status, _, answer = post(url, "/v1/chat/completions", body)
     error = json.loads(answer)["error"]
     assert status == 400
@@ -158,7 +148,7 @@ def test_malformed_requests_are_400_naming_the_field(body: bytes, param: str | N
 
 
 def test_body_over_the_limit_is_413() -> None:
-    with fleet({"a": FakeOpenAIEngine("a", ["m1"])}, max_body_bytes=1024) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1"])}, max_body_bytes=1024) as url:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]}
         status, _, body = post(url, "/v1/chat/completions", big)
     assert status == 413
@@ -166,7 +156,7 @@ def test_body_over_the_limit_is_413() -> None:
 
 
 def test_missing_or_wrong_key_is_401() -> None:
-    with fleet({"a": FakeOpenAIEngine("a", ["m1"])}) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1"])}) as url:
         wrong, _, _ = post(url, "/v1/chat/completions", CHAT, {"Authorization": "Bearer nope-nope-nope"})
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0).models.list()
@@ -176,7 +166,7 @@ def test_missing_or_wrong_key_is_401() -> None:
 def test_no_available_backend_is_503_with_retry_after() -> None:
     monitor = StaticMonitor()
     monitor.set("a", healthy=False, error="connection refused")
-    with fleet({"a": FakeOpenAIEngine("a", ["m1"])}, monitor) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1"])}, monitor) as url:
         status, headers, body = post(url, "/v1/chat/completions", CHAT)
         health, health_body = get(url, "/health")
     assert status == 503
@@ -187,8 +177,8 @@ def test_no_available_backend_is_503_with_retry_after() -> None:
 
 def test_slow_first_byte_is_504() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=3)
-    engine.behaviour = "slow-first-byte"
-    with fleet({"a": engine}, timeouts={"first_byte_s": 0.3}, retries=0) as url:
+    engine.fault = Fault.SLOW_FIRST_BYTE
+    with gateway_in_front_of({"a": engine}, timeouts={"first_byte_s": 0.3}, retries=0) as url:
         status, headers, body = post(url, "/v1/chat/completions", CHAT)
     assert status == 504
     assert headers["x-wave-backend"] == "a"
@@ -197,8 +187,8 @@ def test_slow_first_byte_is_504() -> None:
 
 def test_garbage_answer_is_502() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "garbage"
-    with fleet({"a": engine}, retries=0) as url:
+    engine.fault = Fault.GARBAGE
+    with gateway_in_front_of({"a": engine}, retries=0) as url:
         status, _, body = post(url, "/v1/chat/completions", CHAT)
     assert status == 502
     assert "not a JSON object" in json.loads(body)["error"]["message"]
@@ -216,8 +206,8 @@ def test_connection_refused_is_502() -> None:
 
 def test_stream_cut_mid_way_ends_with_an_in_band_error() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "cut"
-    with fleet({"a": engine}) as url:
+    engine.fault = Fault.CUT
+    with gateway_in_front_of({"a": engine}) as url:
         status, _, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     events = [e for e in body.split(b"\n\n") if e]
     assert status == 200
@@ -228,8 +218,8 @@ def test_stream_cut_mid_way_ends_with_an_in_band_error() -> None:
 
 def test_in_band_error_from_the_engine_reaches_the_client() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    engine.behaviour = "in-band-error"
-    with fleet({"a": engine}) as url:
+    engine.fault = Fault.IN_BAND_ERROR
+    with gateway_in_front_of({"a": engine}) as url:
         with pytest.raises(openai.APIError, match="ran out of KV cache"):
             list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
         # the client stops at the error event; the gateway counts the request when it has ended
@@ -240,8 +230,8 @@ def test_in_band_error_from_the_engine_reaches_the_client() -> None:
 
 def test_idle_gap_mid_stream_ends_with_a_504_event() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=2)
-    engine.behaviour = "slow-stream"
-    with fleet({"a": engine}, timeouts={"idle_s": 0.3}) as url:
+    engine.fault = Fault.SLOW_STREAM
+    with gateway_in_front_of({"a": engine}, timeouts={"idle_s": 0.3}) as url:
         status, _, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     last = [e for e in body.split(b"\n\n") if e][-1]
     assert status == 200
@@ -250,8 +240,8 @@ def test_idle_gap_mid_stream_ends_with_a_504_event() -> None:
 
 def test_client_disconnect_aborts_the_upstream_request() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=0.2)
-    engine.behaviour = "slow-stream"
-    with fleet({"a": engine}) as url:
+    engine.fault = Fault.SLOW_STREAM
+    with gateway_in_front_of({"a": engine}) as url:
         stream = client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True)
         first = next(iter(stream))
         stream.close()
@@ -265,9 +255,9 @@ def test_client_disconnect_aborts_the_upstream_request() -> None:
 
 def test_failure_before_the_first_byte_is_retried_on_another_backend() -> None:
     broken, healthy = FakeOpenAIEngine("a", ["m1"]), FakeOpenAIEngine("b", ["m1"])
-    broken.behaviour = "status-500"
+    broken.fault = Fault.ERROR
     monitor = StaticMonitor()
-    with fleet({"a": broken, "b": healthy}, monitor, policy="round-robin") as url:
+    with gateway_in_front_of({"a": broken, "b": healthy}, monitor, policy="round-robin") as url:
         answers = [post(url, "/v1/chat/completions", CHAT) for _ in range(4)]
         _, metrics = get(url, "/metrics")
     assert [a[1]["x-wave-backend"] for a in answers] == ["b"] * 4
@@ -279,8 +269,10 @@ def test_failure_before_the_first_byte_is_retried_on_another_backend() -> None:
 
 def test_stream_that_times_out_before_its_first_byte_is_retried() -> None:
     cut, healthy = FakeOpenAIEngine("a", ["m1"], delay_s=3), FakeOpenAIEngine("b", ["m1"])
-    cut.behaviour = "slow-first-byte"
-    with fleet({"a": cut, "b": healthy}, policy="least-loaded", timeouts={"first_byte_s": 0.3}) as url:
+    cut.fault = Fault.SLOW_FIRST_BYTE
+    with gateway_in_front_of(
+        {"a": cut, "b": healthy}, policy="least-loaded", timeouts={"first_byte_s": 0.3}
+    ) as url:
         status, headers, body = post(url, "/v1/chat/completions", {**CHAT, "stream": True})
     assert status == 200 and headers["x-wave-backend"] == "b"
     assert b'"content": "b "' in body
@@ -290,7 +282,9 @@ def test_stream_that_times_out_before_its_first_byte_is_retried() -> None:
 def test_models_lists_the_union_with_aliases_and_groups() -> None:
     monitor = StaticMonitor()
     engines = {"a": FakeOpenAIEngine("a", ["m1"]), "b": FakeOpenAIEngine("b", ["m2"])}
-    with fleet(engines, monitor, aliases={"fast": "m1"}, groups={"chat": ["m2", "fast"]}) as url:
+    with gateway_in_front_of(
+        engines, monitor, aliases={"fast": "m1"}, groups={"chat": ["m2", "fast"]}
+    ) as url:
         listed = client(url).models.list()
         monitor.set("b", healthy=False)
         _, body = get(url, "/v1/models")
@@ -303,7 +297,7 @@ def test_models_lists_the_union_with_aliases_and_groups() -> None:
 
 def test_group_request_goes_to_the_preferred_member() -> None:
     engines = {"a": FakeOpenAIEngine("a", ["small"]), "b": FakeOpenAIEngine("b", ["big"])}
-    with fleet(engines, groups={"chat": ["big", "small"]}) as url:
+    with gateway_in_front_of(engines, groups={"chat": ["big", "small"]}) as url:
         status, headers, _ = post(url, "/v1/chat/completions", {**CHAT, "model": "chat"})
     assert status == 200 and headers["x-wave-backend"] == "b"
     assert engines["b"].requests[0]["model"] == "big"  # the group name was replaced by the served name
@@ -311,10 +305,10 @@ def test_group_request_goes_to_the_preferred_member() -> None:
 
 def test_undeclared_models_are_discovered_and_a_silent_engine_takes_any_name() -> None:
     listing, silent = FakeOpenAIEngine("a", ["m1"]), FakeOpenAIEngine("b", [])
-    with fleet({"a": listing}, declare_models=False) as url:
+    with gateway_in_front_of({"a": listing}, declare_models=False) as url:
         found, _, _ = post(url, "/v1/chat/completions", CHAT)
         missing, _, _ = post(url, "/v1/chat/completions", {**CHAT, "model": "other"})
-    with fleet({"b": silent}, declare_models=False) as url:
+    with gateway_in_front_of({"b": silent}, declare_models=False) as url:
         anything, headers, _ = post(url, "/v1/chat/completions", {**CHAT, "model": "whatever"})
     assert (found, missing, anything) == (200, 404, 200)
     assert headers["x-wave-backend"] == "b"
@@ -322,7 +316,7 @@ def test_undeclared_models_are_discovered_and_a_silent_engine_takes_any_name() -
 
 def test_embeddings_and_completions_pass_through() -> None:
     engine = FakeOpenAIEngine("a", ["m1"])
-    with fleet({"a": engine}) as url:
+    with gateway_in_front_of({"a": engine}) as url:
         embedding = client(url).embeddings.create(model="m1", input="hi")
         completion = client(url).completions.create(model="m1", prompt="count to three")
     assert embedding.data[0].embedding == [0.1, 0.2, 0.3]
@@ -332,7 +326,7 @@ def test_embeddings_and_completions_pass_through() -> None:
 def test_metrics_count_requests_tokens_decisions_and_backend_state() -> None:
     monitor = StaticMonitor()
     monitor.set("a", running=3, waiting=1, slots_total=8, kv_usage=0.25)
-    with fleet({"a": FakeOpenAIEngine("a", ["m1"])}, monitor) as url:
+    with gateway_in_front_of({"a": FakeOpenAIEngine("a", ["m1"])}, monitor) as url:
         post(url, "/v1/chat/completions", CHAT)
         list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
         post(url, "/v1/chat/completions", {**CHAT, "model": "nope"})
@@ -353,8 +347,8 @@ def test_metrics_count_requests_tokens_decisions_and_backend_state() -> None:
 
 def test_inter_token_gaps_are_observed_per_chunk() -> None:
     engine = FakeOpenAIEngine("a", ["m1"], delay_s=0.01)
-    engine.behaviour = "slow-stream"  # 50 events, 10 ms apart: each its own chunk
-    with fleet({"a": engine}) as url:
+    engine.fault = Fault.SLOW_STREAM  # 50 events, 10 ms apart: each its own chunk
+    with gateway_in_front_of({"a": engine}) as url:
         chunks = list(client(url).chat.completions.create(model="m1", messages=CHAT["messages"], stream=True))
         _, body = get(url, "/metrics")
     gaps = re.search(rb'wave_inter_token_latency_seconds_count\{backend="a",model="m1"\} (\d+)', body)
@@ -364,14 +358,14 @@ def test_inter_token_gaps_are_observed_per_chunk() -> None:
 
 def test_triton_generate_is_translated_both_ways() -> None:
     triton = FakeTritonEngine(["ensemble"])
-    with fleet({"t": triton}, kinds={"t": "triton"}) as url:
+    with gateway_in_front_of({"t": triton}, kinds={"t": "triton"}) as url:
         completion = client(url).chat.completions.create(
             model="ensemble", messages=CHAT["messages"], max_tokens=5
         )
         chunks = list(
             client(url).chat.completions.create(model="ensemble", messages=CHAT["messages"], stream=True)
         )
-        triton.behaviour = "in-band-error"
+        triton.fault = Fault.IN_BAND_ERROR
         with pytest.raises(openai.APIError, match="GPU fell off the bus"):
             list(
                 client(url).chat.completions.create(model="ensemble", messages=CHAT["messages"], stream=True)
@@ -389,7 +383,9 @@ def test_triton_generate_is_translated_both_ways() -> None:
 
 
 def test_triton_discovers_models_from_its_repository_index() -> None:
-    with fleet({"t": FakeTritonEngine(["llama"])}, kinds={"t": "triton"}, declare_models=False) as url:
+    with gateway_in_front_of(
+        {"t": FakeTritonEngine(["llama"])}, kinds={"t": "triton"}, declare_models=False
+    ) as url:
         listed = client(url).models.list()
     assert [m.id for m in listed.data] == ["llama"]
 
@@ -410,7 +406,7 @@ class BreakerMonitor(StaticMonitor):
 def test_breakers_are_asked_only_for_the_backend_about_to_be_used() -> None:
     monitor = BreakerMonitor({"a"})
     engines = {"a": FakeOpenAIEngine("a", ["m1"]), "b": FakeOpenAIEngine("b", ["m1"])}
-    with fleet(engines, monitor, policy="round-robin") as url:
+    with gateway_in_front_of(engines, monitor, policy="round-robin") as url:
         served = [post(url, "/v1/chat/completions", CHAT)[1]["x-wave-backend"] for _ in range(2)]
         monitor.open_breakers = {"a", "b"}
         status, headers, body = post(url, "/v1/chat/completions", CHAT)

@@ -74,7 +74,7 @@ def test_chat_messages_flatten_to_plain_text_for_triton() -> None:
 
 def test_triton_request_passes_only_the_generate_parameters() -> None:
     body = {"model": "m", "prompt": "Once", "max_tokens": 8, "temperature": 0.2, "seed": 7, "stream": True}
-    translated = triton_request(BackendRequest("completions", body, b"", stream=True))
+    translated = triton_request(BackendRequest(endpoint="completions", body=body, raw=b"", stream=True))
     assert translated == {
         "text_input": "Once",
         "parameters": {"max_tokens": 8, "temperature": 0.2, "stream": True},
@@ -118,7 +118,7 @@ def test_an_engine_that_drops_kept_alive_connections_still_answers_every_request
         async with aiohttp.ClientSession() as session:
             backend = OpenAIBackend(BackendConfig(name="e", url=f"http://127.0.0.1:{port}"), session)
             for _ in range(4):
-                reply = await backend.send(BackendRequest("chat/completions", {}, b"{}"))
+                reply = await backend.send(BackendRequest(endpoint="chat/completions", body={}, raw=b"{}"))
                 await reply.read()
                 reply.close()
                 statuses.append(reply.status)

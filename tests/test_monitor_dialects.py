@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wavefleet.gateway.config import BackendConfig, BackendKind
-from wavefleet.gateway.monitor.dialects.base import PollError, models_from_json
+from wavefleet.engines import EngineKind
+from wavefleet.gateway.config import BackendConfig
+from wavefleet.gateway.monitor.dialects.base import PollError, metrics_url, models_from_json
 from wavefleet.gateway.monitor.dialects.llamacpp import (
     parse_llamacpp_metrics,
     parse_llamacpp_props,
@@ -14,7 +15,7 @@ from wavefleet.gateway.monitor.dialects.llamacpp import (
 from wavefleet.gateway.monitor.dialects.nim import parse_nim_metrics
 from wavefleet.gateway.monitor.dialects.sglang import parse_sglang_metrics
 from wavefleet.gateway.monitor.dialects.tgi import parse_tgi_metrics
-from wavefleet.gateway.monitor.dialects.triton import parse_triton_metrics, triton_metrics_url
+from wavefleet.gateway.monitor.dialects.triton import parse_triton_metrics
 from wavefleet.gateway.monitor.dialects.vllm import parse_vllm_metrics
 
 # vLLM >= 0.11, data parallel size 2: one series per `engine`.
@@ -216,16 +217,18 @@ def test_triton_pending_count_filtered_by_model() -> None:
     assert (only_llama.waiting, only_llama.running) == (4, None)
 
 
-def test_triton_metrics_url_default_port_and_override() -> None:
-    plain = BackendConfig(name="t", url="http://jetson:8000", kind=BackendKind.TRITON)  # type: ignore[arg-type]
-    assert triton_metrics_url(plain) == "http://jetson:8002/metrics"
+def test_metrics_url_default_port_and_override() -> None:
+    plain = BackendConfig(name="t", url="http://jetson:8000", kind=EngineKind.TRITON)  # type: ignore[arg-type]
+    assert metrics_url(plain) == "http://jetson:8002/metrics"
+    nim = BackendConfig(name="n", url="http://desktop:8000/", kind=EngineKind.NIM)  # type: ignore[arg-type]
+    assert metrics_url(nim) == "http://desktop:8000/v1/metrics"
     moved = BackendConfig(
         name="t",
         url="http://jetson:8000",  # type: ignore[arg-type]
-        kind=BackendKind.TRITON,
+        kind=EngineKind.TRITON,
         metrics_url="http://jetson:9102/metrics",  # type: ignore[arg-type]
     )
-    assert triton_metrics_url(moved) == "http://jetson:9102/metrics"
+    assert metrics_url(moved) == "http://jetson:9102/metrics"
 
 
 def test_tgi() -> None:

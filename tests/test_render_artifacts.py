@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
+from render_example import example_fleet  # tests/ is on pytest's pythonpath
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.render.checks import compose_ports
-from wavefleet.render.example import example_fleet
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
 
@@ -31,14 +31,14 @@ def require_tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> FleetSpec:
+def fleet_spec() -> FleetSpec:
     return example_fleet()
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory, fleet: FleetSpec) -> Path:
+def out(tmp_path_factory: pytest.TempPathFactory, fleet_spec: FleetSpec) -> Path:
     target = tmp_path_factory.mktemp("render") / "out"
-    render_to(fleet, target)
+    render_to(fleet_spec, target)
     return target
 
 
@@ -66,8 +66,8 @@ def test_the_bundled_schema_rejects_a_misspelt_gpu_reservation() -> None:
     assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))
 
 
-def test_vllm_service_carries_the_sized_flags(out: Path, fleet: FleetSpec) -> None:
-    engine = next(e for e in fleet.engines if e.name == "vllm-desktop")
+def test_vllm_service_carries_the_sized_flags(out: Path, fleet_spec: FleetSpec) -> None:
+    engine = next(e for e in fleet_spec.engines if e.name == "vllm-desktop")
     service = load_yaml(out / "schlimers-server" / "compose.yaml")["services"]["vllm-desktop"]
     args = service["command"]
     flag = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
@@ -93,10 +93,10 @@ def test_vllm_gets_no_quantization_flag_when_the_checkpoint_needs_none(out: Path
     assert service["shm_size"] == "1g"
 
 
-def test_llamacpp_service_uses_the_moved_image_and_shared_context(out: Path, fleet: FleetSpec) -> None:
+def test_llamacpp_service_uses_the_moved_image_and_shared_context(out: Path, fleet_spec: FleetSpec) -> None:
     services = load_yaml(out / "schlimers-server" / "compose.yaml")["services"]
     service = services["llamacpp-desktop"]
-    engine = next(e for e in fleet.engines if e.name == "llamacpp-desktop")
+    engine = next(e for e in fleet_spec.engines if e.name == "llamacpp-desktop")
     assert service["image"].startswith("ghcr.io/ggml-org/llama.cpp:server")
     args = service["command"]
     assert "--metrics" in args
@@ -273,10 +273,10 @@ def test_lxc_script_reads_majors_on_the_host_and_keeps_the_rest(out: Path, tmp_p
 # --- Gateway config and cross-file consistency -------------------------------------------------
 
 
-def test_gateway_config_loads_and_lists_every_engine(out: Path, fleet: FleetSpec) -> None:
+def test_gateway_config_loads_and_lists_every_engine(out: Path, fleet_spec: FleetSpec) -> None:
     config = load_gateway_config(out / "xps15-lxc-101" / "wave.yaml")
     assert config.host == "127.0.0.1"
-    assert {b.name for b in config.backends} == {e.name for e in fleet.engines}
+    assert {b.name for b in config.backends} == {e.name for e in fleet_spec.engines}
     compose_engines = set()
     for path in compose_files(out):
         for name, service in load_yaml(path)["services"].items():

@@ -8,8 +8,8 @@ import jinja2
 import pytest
 from pydantic import ValidationError
 
+from render_example import example_fleet  # tests/ is on pytest's pythonpath
 from wavefleet.errors import UsageError
-from wavefleet.render.example import example_fleet
 from wavefleet.render.output import MARKER
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec

@@ -4,12 +4,6 @@ LAN addresses (the only change made to the rendered file)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +11,10 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from wavefleet.render.example import example_fleet
+from helpers import serving_wave, wave_env
+from render_example import example_fleet  # tests/ is on pytest's pythonpath
+from wavefleet.engines import EngineKind
 from wavefleet.render.render import render_to
-from wavefleet.render.spec import EngineKind
 from wavefleet.sim.fleet import ThreadedSimFleet
 from wavefleet.sim.profile import SimProfile
 
@@ -41,12 +36,6 @@ def sim_profile(name: str, kind: EngineKind, model: str) -> SimProfile:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     fleet = example_fleet()
@@ -59,32 +48,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             backend["url"] = sims.urls[backend["name"]]
         config = tmp_path_factory.mktemp("gateway") / "wave.yaml"
         config.write_text(yaml.safe_dump(rendered))
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WAVE_API_KEY": ""}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wavefleet", "serve", "--config", str(config), "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(
-                            f"wave serve did not start: {process.stderr.read() if process.stderr else ''}"
-                        ) from None
-                    time.sleep(0.2)
+        with serving_wave("--config", str(config), env=wave_env(WAVE_API_KEY="")) as url:
             yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -14,18 +14,15 @@ from wavefleet.catalog import Catalog
 from wavefleet.cli import cli
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import load_gateway_config
-from wavefleet.plan.inventory import default_inventory_path, load_inventory
-from wavefleet.render.from_inventory import PortMode, Source, Translation, fleet_from_inventory
+from wavefleet.plan.inventory import DEFAULT_GOAL_WORKLOADS, default_inventory_path, load_inventory
+from wavefleet.render.from_inventory import EngineSource, PortMode, Translation, fleet_from_inventory
 from wavefleet.render.output import MARKER
 from wavefleet.render.render import render_to
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
-def translate(catalog: Catalog, ports: PortMode, source: Source = Source.DEPLOYMENTS) -> Translation:
+def translate(
+    catalog: Catalog, ports: PortMode, source: EngineSource = EngineSource.DEPLOYMENTS
+) -> Translation:
     inventory = load_inventory(default_inventory_path(), catalog)
     return fleet_from_inventory(inventory, catalog, source=source, ports=ports)
 
@@ -81,7 +78,17 @@ def test_assigned_ports_do_not_clash_and_kept_ones_stay(catalog: Catalog) -> Non
 
 
 def test_the_plan_places_one_engine_per_linux_device(catalog: Catalog) -> None:
-    translation = translate(catalog, PortMode.INVENTORY, Source.PLAN)
+    # A patient user (first token within 20 s) gets a model on every device, the laptops too.
+    inventory = load_inventory(default_inventory_path(), catalog)
+    patient = inventory.workload.model_copy(
+        update={
+            "goals": {
+                "llm-serving": DEFAULT_GOAL_WORKLOADS["llm-serving"].model_copy(update={"max_ttft_s": 20})
+            }
+        }
+    )
+    inventory = inventory.model_copy(update={"workload": patient})
+    translation = fleet_from_inventory(inventory, catalog, source=EngineSource.PLAN, ports=PortMode.INVENTORY)
     engines = {e.device: e for e in translation.fleet.engines}
     assert set(engines) == {
         "rtx-5070-ti",
@@ -102,7 +109,8 @@ def test_cli_renders_the_plan_by_default(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["render", "--out", str(out)])
     assert result.exit_code == 0, result.output
     config = load_gateway_config(out / "xps15-lxc-101" / "wave.yaml")
-    assert len(config.backends) == 5 and config.policy.value == "wave"
+    # the default workload (first token within 6 s) places nothing on the two laptop CPUs
+    assert len(config.backends) == 4 and config.policy.value == "wave"
     assert (out / "jetson" / "jetson-exporter" / "exporter.py").is_file()
     assert "dcgm-exporter" not in yaml.safe_load((out / "jetson" / "compose.yaml").read_text())["services"]
 

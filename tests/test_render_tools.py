@@ -1,6 +1,7 @@
 """Every rendered artifact through the real tool that reads it, for three fleets: the example fleet
 (every engine kind), the default inventory (examples/home-lab.yaml) as the plan places it, and its
-deployments as written (the seed's, with engine ports assigned).
+deployments as written (the seed's, with engine ports assigned). The CI job's Jenkinsfile has no
+tool here (no Jenkins): its shell steps go through shellcheck.
 
 The tools are nginx, promtool, shellcheck and openssl; ./dev test installs them. A missing tool
 fails the test (it does not skip): an unchecked artifact must not pass as checked."""
@@ -19,12 +20,13 @@ import jsonschema
 import pytest
 import yaml
 
+from render_example import example_fleet  # tests/ is on pytest's pythonpath
 from wavefleet.catalog import Catalog
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.checks import compose_ports
-from wavefleet.render.example import example_fleet
-from wavefleet.render.from_inventory import PortMode, Source, fleet_from_inventory
+from wavefleet.render.ci import JENKINSFILE, shell_steps
+from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 from wavefleet.render.spec import FleetSpec
 
@@ -36,7 +38,7 @@ def require_tool(name: str) -> str:
     return path
 
 
-def home_lab_fleet(source: Source) -> FleetSpec:
+def home_lab_fleet(source: EngineSource) -> FleetSpec:
     catalog = Catalog.load()
     inventory = load_inventory(default_inventory_path(), catalog)
     return fleet_from_inventory(inventory, catalog, source=source, ports=PortMode.ASSIGN).fleet
@@ -49,7 +51,9 @@ def rendered(
     if request.param == "example":
         fleet = example_fleet()
     else:
-        fleet = home_lab_fleet(Source.PLAN if request.param == "home-lab-plan" else Source.DEPLOYMENTS)
+        fleet = home_lab_fleet(
+            EngineSource.PLAN if request.param == "home-lab-plan" else EngineSource.DEPLOYMENTS
+        )
     out = tmp_path_factory.mktemp(f"render-{request.param}") / "out"
     render_to(fleet, out)
     return fleet, out
@@ -228,6 +232,24 @@ def test_shell_scripts_pass_shellcheck(rendered: tuple[FleetSpec, Path]) -> None
     assert result.returncode == 0, result.stdout
     for script in scripts:
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_the_ci_jobs_shell_steps_pass_shellcheck(rendered: tuple[FleetSpec, Path], tmp_path: Path) -> None:
+    # Jenkins runs each `sh` step with /bin/sh -xe: each is checked as a POSIX sh script
+    fleet, out = rendered
+    assert fleet.ci is not None
+    shellcheck = require_tool("shellcheck")
+    steps = shell_steps((out / fleet.ci.node / JENKINSFILE).read_text())
+    assert len(steps) == 4
+    scripts = []
+    for index, step in enumerate(steps, 1):
+        script = tmp_path / f"step-{index}.sh"
+        script.write_text("#!/bin/sh\n" + step)
+        scripts.append(str(script))
+    result = subprocess.run(
+        [shellcheck, "--shell=sh", "--severity=style", *scripts], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
 
 
 def test_gateway_config_loads_and_matches_the_rendered_engines(rendered: tuple[FleetSpec, Path]) -> None:

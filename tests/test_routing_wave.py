@@ -37,7 +37,7 @@ def config(name: str, profile: BackendProfile, kind: str = "vllm") -> BackendCon
     return BackendConfig(name=name, url=f"http://{name}:8000", kind=kind, profile=profile)  # type: ignore[arg-type]
 
 
-def fleet(monitor: StaticMonitor, *configs: BackendConfig, **inflight: int) -> FleetView:
+def fleet_view(monitor: StaticMonitor, *configs: BackendConfig, **inflight: int) -> FleetView:
     return FleetView(
         monitor, {c.name: c for c in configs}, {c.name: inflight.get(c.name, 0) for c in configs}
     )
@@ -64,7 +64,7 @@ def policy(clock: Clock | None = None, **settings: object) -> WavePolicy:
 def test_roomy_128_slot_gpu_beats_a_4_slot_cpu_for_a_short_prompt() -> None:
     monitor = StaticMonitor()
     monitor.set("gpu", running=20, waiting=0)
-    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
     decision = policy().choose(ask("gpu", "cpu"), view)
     assert decision.ranked[0].backend == "gpu"
     assert decision.reason == "predicted"
@@ -76,14 +76,14 @@ def test_roomy_128_slot_gpu_beats_a_4_slot_cpu_for_a_short_prompt() -> None:
 def test_deep_gpu_queue_sends_a_short_prompt_to_the_idle_cpu() -> None:
     monitor = StaticMonitor()
     monitor.set("gpu", running=128, waiting=400)
-    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
     decision = policy().choose(ask("gpu", "cpu"), view)
     assert [c.backend for c in decision.ranked] == ["cpu", "gpu"]
     assert decision.scores["gpu"] > 3 * decision.scores["cpu"]
 
 
 def test_long_prompts_prefer_fast_prefill_short_ones_fast_decode() -> None:
-    view = fleet(StaticMonitor(), config("big", GPU), config("small", SMALL_GPU))
+    view = fleet_view(StaticMonitor(), config("big", GPU), config("small", SMALL_GPU))
     wave = policy()
     assert wave.choose(ask("big", "small", prompt=20), view).ranked[0].backend == "small"
     assert wave.choose(ask("big", "small", prompt=2000), view).ranked[0].backend == "big"
@@ -91,7 +91,7 @@ def test_long_prompts_prefer_fast_prefill_short_ones_fast_decode() -> None:
 
 def test_the_gateways_inflight_count_is_used_when_the_engine_has_not_been_polled_yet() -> None:
     # no snapshot numbers: 8 requests in flight fill the CPU's 8 slots, so the 9th would queue there
-    view = fleet(StaticMonitor(), config("cpu", CPU, "llamacpp"), config("gpu", GPU), cpu=8)
+    view = fleet_view(StaticMonitor(), config("cpu", CPU, "llamacpp"), config("gpu", GPU), cpu=8)
     prediction = policy().predict(ask("cpu", "gpu"), view, list(ask("cpu", "gpu").candidates), [], 100.0)
     assert prediction[0].wait_s > 0 and prediction[1].wait_s == 0
     assert prediction[0].batch == 8 and prediction[1].batch == 1
@@ -101,7 +101,9 @@ def test_learning_corrects_a_mis_seeded_profile() -> None:
     # seeded 10x too fast at prefill and 2.5x too fast at decode; the engine is really slower
     optimistic = BackendProfile(prefill_tokens_per_s=10000, decode_tokens_per_s=100, max_num_seqs=4)
     honest = BackendProfile(prefill_tokens_per_s=2000, decode_tokens_per_s=40, max_num_seqs=4)
-    view = fleet(StaticMonitor(), config("mis", optimistic, "llamacpp"), config("ok", honest, "llamacpp"))
+    view = fleet_view(
+        StaticMonitor(), config("mis", optimistic, "llamacpp"), config("ok", honest, "llamacpp")
+    )
     clock = Clock()
     wave = policy(clock)
     assert wave.choose(ask("mis", "ok", prompt=800, out=32), view).ranked[0].backend == "mis"
@@ -127,19 +129,21 @@ def test_affinity_returns_a_prefix_to_its_backend_unless_that_backend_is_overloa
     clock = Clock()
     wave = policy(clock)
     chat = "system: you are a terse assistant. " * 40 + "user: hello there"  # ~1,400 characters
-    first = wave.choose(ask("a", "b", prompt=len(chat) // 4, prefix=chat), fleet(monitor, a, b))
+    first = wave.choose(ask("a", "b", prompt=len(chat) // 4, prefix=chat), fleet_view(monitor, a, b))
     home = first.ranked[0].backend
     other = "b" if home == "a" else "a"
     for _ in range(3):
         clock.now += 10
         again = wave.choose(
-            ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet(monitor, a, b)
+            ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet_view(monitor, a, b)
         )
         assert again.ranked[0].backend == home
         assert again.reason == "affinity"
         assert again.scores[home] < again.scores[other]
     monitor.set(home, running=4, waiting=20)
-    busy = wave.choose(ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet(monitor, a, b))
+    busy = wave.choose(
+        ask("a", "b", prompt=len(chat) // 4 + 20, prefix=chat + " more"), fleet_view(monitor, a, b)
+    )
     assert busy.ranked[0].backend == other
 
 
@@ -151,7 +155,7 @@ def test_affinity_off_ignores_cached_prefixes() -> None:
     picks = []
     for _ in range(4):
         clock.now += 10
-        picks.append(wave.choose(ask("a", "b", prompt=350, prefix=chat), fleet(StaticMonitor(), a, b)))
+        picks.append(wave.choose(ask("a", "b", prompt=350, prefix=chat), fleet_view(StaticMonitor(), a, b)))
     assert {p.ranked[0].backend for p in picks} == {"a", "b"}
     assert all(p.reason == "predicted" for p in picks)
 
@@ -159,7 +163,7 @@ def test_affinity_off_ignores_cached_prefixes() -> None:
 def test_admission_sheds_with_retry_after_when_nothing_meets_the_slo() -> None:
     monitor = StaticMonitor()
     monitor.set("cpu", running=8, waiting=30)
-    view = fleet(monitor, config("cpu", CPU, "llamacpp"))
+    view = fleet_view(monitor, config("cpu", CPU, "llamacpp"))
     shed = policy().choose(ask("cpu"), view)
     assert shed.ranked == () and shed.reason == "shed"
     assert shed.retry_after_s is not None and 0.5 <= shed.retry_after_s <= 10
@@ -169,13 +173,13 @@ def test_admission_sheds_with_retry_after_when_nothing_meets_the_slo() -> None:
 
 
 def test_a_long_prompt_no_backend_can_prefill_in_time_is_shed() -> None:
-    view = fleet(StaticMonitor(), config("cpu", CPU, "llamacpp"))
+    view = fleet_view(StaticMonitor(), config("cpu", CPU, "llamacpp"))
     assert policy().choose(ask("cpu", prompt=2000), view).reason == "shed"
     assert policy().choose(ask("cpu", prompt=100), view).reason == "predicted"
 
 
 def test_equal_predictions_spread_over_both_backends() -> None:
-    view = fleet(StaticMonitor(), config("a", GPU), config("b", GPU))
+    view = fleet_view(StaticMonitor(), config("a", GPU), config("b", GPU))
     clock = Clock()
     wave = policy(clock)
     picks: Counter[str] = Counter()
@@ -192,7 +196,7 @@ def test_backends_believed_a_few_percent_apart_take_turns_within_the_near_tie_ba
     # twin engines (one model) whose learned lines drifted 8 % apart: outside a 5 % band the
     # "faster" one takes everything, inside a 15 % band they alternate like round-robin
     drifted = GPU.model_copy(update={"decode_tokens_per_s": GPU.decode_tokens_per_s / 1.08})
-    view = fleet(StaticMonitor(), config("a", GPU), config("b", drifted))
+    view = fleet_view(StaticMonitor(), config("a", GPU), config("b", drifted))
     clock = Clock()
     wave = policy(clock, near_tie=near_tie)
     picks: Counter[str] = Counter()
@@ -207,7 +211,7 @@ def test_backends_believed_a_few_percent_apart_take_turns_within_the_near_tie_ba
 def test_the_wide_near_tie_band_does_not_pull_requests_down_the_groups_order() -> None:
     # the same drift between two models of a group: the second model only gets ties within 5 %
     drifted = GPU.model_copy(update={"decode_tokens_per_s": GPU.decode_tokens_per_s / 1.08})
-    view = fleet(StaticMonitor(), config("a", GPU), config("b", drifted))
+    view = fleet_view(StaticMonitor(), config("a", GPU), config("b", drifted))
     clock = Clock()
     wave = policy(clock, near_tie=0.15, preference_penalty_s=0.0)
     picks: Counter[str] = Counter()
@@ -218,7 +222,7 @@ def test_the_wide_near_tie_band_does_not_pull_requests_down_the_groups_order() -
 
 
 def test_exploration_sends_a_small_share_elsewhere_but_not_to_a_far_slower_engine() -> None:
-    view = fleet(
+    view = fleet_view(
         StaticMonitor(), config("gpu", GPU), config("gpu2", SMALL_GPU), config("cpu", CPU, "llamacpp")
     )
     clock = Clock()
@@ -233,7 +237,7 @@ def test_exploration_sends_a_small_share_elsewhere_but_not_to_a_far_slower_engin
 
 
 def test_group_preference_breaks_near_ties_toward_the_first_model() -> None:
-    view = fleet(StaticMonitor(), config("a", GPU), config("b", GPU))
+    view = fleet_view(StaticMonitor(), config("a", GPU), config("b", GPU))
     wave = policy(preference_penalty_s=0.5)
     picks = {wave.choose(ask("a", "b", prefs=(1, 0)), view).ranked[0].backend for _ in range(10)}
     assert picks == {"b"}
@@ -267,7 +271,7 @@ def test_factory_builds_wave_with_its_settings() -> None:
     monitor = StaticMonitor()
     monitor.set("gpu", running=0)
     # prefill at 8,600 tokens/s against 0.85 x this config's 0.5 s TTFT target (+ 0.1 s slack before shedding)
-    view = fleet(monitor, config("gpu", GPU))
+    view = fleet_view(monitor, config("gpu", GPU))
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=3000), view).reason == "predicted"
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=4000), view).reason == "over-slo"
     assert WavePolicy(gateway.wave).choose(ask("gpu", prompt=9000), view).reason == "shed"
@@ -277,7 +281,7 @@ def test_no_shedding_on_an_assumed_profile_until_it_has_been_checked() -> None:
     unprofiled = BackendConfig(name="cpu", url="http://cpu:8000", kind="llamacpp")  # type: ignore[arg-type]
     monitor = StaticMonitor()
     monitor.set("cpu", running=1, waiting=3, slots_total=1)
-    view = fleet(monitor, unprofiled)
+    view = fleet_view(monitor, unprofiled)
     clock = Clock()
     wave = policy(clock)
     first = wave.choose(ask("cpu", prompt=100, rid="r0"), view)
@@ -302,7 +306,7 @@ def test_replicas_of_one_profile_and_model_learn_together_and_nothing_else_does(
     # models read from /v1/models later: nothing says two such backends serve the same one
     unlisted = [config(n, GPU) for n in ("g", "h")]
     unprofiled = [BackendConfig(name=n, url=f"http://{n}:8000", kind="vllm") for n in ("e", "f")]  # type: ignore[arg-type]
-    view = fleet(StaticMonitor(), a, b, other_model, serving("d", SMALL_GPU), *unlisted, *unprofiled)
+    view = fleet_view(StaticMonitor(), a, b, other_model, serving("d", SMALL_GPU), *unlisted, *unprofiled)
     clock = Clock()
     wave = policy(clock)
 
@@ -323,7 +327,7 @@ def test_replicas_of_one_profile_and_model_learn_together_and_nothing_else_does(
 def test_a_first_token_bounds_the_prefill_backlog_the_policy_believes() -> None:
     # seeded 10x too slow at prefill: five 1,000-token prompts sent at once look like 50 s of work
     slow = MID.model_copy(update={"prefill_tokens_per_s": 100})
-    view = fleet(StaticMonitor(), config("x", slow, "llamacpp"))
+    view = fleet_view(StaticMonitor(), config("x", slow, "llamacpp"))
     clock = Clock()
     wave = policy(clock, shed=False)
     sent = [ask("x", prompt=1000, rid=f"r{i}") for i in range(5)]

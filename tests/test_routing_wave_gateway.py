@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from helpers import chat_body, http_request, wait_until
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import serve_in_thread
 from wavefleet.gateway.config import GatewayConfig, WaveSettings
@@ -28,22 +27,11 @@ SLOW = SimProfile(
 
 
 def post(url: str, body: dict[str, object], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        url + "/v1/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **headers},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return answer.status, dict(answer.headers), answer.read()
+    return http_request("POST", url + "/v1/chat/completions", body, headers, timeout=30)
 
 
 def chat(words: int, tokens: int = 16) -> dict[str, object]:
-    return {
-        "model": "chat",
-        "messages": [{"role": "user", "content": " ".join(["word"] * words)}],
-        "max_tokens": tokens,
-        "stream": True,
-    }
+    return chat_body(" ".join(["word"] * words), model="chat", max_tokens=tokens, stream=True)
 
 
 def test_wave_routes_by_prediction_explains_itself_and_learns() -> None:
@@ -79,10 +67,10 @@ def test_wave_routes_by_prediction_explains_itself_and_learns() -> None:
 
             view = FleetView(StaticMonitor(), {b.name: b for b in config.backends}, {})
             model = policy.model("fast", view)
-            for _ in range(100):  # the gateway observes a request just after its last byte went out
-                if model.speed.itl.samples == 18:
-                    break
-                time.sleep(0.02)
+            # the gateway observes a request just after its last byte went out
+            wait_until(
+                lambda: model.speed.itl.samples == 18, message=f"{model.speed.itl.samples} ITL samples"
+            )
             # every finished request taught the ITL line; those not predicted to queue, the prefill line
             assert model.speed.itl.samples == 18 and model.speed.prefill.samples >= 9
             with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as answer:

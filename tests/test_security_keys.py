@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 import time
 from pathlib import Path
 
@@ -14,7 +16,15 @@ from wavefleet.cli.keys import keys, parse_duration
 from wavefleet.errors import AuthenticationError, UsageError
 from wavefleet.gateway.security.authn import INVALID_KEY, Authenticator
 from wavefleet.gateway.security.db import MIGRATIONS, connect, migrate, resolve_db_path
-from wavefleet.gateway.security.keys import KEY_PREFIX, KeyCache, KeyLimits, KeyStore, digest_of
+from wavefleet.gateway.security.keys import (
+    KEY_PREFIX,
+    KeyCache,
+    KeyLimits,
+    KeyStore,
+    digest_of,
+    estimated_bits,
+    new_key,
+)
 
 
 @pytest.fixture
@@ -124,12 +134,76 @@ def test_cache_sees_a_revocation_from_another_connection(db_path: Path) -> None:
         auth(authenticator, f"Bearer {created.secret}")
 
 
-def test_import_refuses_short_keys(db_path: Path) -> None:
+WEAK_KEYS = [
+    "short",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "abcdefghijklmnopqrstuvwxyz",
+    "sk-bench-0123456789abcdef",
+    "0123456789012345678901234567890123456789",
+    "abcabcabcabcabcabcabcabcabcabcabcabcabcabc",
+    "Passw0rd!Passw0rd!Passw0rd!Passw0rd!",
+    "password1234567890abcd",
+    "kqzmvtrpxwhdjgfbnlsc",  # 20 random lower-case letters: about 94 bits
+    "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrq",
+]
+
+
+@pytest.mark.parametrize("secret", WEAK_KEYS)
+def test_import_refuses_low_entropy_keys(db_path: Path, secret: str) -> None:
     store = KeyStore(connect(db_path))
-    with pytest.raises(UsageError, match="at least 20"):
-        store.import_secret("vault", "short")
-    record = store.import_secret("vault", "sk-bench-0123456789abcdef")
-    assert record.digest == digest_of("sk-bench-0123456789abcdef")
+    with pytest.raises(UsageError, match="128 bits") as caught:
+        store.import_secret("vault", secret)
+    assert "wave keys create" in str(caught.value) and "openssl rand -base64 32" in str(caught.value)
+    assert store.list() == []
+
+
+def test_import_refuses_keys_that_cannot_travel_in_a_header(db_path: Path) -> None:
+    store = KeyStore(connect(db_path))
+    for secret in (
+        secrets.token_urlsafe(32) + " tail",
+        secrets.token_urlsafe(32) + "é",
+        "\t" + secrets.token_hex(32),
+    ):
+        with pytest.raises(UsageError, match="printable ASCII"):
+            store.import_secret("vault", secret)
+
+
+def test_import_accepts_keys_made_by_the_usual_tools(db_path: Path) -> None:
+    store = KeyStore(connect(db_path))
+    strong = [
+        base64.b64encode(secrets.token_bytes(32)).decode(),  # openssl rand -base64 32
+        base64.b64encode(secrets.token_bytes(24)).decode(),  # openssl rand -base64 24: 192 bits
+        secrets.token_hex(32),  # openssl rand -hex 32
+        secrets.token_urlsafe(32),
+        "sk-" + secrets.token_urlsafe(36),
+        new_key()[1],
+        "3f9a0c1d-8e2b-4c7a-9f1e-6d5b4a3c2e1f-" + secrets.token_hex(8),
+    ]
+    for index, secret in enumerate(strong):
+        record = store.import_secret(f"k{index}", secret)
+        assert record.digest == digest_of(secret)
+
+
+def test_random_128_bit_keys_are_never_refused(db_path: Path) -> None:
+    # 16 random bytes as hex (32 characters) or base64 (24) are exactly 128 bits: the estimate must
+    # not count chance repeats against them
+    for _ in range(3000):
+        for secret in (secrets.token_hex(16), base64.b64encode(secrets.token_bytes(16)).decode()):
+            assert estimated_bits(secret) >= 128, secret
+
+
+def test_cli_import_explains_a_weak_key(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("WEAK_KEY", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+    result = runner.invoke(keys, ["import", "--name", "v", "--from-env", "WEAK_KEY", "--db", str(db_path)])
+    assert isinstance(result.exception, UsageError)
+    assert "128 bits" in str(result.exception) and "openssl rand -base64 32" in str(result.exception)
+    strong = secrets.token_urlsafe(32)
+    monkeypatch.setenv("GOOD_KEY", strong)
+    result = runner.invoke(keys, ["import", "--name", "v", "--from-env", "GOOD_KEY", "--db", str(db_path)])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(runner.invoke(keys, ["list", "--format", "json", "--db", str(db_path)]).stdout)
+    assert [k["key_id"] for k in listed] == [result.stdout.strip()]
 
 
 def test_cli_create_list_revoke(db_path: Path) -> None:

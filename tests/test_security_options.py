@@ -7,27 +7,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from helpers import free_port
+from wavefleet.cli.security_options import security_options
 from wavefleet.errors import UsageError
-from wavefleet.gateway.security.options import apply_security_flags
+from wavefleet.gateway.security.options import SecurityFlags, apply_security_flags
+from wavefleet.gateway.security.screening import Action
 from wavefleet.gateway.security.settings import SecurityConfig
 
 
 def test_flags_fill_the_security_section(tmp_path: Path) -> None:
     config = apply_security_flags(
         SecurityConfig(),
-        {
-            "db": tmp_path / "k.db",
-            "audit_db": tmp_path / "a.db",
-            "audit_prompts": True,
-            "screening": "flag",
-            "screening_rules": ("template_tokens=block", "oversize=off"),
-            "api_key_limits": "rpm=600,max-concurrent=8",
-            "oidc_issuer": "https://auth.home/application/o/wave/",
-            "oidc_audience": "wave",
-        },
+        SecurityFlags(
+            db=tmp_path / "k.db",
+            audit_db=tmp_path / "a.db",
+            audit_prompts=True,
+            screening=Action.FLAG,
+            screening_rules=("template_tokens=block", "oversize=off"),
+            api_key_limits="rpm=600,max-concurrent=8",
+            oidc_issuer="https://auth.home/application/o/wave/",
+            oidc_audience="wave",
+        ),
     )
     assert config.active()
     assert (config.db, config.audit, config.audit_db, config.audit_prompts) == (
@@ -56,15 +62,13 @@ def test_flags_fill_the_security_section(tmp_path: Path) -> None:
         ({"oidc_issuer": "https://a/"}, "together"),
     ],
 )
-def test_bad_flags_are_refused_with_the_fix(flags: dict[str, object], message: str) -> None:
+def test_bad_flags_are_refused_with_the_fix(flags: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        apply_security_flags(SecurityConfig(), flags)
+        apply_security_flags(SecurityConfig(), SecurityFlags(**flags))
 
 
 def test_stored_keys_allow_a_non_loopback_bind_and_no_credentials_do_not(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     base = [
         sys.executable,
         "-m",
@@ -99,3 +103,23 @@ def test_stored_keys_allow_a_non_loopback_bind_and_no_credentials_do_not(tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_flags_reach_the_command_as_one_typed_value() -> None:
+    seen: list[SecurityFlags] = []
+
+    @click.command()
+    @security_options
+    def probe(security: SecurityFlags) -> None:
+        seen.append(security)
+
+    args = ["--db", "k.db", "--screening", "block", "--screening-rule", "oversize=off", "--tls-key", "t.key"]
+    result = CliRunner().invoke(probe, args, env={"WAVE_DB": None})
+    assert result.exit_code == 0, result.output
+    assert seen == [
+        SecurityFlags(
+            db=Path("k.db"), screening=Action.BLOCK, screening_rules=("oversize=off",), tls_key=Path("t.key")
+        )
+    ]
+    with pytest.raises(UsageError, match="together"):
+        seen[0].tls_files()

@@ -34,17 +34,17 @@ def profile(**changes: Any) -> SimProfile:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[ThreadedSimFleet]:
+def sim_engines() -> Iterator[ThreadedSimFleet]:
     with ThreadedSimFleet([profile()], speed=2) as running:
         yield running
 
 
-def client(fleet: ThreadedSimFleet, name: str = "api", **options: Any) -> OpenAI:
-    return OpenAI(base_url=fleet.urls[name] + "/v1", api_key="sim", max_retries=0, **options)
+def client(sim_engines: ThreadedSimFleet, name: str = "api", **options: Any) -> OpenAI:
+    return OpenAI(base_url=sim_engines.urls[name] + "/v1", api_key="sim", max_retries=0, **options)
 
 
-def test_chat_stream_with_usage(fleet: ThreadedSimFleet) -> None:
-    with client(fleet) as c:
+def test_chat_stream_with_usage(sim_engines: ThreadedSimFleet) -> None:
+    with client(sim_engines) as c:
         chunks = list(
             c.chat.completions.create(
                 model="sim-model",
@@ -65,8 +65,8 @@ def test_chat_stream_with_usage(fleet: ThreadedSimFleet) -> None:
     assert all(c.usage is None for c in chunks[:-1])
 
 
-def test_chat_stream_without_usage_has_no_usage_chunk(fleet: ThreadedSimFleet) -> None:
-    with client(fleet) as c:
+def test_chat_stream_without_usage_has_no_usage_chunk(sim_engines: ThreadedSimFleet) -> None:
+    with client(sim_engines) as c:
         chunks = list(
             c.chat.completions.create(
                 model="sim-model", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
@@ -75,8 +75,8 @@ def test_chat_stream_without_usage_has_no_usage_chunk(fleet: ThreadedSimFleet) -
     assert len(chunks) == 3 and all(c.choices for c in chunks)
 
 
-def test_completions_non_stream_and_stream(fleet: ThreadedSimFleet) -> None:
-    with client(fleet) as c:
+def test_completions_non_stream_and_stream(sim_engines: ThreadedSimFleet) -> None:
+    with client(sim_engines) as c:
         _completions(c)
 
 
@@ -97,10 +97,10 @@ def _completions(c: OpenAI) -> None:
     assert streamed[-1].usage is not None and streamed[-1].usage.completion_tokens == 5
 
 
-def test_models_and_errors(fleet: ThreadedSimFleet) -> None:
-    with client(fleet) as c:
+def test_models_and_errors(sim_engines: ThreadedSimFleet) -> None:
+    with client(sim_engines) as c:
         _models_and_errors(c)
-    with urllib.request.urlopen(fleet.urls["api"] + "/health") as response:
+    with urllib.request.urlopen(sim_engines.urls["api"] + "/health") as response:
         assert response.status == 200
 
 
@@ -113,11 +113,14 @@ def _models_and_errors(c: OpenAI) -> None:
 
 
 def test_fault_error_returns_500() -> None:
-    with ThreadedSimFleet([profile()], faults=FaultConfig(error_rate=1.0)) as fleet, client(fleet) as c:
+    with (
+        ThreadedSimFleet([profile()], faults=FaultConfig(error_rate=1.0)) as sim_engines,
+        client(sim_engines) as c,
+    ):
         with pytest.raises(openai.InternalServerError):
             c.completions.create(model="sim-model", prompt="x", max_tokens=3)
         request = urllib.request.Request(
-            fleet.urls["api"] + "/v1/completions",
+            sim_engines.urls["api"] + "/v1/completions",
             data=json.dumps({"prompt": "x", "max_tokens": 2}).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -129,7 +132,10 @@ def test_fault_error_returns_500() -> None:
 
 
 def test_fault_cut_raises_mid_stream() -> None:
-    with ThreadedSimFleet([profile()], faults=FaultConfig(cut_rate=1.0)) as fleet, client(fleet) as c:
+    with (
+        ThreadedSimFleet([profile()], faults=FaultConfig(cut_rate=1.0)) as sim_engines,
+        client(sim_engines) as c,
+    ):
         stream = c.chat.completions.create(
             model="sim-model", messages=[{"role": "user", "content": "x"}], max_tokens=50, stream=True
         )
@@ -142,8 +148,8 @@ def test_fault_cut_raises_mid_stream() -> None:
 
 def test_fault_inband_error_arrives_after_200() -> None:
     with (
-        ThreadedSimFleet([profile()], faults=FaultConfig(inband_error_rate=1.0)) as fleet,
-        client(fleet) as c,
+        ThreadedSimFleet([profile()], faults=FaultConfig(inband_error_rate=1.0)) as sim_engines,
+        client(sim_engines) as c,
     ):
         stream = c.completions.create(model="sim-model", prompt="x", max_tokens=40, stream=True)
         received = []
@@ -155,8 +161,8 @@ def test_fault_inband_error_arrives_after_200() -> None:
 
 def test_fault_hang_never_answers() -> None:
     with (
-        ThreadedSimFleet([profile()], faults=FaultConfig(hang_rate=1.0)) as fleet,
-        client(fleet, timeout=0.5) as c,
+        ThreadedSimFleet([profile()], faults=FaultConfig(hang_rate=1.0)) as sim_engines,
+        client(sim_engines, timeout=0.5) as c,
         pytest.raises(openai.APITimeoutError),
     ):
         c.completions.create(model="sim-model", prompt="x", max_tokens=3)

@@ -9,15 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from openai import OpenAI
 
+from helpers import run_wave, serving_wave, wave_env
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.sim.profile import SimProfile, save_profile
 
@@ -90,19 +91,10 @@ def test_sim_profile_file_serves_until_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_sim_needs_profile_or_inventory() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    both = subprocess.run(
-        [sys.executable, "-m", "wavefleet", "sim"], capture_output=True, text=True, env=env, timeout=60
-    )
+    both = run_wave("sim", timeout=60)
     assert both.returncode == 2
     assert "--profile" in both.stderr and "--inventory" in both.stderr
-    unknown = subprocess.run(
-        [sys.executable, "-m", "wavefleet", "sim", "--profile", "rtx5070ti-vlm"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    unknown = run_wave("sim", "--profile", "rtx5070ti-vlm", timeout=60)
     assert unknown.returncode == 2
     assert "rtx5070ti-vllm" in unknown.stderr  # the nearest known name is suggested
 
@@ -110,14 +102,7 @@ def test_sim_needs_profile_or_inventory() -> None:
 def test_sim_bad_profile_file_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndialect: vllm\nmodel: m\nprefill_tokens_per_s: -1\nitl_at_batch: [[1, 0.01]]\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run(
-        [sys.executable, "-m", "wavefleet", "sim", "--profile", str(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    result = run_wave("sim", "--profile", str(bad), timeout=60)
     assert result.returncode == 2
     assert "bad.yaml:4" in result.stderr and "prefill_tokens_per_s" in result.stderr
 
@@ -139,7 +124,7 @@ def test_wave_sim_inventory_writes_a_gateway_config_and_serves(tmp_path: Path) -
             with urllib.request.urlopen(str(backend.url).rstrip("/") + "/v1/models") as response:
                 assert json.load(response)["data"][0]["id"] == backend.models[0]
         with (
-            wave_serve(out) as gateway,
+            serving_wave("--config", str(out), env=wave_env(WAVE_API_KEY="")) as gateway,
             OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0) as client,
         ):
             reply = client.chat.completions.with_raw_response.create(
@@ -150,29 +135,45 @@ def test_wave_sim_inventory_writes_a_gateway_config_and_serves(tmp_path: Path) -
             assert usage is not None and usage.completion_tokens == 5
 
 
-@contextmanager
-def wave_serve(config: Path) -> Iterator[str]:
-    """The real gateway (`wave serve --config`) in front of the simulated engines."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WAVE_API_KEY": ""}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wavefleet", "serve", "--config", str(config), "--port", str(port)],
+def test_detach_returns_once_the_engines_listen_and_leaves_a_pid_file(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = tmp_path / "wave.yaml"
+    argv = [sys.executable, "-m", "wavefleet", "sim", "--inventory", str(ROOT / "examples" / "home-lab.yaml")]
+    started = subprocess.run(
+        [*argv, "--out", str(out), "--detach"],
+        cwd=tmp_path,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    url = f"http://127.0.0.1:{port}"
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((tmp_path / "wave-sim.pid").read_text())
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None, "wave serve exited during start-up"
-                time.sleep(0.2)
-        yield url
+        assert out.exists() and "listening" in (tmp_path / "wave-sim.log").read_text()
+        assert f"kill {pid}" in started.stdout
+        config = yaml.safe_load(out.read_text())
+        with urllib.request.urlopen(
+            config["backends"][0]["url"].rstrip("/") + "/v1/models", timeout=5
+        ) as reply:
+            assert reply.status == 200
+        again = subprocess.run(
+            [*argv, "--out", str(out), "--detach"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 2 and f"already runs here (pid {pid})" in again.stderr
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        os.kill(pid, signal.SIGTERM)
+    (tmp_path / "wave-sim.pid").unlink(missing_ok=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        failed = subprocess.run(
+            [*argv, "--out", str(tmp_path / "other.yaml"), "--detach", "--base-port", str(taken.getsockname()[1])],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert failed.returncode != 0 and "cannot listen" in failed.stderr

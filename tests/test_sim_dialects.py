@@ -11,34 +11,35 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from wavefleet.engines import EngineKind
 from wavefleet.sim.fleet import SimFleet
-from wavefleet.sim.profile import Dialect, SimProfile
+from wavefleet.sim.profile import SimProfile
 
 # metric names: (running, waiting, generated tokens counter sample, kv usage or None)
-NAMES: dict[Dialect, tuple[str, str, str, str | None]] = {
-    Dialect.VLLM: (
+NAMES: dict[EngineKind, tuple[str, str, str, str | None]] = {
+    EngineKind.VLLM: (
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
         "vllm:generation_tokens_total",
         "vllm:kv_cache_usage_perc",
     ),
-    Dialect.LLAMACPP: (
+    EngineKind.LLAMACPP: (
         "llamacpp:requests_processing",
         "llamacpp:requests_deferred",
         "llamacpp:tokens_predicted_total",
         None,
     ),
-    Dialect.SGLANG: (
+    EngineKind.SGLANG: (
         "sglang:num_running_reqs",
         "sglang:num_queue_reqs",
         "sglang:generation_tokens_total",
         "sglang:token_usage",
     ),
-    Dialect.TRITON: ("", "nv_inference_pending_request_count", "", "nv_trt_llm_kv_cache_block_metrics"),
+    EngineKind.TRITON: ("", "nv_inference_pending_request_count", "", "nv_trt_llm_kv_cache_block_metrics"),
 }
 
 
-def profile(dialect: Dialect) -> SimProfile:
+def profile(dialect: EngineKind) -> SimProfile:
     return SimProfile(
         name=f"sim-{dialect.value}",
         dialect=dialect,
@@ -76,8 +77,8 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, max_tokens
     return events
 
 
-@pytest.mark.parametrize("dialect", list(Dialect))
-def test_metrics_follow_running_and_waiting(dialect: Dialect) -> None:
+@pytest.mark.parametrize("dialect", [k for k in EngineKind if k.traits.simulated])
+def test_metrics_follow_running_and_waiting(dialect: EngineKind) -> None:
     running_name, waiting_name, tokens_name, kv_name = NAMES[dialect]
 
     async def main() -> None:
@@ -106,11 +107,11 @@ def test_metrics_follow_running_and_waiting(dialect: Dialect) -> None:
             assert value(done, waiting_name) == 0
             if tokens_name:
                 assert value(done, tokens_name) == 120
-            if dialect is Dialect.VLLM:
+            if dialect is EngineKind.VLLM:
                 assert value(done, "vllm:request_success_total", finished_reason="length") == 3
                 assert value(done, "vllm:time_to_first_token_seconds_count") == 3
                 assert value(done, "vllm:inter_token_latency_seconds_count") == 3 * 39
-            if dialect is Dialect.TRITON:
+            if dialect is EngineKind.TRITON:
                 assert value(done, "nv_inference_request_success") == 3
 
     asyncio.run(main())
@@ -118,7 +119,7 @@ def test_metrics_follow_running_and_waiting(dialect: Dialect) -> None:
 
 def test_llamacpp_slots_props_health() -> None:
     async def main() -> None:
-        async with SimFleet([profile(Dialect.LLAMACPP)]) as fleet, aiohttp.ClientSession() as session:
+        async with SimFleet([profile(EngineKind.LLAMACPP)]) as fleet, aiohttp.ClientSession() as session:
             url = fleet.urls["sim-llamacpp"]
             engine = fleet.servers["sim-llamacpp"].engine
             assert (await (await session.get(url + "/props")).json())["total_slots"] == 2
@@ -139,7 +140,10 @@ def test_llamacpp_slots_props_health() -> None:
 
 def test_triton_generate_and_generate_stream() -> None:
     async def main() -> None:
-        async with SimFleet([profile(Dialect.TRITON)], speed=5) as fleet, aiohttp.ClientSession() as session:
+        async with (
+            SimFleet([profile(EngineKind.TRITON)], speed=5) as fleet,
+            aiohttp.ClientSession() as session,
+        ):
             url = fleet.urls["sim-triton"]
             body = {"text_input": "hello there", "parameters": {"max_tokens": 6}}
             answer = await (await session.post(url + "/v2/models/m/generate", json=body)).json()

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("wavefleet.plan.inventory", reason="the planner's inventory model is not on this branch")
 
 from wavefleet.catalog import Catalog  # noqa: E402
-from wavefleet.gateway.config import BackendKind  # noqa: E402
+from wavefleet.engines import EngineKind  # noqa: E402
 from wavefleet.sim.inventory import gateway_config, plan_fleet  # noqa: E402
 
 HOME_LAB = Path(__file__).resolve().parent.parent / "examples" / "home-lab.yaml"
@@ -32,7 +32,7 @@ def test_plan_fleet_profiles_engines_and_skips_the_rest() -> None:
         planned, {p.name: f"http://127.0.0.1:{9000 + i}" for i, p in enumerate(planned.profiles)}, 1.0
     )
     kinds = {b.name: b.kind for b in config.backends}
-    assert kinds["vllm-desktop"] is BackendKind.VLLM and kinds["llamacpp-desktop"] is BackendKind.LLAMACPP
+    assert kinds["vllm-desktop"] is EngineKind.VLLM and kinds["llamacpp-desktop"] is EngineKind.LLAMACPP
     assert all(b.profile is not None and b.profile.basis for b in config.backends)
-    triton = next(b for b in config.backends if b.kind is BackendKind.TRITON)
+    triton = next(b for b in config.backends if b.kind is EngineKind.TRITON)
     assert str(triton.metrics_url).endswith("/metrics")  # the simulator has no separate port 8002

@@ -8,13 +8,14 @@ import json
 import aiohttp
 import pytest
 
+from wavefleet.engines import EngineKind
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.dialects import HttpProbe, dialect_for
 from wavefleet.sim.fleet import SimFleet
-from wavefleet.sim.profile import Dialect, SimProfile
+from wavefleet.sim.profile import SimProfile
 
 
-def profile(dialect: Dialect) -> SimProfile:
+def profile(dialect: EngineKind) -> SimProfile:
     return SimProfile(
         name=f"mon-{dialect.value}",
         dialect=dialect,
@@ -34,14 +35,14 @@ async def hold(session: aiohttp.ClientSession, url: str) -> None:
             pass
 
 
-@pytest.mark.parametrize("dialect", list(Dialect))
-def test_gateway_monitor_reads_the_simulated_load(dialect: Dialect) -> None:
+@pytest.mark.parametrize("dialect", [k for k in EngineKind if k.traits.simulated])
+def test_gateway_monitor_reads_the_simulated_load(dialect: EngineKind) -> None:
     async def main() -> None:
         p = profile(dialect)
         async with SimFleet([p]) as fleet, aiohttp.ClientSession() as session:
             url = fleet.urls[p.name]
-            config = {"name": p.name, "url": url, "kind": dialect.backend_kind, "models": ["m"]}
-            if dialect is Dialect.TRITON:
+            config = {"name": p.name, "url": url, "kind": dialect, "models": ["m"]}
+            if dialect is EngineKind.TRITON:
                 config["metrics_url"] = url + "/metrics"
             backend = BackendConfig.model_validate(json.loads(json.dumps(config)))
             monitor = dialect_for(backend.kind)
@@ -53,9 +54,9 @@ def test_gateway_monitor_reads_the_simulated_load(dialect: Dialect) -> None:
             await engine.wait_for(lambda: engine.num_running == 2 and engine.num_waiting == 1)
             busy = await monitor.poll(probe, backend)
             assert (busy.running, busy.waiting) == (2, 1)
-            if dialect is Dialect.LLAMACPP:
+            if dialect is EngineKind.LLAMACPP:
                 assert busy.slots_total == 2 and busy.running == 2
-            if dialect in (Dialect.VLLM, Dialect.SGLANG, Dialect.TRITON):
+            if dialect in (EngineKind.VLLM, EngineKind.SGLANG, EngineKind.TRITON):
                 assert busy.kv_usage is not None and 0 < busy.kv_usage <= 1
             await asyncio.gather(*tasks)
 

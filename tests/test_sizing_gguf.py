@@ -59,7 +59,7 @@ def test_sizes_from_the_file_not_from_bits_per_weight() -> None:
 def test_not_a_gguf_file_is_a_usage_error(tmp_path: Path) -> None:
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"not a gguf file at all" * 10)
-    with pytest.raises(UsageError, match="not a readable GGUF"):
+    with pytest.raises(UsageError, match="not a GGUF file"):
         read_gguf(bogus)
     with pytest.raises(UsageError, match="no such file"):
         read_gguf(tmp_path / "missing.gguf")
@@ -99,3 +99,27 @@ def logged_mib(log: str, label: str) -> float:
     found = re.search(label + r" size =\s+([\d.]+) MiB", log)
     assert found, f"llama.cpp did not log its {label} size"
     return float(found.group(1))
+
+
+def test_reads_the_chat_template_and_tokenizer() -> None:
+    summary = read_gguf(SMOLLM2)
+    assert summary.chat_template is not None and "<|im_start|>" in summary.chat_template
+    assert summary.tokenizer_model == "gpt2"
+    assert summary.token_count == 49152
+    # SmolLM2's tokenizer.ggml.bos_token_id 1 and eos_token_id 2
+    assert (summary.bos_token, summary.eos_token) == ("<|im_start|>", "<|im_end|>")
+
+
+def test_a_truncated_gguf_says_it_ends_early(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(SMOLLM2.read_bytes()[:2_000_000])
+    with pytest.raises(UsageError, match="ends early or is damaged") as caught:
+        read_gguf(cut)
+    assert "download" in str(caught.value)
+
+
+def test_a_file_that_is_no_gguf_says_what_it_starts_with(tmp_path: Path) -> None:
+    page = tmp_path / "model.gguf"
+    page.write_bytes(b"<!DOCTYPE html><html>Not found</html>")
+    with pytest.raises(UsageError, match=r"not a GGUF file \(it starts with b'<!DO'"):
+        read_gguf(page)

@@ -99,6 +99,26 @@ def test_decode_bound_decreases_with_context(
 
 
 @SETTINGS
+@given(MODELS, MEMORY_GIB, CONTEXT, CONTEXT, ENGINES)
+def test_the_typical_speed_is_quoted_at_most_at_the_sized_context_and_never_slower(
+    model: ModelArch, memory: float, context: int, typical: int, engine: str
+) -> None:
+    result = size_model(
+        SizingInput(
+            model=model,
+            device=gpu(memory),
+            quant=Q4_K_M,
+            engine=engine,
+            context=context,
+            typical_context=typical,
+        )
+    )
+    assert result.typical_context == min(typical, result.context)
+    assert result.decode_tokens_per_s_at_typical >= result.decode_tokens_per_s_upper_bound
+    assert result.prefill_tokens_per_s_at_typical >= result.prefill_tokens_per_s
+
+
+@SETTINGS
 @given(MODELS, MEMORY_GIB, CONTEXT, ENGINES)
 def test_concurrency_is_what_the_kv_budget_holds(
     model: ModelArch, memory: float, context: int, engine: str

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,14 @@ import openai
 import pytest
 from openai import OpenAI
 
+from helpers import start_wave, wave_env
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
 
 
 def wave(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "wavefleet", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment,
-    )
+    return start_wave(*args, env=wave_env(**(env or {})))
 
 
 @dataclass
@@ -88,6 +82,33 @@ def test_banner_has_url_key_curl_and_python_example(running: Running) -> None:
     assert f"curl {running.base_url}/chat/completions" in running.banner
     assert f'Authorization: Bearer {running.api_key}"' in running.banner
     assert f'OpenAI(base_url="{running.base_url}", api_key="{running.api_key}")' in running.banner
+
+
+@pytest.mark.slow
+def test_the_printed_examples_run_as_printed_from_a_plain_shell(running: Running) -> None:
+    """Pasted into a shell outside the project's virtualenv (system PATH, no PYTHONPATH)."""
+    start = running.banner.rindex("\n", 0, running.banner.index("<<'PY'")) + 1
+    snippet = running.banner[start : running.banner.index("\nPY", start) + 3]
+    curl = running.banner[
+        running.banner.index("curl ") : running.banner.index("}'", running.banner.index("curl ")) + 2
+    ]
+    plain = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    for example in (snippet, curl):
+        result = subprocess.run(
+            ["bash", "-c", example], env=plain, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (example, result.stderr[-2000:])
+        assert result.stdout.strip(), example
+
+
+def test_the_python_example_says_how_to_get_the_client_when_it_is_missing() -> None:
+    from wavefleet.up import usage_examples
+
+    without = usage_examples("http://127.0.0.1:8080/v1", "wave-k", "m", python=None)
+    assert "pip install openai" in without
+    assert "python3 - <<'PY'" in without
+    found = usage_examples("http://127.0.0.1:8080/v1", "wave-k", "m", python="/opt/venv/bin/python")
+    assert "/opt/venv/bin/python - <<'PY'" in found and "pip install" not in found
 
 
 @pytest.mark.slow

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# On a GPU machine: build llama.cpp with CUDA from the vendored source, and write synthetic
-# Llama-3.1-8B-shaped GGUFs (F16, Q8_0, Q4_K_M) for speed measurements. Step 1 of 2; step 2 is
-# measure_llamacpp.sh. Needs .device/llama.cpp.tar.gz and .device/tokenizer.json (see docs/gpu-validation.md).
+# On a GPU machine, step 1 of 2 of the sizing check (docs/measurements/2026-11-27-llamacpp-speed-h200.md):
+# a CUDA build of llama-bench, llama-batched-bench and llama-quantize, an NVML readout, and synthetic
+# Llama-3.1-8B-shaped GGUFs (F16, Q8_0, Q4_K_M). Step 2 is measure_llamacpp.sh.
+# Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-W=$PWD/.gpuwork; mkdir -p "$W"; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/common.sh"
+need_device_files
+python_packages
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
 python3 - <<'PY' | tee "$OUT/nvml.json"
 import json, pynvml
@@ -19,18 +22,12 @@ print(json.dumps({"name": name if isinstance(name, str) else name.decode(), "mem
   "memory_bus_width_bits": bus, "max_memory_clock_mhz": clk, "compute_capability": f"{cc[0]}.{cc[1]}",
   "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000}))
 PY
-if [ ! -x "$W/build/bin/llama-batched-bench" ]; then
-  [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
-  cmake -S "$W/llama.cpp" -B "$W/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1
-  ( cmake --build "$W/build" -j16 --target llama-bench llama-batched-bench llama-quantize > "$OUT/build.log" 2>&1; echo "build rc=$?" >> "$OUT/build.log" ) &
-fi
-if [ ! -f "$W/m-f16.gguf" ]; then
-  PYTHONPATH="$W/llama.cpp/gguf-py" python3 scripts/gpu/synthetic_gguf.py --out "$W/m-f16.gguf.tmp" \
-    --tokenizer .device/tokenizer.json --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
-  mv "$W/m-f16.gguf.tmp" "$W/m-f16.gguf"
-fi
-wait
+llama_source
+# the build and the F16 file (CPU-bound Python) run side by side
+cuda_build llama-bench llama-batched-bench llama-quantize &
+BUILD=$!
+synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
+wait "$BUILD" || { echo "the llama.cpp build failed: $OUT/build.log" >&2; exit 1; }
 tail -3 "$OUT/build.log" || true
 for q in Q8_0 Q4_K_M; do
   [ -f "$W/m-$q.gguf" ] || "$W/build/bin/llama-quantize" "$W/m-f16.gguf" "$W/m-$q.gguf" "$q" 16 > "$OUT/quantize-$q.log" 2>&1

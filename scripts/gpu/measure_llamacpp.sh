@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Step 2 of 2: decode and prefill speed of the synthetic Llama-3.1-8B GGUFs with llama.cpp's CUDA
-# build, single stream (llama-bench) and batched (llama-batched-bench), as JSON/text under $OUT.
+# On a GPU machine, step 2 of 2 of the sizing check (docs/measurements/2026-11-27-llamacpp-speed-h200.md):
+# decode and prefill speed of the synthetic Llama-3.1-8B GGUFs with llama.cpp's CUDA build, single
+# stream (llama-bench) and batched (llama-batched-bench), as JSON/text under $OUT.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-W=$PWD/.gpuwork; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/common.sh"
+need_device_files
 B=$W/build/bin
-# The device machine keeps build folders between calls but not large files: remake the models here.
-if [ ! -f "$W/m-Q4_K_M.gguf" ]; then
-  [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
-  PYTHONPATH="$W/llama.cpp/gguf-py" python3 scripts/gpu/synthetic_gguf.py --out "$W/m-f16.gguf" \
-    --tokenizer .device/tokenizer.json --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
+[ -x "$B/llama-batched-bench" ] || { echo "run scripts/gpu/build_and_prepare.sh first" >&2; exit 2; }
+# A machine that keeps the build folder but not large files gets the models made again here.
+if [ ! -f "$W/m-Q4_K_M.gguf" ] || [ ! -f "$W/m-Q8_0.gguf" ]; then
+  llama_source
+  python_packages
+  synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
   "$B/llama-quantize" "$W/m-f16.gguf" "$W/m-Q4_K_M.gguf" Q4_K_M 16 > "$OUT/quantize.log" 2>&1
   "$B/llama-quantize" "$W/m-f16.gguf" "$W/m-Q8_0.gguf" Q8_0 16 >> "$OUT/quantize.log" 2>&1
 fi

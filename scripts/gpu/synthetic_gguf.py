@@ -30,6 +30,15 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=int, required=True)
     parser.add_argument("--context", type=int, default=131072)
     parser.add_argument("--rope-base", type=float, default=500000.0)
+    parser.add_argument("--seed", type=int, default=0, help="random weights; another seed, another model")
+    parser.add_argument(
+        "--zero-layers",
+        type=int,
+        default=0,
+        help="extra layers after --layers whose attention output and FFN down projection are zero: "
+        "they add their cost but leave the function unchanged (a speculative target that agrees with "
+        "the model of --layers)",
+    )
     args = parser.parse_args()
 
     head_dim = args.hidden // args.heads
@@ -37,7 +46,7 @@ def main() -> None:
     writer.add_name("synthetic")
     writer.add_context_length(args.context)
     writer.add_embedding_length(args.hidden)
-    writer.add_block_count(args.layers)
+    writer.add_block_count(args.layers + args.zero_layers)
     writer.add_feed_forward_length(args.ffn)
     writer.add_head_count(args.heads)
     writer.add_head_count_kv(args.kv_heads)
@@ -48,7 +57,7 @@ def main() -> None:
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     add_tokenizer(writer, json.loads(args.tokenizer.read_text()), args.vocab)
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     # One random pool, sliced per tensor: values only need to be plausible, not independent.
     pool = (rng.standard_normal(64 * 1024 * 1024, dtype=np.float32) * 0.02).astype(np.float16)
 
@@ -60,16 +69,19 @@ def main() -> None:
     ones = np.ones(args.hidden, dtype=np.float32)
     kv = args.kv_heads * head_dim
     writer.add_tensor("token_embd.weight", matrix(args.vocab, args.hidden))
-    for i in range(args.layers):
+    for i in range(args.layers + args.zero_layers):
+        zero = i >= args.layers
         writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
         writer.add_tensor(f"blk.{i}.attn_q.weight", matrix(args.hidden, args.hidden))
         writer.add_tensor(f"blk.{i}.attn_k.weight", matrix(kv, args.hidden))
         writer.add_tensor(f"blk.{i}.attn_v.weight", matrix(kv, args.hidden))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", matrix(args.hidden, args.hidden))
+        out = matrix(args.hidden, args.hidden)
+        writer.add_tensor(f"blk.{i}.attn_output.weight", np.zeros_like(out) if zero else out)
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", matrix(args.ffn, args.hidden))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", matrix(args.ffn, args.hidden))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", matrix(args.hidden, args.ffn))
+        down = matrix(args.hidden, args.ffn)
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", np.zeros_like(down) if zero else down)
     writer.add_tensor("output_norm.weight", ones)
     writer.add_tensor("output.weight", matrix(args.vocab, args.hidden))
     writer.write_header_to_file()

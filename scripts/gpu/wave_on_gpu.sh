@@ -5,38 +5,34 @@
 #        F16 GGUF, 8 threads, 4 slots
 # behind `wave serve` as the group chat: [llama-3.2-3b, llama-3.2-1b], no profiles (the wave
 # policy starts from its assumed CPU/GPU profiles and learns). `wave bench` sweeps Poisson rates
-# with the issue's SLO (TTFT <= 1 s, TPOT <= 100 ms), prompts 30-1170 words, answers 16-48 tokens,
+# with the SLO TTFT <= 1 s and TPOT <= 100 ms, prompts 30-1170 words, answers 2-62 tokens,
 # prompt caching off, fresh prompts per rate (seeds SEED0+1, SEED0+2, ...), for each policy with a
 # fresh gateway. Results land under $OUT.
 #   bash scripts/gpu/wave_on_gpu.sh build   # CUDA build of llama-server (the build folder stays)
 #   bash scripts/gpu/wave_on_gpu.sh run     # GGUFs, engines, the sweep
-# Needs .device/ (llama.cpp source, tokenizer dump) and .whl/ (pydantic etc. for Python 3.12); see
-# docs/gpu-validation.md.
+# Needs .device/ (and .whl/ without network) from scripts/gpu/prepare.sh.
+# Measured: docs/measurements/2026-11-27-routing-gpu-and-cpu-engines.md.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-W=$PWD/.gpuwork; mkdir -p "$W"; OUT=${OUT:-$W/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/common.sh"
+need_device_files
+python_packages
+export PYTHONUNBUFFERED=1
 STEP=${1:-all}
 RATES=${RATES:-2,6,10,14,18}
 POLICIES=${POLICIES:-least-loaded round-robin size-classes wave}
 DURATION=${DURATION:-20}
 
-if [ "$STEP" != run ] && [ ! -x "$W/build/bin/llama-server" ]; then
-  [ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
-  cmake -S "$W/llama.cpp" -B "$W/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1
-  cmake --build "$W/build" -j16 --target llama-server > "$OUT/build.log" 2>&1
+if [ "$STEP" != run ]; then
+  cuda_build llama-server
   echo "built: $(ls -la "$W/build/bin/llama-server")"
 fi
 [ "$STEP" = build ] && exit 0
 
 gguf() {  # name layers hidden heads kv-heads ffn
-  [ -f "$W/$1.gguf" ] || PYTHONPATH="$W/llama.cpp/gguf-py" python3 scripts/gpu/synthetic_gguf.py \
-    --out "$W/$1.gguf" --tokenizer .device/tokenizer.json --layers "$2" --hidden "$3" --heads "$4" \
-    --kv-heads "$5" --ffn "$6" --vocab 128256
+  synthetic_gguf "$W/$1.gguf" --layers "$2" --hidden "$3" --heads "$4" --kv-heads "$5" --ffn "$6" --vocab 128256
 }
-[ -d "$W/llama.cpp" ] || tar xzf .device/llama.cpp.tar.gz -C "$W"
+llama_source
 gguf m3b 28 3072 24 8 8192 &
 gguf m1b 16 2048 32 8 8192 &
 wait

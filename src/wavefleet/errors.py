@@ -3,14 +3,19 @@
     WaveError                      base; carries the exit code a command ends with
     ├── UsageError                 the person asked for something that cannot be (exit 2)
     │   ├── ConfigError            a file failed to load or validate: file, line and fix
-    │   └── UnknownIdError         an id not in the catalog (or inventory), with the nearest ones
+    │   ├── UnknownIdError         an id not in the catalog (or inventory), with the nearest ones
+    │   └── MissingExtraError      an optional part is not installed: names the pip extra to add
     ├── EngineError                an engine we start (embedded llama.cpp) failed (exit 1)
     ├── BenchError                 a load run could not run or its criteria failed (exit 1)
+    ├── ModelError                 a model pipeline step (fetch, quantize) could not be done (exit 1)
+    │   └── ChecksumError          a fetched file is not the one asked for: sha256 or GGUF magic
     └── GatewayError               answered to HTTP clients in OpenAI's error format
         ├── BadRequestError        400  malformed JSON or fields
         ├── AuthenticationError    401  missing or wrong credentials
         ├── PermissionDeniedError  403  credentials fine, but not for this model
         ├── ModelNotFoundError     404  no backend serves the model (lists the known ones)
+        ├── NotFoundError          404  no such path (lists the API's paths)
+        ├── MethodNotAllowedError  405  the path exists, not with this method
         ├── BodyTooLargeError      413
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
@@ -28,17 +33,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wavefleet.wire import error_body
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BenchError",
     "BodyTooLargeError",
+    "ChecksumError",
     "ConfigError",
     "ConfigProblem",
     "EngineError",
     "GatewayError",
+    "MethodNotAllowedError",
+    "MissingExtraError",
+    "ModelError",
     "ModelNotFoundError",
     "NoHealthyBackendError",
+    "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "UnknownIdError",
@@ -98,6 +110,14 @@ class UnknownIdError(UsageError):
         super().__init__(f"unknown {kind} id {given!r}{hint} (`{listed_by}` shows them all)")
 
 
+class MissingExtraError(UsageError):
+    """A command needs an optional part that is not installed; the message names the extra."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 def nearest(given: str, known: Iterable[str], limit: int = 3) -> list[str]:
     """The known ids closest to `given`, best first (substring matches count as close)."""
     candidates = sorted(set(known))
@@ -112,6 +132,16 @@ class EngineError(WaveError):
 
 class BenchError(WaveError):
     """A load test could not run, or its success criteria were not met."""
+
+
+class ModelError(WaveError):
+    """A model file could not be fetched or quantized: the server, the network, the disk or the
+    tool said no; the message says what to do (a partial download is kept to resume)."""
+
+
+class ChecksumError(ModelError):
+    """A fetched file arrived whole but is not the one asked for: its sha256 differs, or it is no
+    GGUF file. Nothing the user had is changed."""
 
 
 class GatewayError(WaveError):
@@ -129,14 +159,7 @@ class GatewayError(WaveError):
 
     def to_openai(self) -> dict[str, object]:
         """The body OpenAI's API sends for an error, which its clients parse."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, error_type=self.error_type, code=self.code, param=self.param)
 
 
 class BadRequestError(GatewayError):
@@ -153,6 +176,14 @@ class PermissionDeniedError(GatewayError):
 
 class ModelNotFoundError(GatewayError):
     status, error_type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class NotFoundError(GatewayError):
+    status, error_type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowedError(GatewayError):
+    status, error_type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
 class BodyTooLargeError(GatewayError):

@@ -1,8 +1,9 @@
 """Reading typed YAML files with line numbers in their errors, and writing files whole or not at all.
 
-Every file format in Wavefleet (inventory, catalog, gateway config) is a pydantic model. A file is
-parsed once into plain data and once into YAML nodes; the nodes give each key path its line, so a
-validation error can name the file, the line, and how to fix it.
+Every file format in Wavefleet (inventory, catalog, gateway config) is a pydantic model, most of
+them built on `FrozenModel`. A file is parsed once into plain data and once into YAML nodes; the
+nodes give each key path its line, so a validation error can name the file, the line, and how to
+fix it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from wavefleet.errors import ConfigError, ConfigProblem
 
-__all__ = ["atomic_writer", "load_model", "read_yaml", "validation_problems", "write_atomic"]
+__all__ = ["FrozenModel", "atomic_writer", "load_model", "read_yaml", "validation_problems", "write_atomic"]
 
 Model = TypeVar("Model", bound=BaseModel)
 KeyPath = tuple[str | int, ...]
+
+
+class FrozenModel(BaseModel):
+    """Base of the records Wavefleet reads and renders: an unknown key is an error (a typo in a file
+    is reported, not ignored) and a record cannot change once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[KeyPath, int]]:

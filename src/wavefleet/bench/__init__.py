@@ -7,17 +7,17 @@ Programmatic use, e.g. to sweep routing policies:
     result = run_load(Target("http://127.0.0.1:8080/v1", "smollm2"),
                       SyntheticWorkload(input_len=128, output_len=64),
                       LoadSpec(rate=10, duration_s=30, max_concurrency=64))
-    summary = summarize(result.records, result.duration_s, Slo(ttft_ms=500))
-    summary.flat()["p95_ttft_ms"]
+    summary = summarize(result.records, result.duration_s, Slo(ttft_ms=500), window=result.window)
+    summary.flat()["p95_ttft_ms"], summary.flat()["goodput_rps_window"]
 
 Inside a running event loop, await `run_load_async` instead.
 """
 
 from wavefleet.bench.arrivals import arrival_offsets
-from wavefleet.bench.criteria import Criterion, Verdict, check, parse_criteria
-from wavefleet.bench.metrics import Slo, Stats, Summary, summarize
-from wavefleet.bench.records import RequestRecord
-from wavefleet.bench.runner import LoadSpec, RunResult, Target, run_load, run_load_async
+from wavefleet.bench.criteria import Criterion, CriterionVerdict, check, parse_criteria
+from wavefleet.bench.metrics import Slo, Stats, Summary, Window, summarize
+from wavefleet.bench.records import FAILURES, RequestRecord
+from wavefleet.bench.runner import LoadSpec, ProgressInfo, RunResult, Target, run_load, run_load_async
 from wavefleet.bench.workload import (
     JsonlWorkload,
     LengthDist,
@@ -27,11 +27,14 @@ from wavefleet.bench.workload import (
 )
 
 __all__ = [
+    "FAILURES",
     "Criterion",
+    "CriterionVerdict",
     "JsonlWorkload",
     "LengthDist",
     "LoadSpec",
     "MultiTurnWorkload",
+    "ProgressInfo",
     "RequestRecord",
     "RunResult",
     "Slo",
@@ -39,7 +42,7 @@ __all__ = [
     "Summary",
     "SyntheticWorkload",
     "Target",
-    "Verdict",
+    "Window",
     "Workload",
     "arrival_offsets",
     "check",

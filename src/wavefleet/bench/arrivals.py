@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["arrival_offsets"]
+__all__ = ["arrival_offsets", "expected_span"]
 
 
 def arrival_offsets(
@@ -44,3 +44,14 @@ def arrival_offsets(
                 yield math.sqrt(2.0 * ramp_up_s * expected / rate)
             else:
                 yield ramp_up_s + (expected - ramp_mass) / rate
+
+
+def expected_span(rate: float, count: float, *, ramp_up_s: float = 0.0) -> float:
+    """Seconds that `count` arrivals take on average: when the next one after them is due.
+
+    The inverse of Λ above: count/rate without a ramp-up.
+    """
+    ramp_mass = rate * ramp_up_s / 2.0
+    if count < ramp_mass:
+        return math.sqrt(2.0 * ramp_up_s * count / rate)
+    return ramp_up_s + (count - ramp_mass) / rate

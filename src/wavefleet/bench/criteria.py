@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from wavefleet.bench.metrics import LATENCY_METRICS, Summary
 from wavefleet.errors import UsageError
 
-__all__ = ["Criterion", "Verdict", "check", "metric_names", "parse_criteria"]
+__all__ = ["Criterion", "CriterionVerdict", "check", "metric_names", "parse_criteria"]
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -30,8 +30,12 @@ _SCALARS = (
     "total_tps",
     "input_tokens",
     "output_tokens",
+    "window_s",
+    "request_tps_window",
+    "output_tps_window",
+    "total_tps_window",
 )
-_GOODPUT = ("goodput_rps", "good_fraction")
+_GOODPUT = ("goodput_rps", "goodput_rps_window", "good_fraction")
 _LATENCY = re.compile(r"^(mean|median|std|max|p(\d+(?:\.\d+)?))_(" + "|".join(LATENCY_METRICS) + r")_ms$")
 
 
@@ -47,7 +51,9 @@ class Criterion:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class CriterionVerdict:
+    """One criterion checked against one load level's summary."""
+
     level: str
     criterion: Criterion
     value: float
@@ -93,14 +99,14 @@ def _malformed(expression: str, why: str, with_goodput: bool) -> UsageError:
     return UsageError(f"bad criterion {expression.strip()!r}: {why}.\nvalid metrics: {names}")
 
 
-def check(criteria: Sequence[Criterion], level: str, summary: Summary) -> list[Verdict]:
+def check(criteria: Sequence[Criterion], level: str, summary: Summary) -> list[CriterionVerdict]:
     """Each criterion against one level's summary; a missing or NaN value fails."""
     values = summary.flat()
     verdicts = []
     for criterion in criteria:
         value = values.get(_canonical(criterion), math.nan)
         passed = not math.isnan(value) and _OPERATORS[criterion.op](value, criterion.threshold)
-        verdicts.append(Verdict(level, criterion, value, passed))
+        verdicts.append(CriterionVerdict(level, criterion, value, passed))
     return verdicts
 
 

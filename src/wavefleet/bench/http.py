@@ -1,16 +1,23 @@
 """A lean HTTP/1.1 keep-alive client on asyncio protocols, for the benchmark's hot path.
 
-Why not aiohttp: a load generator must not be the bottleneck, and on this machine aiohttp's
+Why not aiohttp: a load generator must not be the bottleneck, and on a 2-core machine aiohttp's
 client (with uvloop and an unlimited connector) tops out well below the 4,000 short requests/s
-the bench must sustain (docs/benchmarks-bench.md has the side-by-side figures). This client does
-only what a benchmark needs: POST a JSON body on a kept-alive connection, read a Content-Length,
-chunked or until-close body, split Server-Sent Events as bytes arrive, and time each event at
-the moment its bytes were received. Events that arrive in one read share one timestamp, as
-they would with any client.
+the bench must sustain (docs/measurements/2026-11-27-bench-client-ceiling.md has the side-by-side
+figures). This client does only what a benchmark needs: POST a JSON body on a kept-alive
+connection, read a Content-Length, chunked or until-close body, split Server-Sent Events as bytes
+arrive, and time each event at the moment its bytes were received. Events that arrive in one read
+share one timestamp, as they would with any client.
 
 It parses a chunk's JSON only when it must (the usage trailer, errors, or when the workload
 needs the answer text for the next turn); whether a chunk has non-empty `choices` is read off
 the bytes.
+
+Every request is written once. A load generator must not add load its user did not ask for, and
+a server that received a request may act on it whatever happens to the connection afterwards,
+so a timeout or a connection lost after writing fails the request. The one case that is
+provably safe is handled before writing: a pooled connection the server has closed while it
+sat idle (its end-of-file, reset or stray bytes are waiting in the socket) is not written to;
+the request goes out on another connection instead.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import select
 import ssl
 from time import perf_counter
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from wavefleet.bench.records import RequestRecord
+from wavefleet.bench.records import Failure, RequestRecord
 from wavefleet.errors import UsageError
 
 __all__ = ["ConnectionPool", "Endpoint", "Exchange", "HttpClientError"]
@@ -36,7 +44,11 @@ _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = ran
 
 
 class HttpClientError(Exception):
-    """The connection failed or the server broke HTTP/1.1 framing."""
+    """The connection failed, timed out, or the server broke HTTP/1.1 framing."""
+
+    def __init__(self, message: str, failure: Failure) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 class Endpoint:
@@ -160,7 +172,7 @@ class Exchange:
         if not error:
             return False
         message = error.get("message", error) if isinstance(error, dict) else error
-        self.record.error = f"error event in the stream: {str(message)[:200]}"
+        self.record.fail("stream_error", f"error event in the stream: {str(message)[:200]}")
         return True
 
     def _usage(self, chunk: dict[str, Any]) -> None:
@@ -184,21 +196,21 @@ class Exchange:
         record = self.record
         if record.status != 200:
             snippet = bytes(self.body[:300]).decode("utf-8", "replace").strip()
-            record.error = record.error or f"HTTP {record.status}: {snippet}"
+            record.fail("http_status", f"HTTP {record.status}: {snippet}")
         elif not self.is_sse:
             # A server that ignored stream=true: the whole answer is one "chunk" at its end.
             chunk = _loads(bytes(self.body))
             if chunk.get("error"):
-                record.error = f"error answer: {str(chunk['error'])[:200]}"
+                record.fail("stream_error", f"error answer: {str(chunk['error'])[:200]}")
             elif chunk.get("choices"):
                 record.chunk_times.append(now)
                 record.text_chunks = 1
                 self._usage(chunk)
                 self._collect_text(chunk, "message")
             else:
-                record.error = "answer has no choices"
-        if not record.error and not record.chunk_times:
-            record.error = "the stream ended without a choices chunk"
+                record.fail("no_choices", "answer has no choices")
+        if not record.chunk_times:
+            record.fail("no_choices", "the stream ended without a choices chunk")
         if not record.tokens_from_usage:
             record.output_tokens = record.text_chunks
             record.prompt_tokens = record.estimated_prompt_tokens
@@ -225,7 +237,6 @@ class Connection(asyncio.Protocol):
         self.lost = False
         self.exchange: Exchange | None = None
         self.waiter: asyncio.Future[bool] | None = None
-        self.answered = False  # any byte of the current exchange's answer arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it
@@ -234,7 +245,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes, exchange: Exchange) -> asyncio.Future[bool]:
         """Write a request; the future gives whether the connection can be reused."""
         assert self.transport is not None
-        self.exchange, self.state, self.keep_alive, self.answered = exchange, _HEAD, True, False
+        self.exchange, self.state, self.keep_alive = exchange, _HEAD, True
         self.waiter = asyncio.get_running_loop().create_future()
         exchange.record.sent = perf_counter()
         self.transport.write(data)
@@ -243,14 +254,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = perf_counter()
         if self.exchange is None:
-            self.abort("data arrived with no request in flight")
+            self.abort("data arrived with no request in flight", "bad_http")
             return
-        self.answered = True
         self.buf += data
         try:
             self._parse(now)
         except (ValueError, IndexError) as exc:
-            self.abort(f"bad HTTP response: {exc}")
+            self.abort(f"bad HTTP response: {exc}", "bad_http")
 
     def _parse(self, now: float) -> None:
         buf = self.buf
@@ -345,21 +355,41 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(self.keep_alive)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, failure: Failure) -> None:
         """Fail the exchange in flight with `reason` and drop the connection."""
         waiter = self.waiter
         self.exchange, self.waiter, self.lost = None, None, True
         if self.transport is not None:
             self.transport.abort()
         if waiter is not None and not waiter.done():
-            waiter.set_exception(HttpClientError(reason))
+            waiter.set_exception(HttpClientError(reason, failure))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self.exchange is not None and self.state == _UNTIL_CLOSE:
             self._finish(perf_counter())
         elif self.waiter is not None:
-            self.abort(f"connection closed before the response ended{f': {exc}' if exc else ''}")
+            self.abort(
+                f"connection closed before the response ended{f': {exc}' if exc else ''}", "disconnect"
+            )
+
+    def idle_and_open(self) -> bool:
+        """Whether a pooled connection can take a request: open, and nothing waiting to be read.
+
+        An idle kept-alive connection has nothing to say. Bytes waiting in its socket that the
+        event loop has not read yet are the server's end-of-file or reset (it closed the
+        connection) or something stray; either way a request written to it could be lost, so
+        the connection is not used. The check asks the kernel without reading anything.
+        """
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
 
 
 class ConnectionPool:
@@ -375,50 +405,49 @@ class ConnectionPool:
         self.opened = 0
 
     async def exchange(self, body: bytes, exchange: Exchange, timeout_s: float) -> None:
-        """Run one request to its end; failures land in the record's `error`."""
+        """Send one request, once, and read its answer; failures land in the record.
+
+        `timeout_s` runs from the moment the request is written to the end of the answer.
+        """
         record = exchange.record
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                connection, reused = await self._acquire()
-            except (TimeoutError, OSError) as exc:
-                record.sent = perf_counter()
-                record.error = f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {exc}"
-                return
-            waiter = connection.send(self.endpoint.request_bytes(body), exchange)
-            timer = loop.call_later(timeout_s, connection.abort, f"no complete answer within {timeout_s:g} s")
-            try:
-                reusable = await waiter
-                break
-            except HttpClientError as exc:
-                # A kept-alive connection the server closed while it sat idle fails before any
-                # byte of the answer (cpp-httplib, behind llama-server, closes them freely): send
-                # again on a fresh one, as HTTP clients do, rather than count a failed request.
-                if reused and not connection.answered and not record.error:
-                    continue
-                record.error = record.error or str(exc)
-                record.done = perf_counter()
-                return
-            finally:
-                timer.cancel()
+        try:
+            connection = await self._acquire()
+        except (TimeoutError, OSError) as exc:
+            record.sent = record.done = perf_counter()
+            record.fail("connect", f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {exc}")
+            return
+        waiter = connection.send(self.endpoint.request_bytes(body), exchange)
+        timer = asyncio.get_running_loop().call_later(
+            timeout_s, connection.abort, f"no complete answer within {timeout_s:g} s", "timeout"
+        )
+        try:
+            reusable = await waiter
+        except HttpClientError as exc:
+            record.fail(exc.failure, str(exc))
+            record.done = perf_counter()
+            return
+        finally:
+            timer.cancel()
         if reusable and not connection.lost:
             self.idle.append(connection)
         elif connection.transport is not None:
             connection.transport.close()
 
-    async def _acquire(self) -> tuple[Connection, bool]:
-        """A connection, and whether it served an earlier request."""
+    async def _acquire(self) -> Connection:
+        """A pooled connection that can take a request, else a new one."""
         while self.idle:
             connection = self.idle.pop()
-            if not connection.lost:
-                return connection, True
+            if connection.idle_and_open():
+                return connection
+            if connection.transport is not None:
+                connection.transport.abort()
         loop = asyncio.get_running_loop()
         _, connection = await asyncio.wait_for(
             loop.create_connection(Connection, self.endpoint.host, self.endpoint.port, ssl=self.endpoint.ssl),
             timeout=30,
         )
         self.opened += 1
-        return connection, False
+        return connection
 
     def close(self) -> None:
         for connection in self.idle:

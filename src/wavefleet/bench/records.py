@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["RequestRecord"]
+__all__ = ["FAILURES", "Failure", "RequestRecord"]
+
+Failure = Literal[
+    "", "connect", "timeout", "disconnect", "bad_http", "http_status", "stream_error", "no_choices"
+]
+# Why a request failed, one word each; `error` holds the message.
+FAILURES: dict[str, str] = {
+    "connect": "no connection could be opened; nothing was sent",
+    "timeout": "no complete answer within --timeout of sending; the request is not sent again",
+    "disconnect": "the connection closed or reset before the answer ended",
+    "bad_http": "the answer broke HTTP/1.1 framing",
+    "http_status": "an HTTP status other than 200",
+    "stream_error": "an error event in the stream, or an error answer",
+    "no_choices": "the answer ended without a chunk with non-empty choices",
+}
 
 
 @dataclass(slots=True)
@@ -19,7 +34,8 @@ class RequestRecord:
     with non-empty `choices` (the usage trailer is not one). `prompt_tokens`/`output_tokens`
     come from the server's `usage` when `tokens_from_usage` is true; otherwise output tokens are
     the count of chunks carrying non-empty text (`text_chunks`, one token per chunk as engines
-    stream) and prompt tokens the client's word-based estimate.
+    stream) and prompt tokens the client's word-based estimate. A failed request has a one-word
+    `failure` (a key of FAILURES) and a message in `error`.
     """
 
     index: int
@@ -37,10 +53,16 @@ class RequestRecord:
     turn: int = 0
     status: int = 0
     error: str = ""
+    failure: Failure = ""
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    def fail(self, failure: Failure, error: str) -> None:
+        """Mark the request failed; the first failure recorded is the one that counts."""
+        if not self.error:
+            self.failure, self.error = failure, error
 
     @property
     def ttft(self) -> float | None:

@@ -23,9 +23,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from wavefleet import __version__
-from wavefleet.bench.criteria import Verdict
-from wavefleet.bench.metrics import Stats, Summary
+from wavefleet.bench.criteria import CriterionVerdict
+from wavefleet.bench.metrics import ALL_REQUESTS_METRICS, Stats, Summary
 from wavefleet.bench.runner import RunResult
+from wavefleet.extras import require
 from wavefleet.files import write_atomic
 
 __all__ = ["Level", "Report", "environment", "print_level", "print_verdicts", "write_outputs"]
@@ -36,6 +37,9 @@ METRIC_TITLES = {
     "itl": "ITL (ms)",
     "e2el": "E2EL (ms)",
     "dispatch_lag": "dispatch lag (ms)",
+    "ttft_all": "TTFT, failed = ∞ (ms)",
+    "tpot_all": "TPOT, failed = ∞ (ms)",
+    "e2el_all": "E2EL, failed = ∞ (ms)",
 }
 
 
@@ -50,7 +54,7 @@ class Report:
     config: dict[str, Any]
     environment: dict[str, Any]
     levels: list[Level] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
+    verdicts: list[CriterionVerdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,12 +86,20 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "event_loop": loop,
-        "client": "wavefleet.bench.http (HTTP/1.1 keep-alive, no connection cap)",
+        "client": "wavefleet.bench.http (HTTP/1.1 keep-alive, no connection cap, each request sent once)",
     }
 
 
 def _finite(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
+    """JSON has no NaN or infinity: both become null (an infinite percentile is one that falls
+    on failed requests; NaN is a statistic of nothing)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _number(value: float, digits: int = 2) -> str:
+    if math.isnan(value):
+        return "—"
+    return "∞" if math.isinf(value) else f"{value:,.{digits}f}"
 
 
 def _stats_dict(stats: Stats) -> dict[str, Any]:
@@ -120,9 +132,17 @@ def _level_dict(level: Level) -> dict[str, Any]:
             "total_token_throughput": summary.total_token_throughput,
             "request_goodput": summary.request_goodput,
             "good_fraction": summary.good_fraction,
+            "window": (
+                {"kind": summary.window.kind, "seconds": summary.window.seconds} if summary.window else None
+            ),
+            "request_throughput_window": summary.request_throughput_window,
+            "output_throughput_window": summary.output_throughput_window,
+            "total_token_throughput_window": summary.total_token_throughput_window,
+            "request_goodput_window": summary.request_goodput_window,
             "token_counts": summary.token_counts,
             "stats": {name: _stats_dict(stats) for name, stats in summary.stats.items()},
             "errors": summary.errors,
+            "failure_reasons": summary.failures,
         },
     }
 
@@ -143,6 +163,7 @@ CSV_COLUMNS = [
     "output_tokens",
     "tokens_from_usage",
     "status",
+    "failure",
     "error",
 ]
 
@@ -177,6 +198,7 @@ def _csv_text(levels: Sequence[Level]) -> str:
                     r.output_tokens,
                     int(r.tokens_from_usage),
                     r.status,
+                    r.failure,
                     r.error,
                 ]
             )
@@ -184,6 +206,7 @@ def _csv_text(levels: Sequence[Level]) -> str:
 
 
 def _plot_png(levels: Sequence[Level]) -> bytes:
+    require("matplotlib", needed_by="the bench report's PNG plot")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,8 +251,10 @@ def _percentile_series(levels: Sequence[Level], metric: str, p: float) -> list[f
 
 def _html_page(report: Report, png: bytes) -> str:
     def cell(value: Any) -> str:
+        if value is None:
+            return "—"
         if isinstance(value, float):
-            return "—" if math.isnan(value) else f"{value:,.2f}"
+            return _number(value)
         return html.escape(str(value))
 
     parts = [
@@ -242,17 +267,24 @@ def _html_page(report: Report, png: bytes) -> str:
         f"{html.escape(str(report.config.get('model', '')))}. Metrics as vLLM bench serve defines them "
         "(docs/bench.md); token counts from the server's usage.</p>",
         f"<img alt='TTFT, TPOT and output throughput per level' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
-        "<h2>Levels</h2><table><tr><th>level</th><th>ok</th><th>failed</th><th>req/s</th>"
-        "<th>output tok/s</th><th>total tok/s</th><th>goodput req/s</th><th>token counts</th></tr>",
+        "<h2>Levels</h2><p>Full run: from the first scheduled send to the end of the last answer "
+        "(vLLM's duration). Window: for a rate level the arrival window (until the next arrival was "
+        "due); for a concurrency level, while every worker was busy. Goodput over the window counts "
+        "the requests that arrived in it (rate) or ended in it (concurrency).</p>"
+        "<table><tr><th>level</th><th>ok</th><th>failed</th><th>failures</th><th>full run s</th>"
+        "<th>window s</th><th>req/s (full run)</th><th>req/s (window)</th>"
+        "<th>output tok/s (full run)</th><th>output tok/s (window)</th>"
+        "<th>goodput req/s (full run)</th><th>goodput req/s (window)</th><th>token counts</th></tr>",
     ]
     for level in report.levels:
         s = level.summary
-        goodput = s.request_goodput if s.request_goodput is not None else math.nan
-        parts.append(
-            f"<tr><td>{cell(level.result.load.label)}</td><td>{s.completed}</td><td>{s.failed}</td>"
-            f"<td>{cell(s.request_throughput)}</td><td>{cell(s.output_throughput)}</td>"
-            f"<td>{cell(s.total_token_throughput)}</td><td>{cell(goodput)}</td><td>{cell(s.token_counts)}</td></tr>"
-        )
+        window = s.window.seconds if s.window else None
+        row = [
+            level.result.load.label, s.completed, s.failed, _failure_text(s) or "—", s.duration_s, window,
+            s.request_throughput, s.request_throughput_window, s.output_throughput,
+            s.output_throughput_window, s.request_goodput, s.request_goodput_window, s.token_counts,
+        ]  # fmt: skip
+        parts.append("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>")
     parts.append("</table>")
     for level in report.levels:
         parts.append(f"<h3>{cell(level.result.load.label)}</h3>")
@@ -280,13 +312,21 @@ def _html_page(report: Report, png: bytes) -> str:
 
 
 def _stats_rows(summary: Summary) -> tuple[list[str], list[list[Any]]]:
+    """The latency table; the failures-as-infinity rows only when some request failed."""
     percentiles = next(iter(summary.stats.values())).percentiles if summary.stats else {}
     header = ["metric", "mean", "median", "std", *(f"p{p:g}" for p in percentiles), "max"]
     rows = [
         [METRIC_TITLES[name], s.mean, s.median, s.std, *s.percentiles.values(), s.max]
         for name, s in summary.stats.items()
+        if summary.failed or name not in ALL_REQUESTS_METRICS
     ]
     return header, rows
+
+
+def _failure_text(summary: Summary) -> str:
+    return ", ".join(
+        f"{count} {reason}" for reason, count in sorted(summary.failures.items(), key=lambda i: -i[1])
+    )
 
 
 def write_outputs(report: Report, out: Path) -> list[Path]:
@@ -315,34 +355,54 @@ def print_level(console: Console, level: Level) -> None:
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
     for row in rows:
-        table.add_row(row[0], *("—" if math.isnan(v) else f"{v:,.2f}" for v in row[1:]))
+        table.add_row(row[0], *(_number(v) for v in row[1:]))
     console.print(table)
     counts = (
         ""
         if s.token_counts == "usage"
         else f"  [yellow]token counts: {s.token_counts} (no usage from the server: output tokens counted as SSE chunks with text)[/]"
     )
+    failures = _failure_text(s)
+    good = f"  ({s.good_fraction:.1%} of all requests good)" if s.good_fraction is not None else ""
+    console.print(f"  ok {s.completed}  failed {s.failed}" + (f" ({failures})" if failures else "") + good)
     console.print(
-        f"  ok {s.completed}  failed {s.failed}  duration {s.duration_s:.2f} s  "
-        f"req/s {s.request_throughput:,.2f}  output tok/s {s.output_throughput:,.1f}  "
-        f"total tok/s {s.total_token_throughput:,.1f}"
-        + (
-            f"  goodput {s.request_goodput:,.2f} req/s ({s.good_fraction:.1%} good)"
-            if s.request_goodput is not None and s.good_fraction is not None
-            else ""
-        )
+        f"  over the run ({s.duration_s:.2f} s, to the last answer):  "
+        + _rates(s.request_throughput, s.output_throughput, s.total_token_throughput, s.request_goodput)
     )
+    if s.window is not None and s.request_throughput_window is not None:
+        workers = level.result.load.concurrency
+        where = (
+            "over the arrival window"
+            if s.window.kind == "arrivals"
+            else "while the worker was busy"
+            if workers == 1
+            else f"while all {workers} workers were busy"
+        )
+        console.print(
+            f"  {where} ({s.window.seconds:.2f} s):  "
+            + _rates(
+                s.request_throughput_window,
+                s.output_throughput_window or 0.0,
+                s.total_token_throughput_window or 0.0,
+                s.request_goodput_window,
+            )
+        )
     if counts:
         console.print(counts)
     for error, count in sorted(s.errors.items(), key=lambda item: -item[1])[:5]:
         console.print(f"  [red]{count} x[/] {escape(error)}", highlight=False)
 
 
-def print_verdicts(console: Console, verdicts: Sequence[Verdict]) -> None:
+def _rates(requests: float, output: float, total: float, goodput: float | None) -> str:
+    text = f"req/s {requests:,.2f}  output tok/s {output:,.1f}  total tok/s {total:,.1f}"
+    return text + (f"  goodput {goodput:,.2f} req/s" if goodput is not None else "")
+
+
+def print_verdicts(console: Console, verdicts: Sequence[CriterionVerdict]) -> None:
     table = Table(title="criteria", title_justify="left", show_edge=False)
     for name in ("level", "criterion", "value", "result"):
         table.add_column(name)
     for v in verdicts:
-        value = "—" if math.isnan(v.value) else f"{v.value:,.4g}"
+        value = "—" if math.isnan(v.value) else "∞" if math.isinf(v.value) else f"{v.value:,.4g}"
         table.add_row(v.level, str(v.criterion), value, "pass" if v.passed else "[bold red]FAIL[/]")
     console.print(table)

@@ -24,21 +24,35 @@ from typing import Any, Literal
 
 from wavefleet.bench.arrivals import arrival_offsets
 from wavefleet.bench.http import ConnectionPool, Endpoint, Exchange
+from wavefleet.bench.metrics import Window
 from wavefleet.bench.records import RequestRecord
 from wavefleet.bench.workload import Session, Turn, Workload
 from wavefleet.errors import UsageError
 
-__all__ = ["LoadSpec", "Progress", "RunResult", "Target", "run_load", "run_load_async"]
+__all__ = ["LoadSpec", "Progress", "ProgressInfo", "RunResult", "Target", "run_load", "run_load_async"]
 
-# (requests finished, requests planned or None, seconds elapsed, planned seconds or None)
-Progress = Callable[[int, int | None, float, float | None], None]
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressInfo:
+    """Where a level stands, four times a second."""
+
+    done: int  # requests that ended, answered or failed
+    sent: int  # requests the load plan has issued so far
+    in_flight: int  # requests written and not yet ended (issued ones may wait for a slot)
+    planned: int | None  # the level's request count, if it has one
+    elapsed_s: float
+    planned_s: float | None  # the level's --duration, if it has one
+    sending: bool  # False once no more requests will be sent: the rest is the drain
+
+
+Progress = Callable[[ProgressInfo], None]
 
 
 @dataclass(frozen=True)
 class Target:
     """An OpenAI-compatible endpoint and the request fields every request carries."""
 
-    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    base_url: str  # e.g. http://127.0.0.1:8080/v1
     model: str
     api_key: str | None = None
     endpoint: Literal["chat", "completions"] = "chat"
@@ -120,6 +134,7 @@ class RunResult:
     connections_opened: int
     t0: float  # perf_counter() at the start; record times are on the same clock
     started_at: str  # wall-clock start, ISO 8601 UTC
+    window: Window | None = None  # the stretch that held the offered load (metrics.Window)
 
 
 class _Sessions:
@@ -171,6 +186,8 @@ class _Run:
         self.finished = 0
         self.counter = itertools.count()
         self.t0 = 0.0
+        self.sending = True
+        self.window_end = math.inf  # perf_counter() time the load stopped being whole
 
     def may_issue(self, now: float) -> bool:
         load = self.load
@@ -178,7 +195,7 @@ class _Run:
             return False
         return load.duration_s is None or now - self.t0 < load.duration_s
 
-    async def one(self, session: Session, turn: Turn, scheduled: float) -> None:
+    async def one(self, session: Session, turn: Turn, scheduled: float) -> RequestRecord:
         record = RequestRecord(
             index=next(self.counter),
             level=self.load.label,
@@ -198,15 +215,20 @@ class _Run:
             self.finished += 1
             answer = "".join(exchange.text) if record.ok else None
             self.sessions.finished(session, answer)
+        return record
 
     async def closed_loop(self, concurrency: int) -> None:
         async def worker() -> None:
+            idle_since: float | None = None  # when this worker's last request ended
             while self.may_issue(perf_counter()):
                 item = await self.sessions.wait_take()
                 if item is None or not self.may_issue(perf_counter()):
-                    return
+                    break
                 self.issued += 1
-                await self.one(*item, scheduled=perf_counter())
+                idle_since = (await self.one(*item, scheduled=perf_counter())).done
+            self.sending = False
+            if idle_since is not None:  # a worker that never got a request was never part of the load
+                self.window_end = min(self.window_end, idle_since)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -222,12 +244,15 @@ class _Run:
             async with limit:
                 await self.one(session, turn, scheduled)
 
+        # The arrival window ends when the first arrival not sent was due, or at --duration.
         for offset in arrival_offsets(
             rate, burstiness=load.burstiness, ramp_up_s=load.ramp_up_s, seed=load.seed
         ):
             scheduled = self.t0 + offset
             if load.duration_s is not None and offset >= load.duration_s:
+                self.window_end = self.t0 + load.duration_s
                 break
+            self.window_end = scheduled
             if not self.may_issue(self.t0):
                 break
             await asyncio.sleep(max(0.0, scheduled - perf_counter()))
@@ -238,8 +263,28 @@ class _Run:
             task = asyncio.create_task(capped(*item, scheduled=scheduled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        self.sending = False
         while tasks:
             await asyncio.gather(*list(tasks))
+
+    def info(self) -> ProgressInfo:
+        return ProgressInfo(
+            done=self.finished,
+            sent=self.issued,
+            in_flight=self.sessions.in_flight,
+            planned=self.load.num_requests,
+            elapsed_s=perf_counter() - self.t0,
+            planned_s=self.load.duration_s,
+            sending=self.sending,
+        )
+
+    def window(self, end_of_run: float) -> Window:
+        if self.load.rate is not None:
+            # The arrivals span their schedule even when the last answer ended before the next
+            # arrival was due.
+            return Window(kind="arrivals", seconds=self.window_end - self.t0, end=self.window_end)
+        end = min(self.window_end, end_of_run)
+        return Window(kind="full concurrency", seconds=end - self.t0, end=end)
 
 
 async def run_load_async(
@@ -256,14 +301,16 @@ async def run_load_async(
         else:
             assert load.rate is not None
             await run.open_loop(load.rate)
-        duration = perf_counter() - run.t0
+        end = perf_counter()
     finally:
         if ticker is not None:
             ticker.cancel()
         run.pool.close()
     if progress:
-        progress(run.finished, load.num_requests, duration, load.duration_s)
-    return RunResult(load, run.records, duration, run.pool.opened, run.t0, started_at)
+        progress(run.info())
+    return RunResult(
+        load, run.records, end - run.t0, run.pool.opened, run.t0, started_at, window=run.window(end)
+    )
 
 
 def run_load(
@@ -286,4 +333,4 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _tick(run: _Run, progress: Progress) -> None:
     while True:
         await asyncio.sleep(0.25)
-        progress(run.finished, run.load.num_requests, perf_counter() - run.t0, run.load.duration_s)
+        progress(run.info())

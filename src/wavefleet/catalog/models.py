@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from wavefleet.files import FrozenModel
 
 __all__ = [
     "GOALS",
@@ -50,11 +52,7 @@ GOALS: tuple[str, ...] = (
 )
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(Strict):
+class Source(FrozenModel):
     """Where a fact comes from. `fields` names the fields it backs; empty means the whole entry."""
 
     ref: str = Field(min_length=3, description="URL, or `owner/repo path`, or a document and section")
@@ -62,7 +60,7 @@ class Source(Strict):
     note: str = ""
 
 
-class CatalogEntry(Strict):
+class CatalogEntry(FrozenModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="lowercase kebab-case product name")
     name: str
     sources: list[Source] = Field(min_length=1)
@@ -155,7 +153,7 @@ class Membership(StrEnum):
     NVAIE = "nvidia-ai-enterprise"
 
 
-class Access(Strict):
+class Access(FrozenModel):
     """How a person gets the service, and what its terms allow."""
 
     license: str
@@ -193,7 +191,7 @@ class Service(CatalogEntry):
         return value
 
 
-class Unlock(Strict):
+class Unlock(FrozenModel):
     """One thing a program gives: a service id from the catalog, or a named benefit."""
 
     target: str = Field(min_length=2, description="service id, or a short benefit name")

@@ -34,7 +34,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("bench", "bench", "Load-test an OpenAI-compatible endpoint with standard metrics."),
     "sim": ("sim", "sim", "Start simulated engines that behave like real GPUs and CPUs."),
     "keys": ("keys", "keys", "Create, list and revoke the gateway's API keys."),
-    "audit": ("audit", "audit", "Query and export the gateway's audit trail."),
+    "audit": ("audit", "audit", "Query and export the audit trail: requests, and operators' events."),
+    "model": (
+        "model",
+        "model",
+        "Fetch, quantize and check GGUF model files: the steps a CI job runs before a rollout.",
+    ),
+    "telemetry": (
+        "telemetry",
+        "telemetry",
+        "This host's GPU, CPU and Jetson power and readings, once or served to Prometheus.",
+    ),
+    "rag": ("rag", "rag", "Retrieval over your own documents: ingest, search, cited answers, eval."),
 }
 
 
@@ -86,7 +97,8 @@ def cli() -> None:
 def main() -> None:
     """Entry point: run the CLI and turn Wavefleet errors into a message and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns a command's `Exit` status instead of raising it.
+        status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         Console(stderr=True).print("aborted")
         sys.exit(130)
@@ -100,3 +112,5 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(status, int) and status:
+        sys.exit(status)

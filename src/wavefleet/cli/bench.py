@@ -1,38 +1,37 @@
-"""`wave bench`: load-test an OpenAI-compatible endpoint with vLLM's metric definitions."""
+"""`wave bench`: load-test an OpenAI-compatible endpoint with vLLM's metric definitions.
+
+The flags' text is parsed here into one `BenchOptions` (bench/options.py); `run_bench`
+(bench/run.py) does the rest.
+"""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from wavefleet.bench.criteria import Criterion, check, parse_criteria
-from wavefleet.bench.metrics import Slo, summarize
-from wavefleet.bench.report import Level, Report, environment, print_level, print_verdicts, write_outputs
-from wavefleet.bench.runner import LoadSpec, Target, run_load
-from wavefleet.bench.workload import (
-    JsonlWorkload,
-    MultiTurnWorkload,
-    SyntheticWorkload,
-    Workload,
-    parse_length_dist,
-)
-from wavefleet.errors import BenchError, UsageError
+from wavefleet.bench.criteria import Criterion, parse_criteria
+from wavefleet.bench.metrics import Slo
+from wavefleet.bench.options import DEFAULT_REQUESTS, DEFAULT_URL, BenchOptions
+from wavefleet.bench.run import run_bench
+from wavefleet.bench.workload import parse_length_dist
+from wavefleet.errors import UsageError
 
 __all__ = ["bench"]
 
-DEFAULT_REQUESTS = 200
+N = TypeVar("N", int, float)
 
 
 @click.command(context_settings={"max_content_width": 100})
 @click.option(
-    "--url", default="http://127.0.0.1:8000/v1", show_default=True, help="Base URL of the OpenAI API."
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Base URL of the OpenAI API (the default is where `wave up` and `wave serve` listen).",
 )
 @click.option("--model", help="Model name to request (default: the first of GET /v1/models).")
 @click.option("--api-key", envvar="WAVE_API_KEY", help="Bearer key (or set WAVE_API_KEY).")
@@ -125,7 +124,16 @@ DEFAULT_REQUESTS = 200
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
-    help="Per-request timeout in seconds.",
+    help="Seconds from sending a request to the end of its answer; past it the request fails "
+    "as `timeout` (it is never sent again).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the server to start listening (a gateway started just before).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for prompts and arrival times.")
 @click.option(
@@ -148,7 +156,38 @@ DEFAULT_REQUESTS = 200
     help="Write bench.json, requests.csv, bench.png, bench.html here.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
-def bench(**options: Any) -> None:
+def bench(
+    *,
+    url: str,
+    model: str | None,
+    api_key: str | None,
+    endpoint: Literal["chat", "completions"],
+    concurrency: str | None,
+    rate: str | None,
+    burstiness: float,
+    ramp_up_s: float,
+    max_concurrency: int | None,
+    num_requests: int | None,
+    duration_s: float | None,
+    input_len: int,
+    output_len: int,
+    length_dist: str,
+    conversations: int | None,
+    prefix_len: int,
+    turns: int,
+    prompts_file: Path | None,
+    ignore_eos: bool,
+    extra_body: str | None,
+    timeout_s: float,
+    wait_s: float,
+    seed: int,
+    goodput: tuple[str, ...],
+    percentiles: str,
+    criteria: str | None,
+    criteria_on: Literal["each", "last"],
+    out: Path | None,
+    no_progress: bool,
+) -> None:
     """Load-test an OpenAI-compatible endpoint; metrics are vLLM bench serve's.
 
     Every request streams with usage, so TTFT, TPOT, ITL and E2EL are measured per request and
@@ -157,72 +196,52 @@ def bench(**options: Any) -> None:
 
     \b
     Examples:
-      wave bench --url http://127.0.0.1:8080/v1 --concurrency 1,4,16 --num-requests 100
+      wave bench --concurrency 1,4,16 --num-requests 100        # the gateway on 127.0.0.1:8080
+      wave bench --url http://127.0.0.1:8000/v1 --concurrency 4   # a vLLM server directly
       wave bench --rate 2,5,10 --duration 60 --burstiness 0.5 --max-concurrency 64
       wave bench --multi-turn 16 --prefix-len 1024 --turns 5 --concurrency 8
       wave bench --prompts prompts.jsonl --concurrency 4 --goodput 'ttft:500 tpot:50'
-      wave bench --concurrency 8 --criteria 'p95_ttft_ms<500,output_tps>100' --out results/
+      wave bench --concurrency 8 --criteria 'p95_ttft_all_ms<500,output_tps>100' --out results/
 
     Exit codes: 0 ok, 1 a criterion failed (or no request succeeded), 2 bad arguments.
     """
-    console = Console(highlight=False)
-    slo = _parse_slo(options["goodput"])
-    criteria = parse_criteria(options["criteria"], with_goodput=not slo.empty) if options["criteria"] else []
-    percentiles = _parse_percentiles(options["percentiles"], criteria)
-    workload = _workload(options)
-    model = options["model"] or _first_model(options["url"], options["api_key"])
-    target = Target(
-        base_url=options["url"],
+    slo = _parse_slo(goodput)
+    checks = parse_criteria(criteria, with_goodput=not slo.empty) if criteria else []
+    options = BenchOptions(
+        url=url,
         model=model,
-        api_key=options["api_key"],
-        endpoint=options["endpoint"],
-        ignore_eos=options["ignore_eos"],
-        extra_body=_parse_extra_body(options["extra_body"]),
-        timeout_s=options["timeout_s"],
+        api_key=api_key,
+        endpoint=endpoint,
+        ignore_eos=ignore_eos,
+        extra_body=_parse_extra_body(extra_body),
+        timeout_s=timeout_s,
+        wait_s=wait_s,
+        concurrency=tuple(_parse_levels(concurrency, int, "concurrency")) if concurrency else (),
+        rates=tuple(_parse_levels(rate, float, "rate")) if rate else (),
+        burstiness=burstiness,
+        ramp_up_s=ramp_up_s,
+        max_concurrency=max_concurrency,
+        num_requests=num_requests,
+        duration_s=duration_s,
+        seed=seed,
+        input_len=input_len,
+        output_len=output_len,
+        length_dist=parse_length_dist(length_dist),
+        conversations=conversations,
+        prefix_len=prefix_len,
+        turns=turns,
+        prompts_file=prompts_file,
+        slo=slo,
+        percentiles=tuple(_parse_percentiles(percentiles, checks)),
+        criteria=tuple(checks),
+        criteria_on=criteria_on,
+        out=out,
+        show_progress=not no_progress,
     )
-    loads = _loads(options, workload)
-    report = Report(
-        config={
-            "url": target.url,
-            "model": model,
-            "endpoint": target.endpoint,
-            "ignore_eos": target.ignore_eos,
-            "extra_body": target.extra_body,
-            "workload": workload.describe(),
-            "slo_ms": {"ttft": slo.ttft_ms, "tpot": slo.tpot_ms, "e2el": slo.e2el_ms},
-            "percentiles": percentiles,
-            "criteria": [str(c) for c in criteria],
-            "timer_start": "scheduled send time (includes client queueing)",
-        },
-        environment=environment(),
-    )
-    for load in loads:
-        with ProgressBar(console, load, disabled=options["no_progress"]) as progress:
-            result = run_load(target, workload, load, progress)
-        level = Level(result, summarize(result.records, result.duration_s, slo, percentiles))
-        report.levels.append(level)
-        print_level(console, level)
-    checked = report.levels if options["criteria_on"] == "each" else report.levels[-1:]
-    for level in checked:
-        report.verdicts += check(criteria, level.result.load.label, level.summary)
-    if options["out"]:
-        written = write_outputs(report, options["out"])
-        console.print("wrote " + ", ".join(str(path) for path in written))
-    if report.verdicts:
-        print_verdicts(console, report.verdicts)
-    dead = [level for level in report.levels if level.summary.completed == 0]
-    if dead:
-        top = max(dead[0].summary.errors.items(), key=lambda item: item[1], default=("no requests sent", 0))
-        raise BenchError(f"no request succeeded at {dead[0].result.load.label}: {top[0]}")
-    failed = [v for v in report.verdicts if not v.passed]
-    if failed:
-        raise BenchError(
-            f"{len(failed)} of {len(report.verdicts)} criteria failed: "
-            + ", ".join(f"{v.criterion} at {v.level}" for v in failed)
-        )
+    run_bench(options, Console(highlight=False))
 
 
-def _parse_levels(text: str, kind: type[int] | type[float], name: str) -> list[Any]:
+def _parse_levels(text: str, kind: Callable[[str], N], name: str) -> list[N]:
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
@@ -230,61 +249,6 @@ def _parse_levels(text: str, kind: type[int] | type[float], name: str) -> list[A
     if not values or any(v <= 0 for v in values):
         raise UsageError(f"--{name} needs positive numbers; got {text!r}")
     return values
-
-
-def _loads(options: dict[str, Any], workload: Workload) -> list[LoadSpec]:
-    if not options["concurrency"] and not options["rate"]:
-        options["concurrency"] = "1"
-    num, duration = options["num_requests"], options["duration_s"]
-    if num is None and duration is None:
-        num = DEFAULT_REQUESTS
-        if isinstance(workload, MultiTurnWorkload):
-            num = workload.conversations * workload.turns
-    common: dict[str, Any] = {"num_requests": num, "duration_s": duration, "seed": options["seed"]}
-    loads = (
-        [
-            LoadSpec(concurrency=c, **common)
-            for c in _parse_levels(options["concurrency"] or "", int, "concurrency")
-        ]
-        if options["concurrency"]
-        else []
-    )
-    if options["rate"]:
-        for rate in _parse_levels(options["rate"], float, "rate"):
-            loads.append(
-                LoadSpec(
-                    rate=rate,
-                    burstiness=options["burstiness"],
-                    ramp_up_s=options["ramp_up_s"],
-                    max_concurrency=options["max_concurrency"],
-                    **common,
-                )
-            )
-    return loads
-
-
-def _workload(options: dict[str, Any]) -> Workload:
-    dist = parse_length_dist(options["length_dist"])
-    if options["prompts_file"] and options["conversations"]:
-        raise UsageError("choose one workload: --prompts FILE or --multi-turn N")
-    if options["prompts_file"]:
-        return JsonlWorkload(options["prompts_file"], default_max_tokens=options["output_len"])
-    if options["conversations"]:
-        return MultiTurnWorkload(
-            conversations=options["conversations"],
-            prefix_len=options["prefix_len"],
-            turns=options["turns"],
-            turn_len=options["input_len"],
-            output_len=options["output_len"],
-            seed=options["seed"],
-        )
-    return SyntheticWorkload(
-        input_len=options["input_len"],
-        output_len=options["output_len"],
-        input_dist=dist,
-        output_dist=dist,
-        seed=options["seed"],
-    )
 
 
 def _parse_slo(values: tuple[str, ...]) -> Slo:
@@ -318,52 +282,3 @@ def _parse_extra_body(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError("--extra-body must be a JSON object, e.g. '{\"temperature\": 0}'")
     return value
-
-
-def _first_model(base_url: str, api_key: str | None) -> str:
-    request = urllib.request.Request(base_url.rstrip("/") + "/models")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            models = json.load(reply).get("data") or []
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise BenchError(
-            f"cannot list models at {base_url}/models ({exc}); pass --model or check --url"
-        ) from exc
-    if not models:
-        raise BenchError(f"{base_url}/models lists no model; pass --model")
-    return str(models[0]["id"])
-
-
-class ProgressBar:
-    """A rich progress bar fed by the runner's progress callback (or nothing, when disabled)."""
-
-    def __init__(self, console: Console, load: LoadSpec, disabled: bool) -> None:
-        self.disabled = disabled
-        self.bar = Progress(
-            TextColumn(f"{load.label:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("requests"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        by_time = load.num_requests is None and load.duration_s is not None
-        self.task = self.bar.add_task(load.label, total=load.duration_s if by_time else load.num_requests)
-        self.by_time = by_time
-
-    def __enter__(self) -> ProgressBar | None:
-        if self.disabled:
-            return None
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.disabled:
-            self.bar.stop()
-
-    def __call__(self, done: int, total: int | None, elapsed: float, duration: float | None) -> None:
-        completed = min(elapsed, duration or elapsed) if self.by_time else done
-        self.bar.update(self.task, completed=completed)

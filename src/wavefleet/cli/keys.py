@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from wavefleet.errors import UsageError
 from wavefleet.gateway.security.db import connect, resolve_db_path
 from wavefleet.gateway.security.keys import KeyLimits, KeyRecord, KeyStore
+from wavefleet.terminal import fit, folding_table
 
 __all__ = ["keys", "parse_duration"]
 
@@ -43,6 +43,16 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
 
 
+def _limits(limits: KeyLimits) -> str:
+    named = (
+        ("rpm", limits.rpm),
+        ("tpm", limits.tpm),
+        ("at once", limits.max_concurrent),
+        ("max_tokens", limits.max_tokens),
+    )
+    return ", ".join(f"{name} {value}" for name, value in named if value is not None) or "none"
+
+
 def _as_json(record: KeyRecord) -> dict[str, object]:
     return {
         "key_id": record.key_id,
@@ -69,7 +79,7 @@ def _limit_options(command: click.decorators.FC) -> click.decorators.FC:
             click.option("--tpm", type=int, default=None, help="Tokens (prompt + completion) per minute."),
             click.option("--max-concurrent", type=int, default=None, help="Requests at once."),
             click.option(
-                "--max-tokens", type=int, default=None, help="Largest max_tokens a request may ask for."
+                "--max-tokens", type=int, default=None, help="Largest max_tokens × n a request may ask."
             ),
         ]
     ):
@@ -121,7 +131,7 @@ def create(
         name,
         models=list(models) or None,
         expires_at=expires_at,
-        limits=KeyLimits(rpm, tpm, max_concurrent, max_tokens),
+        limits=KeyLimits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
     )
     click.echo(created.secret)
     Console(stderr=True, highlight=False).print(
@@ -153,9 +163,14 @@ def import_key(
 ) -> None:
     """Store the digest of a key made elsewhere (kept in Vault, say), read from an environment variable.
 
+    The key must be printable ASCII without spaces and carry at least 128 bits by estimate
+    (each character counts by the character classes the key uses; runs and repeats such as
+    aaaa, abcd or abcdabcd count nothing). `openssl rand -base64 32` makes one of 256 bits.
+
     \b
-    Example:
+    Examples:
       VAULT_KEY=$(vault kv get -field=key secret/wave) wave keys import --name vault --from-env VAULT_KEY
+      KEY=$(openssl rand -base64 32) wave keys import --name laptop --from-env KEY
     """
     import os
 
@@ -169,7 +184,7 @@ def import_key(
         secret,
         models=list(models) or None,
         expires_at=expires_at,
-        limits=KeyLimits(rpm, tpm, max_concurrent, max_tokens),
+        limits=KeyLimits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
     )
     click.echo(record.key_id)
 
@@ -192,8 +207,15 @@ def list_keys(include_revoked: bool, output_format: str, db: Path | None) -> Non
     if output_format == "json":
         click.echo(json.dumps([_as_json(r) for r in records], indent=2))
         return
-    table = Table(
-        "id", "name", "models", "rpm", "tpm", "at once", "max_tokens", "expires", "created", "revoked"
+    table = folding_table(
+        "id",
+        "name",
+        "models",
+        "limits",
+        "expires",
+        "created",
+        "revoked",
+        title="API keys",
     )
     now = time.time()
     for r in records:
@@ -204,16 +226,14 @@ def list_keys(include_revoked: bool, output_format: str, db: Path | None) -> Non
             r.key_id,
             r.name,
             ", ".join(sorted(r.models)) if r.models is not None else "all",
-            *(
-                str(v) if v is not None else "-"
-                for v in (r.limits.rpm, r.limits.tpm, r.limits.max_concurrent, r.limits.max_tokens)
-            ),
+            _limits(r.limits),
             expires,
             _when(r.created_at),
             _when(r.revoked_at),
         )
-    Console(highlight=False).print(
-        table if records else "no keys (make one with `wave keys create --name NAME`)"
+    console = Console(highlight=False)
+    console.print(
+        fit(table, console) if records else "no keys (make one with `wave keys create --name NAME`)"
     )
 
 

@@ -19,6 +19,8 @@ Examples:
   wave plan --format json | jq '.services[] | select(.moscow=="must") | .id'
   wave plan --format html --out plan.html    a self-contained report to open in a browser
   wave plan --format markdown --out PLAN.md
+  wave plan --write-inventory planned.yaml   the plan's placements as an inventory, for wave sim
+  wave plan -i my-fleet.yaml --claims report-claims.yaml   check a report's claims (examples/seed-claims.yaml)
 
 \b
 The inventory (YAML) lists hosts, devices (catalog ids), containers, links, memberships, goals,
@@ -56,7 +58,28 @@ Errors in it name file:line and a fix (exit 2). Scoring and the JSON keys: docs/
     show_envvar=True,
     help="Catalog data directory. Default: the catalog shipped with Wavefleet.",
 )
-def plan(inventory_path: Path | None, fmt: str, out: Path | None, catalog_dir: Path | None) -> None:
+@click.option(
+    "--claims",
+    "claims_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Claims file (YAML) of a report to check: each claim's quote, line and check. Default: the seed "
+    "report's claims with the example inventory, none with your own.",
+)
+@click.option(
+    "--write-inventory",
+    "planned_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the fleet with the plan's placements as its deployments, for "
+    "`wave sim --inventory` and the roadmap's `wave bench` commands.",
+)
+def plan(
+    inventory_path: Path | None,
+    fmt: str,
+    out: Path | None,
+    catalog_dir: Path | None,
+    claims_path: Path | None,
+    planned_path: Path | None,
+) -> None:
     """Plan your fleet: MoSCoW priorities with reasons, placements, findings, roadmap.
 
     Every catalog service gets Must/Should/Could/Won't from your goals, what fits your devices,
@@ -72,7 +95,17 @@ def plan(inventory_path: Path | None, fmt: str, out: Path | None, catalog_dir: P
 
     catalog = Catalog.load(catalog_dir)
     inventory = load_inventory(inventory_path or default_inventory_path(), catalog)
-    result = build_plan(inventory, catalog)
+    from wavefleet.plan.claims import default_claims_path, load_claims
+
+    if claims_path is None and inventory_path is None:
+        claims_path = default_claims_path()
+    claims = load_claims(claims_path) if claims_path is not None else None
+    result = build_plan(inventory, catalog, claims)
+    if planned_path is not None:
+        from wavefleet.plan.planned import planned_inventory_yaml
+
+        write_atomic(planned_path, planned_inventory_yaml(inventory, result))
+        click.echo(f"wrote {planned_path} (simulate it: wave sim --inventory {planned_path})", err=True)
     fmt_enum = Format(fmt)
     if out is not None:
         write_atomic(out, render(result, fmt_enum))

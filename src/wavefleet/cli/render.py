@@ -10,7 +10,8 @@ from rich.table import Table
 
 from wavefleet.catalog import Catalog
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
-from wavefleet.render.from_inventory import PortMode, Source, fleet_from_inventory
+from wavefleet.render.ci import JENKINSFILE
+from wavefleet.render.from_inventory import CI_RUNNER, EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
 
 __all__ = ["render"]
@@ -32,8 +33,8 @@ __all__ = ["render"]
 )
 @click.option(
     "--source",
-    type=click.Choice([s.value for s in Source]),
-    default=Source.PLAN.value,
+    type=click.Choice([s.value for s in EngineSource]),
+    default=EngineSource.PLAN.value,
     show_default=True,
     help="plan: the planner's placements (one recommended model per device). deployments: the "
     "inventory's own deployments as written, ports included.",
@@ -48,11 +49,15 @@ __all__ = ["render"]
 )
 @click.option("--server-name", default="ai.home.arpa", show_default=True, help="TLS name of the NGINX site.")
 def render(inventory_path: Path | None, out: Path, source: str, ports: str, server_name: str) -> None:
-    """Render compose files, NGINX, Prometheus, Grafana, LXC, Vault and gateway config per host.
+    """Render compose files, NGINX, Prometheus, Grafana, LXC, Vault, gateway config and CI job per host.
 
     \b
     By default the engines are the plan's placements (`wave plan`): one recommended model per
     device. --source deployments renders the inventory's deployments as written instead.
+
+    \b
+    The container whose `runs:` lists jenkins gets the model pipeline's Jenkinsfile (wave model
+    fetch, quantize, check, then wave rollout); without one, no CI job is rendered.
 
     \b
     Each host (and each Proxmox LXC container) gets a folder with what its planned services need
@@ -71,7 +76,7 @@ def render(inventory_path: Path | None, out: Path, source: str, ports: str, serv
     catalog = Catalog.load()
     inventory = load_inventory(inventory_path or default_inventory_path(), catalog)
     translation = fleet_from_inventory(
-        inventory, catalog, source=Source(source), ports=PortMode(ports), server_name=server_name
+        inventory, catalog, source=EngineSource(source), ports=PortMode(ports), server_name=server_name
     )
     table = Table(title=f"Engines (from the {source})", show_lines=False)
     table.add_column("engine")
@@ -85,6 +90,18 @@ def render(inventory_path: Path | None, out: Path, source: str, ports: str, serv
     written = render_to(translation.fleet, out)
     nodes = sorted({p.relative_to(out.resolve()).parts[0] for p in written})
     console.print(f"wrote {len(written)} files for {len(nodes)} nodes under {out}: {', '.join(nodes)}")
+    ci = translation.fleet.ci
+    if ci is not None:
+        console.print(
+            f"CI job: {ci.node}/{JENKINSFILE} (Jenkins): wave model fetch, quantize, check, then wave rollout",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"CI job: none rendered: no container in the inventory runs {CI_RUNNER} "
+            f"(add `{CI_RUNNER}` to the `runs:` of the container with the CI runner)",
+            markup=False,
+        )
     console.print(
         f"start with {out}/<node>/README.md; the gateway: wave serve --config {out}/{translation.fleet.gateway.nginx_node}/wave.yaml"
     )

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
+from click.core import ParameterSource
 from pydantic import ValidationError
 
+from wavefleet.cli.security_options import security_options
 from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, load_gateway_config
-from wavefleet.gateway.security.options import apply_security_flags, security_options
+from wavefleet.gateway.security.options import SecurityFlags, apply_security_flags
 from wavefleet.gateway.security.tls import server_tls_context
 
-__all__ = ["parse_backend", "refuse_open_bind", "serve"]
+__all__ = ["gateway_keys", "parse_backend", "refuse_open_bind", "serve"]
 
 
 def parse_backend(spec: str) -> BackendConfig:
@@ -57,6 +58,46 @@ def refuse_open_bind(host: str, keys: list[str]) -> None:
             "your engines. Give --api-key KEY (or set WAVE_API_KEY, or api_keys in the config), "
             "or listen on 127.0.0.1"
         )
+
+
+_OPEN = (
+    "no API key: anyone who can reach this machine's loopback (every program and user on it) can use "
+    "this gateway; set WAVE_API_KEY, give --api-key-file, or use --db with `wave keys create`"
+)
+
+
+def gateway_keys(
+    config: GatewayConfig, api_key: str | None, api_key_file: Path | None, source: ParameterSource | None
+) -> tuple[list[str], list[str]]:
+    """The static keys (config, --api-key or WAVE_API_KEY, --api-key-file) and the warnings they call for.
+
+    `source` says where --api-key came from: an empty one typed on the command line is a mistake
+    (an unset variable expanded to nothing), not a wish to run without keys."""
+    keys = [k for k in (s.resolve() for s in config.api_keys) if k]
+    notes: list[str] = []
+    if source is ParameterSource.COMMANDLINE:
+        if not api_key:
+            raise UsageError(
+                '--api-key is empty (was it `--api-key "$WAVE_API_KEY"` with the variable unset?): '
+                "set WAVE_API_KEY, give --api-key-file PATH, or leave --api-key out to run without keys on loopback"
+            )
+        notes.append(
+            "a key given with --api-key shows in the process list (ps, /proc); "
+            "prefer the WAVE_API_KEY variable or --api-key-file"
+        )
+    if api_key:
+        keys.append(api_key)
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--api-key-file {api_key_file}: cannot read it ({exc})") from exc
+        if not key or not key[0].strip():
+            raise UsageError(f"--api-key-file {api_key_file} is empty: put the key on its first line")
+        keys.append(key[0].strip())
+    if not keys:
+        notes.append(_OPEN)
+    return keys, notes
 
 
 def build_config(
@@ -129,7 +170,14 @@ Examples:
     envvar="WAVE_API_KEY",
     show_envvar=True,
     default=None,
-    help="Key clients must send as a bearer token.",
+    help="Key clients must send as a bearer token. Prefer the WAVE_API_KEY variable or --api-key-file: "
+    "a key on the command line shows in the process list.",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Read the bearer key from this file's first line (e.g. made with `openssl rand -hex 32`).",
 )
 @security_options
 def serve(
@@ -140,7 +188,8 @@ def serve(
     policy: str | None,
     no_poll: bool,
     api_key: str | None,
-    **security_flags: Any,
+    api_key_file: Path | None,
+    security: SecurityFlags,
 ) -> None:
     """Run the OpenAI-compatible gateway: /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models, /health and /metrics, routing each request across your engines by live load.
@@ -151,15 +200,13 @@ def serve(
     from wavefleet.gateway.server import run_forever
 
     config = build_config(config_path, host, port, backends, policy)
-    config = config.model_copy(update={"security": apply_security_flags(config.security, security_flags)})
-    keys = [k for k in (s.resolve() for s in config.api_keys) if k]
-    if api_key:
-        keys.append(api_key)
-    tls = None
-    if security_flags.get("tls_cert") or security_flags.get("tls_key"):
-        if not (security_flags.get("tls_cert") and security_flags.get("tls_key")):
-            raise UsageError("give --tls-cert and --tls-key together")
-        tls = server_tls_context(security_flags["tls_cert"], security_flags["tls_key"])
+    config = config.model_copy(update={"security": apply_security_flags(config.security, security)})
+    source = click.get_current_context().get_parameter_source("api_key")
+    keys, notes = gateway_keys(config, api_key, api_key_file, source)
+    tls_files = security.tls_files()
+    tls = server_tls_context(*tls_files) if tls_files is not None else None
     credentials = config.security.db is not None or config.security.oidc is not None
     refuse_open_bind(config.host, keys if keys or not credentials else ["(stored keys or OIDC)"])
-    run_forever(config, keys, tls, poll=not no_poll)
+    if credentials:
+        notes = [note for note in notes if note != _OPEN]
+    run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes)

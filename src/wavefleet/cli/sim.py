@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from wavefleet.errors import UsageError
 from wavefleet.sim.faults import FaultConfig
 from wavefleet.sim.fleet import SimFleet
 from wavefleet.sim.profile import SimProfile
+from wavefleet.terminal import fit, folding_table
 
 __all__ = ["sim"]
 
@@ -87,6 +91,12 @@ are all in wall-clock units at that speed (multiply latencies by S to read devic
     default=0.0,
     help="fraction with an error event mid-stream under a 200",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="run in the background: return once the engines listen (and --out is written), "
+    "leaving wave-sim.pid and wave-sim.log in the current directory",
+)
 @click.option("--list-profiles", is_flag=True, help="list built-in and calibrated profiles and exit")
 def sim(
     profile_ref: str | None,
@@ -102,6 +112,7 @@ def sim(
     fault_hang_rate: float,
     fault_cut_rate: float,
     fault_inband_rate: float,
+    detach: bool,
     list_profiles: bool,
 ) -> None:
     """Start simulated engines: the OpenAI API, each engine's metrics dialect, and a latency model
@@ -114,6 +125,9 @@ def sim(
     from wavefleet.sim.profiles import resolve_profile
 
     console = Console()
+    if detach and not list_profiles:
+        _detach(console)
+        return
     catalog = Catalog.load()
     if list_profiles:
         _print_profiles(console, catalog)
@@ -156,6 +170,55 @@ def sim(
     _run(console, fleet, speed, write_config)
 
 
+PID_FILE, LOG_FILE = Path("wave-sim.pid"), Path("wave-sim.log")
+_READY = "serving; Ctrl-C stops"
+
+
+def _detach(console: Console) -> None:
+    """Run this same command without --detach in a new session, its output in LOG_FILE; return
+    once it says it serves (exit 0, PID_FILE written) or once it ends (its exit code)."""
+    running = _running_pid(PID_FILE)
+    if running is not None:
+        raise UsageError(
+            f"a detached wave sim already runs here (pid {running}); stop it with `kill {running}`, "
+            f"or run this one from another directory"
+        )
+    argv = [sys.executable, "-m", "wavefleet", *(a for a in sys.argv[1:] if a != "--detach")]
+    with LOG_FILE.open("w") as log:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in this terminal later does not reach it
+            env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")},
+        )
+    while child.poll() is None and _READY not in LOG_FILE.read_text(errors="replace"):
+        time.sleep(0.1)
+    output = LOG_FILE.read_text(errors="replace")
+    if child.returncode is not None:
+        Console(stderr=True, highlight=False).print(output, markup=False, end="")
+        raise SystemExit(child.returncode)
+    PID_FILE.write_text(f"{child.pid}\n")
+    console.print(output.replace(_READY, "").rstrip(), markup=False, highlight=False)
+    console.print(
+        f"simulated engines running in the background (pid {child.pid}, log {LOG_FILE}); "
+        f"stop them with `kill {child.pid}` or `kill $(cat {PID_FILE})`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def _run(
     console: Console,
     fleet: SimFleet,
@@ -183,8 +246,7 @@ def _run(
 
 
 def _print_fleet(console: Console, profiles: list[SimProfile], urls: dict[str, str], speed: float) -> None:
-    table = Table(title=f"simulated engines (speed x{speed:g})")
-    for column in (
+    table = folding_table(
         "name",
         "dialect",
         "url",
@@ -194,14 +256,14 @@ def _print_fleet(console: Console, profiles: list[SimProfile], urls: dict[str, s
         "KV tokens",
         "prefill tok/s",
         "decode tok/s",
-    ):
-        table.add_column(column)
+        title=f"simulated engines (speed x{speed:g})",
+    )
     for p in profiles:
         table.add_row(
             p.name, p.dialect.value, urls[p.name], p.model, p.device or "-", str(p.max_num_seqs),
             str(p.kv_capacity_tokens), f"{p.prefill_tokens_per_s:.0f}", f"{1 / p.itl_at(1):.1f}",
         )  # fmt: skip
-    console.print(table)
+    console.print(fit(table, console))
     for p in profiles:
         console.print(f"[dim]{p.name}: basis: {'; '.join(p.basis[:3])}[/]")
     for p in profiles:  # one plain line each, for scripts
@@ -213,9 +275,17 @@ def _print_profiles(console: Console, catalog: object) -> None:
     from wavefleet.sim.profiles import BUILTIN_SPECS, calibrated_profile_paths, profile_from_spec
 
     assert isinstance(catalog, Catalog)
-    table = Table(title="simulator profiles (estimates from the sizing engine, or calibrated fits)")
-    for column in ("name", "dialect", "device", "model", "slots", "prefill tok/s", "decode tok/s", "basis"):
-        table.add_column(column)
+    table = folding_table(
+        "name",
+        "dialect",
+        "device",
+        "model",
+        "slots",
+        "prefill tok/s",
+        "decode tok/s",
+        "basis",
+        title="simulator profiles (estimates from the sizing engine, or calibrated fits)",
+    )
     for spec in BUILTIN_SPECS:
         p = profile_from_spec(spec, catalog)
         table.add_row(p.name, p.dialect.value, spec.device, f"{spec.model} {spec.quant}", str(p.max_num_seqs),
@@ -226,4 +296,4 @@ def _print_profiles(console: Console, catalog: object) -> None:
         p = load_profile(path)
         table.add_row(name, p.dialect.value, p.device or "this machine", p.model, str(p.max_num_seqs),
                       f"{p.prefill_tokens_per_s:.0f}", f"{1 / p.itl_at(1):.1f}", "calibrated")  # fmt: skip
-    console.print(table)
+    console.print(fit(table, console))

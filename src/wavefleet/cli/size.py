@@ -11,27 +11,38 @@ from rich.table import Table
 
 from wavefleet.catalog import Catalog, Quantization
 from wavefleet.errors import UnknownIdError, UsageError
-from wavefleet.plan.sizing import DEFAULT_MAX_NUM_SEQS, SizingInput, SizingResult, size_model
+from wavefleet.plan.sizing import TYPICAL_CONTEXT, SizingInput, SizingResult, size_model
 
 __all__ = ["size"]
+
+# The plan's quantization for llama.cpp (wavefleet.plan.placement.LLAMA_CPP_QUANTS).
+DEFAULT_QUANT = "q4_k_m"
 
 EPILOG = """\b
 Examples:
   wave size --model llama-3.1-8b --device rtx-5070-ti --quant fp8 --kv-dtype fp8 \\
             --ctx 16384 --memory-utilization 0.85 --max-num-seqs 128
   wave size --model llama-3.1-8b --device rtx-5070-ti --quant q4_k_m --engine llama.cpp
+  wave size --model llama-3.1-8b --device ryzen-9-9900x --host-ram-gib 64 -i my-fleet.yaml
   wave size --gguf ./SmolLM2-135M-Instruct.Q4_1.gguf --device ryzen-9-9900x --host-ram-gib 64
   wave size ... --format json        # every field of the result, for scripts
 
 \b
 Every number is an estimate from first principles (weights, KV cache, bandwidth, FLOPs);
-the basis lines under the table say what each one rests on. `wave catalog list` shows ids.
+the basis lines under the table say what each one rests on. Speeds are quoted at the typical
+request's context (the inventory's workload.typical_context, else 4,096 tokens) and at the longest
+a request may be (--ctx, else the model's maximum or the longest that fits). Without --quant the
+model runs as GGUF Q4_K_M under llama.cpp, as the plan places it. `wave catalog list` shows ids.
 """
 
 
 @click.command(epilog=EPILOG)
 @click.option("--model", "model_id", help="Catalog model id (or use --gguf).")
-@click.option("--quant", "quant_id", help="Catalog quantization id of the weights (or use --gguf).")
+@click.option(
+    "--quant",
+    "quant_id",
+    help=f"Catalog quantization id of the weights (or use --gguf). Default with llama.cpp: {DEFAULT_QUANT}.",
+)
 @click.option(
     "--gguf",
     "gguf_path",
@@ -64,6 +75,15 @@ the basis lines under the table say what each one rests on. `wave catalog list` 
 )
 @click.option("--host", "host_id", help="Catalog id of the CPU beside the GPU, for layer-split speed.")
 @click.option(
+    "--inventory",
+    "-i",
+    "inventory_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WAVE_INVENTORY",
+    show_envvar=True,
+    help=f"Inventory YAML whose workload.typical_context the headline speed is quoted at (default {TYPICAL_CONTEXT:,}).",
+)
+@click.option(
     "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 def size(
@@ -78,6 +98,7 @@ def size(
     engine: str | None,
     host_ram_gib: float | None,
     host_id: str | None,
+    inventory_path: Path | None,
     output_format: str,
 ) -> None:
     """Size a model on a device: memory fit, KV cache, context, concurrency, speed (estimates)."""
@@ -105,13 +126,19 @@ def size(
                 + ", ".join(summary.higher_precision_tensors[:8])
             )
     else:
-        if not model_id or not quant_id:
-            raise UsageError("give --model and --quant (catalog ids), or --gguf PATH")
-        model, quant = catalog.get_model(model_id), catalog.get_quantization(quant_id)
+        if not model_id:
+            raise UsageError("give --model (a catalog id), or --gguf PATH")
+        if not quant_id and engine not in (None, "llama.cpp"):
+            raise UsageError(f"give --quant for {engine} (a catalog quantization id, e.g. fp8)")
+        model, quant = catalog.get_model(model_id), catalog.get_quantization(quant_id or DEFAULT_QUANT)
+        if not quant_id:
+            extra_basis.append(
+                f"quantization: {quant.name} under llama.cpp, as the plan places it (--quant changes it)"
+            )
+    typical, typical_source = _typical_context(catalog, inventory_path)
     engine = engine or _default_engine(quant)
-    known_engines = set(DEFAULT_MAX_NUM_SEQS) | set(catalog.services)
-    if engine not in known_engines:
-        raise UnknownIdError("engine", engine, known_engines)
+    if engine not in catalog.services:
+        raise UnknownIdError("engine", engine, set(catalog.services))
     result = size_model(
         SizingInput(
             model=model,
@@ -125,6 +152,7 @@ def size(
             host_ram_gib=host_ram_gib,
             host=host,
             weights_bytes=weights_bytes,
+            typical_context=typical,
         )
     )
     result = result.model_copy(update={"estimate_basis": extra_basis + result.estimate_basis})
@@ -135,15 +163,52 @@ def size(
             )
         )
         return
-    _print_table(Console(), f"{model.name} · {quant.name} · {device.name} · {engine}", result)
+    console = Console()
+    console.print(f"{model.name} · {quant.name} · {device.name} · {engine}", highlight=False, markup=False)
+    _print_headline(console, result, typical_source, _longest_label(result, context, model.max_context))
+    _print_table(console, result)
+
+
+def _typical_context(catalog: Catalog, inventory_path: Path | None) -> tuple[int, str]:
+    """The typical request's context and where it comes from."""
+    if inventory_path is None:
+        return TYPICAL_CONTEXT, "the default typical context"
+    from wavefleet.plan.inventory import load_inventory
+
+    inventory = load_inventory(inventory_path, catalog)
+    return inventory.workload.typical_context, f"the typical context of {inventory_path}"
+
+
+def _longest_label(result: SizingResult, asked: int | None, model_max: int) -> str:
+    if asked is not None:
+        return "the context asked for (--ctx)"
+    if result.context >= model_max:
+        return "the model's full context"
+    return "the longest that fits"
 
 
 def _default_engine(quant: Quantization) -> str:
     return "llama.cpp" if quant.format == "gguf" else "vllm"
 
 
-def _print_table(console: Console, title: str, result: SizingResult) -> None:
-    table = Table(title=title, title_justify="left", show_header=True)
+def _print_headline(console: Console, result: SizingResult, typical_source: str, longest: str) -> None:
+    """The speeds a person reads first: a typical request, then the longest one, each with its context."""
+    typical, context = result.typical_context, result.context
+    lines = [
+        f"Typical request, {typical:,} tokens ({typical_source}): up to "
+        f"{result.decode_tokens_per_s_at_typical:.1f} tokens/s, one stream"
+    ]
+    if context > typical:
+        lines.append(
+            f"Longest request, {context:,} tokens ({longest}): up to "
+            f"{result.decode_tokens_per_s_upper_bound:.1f} tokens/s, one stream"
+        )
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+
+
+def _print_table(console: Console, result: SizingResult) -> None:
+    table = Table(show_header=True)
     table.add_column("estimate")
     table.add_column("value", justify="right")
     fit = "yes" if result.fits else ("split" if result.gpu_layers is not None else "no")
@@ -156,13 +221,8 @@ def _print_table(console: Console, title: str, result: SizingResult) -> None:
         ("KV per token", f"{result.kv_bytes_per_token:,} bytes"),
         ("KV per sequence", f"{result.kv_gib_per_sequence:.3f} GiB at {result.context:,} tokens"),
         ("longest single sequence", f"{result.max_context:,} tokens"),
-        ("concurrent sequences", f"{result.max_concurrent_sequences}"),
-        ("decode, one stream (upper bound)", f"{result.decode_tokens_per_s_upper_bound:.1f} tokens/s"),
-        ("decode, batched (estimate)", f"{result.batched_decode_tokens_per_s:.0f} tokens/s"),
-        (
-            "prefill (estimate)",
-            f"{result.prefill_tokens_per_s:,.0f} tokens/s" if result.prefill_tokens_per_s else "unknown",
-        ),
+        ("concurrent sequences", f"{result.max_concurrent_sequences} of {result.context:,} tokens each"),
+        *_speed_rows(result),
     ]
     if result.gpu_layers is not None:
         rows.insert(1, ("layers on the GPU", f"{result.gpu_layers} of {result.total_layers}"))
@@ -174,3 +234,39 @@ def _print_table(console: Console, title: str, result: SizingResult) -> None:
         console.print(f"  • {line}", highlight=False, markup=False)
     for line in result.warnings:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+
+def _speed_rows(result: SizingResult) -> list[tuple[str, str]]:
+    """Speeds at the typical context, then at the sized one when it is longer; each names its context."""
+    typical, context = result.typical_context, result.context
+    label = "typical" if context > typical else "typical and longest"
+    rows = [
+        (
+            f"decode at {typical:,} tokens, one stream ({label}; upper bound)",
+            f"{result.decode_tokens_per_s_at_typical:.1f} tokens/s",
+        ),
+        (
+            f"prefill at {typical:,} tokens ({label}; estimate)",
+            _prefill(result.prefill_tokens_per_s_at_typical),
+        ),
+    ]
+    if context > typical:
+        rows += [
+            (
+                f"decode at {context:,} tokens, one stream (longest; upper bound)",
+                f"{result.decode_tokens_per_s_upper_bound:.1f} tokens/s",
+            ),
+            (f"prefill at {context:,} tokens (longest; estimate)", _prefill(result.prefill_tokens_per_s)),
+        ]
+    if result.gpu_layers is None:
+        rows.append(
+            (
+                f"decode at {context:,} tokens, {result.max_concurrent_sequences} streams together (estimate)",
+                f"{result.batched_decode_tokens_per_s:.0f} tokens/s",
+            )
+        )
+    return rows
+
+
+def _prefill(tokens_per_s: float) -> str:
+    return f"{tokens_per_s:,.0f} tokens/s" if tokens_per_s else "unknown"

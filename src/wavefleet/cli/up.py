@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import click
@@ -48,14 +46,8 @@ def up(model: Path | None, host: str, port: int, api_key: str | None, threads: i
 
     The engine runs one request at a time; others wait their turn. Ctrl-C stops both.
     """
-    from wavefleet.engine.up import UpOptions, run_up
+    from wavefleet.gateway.server import run_blocking
+    from wavefleet.up import UpOptions, run_up
 
     options = UpOptions(model=model, host=host, port=port, api_key=api_key, threads=threads, ctx=ctx)
-    console = Console(highlight=False)
-    if sys.platform != "win32":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run_up(options, console))
-    else:
-        asyncio.run(run_up(options, console))
+    run_blocking(run_up(options, Console(highlight=False)))

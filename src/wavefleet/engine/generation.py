@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -22,6 +23,7 @@ from llama_cpp import llama_cpp as llama_lib
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from wavefleet.engine.settings import EngineSettings
+from wavefleet.wire import token_usage
 
 __all__ = ["Finish", "GenerationParams", "Generator", "load_llama"]
 
@@ -85,12 +87,8 @@ class Finish:
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+    def usage(self) -> dict[str, Any]:
+        return token_usage(self.prompt_tokens, self.completion_tokens)
 
     def timings(self) -> dict[str, float]:
         decode_tokens = max(0, self.completion_tokens - 1)  # the first token's time is prefill's
@@ -105,7 +103,28 @@ class Finish:
         }
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def load_llama(settings: EngineSettings) -> Llama:
+    if _cpu_has_amx() and llama_lib.llama_model_default_params.__name__ != "without_extra_buffers":
+        # llama.cpp's AMX weight buffers crash the first matrix product on some Sapphire Rapids
+        # machines (https://github.com/ggml-org/llama.cpp/issues/20824, open), which a native build
+        # enables by itself. Extra buffer types are those buffers (and weight repacking); the
+        # bindings take no option for them, so their default parameters are changed in this
+        # process, which is the engine's own.
+        default_params = llama_lib.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        llama_lib.llama_model_default_params = without_extra_buffers
     return Llama(
         model_path=str(settings.model_path),
         n_ctx=settings.n_ctx,

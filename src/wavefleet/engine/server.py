@@ -23,7 +23,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from wavefleet.engine.generation import Finish, GenerationParams, Generator, load_llama
 from wavefleet.engine.settings import EngineSettings
+from wavefleet.wire import DONE, Answer, error_body, model_card, model_list, sse_event
 
 __all__ = ["EngineState", "build_engine_app", "main"]
 
@@ -93,8 +93,8 @@ async def _load(state: EngineState, loader: Callable[[EngineSettings], Generator
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
-    body = {"error": {"code": status, "message": message, "type": kind}}
-    return web.json_response(body, status=status)
+    """An error in llama-server's manner: the HTTP status as the code."""
+    return web.json_response(error_body(message, status=status, error_type=kind, code=status), status=status)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -109,8 +109,8 @@ async def _health(request: web.Request) -> web.Response:
 async def _models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     meta = {"n_ctx": state.settings.n_ctx, "path": str(state.settings.model_path)}
-    model = {"id": state.settings.model_name, "object": "model", "owned_by": "wavefleet", "meta": meta}
-    return web.json_response({"object": "list", "data": [model]})
+    card = model_card(state.settings.model_name, owned_by="wavefleet", created=int(time.time()), meta=meta)
+    return web.json_response(model_list([card]))
 
 
 async def _slots(request: web.Request) -> web.Response:
@@ -155,10 +155,15 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"message": f"invalid JSON: {exc}"}})) from exc
+        raise _bad_request(f"invalid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"message": "the body must be a JSON object"}}))
+        raise _bad_request("the body must be a JSON object")
     return body
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    body = json.dumps(error_body(message, status=400, code=400))
+    return web.HTTPBadRequest(text=body, content_type="application/json")
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
@@ -201,7 +206,7 @@ async def _generate(request: web.Request, body: dict[str, Any], chat: bool) -> w
         return _error(
             400, f"the prompt has {len(prompt)} tokens; this engine's context is {generator.n_ctx} (--ctx)"
         )
-    shape = _Shape(chat, str(body.get("model") or state.settings.model_name))
+    answer = Answer(str(body.get("model") or state.settings.model_name), chat=chat)
     state.deferred += 1
     try:
         await state.slot.acquire()
@@ -222,12 +227,13 @@ async def _generate(request: web.Request, body: dict[str, Any], chat: bool) -> w
             queue: asyncio.Queue[str | Finish | BaseException] = asyncio.Queue()
             worker = loop.run_in_executor(None, _produce, pieces, queue, loop, state)
             worker.add_done_callback(release)
-            return await _send_stream(request, queue, shape, include_usage)
+            return await _send_stream(request, queue, answer, include_usage)
         drained = loop.run_in_executor(None, _drain, pieces)
         drained.add_done_callback(release)
         finish = await drained
         _count(state, finish)
-        return web.json_response(shape.whole(finish))
+        body = answer.body(finish.text, finish.reason, usage=finish.usage(), timings=finish.timings())
+        return web.json_response(body)
     finally:
         cancel.set()  # a client that left stops the generation; after a normal end this is a no-op
 
@@ -267,7 +273,7 @@ def _produce(
 async def _send_stream(
     request: web.Request,
     queue: asyncio.Queue[str | Finish | BaseException],
-    shape: _Shape,
+    answer: Answer,
     include_usage: bool,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -278,88 +284,20 @@ async def _send_stream(
     while True:
         item = await queue.get()
         if isinstance(item, BaseException):
-            await response.write(shape.event({"error": {"message": str(item), "type": "server_error"}}))
+            await response.write(sse_event(error_body(str(item))))
             break
         if isinstance(item, Finish):
             if first:
-                await response.write(shape.event(shape.first_chunk()))
-            await response.write(shape.event(shape.last_chunk(item)))
+                await response.write(sse_event(answer.chunk("", role=True)))
+            await response.write(sse_event(answer.chunk(None, item.reason, timings=item.timings())))
             if include_usage:
-                await response.write(shape.event(shape.usage_chunk(item)))
-            await response.write(b"data: [DONE]\n\n")
+                await response.write(sse_event(answer.usage_chunk(item.usage())))
+            await response.write(DONE)
             break
-        await response.write(shape.event(shape.piece_chunk(item, role=first)))
+        await response.write(sse_event(answer.chunk(item, role=first)))
         first = False
     await response.write_eof()
     return response
-
-
-class _Shape:
-    """OpenAI response bodies and stream chunks for chat or text completions."""
-
-    def __init__(self, chat: bool, model: str) -> None:
-        self.chat = chat
-        self.model = model
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        self.created = int(time.time())
-        self.object = "chat.completion.chunk" if chat else "text_completion"
-
-    @staticmethod
-    def event(payload: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            **extra,
-        }
-
-    def _choice(self, text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
-        if not self.chat:
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-        delta: dict[str, Any] = {"role": "assistant"} if role else {}
-        if text is not None:
-            delta["content"] = text
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-    def first_chunk(self) -> dict[str, Any]:
-        return self._chunk([self._choice("", None, role=True)])
-
-    def piece_chunk(self, text: str, role: bool = False) -> dict[str, Any]:
-        return self._chunk([self._choice(text, None, role=role)])
-
-    def last_chunk(self, finish: Finish) -> dict[str, Any]:
-        return self._chunk([self._choice(None if self.chat else "", finish.reason)], timings=finish.timings())
-
-    def usage_chunk(self, finish: Finish) -> dict[str, Any]:
-        return self._chunk([], usage=finish.usage())
-
-    def whole(self, finish: Finish) -> dict[str, Any]:
-        if self.chat:
-            message = {"role": "assistant", "content": finish.text}
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish.reason,
-            }
-            kind = "chat.completion"
-        else:
-            choice = {"index": 0, "text": finish.text, "logprobs": None, "finish_reason": finish.reason}
-            kind = "text_completion"
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": finish.usage(),
-            "timings": finish.timings(),
-        }
 
 
 async def _watch_parent(parent_pid: int) -> None:

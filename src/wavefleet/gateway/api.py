@@ -7,8 +7,7 @@ engine untouched, which is the engine's to judge.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import count
 from typing import Any
 
@@ -22,17 +21,21 @@ from wavefleet.errors import (
     NoHealthyBackendError,
     RateLimitError,
 )
-from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends.base import Endpoint
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.health import HealthCheck
+from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.proxy import Call, Forwarder
+from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.routing.wave import explain
-from wavefleet.gateway.security.middleware import PARSED_BODY
+from wavefleet.gateway.security.authn import Authenticator
+from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
+from wavefleet.gateway.security.principal import Principal
 
 __all__ = ["EXPLAIN_HEADER", "EXPLANATION", "GatewayApi", "estimate_prompt"]
 
@@ -107,19 +110,26 @@ def _check_fields(endpoint: Endpoint, payload: dict[str, Any]) -> None:
 
 
 class GatewayApi:
-    """The request handlers, built from the gateway's parts (no global state)."""
+    """The request handlers, built from the gateway's parts (no global state).
+
+    Every caller is checked by `authenticator`: here, or already by the security layer's
+    middleware when it runs (it leaves the principal on the request). `report` is the security
+    layer's outcome hook, per request.
+    """
 
     def __init__(
         self,
+        *,
         config: GatewayConfig,
         monitor: BackendMonitor,
         table: ModelTable,
         policy: RoutingPolicy,
         forwarder: Forwarder,
         metrics: GatewayMetrics,
-        auth: StaticKeyAuth,
-        inflight: dict[str, int],
+        authenticator: Authenticator,
+        inflight: InflightCounts,
         report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
+        health_checks: Mapping[str, HealthCheck] | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -127,8 +137,9 @@ class GatewayApi:
         self._policy = policy
         self._forwarder = forwarder
         self._metrics = metrics
-        self._auth = auth
-        self._report = report  # the security layer's outcome hook, per request
+        self._authenticator = authenticator
+        self._report = report
+        self._health_checks = dict(health_checks or {})  # parts besides backends: the audit writer
         self._view = FleetView(monitor, {b.name: b for b in config.backends}, inflight)
         self._ids = count(1)
         self._retry_after = max(1.0, config.poll_interval_s)
@@ -155,16 +166,11 @@ class GatewayApi:
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = self._forwarder.now()
         try:
-            self._auth.check(request.headers)
+            await self._principal(request)
             raw = await self._read_body(request)
             payload = request.get(PARSED_BODY)  # parsed already by the security layer, if it runs
             if payload is None:
-                try:
-                    payload = json.loads(raw)
-                except ValueError as exc:
-                    raise BadRequestError(f"the request body is not valid JSON: {exc}") from exc
-            if not isinstance(payload, dict):
-                raise BadRequestError("the request body must be a JSON object")
+                payload = parse_body(raw)
             _check_fields(endpoint, payload)
             stream = payload.get("stream") is True and endpoint != "embeddings"
             options = payload.get("stream_options")
@@ -201,20 +207,27 @@ class GatewayApi:
                 )
             self._metrics.decision(decision.ranked[0].backend, decision.reason)
             call = Call(
-                endpoint,
-                payload,
-                raw,
-                stream,
-                stream and not wants_usage,
-                route,
-                started,
-                started + self._config.timeouts.total_s,
-                self._report(request) if self._report is not None else None,
+                endpoint=endpoint,
+                payload=payload,
+                raw=raw,
+                stream=stream,
+                inject_usage=stream and not wants_usage,
+                route=route,
+                started=started,
+                deadline=started + self._config.timeouts.total_s,
+                report=self._report(request) if self._report is not None else None,
             )
             return await self._forwarder.forward(request, call, decision.ranked)
         except GatewayError as exc:
             self._metrics.series("", "").count(str(exc.status))
             return error_response(exc)
+
+    async def _principal(self, request: web.Request) -> Principal:
+        """Who is asking: as the security layer found, else from the authenticator (401 raises)."""
+        principal = request.get(PRINCIPAL)
+        if principal is None:
+            principal = await self._authenticator.authenticate(request.headers.get("Authorization"))
+        return principal
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self._config.max_body_bytes
@@ -231,12 +244,24 @@ class GatewayApi:
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            self._auth.check(request.headers)
+            principal = await self._principal(request)
         except GatewayError as exc:
             return error_response(exc)
-        return json_response({"object": "list", "data": self._table.listing()})
+        entries = [entry for entry in self._table.listing() if principal.may_use(str(entry["id"]))]
+        return json_response({"object": "list", "data": entries})
+
+    async def _caller_known(self, request: web.Request) -> bool:
+        """Whether the request carries credentials the gateway accepts (or it accepts everyone)."""
+        try:
+            await self._authenticator.authenticate(request.headers.get("Authorization"))
+        except GatewayError:
+            return False
+        return True
 
     async def health(self, request: web.Request) -> web.Response:
+        """Backends' and parts' states for anyone (monitoring sends no key); error texts only to
+        callers with a valid key, or to everyone when the gateway has no keys at all."""
+        detail = await self._caller_known(request)
         backends = {}
         for backend in self._config.backends:
             snap = self._monitor.snapshot(backend.name)
@@ -244,11 +269,19 @@ class GatewayApi:
                 "healthy": snap.healthy,
                 "breaker": snap.breaker,
                 "models": list(self._table.models_of(backend.name)),
-                "error": snap.error,
             }
+            if detail:
+                backends[backend.name]["error"] = snap.error
         up = sum(1 for b in backends.values() if b["healthy"])
         status = "ok" if up == len(backends) else "degraded" if up else "down"
-        return json_response({"status": status, "backends": backends}, 200 if up else 503)
+        body: dict[str, object] = {"status": status, "backends": backends}
+        parts = {name: check() for name, check in self._health_checks.items()}
+        if parts:
+            body["parts"] = {name: part.to_json(detail=detail) for name, part in parts.items()}
+        if not all(part.ok for part in parts.values()):
+            body["status"] = "failing"  # serving, but not as promised (e.g. no audit rows)
+            return json_response(body, 503)
+        return json_response(body, 200 if up else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -13,43 +13,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
 from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
-from wavefleet.gateway.auth import StaticKeyAuth
 from wavefleet.gateway.backends import Backend, build_backend
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.deadlines import DeadlineWatch
+from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.proxy import Forwarder
+from wavefleet.gateway.responses import openai_errors
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
+from wavefleet.gateway.security.audit import AuditCollector
+from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.gate import SecurityGate
 from wavefleet.gateway.security.middleware import install as install_security
 from wavefleet.gateway.security.middleware import outcome_reporter
 
-__all__ = ["GATEWAY", "Gateway", "create_app", "upstream_session"]
-
-
-@dataclass
-class Gateway:
-    """The parts of a running gateway, kept on the app (`app[GATEWAY]`)."""
-
-    config: GatewayConfig
-    monitor: BackendMonitor
-    policy: RoutingPolicy
-    table: ModelTable
-    metrics: GatewayMetrics
-    inflight: dict[str, int]
-    backends: dict[str, Backend]
-
-
-GATEWAY = web.AppKey("gateway", Gateway)
+__all__ = ["create_app", "upstream_session"]
 
 
 def upstream_session(config: GatewayConfig) -> aiohttp.ClientSession:
@@ -72,41 +58,56 @@ def create_app(
     """The gateway app. Keys: `api_keys` if given, else those the config resolves.
 
     With `security` (or a config whose `security` section turns anything on), the security
-    layer's middleware checks every key (static ones too), limits, screens and audits."""
+    layer's middleware checks every key (static ones too), limits, screens and audits; without
+    it, the handlers check the static keys with the same `Authenticator`."""
     monitor = monitor or StaticMonitor()
     policy = policy or build_policy(config)
     keys = api_keys if api_keys is not None else [k for k in (s.resolve() for s in config.api_keys) if k]
-    inflight = {b.name: 0 for b in config.backends}
+    inflight = InflightCounts(b.name for b in config.backends)
     table = ModelTable(config, monitor)
-    metrics = GatewayMetrics(monitor, config.backends, inflight)
+    metrics = GatewayMetrics(
+        monitor=monitor, backends=config.backends, inflight=inflight, listed=table.is_listed
+    )
     chosen: dict[str, Backend] = dict(backends or {})
-    gateway = Gateway(config, monitor, policy, table, metrics, inflight, chosen)
     watch = DeadlineWatch()
     forwarder = Forwarder(
-        chosen,
-        monitor,
-        policy,
-        metrics,
-        config.timeouts,
-        config.retries,
-        inflight,
-        watch,
-        max(1.0, config.poll_interval_s),
+        backends=chosen,
+        monitor=monitor,
+        policy=policy,
+        metrics=metrics,
+        timeouts=config.timeouts,
+        retries=config.retries,
+        inflight=inflight,
+        watch=watch,
+        retry_after_s=max(1.0, config.poll_interval_s),
     )
     if security is None and config.security.active():
         security = SecurityGate.build(config.security, keys)
-    if security is not None:
-        auth, report = StaticKeyAuth([]), outcome_reporter  # the security layer checks the keys
-    else:
-        auth, report = StaticKeyAuth(keys), None
-    api = GatewayApi(config, monitor, table, policy, forwarder, metrics, auth, inflight, report)
+    audit = security.audit if security is not None else None
+    api = GatewayApi(
+        config=config,
+        monitor=monitor,
+        table=table,
+        policy=policy,
+        forwarder=forwarder,
+        metrics=metrics,
+        authenticator=security.authenticator if security is not None else Authenticator(static_keys=keys),
+        inflight=inflight,
+        report=outcome_reporter if security is not None else None,
+        health_checks={"audit": audit.health} if audit is not None else None,
+    )
+    if audit is not None:
+        metrics.registry.register(AuditCollector(audit))
 
-    app = web.Application(client_max_size=config.max_body_bytes)
-    app[GATEWAY] = gateway
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[openai_errors])
     app.add_routes(api.routes())
     app.on_response_prepare.append(_add_explain)
     if security is not None:
         install_security(app, security)
+    if config.rag is not None:
+        from wavefleet.rag.seam import install_rag  # the rag parts load only where configured
+
+        install_rag(app, config.rag, registry=metrics.registry)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session: aiohttp.ClientSession | None = None

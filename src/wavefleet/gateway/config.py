@@ -23,14 +23,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from wavefleet.engines import EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import load_model
 from wavefleet.gateway.security.settings import SecurityConfig
+from wavefleet.rag.config import RagConfig
 
 __all__ = [
     "ApiKeySource",
     "BackendConfig",
-    "BackendKind",
     "BackendProfile",
     "GatewayConfig",
     "PolicyName",
@@ -43,18 +44,6 @@ __all__ = [
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class BackendKind(StrEnum):
-    """The engine behind a backend: decides its API adapter and its metrics dialect."""
-
-    VLLM = "vllm"
-    LLAMACPP = "llamacpp"
-    SGLANG = "sglang"
-    TGI = "tgi"
-    NIM = "nim"
-    TRITON = "triton"  # Triton's generate / generate_stream extension
-    OPENAI = "openai"  # any other OpenAI-compatible server: no load metrics, gateway counters only
 
 
 class PolicyName(StrEnum):
@@ -83,7 +72,9 @@ class BackendProfile(Strict):
 class BackendConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: HttpUrl
-    kind: BackendKind = BackendKind.OPENAI
+    kind: EngineKind = Field(
+        default=EngineKind.OPENAI, description="the engine: decides its API adapter and metrics dialect"
+    )
     models: list[str] = Field(default_factory=list, description="served models; empty = read its /v1/models")
     host: str | None = None
     device: str | None = None
@@ -174,6 +165,9 @@ class GatewayConfig(Strict):
     retries: int = Field(default=2, ge=0, description="other backends tried before the first byte")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig, description="stored keys, OIDC, limits, screening, audit"
+    )
+    rag: RagConfig | None = Field(
+        default=None, description="answer `rag/NAME` from collections (docs/rag.md)"
     )
 
     @field_validator("backends")

@@ -6,6 +6,7 @@ below, updated without locks since the gateway runs on one event loop. Backend s
 request.
 
     wave_requests_total{model,backend,status}          status "499" = the client went away
+                                                       model "(unlisted)" = a name no backend lists
     wave_request_duration_seconds{model,backend}       end to end, as the gateway saw it
     wave_time_to_first_token_seconds{model,backend}    streams: arrival to first data event out
     wave_inter_token_latency_seconds{model,backend}    streams: gaps between data-carrying chunks out
@@ -18,7 +19,7 @@ request.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -27,7 +28,9 @@ from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.load import capacity, load
 
-__all__ = ["GatewayMetrics", "Histogram", "RequestSeries"]
+__all__ = ["UNLISTED", "GatewayMetrics", "Histogram", "RequestSeries"]
+
+UNLISTED = "(unlisted)"  # the model label of requests for names no backend lists
 
 # vLLM's bucket edges (vllm/v1/metrics/loggers.py), with sub-millisecond edges added because a
 # gateway in front of a fast upstream sees them.
@@ -117,7 +120,7 @@ class Histogram:
     """A labelled histogram updated without locks (the gateway runs on one event loop)."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+        self, name: str, documentation: str, labelnames: Sequence[str], *, buckets: Sequence[float]
     ) -> None:
         self.name, self.documentation = name, documentation
         self.labelnames = list(labelnames)
@@ -192,10 +195,19 @@ class _Collector:
 
 
 class GatewayMetrics:
+    """The counters and histograms the forwarder updates, and the backend gauges read at scrape time
+    from the monitor and the in-flight counts."""
+
     def __init__(
-        self, monitor: BackendMonitor, backends: Sequence[BackendConfig], inflight: Mapping[str, int]
+        self,
+        *,
+        monitor: BackendMonitor,
+        backends: Sequence[BackendConfig],
+        inflight: Mapping[str, int],
+        listed: Callable[[str], bool] = lambda model: True,
     ) -> None:
         self._monitor, self._backends, self._inflight = monitor, list(backends), inflight
+        self._listed = listed  # model names a backend lists; others share UNLISTED
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter(
@@ -217,25 +229,29 @@ class GatewayMetrics:
             "wave_time_to_first_token_seconds",
             "Streams: arrival to first data event sent",
             ["model", "backend"],
-            TTFT_BUCKETS,
+            buckets=TTFT_BUCKETS,
         )
         self.itl = Histogram(
             "wave_inter_token_latency_seconds",
             "Streams: gaps between chunks of data events sent (vllm bench's ITL)",
             ["model", "backend"],
-            ITL_BUCKETS,
+            buckets=ITL_BUCKETS,
         )
         self.e2e = Histogram(
             "wave_request_duration_seconds",
             "End-to-end request time at the gateway",
             ["model", "backend"],
-            E2E_BUCKETS,
+            buckets=E2E_BUCKETS,
         )
         r.register(_Collector(self))
         self._series: dict[tuple[str, str], RequestSeries] = {}
         self._decisions: dict[tuple[str, str], object] = {}
 
     def series(self, model: str, backend: str) -> RequestSeries:
+        """The metric children of (model, backend); a model name no backend lists (a client may send
+        any to a backend that lists none) is labelled UNLISTED, so clients cannot add series."""
+        if model and not self._listed(model):
+            model = UNLISTED
         key = (model, backend)
         series = self._series.get(key)
         if series is None:
@@ -258,7 +274,7 @@ class GatewayMetrics:
             "waiting": "Requests queued in the engine",
             "kv_usage": "KV cache in use, 0..1",
             "slots": "Sequences the backend runs at once (reported, profiled or assumed)",
-            "load": "Occupancy over slots, as least-loaded routing sees it",
+            "load": "Requests in the backend over what it holds at once (slots, capped by KV usage), as least-loaded sees it",
             "inflight": "Requests this gateway has open to the backend",
         }
         families = {n: GaugeMetricFamily(f"wave_backend_{n}", helps[n], labels=["backend"]) for n in names}

@@ -17,6 +17,7 @@ from wavefleet.errors import ModelNotFoundError
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.routing.base import Candidate
+from wavefleet.wire import model_card
 
 __all__ = ["REFRESH_S", "ModelTable"]
 
@@ -95,6 +96,11 @@ class ModelTable:
             return tuple(Candidate(b, served) for b in backends)
         return tuple(Candidate(b, served) for b in self._wildcards)
 
+    def is_listed(self, model: str) -> bool:
+        """True when a backend lists `model` (a served name, after aliases and groups)."""
+        self._refresh()
+        return model in self._served
+
     def known_names(self) -> list[str]:
         """Every name a client may use: served models, aliases, groups."""
         self._refresh(force=True)
@@ -126,4 +132,4 @@ class ModelTable:
 
 
 def _entry(model_id: str, wave: dict[str, object]) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "wavefleet", "wave": wave}
+    return model_card(model_id, owned_by="wavefleet", wave=wave)

@@ -9,9 +9,10 @@ on the client's behalf), and notices in-band `{"error": ...}` events, which pass
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from wavefleet.wire import DONE, sse_event
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -19,9 +20,10 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 __all__ = ["SseSplitter", "StreamState", "error_event", "parse_usage", "usage_in"]
 
 TAIL_BYTES = 2048
-_DONE = (b"data: [DONE]\n\n", b"data:[DONE]\n\n")
+_DONE = (DONE, b"data:[DONE]\n\n")
 _ERROR_PREFIXES = (b'data: {"error"', b'data:{"error"')
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+_FINISHED = (b'"finish_reason":"', b'"finish_reason": "')  # a string: null means "not yet"
 
 
 class SseSplitter:
@@ -78,17 +80,30 @@ def usage_in(data: bytes, start: int = 0) -> tuple[int, int] | None:
 
 def error_event(error: dict[str, object]) -> bytes:
     """An in-band error event, as OpenAI's clients expect it after a 200."""
-    return b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
+    return sse_event(error)
 
 
 class StreamState:
     """What one relayed stream has shown so far, and the filter that decides what the client sees."""
 
-    __slots__ = ("chunks", "done", "error", "first_event_at", "gaps", "last_event_at", "strip_usage", "usage")
+    __slots__ = (
+        "chunks",
+        "done",
+        "error",
+        "events",
+        "finished",
+        "first_event_at",
+        "gaps",
+        "last_event_at",
+        "strip_usage",
+        "usage",
+    )
 
     def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage  # the gateway injected include_usage: the client never asked
         self.done = False  # saw data: [DONE]
+        self.finished = False  # saw a choice with a finish_reason: the answer is complete
+        self.events = 0  # events passed to the client (an estimate of the tokens streamed)
         self.error: bytes | None = None  # the first in-band error event
         self.usage: tuple[int, int] | None = None
         self.chunks = 0  # writes that carried data events (not only pings, [DONE] or a stripped usage chunk)
@@ -117,6 +132,9 @@ class StreamState:
             out = events
         if not out:
             return b""
+        if not self.finished and any(marker in tail for marker in _FINISHED):
+            self.finished = True
+        self.events += out.count(b"\n\n")
         if out.endswith(_DONE):  # [DONE] only ever comes last
             self.done = True
             if out.startswith(_DONE):

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from wavefleet.catalog import Catalog, DeviceKind, Hardware, Quantization, Service
+from wavefleet.engines import KvCache, sizing_engine, sizing_kind
 from wavefleet.plan.inventory import Container, Deployment, FleetDevice, Inventory
 from wavefleet.plan.moscow import Fit, device_fit
 from wavefleet.plan.placement import sizing_input
@@ -26,6 +27,7 @@ __all__ = [
     "MIN_SLOT_CONTEXT",
     "DeploymentSizing",
     "Finding",
+    "FindingCode",
     "Severity",
     "check_inventory",
     "size_deployment",
@@ -33,9 +35,6 @@ __all__ = [
 
 FACT_TOLERANCE = 0.02  # within 2% of the catalog agrees (rounding); 285 W vs 300 W does not
 MIN_SLOT_CONTEXT = 2048  # tokens per llama.cpp slot below which chat with history gets cut off
-# Engines the sizing engine models; other serving stacks are sized as the engine they run.
-SIZING_ENGINE = {"triton": "vllm", "nim": "vllm", "dynamo": "vllm", "tgi": "vllm", "ollama": "llama.cpp"}
-VLLM_LIKE = {"vllm", "sglang", "tensorrt-llm"}
 # llama-server's --ctx-size when none is given (common.h n_ctx; assumption: newer builds may load
 # the model's full context instead).
 LLAMA_CPP_DEFAULT_CTX = 4096
@@ -49,11 +48,42 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+class FindingCode(StrEnum):
+    """Which check a finding comes from (docs/plan.md lists when each fires). Codes are stable, so
+    scripts match on them; the message's wording may change."""
+
+    UNSUPPORTED_DEVICE = "unsupported-device"
+    PARTIAL_SUPPORT = "partial-support"
+    CONTEXT_TOO_LONG = "context-too-long"
+    DOES_NOT_FIT = "does-not-fit"
+    KV_CAPACITY = "kv-capacity"
+    CLAIM_ABOVE_BOUND = "claim-above-bound"
+    CLAIM_ABOVE_ESTIMATE = "claim-above-estimate"
+    CLAIM_CONCURRENCY = "claim-concurrency"
+    CLAIM_BELOW_TTFT_BOUND = "claim-below-ttft-bound"
+    CLAIM_CONSERVATIVE = "claim-conservative"
+    TTFT_UNCHECKED = "ttft-unchecked"
+    PORT_CLASH = "port-clash"
+    GPU_OVERSUBSCRIBED = "gpu-oversubscribed"
+    SLOT_CONTEXT = "slot-context"
+    FULL_OFFLOAD = "full-offload"
+    LAYER_SPLIT = "layer-split"
+    SPLIT_DOES_NOT_FIT = "split-does-not-fit"
+    QUANT_ENGINE = "quant-engine"
+    QUANT_NOT_NATIVE = "quant-not-native"
+    QUANT_NOT_ON_CPU = "quant-not-on-cpu"
+    THREADS = "threads"
+    CONTAINER_MEMORY = "container-memory"
+    CONTAINER_MEMORY_UNKNOWN = "container-memory-unknown"
+    SEED_FACT_CONTRADICTED = "seed-fact-contradicted"
+    SEED_FACTS_AGREE = "seed-facts-agree"
+
+
 class Finding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     severity: Severity
-    code: str
+    code: FindingCode
     subject: str
     message: str
     numbers: Numbers
@@ -106,7 +136,7 @@ def size_deployment(
     """Size a deployment as written: llama.cpp's --ctx-size is shared by its --parallel slots."""
     if deployment.model is None or deployment.quant is None:
         return None
-    engine = SIZING_ENGINE.get(deployment.service, deployment.service)
+    engine = sizing_engine(deployment.service)
     model = catalog.models[deployment.model]
     quant = catalog.quantizations[deployment.quant]
     kv = catalog.quantizations[deployment.kv_dtype] if deployment.kv_dtype else None
@@ -145,7 +175,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.ERROR,
-                "unsupported-device",
+                FindingCode.UNSUPPORTED_DEVICE,
                 d.id,
                 f"{service.name} does not run on {hw.name}: {why}",
                 service=service.id,
@@ -156,7 +186,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.WARNING,
-                "partial-support",
+                FindingCode.PARTIAL_SUPPORT,
                 d.id,
                 f"{service.name} on {hw.name} works with caveats: {why}",
                 service=service.id,
@@ -172,7 +202,7 @@ def _check_deployment(
         out.append(
             _f(
                 Severity.ERROR,
-                "context-too-long",
+                FindingCode.CONTEXT_TOO_LONG,
                 d.id,
                 f"max_model_len {d.max_model_len} > {model.id}'s maximum context {model.max_context}",
                 max_model_len=d.max_model_len,
@@ -204,12 +234,12 @@ def _check_deployment(
 
 def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Hardware) -> list[Finding]:
     out = []
-    engine = SIZING_ENGINE.get(service.id, service.id)
+    engine = sizing_engine(service.id)
     if service.id not in quant.engines and engine not in quant.engines:
         out.append(
             _f(
                 Severity.WARNING,
-                "quant-engine",
+                FindingCode.QUANT_ENGINE,
                 d.id,
                 f"{quant.name} is not a format the catalog lists for {service.name} "
                 f"(it loads in {', '.join(quant.engines)})",
@@ -220,7 +250,7 @@ def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Ha
         out.append(
             _f(
                 Severity.ERROR,
-                "quant-not-on-cpu",
+                FindingCode.QUANT_NOT_ON_CPU,
                 d.id,
                 f"{quant.name} does not run on a CPU; {hw.id} is one",
                 quant=quant.id,
@@ -231,7 +261,7 @@ def _quant_findings(d: Deployment, service: Service, quant: Quantization, hw: Ha
         out.append(
             _f(
                 Severity.WARNING,
-                "quant-not-native",
+                FindingCode.QUANT_NOT_NATIVE,
                 d.id,
                 f"{quant.name} runs natively from CC {native}; {hw.name} is CC {hw.compute_capability}, "
                 "so it is emulated or upcast (memory savings, no compute speed-up)",
@@ -254,7 +284,7 @@ def _fit_findings(d: Deployment, hw: Hardware, r: SizingResult, engine: str) -> 
         out.append(
             Finding(
                 severity=Severity.ERROR,
-                code="does-not-fit",
+                code=FindingCode.DOES_NOT_FIT,
                 subject=d.id,
                 message=(
                     f"weights {r.weights_gib:.2f} GiB + overhead {r.overhead_gib:.2f} GiB + KV of one "
@@ -266,13 +296,13 @@ def _fit_findings(d: Deployment, hw: Hardware, r: SizingResult, engine: str) -> 
         )
         return out
     capacity_tokens = int(r.kv_budget_gib * GIB // max(r.kv_bytes_per_token, 1))
-    seqs = d.max_num_seqs if engine in VLLM_LIKE else None
+    seqs = d.max_num_seqs if _paged(engine) else None
     if seqs and d.max_model_len and seqs * d.max_model_len > capacity_tokens:
         fitting = capacity_tokens // d.max_model_len
         out.append(
             Finding(
                 severity=Severity.WARNING,
-                code="kv-capacity",
+                code=FindingCode.KV_CAPACITY,
                 subject=d.id,
                 message=(
                     f"max_num_seqs {seqs} x max_model_len {d.max_model_len} = {seqs * d.max_model_len:,} tokens, "
@@ -303,7 +333,7 @@ def _split_bound(
         out.append(
             _f(
                 Severity.INFO,
-                "full-offload",
+                FindingCode.FULL_OFFLOAD,
                 d.id,
                 f"n_gpu_layers {d.n_gpu_layers} >= the model's {layers} layers: every transformer layer is "
                 "on the GPU, so this is full offload, not a partial one",
@@ -319,7 +349,7 @@ def _split_bound(
         out.append(
             _f(
                 Severity.ERROR,
-                "split-does-not-fit",
+                FindingCode.SPLIT_DOES_NOT_FIT,
                 d.id,
                 f"n_gpu_layers {d.n_gpu_layers}, but about {possible} of {layers} layers fit in "
                 f"{device.hardware.id}'s {r.budget_gib:.2f} GiB budget with one sequence (estimate)",
@@ -341,7 +371,7 @@ def _split_bound(
     out.append(
         _f(
             Severity.INFO,
-            "layer-split",
+            FindingCode.LAYER_SPLIT,
             d.id,
             f"{d.n_gpu_layers} of {layers} layers on {device.hardware.id}: {gpu_part / 1e9:.1f} GB at "
             f"{device.hardware.memory_bandwidth_gbs:g} GB/s + {cpu_part / 1e9:.1f} GB from host RAM at "
@@ -365,7 +395,7 @@ def _slot_findings(
             out.append(
                 _f(
                     Severity.WARNING,
-                    "slot-context",
+                    FindingCode.SLOT_CONTEXT,
                     d.id,
                     f"llama-server splits --ctx-size {d.max_model_len} across --parallel {d.parallel} slots: "
                     f"{per_slot} tokens each, short for chat with history; raise --ctx-size to "
@@ -380,7 +410,7 @@ def _slot_findings(
         out.append(
             _f(
                 Severity.WARNING,
-                "threads",
+                FindingCode.THREADS,
                 d.id,
                 f"threads {d.threads} > the {cores} cores it has; oversubscribed threads slow llama.cpp down",
                 threads=d.threads,
@@ -407,13 +437,30 @@ def _claim_findings(
     concurrency = claims.concurrent_users or d.max_num_seqs or d.parallel or 1
     if claims.per_sequence_tokens_per_s is not None:
         low, high = claims.per_sequence_tokens_per_s
+        at_context = ""
+        if d.max_model_len is None and d.n_gpu_layers is None:
+            # No context in the config: check at the claim's prompt, else at the typical context.
+            tokens = (
+                claims.prompt_tokens + CLAIM_OUTPUT_TOKENS
+                if claims.prompt_tokens
+                else inventory.workload.typical_context
+            )
+            short = size_deployment(catalog, d.model_copy(update={"max_model_len": tokens}), device, ram)
+            if short is not None:
+                bound = short[0].decode_tokens_per_s_upper_bound
+                why = (
+                    "the claim's prompt"
+                    if claims.prompt_tokens
+                    else "the inventory's typical context; the claim states none"
+                )
+                at_context = f" at {tokens:,} tokens ({why})"
         if high > bound:
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-above-bound",
+                    FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
-                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound is {bound:.1f} "
+                    f"{source} {_span(low, high)} tokens/s per sequence; the bandwidth bound{at_context} is {bound:.1f} "
                     f"tokens/s ({device.hardware.memory_bandwidth_gbs:g} GB/s over the bytes read per token)",
                     claimed_high=high,
                     bound_tokens_per_s=round(bound, 1),
@@ -423,7 +470,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.INFO,
-                    "claim-conservative",
+                    FindingCode.CLAIM_CONSERVATIVE,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s per sequence, under a quarter of the "
                     f"{bound:.0f} tokens/s bound: the device can likely do more",
@@ -445,7 +492,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-above-bound",
+                    FindingCode.CLAIM_ABOVE_BOUND,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s in aggregate; at most {running} sequence(s) of "
                     f"{at.context} tokens run at once and each is bounded by {per_sequence:.1f} tokens/s, so "
@@ -459,7 +506,7 @@ def _claim_findings(
             out.append(
                 _f(
                     Severity.WARNING,
-                    "claim-above-estimate",
+                    FindingCode.CLAIM_ABOVE_ESTIMATE,
                     d.id,
                     f"{source} {_span(low, high)} tokens/s in aggregate; our estimate at {running} sequences "
                     f"is {batched:.0f} tokens/s (bandwidth efficiency and compute ceiling applied)",
@@ -472,7 +519,7 @@ def _claim_findings(
         out.append(
             _f(
                 Severity.WARNING,
-                "claim-concurrency",
+                FindingCode.CLAIM_CONCURRENCY,
                 d.id,
                 f"{source} {claims.concurrent_users} concurrent users; the KV budget holds "
                 f"{r.max_concurrent_sequences} sequences of {r.context} tokens at once (estimate)",
@@ -496,7 +543,7 @@ def _ttft_findings(d: Deployment, source: str, r: SizingResult) -> list[Finding]
         return [
             _f(
                 Severity.INFO,
-                "ttft-unchecked",
+                FindingCode.TTFT_UNCHECKED,
                 d.id,
                 "a TTFT claim without a prompt length (claims.prompt_tokens) or a prefill estimate cannot be checked",
             )
@@ -508,7 +555,7 @@ def _ttft_findings(d: Deployment, source: str, r: SizingResult) -> list[Finding]
             out.append(
                 _f(
                     Severity.ERROR,
-                    "claim-below-ttft-bound",
+                    FindingCode.CLAIM_BELOW_TTFT_BOUND,
                     d.id,
                     f"{source} {name.split('_')[0].upper()} TTFT {value:g} ms; prefilling {claims.prompt_tokens} "
                     f"tokens alone takes about {floor_ms:.0f} ms at the estimated {r.prefill_tokens_per_s:.0f} "
@@ -527,7 +574,7 @@ def _at_load(
     """Sizing at the claim's load: its concurrency, and (vLLM-like engines, which give KV to the
     tokens in use) sequences as long as the claim's prompt plus a short answer, else max_model_len.
     llama.cpp's slots keep --ctx-size / --parallel whatever the prompt."""
-    if SIZING_ENGINE.get(d.service, d.service) == "llama.cpp":
+    if sizing_engine(d.service) == "llama.cpp":
         at = d.model_copy(update={"parallel": concurrency})
     else:
         prompt = d.claims.prompt_tokens if d.claims else None
@@ -537,11 +584,17 @@ def _at_load(
     return sized[0] if sized else None
 
 
+def _paged(engine: str) -> bool:
+    """vLLM-like: the sizing engine's `engine` reserves its GPU share up front for a paged KV cache."""
+    kind = sizing_kind(engine)
+    return kind is not None and kind.traits.kv_cache is KvCache.PAGED
+
+
 def _reserved_gib(d: Deployment, engine: str, device: FleetDevice, r: SizingResult, split: bool) -> float:
     """GPU memory this deployment takes: vLLM-like engines claim their share up front."""
     if device.hardware.kind is DeviceKind.CPU:
         return 0.0
-    if engine in VLLM_LIKE:
+    if _paged(engine):
         return (d.gpu_memory_utilization or 0.9) * device.memory_gib
     if split and d.n_gpu_layers is not None:
         return d.n_gpu_layers / r.total_layers * r.weights_gib + r.overhead_gib
@@ -560,7 +613,7 @@ def _port_clashes(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.ERROR,
-                    "port-clash",
+                    FindingCode.PORT_CLASH,
                     f"{host}:{port}",
                     f"{', '.join(users)} all publish host port {port} on {host}; only one can bind it",
                     port=port,
@@ -587,13 +640,14 @@ def _shared_gpus(
             out.append(
                 _f(
                     Severity.ERROR,
-                    "gpu-oversubscribed",
+                    FindingCode.GPU_OVERSUBSCRIBED,
                     key,
                     f"{len(users)} deployments want {total:.1f} GiB of {key}'s {capacity[key]:.2f} GiB "
                     f"({parts} GiB); vLLM-like engines claim their --gpu-memory-utilization share at start, "
                     "so the second one fails to load",
                     requested_gib=round(total, 2),
                     capacity_gib=capacity[key],
+                    deployments=", ".join(u.deployment for u in users),
                 )
             )
     return out
@@ -608,7 +662,7 @@ def _container_memory(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.WARNING,
-                    "container-memory",
+                    FindingCode.CONTAINER_MEMORY,
                     host.id,
                     f"containers on {host.id} are given {total:g} GiB of its {host.ram_gib:g} GiB RAM",
                     containers_gib=total,
@@ -620,7 +674,7 @@ def _container_memory(inventory: Inventory) -> list[Finding]:
             out.append(
                 _f(
                     Severity.INFO,
-                    "container-memory-unknown",
+                    FindingCode.CONTAINER_MEMORY_UNKNOWN,
                     host.id,
                     f"{', '.join(c.id for c in sized)} take {total:g} of {host.ram_gib:g} GiB; "
                     f"{', '.join(missing)} state no memory, so the host's headroom is unchecked",
@@ -646,7 +700,7 @@ def _facts(inventory: Inventory, catalog: Catalog) -> list[Finding]:
         out.append(
             _f(
                 Severity.WARNING,
-                "seed-fact-contradicted",
+                FindingCode.SEED_FACT_CONTRADICTED,
                 fact.device,
                 f"{fact.source} says {fact.field} {fact.value:g}"
                 + (f" ({fact.ref})" if fact.ref else "")
@@ -660,7 +714,7 @@ def _facts(inventory: Inventory, catalog: Catalog) -> list[Finding]:
         out.append(
             _f(
                 Severity.INFO,
-                "seed-facts-agree",
+                FindingCode.SEED_FACTS_AGREE,
                 "facts",
                 f"{len(agreeing)} stated facts agree with the catalog within {FACT_TOLERANCE:.0%}: {', '.join(agreeing)}",
                 agreeing=len(agreeing),
@@ -685,5 +739,7 @@ def _cc(value: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
-def _f(severity: Severity, code: str, subject: str, message: str, **numbers: float | int | str) -> Finding:
+def _f(
+    severity: Severity, code: FindingCode, subject: str, message: str, **numbers: float | int | str
+) -> Finding:
     return Finding(severity=severity, code=code, subject=subject, message=message, numbers=dict(numbers))

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from wavefleet.catalog.models import ModelArch, Quantization, Source
 from wavefleet.errors import UsageError
 
-__all__ = ["GgufSummary", "file_quantization", "model_arch", "read_gguf"]
+__all__ = ["GGUF_MAGIC", "GgufSummary", "file_quantization", "model_arch", "read_gguf"]
+
+GGUF_MAGIC = b"GGUF"
 
 # Architectures whose sliding-window layers follow a fixed pattern in llama.cpp (src/llama-model.cpp):
 # Gemma 2 alternates local and global layers; Gemma 3 has one global layer in every six.
@@ -48,6 +50,11 @@ class GgufSummary(BaseModel):
     tensor_bytes: int
     tensor_types: dict[str, int]  # tensor count per GGML type
     higher_precision_tensors: list[str]  # quantized tensors kept at a wider type than most
+    chat_template: str | None = None  # tokenizer.chat_template: the Jinja template chat requests use
+    tokenizer_model: str | None = None  # tokenizer.ggml.model: gpt2, llama, bert …
+    token_count: int = 0  # entries of tokenizer.ggml.tokens
+    bos_token: str | None = None  # the text of tokenizer.ggml.bos_token_id
+    eos_token: str | None = None  # the text of tokenizer.ggml.eos_token_id
 
 
 def read_gguf(path: Path) -> GgufSummary:
@@ -57,10 +64,22 @@ def read_gguf(path: Path) -> GgufSummary:
     if not path.is_file():
         raise UsageError(f"{path}: no such file; give the path to a .gguf model file")
     try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError) as exc:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from exc
+    if magic != GGUF_MAGIC:
         raise UsageError(
-            f"{path}: not a readable GGUF file ({exc}); check that the download is complete"
+            f"{path}: not a GGUF file (it starts with {magic!r}, not b'GGUF'); a web page saved in its "
+            "place starts with b'<!DO' or b'<htm': download the file itself (on Hugging Face, its "
+            "/resolve/ URL); safetensors or PyTorch weights need llama.cpp's convert_hf_to_gguf.py"
+        )
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError, IndexError) as exc:
+        raise UsageError(
+            f"{path}: a GGUF file that ends early or is damaged ({exc}); check that the download "
+            "is complete (its size and sha256)"
         ) from exc
     fields: dict[str, Any] = {}
     for key, field in reader.fields.items():
@@ -103,6 +122,7 @@ def read_gguf(path: Path) -> GgufSummary:
         and len(tensor.shape) > 1
         and _bits(tensors, tensor.tensor_type.name) > dominant_bits
     ]
+    tokenizer = _tokenizer(reader, fields)
     sliding = fields.get(f"{architecture}.attention.sliding_window")
     file_type_id = fields.get("general.file_type")
     return GgufSummary(
@@ -125,7 +145,33 @@ def read_gguf(path: Path) -> GgufSummary:
         tensor_bytes=sum(int(tensor.n_bytes) for tensor in tensors),
         tensor_types=dict(sorted(type_counts.items())),
         higher_precision_tensors=sorted(wider),
+        chat_template=fields.get("tokenizer.chat_template")
+        if isinstance(fields.get("tokenizer.chat_template"), str)
+        else None,
+        **tokenizer,
     )
+
+
+def _tokenizer(reader: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The tokenizer's kind, size and special tokens, reading single entries of its token list
+    (decoding the whole list takes seconds on a 150,000-token vocabulary)."""
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    count = len(tokens.data) if tokens is not None and tokens.types else 0
+
+    def token(key: str) -> str | None:
+        field = reader.fields.get(key)
+        if field is None or tokens is None or not field.types:
+            return None
+        index = int(field.contents())
+        return str(tokens.contents(index)) if 0 <= index < count else None
+
+    model = fields.get("tokenizer.ggml.model")
+    return {
+        "tokenizer_model": model if isinstance(model, str) and model else None,
+        "token_count": count,
+        "bos_token": token("tokenizer.ggml.bos_token_id"),
+        "eos_token": token("tokenizer.ggml.eos_token_id"),
+    }
 
 
 def model_arch(summary: GgufSummary) -> ModelArch:

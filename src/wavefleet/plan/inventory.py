@@ -15,11 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 
 from wavefleet.catalog import GOALS, Catalog, DeviceKind, Hardware, Membership, Platform
 from wavefleet.errors import ConfigError, ConfigProblem, nearest
-from wavefleet.files import load_model, read_yaml
+from wavefleet.files import FrozenModel, load_model, read_yaml
+from wavefleet.plan.sizing import TYPICAL_CONTEXT
 
 __all__ = [
     "Claims",
@@ -27,12 +28,15 @@ __all__ = [
     "Deployment",
     "DeviceRef",
     "FleetDevice",
+    "DEFAULT_GOAL_WORKLOADS",
     "Goal",
+    "GoalWorkload",
     "Host",
     "Inventory",
     "Link",
     "LinkKind",
     "SeedFact",
+    "Workload",
     "default_inventory_path",
     "fleet_devices",
     "goal_vocabulary",
@@ -42,10 +46,6 @@ __all__ = [
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 KeyPath = tuple[str | int, ...]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _device_shorthand(value: Any) -> Any:
@@ -60,7 +60,7 @@ def _span(value: Any) -> Any:
     return value
 
 
-class DeviceRef(Strict):
+class DeviceRef(FrozenModel):
     """A catalog device in a host, with what differs in this unit (a laptop's lower TDP, slower RAM)."""
 
     device: str = Field(description="catalog hardware id")
@@ -74,7 +74,7 @@ Device = Annotated[DeviceRef, BeforeValidator(_device_shorthand)]
 Span = Annotated[tuple[float, float], BeforeValidator(_span)]
 
 
-class Container(Strict):
+class Container(FrozenModel):
     """An LXC, VM or Docker host inside a host (Proxmox LXC 107 is `lxc-107`)."""
 
     id: str = Field(pattern=ID_PATTERN)
@@ -89,7 +89,7 @@ class Container(Strict):
     notes: str = ""
 
 
-class Host(Strict):
+class Host(FrozenModel):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     hostname: str = ""
@@ -101,6 +101,12 @@ class Host(Strict):
     ram_gib: float = Field(gt=0, description="host RAM (on a SoC: the shared memory)")
     gpus: list[Device] = Field(default_factory=list)
     containers: list[Container] = Field(default_factory=list)
+    amortisation_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description="what owning the host's hardware costs per hour (price / hours of use), in the "
+        "inventory's currency; added to each request's cost for the device time it held",
+    )
     notes: str = ""
 
 
@@ -111,8 +117,8 @@ class LinkKind(StrEnum):
     THUNDERBOLT = "thunderbolt"
 
 
-class Link(Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class Link(FrozenModel):
+    model_config = ConfigDict(populate_by_name=True)
 
     from_: str = Field(alias="from", description="host id (`from:` in YAML; `from_` in Python)")
     to: str
@@ -121,13 +127,60 @@ class Link(Strict):
     notes: str = ""
 
 
-class Goal(Strict):
+class Goal(FrozenModel):
     tag: str = Field(description="a goal tag services declare in `serves_goals`")
     weight: float = Field(ge=0, le=1)
     description: str = ""
 
 
-class Claims(Strict):
+class GoalWorkload(FrozenModel):
+    """What one goal asks of the fleet at once: requests in flight, their length and the speed floor."""
+
+    concurrent_requests: int = Field(gt=0, description="requests in flight at once for this goal")
+    prompt_tokens: int = Field(gt=0, description="typical prompt, history and retrieved text included")
+    output_tokens: int = Field(gt=0, description="typical answer")
+    min_tokens_per_s: float = Field(gt=0, description="speed floor per request while answering")
+    max_ttft_s: float = Field(gt=0, description="longest acceptable wait for the first token")
+
+
+# One person: a chat and one other request (an editor, an agent) at once; a coding assistant sends
+# longer prompts and needs faster answers than reading pace; RAG stuffs retrieved text into one
+# long prompt at a time. Assumptions, stated in the report; set `workload:` to change them.
+DEFAULT_GOAL_WORKLOADS: dict[str, GoalWorkload] = {
+    "llm-serving": GoalWorkload(
+        concurrent_requests=2, prompt_tokens=1000, output_tokens=400, min_tokens_per_s=10, max_ttft_s=6
+    ),
+    "coding-assistant": GoalWorkload(
+        concurrent_requests=2, prompt_tokens=2000, output_tokens=200, min_tokens_per_s=15, max_ttft_s=6
+    ),
+    "rag": GoalWorkload(
+        concurrent_requests=1, prompt_tokens=3000, output_tokens=300, min_tokens_per_s=10, max_ttft_s=10
+    ),
+}
+
+
+class Workload(FrozenModel):
+    """How the fleet is used: by whom, at what context, and per goal what at once (defaults: one person)."""
+
+    users: int = Field(default=1, gt=0)
+    typical_context: int = Field(
+        default=TYPICAL_CONTEXT,
+        gt=0,
+        description="tokens per request a person really uses; speeds are quoted here",
+    )
+    goals: dict[str, GoalWorkload] = Field(
+        default_factory=dict, description="per goal tag; goals not listed use DEFAULT_GOAL_WORKLOADS"
+    )
+
+    def for_goal(self, tag: str) -> GoalWorkload | None:
+        """The goal's workload: the inventory's, else the default one, scaled to the users."""
+        found = self.goals.get(tag) or DEFAULT_GOAL_WORKLOADS.get(tag)
+        if found is None or self.users == 1:
+            return found
+        return found.model_copy(update={"concurrent_requests": found.concurrent_requests * self.users})
+
+
+class Claims(FrozenModel):
     """What a source promised for a deployment; the planner checks each against the numbers."""
 
     source: str = Field(description="seed, vendor, user, measured …")
@@ -140,7 +193,7 @@ class Claims(Strict):
     prompt_tokens: int | None = Field(default=None, gt=0, description="prompt length the claim assumed")
 
 
-class Deployment(Strict):
+class Deployment(FrozenModel):
     """A service someone intends to run: the planner checks that it fits and keeps its promises."""
 
     id: str = Field(pattern=ID_PATTERN)
@@ -163,7 +216,7 @@ class Deployment(Strict):
     notes: str = ""
 
 
-class SeedFact(Strict):
+class SeedFact(FrozenModel):
     """A number a source states about a catalog device, checked against the catalog."""
 
     device: str
@@ -173,10 +226,10 @@ class SeedFact(Strict):
     ref: str = ""
 
 
-class Inventory(Strict):
+class Inventory(FrozenModel):
     name: str = ""
-    power_price_per_kwh: float = Field(ge=0)
-    currency: str = "USD"
+    power_price_per_kwh: float = Field(ge=0, description="electricity tariff, in `currency` per kWh")
+    currency: str = Field(default="USD", description="currency of every price and cost (ISO 4217 code)")
     hosts: list[Host] = Field(min_length=1)
     links: list[Link] = Field(default_factory=list)
     memberships: list[Membership] = Field(default_factory=list)
@@ -186,6 +239,7 @@ class Inventory(Strict):
     )
     deployments: list[Deployment] = Field(default_factory=list)
     facts: list[SeedFact] = Field(default_factory=list)
+    workload: Workload = Field(default_factory=Workload)
 
     @field_validator("memberships")
     @classmethod
@@ -300,6 +354,9 @@ def inventory_problems(
         if goal.tag not in vocabulary:
             check.unknown(("goals", i, "tag"), goal.tag, vocabulary, "goal tag")
     check.unique("goals", [goal.tag for goal in inventory.goals], "goal")
+    for tag in inventory.workload.goals:
+        if tag not in vocabulary:
+            check.unknown(("workload", "goals", tag), tag, vocabulary, "goal tag")
     for i, model_id in enumerate(inventory.models):
         check.known(("models", i), model_id, catalog.models, "model")
     check.unique("deployments", [d.id for d in inventory.deployments], "deployment")

@@ -41,6 +41,8 @@ __all__ = [
     "MoscowSummary",
     "ServicePlan",
     "Tier",
+    "TierDecision",
+    "TierRule",
     "device_fit",
     "prioritize",
 ]
@@ -79,6 +81,32 @@ CEILING_ALTERNATIVE = Tier.COULD
 ALTERNATIVE_CATEGORIES = frozenset({"inference", "serving"})
 
 
+class TierRule(StrEnum):
+    """The rule a service's tier is put down to (the numbered rules above)."""
+
+    SCORE = "score"  # relevance x best fit against the thresholds; nothing else applied
+    NO_FITTING_DEVICE = "no-fitting-device"
+    NO_ACCESS = "no-access"
+    NO_PRODUCTION_ACCESS = "no-production-access"
+    NOT_SINGLE_USER = "not-single-user"
+    ALTERNATIVE = "alternative"
+    DEPENDENCY_CEILING = "dependency-ceiling"
+    DSDM_DEMOTION = "dsdm-demotion"
+    DEPENDENCY_PROMOTION = "dependency-promotion"
+    MUST_CONFLICT = "must-conflict"  # two Musts claim one device (plan/musts.py)
+    NOT_PLACED = "not-placed"  # a Must engine nothing is placed on (plan/musts.py)
+
+
+class TierDecision(BaseModel):
+    """Which rule a tier is put down to: a dependency promotion, else the DSDM demotion, else the
+    first ceiling the service meets (no fitting device first), else its score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: TierRule
+    reason: str = Field(description="the entry of the service's `reasons` that states it")
+
+
 class ServicePlan(BaseModel):
     """One service's priority, with the reasons a person can check."""
 
@@ -92,6 +120,7 @@ class ServicePlan(BaseModel):
     score: float = Field(description="relevance x best fit factor")
     relevance: float
     reasons: list[str]
+    decided_by: TierDecision
     effort_days: float
     fit: dict[str, Fit]
     fit_reasons: dict[str, str]
@@ -199,12 +228,14 @@ class _Draft:
     score: float
     base: Tier
     ceiling: Tier
+    score_reason: str
     reasons: list[str] = field(default_factory=list)
     effort: float = 0.0
     present_on: list[str] = field(default_factory=list)
     usable: frozenset[str] = frozenset()
     alternative_to: str | None = None
-    ceiling_reasons: list[str] = field(default_factory=list)
+    ceilings: list[TierDecision] = field(default_factory=list)
+    ceiling_tiers: list[Tier] = field(default_factory=list)  # the cap each of `ceilings` sets
 
 
 def prioritize(
@@ -248,11 +279,13 @@ def prioritize(
     effort = _effort(drafts, tiers)
     plans = []
     for sid, draft in drafts.items():
-        reasons = list(draft.reasons) + list(draft.ceiling_reasons)
+        reasons = list(draft.reasons) + [ceiling.reason for ceiling in draft.ceilings]
+        demotion = None
         if sid in forced and tiers[sid] is not Tier.MUST:
-            reasons.append(
+            demotion = (
                 f"demoted Must -> Should by DSDM's 60% rule: lowest score among Musts ({draft.score:.2f})"
             )
+            reasons.append(demotion)
         reasons += promoted.get(sid, [])
         if draft.present_on:
             reasons.append(
@@ -271,6 +304,7 @@ def prioritize(
                 score=round(draft.score, 3),
                 relevance=round(draft.relevance, 3),
                 reasons=reasons,
+                decided_by=_decided_by(draft, demotion, promoted.get(sid, [])),
                 effort_days=draft.effort,
                 fit={key: fit for key, (fit, _) in fits[sid].items()},
                 fit_reasons={key: why for key, (_, why) in fits[sid].items()},
@@ -320,31 +354,42 @@ def _draft(
     )
     score = relevance * FIT_FACTOR[best]
     base = next((tier for tier, floor in THRESHOLDS if score >= floor), Tier.WONT)
-    reasons.append(
+    score_reason = (
         f"score {relevance:.2f} x best fit {best.value} ({FIT_FACTOR[best]:g}) = {score:.2f} -> {base.label} "
         "(Must >= 0.75, Should >= 0.4, Could >= 0.1)"
     )
+    reasons.append(score_reason)
     usable = frozenset(key for key, (fit, _) in per_device.items() if fit is not Fit.NO)
-    draft = _Draft(service, relevance, best, score, base, Tier.MUST, reasons, usable=usable)
+    draft = _Draft(service, relevance, best, score, base, Tier.MUST, score_reason, reasons, usable=usable)
     if best is Fit.NO:
-        draft.ceiling = Tier.WONT
-        draft.ceiling_reasons.append("Won't: no device in the fleet fits it")
+        _lower(draft, Tier.WONT, TierRule.NO_FITTING_DEVICE, "Won't: no device in the fleet fits it")
     access = service.access
     if not _accessible(service, held):
         needed = ", ".join(m.value for m in access.unlocked_by)
         have = ", ".join(sorted(m.value for m in held)) or "none"
-        _lower(draft, CEILING_NO_ACCESS, f"at most Could: needs one of {needed}; you hold {have}")
+        _lower(
+            draft,
+            CEILING_NO_ACCESS,
+            TierRule.NO_ACCESS,
+            f"at most Could: needs one of {needed}; you hold {have}",
+        )
     else:
         reasons.append(_access_reason(service, held))
     if access.production_requires is not None and access.production_requires not in held:
         _lower(
             draft,
             CEILING_NO_PRODUCTION,
+            TierRule.NO_PRODUCTION_ACCESS,
             f"at most Should: production use needs {access.production_requires.value}, which you do "
             "not hold (development and test only)",
         )
     if not service.single_user_fit:
-        _lower(draft, CEILING_NOT_SINGLE_USER, "at most Could: built for clusters or teams, not one person")
+        _lower(
+            draft,
+            CEILING_NOT_SINGLE_USER,
+            TierRule.NOT_SINGLE_USER,
+            "at most Could: built for clusters or teams, not one person",
+        )
     return draft
 
 
@@ -381,6 +426,7 @@ def _mark_alternatives(drafts: dict[str, _Draft], deployed: set[str]) -> None:
                 _lower(
                     alternative,
                     CEILING_ALTERNATIVE,
+                    TierRule.ALTERNATIVE,
                     f"at most Could: an alternative to {b.id} (same category {a.category}; its goals and "
                     f"usable devices are a subset of {b.id}'s"
                     + (", which your inventory deploys)" if b.id in deployed else ")"),
@@ -388,10 +434,26 @@ def _mark_alternatives(drafts: dict[str, _Draft], deployed: set[str]) -> None:
                 break
 
 
-def _lower(draft: _Draft, ceiling: Tier, reason: str) -> None:
+def _lower(draft: _Draft, ceiling: Tier, rule: TierRule, reason: str) -> None:
     if ceiling.rank < draft.ceiling.rank:
         draft.ceiling = ceiling
-    draft.ceiling_reasons.append(reason)
+    draft.ceilings.append(TierDecision(rule=rule, reason=reason))
+    draft.ceiling_tiers.append(ceiling)
+
+
+def _decided_by(draft: _Draft, demotion: str | None, promotions: list[str]) -> TierDecision:
+    if promotions:
+        return TierDecision(rule=TierRule.DEPENDENCY_PROMOTION, reason=promotions[0])
+    if demotion is not None:
+        return TierDecision(rule=TierRule.DSDM_DEMOTION, reason=demotion)
+    # A ceiling decides only when it is below what the score gives (no fitting device also zeroes
+    # the score: the fit is the cause); then the first one that sets the binding (lowest) cap.
+    if draft.ceilings and (draft.ceiling.rank < draft.base.rank or draft.best is Fit.NO):
+        binding = [
+            c for c, tier in zip(draft.ceilings, draft.ceiling_tiers, strict=True) if tier is draft.ceiling
+        ]
+        return binding[0]
+    return TierDecision(rule=TierRule.SCORE, reason=draft.score_reason)
 
 
 def _accessible(service: Service, held: Iterable[Membership]) -> bool:
@@ -423,9 +485,12 @@ def _propagate_ceilings(drafts: dict[str, _Draft]) -> None:
                 if dep is None:
                     continue
                 if dep.ceiling.rank < draft.ceiling.rank:
-                    draft.ceiling = dep.ceiling
-                    draft.ceiling_reasons.append(
-                        f"at most {dep.ceiling.label}: depends on {dep_id}, which can be at most {dep.ceiling.label}"
+                    _lower(
+                        draft,
+                        dep.ceiling,
+                        TierRule.DEPENDENCY_CEILING,
+                        f"at most {dep.ceiling.label}: depends on {dep_id}, which can be at most "
+                        f"{dep.ceiling.label}",
                     )
                     changed = True
 

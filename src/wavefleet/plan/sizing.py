@@ -9,6 +9,9 @@ on (`estimate_basis`). GiB = 2^30 bytes; GB/s = 10^9 bytes per second.
     kv_budget    = budget - weights - engine overhead
     sequences    = floor(kv_budget / KV(context)), capped by max_num_seqs
     decode bound = bandwidth / (bytes read per token: weights + KV at the context)
+
+Speeds are quoted at two contexts: the typical request's (`typical_context`, a few thousand
+tokens: what a person chatting holds) and the sized one (the longest a request may be).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog.models import DeviceKind, Hardware, ModelArch, Quantization
+from wavefleet.engines import sizing_kind
 from wavefleet.errors import UsageError
 from wavefleet.plan.speed import (
     BANDWIDTH_EFFICIENCY,
@@ -31,11 +35,11 @@ from wavefleet.plan.speed import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_NUM_SEQS",
     "GIB",
     "EngineEstimate",
     "SizingInput",
     "SizingResult",
+    "TYPICAL_CONTEXT",
     "estimate_engine",
     "kv_bytes_for_tokens",
     "size_model",
@@ -43,12 +47,6 @@ __all__ = [
 
 GIB = 2**30
 
-# Engines' default cap on concurrent sequences when the caller sets none.
-# vLLM: --max-num-seqs 256 for the OpenAI server on GPUs under 70 GiB (1024 above), from
-# EngineArgs.get_batch_defaults in vllm/engine/arg_utils.py.
-# llama.cpp: llama-server's --parallel defaults to auto = 4 slots sharing one unified KV pool
-# (ggml-org/llama.cpp#16736, #17997). SGLang and TensorRT-LLM: taken as vLLM's (assumption).
-DEFAULT_MAX_NUM_SEQS: dict[str, int] = {"vllm": 256, "sglang": 256, "tensorrt-llm": 256, "llama.cpp": 4}
 
 # vLLM-like engines (vLLM, SGLang, TensorRT-LLM) reserve memory the same three ways:
 # CUDA context and libraries outside PyTorch ("non_torch_memory": 0.33 GiB and 0.39 GiB in the
@@ -70,6 +68,10 @@ LLAMA_CPP_UBATCH = 512
 # Context sized when none is given and not even one sequence of the model's maximum fits
 # (llama.cpp's long-standing default -c).
 FALLBACK_CONTEXT = 4096
+# Tokens a person's request typically holds (prompt, history and answer of a chat): speeds are
+# quoted here unless a figure says otherwise. The plan's workload uses it too (inventory
+# `workload.typical_context`).
+TYPICAL_CONTEXT = 4096
 # Host RAM bandwidth assumed for the CPU part of a layer split when no host CPU is given:
 # dual-channel DDR4-3200 = 2 x 8 B x 3.2 GT/s = 51.2 GB/s.
 DEFAULT_HOST_BANDWIDTH_GBS = 51.2
@@ -90,6 +92,11 @@ class SizingInput(BaseModel):
     kv_dtype: Quantization | None = Field(default=None, description="None: fp16/bf16, 2 bytes")
     context: int | None = Field(
         default=None, gt=0, description="tokens per sequence; None: model max or what fits"
+    )
+    typical_context: int = Field(
+        default=TYPICAL_CONTEXT,
+        gt=0,
+        description="tokens a typical request holds; the headline speeds are quoted here (at most `context`)",
     )
     memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's --gpu-memory-utilization")
     max_num_seqs: int | None = Field(default=None, gt=0, description="engine cap on concurrent sequences")
@@ -112,7 +119,12 @@ class SizingResult(BaseModel):
     overhead_gib: float
     budget_gib: float
     kv_budget_gib: float
-    context: int
+    context: int = Field(
+        description="tokens per sequence the memory is sized for: the longest a request may be"
+    )
+    typical_context: int = Field(
+        description="tokens of the typical request the `_at_typical` speeds are quoted at"
+    )
     max_context: int
     max_concurrent_sequences: int
     fits: bool = Field(description="fits whole on the device with at least one sequence of `context`")
@@ -120,9 +132,15 @@ class SizingResult(BaseModel):
         description="layers on the GPU when it does not fit whole; None when it does"
     )
     total_layers: int
-    decode_tokens_per_s_upper_bound: float
-    batched_decode_tokens_per_s: float
-    prefill_tokens_per_s: float
+    decode_tokens_per_s_at_typical: float = Field(description="one stream at `typical_context` (upper bound)")
+    prefill_tokens_per_s_at_typical: float = Field(
+        description="prompt tokens per second at `typical_context`"
+    )
+    decode_tokens_per_s_upper_bound: float = Field(description="one stream at `context` (upper bound)")
+    batched_decode_tokens_per_s: float = Field(
+        description="all `max_concurrent_sequences` together, each at `context` (estimate)"
+    )
+    prefill_tokens_per_s: float = Field(description="prompt tokens per second at `context`")
     estimate_basis: list[str]
     warnings: list[str]
 
@@ -151,47 +169,29 @@ class _Memory:
     budget: float
 
 
+@dataclass(frozen=True)
+class _Split:
+    """A model that does not fit whole on a GPU, run as a layer split sized for one sequence."""
+
+    gpu_layers: int
+    sequences: int
+    max_context: int
+    decode_bound: float
+
+
 def size_model(inp: SizingInput) -> SizingResult:
     """Size `inp.model` on `inp.device`: what fits, how many sequences, how fast (estimates)."""
     basis: list[str] = []
+    speed_basis: list[str] = []
     warnings: list[str] = []
-    model, device = inp.model, inp.device
+    model = inp.model
     warnings += _compatibility_warnings(inp)
     memory = _memory(inp, basis, warnings)
-
-    requested = inp.context
-    if requested is not None and requested > model.max_context:
-        warnings.append(
-            f"context {requested} exceeds the model's maximum {model.max_context}; sized at {model.max_context}"
-        )
-        requested = model.max_context
-
     kv_budget = memory.budget - memory.weights - memory.overhead
     max_context = min(model.max_context, _tokens_fitting(model, memory.kv_per_layer_token, kv_budget))
-    if requested is not None:
-        context = requested
-    elif max_context >= model.max_context:
-        context = model.max_context
-    elif max_context <= 0:
-        context = min(model.max_context, FALLBACK_CONTEXT)
-        warnings.append(
-            f"no sequence fits whole on the device; sized at {context} tokens (give a context to change it)"
-        )
-    else:
-        context = max_context
-        warnings.append(
-            f"the model's full context ({model.max_context}) does not fit; sized at {max_context} tokens, "
-            "the longest single sequence that fits"
-        )
+    context = _context(inp, max_context, warnings)
     kv_sequence = kv_bytes_for_tokens(model, memory.kv_per_layer_token, context)
-    cap = inp.max_num_seqs or DEFAULT_MAX_NUM_SEQS.get(inp.engine)
-    by_memory = math.floor(kv_budget / kv_sequence) if kv_budget > 0 else 0
-    sequences = min(by_memory, cap) if cap else by_memory
-    basis.append(
-        f"concurrency: floor(kv_budget / KV of one {context}-token sequence) = {by_memory}"
-        + (f", capped at max_num_seqs {cap}" if cap else "")
-        + "; every sequence counted at its full context (worst case)"
-    )
+    sequences = _sequences(inp, kv_budget, kv_sequence, context, basis)
     fits = memory.weights + memory.overhead < memory.budget and sequences >= 1
     if _has_sliding_window(model):
         basis.append(
@@ -199,80 +199,36 @@ def size_model(inp: SizingInput) -> SizingResult:
             f"{model.layers} layers, whose KV stops growing past the window (engines with a hybrid or "
             "SWA cache: vLLM's hybrid allocator, llama.cpp's SWA cache)"
         )
-
-    gpu_layers: int | None = None
-    speed_basis: list[str] = []
-    if not fits and memory.weights + memory.overhead < memory.budget and max_context > 0:
-        warnings.append(
-            f"the weights fit but one {context}-token sequence does not: a context of at most {max_context} fits whole"
-        )
-    if not fits and device.kind is not DeviceKind.GPU:
-        warnings.append(
-            f"does not fit: weights {memory.weights / GIB:.2f} GiB + overhead {memory.overhead / GIB:.2f} GiB + "
-            f"KV {kv_sequence / GIB:.2f} GiB for one sequence exceed the {memory.budget / GIB:.2f} GiB budget"
-        )
-    if not fits and device.kind is DeviceKind.GPU:
-        gpu_layers = _gpu_layers(model, memory, context)
-        # The split is sized for one sequence of `context`, its KV beside the GPU layers.
-        sequences = 1 if gpu_layers > 0 else 0
-        max_context = context if gpu_layers > 0 else 0
-        warnings.append(
-            f"does not fit whole: {gpu_layers} of {model.layers} layers fit on the GPU leaving room for "
-            f"one {context}-token sequence; the rest run from host RAM"
-            + (
-                ""
-                if inp.engine == "llama.cpp"
-                else f" (llama.cpp -ngl {gpu_layers}; {inp.engine} would need CPU offload)"
-            )
-        )
-        _check_host_ram(inp, memory, gpu_layers, context, warnings)
-        decode_bound = _split_decode_bound(inp, memory, gpu_layers, context, speed_basis)
+    if not fits:
+        warnings += _misfit_warnings(inp, memory, context, max_context, kv_sequence)
+    # The headline speeds: a request of typical length on the engine as sized for `context`.
+    typical = min(inp.typical_context, context)
+    typical_basis: list[str] = []
+    split: _Split | None = None
+    if not fits and inp.device.kind is DeviceKind.GPU:
+        split = _layer_split(inp, memory, context, speed_basis, warnings)
+        sequences, max_context, decode_bound = split.sequences, split.max_context, split.decode_bound
     else:
-        bytes_read = _bytes_read_per_token(model, memory) + kv_sequence
-        decode_bound = _bandwidth(device) / bytes_read
-        efficiency, step = BANDWIDTH_EFFICIENCY[device.kind], STEP_OVERHEAD_S[device.kind]
-        expected = 1 / (1 / (decode_bound * efficiency) + step)
-        speed_basis.append(
-            f"decode upper bound: {device.memory_bandwidth_gbs:g} GB/s / {bytes_read / 1e9:.2f} GB read per "
-            f"token (weights + KV at {context} tokens) = {decode_bound:.1f} tokens/s, single stream; "
-            f"expect ~{expected:.0f} tokens/s ({efficiency:.0%} of peak bandwidth plus {step * 1e3:g} ms per "
-            "token, assumptions; llama.cpp on an H200 reached 26-65% of the bound)"
-        )
+        decode_bound = _whole_decode_bound(inp, memory, kv_sequence, context, speed_basis)
+    typical_bound = (
+        _decode_bound_at(inp, memory, typical, split, typical_basis) if typical < context else decode_bound
+    )
     if _expert_share(model, 1) is not None:
         basis.append(
             f"mixture of experts: all {model.params_b:g}e9 parameters stay in memory; a token reads the shared "
             f"weights and {model.experts_per_token} of {model.experts} experts ({model.active_params_b:g}e9 active "
             "parameters), and a batch reads the union of the experts its tokens route to"
         )
-
-    rate = compute_rate(device, inp.quant, inp.engine)
-    batched = (
-        _batched_tokens_per_s(inp, memory, context, max(sequences, 0), rate) if gpu_layers is None else 0.0
+    batched, prefill = _throughput(inp, memory, context, sequences, split is not None, speed_basis, warnings)
+    typical_prefill = (
+        _prefill_tokens_per_s(model, typical, compute_rate(inp.device, inp.quant, inp.engine))
+        if typical < context
+        else prefill
     )
-    if gpu_layers is None and sequences >= 1:
-        ceiling = (
-            f"or 2 x params x batch FLOPs at {PREFILL_COMPUTE_EFFICIENCY:.0%} of {rate.precision} peak, whichever is slower"
-            if rate.flops_per_s > 0
-            else "(compute ceiling unknown: memory time only, so an upper estimate)"
+    if typical < context and typical_prefill > 0:
+        typical_basis.append(
+            f"prefill at {typical} tokens (the typical request): the arithmetic below = {typical_prefill:.0f} tokens/s"
         )
-        speed_basis.append(
-            f"batched decode at {sequences} sequences: each step reads the weights once plus every sequence's KV, "
-            f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling}, plus "
-            f"{STEP_OVERHEAD_S[device.kind] * 1e3:g} ms fixed per step (fit to llama.cpp on an H200) = {batched:.0f} tokens/s"
-        )
-    prefill = _prefill_tokens_per_s(model, context, rate)
-    if prefill > 0:
-        speed_basis.append(
-            f"prefill: (2 x params + attention) FLOPs per token over {rate.flops_per_s / 1e12:g} TFLOPS "
-            f"{rate.precision} ({rate.reason}) at {PREFILL_COMPUTE_EFFICIENCY:.0%} efficiency = {prefill:.0f} tokens/s"
-        )
-    else:
-        warnings.append(f"prefill speed unknown: {rate.reason}")
-    if gpu_layers is not None and prefill > 0:
-        warnings.append(
-            "prefill estimate assumes the whole model computes on the GPU; a layer split is slower"
-        )
-
     return SizingResult(
         weights_gib=memory.weights / GIB,
         kv_bytes_per_token=round(memory.kv_per_layer_token * model.layers),
@@ -281,17 +237,174 @@ def size_model(inp: SizingInput) -> SizingResult:
         budget_gib=memory.budget / GIB,
         kv_budget_gib=kv_budget / GIB,
         context=context,
+        typical_context=typical,
         max_context=max(max_context, 0),
         max_concurrent_sequences=max(sequences, 0),
         fits=fits,
-        gpu_layers=gpu_layers,
+        gpu_layers=split.gpu_layers if split is not None else None,
         total_layers=model.layers,
+        decode_tokens_per_s_at_typical=typical_bound,
+        prefill_tokens_per_s_at_typical=typical_prefill,
         decode_tokens_per_s_upper_bound=decode_bound,
         batched_decode_tokens_per_s=batched,
         prefill_tokens_per_s=prefill,
-        estimate_basis=basis + speed_basis,
+        estimate_basis=basis + typical_basis + speed_basis,
         warnings=warnings,
     )
+
+
+def _context(inp: SizingInput, max_context: int, warnings: list[str]) -> int:
+    """The context to size: the one asked for (at most the model's), else the model's whole context
+    when one sequence of it fits, else the longest that fits, else a fallback when none does."""
+    model = inp.model
+    requested = inp.context
+    if requested is not None and requested > model.max_context:
+        warnings.append(
+            f"context {requested} exceeds the model's maximum {model.max_context}; sized at {model.max_context}"
+        )
+        requested = model.max_context
+    if requested is not None:
+        return requested
+    if max_context >= model.max_context:
+        return model.max_context
+    if max_context <= 0:
+        context = min(model.max_context, FALLBACK_CONTEXT)
+        warnings.append(
+            f"no sequence fits whole on the device; sized at {context} tokens (give a context to change it)"
+        )
+        return context
+    warnings.append(
+        f"the model's full context ({model.max_context}) does not fit; sized at {max_context} tokens, "
+        "the longest single sequence that fits"
+    )
+    return max_context
+
+
+def _default_max_num_seqs(engine: str) -> int | None:
+    """The engine's default cap on concurrent sequences (engines table), None when it has none."""
+    kind = sizing_kind(engine)
+    return kind.traits.slots.count if kind is not None else None
+
+
+def _sequences(inp: SizingInput, kv_budget: float, kv_sequence: float, context: int, basis: list[str]) -> int:
+    """Sequences of `context` tokens the KV budget holds at once, capped by the engine's limit."""
+    cap = inp.max_num_seqs or _default_max_num_seqs(inp.engine)
+    by_memory = math.floor(kv_budget / kv_sequence) if kv_budget > 0 else 0
+    basis.append(
+        f"concurrency: floor(kv_budget / KV of one {context}-token sequence) = {by_memory}"
+        + (f", capped at max_num_seqs {cap}" if cap else "")
+        + "; every sequence counted at its full context (worst case)"
+    )
+    return min(by_memory, cap) if cap else by_memory
+
+
+def _misfit_warnings(
+    inp: SizingInput, memory: _Memory, context: int, max_context: int, kv_sequence: float
+) -> list[str]:
+    """Why the model does not fit whole: a shorter context that would, and (off GPUs) the sum that fails."""
+    found = []
+    if memory.weights + memory.overhead < memory.budget and max_context > 0:
+        found.append(
+            f"the weights fit but one {context}-token sequence does not: a context of at most {max_context} fits whole"
+        )
+    if inp.device.kind is not DeviceKind.GPU:
+        found.append(
+            f"does not fit: weights {memory.weights / GIB:.2f} GiB + overhead {memory.overhead / GIB:.2f} GiB + "
+            f"KV {kv_sequence / GIB:.2f} GiB for one sequence exceed the {memory.budget / GIB:.2f} GiB budget"
+        )
+    return found
+
+
+def _layer_split(
+    inp: SizingInput, memory: _Memory, context: int, speed_basis: list[str], warnings: list[str]
+) -> _Split:
+    model = inp.model
+    gpu_layers = _gpu_layers(model, memory, context)
+    warnings.append(
+        f"does not fit whole: {gpu_layers} of {model.layers} layers fit on the GPU leaving room for "
+        f"one {context}-token sequence; the rest run from host RAM"
+        + (
+            ""
+            if inp.engine == "llama.cpp"
+            else f" (llama.cpp -ngl {gpu_layers}; {inp.engine} would need CPU offload)"
+        )
+    )
+    _check_host_ram(inp, memory, gpu_layers, context, warnings)
+    decode_bound = _split_decode_bound(inp, memory, gpu_layers, context, speed_basis)
+    # The split is sized for one sequence of `context`, its KV beside the GPU layers.
+    return _Split(
+        gpu_layers=gpu_layers,
+        sequences=1 if gpu_layers > 0 else 0,
+        max_context=context if gpu_layers > 0 else 0,
+        decode_bound=decode_bound,
+    )
+
+
+def _whole_decode_bound(
+    inp: SizingInput, memory: _Memory, kv_sequence: float, context: int, speed_basis: list[str]
+) -> float:
+    """Single-stream decode bound of a model held whole: bandwidth over the bytes read per token."""
+    device = inp.device
+    bytes_read = _bytes_read_per_token(inp.model, memory) + kv_sequence
+    decode_bound = _bandwidth(device) / bytes_read
+    efficiency, step = BANDWIDTH_EFFICIENCY[device.kind], STEP_OVERHEAD_S[device.kind]
+    expected = 1 / (1 / (decode_bound * efficiency) + step)
+    speed_basis.append(
+        f"decode upper bound: {device.memory_bandwidth_gbs:g} GB/s / {bytes_read / 1e9:.2f} GB read per "
+        f"token (weights + KV at {context} tokens) = {decode_bound:.1f} tokens/s, single stream; "
+        f"expect ~{expected:.0f} tokens/s ({efficiency:.0%} of peak bandwidth plus {step * 1e3:g} ms per "
+        "token, assumptions; llama.cpp on an H200 reached 26-65% of the bound)"
+    )
+    return decode_bound
+
+
+def _decode_bound_at(
+    inp: SizingInput, memory: _Memory, tokens: int, split: _Split | None, speed_basis: list[str]
+) -> float:
+    """Single-stream decode bound of a request holding `tokens`, the layers placed as sized."""
+    if split is not None:
+        return _split_decode_bound(inp, memory, split.gpu_layers, tokens, speed_basis)
+    kv = kv_bytes_for_tokens(inp.model, memory.kv_per_layer_token, tokens)
+    return _whole_decode_bound(inp, memory, kv, tokens, speed_basis)
+
+
+def _throughput(
+    inp: SizingInput,
+    memory: _Memory,
+    context: int,
+    sequences: int,
+    split: bool,
+    speed_basis: list[str],
+    warnings: list[str],
+) -> tuple[float, float]:
+    """Batched decode at `sequences` (none estimated for a layer split) and prefill, in tokens/s."""
+    device = inp.device
+    rate = compute_rate(device, inp.quant, inp.engine)
+    batched = 0.0 if split else _batched_tokens_per_s(inp, memory, context, max(sequences, 0), rate)
+    if not split and sequences >= 1:
+        ceiling = (
+            f"or 2 x params x batch FLOPs at {PREFILL_COMPUTE_EFFICIENCY:.0%} of {rate.precision} peak, whichever is slower"
+            if rate.flops_per_s > 0
+            else "(compute ceiling unknown: memory time only, so an upper estimate)"
+        )
+        speed_basis.append(
+            f"batched decode at {sequences} sequences of {context} tokens: each step reads the weights once plus every sequence's KV, "
+            f"over {BANDWIDTH_EFFICIENCY[device.kind]:.0%} of peak bandwidth, {ceiling}, plus "
+            f"{STEP_OVERHEAD_S[device.kind] * 1e3:g} ms fixed per step (fit to llama.cpp on an H200) = {batched:.0f} tokens/s"
+        )
+    prefill = _prefill_tokens_per_s(inp.model, context, rate)
+    if prefill > 0:
+        speed_basis.append(
+            f"prefill at {context} tokens: (2 x params + attention) FLOPs per token over {rate.flops_per_s / 1e12:g} "
+            f"TFLOPS {rate.precision} ({rate.reason}) at {PREFILL_COMPUTE_EFFICIENCY:.0%} efficiency = {prefill:.0f} tokens/s"
+        )
+    else:
+        warnings.append(f"prefill speed unknown: {rate.reason}")
+    if split and prefill > 0:
+        warnings.append(
+            "prefill estimate assumes the whole model computes on the GPU; a layer split is slower"
+        )
+    return batched, prefill
 
 
 def estimate_engine(inp: SizingInput) -> EngineEstimate:
@@ -464,7 +577,7 @@ def _overhead(inp: SizingInput, basis: list[str]) -> float:
             )
         )
         return compute_buffer + cuda
-    seqs = inp.max_num_seqs or DEFAULT_MAX_NUM_SEQS.get(inp.engine, 256)
+    seqs = inp.max_num_seqs or _default_max_num_seqs(inp.engine) or 256
     activation = VLLM_MAX_NUM_BATCHED_TOKENS * (3 * model.intermediate_size + 4 * model.hidden_size) * 2
     sampler = seqs * model.vocab_size * 4 * 2
     overhead = VLLM_NON_TORCH_GIB * GIB + VLLM_CUDA_GRAPHS_GIB * GIB + activation + sampler

@@ -2,7 +2,8 @@
 
 They need nothing beyond Python: every YAML and JSON file parses, no two services on a node
 share a port, every scrape target is a rendered service, every gateway backend is a rendered
-engine, and `wave.yaml` loads as a GatewayConfig. The real tools (nginx -t, promtool,
+engine, `wave.yaml` loads as a GatewayConfig, and a Jenkinsfile's brackets balance and its
+shell steps hold nothing Groovy would change. The real tools (nginx -t, promtool,
 shellcheck, the Compose JSON schema) run in the tests, where they are installed.
 """
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.render.artifacts import RenderedTree
+from wavefleet.render.ci import JENKINSFILE, jenkinsfile_problems
 
 __all__ = ["check_tree", "compose_ports", "tree_problems"]
 
@@ -36,6 +38,9 @@ def tree_problems(tree: RenderedTree) -> list[str]:
     problems += _compose_matches_ledger(tree, parsed)
     problems += _scrape_targets_rendered(tree, parsed)
     problems += _backends_rendered(tree, parsed)
+    for path, artifact in sorted(tree.artifacts.items()):
+        if path.endswith(f"/{JENKINSFILE}"):
+            problems += [f"{path}: {problem}" for problem in jenkinsfile_problems(artifact.content)]
     return problems
 
 

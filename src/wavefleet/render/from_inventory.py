@@ -1,13 +1,13 @@
 """From the planner's inventory (+ catalog + sizing engine) to the `FleetSpec` the renderers read.
 
-What runs where comes from one of two sources (`Source`):
+What runs where comes from one of two sources (`EngineSource`):
 
 - `plan` (default): the planner's placements (`build_plan`), one recommended model per device, as
   engines; services the plan rates Won't are left out.
 - `deployments`: the inventory's own deployments, as written (the seed's, in the default
   inventory), including their ports.
 
-Either way each candidate engine goes through the same rules, reported one `Decision` each:
+Either way each candidate engine goes through the same rules, reported one `EngineDecision` each:
 
 - Engines Wavefleet renders are vLLM, llama.cpp and Triton (vLLM backend). Exporters and the
   Container Toolkit come from each node's hardware, not from deployments: dcgm-exporter only where
@@ -19,6 +19,8 @@ Either way each candidate engine goes through the same rules, reported one `Deci
   fit in what the earlier ones left is not rendered, and the decision says why.
 - Ports: `PortMode.INVENTORY` keeps the ports the inventory gives (a clash is an error) and picks
   free ones where none is given; `PortMode.ASSIGN` picks every engine port.
+- The CI job: the first container whose `runs:` lists `jenkins` gets the model pipeline's
+  Jenkinsfile (`FleetSpec.ci`); an inventory without one gets no CI job.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from wavefleet.catalog import Catalog, DeviceKind, Hardware
+from wavefleet.catalog import Catalog, DeviceKind, Hardware, ModelArch, Quantization
+from wavefleet.engines import EngineKind, WeightFormat, sizing_engine
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import BackendProfile
 from wavefleet.plan.inventory import Container, Deployment, Host, Inventory, fleet_devices
@@ -36,8 +39,8 @@ from wavefleet.plan.planner import build_plan
 from wavefleet.plan.sizing import SizingInput, SizingResult, estimate_engine, size_model
 from wavefleet.render.services import DCGM_PORT, JETSON_EXPORTER_PORT, NODE_EXPORTER_PORT
 from wavefleet.render.spec import (
+    CiSpec,
     DcgmSupport,
-    EngineKind,
     EngineSpec,
     FleetSpec,
     GatewaySpec,
@@ -48,18 +51,19 @@ from wavefleet.render.spec import (
     VaultSpec,
 )
 
-__all__ = ["Decision", "PortMode", "Source", "Translation", "fleet_from_inventory"]
+__all__ = ["EngineDecision", "EngineSource", "PortMode", "Translation", "fleet_from_inventory"]
 
-ENGINE_SERVICES = {"vllm": EngineKind.VLLM, "llama.cpp": EngineKind.LLAMACPP, "triton": EngineKind.TRITON}
 FROM_HARDWARE = {"dcgm-exporter", "node-exporter", "jetson-stats", "container-toolkit"}
-DEFAULT_PORTS = {EngineKind.VLLM: 8000, EngineKind.LLAMACPP: 8080, EngineKind.TRITON: 8000}
 RESERVED_PORTS = {NODE_EXPORTER_PORT, DCGM_PORT, JETSON_EXPORTER_PORT, 80, 443}
 DEFAULT_VLLM_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
-DEFAULT_LLAMACPP_SLOTS = 4
 LLAMACPP_SLOT_CONTEXT = 4096  # llama.cpp's long-standing default context
+# What a container's `runs:` names for the CI runner the model pipeline's job is rendered for.
+CI_RUNNER = "jenkins"
 
 
-class Source(StrEnum):
+class EngineSource(StrEnum):
+    """Where `wave render` takes its candidate engines from (`--source`)."""
+
     PLAN = "plan"
     DEPLOYMENTS = "deployments"
 
@@ -70,7 +74,9 @@ class PortMode(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class EngineDecision:
+    """Whether one candidate engine is rendered, and why."""
+
     deployment: str
     rendered: bool
     reason: str
@@ -79,7 +85,7 @@ class Decision:
 @dataclass
 class Translation:
     fleet: FleetSpec
-    decisions: list[Decision]
+    decisions: list[EngineDecision]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -96,7 +102,7 @@ def fleet_from_inventory(
     inventory: Inventory,
     catalog: Catalog,
     *,
-    source: Source = Source.PLAN,
+    source: EngineSource = EngineSource.PLAN,
     ports: PortMode = PortMode.INVENTORY,
     server_name: str = "ai.home.arpa",
 ) -> Translation:
@@ -110,10 +116,10 @@ def fleet_from_inventory(
         for node in nodes
         for gpu in node.gpus
     }
-    decisions: list[Decision] = []
+    decisions: list[EngineDecision] = []
     engines: list[EngineSpec] = []
     candidates = (
-        inventory.deployments if source is Source.DEPLOYMENTS else _plan_deployments(inventory, catalog)
+        inventory.deployments if source is EngineSource.DEPLOYMENTS else _plan_deployments(inventory, catalog)
     )
     for deployment in candidates:
         decision, engine = _place(deployment, inventory, catalog, nodes, gpus, hardware)
@@ -130,6 +136,7 @@ def fleet_from_inventory(
         _node_running(nodes, origin, inventory, role)
         for role in ("nginx", "vault", "prometheus", "authentik")
     )
+    ci = _node_running_if_any(nodes, inventory, CI_RUNNER)
     _warn_shared_addresses(nodes, warnings)
     warnings += [
         f"{n.name} runs Windows: nothing is rendered for it (its NPU and iGPU are reached through OpenVINO)"
@@ -147,6 +154,7 @@ def fleet_from_inventory(
         ),
         monitoring_node=monitoring.name,
         vault=VaultSpec(node=vault.name, addr=f"https://{vault.address}:8200"),
+        ci=CiSpec(node=ci.name) if ci is not None else None,
         power_price_per_kwh=inventory.power_price_per_kwh or 0.0001,
         currency=inventory.currency,
     )
@@ -300,14 +308,22 @@ def _container_node(
     )
 
 
-def _node_running(
-    nodes: list[NodeSpec], origin: dict[str, Host], inventory: Inventory, role: str
-) -> NodeSpec:
+def _node_running_if_any(nodes: list[NodeSpec], inventory: Inventory, role: str) -> NodeSpec | None:
+    """The node of the first container whose `runs:` lists `role`, if one does."""
     for host in inventory.hosts:
         for container in host.containers:
             if role in container.runs:
                 wanted = f"{_node_name(host.id)}-{_node_name(container.id)}"
                 return next(n for n in nodes if n.name == wanted)
+    return None
+
+
+def _node_running(
+    nodes: list[NodeSpec], origin: dict[str, Host], inventory: Inventory, role: str
+) -> NodeSpec:
+    found = _node_running_if_any(nodes, inventory, role)
+    if found is not None:
+        return found
     raise UsageError(
         f"no container in the inventory runs {role}; add `{role}` to the `runs:` of the container that "
         "hosts it (NGINX fronts the gateway, Vault holds the NGC key, Prometheus scrapes the fleet)"
@@ -329,6 +345,44 @@ def _warn_shared_addresses(nodes: list[NodeSpec], warnings: list[str]) -> None:
 # --- engines -----------------------------------------------------------------------------------
 
 
+class _NotRendered(Exception):
+    """A candidate engine `wave render` leaves out; the message says why (never leaves this module)."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a candidate engine would run: its node, and the device it runs on there."""
+
+    host: Host
+    node: NodeSpec
+    device_id: str
+    device: Hardware
+    gpu_index: int | None  # None on a CPU
+    cpu: Hardware | None  # the host's CPU, for a layer split's speed and a CPU engine's threads
+
+
+@dataclass(frozen=True)
+class _Flags:
+    """The engine flags the deployment gives, with Wavefleet's defaults where it gives none."""
+
+    kv: Quantization | None
+    share: float  # vLLM/Triton --gpu-memory-utilization
+    context: int | None  # None: the sizing engine picks it
+    slots: int | None  # llama.cpp --parallel
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A deployment as an engine `wave render` could render, before it is sized."""
+
+    deployment: Deployment
+    kind: EngineKind
+    target: _Target
+    model: ModelArch
+    quant: Quantization
+    flags: _Flags
+
+
 def _place(
     deployment: Deployment,
     inventory: Inventory,
@@ -336,128 +390,223 @@ def _place(
     nodes: list[NodeSpec],
     gpus: dict[tuple[str, int], _Gpu],
     hardware: dict[tuple[str, str], Hardware],
-) -> tuple[Decision, EngineSpec | None]:
-    def skip(reason: str) -> tuple[Decision, EngineSpec | None]:
-        return Decision(deployment.id, False, reason), None
+) -> tuple[EngineDecision, EngineSpec | None]:
+    """Render `deployment` as an engine when it is one, runs where it says, and fits beside the
+    engines placed before it on its GPU; claim its share of that GPU."""
+    try:
+        candidate = _candidate(deployment, inventory, catalog, nodes, hardware)
+        sizing_input = _sizing_input(candidate)
+        sizing = _sized(candidate, sizing_input)
+        n_gpu_layers = _n_gpu_layers(candidate, sizing)
+        flags = candidate.flags
+        claim = _gpu_claim(
+            candidate.kind, candidate.target.device, flags.share, sizing, n_gpu_layers, flags.slots or 1
+        )
+        gpu = _gpu_with_room(candidate.target, gpus, claim)
+    except _NotRendered as skip:
+        return EngineDecision(deployment.id, False, str(skip)), None
+    engine = _engine_spec(candidate, sizing_input, sizing, n_gpu_layers)
+    if gpu is not None:
+        gpu.claimed_gib += claim
+        gpu.holders.append(engine.name)
+    target = candidate.target
+    return EngineDecision(
+        deployment.id, True, f"{candidate.kind.value} on {target.node.name} ({target.device_id})"
+    ), engine
 
-    kind = ENGINE_SERVICES.get(deployment.service)
+
+def _candidate(
+    deployment: Deployment,
+    inventory: Inventory,
+    catalog: Catalog,
+    nodes: list[NodeSpec],
+    hardware: dict[tuple[str, str], Hardware],
+) -> _Candidate:
+    """The engine, place, weights and flags a deployment asks for; _NotRendered when one cannot be."""
+    kind = _rendered_kind(deployment.service)
     if kind is None:
         if deployment.service in FROM_HARDWARE:
-            return skip(f"{deployment.service} is rendered from each node's hardware, not from deployments")
-        return skip(f"{deployment.service} is not an engine `wave render` renders (vLLM, llama.cpp, Triton)")
+            raise _NotRendered(
+                f"{deployment.service} is rendered from each node's hardware, not from deployments"
+            )
+        rendered = ", ".join(k.traits.title for k in EngineKind if k.traits.rendered)
+        raise _NotRendered(f"{deployment.service} is not an engine `wave render` renders ({rendered})")
     if deployment.model is None:
-        return skip("no model given")
-    host = inventory.host(deployment.host)
+        raise _NotRendered("no model given")
+    target = _target(deployment, kind, inventory.host(deployment.host), nodes, hardware)
+    model = catalog.get_model(deployment.model)
+    quant = _quantization(deployment, kind, catalog)
+    return _Candidate(deployment, kind, target, model, quant, _flags(deployment, kind, catalog))
+
+
+def _rendered_kind(service: str) -> EngineKind | None:
+    """The kind `wave render` renders for a deployment of this catalog service: only an engine's
+    own service (a TensorRT-LLM deployment is no Triton of the vLLM backend render deploys)."""
+    return next((k for k in EngineKind if k.traits.rendered and k.traits.catalog_id == service), None)
+
+
+def _default_port(kind: EngineKind) -> int:
+    port = kind.traits.port
+    if port is None:  # never for a rendered kind; EngineSpec refuses others
+        raise UsageError(f"{kind.value} has no default port to render")
+    return port
+
+
+def _target(
+    deployment: Deployment,
+    kind: EngineKind,
+    host: Host,
+    nodes: list[NodeSpec],
+    hardware: dict[tuple[str, str], Hardware],
+) -> _Target:
     node_name = _node_name(host.id) + (f"-{_node_name(deployment.container)}" if deployment.container else "")
     node = next(n for n in nodes if n.name == node_name)
     if node.os is OsFamily.WINDOWS:
-        return skip(
+        raise _NotRendered(
             f"{node.name} runs Windows; Wavefleet renders Linux containers (run llama.cpp there by hand)"
         )
     device_id = deployment.device or (
         host.gpus[0].device if host.gpus else host.cpu.device if host.cpu else None
     )
     if device_id is None:
-        return skip(f"host {host.id} lists no device to run on")
+        raise _NotRendered(f"host {host.id} lists no device to run on")
     device = hardware[(host.id, device_id)]
     on_gpu = device.kind is not DeviceKind.CPU
     gpu_index = next((g.index for g in node.gpus if g.device == device_id), None) if on_gpu else None
     if on_gpu and gpu_index is None:
-        return skip(f"{device_id} is not passed into {node.name}")
-    if kind in (EngineKind.VLLM, EngineKind.TRITON) and not on_gpu:
-        return skip(f"{deployment.service} needs a GPU; {device_id} is a CPU")
-    model = catalog.get_model(deployment.model)
-    quant = catalog.get_quantization(
-        deployment.quant or ("q4_k_m" if kind is EngineKind.LLAMACPP else "bf16")
-    )
-    if kind is EngineKind.LLAMACPP and quant.format != "gguf":
-        return skip(f"llama.cpp loads GGUF files; {quant.id} is {quant.format}")
-    if kind is not EngineKind.LLAMACPP and quant.format in ("gguf", "awq", "gptq", "fp4"):
-        return skip(f"{quant.id} needs a pre-quantized checkpoint the catalog does not name; use fp8 or bf16")
-    kv = catalog.get_quantization(deployment.kv_dtype) if deployment.kv_dtype else None
+        raise _NotRendered(f"{device_id} is not passed into {node.name}")
+    if kind.traits.needs_gpu and not on_gpu:
+        raise _NotRendered(f"{deployment.service} needs a GPU; {device_id} is a CPU")
     cpu = hardware.get((host.id, host.cpu.device)) if host.cpu else None
-    share = deployment.gpu_memory_utilization or DEFAULT_VLLM_MEMORY_SHARE
+    return _Target(host, node, device_id, device, gpu_index, cpu)
+
+
+def _quantization(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> Quantization:
+    """The weights' format, when the engine can load it from a checkpoint the catalog names."""
+    gguf = kind.traits.weights is WeightFormat.GGUF
+    quant = catalog.get_quantization(deployment.quant or ("q4_k_m" if gguf else "bf16"))
+    if gguf and quant.format != "gguf":
+        raise _NotRendered(f"{kind.traits.title} loads GGUF files; {quant.id} is {quant.format}")
+    if not gguf and quant.format in ("gguf", "awq", "gptq", "fp4"):
+        raise _NotRendered(
+            f"{quant.id} needs a pre-quantized checkpoint the catalog does not name; use fp8 or bf16"
+        )
+    return quant
+
+
+def _flags(deployment: Deployment, kind: EngineKind, catalog: Catalog) -> _Flags:
+    llamacpp = kind is EngineKind.LLAMACPP
     context = deployment.max_model_len
-    if context is None and kind is EngineKind.LLAMACPP:
+    if context is None and llamacpp:
         context = LLAMACPP_SLOT_CONTEXT  # per slot; the model's maximum times the slots rarely fits
-    slots = deployment.parallel or (DEFAULT_LLAMACPP_SLOTS if kind is EngineKind.LLAMACPP else None)
-    sizing_input = SizingInput(
-        model=model,
-        device=device,
-        quant=quant,
-        kv_dtype=kv,
+    return _Flags(
+        kv=catalog.get_quantization(deployment.kv_dtype) if deployment.kv_dtype else None,
+        share=deployment.gpu_memory_utilization or DEFAULT_VLLM_MEMORY_SHARE,
         context=context,
-        memory_utilization=share if kind is not EngineKind.LLAMACPP else 0.95,
-        max_num_seqs=deployment.max_num_seqs if kind is not EngineKind.LLAMACPP else slots,
-        engine=deployment.service if deployment.service != "triton" else "vllm",
-        host_ram_gib=_ram_of(host, deployment.container),
-        host=cpu if on_gpu else None,
+        slots=deployment.parallel or (kind.traits.slots.count if llamacpp else None),
     )
+
+
+def _sizing_input(candidate: _Candidate) -> SizingInput:
+    deployment, target, flags = candidate.deployment, candidate.target, candidate.flags
+    llamacpp = candidate.kind is EngineKind.LLAMACPP
+    return SizingInput(
+        model=candidate.model,
+        device=target.device,
+        quant=candidate.quant,
+        kv_dtype=flags.kv,
+        context=flags.context,
+        memory_utilization=flags.share if not llamacpp else 0.95,
+        max_num_seqs=deployment.max_num_seqs if not llamacpp else flags.slots,
+        engine=sizing_engine(deployment.service),
+        host_ram_gib=_ram_of(target.host, deployment.container),
+        host=target.cpu if target.gpu_index is not None else None,
+    )
+
+
+def _sized(candidate: _Candidate, sizing_input: SizingInput) -> SizingResult:
+    """The sizing estimate; _NotRendered when the model fits neither whole nor as a layer split."""
     sizing = size_model(sizing_input)
     if not sizing.fits and sizing.gpu_layers is None:
-        return skip(
-            f"{model.id} ({quant.id}) does not fit {device_id} by the sizing estimate: {'; '.join(sizing.warnings)}"
+        raise _NotRendered(
+            f"{candidate.model.id} ({candidate.quant.id}) does not fit {candidate.target.device_id} by the "
+            f"sizing estimate: {'; '.join(sizing.warnings)}"
         )
+    return sizing
+
+
+def _n_gpu_layers(candidate: _Candidate, sizing: SizingResult) -> int | None:
+    """llama.cpp's -ngl on a GPU: the deployment's, else what the sizing estimate fits."""
+    if candidate.kind is not EngineKind.LLAMACPP or candidate.target.gpu_index is None:
+        return None
+    if candidate.deployment.n_gpu_layers is not None:
+        return candidate.deployment.n_gpu_layers
+    return sizing.gpu_layers or candidate.model.layers
+
+
+def _gpu_with_room(target: _Target, gpus: dict[tuple[str, int], _Gpu], claim: float) -> _Gpu | None:
+    """The GPU the engine runs on (None on a CPU); _NotRendered when the engines placed on it
+    before leave less than `claim` GiB."""
+    if target.gpu_index is None:
+        return None
+    gpu = gpus[(target.node.name, target.gpu_index)]
+    capacity = target.device.memory_gib or 0.0
+    if gpu.claimed_gib + claim > capacity + 1e-6:
+        held = f" and {', '.join(gpu.holders)} already hold {gpu.claimed_gib:.1f} GiB" if gpu.holders else ""
+        raise _NotRendered(
+            f"needs about {claim:.1f} GiB of {target.device_id} (estimate), which has {capacity:.1f} GiB{held}"
+        )
+    return gpu
+
+
+def _engine_spec(
+    candidate: _Candidate, sizing_input: SizingInput, sizing: SizingResult, n_gpu_layers: int | None
+) -> EngineSpec:
+    deployment, kind, target, flags = candidate.deployment, candidate.kind, candidate.target, candidate.flags
+    model, quant = candidate.model, candidate.quant
+    llamacpp = kind is EngineKind.LLAMACPP
     notes = [f"estimate basis: {b}" for b in sizing.estimate_basis[:3]] + [
         f"warning: {w}" for w in sizing.warnings
     ]
-    n_gpu_layers = None
-    if kind is EngineKind.LLAMACPP and on_gpu:
-        n_gpu_layers = (
-            deployment.n_gpu_layers
-            if deployment.n_gpu_layers is not None
-            else (sizing.gpu_layers or model.layers)
-        )
-    claim = _gpu_claim(kind, device, share, sizing, n_gpu_layers, slots or 1)
-    if on_gpu and gpu_index is not None:
-        gpu = gpus[(node.name, gpu_index)]
-        capacity = device.memory_gib or 0.0
-        if gpu.claimed_gib + claim > capacity + 1e-6:
-            held = (
-                f" and {', '.join(gpu.holders)} already hold {gpu.claimed_gib:.1f} GiB" if gpu.holders else ""
-            )
-            return skip(
-                f"needs about {claim:.1f} GiB of {device_id} (estimate), which has {capacity:.1f} GiB{held}"
-            )
-    context = context or sizing.context
+    context = flags.context or sizing.context
     max_num_seqs = deployment.max_num_seqs or max(1, min(sizing.max_concurrent_sequences, 256))
-    if kind is not EngineKind.LLAMACPP and max_num_seqs > sizing.max_concurrent_sequences:
+    if not llamacpp and max_num_seqs > sizing.max_concurrent_sequences:
         notes.append(
             f"max_num_seqs {max_num_seqs} exceeds the {sizing.max_concurrent_sequences} sequences of {context} tokens "
             "the KV cache holds (estimate): vLLM will queue or preempt the rest at full context"
         )
+    running = max_num_seqs if not llamacpp else (flags.slots or 1)
     estimate = estimate_engine(sizing_input)
-    engine = EngineSpec(
+    on_gpu = target.gpu_index is not None
+    return EngineSpec(
         name=_node_name(deployment.id),
         kind=kind,
-        node=node.name,
-        gpu_index=gpu_index,
-        device=device_id,
+        node=target.node.name,
+        gpu_index=target.gpu_index,
+        device=target.device_id,
         model=model.id,
-        weights=model.hf_repo if kind is not EngineKind.LLAMACPP else f"{model.id}-{quant.id.upper()}.gguf",
+        weights=model.hf_repo if not llamacpp else f"{model.id}-{quant.id.upper()}.gguf",
         quant=quant.id,
-        quantization_flag="fp8" if quant.format == "fp8" and kind is not EngineKind.LLAMACPP else None,
-        kv_cache_dtype=_kv_flag(kind, kv.id if kv else None, notes),
+        quantization_flag="fp8" if quant.format == "fp8" and not llamacpp else None,
+        kv_cache_dtype=_kv_flag(kind, flags.kv.id if flags.kv else None, notes),
         max_model_len=context,
-        max_num_seqs=max_num_seqs if kind is not EngineKind.LLAMACPP else (slots or 1),
-        gpu_memory_utilization=share if kind is not EngineKind.LLAMACPP else None,
+        max_num_seqs=running,
+        gpu_memory_utilization=flags.share if not llamacpp else None,
         n_gpu_layers=n_gpu_layers,
-        threads=deployment.threads or (None if on_gpu else _cores_of(host, deployment.container, cpu)),
-        parallel=slots or 1,
-        port=deployment.port or DEFAULT_PORTS[kind],
+        threads=deployment.threads
+        or (None if on_gpu else _cores_of(target.host, deployment.container, target.cpu)),
+        parallel=flags.slots or 1,
+        host_ram_gib=sizing_input.host_ram_gib,
+        port=deployment.port or _default_port(kind),
         profile=_profile(
             estimate.prefill_tokens_per_s,
             estimate.decode_tokens_per_s,
             estimate.itl_at_batch,
-            max_num_seqs if kind is not EngineKind.LLAMACPP else (slots or 1),
+            running,
             estimate.basis,
         ),
         notes=notes,
     )
-    if on_gpu and gpu_index is not None:
-        gpus[(node.name, gpu_index)].claimed_gib += claim
-        gpus[(node.name, gpu_index)].holders.append(engine.name)
-    return Decision(deployment.id, True, f"{kind.value} on {node.name} ({device_id})"), engine
 
 
 def _cores_of(host: Host, container_id: str | None, cpu: Hardware | None) -> int | None:
@@ -539,7 +688,7 @@ def _with_ports(engines: list[EngineSpec], explicit: set[str], nodes: list[NodeS
         if engine.name in explicit:
             result.append(engine)
             continue
-        port = DEFAULT_PORTS[engine.kind]
+        port = _default_port(engine.kind)
         while any(p in taken[engine.node] for p in _ports_of(engine, port)):
             port += 1
         taken[engine.node].update(_ports_of(engine, port))

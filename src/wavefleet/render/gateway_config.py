@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import yaml
 
-from wavefleet.gateway.config import BackendConfig, BackendKind, GatewayConfig, PolicyName
-from wavefleet.render.spec import EngineKind, EngineSpec, FleetSpec
+from wavefleet.engines import Api
+from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName
+from wavefleet.render.spec import EngineSpec, FleetSpec
 
 __all__ = ["backend_url", "dump_gateway_config", "gateway_config"]
-
-_KINDS = {
-    EngineKind.VLLM: BackendKind.VLLM,
-    EngineKind.LLAMACPP: BackendKind.LLAMACPP,
-    EngineKind.TRITON: BackendKind.TRITON,
-}
 
 
 def backend_url(fleet: FleetSpec, engine: EngineSpec) -> str:
@@ -27,12 +22,12 @@ def gateway_config(fleet: FleetSpec) -> GatewayConfig:
             {
                 "name": engine.name,
                 "url": backend_url(fleet, engine),
-                "kind": _KINDS[engine.kind],
+                "kind": engine.kind,
                 "models": [engine.model],
                 "host": engine.node,
                 "device": engine.device,
                 "gpu": engine.gpu_index is not None,
-                "triton_model": engine.model if engine.kind is EngineKind.TRITON else None,
+                "triton_model": engine.model if engine.kind.traits.api is Api.TRITON else None,
                 "profile": engine.profile,
             }
         )

@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
+from wavefleet.engines import EngineKind
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef
-from wavefleet.render.spec import EngineKind, FleetSpec
+from wavefleet.render.spec import FleetSpec
 
 __all__ = ["GATEWAY_JOB", "RULES_FILE", "ScrapeEntry", "alert_rules", "prometheus_config", "scrape_entries"]
 
@@ -133,11 +134,75 @@ def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
                 "All --parallel slots stayed busy: add slots (more KV memory) or route elsewhere.",
             )
         )
+    rules += _telemetry_rules(fleet)
     document = {"groups": [{"name": "wavefleet", "rules": rules}]}
     header = (
         f"# Rendered by `wave render` for fleet {fleet.name}. Check with: promtool check rules <this file>\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)
+
+
+# Clock event reasons that mean the GPU is being held back by heat or its power supply. The
+# driver's power cap (sw_power_cap) is how a fully loaded GPU normally runs, so it is left out.
+THROTTLE_REASONS = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown")
+# Energy per generated token this many times its 7-day level, with at least this many tokens in
+# the last 30 minutes (so a quiet model's few requests do not page anyone).
+ENERGY_PER_TOKEN_FACTOR = 2
+ENERGY_PER_TOKEN_MIN_TOKENS = 1000
+
+
+def _telemetry_rules(fleet: FleetSpec) -> list[dict[str, Any]]:
+    """Rules on the metrics of wavefleet.telemetry (the fleet agent's collectors, `wave telemetry
+    --serve`) and on the per-request energy the gateway exports; names in telemetry/names.py."""
+    rules = []
+    if any(node.gpus for node in fleet.nodes):
+        reasons = "|".join(THROTTLE_REASONS)
+        rules.append(
+            _rule(
+                "GpuThrottled",
+                f'avg_over_time(wave_gpu_clocks_event_reason_active{{reason=~"{reasons}"}}[10m]) > 0.5',
+                "0m",
+                "GPU {{ $labels.gpu }} on {{ $labels.instance }} was slowed by {{ $labels.reason }}"
+                " more than half of the last 10 minutes",
+                "Heat (thermal slowdown) or the power supply (power brake) is lowering its clocks, and"
+                " tokens/s with them; a power cap under full load is normal and not alerted. Check"
+                " airflow, fans and the PSU; `nvidia-smi -q -d PERFORMANCE` names the reason.",
+            )
+        )
+    if fleet.engines:
+        rules.append(
+            _rule(
+                "EngineFailed",
+                'wave_engine_state{state="failed"} == 1',
+                "1m",
+                "Engine {{ $labels.engine }} ({{ $labels.model }}) on {{ $labels.instance }} has been"
+                " in state failed for 1 minute",
+                "The fleet agent could not start or keep the engine running. Its log and the engine's"
+                " output say why; requests for the model go to other engines or are answered 503.",
+            )
+        )
+    energy, tokens = "wave_request_energy_joules_total", "wave_completion_tokens_total"
+
+    def per_token(window: str) -> str:
+        return (
+            f"sum by (model, backend) (rate({energy}[{window}]))"
+            f" / sum by (model, backend) (rate({tokens}[{window}]))"
+        )
+
+    rules.append(
+        _rule(
+            "EnergyPerTokenHigh",
+            f"({per_token('30m')}) > {ENERGY_PER_TOKEN_FACTOR} * ({per_token('7d')})"
+            f" and sum by (model, backend) (increase({tokens}[30m])) > {ENERGY_PER_TOKEN_MIN_TOKENS}",
+            "15m",
+            "Energy per generated token of {{ $labels.model }} on {{ $labels.backend }} has been over"
+            f" {ENERGY_PER_TOKEN_FACTOR}x its 7-day level for 15 minutes",
+            "Now {{ $value | humanize }} J per token. A throttled or hot GPU, a model moved to a slower"
+            " device, a larger quantization or long prompts with short answers raise it; the cost"
+            " dashboard shows when it started.",
+        )
+    )
+    return rules
 
 
 def _rule(name: str, expr: str, for_: str, summary: str, description: str) -> dict[str, Any]:

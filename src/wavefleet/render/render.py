@@ -8,16 +8,18 @@ from pathlib import Path
 
 import jinja2
 
+from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
 from wavefleet.render.artifacts import Artifact, RenderedTree
 from wavefleet.render.checks import tree_problems
+from wavefleet.render.ci import JENKINSFILE, jenkinsfile
 from wavefleet.render.dashboards import dashboards
 from wavefleet.render.gateway_config import dump_gateway_config, gateway_config
 from wavefleet.render.images import IMAGES
 from wavefleet.render.monitoring import RULES_FILE, alert_rules, prometheus_config
 from wavefleet.render.output import write_tree
 from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef, node_services
-from wavefleet.render.spec import EngineKind, EngineSpec, FleetSpec, NodeSpec, OsFamily
+from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
 from wavefleet.render.templating import make_environment, render_template
 
 __all__ = ["render_fleet", "render_to"]
@@ -35,6 +37,7 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
     _render_gateway(env, tree, fleet)
     _render_monitoring(tree, fleet, services)
     _render_vault(env, tree, fleet)
+    _render_ci(env, tree, fleet)
     for node in fleet.nodes:
         if node.os is not OsFamily.WINDOWS:
             _render_readme(env, tree, fleet, node)
@@ -256,6 +259,19 @@ def _render_vault(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec)
     )
 
 
+def _render_ci(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
+    """The model pipeline's Jenkinsfile on the CI runner's node; nothing without a CI runner."""
+    if fleet.ci is None:
+        return
+    tree.add(
+        Artifact(
+            f"{fleet.ci.node}/{JENKINSFILE}",
+            jenkinsfile(env, fleet),
+            "the model pipeline's Jenkins job: fetch, quantize, check, roll out",
+        )
+    )
+
+
 def _render_readme(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec, node: NodeSpec) -> None:
     artifacts = tree.under(node.name)
     files = [(a.path.removeprefix(f"{node.name}/"), a.purpose) for a in artifacts]
@@ -312,6 +328,13 @@ def _steps(fleet: FleetSpec, node: NodeSpec, files: set[str]) -> list[str]:
             "Merge `prometheus/prometheus.yml` into `/etc/prometheus/prometheus.yml`, copy `prometheus/rules/` beside it, "
             "`promtool check config /etc/prometheus/prometheus.yml`, reload Prometheus; import `grafana/dashboards/*.json` "
             "in Grafana, choosing the Prometheus data source."
+        )
+    if JENKINSFILE in files and fleet.ci is not None:
+        steps.append(
+            f"Install Wavefleet for Jenkins with llama.cpp's tools (`llama-quantize`) in `{fleet.ci.wave_bin.removesuffix('/bin')}` "
+            "(the models manual: Setting up the CI runner), then create a Pipeline job `wavefleet-model` whose "
+            f"script is `{JENKINSFILE}`; the job keeps GGUF files in `{fleet.ci.models_dir}`. Trigger it by hand "
+            "or from a Gitea webhook on its `buildWithParameters` URL (the file's header says how)."
         )
     if "vault/approle-setup.sh" in files:
         steps.append(

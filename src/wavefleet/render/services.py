@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wavefleet.engines import EngineKind
 from wavefleet.render.images import IMAGES
-from wavefleet.render.spec import DcgmSupport, EngineKind, EngineSpec, FleetSpec, NodeSpec
+from wavefleet.render.spec import DcgmSupport, EngineSpec, FleetSpec, NodeSpec
 
 __all__ = [
     "DCGM_PORT",

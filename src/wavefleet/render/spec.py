@@ -10,14 +10,17 @@ A *node* is a place that gets its own output folder: a physical host or a Proxmo
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from wavefleet.engines import EngineKind
+from wavefleet.files import FrozenModel
 from wavefleet.gateway.config import BackendProfile
 
 __all__ = [
+    "CiSpec",
     "DcgmSupport",
-    "EngineKind",
     "EngineSpec",
     "FleetSpec",
     "GatewaySpec",
@@ -27,10 +30,6 @@ __all__ = [
     "OsFamily",
     "VaultSpec",
 ]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OsFamily(StrEnum):
@@ -49,13 +48,7 @@ class DcgmSupport(StrEnum):
     NONE = "none"  # Jetson (integrated GPU): not supported; use jtop/tegrastats
 
 
-class EngineKind(StrEnum):
-    VLLM = "vllm"
-    LLAMACPP = "llamacpp"
-    TRITON = "triton"  # Triton with its vLLM backend
-
-
-class GpuSpec(Strict):
+class GpuSpec(FrozenModel):
     index: int = Field(ge=0, description="CUDA device index on its node")
     device: str = Field(description="catalog hardware id")
     name: str
@@ -64,12 +57,12 @@ class GpuSpec(Strict):
     power_w: float | None = Field(default=None, description="board power for cost estimates")
 
 
-class LxcSpec(Strict):
+class LxcSpec(FrozenModel):
     vmid: int = Field(ge=100, description="Proxmox container id: its config is /etc/pve/lxc/<vmid>.conf")
     gpu_passthrough: bool = False
 
 
-class NodeSpec(Strict):
+class NodeSpec(FrozenModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     address: str = Field(description="IP or DNS name other nodes reach it by")
     os: OsFamily
@@ -92,11 +85,11 @@ class NodeSpec(Strict):
         return self
 
 
-class EngineSpec(Strict):
+class EngineSpec(FrozenModel):
     """One engine the plan places: everything its compose service and gateway backend need."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    kind: EngineKind
+    kind: EngineKind = Field(description="an engine kind `wave render` renders (Triton: its vLLM backend)")
     node: str
     gpu_index: int | None = Field(default=None, description="None: runs on the CPU")
     device: str = Field(description="catalog hardware id it runs on (GPU or CPU)")
@@ -113,9 +106,20 @@ class EngineSpec(Strict):
     n_gpu_layers: int | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)
     parallel: int = Field(default=1, ge=1, description="llama.cpp slots")
+    host_ram_gib: float | None = Field(
+        default=None, gt=0, description="RAM the engine may use: its LXC's allocation, else its host's"
+    )
     port: int = Field(ge=1, le=65535, description="host port the engine is published on")
     profile: BackendProfile | None = None
     notes: list[str] = Field(default_factory=list, description="sizing basis and warnings, for README")
+
+    @field_validator("kind")
+    @classmethod
+    def _rendered_kind(cls, kind: EngineKind) -> EngineKind:
+        if not kind.traits.rendered:
+            rendered = ", ".join(k.value for k in EngineKind if k.traits.rendered)
+            raise ValueError(f"`wave render` renders no {kind.value} engine; it renders {rendered}")
+        return kind
 
     @property
     def ctx_size(self) -> int:
@@ -123,7 +127,7 @@ class EngineSpec(Strict):
         return self.parallel * self.max_model_len
 
 
-class GatewaySpec(Strict):
+class GatewaySpec(FrozenModel):
     nginx_node: str = Field(description="node (LXC 1) whose NGINX fronts the platform")
     server_name: str
     wave_port: int = Field(default=8080, ge=1, le=65535)
@@ -137,7 +141,7 @@ class GatewaySpec(Strict):
     tls_certificate_key: str = "/etc/nginx/tls/wavefleet.key"
 
 
-class VaultSpec(Strict):
+class VaultSpec(FrozenModel):
     node: str
     addr: str = Field(description="VAULT_ADDR, e.g. https://10.0.0.3:8200")
     kv_mount: str = "secret"
@@ -147,13 +151,27 @@ class VaultSpec(Strict):
     policy: str = "wavefleet-ngc-read"
 
 
-class FleetSpec(Strict):
+class CiSpec(FrozenModel):
+    """The CI runner the model pipeline's job is rendered for (Jenkins: a declarative Jenkinsfile)."""
+
+    node: str = Field(description="node (an LXC) that runs the CI runner")
+    kind: Literal["jenkins"] = "jenkins"
+    models_dir: str = Field(
+        default="/srv/wavefleet/models", description="where the job keeps fetched and quantized GGUF files"
+    )
+    wave_bin: str = Field(
+        default="/opt/wavefleet/venv/bin", description="folder of the `wave` command on the CI runner"
+    )
+
+
+class FleetSpec(FrozenModel):
     name: str = "home-lab"
     nodes: list[NodeSpec]
     engines: list[EngineSpec]
     gateway: GatewaySpec
     monitoring_node: str
     vault: VaultSpec
+    ci: CiSpec | None = Field(default=None, description="None: no CI runner in the inventory, no CI job")
     power_price_per_kwh: float = Field(gt=0)
     currency: str = "USD"
 
@@ -179,6 +197,8 @@ class FleetSpec(Strict):
             "monitoring_node": self.monitoring_node,
             "vault.node": self.vault.node,
         }
+        if self.ci is not None:
+            wanted["ci.node"] = self.ci.node
         problems += [
             f"{field} names unknown node {value!r}" for field, value in wanted.items() if value not in known
         ]

@@ -7,14 +7,12 @@ Built-in profiles from the sizing engine live in `wavefleet.sim.profiles`; see d
 """
 
 from wavefleet.sim.engine import RequestRejected, SimEngine, SimSequence
-from wavefleet.sim.faults import Fault, FaultConfig, FaultInjector
+from wavefleet.sim.faults import FaultConfig, FaultInjector
 from wavefleet.sim.fleet import SimFleet, ThreadedSimFleet
-from wavefleet.sim.profile import Dialect, SimProfile, load_profile, save_profile
+from wavefleet.sim.profile import SimProfile, load_profile, save_profile
 from wavefleet.sim.server import SimServer
 
 __all__ = [
-    "Dialect",
-    "Fault",
     "FaultConfig",
     "FaultInjector",
     "RequestRejected",

@@ -20,8 +20,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from wavefleet.engines import EngineKind
 from wavefleet.sim.engine import SimEngine
-from wavefleet.sim.profile import Dialect
 from wavefleet.sim.stats import Histogram
 
 __all__ = ["CONTENT_TYPE", "metric_families", "render_metrics"]
@@ -46,11 +46,11 @@ class _Collector:
 
 def metric_families(engine: SimEngine) -> list[Metric]:
     dialect = engine.profile.dialect
-    if dialect is Dialect.VLLM:
+    if dialect is EngineKind.VLLM:
         return _vllm(engine)
-    if dialect is Dialect.LLAMACPP:
+    if dialect is EngineKind.LLAMACPP:
         return _llamacpp(engine)
-    if dialect is Dialect.SGLANG:
+    if dialect is EngineKind.SGLANG:
         return _sglang(engine)
     return _triton(engine)
 

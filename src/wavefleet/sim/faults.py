@@ -1,27 +1,18 @@
-"""Fault injection: each request draws at most one fault, from a seeded RNG.
+"""Fault injection: each request draws at most one fault (`wavefleet.wire.Fault`), from a seeded RNG.
 
-error     500 with an OpenAI error body, before anything is streamed
-hang      the request is accepted and never answered (the client's timeout must fire)
-cut       the connection is closed mid-stream, after a random number of tokens
-inband    a 200 stream that carries an `{"error": ...}` event mid-stream, then [DONE]
+The simulator serves four: ERROR, HANG, CUT (after a random number of tokens; a non-streamed
+answer gets no response at all) and IN_BAND_ERROR (streams; a non-streamed answer gets ERROR).
 """
 
 from __future__ import annotations
 
 import random
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Fault", "FaultConfig", "FaultInjector"]
+from wavefleet.wire import Fault
 
-
-class Fault(StrEnum):
-    NONE = "none"
-    ERROR = "error"
-    HANG = "hang"
-    CUT = "cut"
-    INBAND = "inband"
+__all__ = ["FaultConfig", "FaultInjector"]
 
 
 class FaultConfig(BaseModel):
@@ -34,9 +25,18 @@ class FaultConfig(BaseModel):
 
     @model_validator(mode="after")
     def _at_most_one(self) -> FaultConfig:
-        if self.error_rate + self.hang_rate + self.cut_rate + self.inband_error_rate > 1:
+        if sum(self.rates().values()) > 1:
             raise ValueError("fault rates add up to more than 1")
         return self
+
+    def rates(self) -> dict[Fault, float]:
+        """The share of requests that draw each fault."""
+        return {
+            Fault.ERROR: self.error_rate,
+            Fault.HANG: self.hang_rate,
+            Fault.CUT: self.cut_rate,
+            Fault.IN_BAND_ERROR: self.inband_error_rate,
+        }
 
 
 class FaultInjector:
@@ -46,14 +46,8 @@ class FaultInjector:
 
     def draw(self) -> Fault:
         """The fault for the next request (NONE most of the time)."""
-        c = self.config
         u = self._rng.random()
-        for fault, rate in (
-            (Fault.ERROR, c.error_rate),
-            (Fault.HANG, c.hang_rate),
-            (Fault.CUT, c.cut_rate),
-            (Fault.INBAND, c.inband_error_rate),
-        ):
+        for fault, rate in self.config.rates().items():
             if u < rate:
                 return fault
             u -= rate

@@ -13,17 +13,23 @@ from pathlib import Path
 import yaml
 
 from wavefleet.catalog import Catalog
+from wavefleet.engines import EngineKind, sizing_engine
 from wavefleet.files import write_atomic
 from wavefleet.gateway.config import BackendConfig, GatewayConfig
 from wavefleet.plan.inventory import Deployment, Inventory, load_inventory
-from wavefleet.sim.profile import Dialect, SimProfile
-from wavefleet.sim.profiles import DIALECT_OF_ENGINE, ProfileSpec, profile_from_spec
+from wavefleet.sim.profile import SimProfile
+from wavefleet.sim.profiles import ProfileSpec, profile_from_spec, simulated_kind
 
 __all__ = ["PlannedFleet", "Skipped", "gateway_config", "plan_fleet", "write_gateway_config"]
 
-# Engine defaults used when a deployment leaves a knob unset (assumptions, stated in the basis).
-DEFAULT_CONTEXT = {Dialect.VLLM: 8192, Dialect.LLAMACPP: 4096, Dialect.SGLANG: 8192, Dialect.TRITON: 4096}
-DEFAULT_MAX_NUM_SEQS = {Dialect.VLLM: 256, Dialect.LLAMACPP: 4, Dialect.SGLANG: 256, Dialect.TRITON: 16}
+# Context assumed when a deployment gives none (stated in the basis); slots come from the engines
+# table's default.
+DEFAULT_CONTEXT = {
+    EngineKind.VLLM: 8192,
+    EngineKind.LLAMACPP: 4096,
+    EngineKind.SGLANG: 8192,
+    EngineKind.TRITON: 4096,
+}
 
 
 @dataclass(frozen=True)
@@ -66,22 +72,23 @@ def plan_fleet_from(inventory: Inventory, catalog: Catalog) -> PlannedFleet:
 
 def _spec(deployment: Deployment, inventory: Inventory) -> ProfileSpec | str:
     engine = deployment.service
-    if engine not in DIALECT_OF_ENGINE:
-        return f"service {engine!r} is not an inference engine the simulator models ({', '.join(DIALECT_OF_ENGINE)})"
+    dialect = simulated_kind(engine)
+    if dialect is None:
+        modelled = [s for k in EngineKind if k.traits.simulated for s in k.traits.services()]
+        return f"service {engine!r} is not an inference engine the simulator models ({', '.join(modelled)})"
     missing = [name for name in ("device", "model", "quant") if getattr(deployment, name) is None]
     if missing:
         return f"it names no {' / '.join(missing)}, so the sizing engine has nothing to size"
     assert deployment.device and deployment.model and deployment.quant
-    dialect = DIALECT_OF_ENGINE[engine]
     host = inventory.host(deployment.host)
     context = deployment.max_model_len or DEFAULT_CONTEXT[dialect]
     slots = (
-        deployment.parallel if dialect is Dialect.LLAMACPP else deployment.max_num_seqs
-    ) or DEFAULT_MAX_NUM_SEQS[dialect]
+        deployment.parallel if dialect is EngineKind.LLAMACPP else deployment.max_num_seqs
+    ) or dialect.traits.slots.count
     assumed = []
     if deployment.max_model_len is None:
         assumed.append(f"context {context} assumed (the inventory gives none)")
-    if (deployment.parallel if dialect is Dialect.LLAMACPP else deployment.max_num_seqs) is None:
+    if (deployment.parallel if dialect is EngineKind.LLAMACPP else deployment.max_num_seqs) is None:
         assumed.append(f"{slots} concurrent sequences assumed (the engine's default)")
     cpu = host.cpu.device if host.cpu is not None else None
     return ProfileSpec(
@@ -89,8 +96,7 @@ def _spec(deployment: Deployment, inventory: Inventory) -> ProfileSpec | str:
         device=deployment.device,
         model=deployment.model,
         quant=deployment.quant,
-        # Triton is sized as the TensorRT-LLM engine it would serve
-        engine="tensorrt-llm" if engine == "triton" else engine,
+        engine=sizing_engine(engine),
         context=context,
         max_num_seqs=slots,
         kv_dtype=deployment.kv_dtype,
@@ -98,6 +104,7 @@ def _spec(deployment: Deployment, inventory: Inventory) -> ProfileSpec | str:
         host=cpu if cpu != deployment.device else None,
         host_ram_gib=host.ram_gib,
         note="; ".join([f"inventory deployment {deployment.id} on host {deployment.host}", *assumed]),
+        kind=dialect,
     )
 
 
@@ -111,16 +118,16 @@ def gateway_config(planned: PlannedFleet, urls: dict[str, str], speed: float) ->
                 {
                     "name": profile.name,
                     "url": urls[profile.name],
-                    "kind": profile.dialect.backend_kind,
+                    "kind": profile.dialect,
                     "models": [profile.model],
                     "host": deployment.host,
                     "device": profile.device,
                     "gpu": profile.gpu,
                     "profile": profile.to_backend_profile(speed),
-                    # the simulator serves Triton's metrics on its HTTP port, not on 8002
+                    # the simulator serves every engine's metrics on its HTTP port (Triton's too)
                     **(
                         {"metrics_url": urls[profile.name] + "/metrics"}
-                        if profile.dialect is Dialect.TRITON
+                        if profile.dialect.traits.metrics_port is not None
                         else {}
                     ),
                 }

@@ -6,30 +6,17 @@ engine); `basis` says which, and what it rests on.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wavefleet.engines import EngineKind
 from wavefleet.files import load_model, write_atomic
-from wavefleet.gateway.config import BackendKind, BackendProfile
+from wavefleet.gateway.config import BackendProfile
 
-__all__ = ["Dialect", "ItlPoint", "SimProfile", "load_profile", "save_profile"]
-
-
-class Dialect(StrEnum):
-    """Which engine the simulator imitates on the wire: its metric names, paths and extras."""
-
-    VLLM = "vllm"
-    LLAMACPP = "llamacpp"
-    SGLANG = "sglang"
-    TRITON = "triton"
-
-    @property
-    def backend_kind(self) -> BackendKind:
-        return BackendKind(self.value)
+__all__ = ["ItlPoint", "SimProfile", "load_profile", "save_profile"]
 
 
 ItlPoint = tuple[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]]
@@ -41,7 +28,10 @@ class SimProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dialect: Dialect
+    dialect: EngineKind = Field(
+        description="the engine imitated on the wire (its metric names, paths and extras): a kind the "
+        "simulator imitates (engines table: simulated)"
+    )
     model: str = Field(description="served model name (what /v1/models lists)")
     device: str | None = Field(default=None, description="catalog hardware id")
     gpu: bool = False
@@ -82,6 +72,14 @@ class SimProfile(BaseModel):
     )
     default_max_tokens: int = Field(default=256, ge=1)
     basis: list[str] = Field(default_factory=list, description="what the numbers rest on")
+
+    @field_validator("dialect")
+    @classmethod
+    def _simulated(cls, kind: EngineKind) -> EngineKind:
+        if not kind.traits.simulated:
+            imitated = ", ".join(k.value for k in EngineKind if k.traits.simulated)
+            raise ValueError(f"the simulator does not imitate {kind.value}; it imitates {imitated}")
+        return kind
 
     @model_validator(mode="after")
     def _curve_sorted(self) -> SimProfile:

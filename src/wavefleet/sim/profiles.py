@@ -15,9 +15,10 @@ from importlib import resources
 from pathlib import Path
 
 from wavefleet.catalog.loader import Catalog
+from wavefleet.engines import EngineKind, kind_of_service
 from wavefleet.errors import UnknownIdError, UsageError
 from wavefleet.plan.sizing import EngineEstimate, SizingInput, estimate_engine
-from wavefleet.sim.profile import Dialect, SimProfile, load_profile
+from wavefleet.sim.profile import SimProfile, load_profile
 
 __all__ = [
     "BUILTIN_SPECS",
@@ -27,6 +28,7 @@ __all__ = [
     "profile_from_estimate",
     "profile_from_spec",
     "resolve_profile",
+    "simulated_kind",
 ]
 
 # vLLM's default --max-num-batched-tokens with chunked prefill (V1 engine), the chunk the simulator
@@ -37,13 +39,12 @@ PREFILL_CHUNK_TOKENS = 2048
 CURVE_CONTEXT = 2048
 # Fewer KV tokens than this and the deployment is reported as not fitting rather than simulated.
 MIN_KV_TOKENS = 512
-DIALECT_OF_ENGINE = {
-    "vllm": Dialect.VLLM,
-    "llama.cpp": Dialect.LLAMACPP,
-    "sglang": Dialect.SGLANG,
-    "triton": Dialect.TRITON,
-    "tensorrt-llm": Dialect.TRITON,
-}
+
+
+def simulated_kind(service: str) -> EngineKind | None:
+    """The kind the simulator imitates for a deployment of this catalog service, if it imitates one."""
+    kind = kind_of_service(service)
+    return kind if kind is not None and kind.traits.simulated else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ProfileSpec:
     device: str
     model: str
     quant: str
-    engine: str  # catalog service id the sizing engine models: vllm, llama.cpp, tensorrt-llm …
+    engine: str  # catalog id of the engine the sizing engine models: vllm, llama.cpp, tensorrt-llm …
     context: int  # vLLM --max-model-len; llama.cpp --ctx-size (all slots together)
     max_num_seqs: int  # vLLM --max-num-seqs; llama.cpp --parallel
     kv_dtype: str | None = None
@@ -62,10 +63,14 @@ class ProfileSpec:
     host: str | None = None  # the CPU beside a GPU, for a CPU/GPU layer split
     host_ram_gib: float | None = None
     note: str = ""
+    kind: EngineKind | None = None  # the engine imitated on the wire; None: the one `engine` is served as
 
     @property
-    def dialect(self) -> Dialect:
-        return DIALECT_OF_ENGINE[self.engine]
+    def dialect(self) -> EngineKind:
+        kind = self.kind or simulated_kind(self.engine)
+        if kind is None:
+            raise ValueError(f"the simulator imitates no engine for {self.engine!r}; name its kind")
+        return kind
 
 
 BUILTIN_SPECS: tuple[ProfileSpec, ...] = (
@@ -139,7 +144,7 @@ def profile_from_spec(spec: ProfileSpec, catalog: Catalog, *, name: str | None =
         quant=catalog.get_quantization(spec.quant),
         kv_dtype=catalog.get_quantization(spec.kv_dtype) if spec.kv_dtype else None,
         # llama.cpp splits --ctx-size across its slots; the sizing engine sizes one sequence
-        context=spec.context // spec.max_num_seqs if spec.dialect is Dialect.LLAMACPP else spec.context,
+        context=spec.context // spec.max_num_seqs if spec.dialect is EngineKind.LLAMACPP else spec.context,
         memory_utilization=spec.memory_utilization,
         max_num_seqs=spec.max_num_seqs,
         engine=spec.engine,
@@ -148,7 +153,7 @@ def profile_from_spec(spec: ProfileSpec, catalog: Catalog, *, name: str | None =
     )
     estimate = estimate_engine(inp)
     curve_estimate = None
-    if spec.dialect is not Dialect.LLAMACPP and spec.context > CURVE_CONTEXT:
+    if spec.dialect is not EngineKind.LLAMACPP and spec.context > CURVE_CONTEXT:
         curve_estimate = estimate_engine(inp.model_copy(update={"context": CURVE_CONTEXT}))
     return profile_from_estimate(
         estimate,
@@ -172,7 +177,7 @@ def profile_from_estimate(
     *,
     curve_estimate: EngineEstimate | None = None,
     name: str,
-    dialect: Dialect,
+    dialect: EngineKind,
     model: str,
     device: str | None,
     gpu: bool,
@@ -188,12 +193,12 @@ def profile_from_estimate(
     --kv-unified), and a request is admitted only into a free slot (reserve mode).
     """
     basis = list(basis_head or [])
-    if dialect is not Dialect.LLAMACPP and estimate.kv_capacity_tokens < MIN_KV_TOKENS:
+    if dialect is not EngineKind.LLAMACPP and estimate.kv_capacity_tokens < MIN_KV_TOKENS:
         raise ValueError(
             f"it does not fit: the memory left after weights and overhead holds "
             f"{estimate.kv_capacity_tokens} KV tokens (under {MIN_KV_TOKENS})"
         )
-    if dialect is Dialect.LLAMACPP:
+    if dialect is EngineKind.LLAMACPP:
         # llama.cpp allocates --ctx-size up front (or fails to start), so that is its KV cache
         kv_capacity = context
         max_model_len = max(16, kv_capacity // max_num_seqs)

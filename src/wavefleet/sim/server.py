@@ -13,22 +13,24 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from wavefleet.engines import EngineKind
 from wavefleet.sim.dialects import CONTENT_TYPE, render_metrics
 from wavefleet.sim.engine import RequestRejected, SimEngine, SimSequence
-from wavefleet.sim.faults import Fault, FaultConfig, FaultInjector
-from wavefleet.sim.profile import Dialect, SimProfile
+from wavefleet.sim.faults import FaultConfig, FaultInjector
+from wavefleet.sim.profile import SimProfile
 from wavefleet.sim.tokens import chat_prompt_text, encode, fake_words
+from wavefleet.wire import DONE, Answer, Fault, error_body, model_card, model_list, sse_event, token_usage
 
 __all__ = ["SimServer"]
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_MID_ANSWER = (Fault.CUT, Fault.IN_BAND_ERROR)  # faults that strike after some tokens
 
 
 class _BadRequest(Exception):
@@ -73,12 +75,12 @@ class SimServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         dialect = self.profile.dialect
-        if dialect is Dialect.LLAMACPP:
+        if dialect is EngineKind.LLAMACPP:
             app.router.add_get("/slots", self._slots)
             app.router.add_get("/props", self._props)
-        elif dialect is Dialect.SGLANG:
+        elif dialect is EngineKind.SGLANG:
             app.router.add_get("/v1/loads", self._loads)
-        elif dialect is Dialect.TRITON:
+        elif dialect is EngineKind.TRITON:
             app.router.add_post("/v2/models/{model}/generate", self._triton_generate)
             app.router.add_post("/v2/models/{model}/generate_stream", self._triton_generate)
             app.router.add_get("/v2/health/live", self._health)
@@ -109,20 +111,19 @@ class SimServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         if not self.engine.healthy:
-            return web.json_response({"error": {"code": 503, "message": "engine dead"}}, status=503)
-        if self.profile.dialect is Dialect.LLAMACPP:
+            return _unavailable("engine dead")
+        if self.profile.dialect is EngineKind.LLAMACPP:
             return web.json_response({"status": "ok"})
         return web.Response(status=200)
 
     async def _models(self, request: web.Request) -> web.Response:
-        card = {
-            "id": self.profile.model,
-            "object": "model",
-            "created": int(time.time()),
-            "owned_by": "wavefleet-sim",
-            "max_model_len": self.profile.max_model_len,
-        }
-        return web.json_response({"object": "list", "data": [card]})
+        card = model_card(
+            self.profile.model,
+            owned_by="wavefleet-sim",
+            created=int(time.time()),
+            max_model_len=self.profile.max_model_len,
+        )
+        return web.json_response(model_list([card]))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=render_metrics(self.engine), headers={"Content-Type": CONTENT_TYPE})
@@ -131,7 +132,7 @@ class SimServer:
         engine, profile = self.engine, self.profile
         by_slot = {seq.slot: seq for seq in engine.running}
         if request.query.get("fail_on_no_slot") == "1" and len(by_slot) >= profile.max_num_seqs:
-            return web.json_response({"error": {"code": 503, "message": "no slot available"}}, status=503)
+            return _unavailable("no slot available")
         n_ctx = profile.kv_capacity_tokens // profile.max_num_seqs
         slots = []
         for slot in range(profile.max_num_seqs):
@@ -188,7 +189,7 @@ class SimServer:
         except _BadRequest as exc:
             return _openai_error(str(exc), exc.status, exc.code)
         fault = self.faults.draw()
-        if fault is Fault.ERROR or (fault is Fault.INBAND and not parsed.stream):
+        if fault is Fault.ERROR or (fault is Fault.IN_BAND_ERROR and not parsed.stream):
             self.engine.stats.failed += 1
             return _openai_error("simulated engine failure (fault injection)", 500, "internal_error")
         if fault is Fault.HANG:
@@ -197,16 +198,24 @@ class SimServer:
             seq = self.engine.submit(parsed.prompt, parsed.max_tokens, ignore_eos=parsed.ignore_eos)
         except RequestRejected as exc:
             return _openai_error(str(exc), 400, "context_length_exceeded")
-        cut_after = self.faults.cut_after(seq.target_tokens) if fault in (Fault.CUT, Fault.INBAND) else None
+        cut_after = self.faults.cut_after(seq.target_tokens) if fault in _MID_ANSWER else None
         try:
             if parsed.stream:
-                return await self._stream_openai(
-                    request, seq, parsed, chat=chat, fault=fault, cut_after=cut_after
-                )
+                try:
+                    return await self._stream_openai(
+                        request, seq, parsed, chat=chat, fault=fault, cut_after=cut_after
+                    )
+                except ConnectionResetError:  # the client left between two events, as clients may
+                    return web.StreamResponse()
             words = [word async for word in self._words_of(seq)]
             if fault is Fault.CUT:
                 return _cut(request)
-            return web.json_response(self._openai_body(seq, words, chat=chat))
+            answer = Answer(self.profile.model, chat=chat)
+            timings = self.profile.dialect.traits.reporting.timings
+            extra = {"timings": _llamacpp_timings(seq)} if timings else {}
+            return web.json_response(
+                answer.body("".join(words), seq.finish_reason, usage=self._usage(seq), **extra)
+            )
         finally:
             self.engine.cancel(seq)  # a no-op once finished; aborts it if the client left
 
@@ -248,31 +257,8 @@ class SimServer:
             yield word if count == 1 else " " + word
 
     def _usage(self, seq: SimSequence) -> dict[str, Any]:
-        return {
-            "prompt_tokens": len(seq.prompt),
-            "completion_tokens": seq.generated,
-            "total_tokens": len(seq.prompt) + seq.generated,
-            "prompt_tokens_details": {"cached_tokens": seq.cached_tokens},
-        }
-
-    def _openai_body(self, seq: SimSequence, words: list[str], *, chat: bool) -> dict[str, Any]:
-        text = "".join(words)
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": seq.finish_reason}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        body: dict[str, Any] = {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": self.profile.model,
-            "choices": [choice],
-            "usage": self._usage(seq),
-        }
-        if self.profile.dialect is Dialect.LLAMACPP:
-            body["timings"] = _llamacpp_timings(seq)
-        return body
+        details = {"cached_tokens": seq.cached_tokens}
+        return token_usage(len(seq.prompt), seq.generated, prompt_tokens_details=details)
 
     async def _stream_openai(
         self,
@@ -286,47 +272,24 @@ class SimServer:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        created = int(time.time())
-
-        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            event: dict[str, Any] = {
-                "id": ident,
-                "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": created,
-                "model": self.profile.model,
-                "choices": choices,
-            }
-            if parsed.include_usage:
-                event["usage"] = None
-            return event
-
+        answer = Answer(self.profile.model, chat=chat)
+        # vLLM's manner: with include_usage every chunk carries `"usage": null` until the last
+        null_usage: dict[str, Any] = {"usage": None} if parsed.include_usage else {}
         sent = 0
         async for word in self._words_of(seq):
             if cut_after is not None and sent >= cut_after:
                 if fault is Fault.CUT:
                     return _cut(request, response)
-                error = {
-                    "message": "simulated mid-stream failure (fault injection)",
-                    "type": "server_error",
-                    "code": 500,
-                }
-                await _send(response, {"error": error})
-                await response.write(b"data: [DONE]\n\n")
+                error = error_body("simulated mid-stream failure (fault injection)", code=500)
+                await response.write(sse_event(error))
+                await response.write(DONE)
                 return response
             finish = seq.finish_reason if seq.finish_reason not in (None, "abort") else None
-            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
-            if chat:
-                choice["delta"] = {"role": "assistant", "content": word} if sent == 0 else {"content": word}
-            else:
-                choice["text"] = word
-            await _send(response, chunk([choice]))
+            await response.write(sse_event(answer.chunk(word, finish, role=sent == 0, **null_usage)))
             sent += 1
         if parsed.include_usage:
-            final = chunk([])
-            final["usage"] = self._usage(seq)
-            await _send(response, final)
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(sse_event(answer.usage_chunk(self._usage(seq))))
+        await response.write(DONE)
         await response.write_eof()
         return response
 
@@ -349,7 +312,7 @@ class SimServer:
         ignore_eos = bool(parameters.get("ignore_eos", body.get("ignore_eos", False)))
         streaming = request.path.endswith("generate_stream")
         fault = self.faults.draw()
-        if fault is Fault.ERROR or (fault is Fault.INBAND and not streaming):
+        if fault is Fault.ERROR or (fault is Fault.IN_BAND_ERROR and not streaming):
             self.engine.stats.failed += 1
             return web.json_response({"error": "simulated engine failure (fault injection)"}, status=500)
         if fault is Fault.HANG:
@@ -358,7 +321,7 @@ class SimServer:
             seq = self.engine.submit(encode(text), int(max_tokens), ignore_eos=ignore_eos)
         except (RequestRejected, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        cut_after = self.faults.cut_after(seq.target_tokens) if fault in (Fault.CUT, Fault.INBAND) else None
+        cut_after = self.faults.cut_after(seq.target_tokens) if fault in _MID_ANSWER else None
         head = {"model_name": self.profile.model, "model_version": "1"}
         try:
             if not streaming:
@@ -373,9 +336,11 @@ class SimServer:
                 if cut_after is not None and sent >= cut_after:
                     if fault is Fault.CUT:
                         return _cut(request, response)
-                    await _send(response, {"error": "simulated mid-stream failure (fault injection)"})
+                    await response.write(
+                        sse_event({"error": "simulated mid-stream failure (fault injection)"})
+                    )
                     return response
-                await _send(response, {**head, "text_output": word})
+                await response.write(sse_event({**head, "text_output": word}))
                 sent += 1
             await response.write_eof()
             return response
@@ -403,10 +368,6 @@ def _completion_prompt(prompt: object) -> list[int]:
     raise _BadRequest("`prompt` must be a non-empty string or a list of token ids (one prompt)")
 
 
-async def _send(response: web.StreamResponse, event: dict[str, Any]) -> None:
-    await response.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
-
-
 def _cut(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
     """Close the connection without ending the response: the client sees a truncated stream."""
     if request.transport is not None:
@@ -415,9 +376,13 @@ def _cut(request: web.Request, response: web.StreamResponse | None = None) -> we
 
 
 def _openai_error(message: str, status: int, code: str) -> web.Response:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.json_response(body, status=status)
+    return web.json_response(error_body(message, status=status, code=code), status=status)
+
+
+def _unavailable(message: str) -> web.Response:
+    """llama-server's 503: the status as the code."""
+    body = error_body(message, status=503, error_type="unavailable_error", code=503)
+    return web.json_response(body, status=503)
 
 
 def _llamacpp_timings(seq: SimSequence) -> dict[str, float]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import aiohttp
 
+from wavefleet.engines import Api
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
 from wavefleet.gateway.backends.fake import FakeBackend, FakeReply, echo
 from wavefleet.gateway.backends.openai import OpenAIBackend
 from wavefleet.gateway.backends.triton import TritonBackend
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.gateway.config import BackendConfig
 
 __all__ = [
     "Backend",
@@ -25,7 +26,7 @@ __all__ = [
 
 
 def build_backend(config: BackendConfig, session: aiohttp.ClientSession) -> Backend:
-    """The adapter for a backend's kind: Triton's generate extension, or OpenAI's `/v1` for the rest."""
-    if config.kind is BackendKind.TRITON:
+    """The adapter for the API its kind speaks: Triton's generate extension, or OpenAI's `/v1`."""
+    if config.kind.traits.api is Api.TRITON:
         return TritonBackend(config, session)
     return OpenAIBackend(config, session)

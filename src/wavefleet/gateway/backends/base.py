@@ -5,7 +5,7 @@ llama.cpp, SGLang, NIM, TGI, any `/v1` server) pass bytes through; others (Trito
 extension) translate both ways, so the gateway only ever sees OpenAI JSON and OpenAI SSE.
 
     backend = OpenAIBackend(config, session)
-    reply = await backend.send(BackendRequest("chat/completions", body, raw, stream=True))
+    reply = await backend.send(BackendRequest(endpoint="chat/completions", body=body, raw=raw, stream=True))
     try:
         if reply.streaming:
             async for chunk in reply.chunks():   # OpenAI SSE bytes, cut anywhere
@@ -34,7 +34,7 @@ __all__ = ["Backend", "BackendReply", "BackendRequest", "Endpoint"]
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
 
 
-@dataclass(slots=True)
+@dataclass(kw_only=True, slots=True)
 class BackendRequest:
     """One request as the gateway forwards it.
 

@@ -1,12 +1,14 @@
 """An in-process backend that answers with a handler you give it, like httpx's `MockTransport`.
 
     def handler(request: BackendRequest) -> FakeReply:
-        return FakeReply.chat("hello")                     # or FakeReply.stream([...]), FakeReply(503, ...)
+        return FakeReply.chat("hello")        # or .completion("hi"), .stream([...]), FakeReply(503, ...)
 
     backend = FakeBackend("fake", handler, models=["m"])
     app = create_app(config, monitor, backends={"fake": backend})
 
-`echo` is a ready handler that answers every chat request with its last user message.
+`echo` is a ready handler that answers chat with the last message and completions with the prompt.
+Bodies are OpenAI's (`wavefleet.wire`), events in Python's default JSON spacing (as
+llama-cpp-python's server sends them), so the gateway's relay meets both spacings in tests.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
-from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
+from wavefleet.wire import DONE, Answer, sse_event, token_usage
 
 __all__ = ["FakeBackend", "FakeReply", "echo"]
 
@@ -42,22 +44,28 @@ class FakeReply(BackendReply):
 
     @classmethod
     def chat(cls, text: str, model: str = "fake", prompt_tokens: int = 1) -> FakeReply:
-        tokens = token_usage(prompt_tokens, len(text.split()))
-        return cls.json(chat_completion(model, text, tokens, created=0))
+        """A chat completion (`chat.completion`) of `text`, a token per word."""
+        answer = Answer(model, chat=True, id="chatcmpl-fake", created=0)
+        return cls.json(answer.body(text, usage=token_usage(prompt_tokens, len(text.split()))))
 
     @classmethod
-    def stream(cls, pieces: Iterable[str], model: str = "fake", usage: bool = True) -> FakeReply:
-        """A chat stream: one chunk per piece, a finish chunk, a usage chunk if asked, [DONE]."""
+    def completion(cls, text: str, model: str = "fake", prompt_tokens: int = 1) -> FakeReply:
+        """A text completion (`text_completion`) of `text`, a token per word."""
+        answer = Answer(model, chat=False, id="cmpl-fake", created=0)
+        return cls.json(answer.body(text, usage=token_usage(prompt_tokens, len(text.split()))))
+
+    @classmethod
+    def stream(
+        cls, pieces: Iterable[str], model: str = "fake", usage: bool = True, *, chat: bool = True
+    ) -> FakeReply:
+        """A stream: one chunk per piece, a finish chunk, a usage chunk if asked, [DONE]."""
+        answer = Answer(model, chat=chat, id="chatcmpl-fake" if chat else "cmpl-fake", created=0)
         words = list(pieces)
-        events = [
-            sse_chunk(model, {"role": "assistant", "content": w} if i == 0 else {"content": w}, created=0)
-            for i, w in enumerate(words)
-        ]
-        events.append(sse_chunk(model, {}, "stop", created=0))
+        chunks = [answer.chunk(w, role=i == 0) for i, w in enumerate(words)]
+        chunks.append(answer.chunk(None, "stop"))
         if usage:
-            events.append(sse_chunk(model, None, created=0, usage=token_usage(1, len(words))))
-        events.append(b"data: [DONE]\n\n")
-        return cls(200, events=events)
+            chunks.append(answer.usage_chunk(token_usage(1, len(words))))
+        return cls(200, events=[*(sse_event(c, spaced=True) for c in chunks), DONE])
 
     async def read(self) -> bytes:
         self.read_to_end = True
@@ -109,6 +117,7 @@ def echo(request: BackendRequest) -> FakeReply:
     if request.endpoint == "completions":
         text = str(request.body.get("prompt", ""))
     model = str(request.body.get("model", "fake"))
+    chat = request.endpoint != "completions"
     if request.stream:
-        return FakeReply.stream(text.split(" "), model=model)
-    return FakeReply.chat(text, model=model)
+        return FakeReply.stream(text.split(" "), model=model, chat=chat)
+    return FakeReply.chat(text, model=model) if chat else FakeReply.completion(text, model=model)

@@ -1,22 +1,20 @@
 """Fake engines as real HTTP servers on loopback, for tests and demos: an OpenAI-compatible one
-and a Triton generate one, each with scripted behaviours, plus a way to run any aiohttp app in
-a thread (httpx's `serve_in_thread` pattern).
+and a Triton generate one, each with scripted faults, plus a way to run any aiohttp app in a
+thread (httpx's `serve_in_thread` pattern).
 
     engine = FakeOpenAIEngine("a", models=["m1"])
     with serve_in_thread(engine.app()) as server:    # server.url == "http://127.0.0.1:<port>"
-        engine.behaviour = "slow-first-byte"           # see BEHAVIOURS
+        engine.fault = Fault.SLOW_FIRST_BYTE           # any of wavefleet.wire.Fault
         ...
         assert engine.cancelled                        # requests whose client went away
 
-A request may also pick its behaviour with the header `x-fake-behaviour`.
+A request may also pick its fault with the header `x-fake-fault` (a `Fault` value).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,20 +22,19 @@ from typing import Any
 
 from aiohttp import web
 
-from wavefleet.gateway.backends.fake_wire import chat_completion, sse_chunk, token_usage
+from wavefleet.wire import (
+    DONE,
+    PING,
+    Answer,
+    Fault,
+    error_body,
+    model_card,
+    model_list,
+    sse_event,
+    token_usage,
+)
 
-__all__ = ["BEHAVIOURS", "FakeOpenAIEngine", "FakeTritonEngine", "RunningServer", "serve_in_thread"]
-
-BEHAVIOURS = {
-    "ok": "answer at once (streams: pings between events, usage chunk when asked, [DONE])",
-    "slow-first-byte": "wait `delay_s` before the status line, then answer",
-    "hang": "accept the request and never answer",
-    "cut": "stream two events, then drop the connection",
-    "in-band-error": "stream one event, then an {'error': ...} event and [DONE]",
-    "garbage": "answer 200 with a body that is not JSON",
-    "status-500": "answer 500 with an OpenAI error body",
-    "slow-stream": "stream one event every `delay_s` seconds, 50 events",
-}
+__all__ = ["FakeOpenAIEngine", "FakeTritonEngine", "RunningServer", "serve_in_thread"]
 
 
 @dataclass
@@ -50,14 +47,18 @@ class RunningServer:
 
 @contextmanager
 def serve_in_thread(
-    app: web.Application, *, handler_cancellation: bool = True, loop_factory: Any = None
+    app: web.Application,
+    *,
+    handler_cancellation: bool = True,
+    loop_factory: Any = None,
+    runner_class: type[web.AppRunner] = web.AppRunner,
 ) -> Iterator[RunningServer]:
     """Run `app` on 127.0.0.1 and a port the OS picks, in a thread with its own event loop."""
     ready = threading.Event()
     box: dict[str, Any] = {}
 
     async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+        runner = runner_class(app, access_log=None, handler_cancellation=handler_cancellation)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -96,21 +97,28 @@ def serve_in_thread(
 
 
 class FakeOpenAIEngine:
-    """An OpenAI-compatible engine that answers "<name> says: <last message>" in a few words."""
+    """An OpenAI-compatible engine that answers "<name> says: <last message>" in a few words.
+
+    It serves every `Fault`: ERROR, GARBAGE, HANG and SLOW_FIRST_BYTE (a wait of `delay_s`) come
+    before the status line; streams STALL after one event, CUT after two (the connection
+    closes), end with an IN_BAND_ERROR after one, and SLOW_STREAM sends 50 events `delay_s`
+    apart. Events are written in Python's default JSON spacing, as llama-cpp-python's server
+    writes them, with a ping after each.
+    """
 
     def __init__(self, name: str, models: list[str] | None = None, delay_s: float = 0.5) -> None:
         self.name = name
         self.models = list(models if models is not None else ["fake"])
         self.delay_s = delay_s
-        self.behaviour = "ok"
+        self.fault = Fault.NONE
         self.requests: list[dict[str, Any]] = []  # bodies received, in order
         self.cancelled: list[dict[str, Any]] = []  # bodies whose request was aborted mid-answer
         self.completed = 0
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._chat)
+        app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_post("/v1/completions", self._complete)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
@@ -125,8 +133,7 @@ class FakeOpenAIEngine:
         return [f"{self.name}", "says:", *text.split()[:8]]
 
     async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": self.name} for m in self.models]
-        return web.json_response({"object": "list", "data": data})
+        return web.json_response(model_list(model_card(m, owned_by=self.name) for m in self.models))
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -143,68 +150,65 @@ class FakeOpenAIEngine:
             }
         )
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
-        behaviour = request.headers.get("x-fake-behaviour", self.behaviour)
         try:
-            response = await self._answer(request, body, behaviour)
+            fault = Fault(request.headers.get("x-fake-fault", self.fault))
+        except ValueError:
+            known = ", ".join(Fault)
+            return web.json_response(error_body(f"x-fake-fault: one of {known}", status=400), status=400)
+        try:
+            response = await self._answer(request, body, fault)
         except asyncio.CancelledError:
             self.cancelled.append(body)
             raise
         self.completed += 1
         return response
 
-    async def _answer(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
-        model = str(body.get("model", ""))
-        if behaviour == "hang":
+    async def _answer(self, request: web.Request, body: dict[str, Any], fault: Fault) -> web.StreamResponse:
+        answer = Answer(
+            str(body.get("model", "")),
+            chat=request.path == "/v1/chat/completions",
+            id="chatcmpl-fake" if request.path == "/v1/chat/completions" else "cmpl-fake",
+        )
+        if fault is Fault.HANG:
             await asyncio.sleep(3600)
-        if behaviour == "slow-first-byte":
+        if fault is Fault.SLOW_FIRST_BYTE:
             await asyncio.sleep(self.delay_s)
-        if behaviour == "status-500":
-            error = {"error": {"message": f"{self.name} is broken", "type": "server_error", "code": None}}
-            return web.json_response(error, status=500)
-        if behaviour == "garbage":
+        if fault is Fault.ERROR:
+            return web.json_response(error_body(f"{self.name} is broken"), status=500)
+        if fault is Fault.GARBAGE:
             return web.Response(body=b"<html>not json</html>", content_type="application/json")
         words = self.words(body)
+        usage = token_usage(7, len(words))
         if not body.get("stream"):
-            text = " ".join(words)
-            if request.path == "/v1/completions":
-                return web.json_response(
-                    {
-                        "id": "cmpl-fake",
-                        "object": "text_completion",
-                        "created": int(time.time()),
-                        "model": model,
-                        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
-                        "usage": token_usage(7, len(words)),
-                    }
-                )
-            return web.json_response(chat_completion(model, text, token_usage(7, len(words))))
+            return web.json_response(answer.body(" ".join(words), usage=usage))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        if behaviour == "slow-stream":
+        if fault is Fault.SLOW_STREAM:
             words = [f"w{i}" for i in range(50)]
         for index, word in enumerate(words):
-            delta = {"role": "assistant", "content": word + " "} if index == 0 else {"content": word + " "}
-            await response.write(sse_chunk(model, delta))
-            await response.write(b": ping\n\n")
-            if behaviour == "slow-stream":
+            await response.write(sse_event(answer.chunk(word + " ", role=index == 0), spaced=True))
+            await response.write(PING)
+            if fault is Fault.SLOW_STREAM:
                 await asyncio.sleep(self.delay_s)
-            if behaviour == "cut" and index == 1:
+            if fault is Fault.STALL:
+                await asyncio.sleep(3600)
+            if fault is Fault.CUT and index == 1:
                 assert request.transport is not None
                 request.transport.close()  # drop the connection mid-stream, no terminating chunk
                 return response
-            if behaviour == "in-band-error":
-                oom = {"message": f"{self.name} ran out of KV cache", "type": "server_error", "code": 500}
-                await response.write(b"data: " + json.dumps({"error": oom}).encode() + b"\n\n")
-                await response.write(b"data: [DONE]\n\n")
+            if fault is Fault.IN_BAND_ERROR:
+                oom = error_body(f"{self.name} ran out of KV cache", code=500)
+                await response.write(sse_event(oom, spaced=True))
+                await response.write(DONE)
                 return response
-        await response.write(sse_chunk(model, {}, "stop"))
+        await response.write(sse_event(answer.chunk(None, "stop"), spaced=True))
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
-            await response.write(sse_chunk(model, None, usage=token_usage(7, len(words))))
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(sse_event(answer.usage_chunk(usage), spaced=True))
+        await response.write(DONE)
         await response.write_eof()
         return response
 
@@ -212,9 +216,9 @@ class FakeOpenAIEngine:
 class FakeTritonEngine:
     """Triton's generate extension: `v2/models/{m}/generate[_stream]`, repository index, health."""
 
-    def __init__(self, models: list[str] | None = None, behaviour: str = "ok") -> None:
+    def __init__(self, models: list[str] | None = None, fault: Fault = Fault.NONE) -> None:
         self.models = list(models if models is not None else ["ensemble"])
-        self.behaviour = behaviour  # "ok" or "in-band-error"
+        self.fault = fault  # NONE, or IN_BAND_ERROR: an error event after the first
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
     def app(self) -> web.Application:
@@ -262,9 +266,9 @@ class FakeTritonEngine:
         model = request.match_info["model"]
         for index, piece in enumerate(["triton ", "streams ", "words"]):
             event = {"model_name": model, "model_version": "1", "text_output": piece}
-            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-            if self.behaviour == "in-band-error" and index == 0:
-                await response.write(b'data: {"error": "GPU fell off the bus"}\n\n')
+            await response.write(sse_event(event, spaced=True))
+            if self.fault is Fault.IN_BAND_ERROR and index == 0:
+                await response.write(sse_event({"error": "GPU fell off the bus"}, spaced=True))
                 break
         await response.write_eof()
         return response

@@ -14,8 +14,6 @@ passed on as an OpenAI in-band error. Triton reports no token counts: replies ca
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +23,8 @@ from wavefleet.errors import BadRequestError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
 from wavefleet.gateway.backends.openai import HttpReply, translate_client_error
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.streaming import SseSplitter, error_event
+from wavefleet.gateway.streaming import SseSplitter
+from wavefleet.wire import DONE, Answer, error_body, sse_event
 
 __all__ = ["TritonBackend", "chat_prompt", "triton_request"]
 
@@ -62,58 +61,19 @@ def triton_request(request: BackendRequest) -> dict[str, Any]:
 
 
 class _Translator:
-    """Builds OpenAI objects (completion or chunk) from Triton's `text_output`."""
+    """OpenAI bodies and chunks (`wavefleet.wire.Answer`) from Triton's `text_output`."""
 
     def __init__(self, request: BackendRequest) -> None:
-        self.chat = request.endpoint == "chat/completions"
-        self.model = str(request.body.get("model", ""))
-        self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
-        self.created = int(time.time())
-        self.started = False
+        self.answer = Answer(str(request.body.get("model", "")), chat=request.endpoint == "chat/completions")
+        self.started = False  # the assistant role rides on the first chunk with text
 
     def completion(self, text: str) -> dict[str, Any]:
-        if self.chat:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-            kind = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
-            kind = "text_completion"
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
+        return self.answer.body(text)
 
     def chunk(self, text: str | None, finish: str | None = None) -> bytes:
-        if self.chat:
-            delta: dict[str, Any] = {} if text is None else {"content": text}
-            if not self.started and text is not None:
-                delta["role"] = "assistant"
-                self.started = True
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-            kind = "chat.completion.chunk"
-        else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-            kind = "text_completion"
-        body = {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _openai_error(message: str, status: int) -> dict[str, object]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        role = not self.started and text is not None
+        self.started = self.started or role
+        return sse_event(self.answer.chunk(text, finish, role=role))
 
 
 def _triton_error_text(data: bytes) -> str:
@@ -139,14 +99,14 @@ class TritonReply(BackendReply):
     async def read(self) -> bytes:
         data = await self._upstream.read()
         if self.status != 200:
-            body: dict[str, object] = _openai_error(f"Triton: {_triton_error_text(data)}", self.status)
+            body = error_body(f"Triton: {_triton_error_text(data)}", status=self.status)
         else:
             try:
                 parsed = json.loads(data)
             except ValueError:
                 return data  # garbage goes on as-is; the gateway answers 502 for it
             if isinstance(parsed, dict) and "error" in parsed:
-                body = _openai_error(f"Triton: {parsed['error']}", 500)
+                body = error_body(f"Triton: {parsed['error']}")
             elif isinstance(parsed, dict) and "text_output" in parsed:
                 body = self._translator.completion(str(parsed["text_output"]))
             else:
@@ -160,7 +120,7 @@ class TritonReply(BackendReply):
             if out:
                 yield out
         out = b"".join(self._event(event) for event in splitter.flush().split(b"\n\n"))
-        yield out + self._translator.chunk(None, "stop") + b"data: [DONE]\n\n"
+        yield out + self._translator.chunk(None, "stop") + DONE
 
     def _event(self, event: bytes) -> bytes:
         if not event.startswith(b"data:"):
@@ -168,9 +128,9 @@ class TritonReply(BackendReply):
         try:
             parsed = json.loads(event[5:])
         except ValueError:
-            return error_event(_openai_error("Triton sent an event that is not JSON", 502))
+            return sse_event(error_body("Triton sent an event that is not JSON", status=502))
         if isinstance(parsed, dict) and "error" in parsed:
-            return error_event(_openai_error(f"Triton: {parsed['error']}", 500))
+            return sse_event(error_body(f"Triton: {parsed['error']}"))
         if isinstance(parsed, dict) and "text_output" in parsed:
             return self._translator.chunk(str(parsed["text_output"]))
         return b""

@@ -23,7 +23,7 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half-open"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerPolicy:
     failure_threshold: int = 3
     base_cooldown_s: float = 5.0
@@ -32,7 +32,7 @@ class BreakerPolicy:
     probe_timeout_s: float = 30.0  # a granted probe that never reports back frees its slot after this
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerStatus:
     """What /health shows for one backend's breaker."""
 
@@ -64,7 +64,12 @@ class CircuitBreaker:
     def status(self) -> BreakerStatus:
         state = self.state
         reopens = self._opened_at + self._cooldown_s - self._clock() if state is BreakerState.OPEN else None
-        return BreakerStatus(state, self._failures, self._cooldown_s, reopens)
+        return BreakerStatus(
+            state=state,
+            consecutive_failures=self._failures,
+            cooldown_s=self._cooldown_s,
+            reopens_in_s=reopens,
+        )
 
     def allow(self) -> bool:
         """May a request go now? In half-open, grants one probe at a time."""
@@ -78,6 +83,11 @@ class CircuitBreaker:
             return False
         self._probe_granted_at = now
         return True
+
+    def release(self) -> None:
+        """The granted probe ended without an outcome (its client left): grant the next one now."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._probe_granted_at = None
 
     def record_poll(self, ok: bool) -> BreakerState:
         """Count one health poll: failures count like failed requests; see the module doc."""

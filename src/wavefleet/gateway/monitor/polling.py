@@ -23,7 +23,8 @@ from dataclasses import replace
 
 import aiohttp
 
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.engines import Api
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.breaker import BreakerPolicy, BreakerStatus, CircuitBreaker
 from wavefleet.gateway.monitor.dialects import EngineLoad, HttpProbe, PollError, dialect_for
 from wavefleet.gateway.monitor.dialects.base import base_url, models_from_json
@@ -55,7 +56,7 @@ class PollingMonitor:
         policy = breaker or BreakerPolicy()
         self._breakers = {name: CircuitBreaker(policy, clock) for name in self._backends}
         self._snapshots = {
-            name: LoadSnapshot(name, models=tuple(b.models), updated_at=clock())
+            name: LoadSnapshot(backend=name, models=tuple(b.models), updated_at=clock())
             for name, b in self._backends.items()
         }
         self._polls = dict.fromkeys(self._backends, 0)
@@ -66,7 +67,7 @@ class PollingMonitor:
     def snapshot(self, backend: str) -> LoadSnapshot:
         snapshot = self._snapshots.get(backend)
         if snapshot is None:
-            return LoadSnapshot(backend)
+            return LoadSnapshot(backend=backend)
         if snapshot.breaker == "open":
             # An open breaker turns half-open when its cool-down ends, not at the next poll:
             # routers filter on this field, and with a long poll interval a stale "open" would
@@ -92,6 +93,11 @@ class PollingMonitor:
         if breaker is not None:
             breaker.record(ok)
             self._sync_breaker(backend)
+
+    def release(self, backend: str) -> None:
+        breaker = self._breakers.get(backend)
+        if breaker is not None:
+            breaker.release()
 
     def breaker_status(self, backend: str) -> BreakerStatus | None:
         """State, failure count and cool-down of `backend`'s breaker, for /health."""
@@ -181,7 +187,7 @@ class PollingMonitor:
             return tuple(backend.models)
         if load.models is not None:
             return load.models
-        if backend.kind is BackendKind.TRITON:  # KServe v2 has no /v1/models
+        if backend.kind.traits.api is not Api.OPENAI:  # KServe v2 (Triton) has no /v1/models
             return (backend.triton_model,) if backend.triton_model else ()
         try:
             reply = await http.get_ok(f"{base_url(backend)}/v1/models")

@@ -30,7 +30,7 @@ class EngineTimings:
     decode_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LoadSnapshot:
     """One backend's state as last seen. `None` means the engine does not report that number."""
 
@@ -64,6 +64,11 @@ class BackendMonitor(Protocol):
         """Tell the circuit breaker how a request to `backend` went."""
         ...
 
+    def release(self, backend: str) -> None:
+        """A request `available()` let through ended with no outcome (its client left): a
+        half-open breaker may grant its probe to the next request at once."""
+        ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -77,17 +82,20 @@ class StaticMonitor:
         self.outcomes: list[tuple[str, bool]] = []
 
     def set(self, backend: str, **changes: object) -> None:
-        current = self._snapshots.get(backend, LoadSnapshot(backend))
+        current = self._snapshots.get(backend, LoadSnapshot(backend=backend))
         self._snapshots[backend] = replace(current, **changes)  # type: ignore[arg-type]
 
     def snapshot(self, backend: str) -> LoadSnapshot:
-        return self._snapshots.get(backend) or LoadSnapshot(backend)
+        return self._snapshots.get(backend) or LoadSnapshot(backend=backend)
 
     def available(self, backend: str) -> bool:
         return self.snapshot(backend).healthy
 
     def record_outcome(self, backend: str, ok: bool) -> None:
         self.outcomes.append((backend, ok))
+
+    def release(self, backend: str) -> None:
+        return None
 
     async def start(self) -> None:
         return None

@@ -46,7 +46,8 @@ class LoadRanker:
     def __init__(self) -> None:
         self._polled_at: dict[str, float] = {}
         self._since_poll: dict[str, int] = {}  # sent minus finished since the backend's last poll
-        self._ttft: dict[str, deque[float]] = {}
+        self._ttft: dict[str, deque[float]] = {}  # the last TTFT_SAMPLES first-token times
+        self._best_ttft: dict[str, float] = {}  # the least of them
         self._last_turn: dict[str, int] = {}
         self._turns = count(1)
 
@@ -65,16 +66,15 @@ class LoadRanker:
         first one's preference and standing, with room or just past full."""
         loads = {c.backend: self.load_of(c.backend, view) for c in candidates}
         set_aside = self._set_aside(candidates, view)
-
-        def key(c: Candidate) -> tuple[bool, int, bool, float]:
-            load = loads[c.backend]
-            return (load >= 1.0, c.preference, c.backend in set_aside, load)
-
-        ranked = sorted(candidates, key=key)
-        best = key(ranked[0])
+        keys = {
+            c.backend: (loads[c.backend] >= 1.0, c.preference, c.backend in set_aside, loads[c.backend])
+            for c in candidates
+        }
+        ranked = sorted(candidates, key=lambda c: keys[c.backend])
+        best = keys[ranked[0].backend]
         band = best[3] + max(NEAR_TIE * best[3], NEAR_TIE_FLOOR)
         # full or not: twins at 0.99 and 1.01 are equals too (one past 1 must not get none)
-        equals = [c for c in ranked if key(c)[1:3] == best[1:3] and key(c)[3] <= band]
+        equals = [c for c in ranked if keys[c.backend][1:3] == best[1:3] and keys[c.backend][3] <= band]
         if len(equals) > 1:
             turn = min(equals, key=lambda c: self._last_turn.get(c.backend, 0))
             ranked.remove(turn)
@@ -87,7 +87,7 @@ class LoadRanker:
         prefills tens of times slower than a GPU as a rule, so until its own first tokens say
         otherwise it takes what the GPUs have no room for. (The gateway reports a request's
         first-token time when the request ends: a backend is unmeasured until one has ended.)"""
-        best = {c.backend: min(self._ttft[c.backend]) for c in candidates if self._ttft.get(c.backend)}
+        best = {c.backend: self._best_ttft[c.backend] for c in candidates if c.backend in self._best_ttft}
         gpus = {c.backend for c in candidates if runs_on_gpu(view.backends[c.backend])}
         out = set()
         for c in candidates:
@@ -106,7 +106,9 @@ class LoadRanker:
         self._last_turn[backend] = next(self._turns)
 
     def first_token(self, backend: str, ttft_s: float) -> None:
-        self._ttft.setdefault(backend, deque(maxlen=TTFT_SAMPLES)).append(ttft_s)
+        recent = self._ttft.setdefault(backend, deque(maxlen=TTFT_SAMPLES))
+        recent.append(ttft_s)
+        self._best_ttft[backend] = min(recent)
 
     def finished(self, backend: str) -> None:
         if backend in self._since_poll:

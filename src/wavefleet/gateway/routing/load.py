@@ -16,52 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from wavefleet.gateway.config import BackendConfig, BackendKind
+from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate, FleetView
 
-__all__ = [
-    "ASSUMED_SLOTS",
-    "GPU_KINDS",
-    "capacity",
-    "healthy",
-    "load",
-    "runs_on_gpu",
-    "scores",
-]
-
-# Slots assumed when neither the engine (snapshot.slots_total) nor a profile (max_num_seqs) says.
-# Estimates resting on each engine's default concurrency, not on measurement: vLLM (and NIM,
-# which runs vLLM) schedules up to 256 sequences by default (max_num_seqs); SGLang and TGI
-# batch similarly; llama-server's `-np -1` (auto) gives 4 slots; an unknown OpenAI server is
-# assumed small.
-ASSUMED_SLOTS: dict[BackendKind, int] = {
-    BackendKind.VLLM: 256,
-    BackendKind.NIM: 256,
-    BackendKind.SGLANG: 256,
-    BackendKind.TGI: 128,
-    BackendKind.TRITON: 64,
-    BackendKind.LLAMACPP: 4,
-    BackendKind.OPENAI: 4,
-}
-
-GPU_KINDS = frozenset(
-    {BackendKind.VLLM, BackendKind.SGLANG, BackendKind.NIM, BackendKind.TRITON, BackendKind.TGI}
-)
+__all__ = ["capacity", "healthy", "load", "runs_on_gpu", "scores"]
 
 
 def runs_on_gpu(config: BackendConfig) -> bool:
-    """`gpu` when the config says; otherwise a guess from the engine kind."""
-    return config.gpu if config.gpu is not None else config.kind in GPU_KINDS
+    """`gpu` when the config says; otherwise a guess from the engine kind (engines table)."""
+    return config.gpu if config.gpu is not None else config.kind.traits.needs_gpu
 
 
 def capacity(config: BackendConfig, snapshot: LoadSnapshot) -> int:
-    """Sequences the backend runs at once: reported, else profiled, else assumed (ASSUMED_SLOTS)."""
+    """Sequences the backend runs at once: reported, else profiled, else the engine's default
+    (the engines table's slots: its default concurrency, an estimate, not a measurement)."""
     if snapshot.slots_total:
         return snapshot.slots_total
     if config.profile is not None:
         return config.profile.max_num_seqs
-    return ASSUMED_SLOTS[config.kind]
+    return config.kind.traits.slots.count
 
 
 def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int, sent_since_poll: int = 0) -> float:

@@ -1,6 +1,6 @@
 """Where the gateway's SQLite database lives, opening it, and its schema migrations.
 
-One file holds the API keys and the audit trail (`wave.db`). Its path comes from, in order:
+One file holds the API keys, the audit trail of requests and the operator events (`wave.db`). Its path comes from, in order:
 the `--db` option, the `WAVE_DB` environment variable, `$XDG_DATA_HOME/wavefleet/wave.db`
 (`~/.local/share/wavefleet/wave.db` when XDG_DATA_HOME is unset).
 
@@ -14,6 +14,7 @@ Migrations are a list of named functions, applied once each, in order, and recor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -74,6 +75,22 @@ def m002_audit(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX audit_principal_ts ON audit (principal, ts)")
 
 
+@migration
+def m003_events(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            details TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute("CREATE INDEX events_ts ON events (ts)")
+
+
 def default_db_path() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "wavefleet" / "wave.db"
@@ -87,12 +104,38 @@ def resolve_db_path(given: Path | str | None) -> Path:
     return Path(env) if env else default_db_path()
 
 
+def _private_directory(directory: Path) -> None:
+    """Create `directory` and its missing parents, each 0700; existing ones keep their mode."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for part in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile: theirs
+            part.mkdir(mode=0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` empty and 0600 unless it exists. SQLite takes an empty file as a new
+    database and gives its -wal and -shm files the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
-    """Open (and migrate) the database in WAL mode, so the audit writer never blocks readers."""
+    """Open (and migrate) the database in WAL mode, so the audit writer never blocks readers.
+
+    It holds key digests and the audit trail, so a database created here is 0600 (and so are
+    its -wal and -shm files) in directories created 0700; existing files and directories keep
+    their modes."""
     if not create and not path.exists():
         raise UsageError(f"no database at {path}: give --db (or WAVE_DB) pointing at the gateway's wave.db")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_directory(path.parent)
+        _private_file(path)
         db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a killed process; only a power loss can drop the last ones

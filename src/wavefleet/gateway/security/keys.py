@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import sqlite3
 import time
@@ -33,21 +34,30 @@ __all__ = [
     "KeyStore",
     "NO_LIMITS",
     "digest_of",
+    "estimated_bits",
     "new_key",
 ]
 
 KEY_PREFIX = "wave-"
-_MIN_IMPORTED_CHARS = 20
+_MIN_IMPORTED_BITS = 128
+# Printable ASCII without the space, in four classes: what a key can be made of and still travel
+# in an `Authorization: Bearer` header unchanged.
+_CLASSES = (
+    frozenset("abcdefghijklmnopqrstuvwxyz"),
+    frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    frozenset("0123456789"),
+    frozenset(chr(code) for code in range(0x21, 0x7F) if not chr(code).isalnum()),
+)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyLimits:
     """Per-key limits; None means no limit of that kind."""
 
     rpm: int | None = None  # requests per minute
-    tpm: int | None = None  # tokens (prompt + completion) per minute, charged from usage after the answer
+    tpm: int | None = None  # tokens (prompt + completion) a minute: reserved, then settled from usage
     max_concurrent: int | None = None
-    max_tokens: int | None = None  # cap on a request's max_tokens (requests above it are refused)
+    max_tokens: int | None = None  # cap on a request's max_tokens times n (more is refused)
 
     @property
     def any(self) -> bool:
@@ -57,7 +67,7 @@ class KeyLimits:
 NO_LIMITS = KeyLimits()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyRecord:
     key_id: str
     name: str
@@ -80,6 +90,34 @@ class CreatedKey:
 
 def digest_of(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def estimated_bits(secret: str) -> float:
+    """An estimate of a key's entropy in bits, to refuse weak imported keys.
+
+    Each character counts log2 of the alphabet made of the character classes the key uses (lower
+    case 26, upper case 26, digits 10, other printable ASCII 32), as if drawn at random from it,
+    except a character that extends a run of three (`aaaa`, `abcd`, `dcba`) or completes a
+    four-character sequence already seen (`abcdabcd`), which counts nothing. A random key scores
+    about its true entropy or a little above (hex counts as 36 symbols, not 16), and chance
+    patterns that long are too rare in one to matter; patterns and repetition score far less.
+    Words are not recognised: a long string of words can pass.
+    """
+    alphabet = sum(len(chars) for chars in _CLASSES if any(c in chars for c in secret))
+    if alphabet < 2:
+        return 0.0
+    seen: set[str] = set()
+    counted = 0
+    for at in range(len(secret)):
+        if at >= 3:
+            last4 = secret[at - 3 : at + 1]
+            steps = {ord(b) - ord(a) for a, b in zip(last4, last4[1:], strict=False)}
+            repeated = last4 in seen
+            seen.add(last4)
+            if repeated or (len(steps) == 1 and abs(next(iter(steps))) <= 1):
+                continue
+        counted += 1
+    return counted * math.log2(alphabet)
 
 
 def new_key() -> tuple[str, str]:
@@ -138,11 +176,25 @@ class KeyStore:
         expires_at: float | None = None,
         limits: KeyLimits = NO_LIMITS,
     ) -> KeyRecord:
-        """Store the digest of a key made elsewhere (one kept in Vault, say); it must be long."""
-        if len(secret) < _MIN_IMPORTED_CHARS or len(set(secret)) < 10:
+        """Store the digest of a key made elsewhere (one kept in Vault, say).
+
+        The key must be printable ASCII without spaces, and its estimated entropy
+        (`estimated_bits`) at least 128 bits: the digest is a plain SHA-256, safe only for keys
+        that cannot be guessed."""
+        if not all("!" <= char <= "~" for char in secret):
             raise UsageError(
-                f"an imported key must have at least {_MIN_IMPORTED_CHARS} characters and look random; "
-                "prefer `wave keys create`, which makes a 256-bit key"
+                "an imported key must be printable ASCII without spaces or control characters "
+                "(it travels in an HTTP Authorization header); make one with `wave keys create "
+                "--name NAME`, or `openssl rand -base64 32` and import that"
+            )
+        bits = estimated_bits(secret)
+        if bits < _MIN_IMPORTED_BITS:
+            raise UsageError(
+                f"this key is too weak to import: about {bits:.0f} bits by estimate, and an imported "
+                f"key needs at least {_MIN_IMPORTED_BITS} bits (the estimate counts each character "
+                "by the character classes the key uses, and nothing for runs and repeats such as "
+                "aaaa, abcd or abcdabcd). Make a strong key with `wave keys create --name NAME` (256 "
+                "bits), or `openssl rand -base64 32` (256 bits) and import that"
             )
         return self._insert(secrets.token_hex(4), name, secret, models, expires_at, limits)
 

@@ -4,15 +4,18 @@ Both per-minute limits are token buckets (capacity = the per-minute figure, refi
 over the minute), so a key may burst up to its whole minute at once and then runs at the
 steady rate; the check is O(1) arithmetic on two floats.
 
-Tokens per minute are charged after the answer, from the usage the engine reported (prompt +
-completion), because only then are they known. A request is admitted while the key's token
-bucket is above zero; one request can therefore overdraw it by its own size (bounded by the
-key's max_tokens cap plus its prompt), and the next requests wait until the debt is refilled.
-Nothing is reserved up front, so a client that sends a large max_tokens but uses few tokens is
-not punished.
+Tokens per minute are reserved at admission and settled at the end. The caller says how many
+tokens a request may use (its prompt estimate plus what it may generate, see gate.py); it is
+admitted only when the bucket holds that many, which are taken at once, so requests in flight
+can never together reserve more than the bucket holds. When the request ends, `finish` charges
+what it really used: the unused part of the reservation comes back, usage beyond it is taken
+too (the bucket may then go below zero, and later requests wait until the debt is refilled).
+`finish(ticket, None)` means the usage is unknown: the reservation stands. A reservation larger
+than the whole per-minute figure is cut to it, so no request waits forever (the gate refuses
+those with 400 before they get here).
 
     limiter = LocalLimiter()
-    ticket = await limiter.admit("key:3f9a0c1d", KeyLimits(rpm=60, max_concurrent=4))  # or RateLimitError
+    ticket = await limiter.admit("key:3f9a0c1d", KeyLimits(tpm=40000), reserve=600)  # or RateLimitError
     try: ...
     finally: await limiter.finish(ticket, tokens_used)
 
@@ -23,29 +26,32 @@ several gateways share one budget.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 from wavefleet.errors import RateLimitError
 from wavefleet.gateway.security.keys import KeyLimits
 
-__all__ = ["LocalLimiter", "RateLimiter", "Ticket"]
+__all__ = ["LocalLimiter", "RateLimiter", "Ticket", "reservation", "settlement"]
 
 
 @dataclass(slots=True)
 class Ticket:
-    """An admitted request; hand it back with `finish`. `lease` names its Redis concurrency slot."""
+    """An admitted request; hand it back with `finish`. `lease` names its Redis concurrency slot,
+    `reserved` the tokens taken from the bucket at admission."""
 
     ident: str
     limits: KeyLimits
+    _: KW_ONLY
     lease: str = ""
+    reserved: int = 0
     finished: bool = False
 
 
 class RateLimiter(Protocol):
-    async def admit(self, ident: str, limits: KeyLimits) -> Ticket: ...
+    async def admit(self, ident: str, limits: KeyLimits, *, reserve: int = 0) -> Ticket: ...
 
-    async def finish(self, ticket: Ticket, tokens: int) -> None: ...
+    async def finish(self, ticket: Ticket, tokens: int | None) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -65,6 +71,24 @@ def _refill(tokens: float, at: float, per_minute: int, now: float) -> float:
     return min(float(per_minute), tokens + (now - at) * per_minute / 60.0)
 
 
+def reservation(limits: KeyLimits, reserve: int) -> int:
+    """The tokens to take at admission: none without a tpm, and never more than the whole tpm."""
+    return min(max(0, reserve), limits.tpm) if limits.tpm is not None else 0
+
+
+def tokens_short(level: float, need: int) -> float:
+    """How many tokens the bucket lacks to admit a request that needs `need` (always above zero:
+    a request with no reservation still needs the bucket above zero)."""
+    return max(need, 1) - level
+
+
+def settlement(ticket: Ticket, tokens: int | None) -> int:
+    """Tokens to take from the bucket at the end, beyond the reservation (negative: a refund)."""
+    if tokens is None:
+        return 0
+    return max(0, tokens) - ticket.reserved
+
+
 def too_many(what: str, retry_after: float) -> RateLimitError:
     return RateLimitError(
         f"rate limit reached: {what}; retry after {max(1, round(retry_after + 0.5))} s",
@@ -78,12 +102,13 @@ class LocalLimiter:
     def __init__(self) -> None:
         self._states: dict[str, _State] = {}
 
-    async def admit(self, ident: str, limits: KeyLimits) -> Ticket:
-        return self.admit_now(ident, limits, time.monotonic())
+    async def admit(self, ident: str, limits: KeyLimits, *, reserve: int = 0) -> Ticket:
+        return self.admit_now(ident, limits, time.monotonic(), reserve=reserve)
 
-    def admit_now(self, ident: str, limits: KeyLimits, now: float) -> Ticket:
+    def admit_now(self, ident: str, limits: KeyLimits, now: float, *, reserve: int = 0) -> Ticket:
         if not limits.any:
             return Ticket(ident, limits)
+        need = reservation(limits, reserve)
         state = self._states.get(ident)
         if state is None:
             state = self._states[ident] = _State(limits, now)
@@ -96,20 +121,22 @@ class LocalLimiter:
                 raise too_many(f"{limits.rpm} requests per minute", (1.0 - req_tokens) * 60.0 / limits.rpm)
         if limits.tpm is not None:
             tok_tokens = _refill(state.tok_tokens, state.tok_at, limits.tpm, now)
-            if tok_tokens <= 0.0:
-                raise too_many(f"{limits.tpm} tokens per minute", (1.0 - tok_tokens) * 60.0 / limits.tpm)
+            if tok_tokens <= 0.0 or tok_tokens < need:
+                short = tokens_short(tok_tokens, need)
+                raise too_many(f"{limits.tpm} tokens per minute", short * 60.0 / limits.tpm)
         # every check passed: only now take the request's share of each limit
         if limits.rpm is not None:
             state.req_tokens, state.req_at = req_tokens - 1.0, now
         if limits.tpm is not None:
-            state.tok_tokens, state.tok_at = tok_tokens, now
+            state.tok_tokens, state.tok_at = tok_tokens - need, now
         state.inflight += 1
-        return Ticket(ident, limits)
+        return Ticket(ident, limits, reserved=need)
 
-    async def finish(self, ticket: Ticket, tokens: int) -> None:
+    async def finish(self, ticket: Ticket, tokens: int | None) -> None:
         self.finish_now(ticket, tokens, time.monotonic())
 
-    def finish_now(self, ticket: Ticket, tokens: int, now: float) -> None:
+    def finish_now(self, ticket: Ticket, tokens: int | None, now: float) -> None:
+        """Release the slot and settle: charge `tokens` in place of the reservation (None: keep it)."""
         if ticket.finished or not ticket.limits.any:
             return
         ticket.finished = True
@@ -118,8 +145,10 @@ class LocalLimiter:
             return
         state.inflight = max(0, state.inflight - 1)
         tpm = ticket.limits.tpm
-        if tpm is not None and tokens > 0:
-            state.tok_tokens = _refill(state.tok_tokens, state.tok_at, tpm, now) - tokens
+        extra = settlement(ticket, tokens)
+        if tpm is not None and extra != 0:
+            # a refund cannot fill the bucket past its capacity
+            state.tok_tokens = min(float(tpm), _refill(state.tok_tokens, state.tok_at, tpm, now) - extra)
             state.tok_at = now
 
     def inflight(self, ident: str) -> int:

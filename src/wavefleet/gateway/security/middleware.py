@@ -1,8 +1,9 @@
 """The security layer as an aiohttp middleware around the gateway's handlers.
 
 For the proxied endpoints it authenticates, admits (model, max_tokens cap, screening, limits),
-lets the gateway forward, then releases the limits, charges the tokens the answer used and
-queues the audit row. `/v1/models` is authenticated only; `/health` and `/metrics` pass.
+lets the gateway forward, then releases the limits, settles the tokens reserved at admission
+(see `tokens_to_charge`) and queues the audit row. `/v1/models` is authenticated only;
+`/health` and `/metrics` pass (`/health` asks the same authenticator whether to show its error texts).
 
 The gateway tells the middleware how a forwarded request ended by setting `request[OUTCOME]`
 (status, prompt tokens, completion tokens, backend): for a stream the HTTP status is 200 even
@@ -22,7 +23,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from wavefleet.errors import GatewayError
+from wavefleet.errors import BadRequestError, GatewayError
+from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.security.audit import AuditRecord
 from wavefleet.gateway.security.gate import Admission, SecurityGate
 from wavefleet.gateway.security.principal import Principal
@@ -31,11 +33,13 @@ __all__ = [
     "ADMISSION",
     "OUTCOME",
     "PARSED_BODY",
+    "PRINCIPAL",
     "PROXIED",
     "Outcome",
     "install",
     "outcome_reporter",
     "security_middleware",
+    "tokens_to_charge",
 ]
 
 PROXIED = {
@@ -48,7 +52,7 @@ SCREENING_HEADER = "x-wave-screening"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
+@dataclass(kw_only=True, slots=True)
 class Outcome:
     """How the gateway's forwarder ended a request."""
 
@@ -62,6 +66,8 @@ OUTCOME = web.RequestKey("wave_outcome", Outcome)
 # the body as parsed here, so the gateway's handler does not parse it again
 PARSED_BODY = web.RequestKey("wave_parsed_body", dict[str, Any])
 ADMISSION = web.RequestKey("wave_admission", Admission)
+# who is asking, once authenticated: /v1/models lists only what this principal may use
+PRINCIPAL = web.RequestKey("wave_principal", Principal)
 
 
 def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | None, str], None]:
@@ -69,9 +75,22 @@ def outcome_reporter(request: web.Request) -> Callable[[int, tuple[int, int] | N
 
     def report(status: int, usage: tuple[int, int] | None, backend: str) -> None:
         prompt, completion = usage if usage is not None else (None, None)
-        request[OUTCOME] = Outcome(status, prompt, completion, backend)
+        request[OUTCOME] = Outcome(
+            status=status, prompt_tokens=prompt, completion_tokens=completion, backend=backend
+        )
 
     return report
+
+
+def tokens_to_charge(outcome: Outcome | None, *, client_closed: bool) -> int | None:
+    """What a finished request is charged, whatever its status: the usage its outcome carries; None
+    (its reservation stands) when an engine worked on it but the usage is unknown, or when the
+    client closed it before the forwarder reported anything; 0 when no engine saw it."""
+    if outcome is None:
+        return None if client_closed else 0
+    if outcome.prompt_tokens is not None or outcome.completion_tokens is not None:
+        return (outcome.prompt_tokens or 0) + (outcome.completion_tokens or 0)
+    return None if outcome.status < 400 or outcome.status == 499 else 0
 
 
 def _error_response(error: GatewayError, verdict_header: str = "") -> web.Response:
@@ -87,11 +106,9 @@ async def _payload(request: web.Request) -> dict[str, Any] | None:
     """The JSON body, or None if it is not a JSON object (the gateway then answers 400/413 itself).
     aiohttp keeps the bytes read here, so the gateway's own read costs nothing."""
     try:
-        raw = await request.read()
-        payload = json.loads(raw)
-    except (web.HTTPRequestEntityTooLarge, ValueError):
+        return parse_body(await request.read())
+    except (web.HTTPRequestEntityTooLarge, BadRequestError):
         return None
-    return payload if isinstance(payload, dict) else None
 
 
 def security_middleware(gate: SecurityGate) -> Middleware:
@@ -110,6 +127,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
         status, error = 500, None
         try:
             principal = await gate.authenticate(request.headers.get("Authorization"))
+            request[PRINCIPAL] = principal
             payload = await _payload(request) if endpoint is not None else None
             if payload is not None and endpoint is not None:
                 request[PARSED_BODY] = payload
@@ -130,6 +148,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
             raise
         finally:
             outcome = request.get(OUTCOME)
+            charge = tokens_to_charge(outcome, client_closed=status == 499)
             prompt_tokens = completion_tokens = None
             backend = None
             if outcome is not None:
@@ -140,7 +159,7 @@ def security_middleware(gate: SecurityGate) -> Middleware:
                     outcome.backend,
                 )
             if admission is not None and admission.ticket is not None:
-                await gate.finish(admission, (prompt_tokens or 0) + (completion_tokens or 0))
+                await gate.finish(admission, charge)
             if gate.audit is not None:
                 model = payload.get("model") if payload is not None else None
                 gate.audit.record(

@@ -4,8 +4,16 @@ The verifier reads the issuer's discovery document (`<issuer>/.well-known/openid
 follows its `jwks_uri`, and keeps the keys in memory. A token is accepted only if its signature
 verifies with one of them under an allowed algorithm (RS256/ES256 by default, never `none` or
 HS*), and its `iss`, `aud`, `exp` (and `nbf`, when present) check out, within `leeway_s` of
-clock skew. A token naming an unknown `kid` makes the verifier fetch the keys again (the issuer
-rotated them), at most once per `refresh_min_interval_s`.
+clock skew.
+
+The issuer is asked again in two cases: the keys are older than `jwks_ttl_s`, or a token names a
+`kid` the verifier does not hold (the issuer rotated its keys). Either way there is at most one
+fetch in flight (concurrent callers share it) and at most one attempt, failed or not, per
+`refresh_min_interval_s`. A token whose `kid` is known never waits on the issuer: stale keys are
+refreshed in the background while the keys held keep verifying, until they are `jwks_max_age_s`
+old (a day by default); past that, tokens are refused until the issuer answers. Only a token
+with an unknown `kid` waits for a refetch. A token that is not a JWT, or names an algorithm that
+is not accepted, is refused before the issuer is asked anything.
 
     verifier = OidcVerifier(OidcConfig(issuer="https://auth.home/application/o/wave/", audience="wave"))
     await verifier.start()
@@ -16,45 +24,27 @@ rotated them), at most once per `refresh_min_interval_s`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
-from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.errors import AuthenticationError, UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.security.keys import KeyLimits
 from wavefleet.gateway.security.principal import Principal
+from wavefleet.gateway.security.settings import OidcConfig
 
-__all__ = ["OidcConfig", "OidcVerifier", "looks_like_jwt"]
+__all__ = ["OidcVerifier", "looks_like_jwt"]
+
+_LOG = logging.getLogger(__name__)
 
 _TOKEN_CACHE_MAX = 4096
 _TOKEN_CACHE_S = 60.0  # a verified token is re-checked (signature, keys) at least this often
-
-
-class OidcConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(description="the issuer URL exactly as tokens carry it in `iss`")
-    audience: str = Field(
-        description="the `aud` tokens must carry (the client id of the gateway's application)"
-    )
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
-    leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
-    models_claim: str = Field(default="groups", description="claim whose values map to allowed models")
-    group_models: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="claim value -> models it may use ('*' = all); empty: every valid token may use every model",
-    )
-    limits: dict[str, int] = Field(
-        default_factory=dict, description="rpm, tpm, max_concurrent, max_tokens per subject"
-    )
-    refresh_min_interval_s: float = Field(default=30.0, ge=0)
-    jwks_ttl_s: float = Field(default=3600.0, gt=0)
-    http_timeout_s: float = Field(default=5.0, gt=0)
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -62,7 +52,13 @@ def looks_like_jwt(token: str) -> bool:
 
 
 class OidcVerifier:
-    def __init__(self, config: OidcConfig, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        config: OidcConfig,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         for alg in config.algorithms:
             if alg.upper().startswith("HS") or alg.lower() == "none":
                 raise UsageError(
@@ -70,15 +66,20 @@ class OidcVerifier:
                 )
         self.config = config
         self._session = session
+        self._clock = clock  # monotonic seconds: key ages and refetch spacing
         self._own_session = session is None
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._attempted_at = float("-inf")  # last fetch started, whatever came of it
         self._refresh: asyncio.Task[None] | None = None
         self._tokens: dict[str, tuple[dict[str, Any], float]] = {}
         self._group_models = {group: frozenset(models) for group, models in config.group_models.items()}
         lim = config.limits
         self._limits = KeyLimits(
-            lim.get("rpm"), lim.get("tpm"), lim.get("max_concurrent"), lim.get("max_tokens")
+            rpm=lim.get("rpm"),
+            tpm=lim.get("tpm"),
+            max_concurrent=lim.get("max_concurrent"),
+            max_tokens=lim.get("max_tokens"),
         )
         self.fetches = 0  # how many times the keys were fetched (for /health and tests)
 
@@ -88,6 +89,7 @@ class OidcVerifier:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.http_timeout_s)
             )
+        self._attempted_at = self._clock()
         try:
             await self._fetch_keys()
         except AuthenticationError as exc:
@@ -96,6 +98,7 @@ class OidcVerifier:
     async def aclose(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
         if self._own_session and self._session is not None:
             await self._session.close()
 
@@ -135,8 +138,11 @@ class OidcVerifier:
             raise AuthenticationError("the discovery document has no jwks_uri")
         self._check_url(jwks_uri, "jwks_uri")
         document = await self._get_json(jwks_uri)
+        entries = document.get("keys")
+        if not isinstance(entries, list):
+            raise AuthenticationError(f"{jwks_uri} has no `keys` list")
         keys: dict[str, jwt.PyJWK] = {}
-        for entry in document.get("keys", []):
+        for entry in entries:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or "kid" not in entry:
                 continue
             try:
@@ -144,23 +150,50 @@ class OidcVerifier:
             except jwt.PyJWTError:
                 continue  # a key type or curve we cannot use; others may still be fine
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
         self.fetches += 1
 
-    async def _refresh_keys(self, *, forced: bool) -> None:
-        """Fetch again, coalescing concurrent callers; `forced` (unknown kid) is rate-limited."""
-        since = time.monotonic() - self._fetched_at
-        if forced and since < self.config.refresh_min_interval_s:
-            return
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.get_running_loop().create_task(self._fetch_keys())
-        task = self._refresh
+    def _start_refresh(self) -> asyncio.Task[None] | None:
+        """The fetch in flight, else a new one if the last attempt is far enough back, else None."""
+        if self._refresh is not None and not self._refresh.done():
+            return self._refresh
+        if self._clock() - self._attempted_at < self.config.refresh_min_interval_s:
+            return None
+        self._attempted_at = self._clock()
+        self._refresh = asyncio.get_running_loop().create_task(self._refetch())
+        return self._refresh
+
+    async def _refetch(self) -> None:
         try:
-            await asyncio.shield(task)
-        except AuthenticationError:
-            if not self._keys:
-                raise
-            # keep the keys we had: the issuer being briefly unreachable must not lock everyone out
+            await self._fetch_keys()
+        except AuthenticationError as exc:
+            # the keys held stay in use: an issuer that is briefly down must not lock everyone out
+            _LOG.warning(
+                "OIDC issuer %s: cannot refresh its keys (%s); next attempt in %g s at the earliest",
+                self.config.issuer,
+                exc.message,
+                self.config.refresh_min_interval_s,
+            )
+
+    def _too_old(self) -> bool:
+        return self._clock() - self._fetched_at > self.config.jwks_max_age_s
+
+    async def _key_after_refetch(self, kid: str) -> jwt.PyJWK:
+        """The key named `kid` once a refetch (shared, rate-limited) is done; only unknown kids wait."""
+        task = self._start_refresh()
+        if task is not None:
+            await asyncio.shield(task)  # the caller going away must not cancel everyone's fetch
+        if self._too_old():
+            # why the issuer fails goes to the log only: its error may name internal addresses
+            raise AuthenticationError(
+                "the OIDC issuer's signing keys could not be refreshed for over "
+                f"{self.config.jwks_max_age_s:g} s, so no token can be checked until the issuer "
+                "answers again (the gateway's log says why it does not)"
+            )
+        key = self._keys.get(kid)
+        if key is None:
+            raise AuthenticationError("invalid bearer token: signed with a key the issuer does not publish")
+        return key
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, if it is valid now; AuthenticationError saying why not."""
@@ -170,8 +203,6 @@ class OidcVerifier:
             if now < cached[1]:
                 return cached[0]
             del self._tokens[token]
-        if time.monotonic() - self._fetched_at > self.config.jwks_ttl_s:
-            await self._refresh_keys(forced=False)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -180,14 +211,11 @@ class OidcVerifier:
         if alg not in self.config.algorithms:
             raise AuthenticationError(f"invalid bearer token: algorithm {alg!r} is not accepted")
         kid = str(header.get("kid", ""))
-        key = self._keys.get(kid)
+        if self._clock() - self._fetched_at > self.config.jwks_ttl_s:
+            self._start_refresh()  # in the background: the keys held verify this token meanwhile
+        key = None if self._too_old() else self._keys.get(kid)
         if key is None:
-            await self._refresh_keys(forced=True)
-            key = self._keys.get(kid)
-            if key is None:
-                raise AuthenticationError(
-                    "invalid bearer token: signed with a key the issuer does not publish"
-                )
+            key = await self._key_after_refetch(kid)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -231,4 +259,4 @@ class OidcVerifier:
             for value in values:
                 allowed |= self._group_models.get(value, frozenset())
             models = frozenset(allowed)
-        return Principal(f"oidc:{claims['sub']}", "oidc", models, self._limits)
+        return Principal(ident=f"oidc:{claims['sub']}", kind="oidc", models=models, limits=self._limits)

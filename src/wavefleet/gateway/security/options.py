@@ -1,102 +1,52 @@
-"""The `wave serve` flags of the security layer, as one decorator, and how they fill the config."""
+"""The `wave serve` security flags as one typed value, and how they fill the config's `security:` section.
+
+    flags = SecurityFlags(db=Path("wave.db"), screening=Action.FLAG)   # built by the CLI from its flags
+    config = apply_security_flags(config, flags)                       # UsageError names the flag to fix
+
+The flags keep the text the user typed where it has a syntax of its own (`RULE=ACTION`,
+`rpm=N,...`): errors then quote it and name the flag.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import click
 from pydantic import ValidationError
 
 from wavefleet.errors import UsageError
-from wavefleet.gateway.security.oidc import OidcConfig
 from wavefleet.gateway.security.screening import RULES, Action
-from wavefleet.gateway.security.settings import LimitsConfig, SecurityConfig
+from wavefleet.gateway.security.settings import LimitsConfig, OidcConfig, SecurityConfig
 
-__all__ = ["SECURITY_FLAGS", "apply_security_flags", "security_options"]
+__all__ = ["SecurityFlags", "apply_security_flags"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-_PATH = click.Path(path_type=Path, dir_okay=False)
 _ACTIONS = [a.value for a in Action]
 
-SECURITY_FLAGS = (
-    "db",
-    "audit_db",
-    "audit_prompts",
-    "screening",
-    "screening_rules",
-    "redis_url",
-    "api_key_limits",
-    "oidc_issuer",
-    "oidc_audience",
-    "tls_cert",
-    "tls_key",
-)
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SecurityFlags:
+    """What `wave serve` was told about the security layer; None and empty mean "as the config says"."""
 
-def security_options(command: F) -> F:
-    options = [
-        click.option(
-            "--db",
-            type=_PATH,
-            envvar="WAVE_DB",
-            show_envvar=True,
-            default=None,
-            help="Accept the keys of `wave keys create` stored in this database.",
-        ),
-        click.option(
-            "--audit-db",
-            type=_PATH,
-            default=None,
-            help="Write the audit trail (one row per request) to this database; read it with `wave audit`.",
-        ),
-        click.option(
-            "--audit-prompts", is_flag=True, help="Also keep prompt text in the audit trail (off by default)."
-        ),
-        click.option(
-            "--screening",
-            type=click.Choice(_ACTIONS),
-            default=None,
-            help="Action of every screening rule: off, log (audit only), flag (x-wave-screening header), block (400).",
-        ),
-        click.option(
-            "--screening-rule",
-            "screening_rules",
-            multiple=True,
-            metavar="RULE=ACTION",
-            help=f"One rule's action (repeatable); rules: {', '.join(RULES)}.",
-        ),
-        click.option(
-            "--redis-url",
-            default=None,
-            metavar="URL",
-            help="Keep limits in Redis, shared by every gateway that names it (redis://host:6379/0).",
-        ),
-        click.option(
-            "--api-key-limits",
-            default=None,
-            metavar="rpm=N,tpm=N,max_concurrent=N,max_tokens=N",
-            help="Limits for the --api-key key (stored keys carry their own).",
-        ),
-        click.option(
-            "--oidc-issuer",
-            default=None,
-            metavar="URL",
-            help="Accept OIDC tokens from this issuer (exactly as in `iss`).",
-        ),
-        click.option("--oidc-audience", default=None, help="The `aud` those tokens must carry."),
-        click.option(
-            "--tls-cert",
-            type=_PATH,
-            default=None,
-            help="Serve HTTPS with this PEM certificate (needs --tls-key).",
-        ),
-        click.option("--tls-key", type=_PATH, default=None, help="The certificate's PEM private key."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    db: Path | None = None
+    audit: bool = False
+    audit_db: Path | None = None
+    audit_prompts: bool = False
+    screening: Action | None = None
+    screening_rules: tuple[str, ...] = ()  # RULE=ACTION each
+    redis_url: str | None = None
+    api_key_limits: str | None = None  # rpm=N,tpm=N,max_concurrent=N,max_tokens=N
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """(certificate, key) when HTTPS was asked for; UsageError when only one was given."""
+        if self.tls_cert is None and self.tls_key is None:
+            return None
+        if self.tls_cert is None or self.tls_key is None:
+            raise UsageError("give --tls-cert and --tls-key together")
+        return self.tls_cert, self.tls_key
 
 
 def _parse_limits(text: str) -> LimitsConfig:
@@ -119,20 +69,22 @@ def _parse_limits(text: str) -> LimitsConfig:
         ) from exc
 
 
-def apply_security_flags(config: SecurityConfig, flags: dict[str, Any]) -> SecurityConfig:
+def apply_security_flags(config: SecurityConfig, flags: SecurityFlags) -> SecurityConfig:
     """The config's security section with the flags laid over it."""
     data = config.model_dump()
-    if flags.get("db") is not None:
-        data["db"] = flags["db"]
-    if flags.get("audit_db") is not None:
-        data["audit"], data["audit_db"] = True, flags["audit_db"]
-    if flags.get("audit_prompts"):
+    if flags.db is not None:
+        data["db"] = flags.db
+    if flags.audit:
+        data["audit"] = True
+    if flags.audit_db is not None:
+        data["audit"], data["audit_db"] = True, flags.audit_db
+    if flags.audit_prompts:
         data["audit_prompts"] = True
         if not data["audit"]:
-            raise UsageError("--audit-prompts needs the audit trail: add --audit-db PATH")
-    if flags.get("screening") is not None:
-        data["screening"]["default"] = flags["screening"]
-    for spec in flags.get("screening_rules") or ():
+            raise UsageError("--audit-prompts needs the audit trail: add --audit (or --audit-db PATH)")
+    if flags.screening is not None:
+        data["screening"]["default"] = flags.screening
+    for spec in flags.screening_rules:
         rule, sep, action = spec.partition("=")
         if not sep or rule not in RULES or action not in _ACTIONS:
             raise UsageError(
@@ -140,11 +92,11 @@ def apply_security_flags(config: SecurityConfig, flags: dict[str, Any]) -> Secur
                 f"and ACTION one of {', '.join(_ACTIONS)}"
             )
         data["screening"]["rules"][rule] = action
-    if flags.get("redis_url"):
-        data["redis_url"] = flags["redis_url"]
-    if flags.get("api_key_limits"):
-        data["static_limits"] = _parse_limits(flags["api_key_limits"]).model_dump()
-    issuer, audience = flags.get("oidc_issuer"), flags.get("oidc_audience")
+    if flags.redis_url:
+        data["redis_url"] = flags.redis_url
+    if flags.api_key_limits:
+        data["static_limits"] = _parse_limits(flags.api_key_limits).model_dump()
+    issuer, audience = flags.oidc_issuer, flags.oidc_audience
     if (issuer is None) != (audience is None):
         raise UsageError("give --oidc-issuer and --oidc-audience together")
     if issuer is not None:

@@ -9,7 +9,7 @@ from wavefleet.gateway.security.keys import KeyLimits
 __all__ = ["ANONYMOUS", "Principal"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Principal:
     """`ident` goes into the audit trail and keys the limits: `key:<id>`, `oidc:<sub>`, `static`."""
 
@@ -22,4 +22,4 @@ class Principal:
         return self.models is None or model in self.models or "*" in self.models
 
 
-ANONYMOUS = Principal("anonymous", "anonymous", None, KeyLimits())
+ANONYMOUS = Principal(ident="anonymous", kind="anonymous", models=None, limits=KeyLimits())

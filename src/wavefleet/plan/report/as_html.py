@@ -13,6 +13,9 @@ from wavefleet.plan.report.common import FIT_MARK, TIER_ORDER, key_reason, servi
 __all__ = ["render_html"]
 
 CHART_WIDTH = 560  # px for the bar area
+LABEL_WIDTH = 320  # px for the deployment names left of the bars
+# px right of the bars for "13.84 of 14.33 GiB — does not fit" at 11 px (about 6 px a character)
+VALUE_WIDTH = 240
 ROW_HEIGHT = 22
 
 
@@ -43,7 +46,10 @@ def render_html(plan: Plan) -> str:
         fit_mark=FIT_MARK,
         key_reason=key_reason,
         charts=_charts(plan),
+        scales=[_scale(capacity) for capacity in _capacities(plan)],
         chart_width=CHART_WIDTH,
+        svg_width=LABEL_WIDTH + CHART_WIDTH + VALUE_WIDTH,
+        label_width=LABEL_WIDTH,
         row_height=ROW_HEIGHT,
     )
 
@@ -75,5 +81,23 @@ def _charts(plan: Plan) -> list[tuple[str, int, list[BarGeometry]]]:
                 )
             )
         title = f"{device.key} ({device.host}): {device.memory_gib:g} GiB {'device memory' if device.kind != 'cpu' else 'host RAM'}"
-        charts.append((title, len(bars) * ROW_HEIGHT + 4, geometry))
+        charts.append((title, len(bars) * ROW_HEIGHT + 26, geometry))
     return charts
+
+
+def _capacities(plan: Plan) -> list[float]:
+    """Device memory of each charted device, in chart order."""
+    return [d.memory_gib for d in plan.devices if any(b.device == d.key for b in plan.memory)]
+
+
+def _scale(capacity: float) -> list[tuple[str, float]]:
+    """Axis ticks (label, x) over the chart's 1.25 x capacity, at a round step."""
+    span = 1.25 * capacity
+    step = next(s for s in (0.5, 1, 2, 4, 8, 16, 32, 64, 128) if span / s <= 8)
+    scale = CHART_WIDTH / span
+    ticks = []
+    value = 0.0
+    while value <= span + 1e-9:
+        ticks.append((f"{value:g}", value * scale))
+        value += step
+    return ticks

@@ -20,10 +20,22 @@ TIER_STYLE = {"must": "bold green", "should": "green", "could": "blue", "wont": 
 
 def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=color, color_system="auto" if color else None)
+    # Styles come from Text objects only: strings are printed as they are, so "[a source]" stays
+    # text instead of being read as markup, and no highlighter or emoji pass runs over them.
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
     console.print(_summary(plan))
     console.print(_matrix(plan))
     console.print(_findings(plan))
+    if plan.claims:
+        console.print(_claims(plan))
     console.print(_placements(plan))
     console.print(_roadmap(plan))
     console.print(_memberships(plan))
@@ -51,7 +63,43 @@ def _summary(plan: Plan) -> Group:
             )
         ),
     ]
+    s = plan.summary
+    lines.append(Text(f"Blocking errors: {len(s.blocking)}", style="bold red" if s.blocking else "green"))
+    lines += [Text(f"  - {b}", style="red") for b in s.blocking]
+    lines.append(Text("The three most important actions:", style="bold"))
+    lines += [Text(f"  {n}. {a}") for n, a in enumerate(s.actions, 1)]
+    if plan.claims:
+        tally = ", ".join(f"{count} {verdict}" for verdict, count in s.claims.items())
+        lines.append(Text(f"Claims of {plan.claims_document}: {tally}"))
+    w = plan.workload
+    goals = "; ".join(
+        f"{tag}: {g.concurrent_requests} at once, {g.prompt_tokens}+{g.output_tokens} tokens, >= {g.min_tokens_per_s:g} tok/s, "
+        f"first token <= {g.max_ttft_s:g} s"
+        for tag, g in w.goals.items()
+    )
+    lines.append(Text(f"Workload: {w.users} user(s), typical context {w.typical_context:,} tokens; {goals}"))
     return Group(*lines)
+
+
+def _claims(plan: Plan) -> Group:
+    """One entry per claim: its verdict beside the quote, where it is, the finding, the right
+    figure, the context and the sources (a two-column grid: far fewer cells than a table)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    style = {"confirmed": "green", "contradicted": "bold red", "unverifiable": "yellow"}
+    for c in plan.claims:
+        body = Text(f"{c.id}: “{c.quote}”\n", style="bold")
+        body.append(f"{c.where}\n", style="dim")
+        body.append(c.finding)
+        if c.right and c.right not in c.finding:
+            body.append(f" Right: {c.right}.")
+        if c.context:
+            body.append(f" Context: {c.context}.", style="dim")
+        if c.sources:
+            body.append(f" Sources: {' '.join(c.sources)}", style="dim")
+        grid.add_row(Text(c.verdict.value, style=style[c.verdict.value]), body)
+    return Group(Text(f"Claims of {plan.claims_document}", style="bold"), grid)
 
 
 def _matrix(plan: Plan) -> Table:
@@ -63,8 +111,12 @@ def _matrix(plan: Plan) -> Table:
     table.add_column("service", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("days", justify="right", no_wrap=True)
-    for n, _ in enumerate(plan.devices, 1):
-        table.add_column(f"D{n}", justify="center", no_wrap=True)
+    # One column of marks, each under its device's D<n>: a cell per device would cost rich
+    # a measurement per cell for a single character.
+    slot = len(f"D{len(plan.devices)}") + 1
+    table.add_column(
+        "".join(f"{f'D{n}':^{slot}}" for n, _ in enumerate(plan.devices, 1)).rstrip(), no_wrap=True
+    )
     table.add_column("why", ratio=1)
     for tier, services in services_by_tier(plan.services).items():
         for service in services:
@@ -73,7 +125,7 @@ def _matrix(plan: Plan) -> Table:
                 service.id,
                 f"{service.score:.2f}",
                 f"{service.effort_days:g}",
-                *[FIT_MARK[service.fit[d.key]] for d in plan.devices],
+                "".join(f"{FIT_MARK[service.fit[d.key]]:^{slot}}" for d in plan.devices).rstrip(),
                 key_reason(service),
             )
     return table
@@ -107,6 +159,8 @@ def _placements(plan: Plan) -> Table:
         "GiB w/kv/oh of budget",
         "tok/s bound",
         "batched",
+        "per request / first token",
+        "longest context",
         "criteria",
     ):
         table.add_column(name)
@@ -121,7 +175,12 @@ def _placements(plan: Plan) -> Table:
             f"{p.weights_gib:.1f}/{p.sequences * p.kv_gib_per_sequence:.1f}/{p.overhead_gib:.1f} of {p.budget_gib:.1f}",
             f"{p.decode_tokens_per_s_upper_bound:.0f}",
             f"{p.batched_decode_tokens_per_s:.0f}",
+            f"{p.per_request_tokens_per_s:g} tok/s, {p.ttft_s:g} s",
+            f"{p.longest_context:,} ({p.decode_bound_at_longest_tokens_per_s:.0f} tok/s)",
+            _criteria_of(plan, p.device),
         )
+    for n in plan.not_placed:
+        table.add_row(n.device, "", "", "", "", "", "", "", "", n.reason, "", "")
     return table
 
 
@@ -132,7 +191,11 @@ def _roadmap(plan: Plan) -> Group:
         for step in phase.steps:
             lines.append(Text(f"  - {step.action}"))
             if step.criteria:
-                lines.append(Text(f"      success: {' '.join(step.criteria)}", style="green"))
+                lines.append(Text(f"      success: --criteria '{','.join(step.criteria)}'", style="green"))
+            if step.command:
+                lines.append(Text(f"      check: {step.command}", style="dim"))
+            if step.done_when and not step.criteria:
+                lines.append(Text(f"      done when {step.done_when}", style="dim"))
     return Group(*lines)
 
 
@@ -156,6 +219,6 @@ def _memberships(plan: Plan) -> Table:
 def _criteria_of(plan: Plan, device: str) -> str:
     for phase in plan.roadmap:
         for step in phase.steps:
-            if step.criteria and step.where == [device]:
-                return " ".join(step.criteria)
+            if step.criteria and step.where == [device] and (step.action.startswith("Serve ")):
+                return ",".join(step.criteria)
     return ""

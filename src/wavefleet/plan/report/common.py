@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wavefleet.plan.moscow import Fit, ServicePlan, Tier
+from wavefleet.plan.moscow import Fit, ServicePlan, Tier, TierRule
 
 __all__ = ["FIT_MARK", "TIER_ORDER", "key_reason", "services_by_tier"]
 
@@ -15,12 +15,8 @@ def services_by_tier(services: list[ServicePlan]) -> dict[Tier, list[ServicePlan
 
 
 def key_reason(service: ServicePlan) -> str:
-    """The one reason that decided the tier: a promotion, demotion or ceiling, else the score."""
-    for prefix in ("promoted", "demoted", "Won't", "at most"):
-        for reason in service.reasons:
-            if reason.startswith(prefix):
-                return reason
-    for reason in service.reasons:
-        if reason.startswith(("goals:", "none of your goals")):
-            return reason
-    return service.reasons[0] if service.reasons else ""
+    """The one reason behind the tier (`decided_by`); a tier the score decided shows the goals
+    behind the score, the first of the service's reasons."""
+    if service.decided_by.rule is TierRule.SCORE:
+        return service.reasons[0]
+    return service.decided_by.reason

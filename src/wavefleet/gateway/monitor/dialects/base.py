@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -20,12 +21,14 @@ __all__ = [
     "Reply",
     "as_int",
     "base_url",
+    "health_url",
+    "metrics_url",
     "models_from_json",
     "parse_or_fail",
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class EngineLoad:
     """Load as one engine reports it; `None` where its dialect has no such number."""
 
@@ -86,6 +89,28 @@ class Dialect(Protocol):
 
 def base_url(backend: BackendConfig) -> str:
     return str(backend.url).rstrip("/")
+
+
+def health_url(backend: BackendConfig) -> str:
+    """The engine's health check, from the engines table."""
+    return f"{base_url(backend)}{backend.kind.traits.health_path}"
+
+
+def metrics_url(backend: BackendConfig) -> str:
+    """`metrics_url` if configured, else the engine's metrics path: on its own metrics port when
+    it has one (Triton's 8002), else beside its API."""
+    if backend.metrics_url is not None:
+        return str(backend.metrics_url)
+    traits = backend.kind.traits
+    if traits.metrics_path is None:
+        raise PollError(f"a {traits.kind.value} backend exports no metrics; set metrics_url")
+    if traits.metrics_port is None:
+        return f"{base_url(backend)}{traits.metrics_path}"
+    parts = urlsplit(base_url(backend))
+    host = parts.hostname or "localhost"
+    port = traits.metrics_port
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, traits.metrics_path, "", ""))
 
 
 def parse_or_fail(text: str) -> MetricsText:

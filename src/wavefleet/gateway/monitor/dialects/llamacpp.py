@@ -17,6 +17,8 @@ from wavefleet.gateway.monitor.dialects.base import (
     PollError,
     as_int,
     base_url,
+    health_url,
+    metrics_url,
     parse_or_fail,
 )
 from wavefleet.gateway.monitor.snapshot import EngineTimings
@@ -56,12 +58,12 @@ def parse_llamacpp_props(body: object) -> int | None:
 class LlamaCppDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
         root = base_url(backend)
-        health = await http.get(f"{root}/health")
+        health = await http.get(health_url(backend))
         if health.status == 503:
             raise PollError("loading model (llama.cpp /health 503)")
         if health.status != 200:
-            raise PollError(f"GET {root}/health: HTTP {health.status}")
-        metrics = await http.get(str(backend.metrics_url or f"{root}/metrics"))
+            raise PollError(f"GET {health_url(backend)}: HTTP {health.status}")
+        metrics = await http.get(metrics_url(backend))
         from_metrics = parse_llamacpp_metrics(metrics.text) if metrics.status == 200 else None
         slots = await http.get(f"{root}/slots")
         if slots.status == 200:

@@ -8,7 +8,13 @@ prefix are read as well.
 from __future__ import annotations
 
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, base_url, parse_or_fail
+from wavefleet.gateway.monitor.dialects.base import (
+    EngineLoad,
+    HttpProbe,
+    health_url,
+    metrics_url,
+    parse_or_fail,
+)
 from wavefleet.gateway.monitor.dialects.vllm import load_from_vllm_metrics
 
 __all__ = ["NimDialect", "parse_nim_metrics"]
@@ -23,6 +29,6 @@ def parse_nim_metrics(text: str) -> EngineLoad:
 
 class NimDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
-        await http.get_ok(f"{base_url(backend)}/v1/health/ready")
-        reply = await http.get_ok(str(backend.metrics_url or f"{base_url(backend)}/v1/metrics"))
+        await http.get_ok(health_url(backend))
+        reply = await http.get_ok(metrics_url(backend))
         return parse_nim_metrics(reply.text)

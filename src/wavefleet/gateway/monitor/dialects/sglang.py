@@ -7,7 +7,14 @@ Series per rank are summed (counts) or averaged (usage).
 from __future__ import annotations
 
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, as_int, base_url, parse_or_fail
+from wavefleet.gateway.monitor.dialects.base import (
+    EngineLoad,
+    HttpProbe,
+    as_int,
+    health_url,
+    metrics_url,
+    parse_or_fail,
+)
 
 __all__ = ["SglangDialect", "parse_sglang_metrics"]
 
@@ -23,6 +30,6 @@ def parse_sglang_metrics(text: str) -> EngineLoad:
 
 class SglangDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
-        await http.get_ok(f"{base_url(backend)}/health")
-        reply = await http.get_ok(str(backend.metrics_url or f"{base_url(backend)}/metrics"))
+        await http.get_ok(health_url(backend))
+        reply = await http.get_ok(metrics_url(backend))
         return parse_sglang_metrics(reply.text)

@@ -6,7 +6,14 @@ TGI reports no KV usage; its batch token budget is not a slot count, so slots st
 from __future__ import annotations
 
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, as_int, base_url, parse_or_fail
+from wavefleet.gateway.monitor.dialects.base import (
+    EngineLoad,
+    HttpProbe,
+    as_int,
+    health_url,
+    metrics_url,
+    parse_or_fail,
+)
 
 __all__ = ["TgiDialect", "parse_tgi_metrics"]
 
@@ -21,6 +28,6 @@ def parse_tgi_metrics(text: str) -> EngineLoad:
 
 class TgiDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
-        await http.get_ok(f"{base_url(backend)}/health")
-        reply = await http.get_ok(str(backend.metrics_url or f"{base_url(backend)}/metrics"))
+        await http.get_ok(health_url(backend))
+        reply = await http.get_ok(metrics_url(backend))
         return parse_tgi_metrics(reply.text)

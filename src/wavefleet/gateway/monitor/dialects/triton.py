@@ -8,14 +8,17 @@ usage; those win when present. Series are filtered to `backend.triton_model` whe
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, as_int, base_url, parse_or_fail
+from wavefleet.gateway.monitor.dialects.base import (
+    EngineLoad,
+    HttpProbe,
+    as_int,
+    health_url,
+    metrics_url,
+    parse_or_fail,
+)
 
-__all__ = ["TRITON_METRICS_PORT", "TritonDialect", "parse_triton_metrics", "triton_metrics_url"]
-
-TRITON_METRICS_PORT = 8002
+__all__ = ["TritonDialect", "parse_triton_metrics"]
 
 
 def parse_triton_metrics(text: str, model: str | None = None) -> EngineLoad:
@@ -39,18 +42,8 @@ def parse_triton_metrics(text: str, model: str | None = None) -> EngineLoad:
     return EngineLoad(waiting=as_int(pending))
 
 
-def triton_metrics_url(backend: BackendConfig) -> str:
-    """`metrics_url` if configured, else the backend's host on Triton's default metrics port."""
-    if backend.metrics_url is not None:
-        return str(backend.metrics_url)
-    parts = urlsplit(base_url(backend))
-    host = parts.hostname or "localhost"
-    netloc = f"[{host}]:{TRITON_METRICS_PORT}" if ":" in host else f"{host}:{TRITON_METRICS_PORT}"
-    return urlunsplit((parts.scheme, netloc, "/metrics", "", ""))
-
-
 class TritonDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
-        await http.get_ok(f"{base_url(backend)}/v2/health/ready")
-        reply = await http.get_ok(triton_metrics_url(backend))
+        await http.get_ok(health_url(backend))
+        reply = await http.get_ok(metrics_url(backend))
         return parse_triton_metrics(reply.text, backend.triton_model)

@@ -11,7 +11,14 @@ block size) `kv_capacity_tokens`.
 from __future__ import annotations
 
 from wavefleet.gateway.config import BackendConfig
-from wavefleet.gateway.monitor.dialects.base import EngineLoad, HttpProbe, as_int, base_url, parse_or_fail
+from wavefleet.gateway.monitor.dialects.base import (
+    EngineLoad,
+    HttpProbe,
+    as_int,
+    health_url,
+    metrics_url,
+    parse_or_fail,
+)
 from wavefleet.gateway.monitor.prometheus import MetricsText
 from wavefleet.gateway.monitor.snapshot import EngineTimings
 
@@ -83,6 +90,6 @@ def _max_num_seqs(metrics: MetricsText, prefix: str) -> int | None:
 
 class VllmDialect:
     async def poll(self, http: HttpProbe, backend: BackendConfig) -> EngineLoad:
-        await http.get_ok(f"{base_url(backend)}/health")
-        reply = await http.get_ok(str(backend.metrics_url or f"{base_url(backend)}/metrics"))
+        await http.get_ok(health_url(backend))
+        reply = await http.get_ok(metrics_url(backend))
         return parse_vllm_metrics(reply.text)

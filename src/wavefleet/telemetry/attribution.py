@@ -1,0 +1,361 @@
+"""Energy per request: a device's energy counter split among the requests that ran on it.
+
+Pure: no clocks, no I/O. Given the device's cumulative energy at sample times (an `EnergyTotal`
+of NVML's, RAPL's or tegrastats' readings) and the requests that ran on it, `attribute` gives each
+request its share and says what no request can be charged for.
+
+The model, segment by segment between consecutive moments where anything changes (a sample, a
+request starting, its first token, its end):
+
+- The device's energy in the segment comes from the counter, linear between samples.
+- Its idle draw (`idle_w` x the segment's length, at most the segment's energy) is idle: it is
+  not charged to anyone silently. Each running request gets a share of it as `idle_j`, apart from
+  its own `energy_j`, so a report can show either.
+- The rest is split among the running requests by the work each did in the segment: tokens per
+  second of its current phase times that phase's cost per token (`TokenWeights`). A request
+  works on its prompt from its start (or, given the engine's own prefill time, from
+  `first_token - prefill_s`: before that it waited in a queue and did no work) to its first token,
+  and on its answer from its first token to its end, at an even pace within each phase.
+- A segment where no request ran is `unattributed_j`: idle draw, model loading, anything else.
+
+So the requests' energy, their idle shares and the unattributed energy add up to the counter's
+total over the window, exactly up to floating-point rounding (a property the tests check).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "EQUAL_WEIGHTS",
+    "Attribution",
+    "EnergySample",
+    "RequestEnergy",
+    "RequestSpan",
+    "TokenWeights",
+    "attribute",
+    "combine",
+    "idle_power",
+]
+
+
+@dataclass(frozen=True)
+class EnergySample:
+    """The device's cumulative energy (J, never decreasing) at time `t` (s, any fixed origin)."""
+
+    t: float
+    joules: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestSpan:
+    """One request as the gateway saw it: when it started, produced its first token and ended.
+
+    `first_token` is None for a request that produced no token (it failed or was cancelled while
+    its prompt was processed). `prefill_s` is the engine's own prompt time for it (llama.cpp's
+    `timings.prompt_ms` / 1000), when known.
+    """
+
+    id: str
+    start: float
+    end: float
+    first_token: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"request {self.id}: ends ({self.end}) before it starts ({self.start})")
+        if self.first_token is not None and not self.start <= self.first_token <= self.end:
+            raise ValueError(f"request {self.id}: first token at {self.first_token}, outside its lifetime")
+        if self.prompt_tokens < 0 or self.completion_tokens < 0:
+            raise ValueError(f"request {self.id}: negative token count")
+        if self.prefill_s is not None and self.prefill_s < 0:
+            raise ValueError(f"request {self.id}: negative prefill time")
+
+    def phases(self, weights: TokenWeights) -> list[tuple[float, float, float, str]]:
+        """(begin, end, work, phase) for its prefill and decode (work: tokens x their weight),
+        phases of no duration left out."""
+        first = self.end if self.first_token is None else self.first_token
+        prefill_begin = self.start if self.prefill_s is None else max(self.start, first - self.prefill_s)
+        out = []
+        for begin, end, work, phase in (
+            (prefill_begin, first, self.prompt_tokens * weights.prefill, "prefill"),
+            (first, self.end, self.completion_tokens * weights.decode, "decode"),
+        ):
+            if end > begin:
+                out.append((begin, end, work, phase))
+        return out
+
+
+@dataclass(frozen=True)
+class TokenWeights:
+    """What a prompt token and a generated token cost, relative to each other (any unit)."""
+
+    prefill: float
+    decode: float
+    basis: str
+
+    def __post_init__(self) -> None:
+        if self.prefill < 0 or self.decode < 0 or self.prefill + self.decode == 0:
+            raise ValueError("token weights must be non-negative and not both zero")
+
+    @classmethod
+    def from_timings(cls, prompt_per_second: float, predicted_per_second: float) -> TokenWeights:
+        """Device time per token, from an engine's speeds (llama.cpp's `timings.prompt_per_second`
+        and `timings.predicted_per_second` of a request that ran alone).
+
+        Assumes the device draws about the same power in both phases, so energy follows time.
+        """
+        if prompt_per_second <= 0 or predicted_per_second <= 0:
+            raise ValueError("speeds must be positive")
+        return cls(
+            1 / prompt_per_second,
+            1 / predicted_per_second,
+            f"engine timings: {prompt_per_second:.0f} prompt tok/s, {predicted_per_second:.1f} generated tok/s",
+        )
+
+    @classmethod
+    def from_solo_runs(cls, runs: Iterable[RequestEnergy]) -> TokenWeights:
+        """Measured joules per token of each phase, from requests that each ran alone."""
+        runs = list(runs)
+        prompt = sum(r.prompt_tokens for r in runs)
+        generated = sum(r.completion_tokens for r in runs)
+        if prompt == 0 or generated == 0:
+            raise ValueError("the solo runs need prompt tokens and generated tokens")
+        return cls(
+            sum(r.prefill_j for r in runs) / prompt,
+            sum(r.decode_j for r in runs) / generated,
+            f"measured J per token of {len(runs)} solo run(s)",
+        )
+
+
+EQUAL_WEIGHTS = TokenWeights(1.0, 1.0, "every token alike")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestEnergy:
+    """A request's share of a device's energy over the part of its lifetime the samples cover."""
+
+    id: str
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_j: float = 0.0
+    decode_j: float = 0.0
+    idle_j: float = 0.0
+    busy_s: float = 0.0
+    coverage: float = 1.0
+
+    @property
+    def energy_j(self) -> float:
+        """Energy above the device's idle draw."""
+        return self.prefill_j + self.decode_j
+
+    @property
+    def total_j(self) -> float:
+        """Its energy and its share of the idle draw while it ran."""
+        return self.energy_j + self.idle_j
+
+    def j_per_output_token(self, *, include_idle: bool = False) -> float | None:
+        if self.completion_tokens == 0:
+            return None
+        return (self.total_j if include_idle else self.energy_j) / self.completion_tokens
+
+    def __add__(self, other: RequestEnergy) -> RequestEnergy:
+        if other.id != self.id:
+            raise ValueError(f"cannot add request {other.id} to request {self.id}")
+        return RequestEnergy(
+            id=self.id,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            prefill_j=self.prefill_j + other.prefill_j,
+            decode_j=self.decode_j + other.decode_j,
+            idle_j=self.idle_j + other.idle_j,
+            busy_s=self.busy_s + other.busy_s,
+            coverage=min(self.coverage, other.coverage),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attribution:
+    """A device's energy over a window and who it goes to."""
+
+    start: float
+    end: float
+    total_j: float
+    idle_w: float
+    weights: TokenWeights
+    requests: dict[str, RequestEnergy]
+    unattributed_j: float
+
+    @property
+    def attributed_j(self) -> float:
+        """Requests' energy and their idle shares."""
+        return sum(r.total_j for r in self.requests.values())
+
+    @property
+    def closure_error(self) -> float:
+        """|attributed + unattributed - counter total| as a share of the total (0 when it closes)."""
+        gap = abs(self.attributed_j + self.unattributed_j - self.total_j)
+        return gap / self.total_j if self.total_j else gap
+
+
+def attribute(
+    samples: Sequence[EnergySample],
+    requests: Iterable[RequestSpan],
+    *,
+    weights: TokenWeights,
+    idle_w: float,
+) -> Attribution:
+    """Split the energy between the first and last sample among `requests` (see the module doc)."""
+    samples = _checked(samples)
+    if idle_w < 0:
+        raise ValueError("idle power cannot be negative")
+    window_start, window_end = samples[0].t, samples[-1].t
+    spans = list(requests)
+    ids = [r.id for r in spans]
+    if len(set(ids)) != len(ids):
+        raise ValueError("request ids must be unique")
+    # (begin, end, work, whole phase's length, phase, request id), clipped to the window
+    phases = [
+        (max(b, window_start), min(e, window_end), work, e - b, phase, r.id)
+        for r in spans
+        for b, e, work, phase in r.phases(weights)
+        if min(e, window_end) > max(b, window_start)
+    ]
+    present = [(max(r.start, window_start), min(r.end, window_end), r.id) for r in spans]
+    cuts = sorted(
+        {s.t for s in samples}
+        | {t for b, e, *_ in phases for t in (b, e)}
+        | {t for b, e, _ in present if e > b for t in (b, e)}
+    )
+    times = [s.t for s in samples]
+    energy = _Interpolator(times, [s.joules for s in samples])
+    acc = {r.id: {"prefill": 0.0, "decode": 0.0, "idle": 0.0, "busy": 0.0} for r in spans}
+    unattributed = 0.0
+    working_now = _Sweep([(b, e) for b, e, *_ in phases])
+    alive_now = _Sweep([(b, e) for b, e, _ in present])
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        d_energy = energy(b) - energy(a)
+        dt = b - a
+        # work done in this segment at the phase's even pace (dt / length <= 1: no overflow)
+        working = [
+            (work * (dt / length), phase, rid)
+            for work, length, phase, rid in (phases[i][2:] for i in sorted(working_now.at(a)))
+        ]
+        alive = [present[i][2] for i in sorted(alive_now.at(a))]
+        if not alive:
+            unattributed += d_energy
+            continue
+        idle = min(d_energy, idle_w * dt)
+        dynamic = d_energy - idle
+        work = sum(done for done, _, _ in working)
+        if work > 0:
+            shares = [(rid, phase, done / work) for done, phase, rid in working]
+        else:
+            # Requests alive but none working (all queued, or no token counts): an even split.
+            shares = [(rid, "prefill", 1 / len(alive)) for rid in alive]
+        for rid, phase, share in shares:
+            acc[rid][phase] += dynamic * share
+            acc[rid]["idle"] += idle * share
+            acc[rid]["busy"] += dt * share
+    result = {}
+    for r in spans:
+        lifetime = r.end - r.start
+        covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
+        result[r.id] = RequestEnergy(
+            id=r.id,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            prefill_j=acc[r.id]["prefill"],
+            decode_j=acc[r.id]["decode"],
+            idle_j=acc[r.id]["idle"],
+            busy_s=acc[r.id]["busy"],
+            coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
+        )
+    return Attribution(
+        start=window_start,
+        end=window_end,
+        total_j=samples[-1].joules - samples[0].joules,
+        idle_w=idle_w,
+        weights=weights,
+        requests=result,
+        unattributed_j=unattributed,
+    )
+
+
+def idle_power(samples: Sequence[EnergySample], requests: Iterable[RequestSpan]) -> float | None:
+    """Mean power while no request was alive (W), or None when requests always ran."""
+    samples = _checked(samples)
+    energy = _Interpolator([s.t for s in samples], [s.joules for s in samples])
+    busy = sorted((r.start, r.end) for r in requests)
+    quiet_j = quiet_s = 0.0
+    cursor = samples[0].t
+    for begin, end in [*busy, (samples[-1].t, samples[-1].t)]:
+        begin = min(max(begin, cursor), samples[-1].t)
+        if begin > cursor:
+            quiet_j += energy(begin) - energy(cursor)
+            quiet_s += begin - cursor
+        cursor = max(cursor, min(end, samples[-1].t))
+    return quiet_j / quiet_s if quiet_s > 0 else None
+
+
+def combine(attributions: Iterable[Attribution]) -> dict[str, RequestEnergy]:
+    """Each request's energy summed over the devices that served it (a model split over GPUs)."""
+    out: dict[str, RequestEnergy] = {}
+    for attribution in attributions:
+        for rid, energy in attribution.requests.items():
+            out[rid] = out[rid] + energy if rid in out else energy
+    return out
+
+
+def _checked(samples: Sequence[EnergySample]) -> Sequence[EnergySample]:
+    if len(samples) < 2:
+        raise ValueError("need at least two energy samples")
+    for a, b in zip(samples, samples[1:], strict=False):
+        if b.t <= a.t:
+            raise ValueError(f"sample times must increase ({a.t} then {b.t})")
+        if b.joules < a.joules:
+            raise ValueError(f"cumulative energy decreased at t={b.t}: use EnergyTotal for raw counters")
+    return samples
+
+
+class _Sweep:
+    """The intervals that cover [a, next cut) as `a` walks through the cuts in order; every
+    interval's ends are cuts, so one that has begun and not ended covers the whole segment."""
+
+    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+        self.intervals = intervals
+        self.by_start = sorted(range(len(intervals)), key=lambda i: intervals[i][0])
+        self.by_end = sorted(range(len(intervals)), key=lambda i: intervals[i][1])
+        self.active: set[int] = set()
+        self._s = self._e = 0
+
+    def at(self, a: float) -> set[int]:
+        while self._s < len(self.by_start) and self.intervals[self.by_start[self._s]][0] <= a:
+            self.active.add(self.by_start[self._s])
+            self._s += 1
+        while self._e < len(self.by_end) and self.intervals[self.by_end[self._e]][1] <= a:
+            self.active.discard(self.by_end[self._e])
+            self._e += 1
+        return self.active
+
+
+class _Interpolator:
+    """Cumulative energy at any time in the window, linear between samples."""
+
+    def __init__(self, times: list[float], joules: list[float]) -> None:
+        self.times, self.joules = times, joules
+
+    def __call__(self, t: float) -> float:
+        i = bisect.bisect_right(self.times, t)
+        if i == 0:
+            return self.joules[0]
+        if i == len(self.times):
+            return self.joules[-1]
+        t0, t1 = self.times[i - 1], self.times[i]
+        j0, j1 = self.joules[i - 1], self.joules[i]
+        return j0 + (j1 - j0) * (t - t0) / (t1 - t0)
