@@ -51,9 +51,7 @@ def test_the_engines_package_imports_nothing_else_of_wavefleet() -> None:
                 else []
             )
             foreign += [
-                f"{path.name}: {n}"
-                for n in names
-                if n.startswith("wavefleet") and not n.startswith(allowed)
+                f"{path.name}: {n}" for n in names if n.startswith("wavefleet") and not n.startswith(allowed)
             ]
     assert foreign == []
 

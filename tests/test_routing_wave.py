@@ -394,7 +394,7 @@ def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief:
     monitor = StaticMonitor()
     monitor.set("a", running=0, waiting=0, timings=history)
     monitor.set("b", running=128, waiting=300)
-    view = fleet(monitor, a, b)
+    view = fleet_view(monitor, a, b)
     clock = Clock()
     wave = policy(clock)
     assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
@@ -411,7 +411,7 @@ def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief:
     assert probe is not None, "the idle backend got no request"
     assert probe[1].reason == "probe"
     # while the probe runs the gateway has it in flight: `a` is not idle and gets no second probe
-    busy = fleet(monitor, a, b, a=1)
+    busy = fleet_view(monitor, a, b, a=1)
     clock.now += 0.1
     assert wave.choose(ask("a", "b", prompt=1000, rid="q"), busy).reason == "shed"
     clock.now += 0.1
@@ -429,7 +429,7 @@ def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> Non
     gpu, cpu = config("gpu", GPU), config("cpu", CPU, "llamacpp")
     monitor.set("gpu", running=128, waiting=300)
     monitor.set("cpu", running=0, waiting=0)
-    view = fleet(monitor, gpu, cpu)
+    view = fleet_view(monitor, gpu, cpu)
     clock = Clock()
     wave = policy(clock)
     probes = []
@@ -454,7 +454,7 @@ def test_exploration_reaches_an_idle_backend_whatever_its_prediction() -> None:
     wave = policy(clock, explore_rate=0.05, seed=5)
     monitor.set("a", running=0, waiting=0)
     monitor.set("b", running=3, waiting=0)  # `b` meets the SLO: nothing is shed or queued
-    view = fleet(monitor, a, b)
+    view = fleet_view(monitor, a, b)
     assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
     explored = []
     start = clock.now
@@ -483,7 +483,7 @@ def test_unprofiled_replicas_of_one_model_and_engine_learn_together() -> None:
     for cpu in cpu_pair:
         monitor.set(cpu.name, slots_total=4)
     silent = [unprofiled("g"), unprofiled("h")]  # no size reported: nothing says they are alike
-    view = fleet(monitor, *twins, other_gpu, other_model, *cpu_pair, *silent)
+    view = fleet_view(monitor, *twins, other_gpu, other_model, *cpu_pair, *silent)
     clock = Clock()
     wave = policy(clock)
 
@@ -507,7 +507,7 @@ def test_engine_reported_timings_seed_an_unprofiled_backend_so_it_sheds_from_the
     )
     monitor = StaticMonitor()
     monitor.set("g", running=64, waiting=200, kv_usage=0.99, timings=measured)
-    view = fleet(monitor, unprofiled("g"))
+    view = fleet_view(monitor, unprofiled("g"))
     first = policy().choose(ask("g", prompt=800, rid="r0"), view)
     assert first.reason == "shed"
     # the same engine idle: a prompt it can prefill in time is admitted, and its prediction follows
@@ -521,7 +521,7 @@ def test_engine_reported_timings_seed_an_unprofiled_backend_so_it_sheds_from_the
 def test_engine_timings_arriving_after_the_first_requests_replace_the_assumed_profile() -> None:
     monitor = StaticMonitor()
     monitor.set("g", running=64, waiting=200, kv_usage=0.99)
-    view = fleet(monitor, unprofiled("g"))
+    view = fleet_view(monitor, unprofiled("g"))
     wave = policy()
     assert wave.choose(ask("g", prompt=800, rid="r0"), view).reason == "over-slo"  # a guess: no shedding
     measured = EngineTimings(
@@ -536,7 +536,7 @@ def test_first_tokens_of_requests_the_engine_queued_do_not_teach_the_prefill_lin
     # explain: the long first tokens that follow are the queue's, not the engine's prefill speed
     monitor = StaticMonitor()
     monitor.set("a", running=40, waiting=6, kv_usage=0.92)
-    view = fleet(monitor, config("a", GPU))
+    view = fleet_view(monitor, config("a", GPU))
     clock = Clock()
     wave = policy(clock, shed=False)
     before = wave.model("a", view).speed.prefill.at(1000)
@@ -560,7 +560,7 @@ def test_first_tokens_under_heavy_prefill_load_teach_the_step_wait_not_the_engin
     # chunked-prefill step (~0.3 s here) whatever its length: the prefill line must keep the
     # engine's own speed (it sizes the backlog and the prefill share), and the extra wait is
     # learned against the share
-    view = fleet(StaticMonitor(), config("a", GPU))
+    view = fleet_view(StaticMonitor(), config("a", GPU))
     clock = Clock()
     wave = policy(clock, shed=False)
     slope = wave.model("a", view).speed.prefill.slope
@@ -586,7 +586,7 @@ def test_a_near_tie_never_hands_a_request_to_a_twin_it_would_have_shed_for() -> 
     a, b = config("a", GPU), config("b", GPU)
     monitor.set("a", running=128, waiting=45)
     monitor.set("b", running=128, waiting=20)
-    view = fleet(monitor, a, b)
+    view = fleet_view(monitor, a, b)
     clock = Clock()
     wave = policy(clock, shed_slack_s=0.3)
     predictions = wave.predict(
@@ -606,7 +606,7 @@ def test_past_the_target_a_backend_within_the_slack_ranks_before_a_hopeless_one(
     monitor = StaticMonitor()
     monitor.set("gpu", running=128, waiting=20)
     quick_decode = CPU.model_copy(update={"decode_tokens_per_s": 60})
-    view = fleet(monitor, config("gpu", GPU), config("cpu", quick_decode, "llamacpp"))
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", quick_decode, "llamacpp"))
     wave = policy(shed_slack_s=0.3)
     request = ask("gpu", "cpu", prompt=500, out=300)
     scores = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
@@ -623,7 +623,7 @@ def test_a_slow_engine_on_an_assumed_profile_does_not_outrank_gpus_past_the_slac
     monitor = StaticMonitor()
     monitor.set("a", running=128, waiting=200)
     monitor.set("b", running=128, waiting=200)
-    view = fleet(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"))
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"))
     wave = policy()
     decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175), view)
     assert decision.reason == "shed"
@@ -633,7 +633,7 @@ def test_a_few_milliseconds_of_backlog_do_not_teach_the_wait_scale() -> None:
     # a prompt sent right behind a short one waits ~35 ms of backlog by the fluid queue, but its
     # first token comes after a shared step (0.3 s): dividing by the tiny backlog would teach a
     # wait scale of ~8 that then multiplies every long backlog
-    view = fleet(StaticMonitor(), config("a", GPU))
+    view = fleet_view(StaticMonitor(), config("a", GPU))
     clock = Clock()
     wave = policy(clock, shed=False)
     for i in range(60):
@@ -652,7 +652,7 @@ def test_a_full_kv_cache_makes_a_request_wait_half_a_finish_plus_the_queue_ahead
     monitor.set("gpu", running=60, waiting=0, kv_usage=0.97)
     monitor.set("queued", running=60, waiting=3, kv_usage=0.97)
     monitor.set("cpu", running=4, waiting=0, slots_total=4)
-    view = fleet(
+    view = fleet_view(
         monitor,
         config("gpu", GPU),
         config("queued", GPU),
@@ -677,7 +677,7 @@ def test_a_backend_held_open_by_its_circuit_breaker_is_not_probed() -> None:
     monitor.set("a", running=0, waiting=0, breaker="open")
     monitor.set("b", running=128, waiting=300)
     slow = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200}))
-    decision = policy().choose(ask("a", "b", prompt=1000), fleet(monitor, slow, config("b", GPU)))
+    decision = policy().choose(ask("a", "b", prompt=1000), fleet_view(monitor, slow, config("b", GPU)))
     assert decision.reason == "shed"
 
 
@@ -690,13 +690,13 @@ def test_a_backend_on_an_assumed_profile_gets_one_hopeless_request_at_a_time() -
     cpu = unprofiled("cpu", "llamacpp")
     wave = policy()
     request = ask("a", "b", "cpu", prompt=850, out=175)
-    view = fleet(monitor, config("a", GPU), config("b", GPU), cpu)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), cpu)
     best = min(wave.predict(request, view, list(request.candidates), [], 100.0), key=lambda p: p.e2e_s)
     assert best.backend == "cpu" and best.hopeless
     assert wave.choose(request, view).ranked[0].backend == "cpu"
     # with one request of this gateway's already there (sent before this policy's memory of it
     # could make the CPU look worse), the next is shed
-    busy = fleet(monitor, config("a", GPU), config("b", GPU), cpu, cpu=1)
+    busy = fleet_view(monitor, config("a", GPU), config("b", GPU), cpu, cpu=1)
     assert policy().choose(ask("a", "b", "cpu", prompt=850, out=175), busy).reason == "shed"
 
 
@@ -706,7 +706,7 @@ def test_no_probe_while_the_shortfall_is_itself_a_guess() -> None:
     monitor = StaticMonitor()
     monitor.set("gpu", running=256, waiting=40)
     monitor.set("cpu", running=0, waiting=0)
-    view = fleet(monitor, unprofiled("gpu"), config("cpu", CPU, "llamacpp"))
+    view = fleet_view(monitor, unprofiled("gpu"), config("cpu", CPU, "llamacpp"))
     request = ask("gpu", "cpu", prompt=850, out=8)
     predictions = {p.backend: p for p in policy().predict(request, view, list(request.candidates), [], 100.0)}
     assert predictions["gpu"].hopeless and predictions["gpu"].e2e_s < predictions["cpu"].e2e_s
@@ -727,7 +727,7 @@ def test_at_a_cold_start_a_guessed_slow_stream_does_not_send_requests_to_an_engi
     sent: Counter[str] = Counter()
     for i in range(40):  # 20 requests a second of 850 tokens, before any engine has answered
         clock.now += 0.05
-        busy = fleet(monitor, unprofiled("a"), unprofiled("b"), unprofiled("cpu", "llamacpp"), **sent)
+        busy = fleet_view(monitor, unprofiled("a"), unprofiled("b"), unprofiled("cpu", "llamacpp"), **sent)
         decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175, rid=f"r{i}"), busy)
         sent[decision.ranked[0].backend if decision.ranked else "shed"] += 1
     assert sent["cpu"] == 0
@@ -742,7 +742,7 @@ def test_a_twin_that_could_be_admitted_ranks_before_one_the_request_would_be_she
     monitor.set("a", running=128, waiting=0)
     monitor.set("b", running=128, waiting=20)
     slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 30})
-    view = fleet(monitor, config("a", slow_stream), config("b", GPU))
+    view = fleet_view(monitor, config("a", slow_stream), config("b", GPU))
     request = ask("a", "b", prompt=300, out=8)
     predictions = {
         p.backend: p
@@ -760,7 +760,7 @@ def test_an_engine_met_seconds_ago_is_not_probed_yet() -> None:
     monitor = StaticMonitor()
     monitor.set("gpu", running=128, waiting=300)
     monitor.set("cpu", running=0, waiting=0)
-    view = fleet(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
     clock = Clock()
     wave = policy(clock)
     reasons = []
