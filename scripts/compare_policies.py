@@ -772,6 +772,7 @@ async def one_run(sims: Child, gateway: Child, fleet: Fleet, engines: list[Engin
         "wall_s": wall,
         "cut_after_drain": cut,
         "routing": {k: v for k, v in routed.items() if k not in ("arrivals", "failed", "shed")},
+        "by_bin": by_bin(log, result.t0, speed),  # a fresh gateway's start against the rest of the run
         **per_backend(await gateway_metrics(url), speed),
     }
 

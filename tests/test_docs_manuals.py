@@ -27,9 +27,6 @@ OUTSIDE = {
     "a folder beside the clone": re.compile(r"\.\./shared\b|\bshared/(bench|reference)/"),
 }
 PAGE_SECTIONS = ("## Question", "## Command", "## Machine", "## Result", "## What it means")
-# docs/routing.md still holds the routing measurements' history; moving them to docs/measurements/
-# clears this mark (strict: the test then fails until the mark goes).
-NOT_YET_SPLIT = {"routing.md"}
 
 
 def hits(text: str, patterns: dict[str, re.Pattern[str]]) -> list[str]:
@@ -41,16 +38,7 @@ def hits(text: str, patterns: dict[str, re.Pattern[str]]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "manual",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="measurements not yet split out"))
-        if m.name in NOT_YET_SPLIT
-        else m
-        for m in MANUALS
-    ],
-    ids=[m.name for m in MANUALS],
-)
+@pytest.mark.parametrize("manual", MANUALS, ids=[m.name for m in MANUALS])
 def test_a_manual_tells_no_development_history(manual: Path) -> None:
     found = hits(manual.read_text(), {**HISTORY, **OUTSIDE})
     assert not found, (

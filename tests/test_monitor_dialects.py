@@ -251,3 +251,61 @@ def test_models_from_openai_list() -> None:
     assert models_from_json(body) == ("smollm2", "qwen")
     with pytest.raises(PollError):
         models_from_json({"models": []})
+
+
+VLLM_TIMED = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 0.0
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="27306"} 1.0
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="m"} 40000.0
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 50.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 9.0
+# TYPE vllm:inter_token_latency_seconds histogram
+vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} 6000.0
+vllm:inter_token_latency_seconds_sum{engine="0",model_name="m"} 120.0
+"""
+
+# the same engine once requests have finished: prefill time (scheduled -> first token) and the
+# finished requests' prompt lengths are reported, so the queue is left out of the prefill figure
+VLLM_FINISHED = (
+    VLLM_TIMED
+    + """\
+# TYPE vllm:request_prefill_time_seconds histogram
+vllm:request_prefill_time_seconds_count{engine="0",model_name="m"} 40.0
+vllm:request_prefill_time_seconds_sum{engine="0",model_name="m"} 4.0
+# TYPE vllm:request_prompt_tokens histogram
+vllm:request_prompt_tokens_count{engine="0",model_name="m"} 40.0
+vllm:request_prompt_tokens_sum{engine="0",model_name="m"} 32000.0
+"""
+)
+
+
+def test_vllm_reports_its_own_timings_and_kv_size() -> None:
+    load = parse_vllm_metrics(VLLM_TIMED)
+    assert load.kv_capacity_tokens == 27306 * 16
+    assert load.timings is not None
+    assert (load.timings.requests, load.timings.prefill_tokens, load.timings.prefill_s) == (50, 40000.0, 9.0)
+    assert (load.timings.decode_tokens, load.timings.decode_s) == (6000.0, 120.0)
+    finished = parse_vllm_metrics(VLLM_FINISHED).timings
+    assert finished is not None
+    assert (finished.requests, finished.prefill_tokens, finished.prefill_s) == (40, 32000.0, 4.0)
+    assert parse_vllm_metrics(VLLM_OLD).timings is None  # nothing timed yet: no figures, not zeros
+
+
+def test_llamacpp_reports_its_own_timings() -> None:
+    timed = LLAMACPP + (
+        "# TYPE llamacpp:prompt_seconds_total counter\nllamacpp:prompt_seconds_total 4.0\n"
+        "# TYPE llamacpp:tokens_predicted_seconds_total counter\nllamacpp:tokens_predicted_seconds_total 128.0\n"
+    )
+    timings = parse_llamacpp_metrics(timed).timings
+    assert timings is not None and timings.requests is None
+    assert (timings.prefill_tokens, timings.prefill_s, timings.decode_tokens, timings.decode_s) == (
+        1021.0,
+        4.0,
+        4096.0,
+        128.0,
+    )
+    assert parse_llamacpp_metrics(LLAMACPP).timings is None  # without the seconds counters

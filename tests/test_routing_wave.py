@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from wavefleet.gateway.config import BackendConfig, BackendProfile, GatewayConfig, PolicyName, WaveSettings
-from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.monitor.snapshot import EngineTimings, StaticMonitor
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.routing.wave import WavePolicy
@@ -348,3 +348,423 @@ def test_a_first_token_bounds_the_prefill_backlog_the_policy_believes() -> None:
     # an earlier request's first token arriving late never raises the bound again
     wave.observe_first_token("x", sent[0], 1.0)
     assert backlog() == 0.0
+
+
+def unprofiled(name: str, kind: str = "vllm", models: tuple[str, ...] = ("llama-3.1-8b",)) -> BackendConfig:
+    return BackendConfig.model_validate(
+        {"name": name, "url": f"http://{name}:8000", "kind": kind, "models": models}
+    )
+
+
+def teach_slow_prefill(wave: WavePolicy, clock: Clock, view: FleetView, name: str, ttft_s: float) -> None:
+    """Requests one at a time, each answered after `ttft_s`, until the policy believes it: what a
+    throttled engine teaches (or queued first tokens taken for prefill)."""
+    for i in range(200):
+        clock.now += 10
+        request = ask(name, prompt=1000, rid=f"slow-{name}-{i}")
+        wave.choose(request, view)
+        wave.observe_first_token(name, request, ttft_s)
+        if wave.predict(request, view, [Candidate(name, "m")], [], clock.now)[0].ttft_s > 0.9 * ttft_s:
+            return
+
+
+def queued_history(ttft_s: float) -> EngineTimings:
+    """What a vLLM engine reports after serving 1,000-token prompts that queued for `ttft_s`
+    each (its TTFT histogram includes the queue) at 13 ms a token."""
+    return EngineTimings(
+        requests=100, prefill_tokens=100_000, prefill_s=100 * ttft_s, decode_tokens=20_000, decode_s=260.0
+    )
+
+
+# `a` believed ~40x too slow at prefill: a profile sized for a far weaker device, or (no profile)
+# an engine whose own TTFT history is of requests that queued, as after an overload
+BELIEVED_SLOW = {
+    "mis-sized profile": (config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200})), None),
+    "queued engine history": (unprofiled("a"), queued_history(5.0)),
+}
+
+
+@pytest.mark.parametrize("belief", list(BELIEVED_SLOW))
+def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief: str) -> None:
+    # its engine reports nothing running and the gateway has nothing in flight there, while `b`
+    # is swamped: the policy sheds or queues, so the idle engine must get a request that shows
+    # what it can do, and then the traffic
+    a, history = BELIEVED_SLOW[belief]
+    b = config("b", GPU)
+    monitor = StaticMonitor()
+    monitor.set("a", running=0, waiting=0, timings=history)
+    monitor.set("b", running=128, waiting=300)
+    view = fleet_view(monitor, a, b)
+    clock = Clock()
+    wave = policy(clock)
+    assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
+    wave.model("b", view)
+    clock.now += 10.0  # the policy has known both for 10 TTFT targets (a fresh one waits that long)
+    probe = None
+    for i in range(3):  # within three decisions, one of them half a second apart
+        clock.now += 0.5
+        request = ask("a", "b", prompt=1000, rid=f"p{i}")
+        decision = wave.choose(request, view)
+        if decision.ranked and decision.ranked[0].backend == "a":
+            probe = (request, decision)
+            break
+    assert probe is not None, "the idle backend got no request"
+    assert probe[1].reason == "probe"
+    # while the probe runs the gateway has it in flight: `a` is not idle and gets no second probe
+    busy = fleet_view(monitor, a, b, a=1)
+    clock.now += 0.1
+    assert wave.choose(ask("a", "b", prompt=1000, rid="q"), busy).reason == "shed"
+    clock.now += 0.1
+    wave.observe_first_token("a", probe[0], 0.13)  # an idle engine's real prefill of 1,000 tokens
+    wave.observe_finish("a", probe[0], Outcome(True, 1000, 64, 0.13, 0.13 + 63 * 0.013))
+    clock.now += 0.1
+    after = wave.choose(ask("a", "b", prompt=1000, rid="r"), view)
+    assert after.ranked[0].backend == "a" and after.reason == "predicted"
+    assert after.scores["a"] < 2.0
+
+
+def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> None:
+    # the CPU engine sits idle because it cannot meet the SLO; probes confirm it and back off
+    monitor = StaticMonitor()
+    gpu, cpu = config("gpu", GPU), config("cpu", CPU, "llamacpp")
+    monitor.set("gpu", running=128, waiting=300)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet_view(monitor, gpu, cpu)
+    clock = Clock()
+    wave = policy(clock)
+    probes = []
+    for i in range(600):  # a minute of requests every 0.1 s, every one hopeless on the GPU
+        clock.now += 0.1
+        request = ask("gpu", "cpu", prompt=1000, rid=f"r{i}")
+        decision = wave.choose(request, view)
+        if decision.ranked:
+            assert decision.ranked[0].backend == "cpu" and decision.reason == "probe"
+            probes.append(clock.now)
+            wave.observe_first_token("cpu", request, 1000 / 60)  # 60 tokens/s: far beyond the target
+            wave.observe_finish("cpu", request, Outcome(True, 1000, 64, 1000 / 60, 1000 / 60 + 63 * 0.1))
+    assert 2 <= len(probes) <= 7
+    gaps = [later - earlier for earlier, later in zip(probes, probes[1:], strict=False)]
+    assert gaps == sorted(gaps)  # each confirmation doubles the wait before the next
+
+
+def test_exploration_reaches_an_idle_backend_whatever_its_prediction() -> None:
+    a, b = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200})), config("b", GPU)
+    monitor = StaticMonitor()
+    clock = Clock()
+    wave = policy(clock, explore_rate=0.05, seed=5)
+    monitor.set("a", running=0, waiting=0)
+    monitor.set("b", running=3, waiting=0)  # `b` meets the SLO: nothing is shed or queued
+    view = fleet_view(monitor, a, b)
+    assert wave.predict(ask("a", prompt=1000), view, [Candidate("a", "m")], [], clock.now)[0].ttft_s > 3.0
+    explored = []
+    start = clock.now
+    for i in range(400):
+        clock.now += 0.5
+        decision = wave.choose(ask("a", "b", prompt=1000, rid=f"x{i}"), view)
+        if decision.ranked[0].backend == "a":
+            assert decision.reason == "explore"
+            explored.append(clock.now - start)
+    # not before nothing has been sent there for 32 TTFT targets: at most one such request in
+    # 32 s, and none in a gateway's first seconds, when every belief is young
+    assert explored and explored[0] >= 32.0
+    assert all(later - earlier >= 32.0 for earlier, later in zip(explored, explored[1:], strict=False))
+
+
+def test_unprofiled_replicas_of_one_model_and_engine_learn_together() -> None:
+    monitor = StaticMonitor()
+    twins = [unprofiled("a"), unprofiled("b")]
+    for twin in twins:  # what their engines report: the same KV size, one model
+        monitor.set(twin.name, kv_capacity_tokens=436_896, models=("llama-3.1-8b",))
+    other_gpu = unprofiled("c")  # the same model on an engine with a different KV size
+    monitor.set("c", kv_capacity_tokens=200_000)
+    other_model = unprofiled("d", models=("llama-3.2-3b",))
+    monitor.set("d", kv_capacity_tokens=436_896)
+    cpu_pair = [unprofiled("e", "llamacpp"), unprofiled("f", "llamacpp")]
+    for cpu in cpu_pair:
+        monitor.set(cpu.name, slots_total=4)
+    silent = [unprofiled("g"), unprofiled("h")]  # no size reported: nothing says they are alike
+    view = fleet_view(monitor, *twins, other_gpu, other_model, *cpu_pair, *silent)
+    clock = Clock()
+    wave = policy(clock)
+
+    def speed(name: str) -> object:
+        return wave.model(name, view).speed
+
+    assert speed("a") is speed("b")
+    assert speed("e") is speed("f")
+    assert len({id(speed(n)) for n in "acdeg"}) == 5
+    assert speed("g") is not speed("h")
+    before = wave.predict(ask("b", prompt=1000), view, [Candidate("b", "m")], [], clock.now)[0].ttft_s
+    teach_slow_prefill(wave, clock, view, "a", 4 * before)
+    after = wave.predict(ask("b", prompt=1000), view, [Candidate("b", "m")], [], clock.now)[0].ttft_s
+    assert after > 2.5 * before  # `b` learned from `a`'s requests
+
+
+def test_engine_reported_timings_seed_an_unprofiled_backend_so_it_sheds_from_the_first_request() -> None:
+    # the engine has timed itself (prefill 1,000 tokens/s, 20 ms a token) and reports a long queue
+    measured = EngineTimings(
+        requests=200, prefill_tokens=200_000, prefill_s=200.0, decode_tokens=30_000, decode_s=600.0
+    )
+    monitor = StaticMonitor()
+    monitor.set("g", running=64, waiting=200, kv_usage=0.99, timings=measured)
+    view = fleet_view(monitor, unprofiled("g"))
+    first = policy().choose(ask("g", prompt=800, rid="r0"), view)
+    assert first.reason == "shed"
+    # the same engine idle: a prompt it can prefill in time is admitted, and its prediction follows
+    # the engine's own figures, not the assumed GPU's
+    monitor.set("g", running=0, waiting=0, kv_usage=0.0)
+    kept = policy().choose(ask("g", prompt=300, out=20, rid="r1"), view)
+    assert kept.reason == "predicted"
+    assert kept.scores["g"] == pytest.approx(0.3 + 20 * 0.02, rel=0.25)
+
+
+def test_engine_timings_arriving_after_the_first_requests_replace_the_assumed_profile() -> None:
+    monitor = StaticMonitor()
+    monitor.set("g", running=64, waiting=200, kv_usage=0.99)
+    view = fleet_view(monitor, unprofiled("g"))
+    wave = policy()
+    assert wave.choose(ask("g", prompt=800, rid="r0"), view).reason == "over-slo"  # a guess: no shedding
+    measured = EngineTimings(
+        requests=12, prefill_tokens=9_600, prefill_s=9.6, decode_tokens=2_000, decode_s=40.0
+    )
+    monitor.set("g", timings=measured)  # the next poll: the engine has timed its first requests
+    assert wave.choose(ask("g", prompt=800, rid="r1"), view).reason == "shed"
+
+
+def test_first_tokens_of_requests_the_engine_queued_do_not_teach_the_prefill_line() -> None:
+    # the engine reports a queue (or a nearly full KV cache) that the policy's slot count does not
+    # explain: the long first tokens that follow are the queue's, not the engine's prefill speed
+    monitor = StaticMonitor()
+    monitor.set("a", running=40, waiting=6, kv_usage=0.92)
+    view = fleet_view(monitor, config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    before = wave.model("a", view).speed.prefill.at(1000)
+    for i in range(40):
+        clock.now += 10
+        request = ask("a", prompt=1000, rid=f"q{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("a", request, 3.0)
+    assert wave.model("a", view).speed.prefill.at(1000) == pytest.approx(before, rel=0.01)
+    monitor.set("a", running=40, waiting=0, kv_usage=0.5)  # no queue: now a slow first token counts
+    for i in range(40):
+        clock.now += 10
+        request = ask("a", prompt=1000, rid=f"r{i}")
+        wave.choose(request, view)
+        wave.observe_first_token("a", request, 0.5)
+    assert wave.model("a", view).speed.prefill.at(1000) == pytest.approx(0.5, rel=0.15)
+
+
+def test_first_tokens_under_heavy_prefill_load_teach_the_step_wait_not_the_engines_prefill_speed() -> None:
+    # an engine busy prefilling others' prompts answers every prompt after about one shared
+    # chunked-prefill step (~0.3 s here) whatever its length: the prefill line must keep the
+    # engine's own speed (it sizes the backlog and the prefill share), and the extra wait is
+    # learned against the share
+    view = fleet_view(StaticMonitor(), config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    slope = wave.model("a", view).speed.prefill.slope
+    for i in range(200):  # a steady stream: 5 requests a second of 200-1,500 tokens
+        clock.now += 0.2
+        tokens = 200 + (i * 397) % 1300
+        request = ask("a", prompt=tokens, rid=f"r{i}")
+        share = wave.predict(request, view, [Candidate("a", "m")], [], clock.now)[0].share
+        wave.choose(request, view)
+        # the engine's own prefill until others' prompts keep it busy, then one shared step
+        wave.observe_first_token("a", request, 0.3 if share > 0.25 else 1 / 78 + tokens / 8600)
+    assert wave.model("a", view).speed.prefill.slope == pytest.approx(slope, rel=0.05)
+    busy = wave.predict(ask("a", prompt=800), view, [Candidate("a", "m")], [], clock.now)[0]
+    assert busy.share > 0.3
+    assert busy.ttft_s == pytest.approx(0.3, rel=0.3)
+
+
+def test_a_near_tie_never_hands_a_request_to_a_twin_it_would_have_shed_for() -> None:
+    # both twins are past the headroom target; `b` is within the shedding slack, `a` far beyond
+    # it, yet their completion times (long answers) are within the near-tie band and `a` has been
+    # used less: the request must go to `b`, not to the twin that misses its first token
+    monitor = StaticMonitor()
+    a, b = config("a", GPU), config("b", GPU)
+    monitor.set("a", running=128, waiting=45)
+    monitor.set("b", running=128, waiting=20)
+    view = fleet_view(monitor, a, b)
+    clock = Clock()
+    wave = policy(clock, shed_slack_s=0.3)
+    predictions = wave.predict(
+        ask("a", "b", prompt=800, out=300), view, list(ask("a", "b").candidates), [], clock.now
+    )
+    ttft = {p.backend: p.ttft_s for p in predictions}
+    e2e = {p.backend: p.e2e_s for p in predictions}
+    assert 0.8 < ttft["b"] < 1.1 < ttft["a"] and e2e["a"] < 1.3 * e2e["b"]
+    wave.model("b", view).dispatched = 50  # `a` is the less used
+    decision = wave.choose(ask("a", "b", prompt=800, out=300), view)
+    assert decision.ranked[0].backend == "b"
+
+
+def test_past_the_target_a_backend_within_the_slack_ranks_before_a_hopeless_one() -> None:
+    # the GPU is just past the headroom target (within the shedding slack), the CPU's first token
+    # is seconds away but its short answer would end sooner: admitted, the request goes to the GPU
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=128, waiting=20)
+    quick_decode = CPU.model_copy(update={"decode_tokens_per_s": 60})
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", quick_decode, "llamacpp"))
+    wave = policy(shed_slack_s=0.3)
+    request = ask("gpu", "cpu", prompt=500, out=300)
+    scores = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
+    assert 0.8 < scores["gpu"].ttft_s < 1.1 < 1.5 < scores["cpu"].ttft_s
+    assert scores["cpu"].e2e_s < scores["gpu"].e2e_s
+    decision = wave.choose(request, view)
+    assert decision.ranked[0].backend == "gpu" and decision.reason == "over-slo"
+
+
+def test_a_slow_engine_on_an_assumed_profile_does_not_outrank_gpus_past_the_slack() -> None:
+    # both GPUs are far past the target (the request will be shed); the CPU engine's belief is
+    # still the assumed one, which never causes shedding, but it predicts a first token further
+    # still: the request is shed, not sent to the CPU
+    monitor = StaticMonitor()
+    monitor.set("a", running=128, waiting=200)
+    monitor.set("b", running=128, waiting=200)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"))
+    wave = policy()
+    decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175), view)
+    assert decision.reason == "shed"
+
+
+def test_a_few_milliseconds_of_backlog_do_not_teach_the_wait_scale() -> None:
+    # a prompt sent right behind a short one waits ~35 ms of backlog by the fluid queue, but its
+    # first token comes after a shared step (0.3 s): dividing by the tiny backlog would teach a
+    # wait scale of ~8 that then multiplies every long backlog
+    view = fleet_view(StaticMonitor(), config("a", GPU))
+    clock = Clock()
+    wave = policy(clock, shed=False)
+    for i in range(60):
+        clock.now += 10
+        wave.choose(ask("a", prompt=300, rid=f"lead{i}"), view)
+        behind = ask("a", prompt=300, rid=f"behind{i}")
+        wave.choose(behind, view)
+        wave.observe_first_token("a", behind, 0.3)
+    assert wave.model("a", view).speed.wait_scale == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_full_kv_cache_makes_a_request_wait_half_a_finish_plus_the_queue_ahead() -> None:
+    # at 97 % KV usage vLLM still admits a prompt that fits (about half of them): a request waits
+    # half a finish plus one per request queued ahead; with every llama.cpp slot busy, a whole one
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=60, waiting=0, kv_usage=0.97)
+    monitor.set("queued", running=60, waiting=3, kv_usage=0.97)
+    monitor.set("cpu", running=4, waiting=0, slots_total=4)
+    view = fleet_view(
+        monitor,
+        config("gpu", GPU),
+        config("queued", GPU),
+        config("cpu", CPU, "llamacpp"),
+        gpu=60,
+        queued=63,
+        cpu=4,
+    )
+    request = ask("gpu", "queued", "cpu", prompt=300)
+    predictions = {p.backend: p for p in policy().predict(request, view, list(request.candidates), [], 100.0)}
+    assert predictions["queued"].slot_wait_s == pytest.approx(7 * predictions["gpu"].slot_wait_s)
+    cpu = predictions["cpu"].slot_wait_s  # one service time over four slots
+    speed = policy().model("cpu", view).speed
+    assert cpu == pytest.approx(
+        (speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(4)) / 4
+    )
+
+
+def test_a_backend_held_open_by_its_circuit_breaker_is_not_probed() -> None:
+    # it looks idle because the gateway sends it nothing; the proxy would skip it anyway
+    monitor = StaticMonitor()
+    monitor.set("a", running=0, waiting=0, breaker="open")
+    monitor.set("b", running=128, waiting=300)
+    slow = config("a", GPU.model_copy(update={"prefill_tokens_per_s": 200}))
+    decision = policy().choose(ask("a", "b", prompt=1000), fleet_view(monitor, slow, config("b", GPU)))
+    assert decision.reason == "shed"
+
+
+def test_a_backend_on_an_assumed_profile_gets_one_hopeless_request_at_a_time() -> None:
+    # every candidate is past the shedding line and the CPU engine, still on its assumed profile,
+    # is predicted to finish first: it may show what it can do with one request, not take a flood
+    monitor = StaticMonitor()
+    for gpu in ("a", "b"):
+        monitor.set(gpu, running=128, waiting=2000)
+    cpu = unprofiled("cpu", "llamacpp")
+    wave = policy()
+    request = ask("a", "b", "cpu", prompt=850, out=175)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), cpu)
+    best = min(wave.predict(request, view, list(request.candidates), [], 100.0), key=lambda p: p.e2e_s)
+    assert best.backend == "cpu" and best.hopeless
+    assert wave.choose(request, view).ranked[0].backend == "cpu"
+    # with one request of this gateway's already there (sent before this policy's memory of it
+    # could make the CPU look worse), the next is shed
+    busy = fleet_view(monitor, config("a", GPU), config("b", GPU), cpu, cpu=1)
+    assert policy().choose(ask("a", "b", "cpu", prompt=850, out=175), busy).reason == "shed"
+
+
+def test_no_probe_while_the_shortfall_is_itself_a_guess() -> None:
+    # at start every belief is assumed: that the best candidate misses the SLO is a guess too,
+    # and no idle engine believed slow is probed on it
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=256, waiting=40)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet_view(monitor, unprofiled("gpu"), config("cpu", CPU, "llamacpp"))
+    request = ask("gpu", "cpu", prompt=850, out=8)
+    predictions = {p.backend: p for p in policy().predict(request, view, list(request.candidates), [], 100.0)}
+    assert predictions["gpu"].hopeless and predictions["gpu"].e2e_s < predictions["cpu"].e2e_s
+    decision = policy().choose(request, view)
+    assert decision.reason != "probe" and decision.ranked[0].backend == "gpu"
+
+
+def test_at_a_cold_start_a_guessed_slow_stream_does_not_send_requests_to_an_engine_that_answers_late() -> (
+    None
+):
+    # every belief is assumed; the GPUs' guessed prefill share makes their streams look too slow,
+    # the CPU engine's first token is seconds away: the GPUs still rank first
+    monitor = StaticMonitor()
+    for name in ("a", "b", "cpu"):
+        monitor.set(name, running=0, waiting=0)
+    clock = Clock()
+    wave = policy(clock)
+    sent: Counter[str] = Counter()
+    for i in range(40):  # 20 requests a second of 850 tokens, before any engine has answered
+        clock.now += 0.05
+        busy = fleet_view(monitor, unprofiled("a"), unprofiled("b"), unprofiled("cpu", "llamacpp"), **sent)
+        decision = wave.choose(ask("a", "b", "cpu", prompt=850, out=175, rid=f"r{i}"), busy)
+        sent[decision.ranked[0].backend if decision.ranked else "shed"] += 1
+    assert sent["cpu"] == 0
+    assert sent["a"] + sent["b"] == 40  # and nothing is shed on guesses
+
+
+def test_a_twin_that_could_be_admitted_ranks_before_one_the_request_would_be_shed_for() -> None:
+    # `a` answers first sooner but its stream is predicted past the TPOT target (shed); `b` is
+    # within the shedding slack on both: with a short answer `a` would finish first, yet the
+    # request goes to `b` rather than being shed on `a`'s account
+    monitor = StaticMonitor()
+    monitor.set("a", running=128, waiting=0)
+    monitor.set("b", running=128, waiting=20)
+    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 30})
+    view = fleet_view(monitor, config("a", slow_stream), config("b", GPU))
+    request = ask("a", "b", prompt=300, out=8)
+    predictions = {
+        p.backend: p
+        for p in policy(shed_slack_s=0.3).predict(request, view, list(request.candidates), [], 100.0)
+    }
+    assert predictions["a"].hopeless and not predictions["a"].late
+    assert not predictions["b"].hopeless and predictions["a"].e2e_s < predictions["b"].e2e_s
+    decision = policy(shed_slack_s=0.3).choose(request, view)
+    assert decision.ranked and decision.ranked[0].backend == "b"
+
+
+def test_an_engine_met_seconds_ago_is_not_probed_yet() -> None:
+    # a fresh gateway: every belief is young and traffic is correcting it; a probe of the idle CPU
+    # engine would only cost a request. Once the policy has known it for 10 TTFT targets it may.
+    monitor = StaticMonitor()
+    monitor.set("gpu", running=128, waiting=300)
+    monitor.set("cpu", running=0, waiting=0)
+    view = fleet_view(monitor, config("gpu", GPU), config("cpu", CPU, "llamacpp"))
+    clock = Clock()
+    wave = policy(clock)
+    reasons = []
+    for i in range(30):
+        reasons.append(wave.choose(ask("gpu", "cpu", prompt=1000, rid=f"r{i}"), view).reason)
+        clock.now += 0.5
+    assert reasons[:20] == ["shed"] * 20 and "probe" in reasons[20:]

@@ -171,6 +171,8 @@ class PollingMonitor:
                 kv_usage=load.kv_usage,
                 slots_total=load.slots_total or _configured_slots(backend),
                 models=models,
+                kv_capacity_tokens=load.kv_capacity_tokens,
+                timings=load.timings,
                 updated_at=self._clock(),
                 breaker=breaker.state.value,
             )

@@ -10,7 +10,24 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-__all__ = ["BackendMonitor", "LoadSnapshot", "StaticMonitor"]
+__all__ = ["BackendMonitor", "EngineTimings", "LoadSnapshot", "StaticMonitor"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTimings:
+    """What the engine has timed itself, summed since it started (its histograms' sums and counts).
+
+    `prefill_s / prefill_tokens` is its prefill time per prompt token, `decode_s / decode_tokens`
+    its time between two tokens of one stream. vLLM: prefill from scheduling to first token once
+    requests have finished (its TTFT, queue included, until then); llama.cpp: its prompt and
+    generation timers. `requests` is how many requests the prefill figure covers, if known.
+    """
+
+    requests: int | None
+    prefill_tokens: float
+    prefill_s: float
+    decode_tokens: float
+    decode_s: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,6 +43,8 @@ class LoadSnapshot:
     models: tuple[str, ...] = ()  # what its /v1/models lists
     model_states: tuple[tuple[str, str], ...] = ()  # a fleet agent's models and their states
     no_room: tuple[str, ...] = ()  # a fleet agent's models that could not load there now
+    kv_capacity_tokens: int | None = None  # vLLM: KV cache blocks x block size (tells GPUs apart)
+    timings: EngineTimings | None = None  # the engine's own timing counters, when it reports them
     updated_at: float = field(default_factory=time.monotonic)
     error: str = ""  # why it is unhealthy, for /health and logs
     breaker: str = "closed"  # circuit breaker: closed | open | half-open (PollingMonitor)

@@ -11,6 +11,7 @@ import aiohttp
 
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.prometheus import MetricsText, parse_metrics
+from wavefleet.gateway.monitor.snapshot import EngineTimings
 
 __all__ = [
     "Dialect",
@@ -36,6 +37,8 @@ class EngineLoad:
     kv_usage: float | None = None
     slots_total: int | None = None
     models: tuple[str, ...] | None = None  # set when the health check already listed them
+    kv_capacity_tokens: int | None = None
+    timings: EngineTimings | None = None
 
 
 class PollError(Exception):

@@ -2,7 +2,8 @@
 
 `/health` answers 503 "Loading model" until the model is in memory. `/metrics` answers 501
 without `--metrics`; `llamacpp:requests_processing` and `requests_deferred` are the load gauges
-and there is no KV gauge (removed upstream, PR #13660). `/slots` lists every slot with
+and there is no KV gauge (removed upstream, PR #13660); its prompt and generation timers
+(`prompt_seconds_total`, `tokens_predicted_seconds_total`) become `EngineTimings`. `/slots` lists every slot with
 `is_processing`: it gives the slot count and, without `/metrics`, the running count. With
 `--no-slots` the slot count comes from `/props` `total_slots` instead.
 """
@@ -20,15 +21,23 @@ from wavefleet.gateway.monitor.dialects.base import (
     metrics_url,
     parse_or_fail,
 )
+from wavefleet.gateway.monitor.snapshot import EngineTimings
 
 __all__ = ["LlamaCppDialect", "parse_llamacpp_metrics", "parse_llamacpp_props", "parse_llamacpp_slots"]
 
 
 def parse_llamacpp_metrics(text: str) -> EngineLoad:
     metrics = parse_or_fail(text)
+    timers = [
+        metrics.total(f"llamacpp:{name}")
+        for name in ("prompt_tokens_total", "prompt_seconds_total", "tokens_predicted_total", "tokens_predicted_seconds_total")
+    ]  # fmt: skip
+    prefill_tokens, prefill_s, decode_tokens, decode_s = (value or 0.0 for value in timers)
+    timed = prefill_tokens and prefill_s and decode_tokens and decode_s
     return EngineLoad(
         running=as_int(metrics.total("llamacpp:requests_processing")),
         waiting=as_int(metrics.total("llamacpp:requests_deferred")),
+        timings=EngineTimings(None, prefill_tokens, prefill_s, decode_tokens, decode_s) if timed else None,
     )
 
 
@@ -67,6 +76,9 @@ class LlamaCppDialect:
             running_from_slots = None
         if from_metrics is not None:
             return EngineLoad(
-                running=from_metrics.running, waiting=from_metrics.waiting, slots_total=slots_total
+                running=from_metrics.running,
+                waiting=from_metrics.waiting,
+                slots_total=slots_total,
+                timings=from_metrics.timings,
             )
         return EngineLoad(running=running_from_slots, slots_total=slots_total)

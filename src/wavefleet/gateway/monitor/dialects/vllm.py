@@ -3,7 +3,9 @@
 Names are the v1 engine's (`vllm/v1/metrics/loggers.py`). `kv_cache_usage_perc` replaced
 `gpu_cache_usage_perc` (deprecated 0.9.2, gone in 0.12): read the new name, fall back to the old.
 Under data parallelism every gauge has one series per `engine`: counts are summed, KV usage is
-the mean of the engines' fractions (each is 0..1 of its own cache).
+the mean of the engines' fractions (each is 0..1 of its own cache). The engine's own timing
+histograms (sums and counts) become `EngineTimings`, its KV size (`cache_config_info` blocks x
+block size) `kv_capacity_tokens`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from wavefleet.gateway.monitor.dialects.base import (
     parse_or_fail,
 )
 from wavefleet.gateway.monitor.prometheus import MetricsText
+from wavefleet.gateway.monitor.snapshot import EngineTimings
 
 __all__ = ["VllmDialect", "load_from_vllm_metrics", "parse_vllm_metrics"]
 
@@ -36,7 +39,39 @@ def load_from_vllm_metrics(metrics: MetricsText, prefix: str) -> EngineLoad:
         waiting=as_int(metrics.total(f"{prefix}num_requests_waiting")),
         kv_usage=kv,
         slots_total=_max_num_seqs(metrics, prefix),
+        kv_capacity_tokens=_kv_capacity(metrics, prefix),
+        timings=_timings(metrics, prefix),
     )
+
+
+def _kv_capacity(metrics: MetricsText, prefix: str) -> int | None:
+    sizes = [
+        int(labels["num_gpu_blocks"]) * int(labels["block_size"])
+        for labels in metrics.labels(f"{prefix}cache_config_info")
+        if labels.get("num_gpu_blocks", "").isdigit() and labels.get("block_size", "").isdigit()
+    ]
+    return sum(sizes) if sizes else None
+
+
+def _timings(metrics: MetricsText, prefix: str) -> EngineTimings | None:
+    # the ITL histogram's name before vLLM 0.11 was time_per_output_token_seconds
+    for itl in ("inter_token_latency_seconds", "time_per_output_token_seconds"):
+        decode_tokens = metrics.total(f"{prefix}{itl}_count")
+        decode_s = metrics.total(f"{prefix}{itl}_sum")
+        if decode_tokens:
+            break
+    # prefill time (scheduled -> first token) and prompt lengths are recorded as requests finish;
+    # until some have, TTFT over the prompt tokens prefilled so far (queue included)
+    requests = metrics.total(f"{prefix}request_prefill_time_seconds_count")
+    prefill_s = metrics.total(f"{prefix}request_prefill_time_seconds_sum")
+    prefill_tokens = metrics.total(f"{prefix}request_prompt_tokens_sum")
+    if not requests or metrics.total(f"{prefix}request_prompt_tokens_count") != requests:
+        requests = metrics.total(f"{prefix}time_to_first_token_seconds_count")
+        prefill_s = metrics.total(f"{prefix}time_to_first_token_seconds_sum")
+        prefill_tokens = metrics.total(f"{prefix}prompt_tokens_total")
+    if not (requests and prefill_s and prefill_tokens and decode_tokens and decode_s):
+        return None
+    return EngineTimings(round(requests), prefill_tokens, prefill_s, decode_tokens, decode_s)
 
 
 def _max_num_seqs(metrics: MetricsText, prefix: str) -> int | None:
