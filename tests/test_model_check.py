@@ -15,7 +15,7 @@ from helpers import invoke_wave, run_wave, wave_env
 from wavefleet.catalog import Catalog
 from wavefleet.engine.model import bundled_model_path
 from wavefleet.errors import UnknownIdError, UsageError
-from wavefleet.models.check import Placement, check_model, fit_verdict, render_chat_template
+from wavefleet.models.check import CheckTarget, check_model, fit_verdict, render_chat_template
 from wavefleet.plan.gguf_file import read_gguf
 
 SMOLLM2 = bundled_model_path()
@@ -197,10 +197,10 @@ def test_a_layer_split_passes_only_where_the_placement_splits() -> None:
     catalog = Catalog.load()
     # a file with 12 GiB of weights on a 4 GiB GPU: it fits only split between GPU and host RAM
     summary = read_gguf(SMOLLM2).model_copy(update={"tensor_bytes": 12 * 2**30, "parameters": 20 * 10**9})
-    whole = Placement(name="gtx", device="gtx-1650", context=4096, slots=1, host_ram_gib=48)
+    whole = CheckTarget(name="gtx", device="gtx-1650", context=4096, slots=1, host_ram_gib=48)
     fit, sizing = fit_verdict(summary, whole, catalog)
     assert not fit.passed and sizing.gpu_layers is not None and "layers would fit on the GPU" in fit.detail
-    split = Placement(
+    split = CheckTarget(
         name="gtx", device="gtx-1650", context=4096, slots=1, host_ram_gib=48, gpu_layers=sizing.gpu_layers
     )
     fit, _ = fit_verdict(summary, split, catalog)

@@ -19,11 +19,11 @@ from wavefleet.bench.metrics import Slo, Stats, Summary, Window, summarize
 from wavefleet.bench.records import FAILURES, RequestRecord
 from wavefleet.bench.runner import LoadSpec, ProgressInfo, RunResult, Target, run_load, run_load_async
 from wavefleet.bench.workload import (
+    BenchWorkload,
     JsonlWorkload,
     LengthDist,
     MultiTurnWorkload,
     SyntheticWorkload,
-    Workload,
 )
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "SyntheticWorkload",
     "Target",
     "Window",
-    "Workload",
+    "BenchWorkload",
     "arrival_offsets",
     "check",
     "parse_criteria",

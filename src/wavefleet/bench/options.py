@@ -18,11 +18,11 @@ from wavefleet.bench.criteria import Criterion
 from wavefleet.bench.metrics import Slo
 from wavefleet.bench.runner import LoadSpec, Target
 from wavefleet.bench.workload import (
+    BenchWorkload,
     JsonlWorkload,
     LengthDist,
     MultiTurnWorkload,
     SyntheticWorkload,
-    Workload,
 )
 from wavefleet.errors import UsageError
 
@@ -74,7 +74,7 @@ class BenchOptions:
         """Neither a request count nor a duration was given: each level sends DEFAULT_REQUESTS."""
         return self.num_requests is None and self.duration_s is None
 
-    def workload(self) -> Workload:
+    def workload(self) -> BenchWorkload:
         if self.prompts_file is not None and self.conversations is not None:
             raise UsageError("choose one workload: --prompts FILE or --multi-turn N")
         if self.prompts_file is not None:
@@ -96,7 +96,7 @@ class BenchOptions:
             seed=self.seed,
         )
 
-    def loads(self, workload: Workload) -> list[LoadSpec]:
+    def loads(self, workload: BenchWorkload) -> list[LoadSpec]:
         """One LoadSpec per level: the closed-loop ones first, then the open-loop ones."""
         num, duration = self.num_requests, self.duration_s
         if self.count_defaulted:

@@ -26,7 +26,7 @@ from wavefleet.bench.arrivals import arrival_offsets
 from wavefleet.bench.http import ConnectionPool, Endpoint, Exchange
 from wavefleet.bench.metrics import Window
 from wavefleet.bench.records import RequestRecord
-from wavefleet.bench.workload import Session, Turn, Workload
+from wavefleet.bench.workload import BenchWorkload, Session, Turn
 from wavefleet.errors import UsageError
 
 __all__ = ["LoadSpec", "Progress", "ProgressInfo", "RunResult", "Target", "run_load", "run_load_async"]
@@ -140,7 +140,7 @@ class RunResult:
 class _Sessions:
     """Hands out the next request: a ready follow-up turn first, else a new session's first."""
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: BenchWorkload) -> None:
         self.source: Iterator[Session] = workload.sessions()
         self.ready: deque[tuple[Session, Turn]] = deque()
         self.exhausted = False
@@ -177,7 +177,7 @@ class _Sessions:
 
 
 class _Run:
-    def __init__(self, target: Target, workload: Workload, load: LoadSpec) -> None:
+    def __init__(self, target: Target, workload: BenchWorkload, load: LoadSpec) -> None:
         self.target, self.workload, self.load = target, workload, load
         self.pool = ConnectionPool(Endpoint(target.url, target.api_key))
         self.sessions = _Sessions(workload)
@@ -288,7 +288,7 @@ class _Run:
 
 
 async def run_load_async(
-    target: Target, workload: Workload, load: LoadSpec, progress: Progress | None = None
+    target: Target, workload: BenchWorkload, load: LoadSpec, progress: Progress | None = None
 ) -> RunResult:
     """Run one load level in the running event loop."""
     run = _Run(target, workload, load)
@@ -314,7 +314,7 @@ async def run_load_async(
 
 
 def run_load(
-    target: Target, workload: Workload, load: LoadSpec, progress: Progress | None = None
+    target: Target, workload: BenchWorkload, load: LoadSpec, progress: Progress | None = None
 ) -> RunResult:
     """Run one load level in a fresh event loop (uvloop where installed)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

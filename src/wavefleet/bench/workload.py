@@ -31,7 +31,7 @@ __all__ = [
     "Session",
     "SyntheticWorkload",
     "Turn",
-    "Workload",
+    "BenchWorkload",
     "parse_length_dist",
 ]
 
@@ -69,7 +69,7 @@ class Session(Protocol):
         ...
 
 
-class Workload(Protocol):
+class BenchWorkload(Protocol):
     needs_answers: bool  # whether sessions need the answer text (costs a JSON parse per chunk)
 
     def sessions(self) -> Iterator[Session]:

@@ -409,7 +409,7 @@ def check(
     from wavefleet.catalog import Catalog
     from wavefleet.errors import UsageError
     from wavefleet.files import write_atomic
-    from wavefleet.models.check import Placement, check_model, placement_from_inventory
+    from wavefleet.models.check import CheckTarget, check_model, placement_from_inventory
 
     console = _console()
     manual = {"--device": device, "--ctx": context, "--slots": slots, "--host-ram-gib": host_ram_gib}
@@ -423,14 +423,14 @@ def check(
         raise UsageError("--inventory is read for --placement: add --placement NAME")
     with _event(console, db, no_audit, "model.check", str(file.absolute())) as record:
         catalog = Catalog.load()
-        where: Placement | None = None
+        where: CheckTarget | None = None
         if placement is not None:
             from wavefleet.plan.inventory import default_inventory_path
 
             where = placement_from_inventory(placement, inventory_path or default_inventory_path(), catalog)
         elif device is not None:
             catalog.get_hardware(device)  # an unknown id is bad input, named before the file is read
-            where = Placement(
+            where = CheckTarget(
                 name=f"--device {device}",
                 device=device,
                 context=context,

@@ -1,7 +1,7 @@
 """Checking a GGUF file before it is served: readable, the type asked for, a tokenizer, a chat
 template that renders, and a size that fits its placement.
 
-    report = check_model(path, catalog=catalog, placement=Placement(name="--device ryzen-9-9900x",
+    report = check_model(path, catalog=catalog, placement=CheckTarget(name="--device ryzen-9-9900x",
                          device="ryzen-9-9900x", context=8192, slots=4, host_ram_gib=64))
     report.passed, [c for c in report.checks if not c.passed]
 
@@ -33,7 +33,7 @@ __all__ = [
     "SAMPLE_CONVERSATION",
     "Check",
     "CheckReport",
-    "Placement",
+    "CheckTarget",
     "check_model",
     "fit_verdict",
     "placement_from_inventory",
@@ -52,7 +52,7 @@ SAMPLE_CONVERSATION: list[dict[str, str]] = [
 
 
 @dataclass(frozen=True, kw_only=True)
-class Placement:
+class CheckTarget:
     """Where the model is to run: a catalog device, llama.cpp's context per slot and its slots."""
 
     name: str  # how the person named it: an engine of the inventory, or "--device ID"
@@ -87,7 +87,7 @@ class CheckReport:
     path: Path
     checks: list[Check]
     model: dict[str, object] = field(default_factory=dict)
-    placement: Placement | None = None
+    placement: CheckTarget | None = None
     sizing: SizingResult | None = None
 
     @property
@@ -123,7 +123,7 @@ def check_model(
     path: Path,
     *,
     catalog: Catalog | None = None,
-    placement: Placement | None = None,
+    placement: CheckTarget | None = None,
     expect_type: str | None = None,
     chat: bool = True,
 ) -> CheckReport:
@@ -175,7 +175,7 @@ def _metadata(summary: GgufSummary, size: int) -> dict[str, object]:
     }
 
 
-def _context_check(summary: GgufSummary, placement: Placement | None) -> Check:
+def _context_check(summary: GgufSummary, placement: CheckTarget | None) -> Check:
     trained = summary.context_length
     if placement is None or placement.context is None:
         return Check("context", trained > 0, f"{trained:,} tokens (the model's own)")
@@ -319,7 +319,7 @@ def render_chat_template(template: str, *, bos_token: str, eos_token: str) -> tu
     raise ValueError(f"{type(error).__name__}: {error}")
 
 
-def fit_verdict(summary: GgufSummary, placement: Placement, catalog: Catalog) -> tuple[Check, SizingResult]:
+def fit_verdict(summary: GgufSummary, placement: CheckTarget, catalog: Catalog) -> tuple[Check, SizingResult]:
     """Whether the file fits `placement` by the sizing engine's estimate: whole with every slot,
     or as the layer split the placement plans; with the sizing result behind the verdict."""
     device = catalog.get_hardware(placement.device)
@@ -380,7 +380,7 @@ def fit_verdict(summary: GgufSummary, placement: Placement, catalog: Catalog) ->
     return Check("fits placement", False, f"does not fit {where}: {reasons}"), result
 
 
-def placement_from_inventory(name: str, inventory_path: Path, catalog: Catalog) -> Placement:
+def placement_from_inventory(name: str, inventory_path: Path, catalog: Catalog) -> CheckTarget:
     """The placement of the llama.cpp engine `name` as `wave render` places it from the inventory:
     one of the plan's placements (`llamacpp-<device>`) or one of the inventory's deployments."""
     from wavefleet.engines import EngineKind
@@ -389,13 +389,13 @@ def placement_from_inventory(name: str, inventory_path: Path, catalog: Catalog) 
     from wavefleet.render.from_inventory import EngineSource, fleet_from_inventory
 
     inventory = load_inventory(inventory_path, catalog)
-    known: dict[str, Placement] = {}
+    known: dict[str, CheckTarget] = {}
     for source in (EngineSource.DEPLOYMENTS, EngineSource.PLAN):
         for engine in fleet_from_inventory(inventory, catalog, source=source).fleet.engines:
             if engine.kind is EngineKind.LLAMACPP:
                 known.setdefault(
                     engine.name,
-                    Placement(
+                    CheckTarget(
                         name=engine.name,
                         device=engine.device,
                         context=engine.max_model_len,
