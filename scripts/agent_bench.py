@@ -346,7 +346,9 @@ async def cold(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 outcome = await stream_chat(session, agent.url, "cold", max_tokens=args.max_tokens)
                 if not outcome.ok or outcome.ttft is None:
                     raise SystemExit(f"the cold request failed: {outcome.status} {outcome.error}")
-                phases = (await agent.model(session, "cold"))["cold_start"]
+                loaded = await agent.model(session, "cold")
+                phases = loaded["cold_start"]
+                memory = loaded["memory"]
                 ttft = outcome.ttft
                 run = {
                     "repeat": repeat,
@@ -355,6 +357,7 @@ async def cold(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     "agent_after_ready": ttft - phases["total"],
                     "direct": direct,
                     "ratio": ttft / direct["total"],
+                    "memory": {k: memory[k] for k in ("estimate", "buffers", "process", "error")},
                 }
                 runs.append(run)
                 _say(args, f"cold {repeat}: agent {ttft:.3f} s ({phases}), direct {direct['total']:.3f} s")
@@ -623,6 +626,7 @@ async def chaos(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "not_started_at_a_kill": len(fresh),
         "not_started_failed": len(fresh_failed),
         "not_started_failures": [asdict(o) for o in fresh_failed[:10]],
+        "in_flight_failures": [asdict(o) for o in inflight_failed[:10]],
         "back_after_median": median([k.back_after for k in kills]),
         "backoff_median": median([k.backoff for k in kills]),
         "load_median": median([k.load for k in kills]),
