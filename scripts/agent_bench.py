@@ -623,6 +623,7 @@ async def chaos(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "in_flight_at_a_kill": len(inflight),
         "in_flight_failed": len(inflight_failed),
         "in_flight_failed_with_first_token": sum(1 for o in inflight_failed if o.first is not None),
+        "in_flight_failed_before_any_answer": sum(1 for o in inflight_failed if o.status != 200),
         "not_started_at_a_kill": len(fresh),
         "not_started_failed": len(fresh_failed),
         "not_started_failures": [asdict(o) for o in fresh_failed[:10]],
