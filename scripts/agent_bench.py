@@ -609,6 +609,9 @@ async def chaos(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         """In flight on an engine when it was killed: sent to its model before, not finished before."""
         return any(o.model == k.model and o.sent < k.at and (o.done or 0.0) >= k.at for k in kills)
 
+    def kills_spanned(o: Outcome) -> int:
+        return sum(1 for k in kills if o.model == k.model and o.sent < k.at <= (o.done or 0.0))
+
     inflight = [o for o in outcomes if started_before_kill(o)]
     fresh = [o for o in outcomes if not started_before_kill(o)]
     fresh_failed = [o for o in fresh if not o.ok]
@@ -624,10 +627,14 @@ async def chaos(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "in_flight_failed": len(inflight_failed),
         "in_flight_failed_with_first_token": sum(1 for o in inflight_failed if o.first is not None),
         "in_flight_failed_before_any_answer": sum(1 for o in inflight_failed if o.status != 200),
+        "in_flight_failed_through_two_kills": sum(1 for o in inflight_failed if kills_spanned(o) >= 2),
+        "in_flight_failed_before_any_answer_at_one_kill": sum(
+            1 for o in inflight_failed if o.status != 200 and kills_spanned(o) == 1
+        ),
         "not_started_at_a_kill": len(fresh),
         "not_started_failed": len(fresh_failed),
         "not_started_failures": [asdict(o) for o in fresh_failed[:10]],
-        "in_flight_failures": [asdict(o) for o in inflight_failed[:10]],
+        "in_flight_failures": [asdict(o) for o in inflight_failed],
         "back_after_median": median([k.back_after for k in kills]),
         "backoff_median": median([k.backoff for k in kills]),
         "load_median": median([k.load for k in kills]),
