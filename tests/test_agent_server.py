@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -144,6 +145,43 @@ def test_a_request_running_on_an_engine_that_is_killed_fails_at_once_naming_the_
             model="a", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
         assert reply.choices[0].message.content is not None
+
+
+def test_a_request_queued_in_an_engine_that_is_killed_waits_for_the_restart(tmp_path: Path) -> None:
+    # One slot: the second request reaches the engine and waits there behind the first; the engine
+    # dies before answering it anything, so it is sent again once the engine is back.
+    with serving_agent(tmp_path / "desk", [smol("a", 1024)]) as agent:
+        client = openai.OpenAI(base_url=f"{agent.url}/v1", api_key="none", max_retries=0, timeout=120)
+        stream = client.chat.completions.create(
+            model="a",
+            messages=[{"role": "user", "content": "Write a long story about the sea."}],
+            max_tokens=900,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        chunks = iter(stream)
+        next(chunks)  # the first runs in the only slot
+        engine = agent.model("a")
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(
+                client.chat.completions.create,
+                model="a",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=2,
+            )
+
+            def deferred() -> bool:
+                code, _, body = http_request("GET", f"http://127.0.0.1:{engine['port']}/metrics")
+                return code == 200 and "llamacpp:requests_deferred 1" in body.decode()
+
+            wait_until(deferred, timeout_s=30, message="the second request never reached the engine")
+            os.kill(engine["pid"], signal.SIGKILL)
+            with pytest.raises(openai.APIError):
+                for _ in chunks:
+                    pass
+            reply = queued.result(timeout=60)
+        assert reply.choices[0].message.content is not None
+        assert agent.model("a")["restarts"] == 1
 
 
 def test_hostile_control_calls_get_a_clear_4xx(tmp_path: Path) -> None:

@@ -12,8 +12,11 @@ that sends its next request on that connection loses it. Streamed requests there
 `Connection: close` (no connection is kept after them), and a request whose connection was
 dropped before any answer, on an engine still running, is sent once more on a fresh one.
 
-When the engine dies under a request, the request ends at once with an error naming the crash;
-a request the engine never received (the connection was refused) waits for the restart instead.
+When the engine dies under a request it has begun answering, the request ends at once with an
+error naming the crash. A request the engine never received (the connection was refused), or
+held without answering anything yet (queued for a slot, or computing its first token), waits for
+the restart and is sent again; the latter once only, so a request that crashes its engine is
+not sent on and on.
 """
 
 from __future__ import annotations
@@ -60,10 +63,16 @@ class EngineBackend(Backend):
 
     async def send(self, request: BackendRequest) -> BackendReply:
         keep_alive = keep_alive_of(request.body)
+        resent = False
         for attempt in range(_REFUSED_RETRIES + 1):
             lease = await self._agent.acquire(self.model, keep_alive=keep_alive)
             try:
-                response = await self._post(lease, request, last=attempt == _REFUSED_RETRIES)
+                last = attempt == _REFUSED_RETRIES
+                response = await self._post(lease, request, last=last, may_resend=not resent and not last)
+            except _DiedBeforeAnswering:
+                lease.release()  # the engine died holding it unanswered: wait for its restart
+                resent = True
+                continue
             except BaseException:
                 lease.release()
                 raise
@@ -73,9 +82,10 @@ class EngineBackend(Backend):
         raise AssertionError("unreachable: the last attempt raises or answers")
 
     async def _post(
-        self, lease: Lease, request: BackendRequest, *, last: bool
+        self, lease: Lease, request: BackendRequest, *, last: bool, may_resend: bool
     ) -> aiohttp.ClientResponse | None:
-        """The engine's response; None when the engine refused the connection because it died."""
+        """The engine's response; None when the engine refused the connection because it died.
+        `_DiedBeforeAnswering` (with `may_resend`) when it died holding the request unanswered."""
         url = URL(f"{lease.url}/v1/{request.endpoint}")
         headers = _STREAM if request.stream else _JSON
         try:
@@ -86,6 +96,8 @@ class EngineBackend(Backend):
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 died = await lease.engine_died()
                 if died is not None:
+                    if may_resend:
+                        raise _DiedBeforeAnswering from exc
                     raise self._crashed(died, "while this request ran") from exc
                 # a kept-alive connection the engine had closed: once more, on a fresh one
                 return await self._session.post(url, data=request.raw, headers=headers)
@@ -96,6 +108,8 @@ class EngineBackend(Backend):
         except aiohttp.ClientError as exc:
             died = await lease.engine_died()
             if died is not None:
+                if may_resend:
+                    raise _DiedBeforeAnswering from exc
                 raise self._crashed(died, "while this request ran") from exc
             raise translate_client_error(exc, self.name) from exc
 
@@ -105,6 +119,10 @@ class EngineBackend(Backend):
             "(GET /agent/v1/status shows when it is back)",
             retry_after=self._agent.defaults.backoff.base,
         )
+
+
+class _DiedBeforeAnswering(Exception):
+    """The engine died holding the request before answering anything (queued or computing)."""
 
 
 class _LeasedReply(HttpReply):

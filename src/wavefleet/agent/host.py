@@ -21,9 +21,9 @@ the device's free memory has really come back. Loads on one device go one at a t
 
 A ready engine is polled for health; when it exits or stops answering, it is restarted after
 min(base x 2^(n-1), max) seconds, and marked failed after `max_restarts` restarts in a row
-(a load that succeeds and stays up `stable_after` seconds starts the count again). Requests in
-flight on it end at once with an error naming the crash; requests not yet sent wait for the
-restart, within the load timeout.
+(a load that succeeds and stays up `stable_after` seconds starts the count again). Requests it
+had begun answering end at once with an error naming the crash; requests not yet sent, or held
+unanswered (agent.backend), wait for the restart, within the load timeout.
 """
 
 from __future__ import annotations
