@@ -2,8 +2,8 @@
 
     PYTHONPATH=src python scripts/compare_real_llamacpp.py [--reps 3] [--out docs/data/routing/real_llamacpp.json]
 
-Two embedded engines (`python -m wavefleet.engine.server`, llama-cpp-python with the bundled
-SmolLM2-135M-Instruct Q4_1, one slot each) run side by side: one with 2 threads and batch 512,
+Two llama.cpp engines (`llama-server` with the bundled SmolLM2-135M-Instruct Q4_1, one slot
+each) run side by side: one with 2 threads and batch 512,
 one with 1 thread and batch 64. Which is faster depends on what else loads the 2 cores (2
 threads contend with everything else); each is timed alone first. Neither has a profile in the
 gateway config: wave starts from its assumed CPU profile for both and must learn the difference. The gateway (in this process) and
@@ -28,17 +28,56 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from wavefleet.agent.process import free_port
 from wavefleet.bench import LoadSpec, Slo, SyntheticWorkload, Target, run_load_async, summarize
-from wavefleet.engine.model import bundled_model_path
-from wavefleet.engine.settings import EngineSettings
-from wavefleet.engine.supervisor import EngineSupervisor
+from wavefleet.engines.llama_server import LlamaServerArgs, find_llama_server
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.monitor.polling import PollingMonitor
+from wavefleet.models.bundled import bundled_model_path
 
 POLICIES = ["least-loaded", "wave"]
 SLO = Slo(ttft_ms=1000, tpot_ms=100)
 MODEL = "smollm2"
+
+
+class Engine:
+    """One llama-server with one slot, started and stopped by this script."""
+
+    def __init__(self, *, threads: int, batch: int) -> None:
+        self.threads, self.batch = threads, batch
+        self.url = ""
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        port = free_port()
+        args = LlamaServerArgs(
+            model_path=bundled_model_path(), alias=MODEL, port=port, context=2048, parallel=1,
+            threads=self.threads, extra=("--batch-size", str(self.batch), "--ubatch-size", str(self.batch)),
+        )  # fmt: skip
+        self._process = await asyncio.create_subprocess_exec(
+            *args.command(find_llama_server()),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                if self._process.returncode is not None:
+                    raise RuntimeError(f"llama-server exited with {self._process.returncode}")
+                try:
+                    async with session.get(self.url + "/health") as answer:
+                        if answer.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("llama-server did not become ready in 60 s")
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            await asyncio.wait_for(self._process.wait(), 10)
 
 
 async def probe(url: str, requests: int) -> dict[str, float]:
@@ -110,10 +149,9 @@ async def one_run(gateway: Gateway, rate: float, requests: int, seed: int) -> di
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    model = bundled_model_path()
     engines = {
-        "threads-2": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=2, n_batch=512)),
-        "threads-1": EngineSupervisor(EngineSettings(model, MODEL, n_ctx=2048, n_threads=1, n_batch=64)),
+        "threads-2": Engine(threads=2, batch=512),
+        "threads-1": Engine(threads=1, batch=64),
     }
     for engine in engines.values():
         await engine.start()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Aggregate decode tokens/s at 1 and 4 concurrent streams: llama-server (-np 4, built by ./dev)
-# against the embedded Python engine `wave up` runs (one slot), both serving the bundled
-# SmolLM2-135M-Instruct Q4_1 directly (no gateway), measured with `wave bench`.
+# Aggregate decode tokens/s at 1 and 4 concurrent streams: llama-server (built by ./dev) with 4
+# slots (continuous batching, what `wave up` runs) against the same with one slot, both serving
+# the bundled SmolLM2-135M-Instruct Q4_1 directly (no gateway), measured with `wave bench`.
 #   scripts/measure_llama_server.sh [OUT_DIR] [ROUNDS]      (THREADS=2 by default)
-# Rounds alternate the engines, so a change in the machine's load hits both alike.
+# Rounds alternate the two, so a change in the machine's load hits both alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -29,36 +29,30 @@ bench() {  # bench NAME ROUND PORT
     --output-len 64 --ignore-eos --no-progress --out "$OUT/$1-$2" > "$OUT/$1-$2.txt"
 }
 
-run_engine() {  # run_engine NAME ROUND
+run_engine() {  # run_engine SLOTS ROUND: llama-server with that many slots
   local port pid
   port=$(free_port)
-  if [ "$1" = llama-server ]; then
-    mapfile -t argv < <("$PY" - "$port" "$THREADS" <<'PY'
+  mapfile -t argv < <("$PY" - "$port" "$THREADS" "$1" <<'PY'
 import sys
-from wavefleet.engine.model import bundled_model_path
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.engines.llama_server import LlamaServerArgs, find_llama_server
 args = LlamaServerArgs(model_path=bundled_model_path(), alias="smollm2-135m-instruct", port=int(sys.argv[1]),
-                       context=4096, parallel=4, threads=int(sys.argv[2]))
+                       context=4096, parallel=int(sys.argv[3]), threads=int(sys.argv[2]))
 print("\n".join(args.command(find_llama_server())))
 PY
 )
-  else
-    model=$("$PY" -c 'from wavefleet.engine.model import bundled_model_path; print(bundled_model_path())')
-    argv=("$PY" -m wavefleet.engine.server --model "$model" --name smollm2-135m-instruct --ctx 4096
-          --threads "$THREADS" --port "$port")
-  fi
-  echo "$1 round $2: ${argv[*]}" | tee -a "$OUT/commands.txt"
-  "${argv[@]}" > "$OUT/$1-$2.log" 2>&1 &
+  echo "slots-$1 round $2: ${argv[*]}" | tee -a "$OUT/commands.txt"
+  "${argv[@]}" > "$OUT/slots-$1-$2.log" 2>&1 &
   pid=$!
   wait_ready "http://127.0.0.1:$port" "$pid"
-  bench "$1" "$2" "$port"
+  bench "slots-$1" "$2" "$port"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  run_engine llama-server "$round"
-  run_engine embedded "$round"
+  run_engine 4 "$round"
+  run_engine 1 "$round"
 done
 
 "$PY" - "$OUT" <<'PY'

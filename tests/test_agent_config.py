@@ -12,8 +12,8 @@ import pytest
 from helpers import SRC
 from wavefleet.agent.config import AgentConfig, MemoryBudget, load_agent_config, resolve_gguf
 from wavefleet.agent.units import FOREVER, format_bytes, parse_duration, parse_size
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.errors import ConfigError, UsageError
+from wavefleet.models.bundled import bundled_model_path
 
 TWO_MODELS = """\
 port: 9191

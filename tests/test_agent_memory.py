@@ -9,7 +9,7 @@ import pytest
 
 from wavefleet.agent.devices import GpuMemory, HostMemory
 from wavefleet.agent.memory import CPU_RUNTIME_BYTES, EngineBuffers, estimate_llama_server
-from wavefleet.engine.model import bundled_model_path
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.plan.gguf_file import read_gguf
 from wavefleet.plan.sizing import GIB
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml

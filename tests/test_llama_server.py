@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 from openai import OpenAI
 
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.engines import EngineKind
 from wavefleet.engines.llama_server import (
     AMX_SYMBOL,
@@ -31,6 +30,7 @@ from wavefleet.errors import EngineError, UsageError
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.prometheus import parse_metrics
+from wavefleet.models.bundled import bundled_model_path
 
 MODEL = "smollm2"
 SLOTS = 2

@@ -13,8 +13,8 @@ import pytest
 
 from helpers import invoke_wave, run_wave, wave_env
 from wavefleet.catalog import Catalog
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.errors import UnknownIdError, UsageError
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.models.check import CheckTarget, check_model, fit_verdict, render_chat_template
 from wavefleet.plan.gguf_file import read_gguf
 

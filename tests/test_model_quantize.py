@@ -11,8 +11,8 @@ import pytest
 from click.testing import Result
 
 from helpers import invoke_wave, run_wave, wave_env
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.errors import MissingExtraError, ModelError, UnknownIdError, UsageError
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.models.quantize import INSTALL_FIX, allowed_types, find_llama_quantize
 from wavefleet.plan.gguf_file import read_gguf
 

@@ -14,9 +14,9 @@ import pytest
 
 from helpers import run_wave, wave_env
 from wavefleet.catalog import Catalog
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.engines import EngineKind
 from wavefleet.errors import MissingExtraError
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.models.quantize import INSTALL_FIX, find_llama_quantize
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.ci import JENKINSFILE, jenkinsfile_problems, shell_steps

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wavefleet.engine.model import bundled_model_path
 from wavefleet.engines.llama_server import LlamaServerArgs, find_llama_server
 from wavefleet.errors import EngineError
+from wavefleet.models.bundled import bundled_model_path
 from wavefleet.plan.gguf_file import file_quantization, model_arch, read_gguf
 from wavefleet.plan.sizing import GIB, SizingInput, kv_bytes_for_tokens, size_model
 

@@ -18,12 +18,14 @@ from gguf import GGUFReader
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gguf", type=Path, help="model file (default: the bundled SmolLM2-135M)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.gguf is None:
-        from wavefleet.engine.model import bundled_model_path
+        from wavefleet.models.bundled import bundled_model_path
 
         args.gguf = bundled_model_path()
     reader = GGUFReader(args.gguf)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from wavefleet.engine.model import BUNDLED_MODEL_NAME, bundled_model_path, validate_gguf
-from wavefleet.engine.settings import DEFAULT_CTX, physical_cores
+from wavefleet.engines.llama_server import physical_cores
 from wavefleet.errors import EngineError, UsageError
 from wavefleet.extras import require
+from wavefleet.models.bundled import BUNDLED_MODEL_NAME, DEFAULT_CTX, bundled_model_path, validate_gguf
 
 if TYPE_CHECKING:
     from wavefleet.agent.config import AgentConfig

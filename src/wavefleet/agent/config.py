@@ -327,8 +327,8 @@ def resolve_gguf(value: str) -> Path:
     name = value.removeprefix(BUNDLED_PREFIX)
     if name not in _BUNDLED:
         raise ValueError(f"{value!r}: no such bundled model; bundled: {', '.join(_BUNDLED)}")
-    from wavefleet.engine.model import bundled_model_path
     from wavefleet.errors import EngineError
+    from wavefleet.models.bundled import bundled_model_path
 
     try:
         return bundled_model_path()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from wavefleet.engine.settings import DEFAULT_CTX
+from wavefleet.models.bundled import DEFAULT_CTX
 from wavefleet.up import DEFAULT_SLOTS
 
 __all__ = ["up"]

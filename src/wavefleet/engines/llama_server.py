@@ -31,6 +31,7 @@ __all__ = [
     "cpu_has_amx",
     "find_llama_server",
     "packaged_binary_path",
+    "physical_cores",
 ]
 
 BINARY_NAME = "llama-server"
@@ -135,6 +136,28 @@ def cpu_has_amx(cpuinfo: str | None = None) -> bool:
         line.startswith("flags") and "amx_int8" in line.split(":", 1)[-1].split()
         for line in cpuinfo.splitlines()
     )
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: llama.cpp decodes fastest at one thread per core.
+
+    Reads Linux's CPU topology (core per package) for the CPUs in our affinity mask; elsewhere,
+    or if that fails, falls back to the logical CPU count.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

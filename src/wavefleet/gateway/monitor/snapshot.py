@@ -13,7 +13,7 @@ from typing import Protocol
 __all__ = ["BackendMonitor", "EngineTimings", "LoadSnapshot", "StaticMonitor"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineTimings:
     """What the engine has timed itself, summed since it started (its histograms' sums and counts).
 

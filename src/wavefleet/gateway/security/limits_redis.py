@@ -148,7 +148,7 @@ _ADMIT_SCRIPT = _Script.of(_ADMIT)
 _FINISH_SCRIPT = _Script.of(_FINISH)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class _Command:
     script: _Script
     keys: Sequence[str]
@@ -250,7 +250,7 @@ class RedisLimiter:
             if answer is not None:
                 answer.set_exception(RedisError("the rate limiter is closed"))
             return answer
-        self._queue.append(_Command(script, keys, args, answer))
+        self._queue.append(_Command(script=script, keys=keys, args=args, answer=answer))
         if self._sender is None:
             self._sender = loop.create_task(self._send_batches())
         return answer

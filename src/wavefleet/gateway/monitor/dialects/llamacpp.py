@@ -37,7 +37,15 @@ def parse_llamacpp_metrics(text: str) -> EngineLoad:
     return EngineLoad(
         running=as_int(metrics.total("llamacpp:requests_processing")),
         waiting=as_int(metrics.total("llamacpp:requests_deferred")),
-        timings=EngineTimings(None, prefill_tokens, prefill_s, decode_tokens, decode_s) if timed else None,
+        timings=EngineTimings(
+            requests=None,
+            prefill_tokens=prefill_tokens,
+            prefill_s=prefill_s,
+            decode_tokens=decode_tokens,
+            decode_s=decode_s,
+        )
+        if timed
+        else None,
     )
 
 

