@@ -20,14 +20,14 @@ import gguf
 import numpy as np
 import pytest
 
+from agent_support import needs_llama_server, smol
 from helpers import async_wait_until
 from wavefleet.agent.config import AgentConfig
 from wavefleet.agent.devices import HostMemory, MemoryReading
 from wavefleet.agent.host import Agent, ManagedModel, eviction_order
 from wavefleet.agent.memory import MemoryEstimate
 from wavefleet.agent.units import FOREVER
-from wavefleet.engines.llama_server import find_llama_server
-from wavefleet.errors import EngineError, ModelNotReadyError
+from wavefleet.errors import ModelNotReadyError
 from wavefleet.telemetry.names import EngineState
 
 MIB = 2**20
@@ -36,15 +36,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def llama_server() -> None:
-    try:
-        find_llama_server()
-    except EngineError as exc:
-        pytest.skip(f"no llama-server binary: {exc}")
-
-
-def smol(name: str, context: int, **extra: Any) -> dict[str, Any]:
-    """The bundled model under `name`: one slot of `context` tokens, one thread."""
-    return {"name": name, "gguf": "bundled:smollm2", "context": context, "slots": 1, "threads": 1, **extra}
+    needs_llama_server()
 
 
 def agent_config(models: list[dict[str, Any]], *, budget: str = "2GiB", **defaults: Any) -> AgentConfig:

@@ -15,7 +15,6 @@ waiting on it, as the agent's `LoadSnapshot`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from wavefleet.agent.client import AgentClient, AgentError
 from wavefleet.agent.status import AgentStatus
 from wavefleet.gateway.backends.openai import OpenAIBackend
 from wavefleet.gateway.config import AgentRef, GatewayConfig
+from wavefleet.gateway.monitor.polling import cancel_polls, start_polls
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate
 from wavefleet.gateway.security.tls import client_tls_context
@@ -152,20 +152,13 @@ class AgentWatch:
 
     async def start(self) -> None:
         """Poll every agent once, then each on its own task."""
-        if self._tasks:
-            return
-        await asyncio.gather(*(self.poll(name) for name in self._clients))
-        self._tasks = [
-            asyncio.create_task(self._poll_forever(name), name=f"wave-agent-watch-{name}")
-            for name in self._clients
-        ]
+        if not self._tasks:
+            self._tasks = await start_polls(
+                list(self._clients), self.poll, self._poll_forever, label="wave-agent-watch"
+            )
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_polls(self._tasks)
         self._tasks = []
 
     async def _poll_forever(self, name: str) -> None:

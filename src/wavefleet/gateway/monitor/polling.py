@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import aiohttp
 
@@ -30,7 +31,28 @@ from wavefleet.gateway.monitor.dialects import EngineLoad, HttpProbe, PollError,
 from wavefleet.gateway.monitor.dialects.base import base_url, models_from_json
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
 
-__all__ = ["PollingMonitor"]
+__all__ = ["PollingMonitor", "cancel_polls", "start_polls"]
+
+
+async def start_polls(
+    names: Sequence[str],
+    poll: Callable[[str], Awaitable[object]],
+    poll_forever: Callable[[str], Coroutine[Any, Any, None]],
+    *,
+    label: str,
+) -> list[asyncio.Task[None]]:
+    """Poll every name once (concurrently, so the first answer is known at start), then keep
+    polling each on a task of its own (one slow target never delays another)."""
+    await asyncio.gather(*(poll(name) for name in names))
+    return [asyncio.create_task(poll_forever(name), name=f"{label}-{name}") for name in names]
+
+
+async def cancel_polls(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class PollingMonitor:
@@ -112,20 +134,13 @@ class PollingMonitor:
 
     async def start(self) -> None:
         """Poll every backend once (concurrently), then keep polling each on its own task."""
-        if self._tasks:
-            return
-        await asyncio.gather(*(self.poll(name) for name in self._backends))
-        self._tasks = [
-            asyncio.create_task(self._poll_forever(name), name=f"wave-monitor-{name}")
-            for name in self._backends
-        ]
+        if not self._tasks:
+            self._tasks = await start_polls(
+                list(self._backends), self.poll, self._poll_forever, label="wave-monitor"
+            )
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_polls(self._tasks)
         self._tasks = []
 
     # -- polling -----------------------------------------------------------------------------
