@@ -3,7 +3,7 @@
     PYTHONPATH=src python scripts/compare_policies.py --fleets b --repeats 2   # ~20 min here
     PYTHONPATH=src python scripts/compare_policies.py --fleets b --policies wave,least-loaded
     PYTHONPATH=src python scripts/compare_policies.py --fleets c --speed 1 --only-affinity-check \
-        --affinity-check 0.6,1.2,1.8 --out /tmp/affinity          # wave with/without affinity
+        --affinity-check 0.6,1.2,1.8 --out out/affinity            # wave with/without affinity
     PYTHONPATH=src python scripts/compare_policies.py --plot-only        # redraw from the JSON
 
     PYTHONPATH=src python scripts/compare_policies.py --fleets d --phases 1.0,1.15,1.5,1.0 \
