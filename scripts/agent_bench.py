@@ -36,7 +36,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,15 +48,10 @@ from typing import Any
 
 import aiohttp
 
+from wavefleet.agent.process import free_port
+
 PROMPT = "Name three colours."
 OOM = re.compile(r"out of memory|failed to allocate|cannot allocate|std::bad_alloc|\boom[- ]?kill", re.I)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def smol(name: str, context: int, *, slots: int, threads: int) -> dict[str, Any]:

@@ -4,7 +4,6 @@ bundled SmolLM2 (two slots) through the official openai client, `/metrics` and `
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 from openai import OpenAI
 
+from helpers import free_port
 from wavefleet.engines import EngineKind
 from wavefleet.engines.llama_server import (
     AMX_SYMBOL,
@@ -140,13 +140,6 @@ def installed_binary() -> LlamaServerBinary:
         return find_llama_server()
     except EngineError as exc:
         pytest.skip(f"no llama-server binary: {exc}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RunningServer:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_port
 from wavefleet.engines.llama_server import LlamaServerArgs, find_llama_server
 from wavefleet.errors import EngineError
 from wavefleet.models.bundled import bundled_model_path
@@ -55,15 +56,6 @@ def logged_buffers(context: int, slots: int, tmp_path: Path) -> dict[str, float]
         sizes[kind] = sizes.get(kind, 0.0) + float(mib) * MIB
     assert set(sizes) == {"model", "KV", "compute", "output"}, sizes
     return sizes
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.mark.slow
