@@ -1,9 +1,11 @@
-"""Benchmarks of `wave agent` with real llama-server engines: cold start, swapping and chaos.
+"""Benchmarks of `wave agent` with real llama-server engines: cold start, swapping, chaos, memory truth.
 
     python scripts/agent_bench.py cold --repeats 5
     python scripts/agent_bench.py swap --minutes 5 --interval 2
     python scripts/agent_bench.py chaos --kills 10
+    python scripts/agent_bench.py truth --truth m.gguf:4096:4 --truth m.gguf:8192:1
     python scripts/agent_bench.py all --minutes 1 --json > results.json
+    python scripts/agent_bench.py cold --gpu 0 --gguf 8b.gguf --llama-server build/bin/llama-server
 
 Each benchmark starts its own `wave agent --config` process (the Python running this script,
 `-m wavefleet`) on a free loopback port, with the bundled SmolLM2 GGUF served under one to three
@@ -24,6 +26,10 @@ chaos  Two names under steady load; --kills times, SIGKILL a random ready engine
        (not yet started) count against the goal; those in flight at the kill may fail by design.
        Reports each engine's time back against its backoff plus its load, and the device's
        reserved memory before the kill and after the restart.
+truth  Each --truth GGUF:CONTEXT:SLOTS loaded alone: the sizing engine's estimate against the
+       engine's measured memory (NVML's per-process figure on a GPU, RSS on the CPU) and against
+       the device's used memory before and after the load.
+With --gpu N the engines run on that GPU (every layer), with --gguf another model than the bundled one.
 """
 
 from __future__ import annotations
@@ -54,14 +60,33 @@ PROMPT = "Name three colours."
 OOM = re.compile(r"out of memory|failed to allocate|cannot allocate|std::bad_alloc|\boom[- ]?kill", re.I)
 
 
-def smol(name: str, context: int, *, slots: int, threads: int) -> dict[str, Any]:
+def smol(
+    name: str, context: int, *, slots: int, threads: int, gguf: str = "bundled:smollm2"
+) -> dict[str, Any]:
     return {
         "name": name,
-        "gguf": "bundled:smollm2",
+        "gguf": gguf,
         "context": context,
         "slots": slots,
         "threads": threads,
     }
+
+
+def on_device(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` on --gpu (device gpu0, every layer there) or on the CPU, with --gguf in place of the bundled model."""
+    placed = dict(config)
+    if args.gguf is not None:
+        placed["gguf"] = str(args.gguf)
+    if args.gpu is not None:
+        placed["device"] = "gpu0"
+    return placed
+
+
+def devices(args: argparse.Namespace, budget: str) -> dict[str, Any]:
+    found: dict[str, Any] = {"cpu": {"budget": budget}}
+    if args.gpu is not None:
+        found["gpu0"] = {"gpu": args.gpu}
+    return found
 
 
 def median(values: list[float]) -> float | None:
@@ -161,18 +186,26 @@ class Agent:
 
 @contextlib.contextmanager
 def running_agent(
-    folder: Path, models: list[dict[str, Any]], *, budget: str, defaults: dict[str, Any]
+    folder: Path,
+    models: list[dict[str, Any]],
+    *,
+    budget: str,
+    defaults: dict[str, Any],
+    devices: dict[str, Any] | None = None,
+    llama_server: Path | None = None,
 ) -> Iterator[Agent]:
     """`wave agent --config` on a free loopback port, without a secret, until the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = {
+    config: dict[str, Any] = {
         "name": "bench",
         "port": port,
-        "devices": {"cpu": {"budget": budget}},
+        "devices": devices or {"cpu": {"budget": budget}},
         "models": models,
         "defaults": defaults,
     }
+    if llama_server is not None:
+        config["llama_server"] = str(llama_server)
     path = folder / "agent.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     log_path = folder / "agent.log"
@@ -273,7 +306,9 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 # --- cold start -------------------------------------------------------------------------------------
 
 
-async def direct_cold_start(config: dict[str, Any], *, max_tokens: int, folder: Path) -> dict[str, float]:
+async def direct_cold_start(
+    config: dict[str, Any], *, max_tokens: int, folder: Path, gpu: int | None, binary: Path | None
+) -> dict[str, float]:
     """The engine alone: the agent's own command line for `config`, spawn to /health 200 to first token."""
     from wavefleet.agent.config import ModelConfig
     from wavefleet.agent.launch import engine_launch
@@ -281,7 +316,7 @@ async def direct_cold_start(config: dict[str, Any], *, max_tokens: int, folder: 
 
     port = free_port()
     launch = engine_launch(
-        ModelConfig.model_validate(config), port=port, binary=find_llama_server(), gpu=None
+        ModelConfig.model_validate(config), port=port, binary=find_llama_server(binary), gpu=gpu
     )
     base = f"http://127.0.0.1:{port}"
     log = (folder / "direct.log").open("ab")
@@ -329,13 +364,22 @@ async def direct_cold_start(config: dict[str, Any], *, max_tokens: int, folder: 
 
 
 async def cold(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    config = smol("cold", args.context, slots=args.slots, threads=args.threads)
-    defaults = {"load_timeout": 120, "stop_timeout": 5}
+    config = on_device(args, smol("cold", args.context, slots=args.slots, threads=args.threads))
+    defaults = {"load_timeout": 300, "stop_timeout": 5}
     runs: list[dict[str, Any]] = []
-    with running_agent(folder / "cold", [config], budget="4GiB", defaults=defaults) as agent:
+    with running_agent(
+        folder / "cold",
+        [config],
+        budget="4GiB",
+        defaults=defaults,
+        devices=devices(args, "4GiB"),
+        llama_server=args.llama_server,
+    ) as agent:
         async with client() as session:
             for repeat in range(args.repeats):
-                direct = await direct_cold_start(config, max_tokens=args.max_tokens, folder=folder)
+                direct = await direct_cold_start(
+                    config, max_tokens=args.max_tokens, folder=folder, gpu=args.gpu, binary=args.llama_server
+                )
                 await wait_state(agent, session, "cold", "stopped", within=30)
                 outcome = await stream_chat(session, agent.url, "cold", max_tokens=args.max_tokens)
                 if not outcome.ok or outcome.ttft is None:
@@ -381,6 +425,80 @@ async def cold(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "goal": "ratio <= 1.5",
         "met": ratio is not None and ratio <= 1.5,
     }
+
+
+# --- truth of the sizing engine -------------------------------------------------------------------
+
+
+async def truth(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Each --truth model (GGUF:CONTEXT:SLOTS) loaded alone through the agent: the sizing engine's
+    estimate against what the device says the engine holds (NVML's per-process memory on a GPU,
+    else RSS) and against the device's used memory before and after the load."""
+    specs = [spec.rsplit(":", 2) for spec in args.truth]
+    models = []
+    for number, (gguf, context, slots) in enumerate(specs):
+        config = on_device(
+            args, smol(f"truth-{number}", int(context), slots=int(slots), threads=args.threads)
+        )
+        config["gguf"] = gguf
+        models.append(config)
+    defaults = {"load_timeout": 300, "stop_timeout": 10, "memory_recovery": 10}
+    rows: list[dict[str, Any]] = []
+    with running_agent(
+        folder / "truth",
+        models,
+        budget="64GiB",
+        defaults=defaults,
+        devices=devices(args, "64GiB"),
+        llama_server=args.llama_server,
+    ) as agent:
+        async with client() as session:
+            for config, (gguf, context, slots) in zip(models, specs, strict=True):
+                name = config["name"]
+                before = await _device_free(agent, session)
+                outcome = await stream_chat(session, agent.url, name, max_tokens=args.max_tokens)
+                if not outcome.ok:
+                    raise SystemExit(f"{name} ({gguf}) failed: {outcome.status} {outcome.error}")
+                after = await _device_free(agent, session)
+                memory = (await agent.model(session, name))["memory"]
+                measured = memory["process"]
+                delta = before - after if before is not None and after is not None else None
+                row = {
+                    "model": Path(gguf).name,
+                    "context": int(context),
+                    "slots": int(slots),
+                    "estimate": memory["estimate"],
+                    "estimate_host": memory["estimate_host"],
+                    "logged_buffers": memory["buffers"],
+                    "process": measured,
+                    "device_used_delta": delta,
+                    "error_vs_process": (memory["estimate"] - measured) / measured if measured else None,
+                    "error_vs_device_delta": (memory["estimate"] - delta) / delta if delta else None,
+                    "basis": memory["estimate_basis"],
+                }
+                rows.append(row)
+                _say(args, f"truth {row['model']} {context}x{slots}: {json.dumps(row)}")
+                async with session.post(f"{agent.url}/agent/v1/models/{name}/unload") as reply:
+                    await reply.read()
+                await wait_state(agent, session, name, "stopped", within=60)
+    errors = [
+        abs(r["error_vs_process"] if r["error_vs_process"] is not None else r["error_vs_device_delta"])
+        for r in rows
+        if r["error_vs_process"] is not None or r["error_vs_device_delta"] is not None
+    ]
+    return {
+        "rows": rows,
+        "goal": "|estimate - measured| <= 10 % of measured for every model",
+        "met": bool(errors) and max(errors) <= 0.10,
+    }
+
+
+async def _device_free(agent: Agent, session: aiohttp.ClientSession) -> int | None:
+    """Free bytes of the device the models run on (gpu0 with --gpu, else host RAM)."""
+    status = await agent.status(session)
+    wanted = next((d for d in status["devices"] if d["gpu"] is not None), status["devices"][0])
+    free = wanted.get("free")
+    return int(free) if free is not None else None
 
 
 # --- swapping ---------------------------------------------------------------------------------------
@@ -658,7 +776,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 2)[2] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    found.add_argument("which", choices=["cold", "swap", "chaos", "all"], help="the benchmark to run")
+    found.add_argument(
+        "which", choices=["cold", "swap", "chaos", "truth", "all"], help="the benchmark to run"
+    )
     found.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     found.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     found.add_argument("--folder", type=Path, help="where configs and logs go (default: a temporary folder)")
@@ -686,6 +806,16 @@ def parser() -> argparse.ArgumentParser:
         "--slack", type=float, default=1.0, help="chaos: seconds allowed beyond backoff + load"
     )
     found.add_argument("--seed", type=int, default=1, help="random choices (chaos victims)")
+    found.add_argument("--gguf", type=Path, help="cold: this GGUF instead of the bundled model")
+    found.add_argument("--gpu", type=int, help="cold, truth: run the engines on this NVML GPU index")
+    found.add_argument("--llama-server", type=Path, help="the llama-server binary (default: the built one)")
+    found.add_argument(
+        "--truth",
+        action="append",
+        default=[],
+        metavar="GGUF:CONTEXT:SLOTS",
+        help="truth: a model to load alone and measure (repeat the option)",
+    )
     return found
 
 
@@ -695,10 +825,11 @@ async def main(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-    for which in ("cold", "swap", "chaos"):
-        if args.which in (which, "all"):
+    benchmarks = {"cold": cold, "swap": swap, "chaos": chaos, "truth": truth}
+    for which in benchmarks:
+        if args.which == which or (args.which == "all" and (which != "truth" or args.truth)):
             began = time.monotonic()
-            results[which] = await {"cold": cold, "swap": swap, "chaos": chaos}[which](args, folder)
+            results[which] = await benchmarks[which](args, folder)
             results[which]["wall_s"] = time.monotonic() - began
     results["machine"]["load_average_after"] = os.getloadavg()
     return results
@@ -712,7 +843,7 @@ if __name__ == "__main__":
     if arguments.json:
         print(json.dumps(found, indent=2, default=str))
     else:
-        for part in ("cold", "swap", "chaos"):
+        for part in ("cold", "swap", "chaos", "truth"):
             if part in found:
                 shown = found[part].get("median", found[part])
                 print(f"{part}: {json.dumps(shown, default=str)}")
