@@ -192,7 +192,7 @@ class TokenWeights:
 EQUAL_WEIGHTS = TokenWeights(1.0, 1.0, "every token alike")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhasePower:
     """A device's energy above idle and time in each phase while a single request ran on it:
     its solo power in prefill and in decode, learned by `observe` and summed with `+`."""
@@ -204,10 +204,10 @@ class PhasePower:
 
     def __add__(self, other: PhasePower) -> PhasePower:
         return PhasePower(
-            self.prefill_j + other.prefill_j,
-            self.prefill_s + other.prefill_s,
-            self.decode_j + other.decode_j,
-            self.decode_s + other.decode_s,
+            prefill_j=self.prefill_j + other.prefill_j,
+            prefill_s=self.prefill_s + other.prefill_s,
+            decode_j=self.decode_j + other.decode_j,
+            decode_s=self.decode_s + other.decode_s,
         )
 
     @property
@@ -257,7 +257,12 @@ class PhasePower:
                 continue
             acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
             acc[phase][1] += b - a
-        return cls(acc["prefill"][0], acc["prefill"][1], acc["decode"][0], acc["decode"][1])
+        return cls(
+            prefill_j=acc["prefill"][0],
+            prefill_s=acc["prefill"][1],
+            decode_j=acc["decode"][0],
+            decode_s=acc["decode"][1],
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

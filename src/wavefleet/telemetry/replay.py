@@ -148,6 +148,8 @@ def evaluate(readings: Sequence[Sequence[float | None]], requests: Sequence[RunR
     out: dict[str, Any] = {"idle_w": idle_w, "counter_total_j": raw[-1].joules - raw[0].joules, "schemes": {}}
     for scheme in SCHEMES:
         samples = smooth_counter(raw) if scheme.smooth else raw
+        # a staircase counter read as is moves the last update of each request into the quiet after it
+        idle_w = idle_power(samples, spans) or 0.0
         if scheme.solo_power:
             power = PhasePower.observe(samples, [r.span() for r in alone], idle_w=idle_w)
             weights = power.token_weights(**speeds)
@@ -159,6 +161,7 @@ def evaluate(readings: Sequence[Sequence[float | None]], requests: Sequence[RunR
         rows = _ratios(result, requests, repeats)
         out["schemes"][scheme.name] = {
             "summary": scheme.summary,
+            "idle_w": idle_w,
             "weights": {"prefill": weights.prefill, "decode": weights.decode, "basis": weights.basis},
             "solo_power": learned,
             "closure_error": result.closure_error,
