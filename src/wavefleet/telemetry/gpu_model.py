@@ -168,6 +168,7 @@ class GpuModel:
             "requests": [
                 asdict(q) | {"kind": kinds[q.id][0], "repeat": kinds[q.id][1]} for q in run.requests
             ],
+            "power": [list(x) for x in run.power],
             "truth_j": {
                 q.id: run.energy_between(q.start, q.end) - self.idle_w * (q.end - q.start)
                 for q in run.requests
