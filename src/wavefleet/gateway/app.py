@@ -94,6 +94,8 @@ def create_app(
             clock=watch.now,
             tariff=config.energy.tariff(),
             interval_s=config.energy.sample_interval_s,
+            # the engines' own timers of prefill and decode, as the monitor last polled them
+            timings=lambda backend: monitor.snapshot(backend).timings,
             registry=metrics.registry,
         )
         if telemetry is not None
