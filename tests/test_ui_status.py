@@ -22,7 +22,15 @@ from wavefleet.gateway.metrics import ErrorLog, GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot, StaticMonitor
 from wavefleet.gateway.ui.board import StatusBoard, backend_state, devices_of, quantile
-from wavefleet.gateway.ui.pages import COOKIE, MAX_SESSIONS, SESSION_TTL_S, Sessions
+from wavefleet.gateway.ui.pages import (
+    COOKIE,
+    FAILED_LOGINS_PER_MINUTE,
+    MAX_LOGIN_ADDRESSES,
+    MAX_SESSIONS,
+    SESSION_TTL_S,
+    FailedLogins,
+    Sessions,
+)
 from wavefleet.telemetry.exporter import Telemetry
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
 from wavefleet.telemetry.nvml import open_nvml
@@ -356,3 +364,37 @@ def test_telemetry_fake_without_telemetry_is_a_usage_error() -> None:
     result = invoke_wave("serve", "--backend", "a=http://127.0.0.1:9", "--telemetry-fake", "rtx-4080-super")
     assert isinstance(result.exception, UsageError)  # `wave` exits 2 with its message
     assert "give both, or neither" in str(result.exception)
+
+
+def test_failed_logins_from_one_address_are_limited_with_a_clear_429() -> None:
+    with gateway([KEY], FakeOpenAIEngine("a", models=["m"])) as url:
+        status, _, _ = login(url, KEY)
+        assert status == 303  # a right key costs nothing
+        for _ in range(FAILED_LOGINS_PER_MINUTE):
+            status, _, _ = login(url, "sk-guess")
+            assert status == 401
+        for key in ("sk-guess", KEY):  # limited: not even the right key is checked (no oracle)
+            status, headers, body = login(url, key)
+            assert status == 429 and headers.get("Set-Cookie") is None
+            assert 1 <= int(headers["Retry-After"]) <= 60 // FAILED_LOGINS_PER_MINUTE + 1
+            assert b'role="alert"' in body and b"Too many refused logins" in body
+        # the API's bearer keys are not the login form's business
+        status, _, _ = raw(url, "GET", "/ui/status.json", headers={"Authorization": f"Bearer {KEY}"})
+        assert status == 200
+
+
+def test_failed_logins_refill_over_the_minute_and_each_address_has_its_own() -> None:
+    clock = Clock()
+    throttle = FailedLogins(per_minute=6, clock=clock)
+    for _ in range(6):
+        assert throttle.wait_s("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == pytest.approx(10)
+    assert throttle.wait_s("10.0.0.2") == 0
+    clock.now += 10
+    assert throttle.wait_s("10.0.0.1") == 0
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") > 0
+    for i in range(MAX_LOGIN_ADDRESSES + 5):  # a flood of addresses cannot grow the table
+        throttle.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(throttle) <= MAX_LOGIN_ADDRESSES
