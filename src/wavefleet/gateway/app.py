@@ -135,7 +135,13 @@ def create_app(
         metrics.registry.register(collector)
 
     board = StatusBoard(
-        config=config, monitor=monitor, table=table, metrics=metrics, inflight=inflight, telemetry=telemetry
+        config=config,
+        monitor=monitor,
+        table=table,
+        metrics=metrics,
+        inflight=inflight,
+        telemetry=telemetry,
+        meter=meter,
     )
     pages = StatusPages(board=board, authenticator=authenticator)
     app = web.Application(client_max_size=config.max_body_bytes)

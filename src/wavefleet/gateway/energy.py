@@ -66,7 +66,16 @@ if TYPE_CHECKING:
 
     from wavefleet.gateway.monitor.snapshot import EngineTimings
 
-__all__ = ["ENERGY", "ENERGY_METER", "Charge", "ChargeResult", "DeviceTotals", "EnergyMeter", "devices_of"]
+__all__ = [
+    "ENERGY",
+    "ENERGY_METER",
+    "Charge",
+    "ChargeResult",
+    "DeviceTotals",
+    "EnergyMeter",
+    "ModelTotals",
+    "devices_of",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -217,6 +226,26 @@ class DeviceTotals:
         return self.quiet_j / self.quiet_s if self.quiet_s > 0 else 0.0
 
 
+@dataclass(kw_only=True)
+class ModelTotals:
+    """What a model's measured requests drew since the gateway started (the status page's source)."""
+
+    requests: int = 0
+    energy_j: float = 0.0
+    idle_j: float = 0.0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def copy(self) -> ModelTotals:
+        return ModelTotals(
+            requests=self.requests,
+            energy_j=self.energy_j,
+            idle_j=self.idle_j,
+            completion_tokens=self.completion_tokens,
+            cost=self.cost,
+        )
+
+
 class EnergyMeter:
     """Samples the host's devices and settles each request's energy and cost (see the module doc)."""
 
@@ -255,6 +284,7 @@ class EnergyMeter:
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._counters = _Counters(registry) if registry is not None else None
+        self._by_model: dict[str, ModelTotals] = {}
 
     # --- the forwarder's side -----------------------------------------------------------------------
 
@@ -433,6 +463,12 @@ class EnergyMeter:
             energy_j=energy_j, idle_j=idle_j, cost=cost, currency=currency, completion_tokens=completion
         )
         charge.settled = True  # after `result`: the audit writer's thread reads them in this order
+        totals = self._by_model.setdefault(charge.model, ModelTotals())
+        totals.requests += 1
+        totals.energy_j += energy_j
+        totals.idle_j += idle_j
+        totals.completion_tokens += completion
+        totals.cost += cost or 0.0
         if self._counters is not None:
             self._counters.count(charge, charge.result)
         return True
@@ -476,6 +512,14 @@ class EnergyMeter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def by_model(self) -> dict[str, ModelTotals]:
+        """Each model's measured requests so far: their energy, idle shares, tokens and cost."""
+        return {model: totals.copy() for model, totals in self._by_model.items()}
+
+    @property
+    def currency(self) -> str | None:
+        return self.tariff.currency if self.tariff is not None else None
 
     def pending(self) -> int:
         """Requests whose energy is not settled yet."""
