@@ -152,3 +152,29 @@ def test_the_model_serves_a_prefill_in_chunks_while_a_neighbour_decodes() -> Non
     during = [t for t in short.token_times if long.first_token is not None and t < long.first_token]
     assert len(during) <= 6  # one token per prefill chunk of 2048, not a solo decode pace
     assert long.prompt_per_second == pytest.approx(20_000, rel=0.05)
+
+
+def test_pooling_stays_fair_when_the_engine_takes_lone_requests_up_late() -> None:
+    # as llama-server on the H200: a lone request waited 0.05-1.2 s, the GPU above idle meanwhile
+    run = GpuModel(pickup_w=115).check_run(repeats=3, pickups=(0.05, 1.1, 0.9))
+    result = evaluate(run["readings"], [RunRequest.from_json(r) for r in run["requests"]])
+    assert result["schemes"]["pooled"]["worst_deviation"] < 0.08
+    assert result["schemes"]["pooled"]["closure_error"] < 1e-9
+
+
+def test_energy_above_idle_while_no_request_works_is_unattributed_unless_some_work_is_unknown() -> None:
+    samples = [EnergySample(float(t), 100.0 * t) for t in range(5)]  # 100 W, idle 20 W
+    waiting = RequestSpan(id="w", start=0, first_token=4, end=4, prompt_tokens=10, prefill_s=2.0)
+    result = attribute(samples, [waiting], weights=EQUAL_WEIGHTS, idle_w=20, placement=Placement.POOLED)
+    assert result.requests["w"].energy_j == pytest.approx(80 * 2)  # its prefill only
+    assert result.requests["w"].idle_j == pytest.approx(20 * 4)  # idle shares while it was alive
+    assert result.unattributed_j == pytest.approx(80 * 2)  # the 2 s before the engine took it up
+    failed = RequestSpan(id="f", start=0, end=2)  # no token counts: its work is unknown
+    result = attribute(
+        samples, [waiting, failed], weights=EQUAL_WEIGHTS, idle_w=20, placement=Placement.POOLED
+    )
+    assert result.requests["f"].energy_j == pytest.approx(80 * 2)
+    assert result.unattributed_j == pytest.approx(0)
+    assert result.closure_error < 1e-12
+    spread = attribute(samples, [waiting], weights=EQUAL_WEIGHTS, idle_w=20, placement=Placement.SPREAD)
+    assert spread.requests["w"].energy_j == pytest.approx(80 * 4)

@@ -31,6 +31,10 @@ request starting, a step of its work, its end):
     proportional rule does not depend on knowing how much.
   A request without `token_times` is spread in every placement.
 - A segment where no request ran is `unattributed_j`: idle draw, model loading, anything else.
+  So is, in `STREAMED` and `POOLED`, the energy above idle of a segment where requests were
+  alive but none did known work (waiting before the engine took them up), unless some of them
+  have no token counts at all (failed, or still running): those share it evenly. `SPREAD`
+  splits it evenly among all the requests alive then.
 
 So the requests' energy, their idle shares and the unattributed energy add up to the counter's
 total over the window, exactly up to floating-point rounding (a property the tests check). With
@@ -367,6 +371,7 @@ def attribute(
     acc = {r.id: {"prefill": 0.0, "decode": 0.0, "idle": 0.0, "busy": 0.0} for r in spans}
     unattributed = 0.0
     pooled = placement is Placement.POOLED
+    no_counts = {r.id for r in spans if r.prompt_tokens == 0 and r.completion_tokens == 0}
     # busy stretches (POOLED): energy above idle, and each request's priced work per phase
     pools: list[tuple[list[float], dict[tuple[str, str], float]]] = [([0.0], {})]
     working_now = _Sweep([(b, e) for b, e, *_ in phases])
@@ -396,9 +401,20 @@ def attribute(
             dynamic = 0.0
         if work > 0:
             shares = [(rid, phase, done / work) for done, phase, rid in working]
-        else:
+        elif placement is Placement.SPREAD or not (unknown := [rid for rid in alive if rid in no_counts]):
             # Requests alive but none working (all queued, or no token counts): an even split.
             shares = [(rid, "prefill", 1 / len(alive)) for rid in alive]
+            if placement is not Placement.SPREAD:
+                # no known work: what the device drew above idle is not any request's doing
+                unattributed += dynamic
+                dynamic = 0.0
+        else:
+            # requests whose work is unknown (no token counts) may have caused it; they share it
+            for rid in alive:
+                acc[rid]["idle"] += idle / len(alive)
+                acc[rid]["busy"] += dt / len(alive)
+            idle = dt = 0.0
+            shares = [(rid, "prefill", 1 / len(unknown)) for rid in unknown]
         for rid, phase, share in shares:
             acc[rid][phase] += dynamic * share
             acc[rid]["idle"] += idle * share

@@ -10,7 +10,10 @@ docs/measurements/2026-12-03-energy-attribution-h200.md):
   `decode_w` and lasts `step_s` (reading the weights once, whatever the batch) plus `per_seq_s`
   for each further sequence, so batching shares the per-step cost;
 - the energy counter (mJ, as NVML's) moves only every `counter_period_s`, and is read every
-  `read_period_s`.
+  `read_period_s`;
+- a request may wait `Job.pickup_s` before the engine takes it up, while the GPU draws
+  `pickup_w` above idle though nothing runs (on the H200, llama-server took a lone request up
+  0.05-1.2 s after it arrived, the GPU some 115 W above its idle mean meanwhile).
 
 `GpuModel.serve` returns a `ModelRun`: the counter's readings, and each request as a client and
 the engine see it (start, every streamed token, end, llama.cpp-style timings). Its fields are
@@ -29,12 +32,13 @@ __all__ = ["GpuModel", "Job", "ModelRun", "ServedRequest"]
 
 @dataclass(frozen=True, kw_only=True)
 class Job:
-    """A request sent to the engine at `arrive` (s)."""
+    """A request sent to the engine at `arrive` (s), which the engine takes up `pickup_s` later."""
 
     id: str
     arrive: float
     prompt_tokens: int
     max_tokens: int
+    pickup_s: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -80,6 +84,7 @@ class GpuModel:
     counter_period_s: float = 0.1
     counter_phase_s: float = 0.037
     read_period_s: float = 0.01
+    pickup_w: float = 0.0
 
     def serve(self, jobs: list[Job], *, until: float) -> ModelRun:
         """Serve `jobs` from time 0 to `until` (s); every job must be done by then."""
@@ -88,10 +93,17 @@ class GpuModel:
         progress = {j.id: _Progress(prompt_left=j.prompt_tokens) for j in jobs}
         done: dict[str, ServedRequest] = {}
         while len(done) < len(jobs):
-            active = [j for j in sorted(jobs, key=lambda j: j.arrive) if j.arrive <= t and j.id not in done]
+            active = [
+                j
+                for j in sorted(jobs, key=lambda j: j.arrive)
+                if j.arrive + j.pickup_s <= t and j.id not in done
+            ]
             if not active:
-                nxt = min(j.arrive for j in jobs if j.id not in done)
-                power.append((t, nxt, self.idle_w))
+                nxt = min(
+                    x for j in jobs if j.id not in done for x in (j.arrive, j.arrive + j.pickup_s) if x > t
+                )
+                waiting = any(j.arrive <= t < j.arrive + j.pickup_s for j in jobs)
+                power.append((t, nxt, self.idle_w + (self.pickup_w if waiting else 0.0)))
                 t = nxt
                 continue
             prefilling = [j for j in active if progress[j.id].prompt_left > 0]
@@ -131,19 +143,21 @@ class GpuModel:
         long: tuple[int, int] = (12_000, 16),
         short: tuple[int, int] = (21, 768),
         gap_s: float = 2.0,
+        pickups: tuple[float, ...] = (),
     ) -> dict[str, Any]:
         """The run `scripts/gpu/attribution_check.py` makes on a GPU, served by this model: per
         repeat a long-prompt request alone, a short one alone, then both (the short one first,
         as a client's two threads race), with `gap_s` of idle around each; (prompt, generated)
-        tokens given by `long` and `short`. The same JSON fields as the check records."""
+        tokens given by `long` and `short`; the engine takes up the requests alone `pickups[r %
+        len(pickups)]` after they arrive in repeat r. The same JSON fields as the check records."""
         jobs: list[tuple[Job, str, int]] = []
         t = 4.0  # idle before the first request: the idle draw
         for r in range(repeats):
-            for kind, (prompt, made), delay in (("long-alone", long, 0.0), ("short-alone", short, 0.0)):
-                jobs.append(
-                    (Job(id=f"{kind}-{r}", arrive=t + delay, prompt_tokens=prompt, max_tokens=made), kind, r)
-                )
-                t += self._alone_s(prompt, made) + gap_s
+            pickup = pickups[r % len(pickups)] if pickups else 0.0
+            for kind, (prompt, made) in (("long-alone", long), ("short-alone", short)):
+                job = Job(id=f"{kind}-{r}", arrive=t, prompt_tokens=prompt, max_tokens=made, pickup_s=pickup)
+                jobs.append((job, kind, r))
+                t += pickup + self._alone_s(prompt, made) + gap_s
             jobs.append(
                 (
                     Job(id=f"short-together-{r}", arrive=t, prompt_tokens=short[0], max_tokens=short[1]),
