@@ -7,12 +7,16 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
+import pynvml
 import pytest
+
+from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "attribution_check.py"
 
@@ -102,3 +106,75 @@ def test_a_file_without_raw_readings_cannot_be_replayed_and_says_why(
     old.write_text(json.dumps({"requests": [], "results": {}}))
     with pytest.raises(SystemExit, match="holds no raw readings"):
         check.main(["--replay", str(old), "--out", str(tmp_path / "out")])
+
+
+class _Engine(BaseHTTPRequestHandler):
+    """A llama-server-like /completion that streams `n_predict` tokens, a millisecond apart, on a
+    fake GPU that draws more while it answers."""
+
+    nvml: FakeNvml
+    running = 0
+    lock = threading.Lock()
+
+    def _draw(self, change: int) -> None:
+        with self.lock:
+            type(self).running += change
+            self.nvml.set_draw(0, 60 + 200 * type(self).running)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt_n, made = len(body["prompt"].split()), int(body["n_predict"])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self._draw(+1)
+        try:
+            for _ in range(made):
+                time.sleep(0.001)
+                self.wfile.write(b'data: {"content": "x", "stop": false}\n\n')
+                self.wfile.flush()
+        finally:
+            self._draw(-1)
+        timings = {
+            "prompt_n": prompt_n,
+            "predicted_n": made,
+            "prompt_ms": 1.0,
+            "prompt_per_second": prompt_n * 1000.0,
+            "predicted_per_second": 500.0,
+        }
+        self.wfile.write(
+            f"data: {json.dumps({'content': '', 'stop': True, 'timings': timings})}\n\n".encode()
+        )
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_live_run_on_a_gpu_records_and_evaluates_every_scheme(
+    check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = FakeNvml(RECORDINGS["rtx-4080-super"])
+    nvml.set_draw(0, 60)
+    fake = ModuleType("pynvml")
+    for name in dir(nvml):
+        if name.startswith("nvml"):
+            setattr(fake, name, getattr(nvml, name))
+    fake.NVMLError = pynvml.NVMLError  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    handler = type("Engine", (_Engine,), {"nvml": nvml})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        arguments = ["--url", url, "--out", str(tmp_path), "--repeats", "2", "--idle", "0.3", "--gap", "0.2"]
+        check.main([*arguments, "--long-words", "300", "--long-predict", "4", "--short-predict", "60"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    saved = json.loads((tmp_path / "attribution.json").read_text())
+    assert saved["gpu"] == "NVIDIA GeForce RTX 4080 SUPER"
+    assert [r["kind"] for r in saved["requests"]].count("long-together") == 2
+    assert all(len(r["token_times"]) == r["completion_tokens"] for r in saved["requests"])
+    assert set(saved["results"]) == {"spread", "streamed", "pooled"}
+    assert all(r["closure_error"] < 1e-9 and len(r["repeats"]) == 2 for r in saved["results"].values())
+    assert (tmp_path / "attribution.json").stat().st_size > 0

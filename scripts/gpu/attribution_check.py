@@ -177,7 +177,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
 
     sampler = Sampler(args.gpu, args.period)
     sampler.start()
-    time.sleep(4)  # idle before the first request: the idle draw
+    time.sleep(args.idle)  # idle before the first request: the idle draw
     done: list[Done] = []
     for r in range(args.repeats):
         long_prompt = " ".join(rng.choice(WORDS) for _ in range(args.long_words))
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-predict", type=int, default=768)
     parser.add_argument("--gap", type=float, default=2.0, help="idle seconds between runs")
     parser.add_argument("--period", type=float, default=0.01, help="NVML sampling period, s")
+    parser.add_argument("--idle", type=float, default=4.0, help="idle seconds before the first request")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = vars(args) | {"out": str(args.out), "replay": str(args.replay) if args.replay else None}
