@@ -16,9 +16,14 @@ Attribution runs per device in windows between samples. A window ends at the lat
 no running request started before: a request's share depends on its neighbours' token counts,
 known only when they finish. A request running longer than `max_wait_s` (10 s) stops holding
 the windows back: until it ends, it counts as alive with no known work (it shares the idle draw,
-and the energy above idle only at moments when no finished request worked). Each window is split by `attribute` (requests by their work, the
-device's idle draw apart, moments without requests `unattributed`), so the requests' energy,
-their idle shares and the unattributed energy add up to what the counter counted. A request is
+and the energy above idle only at moments when no finished request worked). Each window is split
+by `attribute` with `Placement.POOLED` (the device's idle draw apart, moments without requests
+`unattributed`), so the requests' energy, their idle shares and the unattributed energy add up
+to what the counter counted. Generated tokens are placed at the moments the forwarder relayed
+them; tokens are priced at their solo cost on the device (`_weights`): the device's power above
+idle in prefill and in decode, learnt from moments one finished request ran on it alone
+(`PhasePower`), over the backend's speeds (`speeds`: the engine's own timers from the monitor,
+else the gateway's timings of its requests). A request is
 settled once every window of its lifetime is closed: a moment (one or two sample intervals)
 after it ends, up to `max_wait_s` later when a request that started before it still runs.
 
@@ -37,7 +42,7 @@ import math
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -235,15 +240,6 @@ class ModelTotals:
     idle_j: float = 0.0
     completion_tokens: int = 0
     cost: float = 0.0
-
-    def copy(self) -> ModelTotals:
-        return ModelTotals(
-            requests=self.requests,
-            energy_j=self.energy_j,
-            idle_j=self.idle_j,
-            completion_tokens=self.completion_tokens,
-            cost=self.cost,
-        )
 
 
 class EnergyMeter:
@@ -515,7 +511,7 @@ class EnergyMeter:
 
     def by_model(self) -> dict[str, ModelTotals]:
         """Each model's measured requests so far: their energy, idle shares, tokens and cost."""
-        return {model: totals.copy() for model, totals in self._by_model.items()}
+        return {model: replace(totals) for model, totals in self._by_model.items()}
 
     @property
     def currency(self) -> str | None:
