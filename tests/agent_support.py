@@ -175,6 +175,7 @@ def serving_agent(
     budget: str = "2GiB",
     defaults: dict[str, Any] | None = None,
     tls: Certificates | None = None,
+    telemetry: dict[str, Any] | None = None,
     ready_within_s: float = 60,
 ) -> Iterator[RunningAgent]:
     """`wave agent --config` on a free loopback port until the block ends (then SIGTERM, which
@@ -193,6 +194,8 @@ def serving_agent(
             **(defaults or {}),
         },
     }
+    if telemetry is not None:
+        config["telemetry"] = telemetry
     if tls is not None:
         config["tls"] = {"cert": str(tls.server_cert), "key": str(tls.server_key), "client_ca": str(tls.ca)}
     path = folder / "agent.yaml"

@@ -5,9 +5,11 @@ what the GPU's counter counted."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -299,3 +301,58 @@ def test_wave_serve_telemetry_meters_each_request_into_the_audit_trail(tmp_path:
         engine.stop()
     assert all(r["energy_j"] is not None and r["idle_j"] is not None for r in found)
     assert all(r["energy_j"] + r["idle_j"] > 0 and r["currency"] == "EUR" and r["cost"] > 0 for r in found)
+
+
+class DrippingReply(FakeReply):
+    """A stream whose events come `gap_s` apart, as an engine makes tokens."""
+
+    def __init__(self, words: list[str], gap_s: float) -> None:
+        super().__init__(200, events=FakeReply.stream(words).events())
+        self.gap_s = gap_s
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for event in super().chunks():
+            yield event
+            await asyncio.sleep(self.gap_s)
+
+
+def test_tokens_streamed_before_the_client_leaves_are_charged(tmp_path: Path) -> None:
+    nvml = FakeNvml(RECORDINGS["rtx-4080-super"])
+    gpus = open_nvml(nvml)[0]
+    assert gpus is not None
+
+    async def engine(request: BackendRequest) -> FakeReply:
+        nvml.set_draw(0, IDLE_W + PER_REQUEST_W)
+        return DrippingReply([f"w{i} " for i in range(200)], gap_s=0.02)
+
+    app = create_app(
+        config(tmp_path / "wave.db"),
+        StaticMonitor(),
+        backends={"gpu": FakeBackend("gpu", engine, ["m"]), "far": FakeBackend("far", engine, ["r"])},
+        telemetry=Telemetry([gpus]),
+    )
+    with serve_in_thread(app) as server:
+        meter = app[ENERGY_METER]
+        host, port = server.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(chat_body("go", model="m", stream=True)),
+            {"Content-Type": "application/json"},
+        )
+        answer = connection.getresponse()
+        seen = 0
+        while seen < 6:
+            if answer.readline().startswith(b"data:"):
+                seen += 1
+        connection.close()  # the client leaves mid-stream
+        deadline = time.monotonic() + 20
+        sums = metric_sums(server.url)
+        while not sums.get("wave_request_energy_measured_requests_total"):
+            assert time.monotonic() < deadline, f"the request's energy was never settled: {sums}"
+            time.sleep(0.05)
+            sums = metric_sums(server.url)
+    assert meter.pending() == 0
+    # the events it was sent (one token each after the role-only first), not the 200 it asked for
+    assert 5 <= sums["wave_request_energy_measured_completion_tokens_total"] < 200

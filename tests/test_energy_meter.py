@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.energy import EnergyMeter, devices_of
+from wavefleet.gateway.monitor.snapshot import EngineTimings
 from wavefleet.telemetry.cost import Tariff
 from wavefleet.telemetry.exporter import Telemetry
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
+from wavefleet.telemetry.gpu_model import GpuModel
 from wavefleet.telemetry.nvml import open_nvml
 
 
@@ -162,3 +167,72 @@ def test_a_long_request_stops_holding_back_its_neighbours_after_max_wait() -> No
     assert both + gpu.unattributed_j == pytest.approx(gpu.counted_j, rel=1e-9)
     assert gpu.counted_j == pytest.approx(20 * 1.5 + 100 * 4, abs=0.01)
     assert long.result.energy_j > short.result.energy_j
+
+
+def serve_through_meter(
+    meter: EnergyMeter, nvml: FakeNvml, clock: Clock, run: dict[str, Any]
+) -> dict[str, Any]:
+    """The synthetic GPU's run replayed through the meter as the gateway would see it: its power
+    drawn by the fake GPU, each request a charge with its stream's times, a sample every 200 ms."""
+    events: list[tuple[float, int, Callable[[], None]]] = []
+    for t, _, watts in run["power"]:
+        events.append((t, 0, lambda w=watts: nvml.set_draw(0, w)))
+    charges: dict[str, Any] = {}
+    for r in run["requests"]:
+        charge = charges[r["id"]] = meter.charge(key=r["kind"])
+        events.append((r["start"], 1, lambda c=charge, r=r: c.begin("gpu", "m", r["start"])))
+        events.append((r["end"], 2, lambda c=charge, r=r: finish(c, r)))
+    end = run["readings"][-1][0]
+    events += [(k * 0.2, 3, meter.step) for k in range(int(end / 0.2) + 1)]
+    for t, _, act in sorted(events, key=lambda e: (e[0], e[1])):
+        clock.t = t
+        act()
+    clock.t = end + 30
+    meter.step()
+    assert meter.pending() == 0
+    return charges
+
+
+def finish(charge: Any, r: dict[str, Any]) -> None:
+    charge.finish(
+        r["end"],
+        first_token=r["first_token"],
+        usage=(r["prompt_tokens"], r["completion_tokens"]),
+        token_times=r["token_times"],
+    )
+    charge.close(r["end"])
+
+
+@pytest.mark.parametrize("long", [(12_000, 16), (2_000, 64)])
+def test_a_long_prompt_beside_a_short_one_is_charged_in_the_ratio_of_their_solo_energies(
+    long: tuple[int, int],
+) -> None:
+    run = GpuModel().check_run(repeats=2, long=long)
+    clock = Clock(0.0)
+    nvml = FakeNvml(RECORDINGS["rtx-4080-super"], clock=clock)
+    nvml.set_draw(0, GpuModel().idle_w)
+    gpus, why = open_nvml(nvml)
+    assert gpus is not None, why
+    alone = [r for r in run["requests"] if r["kind"].endswith("alone")]
+    speeds = EngineTimings(  # what llama-server's /metrics counts: its prompt and generation timers
+        requests=len(alone),
+        prefill_tokens=sum(r["prompt_tokens"] for r in alone),
+        prefill_s=sum(r["prompt_ms"] for r in alone) / 1000,
+        decode_tokens=sum(r["completion_tokens"] - 1 for r in alone),
+        decode_s=sum((r["completion_tokens"] - 1) / r["predicted_per_second"] for r in alone),
+    )
+    meter = EnergyMeter(
+        telemetry=Telemetry([gpus]), backends=BACKENDS, clock=clock, timings=lambda backend: speeds
+    )
+    charges = serve_through_meter(meter, nvml, clock, run)
+    gpu = meter.devices["gpu0"]
+    total = sum(c.result.energy_j + c.result.idle_j for c in charges.values()) + gpu.unattributed_j
+    assert total == pytest.approx(gpu.counted_j, rel=1e-6)
+    for repeat in range(2):
+        e = {
+            kind: charges[f"{kind}-{repeat}"].result.energy_j
+            for kind in ("long-alone", "short-alone", "long-together", "short-together")
+        }
+        ratio_alone = e["long-alone"] / e["short-alone"]
+        ratio_together = e["long-together"] / e["short-together"]
+        assert ratio_together / ratio_alone - 1 == pytest.approx(0, abs=0.15)

@@ -23,7 +23,13 @@ MODULES = sorted(
 
 @pytest.mark.parametrize(
     "module",
-    ["wavefleet.telemetry.attribution", "wavefleet.telemetry.counter", "wavefleet.telemetry.energy_log"],
+    [
+        "wavefleet.telemetry.attribution",
+        "wavefleet.telemetry.counter",
+        "wavefleet.telemetry.energy_log",
+        "wavefleet.telemetry.gpu_model",
+        "wavefleet.telemetry.replay",
+    ],
 )
 def test_attribution_needs_only_the_standard_library(module: str) -> None:
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"

@@ -49,7 +49,7 @@ class Fleet:
 
 def _config(path: Path, ports: dict[str, int], dead: int) -> Path:
     backends = [
-        {"name": name, "url": f"http://127.0.0.1:{port}", "models": ["llama-3.1-8b"]}
+        {"name": name, "url": f"http://127.0.0.1:{port}", "models": ["llama-3.1-8b"], "gpu": True}
         for name, port in ports.items()
     ]
     # a machine that is switched off: nothing listens on its port
@@ -69,7 +69,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     config = _config(folder / "wave.json", ports, free_port())
     gateway = support.GatewayProcess(
         "--config", str(config), "--api-key", KEY, "--telemetry", "--telemetry-fake", "rtx-4080-super",
-        log=folder / "gateway.log",
+        "--tariff", "0.30", "--currency", "EUR", log=folder / "gateway.log",
     )  # fmt: skip
     started = Fleet(gateway, engines, ports)
     try:
@@ -208,6 +208,16 @@ def test_models_show_rates_latencies_and_the_last_errors(
     device = page.evaluate("document.querySelector('#devices [data-device]').textContent")
     assert "4080" in device and " W" in device and "GiB" in device and "°C" in device
     assert page.evaluate("document.querySelector('#t-power').textContent").endswith(" W")
+    # energy and cost of the metered requests: per hour, and per 1,000 tokens, in the tariff's currency
+    energy = wait_for(
+        page,
+        "(r => r && r.cells[9].textContent !== '–' && [...r.cells].slice(9).map(c => c.textContent))"
+        "(document.querySelector('tr[data-model=\"llama-3.1-8b\"]'))",
+        what="the model's energy and cost",
+    )
+    assert energy[0].endswith("Wh") and energy[1].endswith("EUR") and energy[2].endswith("EUR"), energy
+    assert page.evaluate("document.querySelector('#t-energy').textContent").endswith("Wh")
+    assert page.evaluate("document.querySelector('#t-cost').textContent").endswith("EUR")
     assert not page.problems(), page.problems()
 
 

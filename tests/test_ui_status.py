@@ -17,12 +17,22 @@ from helpers import free_port, http_request, invoke_wave
 from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
-from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.config import BackendConfig, GatewayConfig
+from wavefleet.gateway.energy import EnergyMeter
 from wavefleet.gateway.metrics import ErrorLog, GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot, StaticMonitor
 from wavefleet.gateway.ui.board import StatusBoard, backend_state, devices_of, quantile
-from wavefleet.gateway.ui.pages import COOKIE, MAX_SESSIONS, SESSION_TTL_S, Sessions
+from wavefleet.gateway.ui.pages import (
+    COOKIE,
+    FAILED_LOGINS_PER_MINUTE,
+    MAX_LOGIN_ADDRESSES,
+    MAX_SESSIONS,
+    SESSION_TTL_S,
+    FailedLogins,
+    Sessions,
+)
+from wavefleet.telemetry.cost import Tariff
 from wavefleet.telemetry.exporter import Telemetry
 from wavefleet.telemetry.fake_nvml import RECORDINGS, FakeNvml
 from wavefleet.telemetry.nvml import open_nvml
@@ -67,7 +77,7 @@ class Clock:
 
 
 def _board(
-    monitor: StaticMonitor, clock: Clock, telemetry: Telemetry | None = None
+    monitor: StaticMonitor, clock: Clock, telemetry: Telemetry | None = None, meter: EnergyMeter | None = None
 ) -> tuple[StatusBoard, GatewayMetrics]:
     config = GatewayConfig.model_validate(
         {
@@ -86,6 +96,7 @@ def _board(
         metrics=metrics,
         inflight={"gpu": 2},
         telemetry=telemetry,
+        meter=meter,
         clock=clock,
     )
     return board, metrics
@@ -356,3 +367,82 @@ def test_telemetry_fake_without_telemetry_is_a_usage_error() -> None:
     result = invoke_wave("serve", "--backend", "a=http://127.0.0.1:9", "--telemetry-fake", "rtx-4080-super")
     assert isinstance(result.exception, UsageError)  # `wave` exits 2 with its message
     assert "give both, or neither" in str(result.exception)
+
+
+def test_failed_logins_from_one_address_are_limited_with_a_clear_429() -> None:
+    with gateway([KEY], FakeOpenAIEngine("a", models=["m"])) as url:
+        status, _, _ = login(url, KEY)
+        assert status == 303  # a right key costs nothing
+        for _ in range(FAILED_LOGINS_PER_MINUTE):
+            status, _, _ = login(url, "sk-guess")
+            assert status == 401
+        for key in ("sk-guess", KEY):  # limited: not even the right key is checked (no oracle)
+            status, headers, body = login(url, key)
+            assert status == 429 and headers.get("Set-Cookie") is None
+            assert 1 <= int(headers["Retry-After"]) <= 60 // FAILED_LOGINS_PER_MINUTE + 1
+            assert b'role="alert"' in body and b"Too many refused logins" in body
+        # the API's bearer keys are not the login form's business
+        status, _, _ = raw(url, "GET", "/ui/status.json", headers={"Authorization": f"Bearer {KEY}"})
+        assert status == 200
+
+
+def test_failed_logins_refill_over_the_minute_and_each_address_has_its_own() -> None:
+    clock = Clock()
+    throttle = FailedLogins(per_minute=6, clock=clock)
+    for _ in range(6):
+        assert throttle.wait_s("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == pytest.approx(10)
+    assert throttle.wait_s("10.0.0.2") == 0
+    clock.now += 10
+    assert throttle.wait_s("10.0.0.1") == 0
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") > 0
+    for i in range(MAX_LOGIN_ADDRESSES + 5):  # a flood of addresses cannot grow the table
+        throttle.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(throttle) <= MAX_LOGIN_ADDRESSES
+
+
+def test_energy_and_cost_per_hour_and_per_thousand_tokens_cover_the_window() -> None:
+    clock = Clock()
+    nvml = FakeNvml(RECORDINGS["rtx-4080-super"], clock=clock)
+    gpus, why = open_nvml(nvml)
+    assert gpus is not None, why
+    config_backends = [
+        BackendConfig.model_validate({"name": "gpu", "url": "http://127.0.0.1:9", "gpu": True})
+    ]
+    meter = EnergyMeter(
+        telemetry=Telemetry([gpus]),
+        backends=config_backends,
+        clock=clock,
+        tariff=Tariff(price_per_kwh=0.30, currency="EUR"),
+    )
+    board, _ = _board(StaticMonitor(), clock, meter=meter)
+    nvml.set_draw(0, 20)
+    meter.step()
+    asyncio.run(board.status())  # the window's base: nothing measured yet
+    for _ in range(10):  # ten requests of 100 tokens, each 1 s at 380 W above 20 W idle
+        clock.now += 1.0
+        meter.step()
+        charge = meter.charge(key="k")
+        charge.begin("gpu", "llama", clock.now)
+        nvml.set_draw(0, 400)
+        clock.now += 1.0
+        charge.finish(clock.now, first_token=clock.now - 0.5, usage=(10, 100))
+        charge.close(clock.now)
+        meter.step()  # a sample at each end, so the counter's steps line up with the requests
+        nvml.set_draw(0, 20)
+    for _ in range(3):
+        clock.now += 0.25
+        meter.step()
+    assert meter.pending() == 0
+    status = asyncio.run(board.status())
+    window = status["window_s"]
+    assert status["energy"] == {"metered": True, "currency": "EUR"}
+    llama = {row["model"]: row for row in status["models"]}["llama"]  # type: ignore[attr-defined]
+    request_wh = 400 * 1.0 / 3600  # its energy and its idle share
+    assert llama["wh_per_h"] == pytest.approx(10 * request_wh * 3600 / window, rel=0.01)
+    assert llama["wh_per_1k_tokens"] == pytest.approx(request_wh * 10, rel=0.01)
+    assert llama["cost_per_1k_tokens"] == pytest.approx(request_wh * 10 / 1000 * 0.30, rel=0.01)
+    assert llama["cost_per_h"] == pytest.approx(llama["wh_per_h"] / 1000 * 0.30, rel=1e-6)
+    assert {row["model"]: row for row in status["models"]}["qwen"]["wh_per_h"] is None  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@
 #   engine: llama-server, CUDA, a synthetic Llama-3.1-8B-shaped F16 GGUF (scripts/gpu/synthetic_gguf.py),
 #           2 slots (-np 2), so a long-prompt request and a short one run at once
 #   driver: scripts/gpu/attribution_check.py (long alone, short alone, both together; x3), which
-#           reads the counter every 10 ms and writes $OUT/attribution.json
+#           reads the counter every 10 ms, evaluates the attribution schemes side by side (spread,
+#           streamed, pooled: the gateway's) and writes $OUT/attribution.json with the raw readings
+#           and timings (replay: python3 scripts/gpu/attribution_check.py --replay FILE --out DIR)
 #   bash scripts/gpu/attribution.sh build   # CUDA build of llama-server (the build folder stays)
 #   bash scripts/gpu/attribution.sh run     # GGUF, engine, the check
 # Needs .device/llama.cpp.tar.gz and .device/tokenizer.json (docs/gpu-validation.md) and the

@@ -2,24 +2,31 @@
 """Check energy attribution against a GPU's own energy counter (NVML), on a running llama-server.
 
     python3 scripts/gpu/attribution_check.py --url http://127.0.0.1:8090 --out OUT_DIR
+    python3 scripts/gpu/attribution_check.py --replay OUT_DIR/attribution.json --out DIR
+    python3 scripts/gpu/attribution_check.py --synthetic --out DIR
 
 While a thread reads NVML's total energy counter (mJ) and power every 10 ms, it sends, `--repeats`
 times: a long-prompt request alone (many prompt tokens, few generated), a short-prompt request
 alone (few prompt tokens, many generated), then both at once, with idle gaps between. Each
-request streams from llama-server's /completion, so the script sees its start, its first token,
-its end and the engine's timings.
+request streams from llama-server's /completion, so the script sees its start, every streamed
+token, its end and the engine's timings.
 
-It then attributes the counter's energy to the requests (wavefleet.telemetry.attribution) with
-two choices of token weights: the engine's timings of the solo runs (device time per token) and
-the joules per token measured in the solo runs. It reports:
+It saves the raw readings and the requests' timings in OUT_DIR/attribution.json, so a run can be
+replayed (`--replay`), and evaluates every scheme of wavefleet.telemetry.replay side by side:
+`spread` (tokens at an even pace over their phases: the scheme measured on 2026-12-03),
+`streamed` and `pooled` (work placed where the stream shows it, priced at each phase's solo power;
+pooled is the gateway's). Per scheme:
 
 - closure: attributed + idle shares + unattributed against the counter's total (the goal: 2 %);
 - per repeat, the long/short energy ratio when run together against the ratio when run alone
-  (the goal: within 15 %);
-- the counter against the integral of NVML's power readings, and how often the counter changes.
+  (the goal: within 15 %).
 
-Needs only the standard library, pynvml and this repository's src/ on PYTHONPATH. Writes
-OUT_DIR/attribution.json and prints a summary; exits 1 if a goal is missed.
+It also reports the counter against the integral of NVML's power readings, and how often the
+counter changes. `--synthetic` records a run of wavefleet.telemetry.gpu_model's synthetic GPU
+instead of a real one.
+
+Needs only the standard library, pynvml (for a live run) and this repository's src/ on
+PYTHONPATH. Exits 1 if the gateway's scheme misses a goal.
 """
 
 from __future__ import annotations
@@ -33,19 +40,11 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import pynvml
+from wavefleet.telemetry.replay import RunRequest, evaluate, samples_of
 
-from wavefleet.telemetry.attribution import (
-    EQUAL_WEIGHTS,
-    Attribution,
-    EnergySample,
-    RequestSpan,
-    TokenWeights,
-    attribute,
-    idle_power,
-)
-from wavefleet.telemetry.counter import EnergyTotal
+GATEWAY_SCHEME = "pooled"
 
 WORDS = (
     "river stone window garden paper silver morning engine quiet signal harbor lantern "
@@ -65,7 +64,10 @@ class Sampler(threading.Thread):
     """NVML's energy counter and power, every `period` seconds, until stopped."""
 
     def __init__(self, gpu: int, period: float) -> None:
+        import pynvml
+
         super().__init__(daemon=True)
+        self.nvml = pynvml
         self.handle = pynvml.nvmlDeviceGetHandleByIndex(gpu)
         self.period = period
         self.readings: list[Reading] = []
@@ -74,10 +76,10 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             t = time.monotonic()
-            energy = pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+            energy = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
             try:
-                power: int | None = pynvml.nvmlDeviceGetPowerUsage(self.handle)
-            except pynvml.NVMLError:
+                power: int | None = self.nvml.nvmlDeviceGetPowerUsage(self.handle)
+            except self.nvml.NVMLError:
                 power = None
             self.readings.append(Reading(t, energy, power))
             self.stopped.wait(self.period)
@@ -96,17 +98,8 @@ class Done:
     prompt_ms: float
     prompt_per_second: float
     predicted_per_second: float
-
-    def span(self) -> RequestSpan:
-        return RequestSpan(
-            id=self.id,
-            start=self.start,
-            end=self.end,
-            first_token=self.first_token,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            prefill_s=self.prompt_ms / 1000,
-        )
+    token_times: list[float]
+    first_content: float | None
 
 
 def complete(url: str, prompt: str, n_predict: int, rid: str, kind: str, repeat: int) -> Done:
@@ -124,31 +117,37 @@ def complete(url: str, prompt: str, n_predict: int, rid: str, kind: str, repeat:
         f"{url}/completion", data=body, headers={"Content-Type": "application/json"}
     )
     start = time.monotonic()
-    first = None
+    first_content = None
+    times: list[float] = []
     timings: dict[str, float] = {}
     with urllib.request.urlopen(request, timeout=600) as answer:
         for raw in answer:
             line = raw.decode().strip()
             if not line.startswith("data:"):
                 continue
+            now = time.monotonic()
             event = json.loads(line[5:])
-            if first is None and event.get("content"):
-                first = time.monotonic()
             if event.get("stop"):
                 timings = event.get("timings", {})
+                continue
+            times.append(now)  # a token (its text may be empty: part of a character)
+            if first_content is None and event.get("content"):
+                first_content = now
     end = time.monotonic()
     return Done(
         id=rid,
         kind=kind,
         repeat=repeat,
         start=start,
-        first_token=first,
+        first_token=times[0] if times else None,
         end=end,
         prompt_tokens=int(timings.get("prompt_n", 0)),
         completion_tokens=int(timings.get("predicted_n", 0)),
         prompt_ms=float(timings.get("prompt_ms", 0.0)),
         prompt_per_second=float(timings.get("prompt_per_second", 0.0)),
         predicted_per_second=float(timings.get("predicted_per_second", 0.0)),
+        token_times=times,
+        first_content=first_content,
     )
 
 
@@ -165,43 +164,9 @@ def together(calls: list[tuple[str, int, str, str, int]], url: str) -> list[Done
     return results
 
 
-def ratios(result: Attribution, done: list[Done], repeats: int) -> list[dict[str, float]]:
-    out = []
-    for r in range(repeats):
-        energy = {d.kind: result.requests[d.id].energy_j for d in done if d.repeat == r}
-        alone = energy["long-alone"] / energy["short-alone"]
-        both = energy["long-together"] / energy["short-together"]
-        out.append(
-            {
-                "repeat": r,
-                "long_alone_j": energy["long-alone"],
-                "short_alone_j": energy["short-alone"],
-                "long_together_j": energy["long-together"],
-                "short_together_j": energy["short-together"],
-                "ratio_alone": alone,
-                "ratio_together": both,
-                "deviation": both / alone - 1,
-            }
-        )
-    return out
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:8090")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--gpu", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--long-words", type=int, default=12000, help="words in the long prompt")
-    parser.add_argument("--long-predict", type=int, default=16)
-    parser.add_argument("--short-words", type=int, default=20)
-    parser.add_argument("--short-predict", type=int, default=768)
-    parser.add_argument("--gap", type=float, default=2.0, help="idle seconds between runs")
-    parser.add_argument("--period", type=float, default=0.01, help="NVML sampling period, s")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def record(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the run on the GPU and record the counter's readings and the requests."""
+    import pynvml
 
     rng = random.Random(1)
     pynvml.nvmlInit()
@@ -212,7 +177,7 @@ def main() -> int:
 
     sampler = Sampler(args.gpu, args.period)
     sampler.start()
-    time.sleep(4)  # idle before the first request: the idle draw
+    time.sleep(args.idle)  # idle before the first request: the idle draw
     done: list[Done] = []
     for r in range(args.repeats):
         long_prompt = " ".join(rng.choice(WORDS) for _ in range(args.long_words))
@@ -236,89 +201,109 @@ def main() -> int:
     sampler.stopped.set()
     sampler.join()
     pynvml.nvmlShutdown()
-
-    total = EnergyTotal(scale=1e-3)
-    samples: list[EnergySample] = []
-    for reading in sampler.readings:
-        joules = total.update(reading.energy_mj)
-        if samples and reading.t <= samples[-1].t:
-            continue
-        samples.append(EnergySample(reading.t, joules))
-    spans = [d.span() for d in done]
-    idle_w = idle_power(samples, spans) or 0.0
-
-    solo = attribute(
-        samples, [d.span() for d in done if d.kind.endswith("alone")], weights=EQUAL_WEIGHTS, idle_w=idle_w
-    )
-    alone_ids = [d.id for d in done if d.kind.endswith("alone")]
-    weights = {
-        "engine timings": TokenWeights.from_timings(
-            statistics.mean(d.prompt_per_second for d in done if d.kind == "long-alone"),
-            statistics.mean(d.predicted_per_second for d in done if d.kind == "short-alone"),
-        ),
-        "measured J per token": TokenWeights.from_solo_runs(solo.requests[i] for i in alone_ids),
+    return {
+        "gpu": name if isinstance(name, str) else name.decode(),
+        "driver": driver if isinstance(driver, str) else driver.decode(),
+        "readings": [[x.t, x.energy_mj, x.power_mw] for x in sampler.readings],
+        "requests": [asdict(d) for d in done],
     }
-    results = {}
-    for basis, w in weights.items():
-        result = attribute(samples, spans, weights=w, idle_w=idle_w)
-        rows = ratios(result, done, args.repeats)
-        results[basis] = {
-            "weights": {"prefill": w.prefill, "decode": w.decode, "basis": w.basis},
-            "closure_error": result.closure_error,
-            "attributed_j": result.attributed_j,
-            "unattributed_j": result.unattributed_j,
-            "counter_total_j": result.total_j,
-            "repeats": rows,
-            "worst_deviation": max(abs(row["deviation"]) for row in rows),
-        }
 
-    power = [(r.t, r.power_mw / 1000) for r in sampler.readings if r.power_mw is not None]
+
+def report(run: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The run, its counter's figures and every scheme's closure and fairness on it."""
+    readings = run["readings"]
+    requests = [RunRequest.from_json(r) for r in run["requests"]]
+    samples = samples_of(readings)
+    power = [(r[0], r[2] / 1000) for r in readings if r[2] is not None]
     power_j = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(power, power[1:], strict=False))
-    changes = [
-        b.t
-        for a, b in zip(sampler.readings, sampler.readings[1:], strict=False)
-        if b.energy_mj != a.energy_mj
-    ]
+    changes = [b[0] for a, b in zip(readings, readings[1:], strict=False) if b[1] != a[1]]
     update_ms = (
         statistics.median(b - a for a, b in zip(changes, changes[1:], strict=False)) * 1000
         if len(changes) > 2
         else None
     )
-    report = {
-        "gpu": name if isinstance(name, str) else name.decode(),
-        "driver": driver if isinstance(driver, str) else driver.decode(),
-        "settings": vars(args) | {"out": str(args.out)},
+    evaluation = evaluate(readings, requests)
+    return {
+        **{k: v for k, v in run.items() if k not in ("readings", "requests")},
+        "settings": settings,
         "samples": len(samples),
         "counter_update_ms_median": update_ms,
-        "counter_total_j": samples[-1].joules - samples[0].joules,
+        "counter_total_j": evaluation["counter_total_j"],
         "power_integral_j": power_j,
-        "idle_w": idle_w,
-        "requests": [asdict(d) for d in done],
-        "results": results,
-        "goals": {
-            "closure_within_2pct": all(r["closure_error"] <= 0.02 for r in results.values()),
-            "ratio_within_15pct": {b: r["worst_deviation"] <= 0.15 for b, r in results.items()},
-        },
+        "idle_w": evaluation["idle_w"],
+        "gateway_scheme": GATEWAY_SCHEME,
+        "results": evaluation["schemes"],
+        "goals": evaluation["goals"],
+        "readings": readings,
+        "requests": run["requests"],
     }
-    (args.out / "attribution.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    print(
-        f"{report['gpu']} (driver {report['driver']}): {len(samples)} counter samples, "
-        f"counter changes every {update_ms or float('nan'):.0f} ms, idle {idle_w:.1f} W"
-    )
-    print(f"counter {report['counter_total_j']:.1f} J, power integral {power_j:.1f} J")
-    for basis, r in results.items():
-        print(f"\n{basis} ({r['weights']['basis']}): closure error {r['closure_error']:.2e}")
+
+def summary(result: dict[str, Any]) -> str:
+    update = result["counter_update_ms_median"]
+    lines = [
+        f"{result['gpu']} ({result.get('driver', '-')}): {result['samples']} counter samples, "
+        f"counter changes every {update if update is not None else float('nan'):.0f} ms, "
+        f"idle {result['idle_w']:.1f} W",
+        f"counter {result['counter_total_j']:.1f} J, power integral {result['power_integral_j']:.1f} J",
+    ]
+    for name, r in result["results"].items():
+        worst = r["worst_deviation"]
+        lines.append(
+            f"\n{name}: {r['summary']}\n  weights: {r['weights']['basis']}\n"
+            f"  closure error {r['closure_error']:.2e}; worst deviation "
+            f"{worst if worst is not None else float('nan'):.1%}"
+        )
         for row in r["repeats"]:
-            print(
+            lines.append(
                 f"  repeat {row['repeat']}: alone {row['long_alone_j']:.1f} J / {row['short_alone_j']:.1f} J"
-                f" = {row['ratio_alone']:.3f}; together {row['long_together_j']:.1f} J / {row['short_together_j']:.1f} J"
-                f" = {row['ratio_together']:.3f}; deviation {row['deviation']:+.1%}"
+                f" = {row['ratio_alone']:.3f}; together {row['long_together_j']:.1f} J / "
+                f"{row['short_together_j']:.1f} J = {row['ratio_together']:.3f}; deviation {row['deviation']:+.1%}"
             )
-    goals = report["goals"]
-    print(f"\ngoals: {json.dumps(goals)}")
-    ok = goals["closure_within_2pct"] and any(goals["ratio_within_15pct"].values())
-    return 0 if ok else 1
+    lines.append(f"\ngoals: {json.dumps(result['goals'])}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8090")
+    parser.add_argument("--out", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--replay", type=Path, help="evaluate a saved attribution.json instead of running")
+    source.add_argument("--synthetic", action="store_true", help="record wavefleet.telemetry.gpu_model's GPU")
+    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long-words", type=int, default=12000, help="words in the long prompt")
+    parser.add_argument("--long-predict", type=int, default=16)
+    parser.add_argument("--short-words", type=int, default=20)
+    parser.add_argument("--short-predict", type=int, default=768)
+    parser.add_argument("--gap", type=float, default=2.0, help="idle seconds between runs")
+    parser.add_argument("--period", type=float, default=0.01, help="NVML sampling period, s")
+    parser.add_argument("--idle", type=float, default=4.0, help="idle seconds before the first request")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = vars(args) | {"out": str(args.out), "replay": str(args.replay) if args.replay else None}
+    if args.replay is not None:
+        run = json.loads(args.replay.read_text())
+        if "readings" not in run:
+            raise SystemExit(
+                f"{args.replay} holds no raw readings: only runs recorded by this script since they are saved can be replayed"
+            )
+        settings = run.get("settings", {}) | {"replay": str(args.replay)}
+    elif args.synthetic:
+        from wavefleet.telemetry.gpu_model import GpuModel
+
+        # the H200's quirks: lone requests taken up late, the GPU above idle meanwhile
+        run = GpuModel(pickup_w=115).check_run(repeats=args.repeats, gap_s=args.gap, pickups=(0.05, 1.1, 0.9))
+    else:
+        run = record(args)
+    result = report(run, settings)
+    (args.out / "attribution.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(summary(result))
+    goals = result["goals"][GATEWAY_SCHEME]
+    return 0 if goals["closure_within_2pct"] and goals["ratio_within_15pct"] else 1
 
 
 if __name__ == "__main__":

@@ -250,6 +250,26 @@ class ModelConfig(FrozenModel):
         return self.ttl if self.ttl is not None else default
 
 
+class TelemetryConfig(FrozenModel):
+    """This host's device telemetry (NVML GPUs, RAPL CPUs, a Jetson's tegrastats), exported on the
+    agent's /metrics under the names `wave telemetry --serve` uses, shown on its /ui, and used to
+    meter the energy of the requests it serves."""
+
+    fake: str | None = Field(
+        default=None,
+        description="replay a recorded GPU instead of NVML: a built-in recording's name or a `wave telemetry --record` file",
+    )
+
+    @field_validator("fake")
+    @classmethod
+    def _known(cls, fake: str | None) -> str | None:
+        from wavefleet.telemetry.fake_nvml import RECORDINGS
+
+        if fake is not None and fake not in RECORDINGS and not Path(fake).is_file():
+            raise ValueError(f"{fake!r} is neither a recording ({', '.join(RECORDINGS)}) nor a file")
+        return fake
+
+
 class TlsConfig(FrozenModel):
     """HTTPS for the agent's API; with `client_ca`, mutual TLS: only clients (gateways) holding a
     certificate signed by that CA may connect."""
@@ -278,6 +298,9 @@ class AgentConfig(FrozenModel):
         default=None, description="the llama-server binary; default: the built one"
     )
     log_dir: Path | None = Field(default=None, description="also write each engine's output here")
+    telemetry: TelemetryConfig | None = Field(
+        default=None, description="export this host's device telemetry on /metrics (`telemetry: {}`)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from wavefleet.agent.backend import AgentMonitor, EngineBackend
 from wavefleet.agent.config import AgentConfig
@@ -32,6 +33,7 @@ from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, Timeouts
 from wavefleet.gateway.security.tls import mutual_tls_server_context
 from wavefleet.gateway.server import serve_app, stop_on_signals
+from wavefleet.telemetry.exporter import PrometheusBridge, Telemetry
 
 __all__ = [
     "agent_gateway_config",
@@ -81,16 +83,26 @@ def agent_gateway_config(agent: Agent) -> GatewayConfig:
 
 
 def build_agent_app(
-    agent: Agent, *, session: aiohttp.ClientSession, api_keys: list[str], secret: str | None
+    agent: Agent,
+    *,
+    session: aiohttp.ClientSession,
+    api_keys: list[str],
+    secret: str | None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
-    """The agent's app: the gateway's OpenAI API over its engines, plus the control API."""
+    """The agent's app: the gateway's OpenAI API over its engines, plus the control API; with
+    `telemetry`, the host's device metrics on /metrics and /ui, and each request's energy metered."""
     backends = {m.engine: EngineBackend(agent, m.name, session) for m in agent.models.values()}
+    collectors: list[Collector] = [agent.metrics.registry, AgentCollector(agent)]
+    if telemetry is not None:
+        collectors.append(PrometheusBridge(telemetry))
     app = create_app(
         agent_gateway_config(agent),
         AgentMonitor(agent),
         backends=dict(backends),
         api_keys=api_keys,
-        collectors=[agent.metrics.registry, AgentCollector(agent)],
+        collectors=collectors,
+        telemetry=telemetry,
     )
     app.add_routes(ControlApi(agent, secret=secret).routes())
     return app
@@ -110,6 +122,7 @@ async def serve_agent(
     until: Callable[[], Awaitable[object]],
     on_listening: Callable[[Agent, int], None] | None = None,
     agent: Agent | None = None,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Start the agent, serve it on the config's host and port until `until()` is done, stop every engine."""
     keys, secret = agent_keys(config)
@@ -119,7 +132,7 @@ async def serve_agent(
     await agent.start()
     try:
         async with engine_session() as session:
-            app = build_agent_app(agent, session=session, api_keys=keys, secret=secret)
+            app = build_agent_app(agent, session=session, api_keys=keys, secret=secret, telemetry=telemetry)
 
             def listening(port: int) -> None:
                 if on_listening is not None:
@@ -159,8 +172,9 @@ def _banner(agent: Agent, port: int) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def run_agent(config: AgentConfig) -> None:
-    """Blocking entry point for `wave agent`: serve until SIGINT or SIGTERM; events go to stderr."""
+def run_agent(config: AgentConfig, *, telemetry: Telemetry | None = None) -> None:
+    """Blocking entry point for `wave agent`: serve until SIGINT or SIGTERM; events go to stderr.
+    `telemetry` (the caller closes it) is this host's collectors, when the config asks for them."""
     from wavefleet.gateway.server import run_blocking
 
     handler = logging.StreamHandler(sys.stderr)
@@ -172,7 +186,7 @@ def run_agent(config: AgentConfig) -> None:
 
     async def main() -> None:
         with stop_on_signals() as stop:
-            await serve_agent(config, until=stop.wait, on_listening=_banner)
+            await serve_agent(config, until=stop.wait, on_listening=_banner, telemetry=telemetry)
 
     try:
         run_blocking(main())

@@ -63,7 +63,18 @@ def agent(ctx: click.Context, config_path: Path | None, host: str | None, port: 
         changes["host"] = host
     if port is not None:
         changes["port"] = port
-    run_agent(config.model_copy(update=changes))
+    config = config.model_copy(update=changes)
+    if config.telemetry is None:
+        run_agent(config)
+        return
+    from wavefleet.cli.telemetry import fake_nvml_api
+    from wavefleet.telemetry.discovery import discover
+
+    found = discover(nvml=fake_nvml_api(config.telemetry.fake))
+    try:
+        run_agent(config, telemetry=found.telemetry)
+    finally:
+        found.telemetry.close()
 
 
 @agent.command(name="status")

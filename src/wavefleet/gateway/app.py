@@ -94,6 +94,8 @@ def create_app(
             clock=watch.now,
             tariff=config.energy.tariff(),
             interval_s=config.energy.sample_interval_s,
+            # the engines' own timers of prefill and decode, as the monitor last polled them
+            timings=lambda backend: monitor.snapshot(backend).timings,
             registry=metrics.registry,
         )
         if telemetry is not None
@@ -133,7 +135,13 @@ def create_app(
         metrics.registry.register(collector)
 
     board = StatusBoard(
-        config=config, monitor=monitor, table=table, metrics=metrics, inflight=inflight, telemetry=telemetry
+        config=config,
+        monitor=monitor,
+        table=table,
+        metrics=metrics,
+        inflight=inflight,
+        telemetry=telemetry,
+        meter=meter,
     )
     pages = StatusPages(board=board, authenticator=authenticator)
     app = web.Application(client_max_size=config.max_body_bytes)

@@ -16,9 +16,14 @@ Attribution runs per device in windows between samples. A window ends at the lat
 no running request started before: a request's share depends on its neighbours' token counts,
 known only when they finish. A request running longer than `max_wait_s` (10 s) stops holding
 the windows back: until it ends, it counts as alive with no known work (it shares the idle draw,
-and the energy above idle only at moments when no finished request worked). Each window is split by `attribute` (requests by their work, the
-device's idle draw apart, moments without requests `unattributed`), so the requests' energy,
-their idle shares and the unattributed energy add up to what the counter counted. A request is
+and the energy above idle only at moments when no finished request worked). Each window is split
+by `attribute` with `Placement.POOLED` (the device's idle draw apart, moments without requests
+`unattributed`), so the requests' energy, their idle shares and the unattributed energy add up
+to what the counter counted. Generated tokens are placed at the moments the forwarder relayed
+them; tokens are priced at their solo cost on the device (`_weights`): the device's power above
+idle in prefill and in decode, learnt from moments one finished request ran on it alone
+(`PhasePower`), over the backend's speeds (`speeds`: the engine's own timers from the monitor,
+else the gateway's timings of its requests). A request is
 settled once every window of its lifetime is closed: a moment (one or two sample intervals)
 after it ends, up to `max_wait_s` later when a request that started before it still runs.
 
@@ -37,7 +42,7 @@ import math
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -47,7 +52,14 @@ from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.routing.load import runs_on_gpu
 from wavefleet.telemetry import names as metric_names
-from wavefleet.telemetry.attribution import EQUAL_WEIGHTS, RequestEnergy, RequestSpan, TokenWeights, attribute
+from wavefleet.telemetry.attribution import (
+    PhasePower,
+    Placement,
+    RequestEnergy,
+    RequestSpan,
+    TokenWeights,
+    attribute,
+)
 from wavefleet.telemetry.attribution import idle_power as quiet_power
 from wavefleet.telemetry.cost import Tariff
 from wavefleet.telemetry.energy_log import EnergyLog
@@ -57,7 +69,18 @@ from wavefleet.telemetry.samples import Metric
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["ENERGY", "ENERGY_METER", "Charge", "ChargeResult", "DeviceTotals", "EnergyMeter", "devices_of"]
+    from wavefleet.gateway.monitor.snapshot import EngineTimings
+
+__all__ = [
+    "ENERGY",
+    "ENERGY_METER",
+    "Charge",
+    "ChargeResult",
+    "DeviceTotals",
+    "EnergyMeter",
+    "ModelTotals",
+    "devices_of",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -100,10 +123,11 @@ class _Span:
     first_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_times: tuple[float, ...] = ()
     parts: list[RequestEnergy] = field(default_factory=list)
     open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
 
-    def as_request(self) -> RequestSpan:
+    def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
         return RequestSpan(
             id=self.id,
@@ -112,6 +136,8 @@ class _Span:
             first_token=self.first_token,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            token_times=self.token_times,
+            weights=weights,
         )
 
 
@@ -139,14 +165,25 @@ class Charge:
         self.backend, self.model = backend, model
         self._meter._begin(self, backend, t)
 
-    def finish(self, t: float, *, first_token: float | None, usage: tuple[int, int] | None) -> None:
-        """The current attempt ended at `t` with this first-token time and (prompt, completion) tokens."""
+    def finish(
+        self,
+        t: float,
+        *,
+        first_token: float | None,
+        usage: tuple[int, int] | None,
+        token_times: Sequence[float] = (),
+    ) -> None:
+        """The current attempt ended at `t` with this first-token time, (prompt, completion)
+        tokens and, for a stream, the moments its events carrying tokens were relayed."""
         if self.spans and self.spans[-1].end is None:
             span = self.spans[-1]
             if usage is not None:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
                 span.first_token = first_token
+                times = [x for x in token_times if first_token <= x <= t]
+                if all(b >= a for a, b in zip(times, times[1:], strict=False)):
+                    span.token_times = tuple(times)
             self.end(t)
 
     def end(self, t: float) -> None:
@@ -183,6 +220,7 @@ class DeviceTotals:
     unattributed_j: float = 0.0  # moments no request ran
     quiet_j: float = 0.0
     quiet_s: float = 0.0
+    power: PhasePower = field(default_factory=PhasePower)  # solo power per phase, learnt
 
     @property
     def counted_j(self) -> float:
@@ -191,6 +229,17 @@ class DeviceTotals:
     @property
     def idle_w(self) -> float:
         return self.quiet_j / self.quiet_s if self.quiet_s > 0 else 0.0
+
+
+@dataclass(kw_only=True)
+class ModelTotals:
+    """What a model's measured requests drew since the gateway started (the status page's source)."""
+
+    requests: int = 0
+    energy_j: float = 0.0
+    idle_j: float = 0.0
+    completion_tokens: int = 0
+    cost: float = 0.0
 
 
 class EnergyMeter:
@@ -204,7 +253,8 @@ class EnergyMeter:
         clock: Callable[[], float] = time.monotonic,
         tariff: Tariff | None = None,
         interval_s: float = 0.2,
-        weights: TokenWeights = EQUAL_WEIGHTS,
+        weights: TokenWeights | None = None,
+        timings: Callable[[str], EngineTimings | None] | None = None,
         keep_s: float = 600.0,
         max_wait_s: float = 10.0,
         registry: CollectorRegistry | None = None,
@@ -216,6 +266,8 @@ class EnergyMeter:
         self.tariff = tariff
         self.interval_s = interval_s
         self.weights = weights
+        self._timings = timings
+        self._observed: dict[str, list[float]] = {}  # backend -> prompt tokens, s; generated, s
         self.max_wait_s = max_wait_s
         self.keep_s = keep_s
         self.log = EnergyLog(keep_s=keep_s)
@@ -228,6 +280,7 @@ class EnergyMeter:
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._counters = _Counters(registry) if registry is not None else None
+        self._by_model: dict[str, ModelTotals] = {}
 
     # --- the forwarder's side -----------------------------------------------------------------------
 
@@ -245,6 +298,12 @@ class EnergyMeter:
 
     def _end(self, span: _Span, t: float) -> None:
         span.end = t
+        if span.first_token is not None:
+            seen = self._observed.setdefault(span.backend, [0.0, 0.0, 0.0, 0.0])
+            seen[0] += span.prompt_tokens
+            seen[1] += span.first_token - span.start
+            seen[2] += max(0, span.completion_tokens - 1)
+            seen[3] += t - span.first_token
         for device in span.devices:
             self._open[device].remove(span)
             self._ended.setdefault(device, []).append(span)
@@ -307,7 +366,7 @@ class EnergyMeter:
         spans = [
             s for s in self._ended.get(device, []) if s.start < cut and s.end is not None and s.end > since
         ]
-        requests = [s.as_request() for s in spans]
+        requests = [s.as_request(self._weights(s.backend, totals)) for s in spans]
         # running longer than max_wait_s: alive until the cut, its work not known yet
         long_running = [s for s in running if s.start < cut]
         requests += [RequestSpan(id=s.id, start=s.start, end=cut) for s in long_running]
@@ -318,7 +377,16 @@ class EnergyMeter:
             if power is not None:
                 totals.quiet_j += power * quiet_s
                 totals.quiet_s += quiet_s
-        result = attribute(samples, requests, weights=self.weights, idle_w=totals.idle_w)
+        if totals.quiet_s > 0 and requests:
+            finished = requests[: len(requests) - len(long_running)]
+            totals.power += PhasePower.observe(samples, finished, idle_w=totals.idle_w)
+        result = attribute(
+            samples,
+            requests,
+            weights=self.weights or _TIME_PER_TOKEN,
+            idle_w=totals.idle_w,
+            placement=Placement.POOLED,
+        )
         for span in spans:
             part = result.requests[span.id]
             span.parts.append(part)
@@ -334,6 +402,32 @@ class EnergyMeter:
             span.open_on.discard(device)
         self._ended[device] = [s for s in self._ended.get(device, []) if s not in passed]
         return passed
+
+    def speeds(self, backend: str) -> tuple[float, float] | None:
+        """(prompt tokens/s, generated tokens/s) of `backend`: the engine's own timers when it
+        reports them (llama.cpp's prompt and generation seconds, vLLM's prefill and inter-token
+        histograms, read by the gateway's monitor), else what the gateway timed of its requests
+        (prompt tokens to first token, the tokens after it to the end)."""
+        timed = self._timings(backend) if self._timings is not None else None
+        if (
+            timed is not None
+            and min(timed.prefill_tokens, timed.prefill_s, timed.decode_tokens, timed.decode_s) > 0
+        ):
+            return timed.prefill_tokens / timed.prefill_s, timed.decode_tokens / timed.decode_s
+        seen = self._observed.get(backend)
+        if seen is not None and min(seen) > 0:
+            return seen[0] / seen[1], seen[2] / seen[3]
+        return None
+
+    def _weights(self, backend: str, totals: DeviceTotals) -> TokenWeights | None:
+        """A backend's tokens priced at their solo cost on a device: the device's power above idle
+        in each phase, learnt while one request ran alone, over the engine's speed in it."""
+        if self.weights is not None:
+            return None
+        speeds = self.speeds(backend)
+        if speeds is None:
+            return None
+        return totals.power.token_weights(prompt_per_second=speeds[0], predicted_per_second=speeds[1])
 
     def _maybe_settle(self, charge: Charge) -> bool:
         if charge.settled or not charge.closed:
@@ -365,6 +459,12 @@ class EnergyMeter:
             energy_j=energy_j, idle_j=idle_j, cost=cost, currency=currency, completion_tokens=completion
         )
         charge.settled = True  # after `result`: the audit writer's thread reads them in this order
+        totals = self._by_model.setdefault(charge.model, ModelTotals())
+        totals.requests += 1
+        totals.energy_j += energy_j
+        totals.idle_j += idle_j
+        totals.completion_tokens += completion
+        totals.cost += cost or 0.0
         if self._counters is not None:
             self._counters.count(charge, charge.result)
         return True
@@ -409,12 +509,24 @@ class EnergyMeter:
                 await self._task
             self._task = None
 
+    def by_model(self) -> dict[str, ModelTotals]:
+        """Each model's measured requests so far: their energy, idle shares, tokens and cost."""
+        return {model: replace(totals) for model, totals in self._by_model.items()}
+
+    @property
+    def currency(self) -> str | None:
+        return self.tariff.currency if self.tariff is not None else None
+
     def pending(self) -> int:
         """Requests whose energy is not settled yet."""
         return len(self._charges)
 
 
 ENERGY_METER = web.AppKey("wave_energy_meter", EnergyMeter)
+
+# Before a backend's speeds are known: a prompt token at a tenth of a generated one's cost (a
+# GPU prefills tens of times faster than it decodes; a CPU a few times)
+_TIME_PER_TOKEN = TokenWeights(0.1, 1.0, "a prompt token at a tenth of a generated token")
 
 
 def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -> float:

@@ -315,9 +315,18 @@ class Forwarder:
         except asyncio.CancelledError:
             if response is None or not self._watch.expired(deadline):
                 self._observe_stream(series, state)
-                if call.report is not None and not self._watch.expired(deadline):
+                if not self._watch.expired(deadline):
                     # the client went away: what was streamed until then is charged and audited
-                    call.report(499, state.usage or self._streamed_so_far(call, state), name)
+                    streamed = state.usage or self._streamed_so_far(call, state)
+                    if call.charge is not None:
+                        call.charge.finish(
+                            now_of(),
+                            first_token=state.first_event_at,
+                            usage=streamed,
+                            token_times=_event_times(state),
+                        )
+                    if call.report is not None:
+                        call.report(499, streamed, name)
                 raise  # the client went away, or the first-event deadline passed (a retry may follow)
             # the idle gap or the total time ran out mid-stream: say so in-band, then end the stream
             status = "504"
@@ -334,7 +343,9 @@ class Forwarder:
         self._observe_stream(series, state)
         ttft = state.first_event_at - call.started if state.first_event_at is not None else None
         detail = state.error.decode(errors="replace").strip() if state.error is not None else ""
-        self._finish(call, candidate, series, status, now_of(), state.usage, ttft, detail)
+        self._finish(
+            call, candidate, series, status, now_of(), state.usage, ttft, detail, _event_times(state)
+        )
         return response
 
     @staticmethod
@@ -361,11 +372,12 @@ class Forwarder:
         usage: tuple[int, int] | None,
         ttft: float | None,
         detail: str = "",
+        token_times: list[float] | None = None,
     ) -> None:
         metrics, duration = self._metrics, now - call.started
         if call.charge is not None:
             first = call.started + ttft if ttft is not None else None
-            call.charge.finish(now, first_token=first, usage=usage)
+            call.charge.finish(now, first_token=first, usage=usage, token_times=token_times or ())
         if call.report is not None:
             call.report(int(status), usage, candidate.backend)
         series.count(status)
@@ -389,6 +401,17 @@ class Forwarder:
             call.route,
             Outcome(status in ("200", "201"), prompt, completion, ttft, duration),
         )
+
+
+def _event_times(state: StreamState) -> list[float]:
+    """When each chunk of events reached the client (the energy meter places generated tokens there)."""
+    if state.first_event_at is None:
+        return []
+    times, t = [state.first_event_at], state.first_event_at
+    for gap in state.gaps:
+        t += gap
+        times.append(t)
+    return times
 
 
 def _json_object(body: bytes, backend: str) -> dict[str, Any]:

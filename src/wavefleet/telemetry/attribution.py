@@ -5,21 +5,42 @@ of NVML's, RAPL's or tegrastats' readings) and the requests that ran on it, `att
 request its share and says what no request can be charged for.
 
 The model, segment by segment between consecutive moments where anything changes (a sample, a
-request starting, its first token, its end):
+request starting, a step of its work, its end):
 
 - The device's energy in the segment comes from the counter, linear between samples.
 - Its idle draw (`idle_w` x the segment's length, at most the segment's energy) is idle: it is
   not charged to anyone silently. Each running request gets a share of it as `idle_j`, apart from
   its own `energy_j`, so a report can show either.
-- The rest is split among the running requests by the work each did in the segment: tokens per
-  second of its current phase times that phase's cost per token (`TokenWeights`). A request
-  works on its prompt from its start (or, given the engine's own prefill time, from
-  `first_token - prefill_s`: before that it waited in a queue and did no work) to its first token,
-  and on its answer from its first token to its end, at an even pace within each phase.
+- The rest is split among the running requests by the work each did in the segment, priced at
+  what that work costs when the request runs alone: tokens of its current phase times that
+  phase's cost per token (`TokenWeights`; `PhasePower.token_weights` gives joules per token from
+  the device's measured power in each phase and the engine's speeds). Where the work lies in time
+  is the `Placement`:
+  - `STREAMED`: the prompt is worked on over the engine's own prefill time before the first token
+    (`first_token - prefill_s`; from the request's start when unknown), and each generated token
+    in the step that produced it, between the previous streamed token and its own
+    (`token_times`). A request decoding beside another's long prefill makes one token per
+    prefill chunk, and is charged for those, not for a solo pace it did not keep.
+  - `SPREAD`: prompt and generated tokens at an even pace over their phases (prefill from the
+    start, or `first_token - prefill_s`; decode from the first token to the end).
+  - `POOLED` (what the gateway uses): work placed as `STREAMED`, but the energy above idle of
+    each busy stretch (a time during which some request was alive, within the window) is split
+    by the priced work of each request over the whole stretch rather than moment by moment.
+    Each request then pays in proportion to what its work costs alone, wherever in the stretch
+    it ran: a decode step riding along a neighbour's prefill chunk costs little, and the
+    proportional rule does not depend on knowing how much.
+  A request without `token_times` is spread in every placement.
 - A segment where no request ran is `unattributed_j`: idle draw, model loading, anything else.
+  So is, in `STREAMED` and `POOLED`, the energy above idle of a segment where requests were
+  alive but none did known work (waiting before the engine took them up), unless some of them
+  have no token counts at all (failed, or still running): those share it evenly. `SPREAD`
+  splits it evenly among all the requests alive then.
 
 So the requests' energy, their idle shares and the unattributed energy add up to the counter's
-total over the window, exactly up to floating-point rounding (a property the tests check).
+total over the window, exactly up to floating-point rounding (a property the tests check). With
+`POOLED` and tokens priced at their solo cost, concurrent requests share what batching saves in
+proportion to what each would cost alone, so their energies keep the ratio of their solo ones
+(as far as the prices are right: a token's cost also depends on the context it runs in).
 """
 
 from __future__ import annotations
@@ -27,18 +48,30 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
     "EQUAL_WEIGHTS",
     "Attribution",
     "EnergySample",
+    "PhasePower",
+    "Placement",
     "RequestEnergy",
     "RequestSpan",
     "TokenWeights",
     "attribute",
     "combine",
     "idle_power",
+    "smooth_counter",
 ]
+
+
+class Placement(StrEnum):
+    """Where in a request's lifetime its work is placed (see the module doc)."""
+
+    POOLED = "pooled"
+    STREAMED = "streamed"
+    SPREAD = "spread"
 
 
 @dataclass(frozen=True)
@@ -55,7 +88,9 @@ class RequestSpan:
 
     `first_token` is None for a request that produced no token (it failed or was cancelled while
     its prompt was processed). `prefill_s` is the engine's own prompt time for it (llama.cpp's
-    `timings.prompt_ms` / 1000), when known.
+    `timings.prompt_ms` / 1000), when known. `token_times` are the moments its generated tokens
+    were streamed, the first one at `first_token`, when known. `weights` price its tokens, in place
+    of those `attribute` is given (requests of different models on one device).
     """
 
     id: str
@@ -65,6 +100,8 @@ class RequestSpan:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prefill_s: float | None = None
+    token_times: tuple[float, ...] = ()
+    weights: TokenWeights | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -75,20 +112,43 @@ class RequestSpan:
             raise ValueError(f"request {self.id}: negative token count")
         if self.prefill_s is not None and self.prefill_s < 0:
             raise ValueError(f"request {self.id}: negative prefill time")
+        if any(not self.start <= t <= self.end for t in self.token_times) or any(
+            b < a for a, b in zip(self.token_times, self.token_times[1:], strict=False)
+        ):
+            raise ValueError(f"request {self.id}: token times must rise within its lifetime")
 
-    def phases(self, weights: TokenWeights) -> list[tuple[float, float, float, str]]:
-        """(begin, end, work, phase) for its prefill and decode (work: tokens x their weight),
-        phases of no duration left out."""
+    def phases(
+        self, weights: TokenWeights, placement: Placement = Placement.SPREAD
+    ) -> list[tuple[float, float, float, str]]:
+        """(begin, end, work, phase) pieces of its prefill and decode (work: tokens x their
+        weight), placed as `placement` says; pieces of no duration left out."""
+        w = self.weights or weights
         first = self.end if self.first_token is None else self.first_token
         prefill_begin = self.start if self.prefill_s is None else max(self.start, first - self.prefill_s)
-        out = []
-        for begin, end, work, phase in (
-            (prefill_begin, first, self.prompt_tokens * weights.prefill, "prefill"),
-            (first, self.end, self.completion_tokens * weights.decode, "decode"),
-        ):
-            if end > begin:
-                out.append((begin, end, work, phase))
-        return out
+        pieces = [(prefill_begin, first, self.prompt_tokens * w.prefill, "prefill")]
+        decode_j = self.completion_tokens * w.decode
+        steps = self._steps(first) if placement is not Placement.SPREAD else []
+        if steps:
+            # each streamed event after the first closes the step that made its token(s)
+            events = sum(n for _, _, n in steps)
+            pieces += [(a, b, decode_j * n / events, "decode") for a, b, n in steps]
+        else:
+            pieces.append((first, self.end, decode_j, "decode"))
+        return [p for p in pieces if p[1] > p[0]]
+
+    def _steps(self, first: float) -> list[tuple[float, float, int]]:
+        """(previous event, this event, events at this moment) for the streamed events after the
+        first token; [] when fewer than two were seen."""
+        times = [t for t in self.token_times if t >= first]
+        steps: list[tuple[float, float, int]] = []
+        for before, t in zip(times, times[1:], strict=False):
+            if steps and t == steps[-1][1]:
+                steps[-1] = (steps[-1][0], t, steps[-1][2] + 1)
+            elif t > before:
+                steps.append((before, t, 1))
+            elif steps:  # events that arrived together belong to one step
+                steps[-1] = (steps[-1][0], steps[-1][1], steps[-1][2] + 1)
+        return steps
 
 
 @dataclass(frozen=True)
@@ -134,6 +194,79 @@ class TokenWeights:
 
 
 EQUAL_WEIGHTS = TokenWeights(1.0, 1.0, "every token alike")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhasePower:
+    """A device's energy above idle and time in each phase while a single request ran on it:
+    its solo power in prefill and in decode, learned by `observe` and summed with `+`."""
+
+    prefill_j: float = 0.0
+    prefill_s: float = 0.0
+    decode_j: float = 0.0
+    decode_s: float = 0.0
+
+    def __add__(self, other: PhasePower) -> PhasePower:
+        return PhasePower(
+            prefill_j=self.prefill_j + other.prefill_j,
+            prefill_s=self.prefill_s + other.prefill_s,
+            decode_j=self.decode_j + other.decode_j,
+            decode_s=self.decode_s + other.decode_s,
+        )
+
+    @property
+    def prefill_w(self) -> float | None:
+        return self.prefill_j / self.prefill_s if self.prefill_s > 0 else None
+
+    @property
+    def decode_w(self) -> float | None:
+        return self.decode_j / self.decode_s if self.decode_s > 0 else None
+
+    def token_weights(self, *, prompt_per_second: float, predicted_per_second: float) -> TokenWeights:
+        """Joules per token of each phase when run alone: the phase's power above idle over the
+        engine's speed in it. Until both phases have been seen alone (or where the device drew
+        nothing above idle), device time per token (`TokenWeights.from_timings`)."""
+        timed = TokenWeights.from_timings(prompt_per_second, predicted_per_second)
+        prefill_w, decode_w = self.prefill_w, self.decode_w
+        if prefill_w is None or decode_w is None or prefill_w <= 0 or decode_w <= 0:
+            return timed
+        return TokenWeights(
+            prefill_w / prompt_per_second,
+            decode_w / predicted_per_second,
+            f"solo power {prefill_w:.0f} W prefill, {decode_w:.0f} W decode above idle; {timed.basis}",
+        )
+
+    @classmethod
+    def observe(
+        cls, samples: Sequence[EnergySample], requests: Iterable[RequestSpan], *, idle_w: float
+    ) -> PhasePower:
+        """The energy above `idle_w` and the time of every moment where one request alone was
+        alive, in its prefill (`first_token - prefill_s` to the first token) or its decode."""
+        samples = _checked(samples)
+        energy = _Interpolator([s.t for s in samples], [s.joules for s in samples])
+        lo, hi = samples[0].t, samples[-1].t
+        spans = list(requests)
+        moments = {t for r in spans for t in (r.start, r.end)}
+        moments |= {t for r in spans for b, e, _, _ in r.phases(EQUAL_WEIGHTS) for t in (b, e)}
+        cuts = sorted({lo, hi} | {min(max(t, lo), hi) for t in moments})
+        acc = {"prefill": [0.0, 0.0], "decode": [0.0, 0.0]}
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            alive = [r for r in spans if r.start <= a and r.end >= b]
+            if len(alive) != 1:
+                continue
+            phase = next(
+                (ph for pb, pe, _, ph in alive[0].phases(EQUAL_WEIGHTS) if pb <= a and pe >= b), None
+            )
+            if phase is None:
+                continue
+            acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
+            acc[phase][1] += b - a
+        return cls(
+            prefill_j=acc["prefill"][0],
+            prefill_s=acc["prefill"][1],
+            decode_j=acc["decode"][0],
+            decode_s=acc["decode"][1],
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +342,7 @@ def attribute(
     *,
     weights: TokenWeights,
     idle_w: float,
+    placement: Placement = Placement.SPREAD,
 ) -> Attribution:
     """Split the energy between the first and last sample among `requests` (see the module doc)."""
     samples = _checked(samples)
@@ -223,7 +357,7 @@ def attribute(
     phases = [
         (max(b, window_start), min(e, window_end), work, e - b, phase, r.id)
         for r in spans
-        for b, e, work, phase in r.phases(weights)
+        for b, e, work, phase in r.phases(weights, placement)
         if min(e, window_end) > max(b, window_start)
     ]
     present = [(max(r.start, window_start), min(r.end, window_end), r.id) for r in spans]
@@ -236,6 +370,10 @@ def attribute(
     energy = _Interpolator(times, [s.joules for s in samples])
     acc = {r.id: {"prefill": 0.0, "decode": 0.0, "idle": 0.0, "busy": 0.0} for r in spans}
     unattributed = 0.0
+    pooled = placement is Placement.POOLED
+    no_counts = {r.id for r in spans if r.prompt_tokens == 0 and r.completion_tokens == 0}
+    # busy stretches (POOLED): energy above idle, and each request's priced work per phase
+    pools: list[tuple[list[float], dict[tuple[str, str], float]]] = [([0.0], {})]
     working_now = _Sweep([(b, e) for b, e, *_ in phases])
     alive_now = _Sweep([(b, e) for b, e, _ in present])
     for a, b in zip(cuts, cuts[1:], strict=False):
@@ -249,19 +387,42 @@ def attribute(
         alive = [present[i][2] for i in sorted(alive_now.at(a))]
         if not alive:
             unattributed += d_energy
+            if pools[-1][1]:
+                pools.append(([0.0], {}))
             continue
         idle = min(d_energy, idle_w * dt)
         dynamic = d_energy - idle
         work = sum(done for done, _, _ in working)
+        if work > 0 and pooled:
+            pool_j, pool_work = pools[-1]
+            pool_j[0] += dynamic
+            for done, phase, rid in working:
+                pool_work[rid, phase] = pool_work.get((rid, phase), 0.0) + done
+            dynamic = 0.0
         if work > 0:
             shares = [(rid, phase, done / work) for done, phase, rid in working]
-        else:
+        elif placement is Placement.SPREAD or not (unknown := [rid for rid in alive if rid in no_counts]):
             # Requests alive but none working (all queued, or no token counts): an even split.
             shares = [(rid, "prefill", 1 / len(alive)) for rid in alive]
+            if placement is not Placement.SPREAD:
+                # no known work: what the device drew above idle is not any request's doing
+                unattributed += dynamic
+                dynamic = 0.0
+        else:
+            # requests whose work is unknown (no token counts) may have caused it; they share it
+            for rid in alive:
+                acc[rid]["idle"] += idle / len(alive)
+                acc[rid]["busy"] += dt / len(alive)
+            idle = dt = 0.0
+            shares = [(rid, "prefill", 1 / len(unknown)) for rid in unknown]
         for rid, phase, share in shares:
             acc[rid][phase] += dynamic * share
             acc[rid]["idle"] += idle * share
             acc[rid]["busy"] += dt * share
+    for (stretch_j,), stretch_work in pools:
+        priced = sum(stretch_work.values())
+        for (rid, phase), done in stretch_work.items():
+            acc[rid][phase] += stretch_j * done / priced
     result = {}
     for r in spans:
         lifetime = r.end - r.start
@@ -301,6 +462,24 @@ def idle_power(samples: Sequence[EnergySample], requests: Iterable[RequestSpan])
             quiet_s += begin - cursor
         cursor = max(cursor, min(end, samples[-1].t))
     return quiet_j / quiet_s if quiet_s > 0 else None
+
+
+def smooth_counter(samples: Sequence[EnergySample]) -> list[EnergySample]:
+    """The readings at which the counter moved (and the last one), so that linear interpolation
+    spreads each update over the time since the previous one.
+
+    A counter read faster than it updates (NVML's moves every 100 ms, read every 10 ms) is a
+    staircase: between its updates it stands still, then jumps. Read as is, each update's energy
+    lands in the moment of the jump, up to an update period away from where it was drawn.
+    """
+    samples = _checked(samples)
+    kept = [samples[0]]
+    for before, s in zip(samples, samples[1:], strict=False):
+        if s.joules != before.joules:
+            kept.append(s)
+    if kept[-1] is not samples[-1]:
+        kept.append(samples[-1])
+    return kept
 
 
 def combine(attributions: Iterable[Attribution]) -> dict[str, RequestEnergy]:

@@ -67,6 +67,10 @@ class FakeReply(BackendReply):
             chunks.append(answer.usage_chunk(token_usage(1, len(words))))
         return cls(200, events=[*(sse_event(c, spaced=True) for c in chunks), DONE])
 
+    def events(self) -> list[bytes]:
+        """The SSE events a stream sends, in order."""
+        return list(self._events)
+
     async def read(self) -> bytes:
         self.read_to_end = True
         return self._body if not self.streaming else b"".join(self._events)

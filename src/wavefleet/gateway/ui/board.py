@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.energy import EnergyMeter, ModelTotals
 from wavefleet.gateway.metrics import GatewayMetrics, LabelledHistogram
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, LoadSnapshot
@@ -83,6 +84,7 @@ class _Sample:
     requests: dict[str, tuple[float, float]]  # model -> (answered, answered with 5xx)
     ttft: dict[str, list[int]]
     tpot: dict[str, list[int]]
+    energy: dict[str, ModelTotals] = field(default_factory=dict)
 
 
 def _by_model(histogram: LabelledHistogram) -> dict[str, list[int]]:
@@ -208,6 +210,7 @@ class StatusBoard:
         metrics: GatewayMetrics,
         inflight: Mapping[str, int],
         telemetry: Telemetry | None = None,
+        meter: EnergyMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -217,6 +220,7 @@ class StatusBoard:
         self._metrics = metrics
         self._inflight = inflight
         self._telemetry = _TelemetryCache(telemetry=telemetry) if telemetry is not None else None
+        self._meter = meter
         self._clock, self._wall = clock, wall_clock
         self._started = clock()
         self._samples: deque[_Sample] = deque()
@@ -242,6 +246,10 @@ class StatusBoard:
             ],
             "errors_total": self._metrics.errors.total,
             "telemetry": self._telemetry_json(),
+            "energy": {
+                "metered": self._meter is not None,
+                "currency": self._meter.currency if self._meter is not None else None,
+            },
         }
 
     def _backend(self, name: str, kind: str) -> dict[str, object]:
@@ -275,6 +283,7 @@ class StatusBoard:
             requests={m: (c[0], c[1]) for m, c in totals.items()},
             ttft=_by_model(self._metrics.ttft),
             tpot=_by_model(self._metrics.itl),
+            energy=self._meter.by_model() if self._meter is not None else {},
         )
 
     def _models(self, now: float) -> tuple[list[dict[str, object]], float]:
@@ -309,9 +318,34 @@ class StatusBoard:
                     "ttft_p95_s": quantile(0.95, ttft_bounds, ttft) if ttft else None,
                     "tpot_p50_s": quantile(0.5, tpot_bounds, tpot) if tpot else None,
                     "tpot_p95_s": quantile(0.95, tpot_bounds, tpot) if tpot else None,
+                    **self._energy(model, current, base, window),
                 }
             )
         return rows, window
+
+    def _energy(self, model: str, current: _Sample, base: _Sample, window: float) -> dict[str, float | None]:
+        """Energy (the requests' own and their idle shares) and cost per hour and per 1,000
+        generated tokens over the window; None where nothing was measured in it."""
+        now = current.energy.get(model)
+        then = base.energy.get(model) or ModelTotals()
+        if now is None or window <= 0 or now.requests == then.requests:
+            return {
+                "wh_per_h": None,
+                "cost_per_h": None,
+                "wh_per_1k_tokens": None,
+                "cost_per_1k_tokens": None,
+            }
+        wh = (now.energy_j + now.idle_j - then.energy_j - then.idle_j) / 3600.0
+        cost = now.cost - then.cost
+        tokens = now.completion_tokens - then.completion_tokens
+        priced = self._meter is not None and self._meter.tariff is not None
+        per_hour = 3600.0 / window
+        return {
+            "wh_per_h": wh * per_hour,
+            "cost_per_h": cost * per_hour if priced else None,
+            "wh_per_1k_tokens": wh * 1000 / tokens if tokens > 0 else None,
+            "cost_per_1k_tokens": cost * 1000 / tokens if tokens > 0 and priced else None,
+        }
 
     def _telemetry_json(self) -> dict[str, object]:
         if self._telemetry is None:

@@ -12,6 +12,12 @@ maps, in this process's memory, to the key it was given for. The key is checked 
 request, so a revoked or expired key ends its sessions at once; the key itself never goes back
 to the browser. A gateway without keys serves the page to everyone, as it serves the API.
 
+Refused logins are limited per client address (`FailedLogins`): a bucket of
+`FAILED_LOGINS_PER_MINUTE` that refills evenly over the minute, as the API's per-key
+requests-per-minute limit does. Once it is empty, every login from that address, whatever key
+it sends, gets 429 with Retry-After until the bucket refills, so guessing keys through the form
+goes no faster than that. A right key costs nothing.
+
 Every answer forbids framing and inline scripts (Content-Security-Policy): the page's script
 writes what it receives with `textContent` only, so a model name cannot become markup.
 """
@@ -19,6 +25,7 @@ writes what it receives with `textContent` only, so a model name cannot become m
 from __future__ import annotations
 
 import html
+import math
 import secrets
 import time
 import urllib.parse
@@ -33,11 +40,21 @@ from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.ui.board import StatusBoard
 
-__all__ = ["COOKIE", "SESSION_TTL_S", "Sessions", "StatusPages"]
+__all__ = [
+    "COOKIE",
+    "FAILED_LOGINS_PER_MINUTE",
+    "MAX_LOGIN_ADDRESSES",
+    "SESSION_TTL_S",
+    "FailedLogins",
+    "Sessions",
+    "StatusPages",
+]
 
 COOKIE = "wave_ui"
 SESSION_TTL_S = 12 * 3600.0
 MAX_SESSIONS = 1024  # oldest go first: a flood of logins cannot grow the table
+FAILED_LOGINS_PER_MINUTE = 10
+MAX_LOGIN_ADDRESSES = 4096  # addresses with refused logins remembered; the longest quiet go first
 _KEY_CHARS = 4096  # a key (or an OIDC token) longer than this is refused without checking
 _STATIC = {"ui.css": "text/css", "ui.js": "text/javascript", "icon.svg": "image/svg+xml"}
 _HEADERS = {
@@ -84,11 +101,48 @@ class Sessions:
         self._table.pop(token or "", None)
 
 
+class FailedLogins:
+    """Refused logins per client address: a token bucket of `per_minute`, refilled evenly over
+    the minute (the API's rpm limit, counted only for refusals)."""
+
+    def __init__(
+        self, *, per_minute: int = FAILED_LOGINS_PER_MINUTE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if per_minute < 1:
+            raise ValueError("at least one refused login per minute must be allowed")
+        self.per_minute = per_minute
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (level, at)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _level(self, address: str, now: float) -> float:
+        level, at = self._buckets.get(address, (float(self.per_minute), now))
+        return min(float(self.per_minute), level + (now - at) * self.per_minute / 60.0)
+
+    def wait_s(self, address: str) -> float:
+        """Seconds until `address` may try to log in again (0: now)."""
+        level = self._level(address, self._clock())
+        return 0.0 if level >= 1.0 else (1.0 - level) * 60.0 / self.per_minute
+
+    def failed(self, address: str) -> None:
+        """A login from `address` was refused: it takes one from the bucket."""
+        now = self._clock()
+        self._buckets[address] = (self._level(address, now) - 1.0, now)
+        self._buckets.move_to_end(address)
+        while len(self._buckets) > MAX_LOGIN_ADDRESSES:
+            self._buckets.popitem(last=False)
+
+
 class StatusPages:
-    def __init__(self, *, board: StatusBoard, authenticator: Authenticator) -> None:
+    def __init__(
+        self, *, board: StatusBoard, authenticator: Authenticator, failed_logins: FailedLogins | None = None
+    ) -> None:
         self._board = board
         self._authenticator = authenticator
         self._sessions = Sessions()
+        self._failed = failed_logins or FailedLogins()
         # read once: the files ship inside the package and do not change while it runs
         self._page = _asset("index.html").encode()
         self._login = _asset("login.html")
@@ -150,6 +204,15 @@ class StatusPages:
             return self._login_page("This form only takes keys sent from this gateway's own page.", 403)
         if not self._authenticator.enabled:
             raise web.HTTPSeeOther("/ui", headers=_HEADERS)
+        address = request.remote or ""
+        wait = self._failed.wait_s(address)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            response = self._login_page(
+                f"Too many refused logins from this address: try again in {seconds} s.", 429
+            )
+            response.headers["Retry-After"] = str(seconds)
+            return response
         key = await _form_key(request)
         if key is None:
             return self._login_page(
@@ -158,12 +221,13 @@ class StatusPages:
             )
         if not key:
             return self._login_page("Enter an API key.", 401)
-        if len(key) > _KEY_CHARS or any(c.isspace() for c in key):
-            return self._login_page("That key was refused.", 401)
         header = f"Bearer {key}"
         try:
+            if len(key) > _KEY_CHARS or any(c.isspace() for c in key):
+                raise AuthenticationError("not a key")
             await self._authenticator.authenticate(header)
         except GatewayError:
+            self._failed.failed(address)
             return self._login_page("That key was refused.", 401)
         response = web.HTTPSeeOther("/ui", headers=_HEADERS)
         response.set_cookie(

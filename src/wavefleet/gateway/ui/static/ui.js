@@ -21,6 +21,8 @@
   const percent = (r) => r == null ? "–" : `${(r * 100).toFixed(r > 0 && r < 0.1 ? 1 : 0)} %`;
   const rate = (r) => r == null ? "–" : r.toFixed(r < 10 ? 2 : 1);
   const number = (v, digits) => v == null ? "–" : v.toFixed(digits);
+  const energy = (wh) => wh == null ? "–" : wh >= 1000 ? `${(wh / 1000).toFixed(2)} kWh` : `${wh.toFixed(wh < 10 ? 2 : 1)} Wh`;
+  const money = (v, currency) => v == null ? "–" : `${v.toFixed(v < 0.01 ? 4 : v < 1 ? 3 : 2)} ${currency || ""}`.trim();
   const STATE_TEXT = { healthy: "healthy", "half-open": "probing", open: "circuit open", failed: "failed" };
 
   function backendCard(b) {
@@ -44,7 +46,7 @@
     ]);
   }
 
-  function modelRow(m) {
+  function modelRow(m, currency) {
     const cell = (text, cls) => el("td", { class: cls || "num", text });
     const errorRate = cell(percent(m.error_rate), m.error_rate ? "num bad" : "num");
     return el("tr", { data: { model: m.model } }, [
@@ -54,6 +56,8 @@
       cell(seconds(m.ttft_p50_s)), cell(seconds(m.ttft_p95_s)),
       cell(seconds(m.tpot_p50_s)), cell(seconds(m.tpot_p95_s)),
       cell(String(m.requests)),
+      cell(energy(m.wh_per_h)), cell(money(m.cost_per_h, currency)),
+      cell(m.cost_per_1k_tokens != null ? money(m.cost_per_1k_tokens, currency) : energy(m.wh_per_1k_tokens)),
     ]);
   }
 
@@ -91,11 +95,17 @@
     $("t-errors").textContent = recent > 0 ? percent(failing / recent) : "–";
     const powered = s.telemetry.devices.filter((d) => d.power_w != null);
     $("t-power").textContent = powered.length ? `${number(powered.reduce((sum, d) => sum + d.power_w, 0), 0)} W` : "no telemetry";
+    const metered = s.models.filter((m) => m.wh_per_h != null);
+    const priced = s.models.filter((m) => m.cost_per_h != null);
+    $("t-energy").textContent = !s.energy.metered ? "not metered"
+      : metered.length ? energy(metered.reduce((sum, m) => sum + m.wh_per_h, 0)) : "–";
+    $("t-cost").textContent = priced.length
+      ? money(priced.reduce((sum, m) => sum + m.cost_per_h, 0), s.energy.currency) : s.energy.metered && !s.energy.currency ? "no tariff" : "–";
     $("window").textContent = s.window_s > 0 ? `rates and percentiles over the last ${Math.round(s.window_s)} s` : "";
 
     $("backends").replaceChildren(...(s.backends.length ? s.backends.map(backendCard) : [el("p", { class: "empty", text: "No backends configured." })]));
-    const rows = s.models.map(modelRow);
-    $("models").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, [el("td", { colspan: "9", class: "empty", text: "No models yet." })])]));
+    const rows = s.models.map((m) => modelRow(m, s.energy.currency));
+    $("models").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, [el("td", { colspan: "12", class: "empty", text: "No models yet." })])]));
     $("devices").replaceChildren(...(s.telemetry.devices.length ? s.telemetry.devices.map(deviceCard)
       : [el("p", { class: "empty", id: "no-telemetry", text: s.telemetry.note || "no telemetry" })]));
     $("errors").replaceChildren(...(s.errors.length ? s.errors.map(errorItem) : [el("li", { class: "empty", text: "No errors since the gateway started." })]));
