@@ -89,7 +89,7 @@ def test_a_model_that_cannot_load_in_time_answers_503_with_retry_after(tmp_path:
         assert time.monotonic() - began < 10
         assert float(headers["Retry-After"]) >= 1
         message = json.loads(body)["error"]["message"]
-        assert "model 'stuck' was not ready within 1 s" in message and "waiting for" in message
+        assert "model 'stuck' on host 'desk' was not ready within 1 s" in message and "waiting for" in message
         code, _, body = http_request("POST", f"{agent.url}/v1/chat/completions", chat_body(model="nope"))
         assert code == 404 and "known models: a, stuck" in body.decode()
 

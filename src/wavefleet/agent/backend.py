@@ -31,10 +31,12 @@ from wavefleet.agent.units import parse_duration
 from wavefleet.errors import BadRequestError, UpstreamError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
 from wavefleet.gateway.backends.openai import HttpReply, translate_client_error
+from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
+from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
 from wavefleet.telemetry.names import EngineState
 
-__all__ = ["AgentMonitor", "EngineBackend", "keep_alive_of"]
+__all__ = ["AgentMonitor", "EngineBackend", "EnginePolicy", "keep_alive_of"]
 
 _JSON = {"Content-Type": "application/json"}
 _STREAM = {**_JSON, "Connection": "close"}
@@ -157,6 +159,24 @@ class _LeasedReply(HttpReply):
     def close(self) -> None:
         super().close()
         self._lease.release()
+
+
+class EnginePolicy:
+    """The agent's routing policy: each model has exactly one engine, so the candidates go as they
+    are, healthy or not. The engine's backend then answers for a model that failed, drains or
+    loads past its timeout with what the agent knows (host, reason, what to do); a policy that
+    left out unhealthy engines would answer "no healthy backend" instead."""
+
+    name = PolicyName.ROUND_ROBIN  # what the agent's gateway config names; one engine: one order
+
+    def choose(self, request: RouteRequest, view: FleetView) -> Decision:
+        return Decision(request.candidates, "own-engine")
+
+    def observe_first_token(self, backend: str, request: RouteRequest, ttft_s: float) -> None:
+        return None
+
+    def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
+        return None
 
 
 class AgentMonitor:

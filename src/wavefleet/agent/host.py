@@ -58,7 +58,7 @@ from wavefleet.agent.status import (
 from wavefleet.agent.units import format_bytes
 from wavefleet.engines import EngineKind
 from wavefleet.engines.llama_server import LlamaServerBinary, find_llama_server
-from wavefleet.errors import EngineError, ModelNotFoundError, ModelNotReadyError, UsageError
+from wavefleet.errors import EngineError, ModelFailedError, ModelNotFoundError, ModelNotReadyError, UsageError
 from wavefleet.plan.gguf_file import read_gguf
 from wavefleet.telemetry.names import EngineState
 
@@ -345,21 +345,24 @@ class Agent:
                         model.keep_alive = keep_alive
                     return Lease(self, model)
                 if state is EngineState.FAILED:
-                    raise ModelNotReadyError(self._failed_text(model))
+                    raise ModelFailedError(self._failed_text(model))
                 if state is EngineState.DRAINING:
                     raise ModelNotReadyError(
-                        f"model {name!r} is draining on this host and takes no new requests; "
+                        f"model {name!r} is draining on host {self.config.name!r} and takes no new requests; "
                         "it is stopped once its running requests end",
                         retry_after=5,
                     )
                 if state is EngineState.STOPPED:
                     if self._closing:
-                        raise ModelNotReadyError(f"model {name!r}: the agent is shutting down")
+                        raise ModelNotReadyError(
+                            f"model {name!r}: the agent on host {self.config.name!r} is shutting down"
+                        )
                     self._start_supervisor(model, "a request")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ModelNotReadyError(
-                        f"model {name!r} was not ready within {limit:g} s (the load timeout); "
+                        f"model {name!r} on host {self.config.name!r} was not ready within {limit:g} s "
+                        "(the load timeout); "
                         f"it was waiting for {model.detail}",
                         retry_after=self._retry_after(model),
                     )
@@ -858,11 +861,14 @@ class Agent:
         return max(1.0, backoff + load)
 
     def _failed_text(self, model: ManagedModel) -> str:
+        """Which model failed where, why (the reason and the engine's last log line), and what to do."""
         tail = model.log_tail[-1] if model.log_tail else ""
+        host = self.config.name
         return (
-            f"model {model.name!r} failed on this host: {model.last_error}"
+            f"model {model.name!r} failed on host {host!r}: {model.last_error}"
             + (f" (engine's last line: {tail[-200:]})" if tail and tail not in model.last_error else "")
-            + f"; POST /agent/v1/models/{model.name}/load tries again"
+            + f"; fix the cause (`wave agent status` on {host} shows the engine's log), then "
+            f"POST /agent/v1/models/{model.name}/load on that agent tries again, as does restarting it"
         )
 
     # --- status -----------------------------------------------------------------------------------
