@@ -8,9 +8,11 @@ request to wherever that engine listens now. The lease is held until the reply i
 idle timers and drains see the request in flight.
 
 llama-server answers a streamed request with keep-alive and then closes the connection; a client
-that sends its next request on that connection loses it. Streamed requests therefore go with
-`Connection: close` (no connection is kept after them), and a request whose connection was
-dropped before any answer, on an engine still running, is sent once more on a fresh one.
+that sends its next request on that connection loses it. Streamed requests to llama-server
+(kind llamacpp, started by the agent or at a `url:`) therefore go with `Connection: close` (no
+connection is kept after them); other engines keep their connections. A request whose
+connection was dropped before any answer, on an engine still running, is sent once more on a
+fresh one.
 
 When the engine dies under a request it has begun answering, the request ends at once with an
 error naming the crash. A request the engine never received (the connection was refused), or
@@ -28,6 +30,7 @@ from yarl import URL
 
 from wavefleet.agent.host import Agent, Lease
 from wavefleet.agent.units import parse_duration
+from wavefleet.engines import EngineKind
 from wavefleet.errors import BadRequestError, UpstreamError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
 from wavefleet.gateway.backends.openai import HttpReply, translate_client_error
@@ -62,6 +65,9 @@ class EngineBackend(Backend):
         self.model = model
         self._agent = agent
         self._session = session
+        closes = agent.models[model].config.kind is EngineKind.LLAMACPP
+        self._stream_headers = _STREAM if closes else _JSON
+        self._urls: dict[tuple[str, str], URL] = {}  # (engine address, endpoint) -> URL, parsed once
 
     async def send(self, request: BackendRequest) -> BackendReply:
         keep_alive = keep_alive_of(request.body)
@@ -88,8 +94,12 @@ class EngineBackend(Backend):
     ) -> aiohttp.ClientResponse | None:
         """The engine's response; None when the engine refused the connection because it died.
         `_DiedBeforeAnswering` (with `may_resend`) when it died holding the request unanswered."""
-        url = URL(f"{lease.url}/v1/{request.endpoint}")
-        headers = _STREAM if request.stream else _JSON
+        url = self._urls.get((lease.url, request.endpoint))
+        if url is None:
+            if len(self._urls) > 64:  # an engine restarted on many ports: forget the old ones
+                self._urls.clear()
+            url = self._urls[(lease.url, request.endpoint)] = URL(f"{lease.url}/v1/{request.endpoint}")
+        headers = self._stream_headers if request.stream else _JSON
         try:
             try:
                 return await self._session.post(url, data=request.raw, headers=headers)

@@ -118,6 +118,7 @@ class ManagedModel:
         self.estimate = estimate
         self.needs = needs  # bytes per device: its own, and host RAM for a GPU model's host share
         self.external = config.url is not None
+        self._external_url = str(config.url).rstrip("/").removesuffix("/v1") if config.url is not None else ""
         self.state = EngineState.READY if self.external else EngineState.STOPPED
         self.detail = "an engine running on its own" if self.external else "not loaded"
         self.process: EngineProcess | None = None
@@ -144,7 +145,7 @@ class ManagedModel:
     @property
     def url(self) -> str:
         if self.external:
-            return str(self.config.url).rstrip("/").removesuffix("/v1")
+            return self._external_url
         assert self.process is not None
         return self.process.url
 

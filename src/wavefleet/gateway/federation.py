@@ -72,6 +72,8 @@ def loaded_first(ranked: Sequence[Candidate], monitor: BackendMonitor) -> tuple[
     then agents that have room to load it, then those that would have to wait for room, and
     agents where it failed last (they answer with the failure when no other replica is left):
     a cold start only when no loaded replica is left, and where it can start at once."""
+    if len(ranked) < 2:  # nothing to reorder (every request to one engine, and every agent's own)
+        return tuple(ranked)
     return tuple(sorted(ranked, key=lambda c: _load_rank(c, monitor)))  # stable: the policy's order stays
 
 
