@@ -24,7 +24,7 @@ from wavefleet.agent.config import AgentConfig
 from wavefleet.agent.devices import HostMemory, MemoryReading
 from wavefleet.agent.host import Agent, ManagedModel, eviction_order
 from wavefleet.agent.memory import MemoryEstimate
-from wavefleet.agent.units import FOREVER
+from wavefleet.agent.units import FOREVER, format_bytes
 from wavefleet.errors import ModelFailedError, ModelNotReadyError
 from wavefleet.telemetry.names import EngineState
 
@@ -324,6 +324,31 @@ def test_an_engine_that_stops_answering_is_killed_and_restarted() -> None:
             lease.release()
             assert "stopped answering its health checks (3 in a row) and was killed" in a.last_error
             assert a.restarts == 1 and a.last_exit == "killed by SIGKILL"
+        finally:
+            await agent.aclose()
+
+    run(scenario)
+
+
+def test_the_ready_line_splits_the_estimate_into_buffers_and_runtime_and_compares_like_with_like() -> None:
+    """llama-server logs its buffers, not its runtime: the line compares the estimate's buffers with
+    them and names the runtime allowance apart, so the sizes it prints add up."""
+
+    async def scenario() -> None:
+        agent = Agent(agent_config([A]))
+        await agent.start()
+        try:
+            model = await ready(agent, "a")
+            line = next(e for e in agent.events if "a: ready in" in e)
+            assert model.buffers is not None
+            runtime = model.estimate.parts["runtime"]
+            buffers = model.estimate.total - runtime
+            error = (buffers - sum(model.buffers.values())) / sum(model.buffers.values())
+            assert (
+                f"estimate {format_bytes(model.estimate.total)} = {format_bytes(buffers)} of buffers "
+                f"+ {format_bytes(runtime)} runtime allowance; llama-server logged "
+                f"{format_bytes(sum(model.buffers.values()))} of buffers (estimate {error:+.1%})"
+            ) in line, line
         finally:
             await agent.aclose()
 

@@ -628,16 +628,10 @@ class Agent:
         for phase in ("memory", "process", "load", "first_token", "total"):
             self.metrics.cold_start.labels(model.name, phase).observe(getattr(phases, phase))
         self._set(model, EngineState.READY, f"serving on port {process.port} (pid {process.pid})")
-        error = _estimate_error(model)
         self._event(
             f"{model.name}: ready in {phases.total:.2f} s (memory {phases.memory:.2f}, process "
             f"{phases.process:.2f}, load {phases.load:.2f}, first token {phases.first_token:.2f}); "
-            f"estimate {format_bytes(model.estimate.total)}"
-            + (
-                f", logged {format_bytes(sum(model.buffers.values()))} ({error:+.1%})"
-                if model.buffers and error is not None
-                else ""
-            )
+            + _memory_text(model)
         )
 
     async def _serve(self, model: ManagedModel, process: EngineProcess) -> str:
@@ -981,6 +975,23 @@ def _why_kept(model: ManagedModel) -> str:
 def _runtime(estimate: MemoryEstimate) -> int:
     """The part of an estimate the engine's log does not show: the process's runtime on each side."""
     return estimate.parts.get("runtime", 0) + (CPU_RUNTIME_BYTES if estimate.host else 0)
+
+
+def _memory_text(model: ManagedModel) -> str:
+    """The estimate split into the buffers llama-server logs and the runtime allowance it does not,
+    and the estimate's buffers against the logged ones: like compared with like."""
+    estimate = model.estimate
+    runtime = _runtime(estimate)
+    text = f"estimate {format_bytes(estimate.total)}"
+    if runtime:
+        text += f" = {format_bytes(estimate.total - runtime)} of buffers + {format_bytes(runtime)} runtime allowance"
+    error = _estimate_error(model)
+    if model.buffers and error is not None:
+        text += (
+            f"; llama-server logged {format_bytes(sum(model.buffers.values()))} of buffers "
+            f"(estimate {error:+.1%})"
+        )
+    return text
 
 
 def _estimate_error(model: ManagedModel) -> float | None:
