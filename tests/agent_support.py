@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import gguf
+import numpy as np
 import pytest
 
 from helpers import free_port, http_request, start_wave, wait_until, wave_env
@@ -61,6 +63,22 @@ class Certificates:
         if with_certificate:
             context.load_cert_chain(str(self.client_cert), str(self.client_key))
         return context
+
+
+def unloadable_gguf(path: Path) -> Path:
+    """A GGUF that reads as a Llama model but that llama.cpp cannot load (no tokenizer, no layers)."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, value in (
+        ("context_length", 2048), ("embedding_length", 64), ("block_count", 2),
+        ("feed_forward_length", 128), ("attention.head_count", 4),
+    ):  # fmt: skip
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_tensor("token_embd.weight", np.zeros((32, 64), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 def mutual_tls(folder: Path) -> Certificates:

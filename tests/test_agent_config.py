@@ -143,6 +143,8 @@ def test_other_ways_to_run_an_engine(tmp_path: Path) -> None:
         load_agent_config(write(tmp_path, "models:\n  - {name: cmd, command: [my-engine]}\n"))
     with pytest.raises(ConfigError, match="give no gguf, model or command with it"):
         load_agent_config(write(tmp_path, "models:\n  - {name: e, url: 'http://x:1', command: [a]}\n"))
+    with pytest.raises(ConfigError, match="kind triton does not serve OpenAI's API.*gateway's `backends:`"):
+        load_agent_config(write(tmp_path, "models:\n  - {name: t, kind: triton, url: 'http://x:1'}\n"))
 
 
 def test_the_secret_comes_from_the_environment_or_a_file_never_inline(

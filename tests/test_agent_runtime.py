@@ -16,18 +16,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import gguf
-import numpy as np
 import pytest
 
-from agent_support import needs_llama_server, smol
+from agent_support import needs_llama_server, smol, unloadable_gguf
 from helpers import async_wait_until
 from wavefleet.agent.config import AgentConfig
 from wavefleet.agent.devices import HostMemory, MemoryReading
 from wavefleet.agent.host import Agent, ManagedModel, eviction_order
 from wavefleet.agent.memory import MemoryEstimate
-from wavefleet.agent.units import FOREVER
-from wavefleet.errors import ModelNotReadyError
+from wavefleet.agent.units import FOREVER, format_bytes
+from wavefleet.errors import ModelFailedError, ModelNotReadyError
 from wavefleet.telemetry.names import EngineState
 
 MIB = 2**20
@@ -84,7 +82,7 @@ def test_eviction_spares_pinned_models_and_models_with_requests_in_flight() -> N
             with pytest.raises(ModelNotReadyError) as caught:
                 await agent.acquire("c", limit_s=2)
             text = caught.value.message
-            assert "model 'c' was not ready within 2 s" in text
+            assert "model 'c' on host " in text and "was not ready within 2 s" in text
             assert "memory on cpu" in text and "busy: a (pinned), b (1 in flight)" in text
             assert caught.value.retry_after is not None and caught.value.status == 503
             assert (a.state, b.state) == (EngineState.READY, EngineState.READY)
@@ -185,13 +183,13 @@ def test_an_engine_that_keeps_exiting_is_failed_after_max_restarts() -> None:
             assert (model.restarts, model.failures_in_row) == (2, 3)
             assert spent >= 0.2 + 0.4  # two backoffs: 0.2 s, then 0.4 s
             text = caught.value.message
-            assert "model 'crashing' failed on this host" in text and "exit 3" in text
+            assert "model 'crashing' failed on host " in text and "exit 3" in text
             assert "cannot open the model: boom" in text and "/agent/v1/models/crashing/load" in text
             status = agent.model_status(model)
             assert status.log[-1] == "cannot open the model: boom" and status.last_exit == "exit 3"
             assert counter(agent, "wave_engine_loads_total", model="crashing", outcome="failed") == 3
             fast = time.monotonic()
-            with pytest.raises(ModelNotReadyError, match="failed on this host"):
+            with pytest.raises(ModelFailedError, match="failed on host "):
                 await agent.acquire("crashing")  # failed: answered at once, not after a load timeout
             assert time.monotonic() - fast < 1
             await agent.load("crashing")  # the control API's load starts the count again
@@ -202,29 +200,13 @@ def test_an_engine_that_keeps_exiting_is_failed_after_max_restarts() -> None:
     run(scenario)
 
 
-def unloadable_gguf(path: Path) -> Path:
-    """A GGUF that reads as a Llama model but that llama.cpp cannot load (no tokenizer, no layers)."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    for key, value in (
-        ("context_length", 2048), ("embedding_length", 64), ("block_count", 2),
-        ("feed_forward_length", 128), ("attention.head_count", 4),
-    ):  # fmt: skip
-        writer.add_uint32(f"llama.{key}", value)
-    writer.add_tensor("token_embd.weight", np.zeros((32, 64), dtype=np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def test_a_model_file_llama_server_cannot_load_fails_with_its_last_lines(tmp_path: Path) -> None:
     async def scenario() -> None:
         broken = {"name": "broken", "gguf": str(unloadable_gguf(tmp_path / "broken.gguf")), "threads": 1}
         agent = Agent(agent_config([broken, smol("fine", 256)], max_restarts=1))
         await agent.start()
         try:
-            with pytest.raises(ModelNotReadyError, match="failed on this host"):
+            with pytest.raises(ModelNotReadyError, match="failed on host "):
                 await agent.acquire("broken")
             model = agent.models["broken"]
             assert model.state is EngineState.FAILED and model.restarts == 1
@@ -342,6 +324,31 @@ def test_an_engine_that_stops_answering_is_killed_and_restarted() -> None:
             lease.release()
             assert "stopped answering its health checks (3 in a row) and was killed" in a.last_error
             assert a.restarts == 1 and a.last_exit == "killed by SIGKILL"
+        finally:
+            await agent.aclose()
+
+    run(scenario)
+
+
+def test_the_ready_line_splits_the_estimate_into_buffers_and_runtime_and_compares_like_with_like() -> None:
+    """llama-server logs its buffers, not its runtime: the line compares the estimate's buffers with
+    them and names the runtime allowance apart, so the sizes it prints add up."""
+
+    async def scenario() -> None:
+        agent = Agent(agent_config([A]))
+        await agent.start()
+        try:
+            model = await ready(agent, "a")
+            line = next(e for e in agent.events if "a: ready in" in e)
+            assert model.buffers is not None
+            runtime = model.estimate.parts["runtime"]
+            buffers = model.estimate.total - runtime
+            error = (buffers - sum(model.buffers.values())) / sum(model.buffers.values())
+            assert (
+                f"estimate {format_bytes(model.estimate.total)} = {format_bytes(buffers)} of buffers "
+                f"+ {format_bytes(runtime)} runtime allowance; llama-server logged "
+                f"{format_bytes(sum(model.buffers.values()))} of buffers (estimate {error:+.1%})"
+            ) in line, line
         finally:
             await agent.aclose()
 

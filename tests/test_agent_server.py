@@ -10,12 +10,15 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 
 from agent_support import needs_llama_server, serving_agent, smol
 from helpers import chat_body, http_request, run_wave, wait_until, wave_env
+from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
 
 pytestmark = pytest.mark.slow
 SECRET = "agent-test-secret"
@@ -89,7 +92,7 @@ def test_a_model_that_cannot_load_in_time_answers_503_with_retry_after(tmp_path:
         assert time.monotonic() - began < 10
         assert float(headers["Retry-After"]) >= 1
         message = json.loads(body)["error"]["message"]
-        assert "model 'stuck' was not ready within 1 s" in message and "waiting for" in message
+        assert "model 'stuck' on host 'desk' was not ready within 1 s" in message and "waiting for" in message
         code, _, body = http_request("POST", f"{agent.url}/v1/chat/completions", chat_body(model="nope"))
         assert code == 404 and "known models: a, stuck" in body.decode()
 
@@ -211,3 +214,36 @@ def test_the_agent_refuses_to_listen_beyond_loopback_without_a_secret(tmp_path: 
     done = run_wave("agent", "--config", str(config), "--host", "0.0.0.0", "--port", "0", env=env, timeout=60)
     assert done.returncode == 2
     assert "refusing to listen on 0.0.0.0 without a shared secret" in " ".join(done.stderr.split())
+
+
+def test_streams_keep_their_connection_to_engines_other_than_llama_server(tmp_path: Path) -> None:
+    """llama-server drops a kept-alive connection after a stream, so streams to it go with
+    `Connection: close`; any other engine keeps one connection for stream after stream."""
+    peers: dict[str, set[object]] = {"vllm-like": set(), "llama-like": set()}
+
+    def counted(name: str) -> web.Application:
+        @web.middleware
+        async def note_peer(request: web.Request, handler: Any) -> web.StreamResponse:
+            assert request.transport is not None
+            peers[name].add(request.transport.get_extra_info("peername"))
+            answer: web.StreamResponse = await handler(request)
+            return answer
+
+        app = FakeOpenAIEngine(name, models=[name], delay_s=0).app()
+        app.middlewares.append(note_peer)
+        return app
+
+    with serve_in_thread(counted("vllm-like")) as vllm, serve_in_thread(counted("llama-like")) as llama:
+        models = [
+            {"name": "vllm-like", "kind": "openai", "url": vllm.url},
+            {"name": "llama-like", "kind": "llamacpp", "url": llama.url},
+        ]
+        with serving_agent(tmp_path / "desk", models) as agent:
+            for name in peers:
+                for _ in range(3):
+                    code, _, body = http_request(
+                        "POST", f"{agent.url}/v1/chat/completions", chat_body("hi", model=name, stream=True)
+                    )
+                    assert code == 200 and b"[DONE]" in body, body
+    assert len(peers["vllm-like"]) == 1  # one kept-alive connection
+    assert len(peers["llama-like"]) == 3  # a fresh connection for each stream

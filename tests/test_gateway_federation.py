@@ -11,11 +11,23 @@ from pathlib import Path
 import openai
 import pytest
 
-from agent_support import mutual_tls, needs_llama_server, serving_agent, smol
-from helpers import free_port, http_request, run_wave, serving_wave, start_wave, wait_until, wave_env
+from agent_support import mutual_tls, needs_llama_server, serving_agent, smol, unloadable_gguf
+from helpers import (
+    chat_body,
+    free_port,
+    http_request,
+    run_wave,
+    serving_wave,
+    start_wave,
+    wait_until,
+    wave_env,
+)
 from wavefleet.cli.serve import build_config, parse_agent
 from wavefleet.errors import ConfigError, UsageError
 from wavefleet.gateway.config import load_gateway_config
+from wavefleet.gateway.federation import loaded_first
+from wavefleet.gateway.monitor.snapshot import StaticMonitor
+from wavefleet.gateway.routing.base import Candidate
 
 SECRET_A, SECRET_B = "secret-of-desk", "secret-of-xps13"
 
@@ -180,7 +192,7 @@ def test_a_model_loaded_nowhere_goes_to_the_agent_with_room_for_it(tmp_path: Pat
 
 
 def test_an_agent_that_lists_no_model_takes_no_model_name(tmp_path: Path) -> None:
-    """An agent not reached yet (or whose models all failed) is no wildcard: unknown names are 404."""
+    """An agent not reached yet is no wildcard: unknown names are 404."""
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
     dead = f"http://127.0.0.1:{free_port()}"
@@ -253,3 +265,73 @@ def test_mutual_tls_between_the_gateway_and_an_agent(tmp_path: Path) -> None:
         finally:
             refused.terminate()
             refused.wait(timeout=20)
+
+
+def _health_states(gateway: str, agent: str) -> dict[str, str]:
+    states: dict[str, str] = json.loads(http_request("GET", f"{gateway}/health")[2])["backends"][agent][
+        "states"
+    ]
+    return states
+
+
+@pytest.mark.slow
+def test_a_model_that_failed_on_an_agent_is_answered_with_its_failure_not_a_404(tmp_path: Path) -> None:
+    """Through the gateway and from the agent alone: a configured model that failed on its host is
+    a 503 naming the model, the host, the reason and what to do; one whose restart is pending is
+    a 503 with Retry-After. Neither is ever an unknown model."""
+    needs_llama_server()
+    broken = {"name": "broken", "gguf": str(unloadable_gguf(tmp_path / "broken.gguf")), "threads": 1}
+    exits = ["sh", "-c", "echo 'cannot open the model: boom'; exit 3"]
+    flaky = {"name": "flaky", "command": exits, "memory": "16MiB", "load_timeout": "1s"}
+    with (
+        serving_agent(tmp_path / "desk", [broken, smol("fine", 256)], defaults={"max_restarts": 0}) as desk,
+        serving_agent(tmp_path / "xps13", [flaky], defaults={"backoff": {"base": 60, "max": 60}}) as xps13,
+    ):
+        code, _, body = http_request("POST", f"{desk.url}/agent/v1/models/broken/load", {}, timeout=120)
+        assert code == 200 and json.loads(body)["state"] == "failed", body
+        with serving_wave("--agent", f"desk={desk.url}", "--agent", f"xps13={xps13.url}") as gateway:
+            wait_until(lambda: _health_states(gateway, "desk").get("broken") == "failed", timeout_s=10)
+            for url, via in ((gateway, "gateway"), (desk.url, "agent")):
+                for stream in (False, True):
+                    code, headers, body = http_request(
+                        "POST",
+                        f"{url}/v1/chat/completions",
+                        chat_body(model="broken", max_tokens=1, stream=stream),
+                        timeout=30,
+                    )
+                    error = json.loads(body)["error"]
+                    assert code == 503, (via, stream, body)
+                    assert error["code"] == "model_failed", error
+                    message = error["message"]
+                    assert "model 'broken' failed on host 'desk'" in message, message
+                    assert "while loading" in message, message  # why
+                    assert "/agent/v1/models/broken/load" in message, message  # what to do
+                    assert "Retry-After" not in headers  # nothing will bring it back by itself
+                    if via == "gateway":
+                        assert headers["x-wave-backend"] == "desk"
+            listed = {m["id"] for m in json.loads(http_request("GET", f"{gateway}/v1/models")[2])["data"]}
+            assert {"broken", "fine", "flaky"} <= listed
+
+            # a restart pending: the request waits its load timeout, then 503 with Retry-After
+            for _ in range(2):
+                code, headers, body = http_request(
+                    "POST",
+                    f"{gateway}/v1/chat/completions",
+                    chat_body(model="flaky", max_tokens=1),
+                    timeout=30,
+                )
+                message = json.loads(body)["error"]["message"]
+                assert code == 503, body
+                assert float(headers["Retry-After"]) >= 30, headers
+                assert "model 'flaky' on host 'xps13' was not ready within 1 s" in message, message
+                assert "restart 1 of" in message and "exit 3" in message, message
+            assert _health_states(gateway, "xps13") == {"flaky": "starting"}
+
+
+def test_agents_where_the_model_failed_come_last_after_those_that_would_load_it() -> None:
+    monitor = StaticMonitor()
+    states = {"failed-here": "failed", "no-room": "stopped", "loaded": "ready", "room": "stopped"}
+    for backend, state in states.items():
+        monitor.set(backend, model_states=(("m", state),), no_room=("m",) if backend == "no-room" else ())
+    ranked = [Candidate(backend, "m") for backend in states]
+    assert [c.backend for c in loaded_first(ranked, monitor)] == ["loaded", "room", "no-room", "failed-here"]

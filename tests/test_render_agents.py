@@ -1,6 +1,7 @@
 """`wave render` writes each engine host's agent.yaml from the plan's placements: every placement
-on a host appears in that host's agent.yaml with its context and slots, on its device, and the
-file loads with the agent's own config loader."""
+serving OpenAI's API appears in its host's agent.yaml with its context and slots, on its device,
+and the file loads with the agent's own config loader. The rendered wave.yaml federates exactly
+those agents, so every placed model is reachable through the gateway."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from render_example import example_fleet
 from wavefleet.agent.config import load_agent_config
 from wavefleet.catalog import Catalog
-from wavefleet.engines import EngineKind
+from wavefleet.engines import Api, EngineKind
 from wavefleet.errors import ConfigError, UsageError
+from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.from_inventory import EngineSource, PortMode, fleet_from_inventory
 from wavefleet.render.render import render_to
@@ -34,14 +36,15 @@ def test_every_placement_is_in_its_hosts_agent_yaml_with_its_context_and_slots(
     else:
         fleet = home_lab_fleet(EngineSource.PLAN if which == "home-lab-plan" else EngineSource.DEPLOYMENTS)
     render_to(fleet, tmp_path)
-    hosts = {e.node for e in fleet.engines}
+    served = [e for e in fleet.engines if e.kind.traits.api is Api.OPENAI]  # the agent forwards OpenAI's API
+    hosts = {e.node for e in served}
     assert hosts and sorted(p.parent.name for p in tmp_path.glob("*/agent.yaml")) == sorted(hosts)
     for host in hosts:
         path = tmp_path / host / "agent.yaml"
         config = load_agent_config(path, check_files=False)  # the agent's own loader
         assert config.name == host and config.secret is not None
         assert config.host == fleet.node(host).address  # beyond loopback: the secret guards it
-        placed = fleet.engines_on(host)
+        placed = [e for e in served if e.node == host]
         assert len(config.models) == len(placed)
         seen: set[str] = set()
         for engine, model in zip(placed, config.models, strict=True):
@@ -92,3 +95,46 @@ def test_prometheus_scrapes_every_agent(tmp_path: Path) -> None:
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "wave-agent"]
     scraped = {(s["labels"]["node"], s["targets"][0]) for s in job["static_configs"]}
     assert scraped == {(n, f"{fleet.node(n).address}:9190") for n in {e.node for e in fleet.engines}}
+
+
+@pytest.mark.parametrize(
+    ("which", "tls"),
+    [("example", None), ("home-lab-plan", None), ("home-lab-deployments", "/etc/wavefleet/tls")],
+)
+def test_the_rendered_gateway_federates_exactly_the_rendered_agents(
+    which: str, tls: str | None, tmp_path: Path
+) -> None:
+    fleet = (
+        example_fleet()
+        if which == "example"
+        else home_lab_fleet(EngineSource.PLAN if which == "home-lab-plan" else EngineSource.DEPLOYMENTS)
+    )
+    fleet = fleet.model_copy(update={"gateway": fleet.gateway.model_copy(update={"agent_tls_dir": tls})})
+    render_to(fleet, tmp_path)
+    gateway = load_gateway_config(tmp_path / fleet.gateway.nginx_node / "wave.yaml")  # the gateway's loader
+    written = sorted(p.parent.name for p in tmp_path.glob("*/agent.yaml"))
+    assert sorted(a.name for a in gateway.agents) == written
+    reachable = {m for b in gateway.backends for m in b.models}
+    for ref in gateway.agents:
+        agent = load_agent_config(tmp_path / ref.name / "agent.yaml", check_files=False)
+        assert (
+            (ref.url.host, ref.url.port) == (agent.host, agent.port) == (fleet.node(ref.name).address, 9190)
+        )
+        assert ref.secret is not None and agent.secret is not None and ref.secret.file == agent.secret.file
+        if tls is None:
+            assert ref.url.scheme == "http" and ref.tls is None and agent.tls is None
+        else:  # mutual TLS: the agent asks for the gateway's certificate, signed by the same CA
+            assert ref.url.scheme == "https" and ref.tls is not None and agent.tls is not None
+            assert ref.tls.ca == agent.tls.client_ca == Path(tls) / "ca.pem"
+            assert (
+                ref.tls.cert == Path(tls) / "gateway.pem" and agent.tls.cert == Path(tls) / f"{ref.name}.pem"
+            )
+        reachable |= {m.name for m in agent.models}
+    for engine in fleet.engines:  # every placement is served, by its host's agent or as a backend
+        on_agent = engine.kind.traits.api is Api.OPENAI
+        assert (engine.node in written) or not on_agent
+        assert engine.model in reachable or engine.name in reachable
+    assert not (
+        {b.name for b in gateway.backends}
+        & {e.name for e in fleet.engines if e.kind.traits.api is Api.OPENAI}
+    )

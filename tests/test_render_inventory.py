@@ -110,7 +110,12 @@ def test_cli_renders_the_plan_by_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     config = load_gateway_config(out / "xps15-lxc-101" / "wave.yaml")
     # the default workload (first token within 6 s) places nothing on the two laptop CPUs
-    assert len(config.backends) == 4 and config.policy.value == "wave"
+    assert sorted(a.name for a in config.agents) == ["jetson", "schlimers-server", "xps15-lxc-107"]
+    assert not config.backends and config.policy.value == "least-loaded"  # agents carry no profile
+    models = [
+        m for a in config.agents for m in yaml.safe_load((out / a.name / "agent.yaml").read_text())["models"]
+    ]
+    assert len(models) == 4
     assert (out / "jetson" / "jetson-exporter" / "exporter.py").is_file()
     assert "dcgm-exporter" not in yaml.safe_load((out / "jetson" / "compose.yaml").read_text())["services"]
 
@@ -123,12 +128,13 @@ def test_cli_renders_the_deployments_with_assigned_ports(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "triton-desktop" in result.output and "wrote" in result.output
     config = load_gateway_config(out / "xps15-lxc-101" / "wave.yaml")
-    assert {b.name for b in config.backends} == {
-        "vllm-desktop",
-        "llamacpp-desktop",
-        "llamacpp-xps15",
-        "llamacpp-gtx1650",
+    assert not config.backends and {a.name for a in config.agents} == {"schlimers-server", "xps15-lxc-107"}
+    served = {
+        m["name"]
+        for a in config.agents
+        for m in yaml.safe_load((out / a.name / "agent.yaml").read_text())["models"]
     }
+    assert len(served) == 4
     compose = yaml.safe_load((out / "schlimers-server" / "compose.yaml").read_text())
     assert {"vllm-desktop", "llamacpp-desktop", "node-exporter", "dcgm-exporter"} <= set(compose["services"])
     assert (out / "xps15" / "lxc-107-gpu.sh").is_file()
@@ -161,3 +167,14 @@ def test_an_inventory_without_an_nginx_container_says_what_to_add(tmp_path: Path
     assert isinstance(result.exception, UsageError)
     assert "no container in the inventory runs nginx" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_agent_tls_renders_mutual_tls_on_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    result = CliRunner().invoke(cli, ["render", "--agent-tls", "/etc/wavefleet/tls", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = load_gateway_config(out / "xps15-lxc-101" / "wave.yaml")
+    assert config.agents and all(a.url.scheme == "https" and a.tls is not None for a in config.agents)
+    for ref in config.agents:
+        agent = yaml.safe_load((out / ref.name / "agent.yaml").read_text())
+        assert agent["tls"]["client_ca"] == str(ref.tls.ca) if ref.tls else False

@@ -22,6 +22,7 @@ import yaml
 
 from render_example import example_fleet  # tests/ is on pytest's pythonpath
 from wavefleet.catalog import Catalog
+from wavefleet.engines import Api
 from wavefleet.gateway.config import load_gateway_config
 from wavefleet.plan.inventory import default_inventory_path, load_inventory
 from wavefleet.render.checks import compose_ports
@@ -281,7 +282,11 @@ def test_gateway_config_loads_and_matches_the_rendered_engines(rendered: tuple[F
             if "io.wavefleet.engine" in service["labels"]:
                 ports = [p for p, _ in compose_ports({"services": {name: service}})]
                 engines[name] = (fleet.node(path.parent.name).address, ports)
-    assert {b.name for b in config.backends} == set(engines)
+    agents = {a.name for a in config.agents}
+    # the engines the node's agent serves (agent.yaml, checked in test_render_agents.py)
+    fronted = {e.name for e in fleet.engines if e.node in agents and e.kind.traits.api is Api.OPENAI}
+    assert {b.name for b in config.backends} | fronted == set(engines)
+    assert not {b.name for b in config.backends} & fronted
     for backend in config.backends:
         address, ports = engines[backend.name]
         assert backend.url.host == address and backend.url.port in ports

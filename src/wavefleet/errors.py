@@ -20,7 +20,8 @@
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
         ├── NoHealthyBackendError  503  with Retry-After
-        │   └── ModelNotReadyError 503  the fleet agent's model is loading, failed or draining
+        │   └── ModelNotReadyError 503  the fleet agent's model is loading past its timeout, or draining
+        │       └── ModelFailedError  503  it failed on its host: names the host, why, what to do
         └── UpstreamTimeoutError   504
 
 Errors from libraries (aiohttp, pydantic, yaml) are translated where they enter our code, with
@@ -49,6 +50,7 @@ __all__ = [
     "MethodNotAllowedError",
     "MissingExtraError",
     "ModelError",
+    "ModelFailedError",
     "ModelNotFoundError",
     "ModelNotReadyError",
     "NoHealthyBackendError",
@@ -205,10 +207,19 @@ class NoHealthyBackendError(GatewayError):
 
 
 class ModelNotReadyError(NoHealthyBackendError):
-    """The fleet agent's engine for the model is not ready: still loading past the load timeout,
-    failed, or draining. The message names the model and what it was waiting for."""
+    """The fleet agent's engine for the model is not ready: still loading past the load timeout
+    (a restart pending among the causes), or draining. The message names the model, its host and
+    what it was waiting for."""
 
     code = "model_not_ready"
+
+
+class ModelFailedError(ModelNotReadyError):
+    """The fleet agent's engine for the model failed (it could not start, or crashed past its
+    restart limit) and nothing starts it again by itself: the message names the host, the reason
+    and what to do."""
+
+    code = "model_failed"
 
 
 class UpstreamTimeoutError(GatewayError):

@@ -8,9 +8,11 @@ request to wherever that engine listens now. The lease is held until the reply i
 idle timers and drains see the request in flight.
 
 llama-server answers a streamed request with keep-alive and then closes the connection; a client
-that sends its next request on that connection loses it. Streamed requests therefore go with
-`Connection: close` (no connection is kept after them), and a request whose connection was
-dropped before any answer, on an engine still running, is sent once more on a fresh one.
+that sends its next request on that connection loses it. Streamed requests to llama-server
+(kind llamacpp, started by the agent or at a `url:`) therefore go with `Connection: close` (no
+connection is kept after them); other engines keep their connections. A request whose
+connection was dropped before any answer, on an engine still running, is sent once more on a
+fresh one.
 
 When the engine dies under a request it has begun answering, the request ends at once with an
 error naming the crash. A request the engine never received (the connection was refused), or
@@ -28,13 +30,16 @@ from yarl import URL
 
 from wavefleet.agent.host import Agent, Lease
 from wavefleet.agent.units import parse_duration
+from wavefleet.engines import EngineKind
 from wavefleet.errors import BadRequestError, UpstreamError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest
 from wavefleet.gateway.backends.openai import HttpReply, translate_client_error
+from wavefleet.gateway.config import PolicyName
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
+from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
 from wavefleet.telemetry.names import EngineState
 
-__all__ = ["AgentMonitor", "EngineBackend", "keep_alive_of"]
+__all__ = ["AgentMonitor", "EngineBackend", "EnginePolicy", "keep_alive_of"]
 
 _JSON = {"Content-Type": "application/json"}
 _STREAM = {**_JSON, "Connection": "close"}
@@ -60,6 +65,9 @@ class EngineBackend(Backend):
         self.model = model
         self._agent = agent
         self._session = session
+        closes = agent.models[model].config.kind is EngineKind.LLAMACPP
+        self._stream_headers = _STREAM if closes else _JSON
+        self._urls: dict[tuple[str, str], URL] = {}  # (engine address, endpoint) -> URL, parsed once
 
     async def send(self, request: BackendRequest) -> BackendReply:
         keep_alive = keep_alive_of(request.body)
@@ -86,8 +94,12 @@ class EngineBackend(Backend):
     ) -> aiohttp.ClientResponse | None:
         """The engine's response; None when the engine refused the connection because it died.
         `_DiedBeforeAnswering` (with `may_resend`) when it died holding the request unanswered."""
-        url = URL(f"{lease.url}/v1/{request.endpoint}")
-        headers = _STREAM if request.stream else _JSON
+        url = self._urls.get((lease.url, request.endpoint))
+        if url is None:
+            if len(self._urls) > 64:  # an engine restarted on many ports: forget the old ones
+                self._urls.clear()
+            url = self._urls[(lease.url, request.endpoint)] = URL(f"{lease.url}/v1/{request.endpoint}")
+        headers = self._stream_headers if request.stream else _JSON
         try:
             try:
                 return await self._session.post(url, data=request.raw, headers=headers)
@@ -157,6 +169,24 @@ class _LeasedReply(HttpReply):
     def close(self) -> None:
         super().close()
         self._lease.release()
+
+
+class EnginePolicy:
+    """The agent's routing policy: each model has exactly one engine, so the candidates go as they
+    are, healthy or not. The engine's backend then answers for a model that failed, drains or
+    loads past its timeout with what the agent knows (host, reason, what to do); a policy that
+    left out unhealthy engines would answer "no healthy backend" instead."""
+
+    name = PolicyName.ROUND_ROBIN  # what the agent's gateway config names; one engine: one order
+
+    def choose(self, request: RouteRequest, view: FleetView) -> Decision:
+        return Decision(request.candidates, "own-engine")
+
+    def observe_first_token(self, backend: str, request: RouteRequest, ttft_s: float) -> None:
+        return None
+
+    def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
+        return None
 
 
 class AgentMonitor:

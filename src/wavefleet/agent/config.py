@@ -34,7 +34,7 @@ from pydantic import (
 
 from wavefleet.agent.secret import SecretSource
 from wavefleet.agent.units import FOREVER, parse_duration, parse_size
-from wavefleet.engines import EngineKind
+from wavefleet.engines import Api, EngineKind
 from wavefleet.errors import ConfigError, ConfigProblem
 from wavefleet.files import FrozenModel, load_model
 from wavefleet.gateway.config import ApiKeySource
@@ -221,6 +221,11 @@ class ModelConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> ModelConfig:
+        if self.kind.traits.api is not Api.OPENAI:
+            raise ValueError(
+                f"kind {self.kind.value} does not serve OpenAI's API, which the agent forwards: list the engine "
+                "under the gateway's `backends:` (wave.yaml) instead"
+            )
         if self.url is not None:
             if self.command is not None or self.gguf is not None or self.model is not None:
                 raise ValueError(

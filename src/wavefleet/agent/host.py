@@ -58,7 +58,7 @@ from wavefleet.agent.status import (
 from wavefleet.agent.units import format_bytes
 from wavefleet.engines import EngineKind
 from wavefleet.engines.llama_server import LlamaServerBinary, find_llama_server
-from wavefleet.errors import EngineError, ModelNotFoundError, ModelNotReadyError, UsageError
+from wavefleet.errors import EngineError, ModelFailedError, ModelNotFoundError, ModelNotReadyError, UsageError
 from wavefleet.plan.gguf_file import read_gguf
 from wavefleet.telemetry.names import EngineState
 
@@ -118,6 +118,7 @@ class ManagedModel:
         self.estimate = estimate
         self.needs = needs  # bytes per device: its own, and host RAM for a GPU model's host share
         self.external = config.url is not None
+        self._external_url = str(config.url).rstrip("/").removesuffix("/v1") if config.url is not None else ""
         self.state = EngineState.READY if self.external else EngineState.STOPPED
         self.detail = "an engine running on its own" if self.external else "not loaded"
         self.process: EngineProcess | None = None
@@ -144,7 +145,7 @@ class ManagedModel:
     @property
     def url(self) -> str:
         if self.external:
-            return str(self.config.url).rstrip("/").removesuffix("/v1")
+            return self._external_url
         assert self.process is not None
         return self.process.url
 
@@ -345,21 +346,24 @@ class Agent:
                         model.keep_alive = keep_alive
                     return Lease(self, model)
                 if state is EngineState.FAILED:
-                    raise ModelNotReadyError(self._failed_text(model))
+                    raise ModelFailedError(self._failed_text(model))
                 if state is EngineState.DRAINING:
                     raise ModelNotReadyError(
-                        f"model {name!r} is draining on this host and takes no new requests; "
+                        f"model {name!r} is draining on host {self.config.name!r} and takes no new requests; "
                         "it is stopped once its running requests end",
                         retry_after=5,
                     )
                 if state is EngineState.STOPPED:
                     if self._closing:
-                        raise ModelNotReadyError(f"model {name!r}: the agent is shutting down")
+                        raise ModelNotReadyError(
+                            f"model {name!r}: the agent on host {self.config.name!r} is shutting down"
+                        )
                     self._start_supervisor(model, "a request")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ModelNotReadyError(
-                        f"model {name!r} was not ready within {limit:g} s (the load timeout); "
+                        f"model {name!r} on host {self.config.name!r} was not ready within {limit:g} s "
+                        "(the load timeout); "
                         f"it was waiting for {model.detail}",
                         retry_after=self._retry_after(model),
                     )
@@ -624,16 +628,10 @@ class Agent:
         for phase in ("memory", "process", "load", "first_token", "total"):
             self.metrics.cold_start.labels(model.name, phase).observe(getattr(phases, phase))
         self._set(model, EngineState.READY, f"serving on port {process.port} (pid {process.pid})")
-        error = _estimate_error(model)
         self._event(
             f"{model.name}: ready in {phases.total:.2f} s (memory {phases.memory:.2f}, process "
             f"{phases.process:.2f}, load {phases.load:.2f}, first token {phases.first_token:.2f}); "
-            f"estimate {format_bytes(model.estimate.total)}"
-            + (
-                f", logged {format_bytes(sum(model.buffers.values()))} ({error:+.1%})"
-                if model.buffers and error is not None
-                else ""
-            )
+            + _memory_text(model)
         )
 
     async def _serve(self, model: ManagedModel, process: EngineProcess) -> str:
@@ -858,11 +856,14 @@ class Agent:
         return max(1.0, backoff + load)
 
     def _failed_text(self, model: ManagedModel) -> str:
+        """Which model failed where, why (the reason and the engine's last log line), and what to do."""
         tail = model.log_tail[-1] if model.log_tail else ""
+        host = self.config.name
         return (
-            f"model {model.name!r} failed on this host: {model.last_error}"
+            f"model {model.name!r} failed on host {host!r}: {model.last_error}"
             + (f" (engine's last line: {tail[-200:]})" if tail and tail not in model.last_error else "")
-            + f"; POST /agent/v1/models/{model.name}/load tries again"
+            + f"; fix the cause (`wave agent status` on {host} shows the engine's log), then "
+            f"POST /agent/v1/models/{model.name}/load on that agent tries again, as does restarting it"
         )
 
     # --- status -----------------------------------------------------------------------------------
@@ -974,6 +975,23 @@ def _why_kept(model: ManagedModel) -> str:
 def _runtime(estimate: MemoryEstimate) -> int:
     """The part of an estimate the engine's log does not show: the process's runtime on each side."""
     return estimate.parts.get("runtime", 0) + (CPU_RUNTIME_BYTES if estimate.host else 0)
+
+
+def _memory_text(model: ManagedModel) -> str:
+    """The estimate split into the buffers llama-server logs and the runtime allowance it does not,
+    and the estimate's buffers against the logged ones: like compared with like."""
+    estimate = model.estimate
+    runtime = _runtime(estimate)
+    text = f"estimate {format_bytes(estimate.total)}"
+    if runtime:
+        text += f" = {format_bytes(estimate.total - runtime)} of buffers + {format_bytes(runtime)} runtime allowance"
+    error = _estimate_error(model)
+    if model.buffers and error is not None:
+        text += (
+            f"; llama-server logged {format_bytes(sum(model.buffers.values()))} of buffers "
+            f"(estimate {error:+.1%})"
+        )
+    return text
 
 
 def _estimate_error(model: ManagedModel) -> float | None:

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.registry import Collector
 
-from wavefleet.agent.backend import AgentMonitor, EngineBackend
+from wavefleet.agent.backend import AgentMonitor, EngineBackend, EnginePolicy
 from wavefleet.agent.config import AgentConfig
 from wavefleet.agent.control import ControlApi
 from wavefleet.agent.host import Agent
@@ -74,7 +74,7 @@ def agent_gateway_config(agent: Agent) -> GatewayConfig:
     return GatewayConfig(
         host=agent.config.host,
         port=agent.config.port,
-        policy=PolicyName.ROUND_ROBIN,  # one engine per model: nothing to choose between
+        policy=PolicyName.ROUND_ROBIN,  # one engine per model: nothing to choose (EnginePolicy routes)
         backends=backends,
         retries=0,
         # a request may first wait for its model to load
@@ -100,6 +100,7 @@ def build_agent_app(
         agent_gateway_config(agent),
         AgentMonitor(agent),
         backends=dict(backends),
+        policy=EnginePolicy(),
         api_keys=api_keys,
         collectors=collectors,
         telemetry=telemetry,

@@ -43,7 +43,18 @@ __all__ = ["render"]
     "where none is given. assign: pick every engine port.",
 )
 @click.option("--server-name", default="ai.home.arpa", show_default=True, help="TLS name of the NGINX site.")
-def render(inventory_path: Path | None, out: Path, source: str, ports: str, server_name: str) -> None:
+@click.option(
+    "--agent-tls",
+    "agent_tls",
+    metavar="DIR",
+    default=None,
+    help="Mutual TLS between the gateway and the agents, with files in DIR on each host: ca.pem, "
+    "<host>.pem and <host>.key for its agent, gateway.pem and gateway.key on the gateway's host. "
+    "Default: plain HTTP with the shared secret.",
+)
+def render(
+    inventory_path: Path | None, out: Path, source: str, ports: str, server_name: str, agent_tls: str | None
+) -> None:
     """Render compose files, NGINX, Prometheus, Grafana, LXC, Vault, gateway config and CI job per host.
 
     \b
@@ -56,7 +67,8 @@ def render(inventory_path: Path | None, out: Path, source: str, ports: str, serv
 
     \b
     Each host (and each Proxmox LXC container) gets a folder with what its planned services need
-    and a README.md saying what to copy where, in which order. Everything is rendered into a temporary
+    and a README.md saying what to copy where, in which order. Each host with placements gets the
+    agent.yaml of its `wave agent`, and the gateway's wave.yaml lists those agents under agents:. Everything is rendered into a temporary
     folder and checked (ports, scrape targets, gateway backends, YAML/JSON) before it replaces OUT.
 
     \b
@@ -65,13 +77,19 @@ def render(inventory_path: Path | None, out: Path, source: str, ports: str, serv
       wave render --inventory my-fleet.yaml --out deploy/
       wave render --source deployments --out deploy/        # the inventory's deployments as written
       wave render --source deployments --ports assign --out deploy/   # ... with ports render picks
+      wave render --agent-tls /etc/wavefleet/tls --out deploy/   # gateway <-> agents over mutual TLS
       wave serve --config deploy/<gateway-host>/wave.yaml
     """
     console = Console(highlight=False)
     catalog = Catalog.load()
     inventory = load_inventory(inventory_path or default_inventory_path(), catalog)
     translation = fleet_from_inventory(
-        inventory, catalog, source=EngineSource(source), ports=PortMode(ports), server_name=server_name
+        inventory,
+        catalog,
+        source=EngineSource(source),
+        ports=PortMode(ports),
+        server_name=server_name,
+        agent_tls_dir=agent_tls,
     )
     table = Table(title=f"Engines (from the {source})", show_lines=False)
     table.add_column("engine")

@@ -3,8 +3,9 @@
 Each agent is one backend: the gateway forwards OpenAI requests to the agent's own `/v1` with
 the agent's shared secret, and the agent starts the model's engine on demand. An `AgentWatch`
 reads every agent's control API (`GET /agent/v1/status`) each poll interval: the models it
-lists (all configured ones but the failed), their states, and the requests in flight and
-waiting on it, as the agent's `LoadSnapshot`.
+lists (every configured one, failed ones too, so that a request for a failed model gets the
+agent's account of the failure rather than "unknown model"), their states, and the requests in
+flight and waiting on it, as the agent's `LoadSnapshot`.
 
     routing, agents = split_agents(config)          # agents as backends, and their refs by name
     watch = AgentWatch(agents, session, interval_s=1.0)
@@ -68,19 +69,25 @@ def agent_secret(agent: AgentRef) -> str | None:
 
 def loaded_first(ranked: Sequence[Candidate], monitor: BackendMonitor) -> tuple[Candidate, ...]:
     """The policy's order, with agents where the model is ready first (with ordinary engines),
-    then agents that have room to load it, then those that would have to wait for room: a cold
-    start only when no loaded replica is left, and where it can start at once."""
+    then agents that have room to load it, then those that would have to wait for room, and
+    agents where it failed last (they answer with the failure when no other replica is left):
+    a cold start only when no loaded replica is left, and where it can start at once."""
+    if len(ranked) < 2:  # nothing to reorder (every request to one engine, and every agent's own)
+        return tuple(ranked)
     return tuple(sorted(ranked, key=lambda c: _load_rank(c, monitor)))  # stable: the policy's order stays
 
 
 def _load_rank(candidate: Candidate, monitor: BackendMonitor) -> int:
-    """0: ready (or not an agent), 1: an agent with room to load it, 2: an agent without."""
+    """0: ready (or not an agent), 1: an agent with room to load it, 2: an agent without, 3: an
+    agent where it failed."""
     snapshot = monitor.snapshot(candidate.backend)
-    if (
-        not snapshot.model_states
-        or dict(snapshot.model_states).get(candidate.model) == EngineState.READY.value
-    ):
+    if not snapshot.model_states:
         return 0
+    state = dict(snapshot.model_states).get(candidate.model)
+    if state == EngineState.READY.value:
+        return 0
+    if state == EngineState.FAILED.value:
+        return 3
     return 2 if candidate.model in snapshot.no_room else 1
 
 
@@ -187,7 +194,7 @@ class AgentWatch:
                 running=sum(m.inflight for m in serving),
                 waiting=sum(m.waiting for m in serving),
                 slots_total=sum(m.slots for m in serving) or None,
-                models=tuple(m.name for m in serving),
+                models=tuple(m.name for m in status.models),
                 model_states=tuple((m.name, m.state.value) for m in status.models),
                 no_room=tuple(m.name for m in status.models if not m.room),
             )

@@ -247,6 +247,8 @@ class Forwarder:
             headers: dict[str, str] = self._headers[name].json
         else:
             headers = {"Content-Type": reply.content_type or "application/json", "x-wave-backend": name}
+            if reply.retry_after:
+                headers["Retry-After"] = reply.retry_after
         response = web.Response(body=body, status=reply.status, headers=headers)
         try:
             await response.prepare(request)

@@ -3,9 +3,13 @@
 Each placement is served under its model's name (a second replica of a model on the same host
 under its engine's name). A llama.cpp placement becomes a model the agent starts itself (llama-server on the GGUF under
 `MODELS_DIR`, the placement's context and slots, on its GPU or the CPU); any other placement
-is run by the node's compose file, and the agent fronts it by its published port (`url:`).
-The file is checked by loading it with the agent's own config loader (files not required to
-exist here: they are on the host).
+that serves OpenAI's API is run by the node's compose file, and the agent fronts it by its
+published port (`url:`). Placements of engines with another API (Triton's KServe v2) stay out of
+the agent: the gateway reaches them directly. The file is checked by loading it with the
+agent's own config loader (files not required to exist here: they are on the host).
+
+The gateway's wave.yaml (render.gateway_config) lists each of these agents under `agents:`
+(`agent_ref`), with the same address, port, secret file and, with `agent_tls_dir`, mutual TLS.
 """
 
 from __future__ import annotations
@@ -16,15 +20,59 @@ import yaml
 from pydantic import ValidationError
 
 from wavefleet.agent.config import DEFAULT_PORT, AgentConfig
-from wavefleet.engines import EngineKind
+from wavefleet.engines import Api, EngineKind
 from wavefleet.errors import UsageError
+from wavefleet.gateway.config import AgentRef
 from wavefleet.render.services import MODELS_DIR
-from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec
+from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
 
-__all__ = ["AGENT_FILE", "AGENT_SECRET_FILE", "agent_settings", "agent_yaml", "check_agent_yaml"]
+__all__ = [
+    "AGENT_FILE",
+    "AGENT_SECRET_FILE",
+    "agent_engines",
+    "agent_nodes",
+    "agent_ref",
+    "agent_settings",
+    "agent_yaml",
+    "check_agent_yaml",
+]
 
 AGENT_FILE = "agent.yaml"
-AGENT_SECRET_FILE = "/etc/wavefleet/agent.secret"
+AGENT_SECRET_FILE = "/etc/wavefleet/agent.secret"  # one fleet secret: on every agent host and the gateway's
+
+
+def agent_engines(fleet: FleetSpec, node: NodeSpec) -> list[EngineSpec]:
+    """The placements `node`'s agent serves: those speaking OpenAI's API (the agent forwards that
+    API alone); none on Windows, where nothing is rendered."""
+    if node.os is OsFamily.WINDOWS:
+        return []
+    return [e for e in fleet.engines_on(node.name) if e.kind.traits.api is Api.OPENAI]
+
+
+def agent_nodes(fleet: FleetSpec) -> list[NodeSpec]:
+    """The nodes that run a `wave agent`: those with a placement it serves."""
+    return [node for node in fleet.nodes if agent_engines(fleet, node)]
+
+
+def _tls_files(fleet: FleetSpec, stem: str) -> tuple[str, str, str]:
+    """(CA, certificate, key) under the fleet's agent TLS folder, for `stem` (a node, or gateway)."""
+    folder = fleet.gateway.agent_tls_dir
+    return f"{folder}/ca.pem", f"{folder}/{stem}.pem", f"{folder}/{stem}.key"
+
+
+def agent_ref(fleet: FleetSpec, node: NodeSpec) -> AgentRef:
+    """How the gateway reaches `node`'s agent: its address and port, the fleet's secret file,
+    and with `agent_tls_dir` HTTPS presenting the gateway's client certificate."""
+    tls = fleet.gateway.agent_tls_dir is not None
+    ref: dict[str, Any] = {
+        "name": node.name,
+        "url": f"{'https' if tls else 'http'}://{node.address}:{DEFAULT_PORT}",
+        "secret": {"file": AGENT_SECRET_FILE},
+    }
+    if tls:
+        ca, cert, key = _tls_files(fleet, "gateway")
+        ref["tls"] = {"ca": ca, "cert": cert, "key": key}
+    return AgentRef.model_validate(ref)
 
 
 def _device(engine: EngineSpec) -> str:
@@ -68,7 +116,7 @@ def _names(engines: list[EngineSpec]) -> list[str]:
 def agent_settings(fleet: FleetSpec, node: NodeSpec) -> dict[str, Any] | None:
     """What `node`'s agent.yaml says (every placement's context and slots written out), or None
     when nothing is placed there."""
-    engines = fleet.engines_on(node.name)
+    engines = agent_engines(fleet, node)
     if not engines:
         return None
     devices: dict[str, dict[str, Any]] = {"cpu": {}}
@@ -78,11 +126,17 @@ def agent_settings(fleet: FleetSpec, node: NodeSpec) -> dict[str, Any] | None:
     for engine in engines:
         if engine.gpu_index is not None and engine.kind is EngineKind.LLAMACPP:
             devices[_device(engine)] = {"gpu": engine.gpu_index}
-    return {
+    settings: dict[str, Any] = {
         "name": node.name,
         "host": node.address,
         "port": DEFAULT_PORT,
         "secret": {"file": AGENT_SECRET_FILE},
+    }
+    if fleet.gateway.agent_tls_dir is not None:
+        ca, cert, key = _tls_files(fleet, node.name)
+        settings["tls"] = {"cert": cert, "key": key, "client_ca": ca}
+    return {
+        **settings,
         "devices": devices,
         "models": [_model(e, name) for e, name in zip(engines, _names(engines), strict=True)],
         "defaults": {"ttl": -1},

@@ -2,8 +2,8 @@
 
 They need nothing beyond Python: every YAML and JSON file parses, no two services on a node
 share a port, every scrape target is a rendered service, every gateway backend is a rendered
-engine, `wave.yaml` loads as a GatewayConfig, and a Jenkinsfile's brackets balance and its
-shell steps hold nothing Groovy would change. The real tools (nginx -t, promtool,
+engine and every gateway agent a rendered agent.yaml, `wave.yaml` loads as a GatewayConfig, and
+a Jenkinsfile's brackets balance and its shell steps hold nothing Groovy would change. The real tools (nginx -t, promtool,
 shellcheck, the Compose JSON schema) run in the tests, where they are installed.
 """
 
@@ -127,8 +127,16 @@ def _backends_rendered(tree: RenderedTree, parsed: dict[str, Any]) -> list[str]:
         except ValidationError as exc:
             problems.append(f"{path} is not a valid gateway config: {exc}")
             continue
-        if not config.backends:
-            problems.append(f"{path} lists no backends: the inventory places no engine")
+        if not config.backends and not config.agents:
+            problems.append(f"{path} lists no backends and no agents: the inventory places no engine")
+        for agent in config.agents:
+            node, port = agent.name, agent.url.port or 80
+            if (
+                addresses.get(node) != agent.url.host
+                or (node, port) not in rendered
+                or f"{node}/agent.yaml" not in parsed
+            ):
+                problems.append(f"{path}: agent {node} ({agent.url}) is not a rendered wave agent")
         for backend in config.backends:
             node = backend.host or ""
             port = backend.url.port or 80

@@ -105,6 +105,7 @@ def fleet_from_inventory(
     source: EngineSource = EngineSource.PLAN,
     ports: PortMode = PortMode.INVENTORY,
     server_name: str = "ai.home.arpa",
+    agent_tls_dir: str | None = None,
 ) -> Translation:
     """The fleet to render, with a decision for every deployment. Raises UsageError when the
     inventory lacks something every render needs (the NGINX, Vault or Prometheus container)."""
@@ -151,6 +152,7 @@ def fleet_from_inventory(
             nginx_node=nginx.name,
             server_name=server_name,
             authentik_outpost=f"http://{authentik.address}:9000",
+            agent_tls_dir=agent_tls_dir,
         ),
         monitoring_node=monitoring.name,
         vault=VaultSpec(node=vault.name, addr=f"https://{vault.address}:8200"),

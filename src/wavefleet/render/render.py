@@ -50,7 +50,7 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
 def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
     """Each engine host's agent.yaml, checked by loading it as the agent does."""
     for node in fleet.nodes:
-        settings = agent_settings(fleet, node) if node.os is not OsFamily.WINDOWS else None
+        settings = agent_settings(fleet, node)
         if settings is None:
             continue
         path = f"{node.name}/{AGENT_FILE}"

@@ -139,6 +139,11 @@ class GatewaySpec(FrozenModel):
     burst: int = Field(default=20, ge=0)
     tls_certificate: str = "/etc/nginx/tls/wavefleet.crt"
     tls_certificate_key: str = "/etc/nginx/tls/wavefleet.key"
+    agent_tls_dir: str | None = Field(
+        default=None,
+        description="mutual TLS between the gateway and the agents, files on each host: ca.pem, "
+        "<node>.pem/.key per agent, gateway.pem/.key; None: plain HTTP with the shared secret",
+    )
 
 
 class VaultSpec(FrozenModel):

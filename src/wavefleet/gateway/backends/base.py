@@ -55,6 +55,7 @@ class BackendReply(ABC):
     status: int
     content_type: str
     streaming: bool  # the body is an SSE stream (text/event-stream)
+    retry_after: str | None = None  # the engine's Retry-After header, passed on with its error answers
 
     @abstractmethod
     async def read(self) -> bytes:

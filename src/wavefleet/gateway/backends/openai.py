@@ -25,6 +25,7 @@ class HttpReply(BackendReply):
         self.status = response.status
         self.content_type = response.content_type
         self.streaming = self.content_type == "text/event-stream"
+        self.retry_after = response.headers.get("Retry-After") if response.status >= 400 else None
 
     async def read(self) -> bytes:
         try:
