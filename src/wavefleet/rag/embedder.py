@@ -178,6 +178,10 @@ class LocalEmbedder:
                 n_batch=self.context,
                 n_ubatch=self.context,
                 n_seq_max=self._max_batch,
+                # Without flash attention llama.cpp scores every token of a pass against every
+                # other (the mask then hides other texts), so a gathered batch costs more per
+                # text than texts one by one; with it the masked blocks are skipped.
+                flash_attn=True,
                 n_threads=self._threads,
                 n_threads_batch=self._threads,
                 verbose=False,
