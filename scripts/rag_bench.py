@@ -9,7 +9,9 @@ started here as a separate process and reached over HTTP, as the gateway reaches
 are sentences of the pydoc corpus drawn at random (so BM25 sees real English), 5 to a chunk;
 their vectors are synthetic: clustered unit vectors (1,000 centres), because embedding 100,000
 chunks with the real model takes hours on 2 cores (the ingest measurement below gives the rate).
-Query vectors are real: each query's text is embedded by the engine.
+Query vectors are real: each query's text is embedded by the engine. Queries cycle through the
+77 bundled questions; nothing caches a question's embedding or its results, so a repeat costs
+what the first asking cost.
 """
 
 from __future__ import annotations
