@@ -191,7 +191,8 @@ class LocalEmbedder:
                 n_seq_max=self._max_batch,
                 # Without flash attention llama.cpp scores every token of a pass against every
                 # other (the mask then hides other texts), so a gathered batch costs more per
-                # text than texts one by one; with it the masked blocks are skipped.
+                # text than texts one by one; with it a pass grows about linearly with its texts
+                # (docs/measurements/2026-12-03-rag-query-cpu.md).
                 flash_attn=True,
                 n_threads=self._threads,
                 n_threads_batch=self._threads,
