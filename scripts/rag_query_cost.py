@@ -12,7 +12,8 @@ between the settings, so other work on the machine spreads over all of them).
 
 Search: a collection built as scripts/rag_bench.py builds it (real pydoc sentences, synthetic
 vectors); BM25 (SQLite FTS5), the HNSW search, convex fusion and fetching the top 5 texts, each
-timed alone over the questions (random unit vectors stand in for their embeddings).
+timed alone over the questions (random unit vectors stand in for their embeddings); and BM25 with
+smaller postings budgets than the default 2,500, with how many hybrid top-5 lists they change.
 """
 
 from __future__ import annotations
@@ -115,12 +116,21 @@ def search_costs(work: Path, questions: list[str], chunks: int) -> dict[str, flo
             step(n % len(questions))
         return (time.process_time() - started) / total * 1000
 
-    costs = {
+    costs: dict[str, float] = {
         "bm25": cpu_ms(lambda i: collection.bm25(questions[i], 50)),
         "dense": cpu_ms(lambda i: collection.dense(vectors[i], 50)),
         "convex": cpu_ms(lambda i: convex(lexical[i], semantic[i])),
         "fetch top 5": cpu_ms(lambda i: collection.chunks(top[i])),
     }
+    # A smaller postings budget: what BM25 saves, and how many hybrid top-5 lists it changes.
+    ranked = [[k for k, _ in convex(a, b)[:5]] for a, b in zip(lexical, semantic, strict=True)]
+    for budget in (1500, 1000, 500):
+        costs[f"bm25 budget {budget}"] = cpu_ms(lambda i, b=budget: collection.bm25(questions[i], 50, b))
+        changed = [
+            [k for k, _ in convex(collection.bm25(q, 50, budget), semantic[i])[:5]] != ranked[i]
+            for i, q in enumerate(questions)
+        ]
+        costs[f"hybrid top 5 changed of {len(questions)}, budget {budget}"] = float(sum(changed))
     collection.close()
     return costs
 
