@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,38 @@ def test_conversion_is_reused_and_atomic(tmp_path: Path) -> None:
     assert first.stat().st_mtime_ns == stamp
     assert first.read_bytes()[:4] == b"GGUF"
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left
+
+
+QUESTIONS = [
+    "When does the finally clause of a try statement run?",
+    "How do I open a file for appending?",
+    "What does the nonlocal statement do?",
+    "Which methods make an object usable in a with statement?",
+]
+
+
+def test_a_batch_embeds_each_text_as_it_would_alone(embedder: LocalEmbedder) -> None:
+    texts = [*SENTENCES, *QUESTIONS] * 4  # 32 texts of different lengths in one pass
+    alone = np.vstack([embedder.embed_now([t]) for t in texts[:8]])
+    together = embedder.embed_now(texts)
+    assert np.allclose(together[:8], alone, atol=1e-4)
+    assert np.allclose(together[8:16], alone, atol=1e-4)
+
+
+def test_a_batch_costs_less_cpu_than_its_texts_one_by_one(embedder: LocalEmbedder) -> None:
+    """What several clients' questions gathered into one pass save: attention stays within each
+    text (a batch's texts do not attend to each other), so the pass grows linearly with the batch.
+    Best of three, in CPU time, so other work on the machine counts less."""
+    texts = [*QUESTIONS] * 8
+
+    def cpu(run: Any) -> float:
+        best = math.inf
+        for _ in range(3):
+            started = time.process_time()
+            run()
+            best = min(best, time.process_time() - started)
+        return best
+
+    one_by_one = cpu(lambda: [embedder.embed_now([t]) for t in texts])
+    batched = cpu(lambda: embedder.embed_now(texts))
+    assert batched < one_by_one, f"batch {batched * 1000:.1f} ms, one by one {one_by_one * 1000:.1f} ms"

@@ -14,6 +14,8 @@ queries meet in one space wherever each was embedded.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +86,9 @@ class HttpEmbedder:
         return unit_rows(np.vstack(parts))
 
     async def _request(self, session: aiohttp.ClientSession, texts: list[str]) -> Vectors:
-        body = {"model": self.name, "input": texts}
+        # base64 (OpenAI's own client asks for it too): 4 bytes a dimension and no float
+        # formatting or parsing on either side; an endpoint that answers floats anyway is read too.
+        body = {"model": self.name, "input": texts, "encoding_format": "base64"}
         try:
             async with session.post(
                 self._endpoint, json=body, headers=self._headers, timeout=self._timeout
@@ -108,8 +112,8 @@ class HttpEmbedder:
             raise EngineError(f"{self._endpoint} answered {status}: {message}{hint}")
         try:
             rows = sorted(payload["data"], key=lambda item: item["index"])
-            matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as exc:
+            matrix = np.asarray([_vector(row["embedding"]) for row in rows], dtype=np.float32)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise EngineError(f"{self._endpoint} answered without OpenAI's `data[].embedding`") from exc
         if matrix.shape[0] != len(texts):
             raise EngineError(f"{self._endpoint} returned {matrix.shape[0]} vectors for {len(texts)} texts")
@@ -119,6 +123,13 @@ class HttpEmbedder:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+
+
+def _vector(embedding: object) -> np.ndarray[Any, Any]:
+    """One `data[].embedding`: base64 of little-endian float32, or a list of numbers."""
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
+    return np.asarray(embedding, dtype=np.float32)
 
 
 @dataclass
@@ -178,6 +189,11 @@ class LocalEmbedder:
                 n_batch=self.context,
                 n_ubatch=self.context,
                 n_seq_max=self._max_batch,
+                # Without flash attention llama.cpp scores every token of a pass against every
+                # other (the mask then hides other texts), so a gathered batch costs more per
+                # text than texts one by one; with it a pass grows about linearly with its texts
+                # (docs/measurements/2026-12-03-rag-query-cpu.md).
+                flash_attn=True,
                 n_threads=self._threads,
                 n_threads_batch=self._threads,
                 verbose=False,
