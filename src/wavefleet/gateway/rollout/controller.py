@@ -497,12 +497,10 @@ class RolloutController:
 
     async def _drain(self, version: Version, timeout_s: float) -> dict[str, object]:
         """Drain `version` on its agent (in-flight requests finish, at most `timeout_s`), then it unloads."""
-        try:
-            result = await self._agents[version.backend].drain(version.model, timeout_s=timeout_s)
-        except AgentError as exc:
-            if exc.status == 400 or "running on its own" in str(exc):
-                return {"drain": "an engine running on its own: left running"}
-            raise
+        client = self._agents[version.backend]
+        if (await client.model(version.model)).external:
+            return {"drain": "an engine running on its own: left running, no longer routed to"}
+        result = await client.drain(version.model, timeout_s=timeout_s)
         return {"waited_s": round(result.waited, 3), "cut": result.cut}
 
     async def _roll_back(self, rollout: Rollout) -> None:

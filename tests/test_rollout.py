@@ -1,0 +1,259 @@
+"""`wave rollout`: blue-green model updates through the gateway, with real agents over real
+llama-server engines (the bundled model at two context sizes is blue and green) and a
+deliberately bad green (tests/rollout_support.py's BadEngine behind the agent)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_support import needs_llama_server, serving_agent, smol
+from helpers import free_port, http_request, run_wave, start_wave, wait_until, wave_env
+from rollout_support import BadEngine
+from wavefleet.errors import UsageError
+from wavefleet.gateway.rollout.live import judge, parse_live_criteria
+from wavefleet.gateway.rollout.split import Split, VersionRouter
+from wavefleet.gateway.rollout.state import Version
+from wavefleet.gateway.rollout.store import RolloutStore
+from wavefleet.gateway.security.db import connect
+
+BLUE, GREEN = Version(backend="desk", model="chat"), Version(backend="desk", model="chat-v2")
+
+
+def test_the_split_sends_exactly_the_weight_to_green_and_ranks_blue_after_it() -> None:
+    router = VersionRouter()
+    router.set_split("chat", Split(blue=BLUE, green=GREEN, weight=20, retry_on_blue=True))
+    routes = [router.route("chat") for _ in range(100)]
+    to_green = [r for r in routes if r is not None and r[0].model == "chat-v2"]
+    assert len(to_green) == 20
+    assert all(len(r) == 2 and r[1].model == "chat" for r in to_green)  # a green failure retries on blue
+    assert router.route("other") is None  # not under rollout: the routing policy decides
+    router.end_split("chat", GREEN)
+    assert [c.model for c in router.route("chat") or ()] == ["chat-v2"]
+
+
+def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measured() -> None:
+    criteria = parse_live_criteria("error_rate<0.05,ratio.p95_ttft_ms<1.5")
+    checks = judge(criteria, {"error_rate": 0.2, "p95_ttft_ms": 300.0}, {"p95_ttft_ms": 100.0})
+    assert [(c.passed, c.value) for c in checks] == [(False, 0.2), (False, 3.0)]
+    with pytest.raises(UsageError, match="not measured live"):
+        parse_live_criteria("output_tps>10")
+    with pytest.raises(UsageError, match="unknown metric"):
+        parse_live_criteria("p95_speed_ms<3")
+
+
+@contextmanager
+def gateway(
+    agent_url: str, db: Path, *, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`wave serve --agent desk=URL` with its rollouts in `db`; SIGTERM at the end unless killed."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = wave_env(WAVE_DB=str(db))
+    env.pop("WAVE_AGENT_SECRET", None)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = start_wave(
+            "serve", "--port", str(port), "--agent", f"desk={agent_url}", env=env, stdout=log, stderr=log
+        )
+
+        def up() -> bool:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"wave serve exited: {log.read()}")
+            code, _, body = http_request("GET", f"{url}/health", timeout=2) if _open(port) else (0, {}, b"")
+            return code == 200 and "chat" in json.loads(body)["backends"]["desk"]["models"]
+
+        try:
+            wait_until(up, timeout_s=60, interval_s=0.1, message="wave serve did not start")
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+
+
+def _open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Load:
+    """Streamed chat requests for `chat`, one after another on a thread, counting what clients see."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        body = {
+            "model": "chat",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 3,
+            "stream": True,
+        }
+        while not self._stop.is_set():
+            try:
+                code, _, reply = http_request("POST", f"{self.url}/v1/chat/completions", body, timeout=60)
+            except OSError as exc:
+                self.failed.append(str(exc))
+                continue
+            if code == 200 and b"[DONE]" in reply and b'"error"' not in reply:
+                self.ok += 1
+            else:
+                self.failed.append(f"{code}: {reply[:200]!r}")
+
+
+def status(url: str) -> dict[str, Any]:
+    code, _, body = http_request("GET", f"{url}/admin/v1/rollouts")
+    assert code == 200, body
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def ended(url: str, rollout: str) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in status(url)["recent"]
+            if r["id"] == rollout and r["phase"] in ("done", "rolled-back", "aborted")
+        ),
+        None,
+    )
+
+
+def events(db: Path) -> list[tuple[str, str]]:
+    connection = connect(db)
+    try:
+        return [(a, o) for a, o in connection.execute("SELECT action, outcome FROM events ORDER BY id")]
+    finally:
+        connection.close()
+
+
+def start(url: str, *args: str) -> str:
+    result = run_wave("rollout", "start", "chat", "--gateway", url, *args, env=wave_env())
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[1].rstrip(":")
+
+
+@pytest.mark.slow
+def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            # bad input: clear errors, non-zero exit
+            unknown = run_wave("rollout", "start", "nope", "--to", "chat-v2", "--gateway", url)
+            assert unknown.returncode != 0 and "not served here" in unknown.stderr
+            missing = run_wave("rollout", "start", "chat", "--to", "chat-v9", "--gateway", url)
+            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in missing.stderr
+            rollout = start(url, "--to", "desk/chat-v2", "--canary", "50,100", "--bake", "2s",
+                            "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello=>")  # fmt: skip
+            again = run_wave("rollout", "start", "chat", "--to", "chat-v2", "--gateway", url)
+            assert again.returncode != 0 and "is under way" in again.stderr
+            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+        assert final["phase"] == "done", final
+        assert final["placement"]["mode"] == "beside"
+        assert [v["step"] for v in final["verdicts"]] == ["smoke", "canary 50%", "canary 100%"]
+        assert final["verdicts"][1]["green"]["completed"] >= 2
+        assert load.failed == [] and load.ok > 0
+        assert agent.model("chat")["state"] == "stopped"  # blue drained and unloaded
+        assert agent.model("chat-v2")["state"] == "ready"
+    actions = [a for a, _ in events(db)]
+    for action in (
+        "rollout.start",
+        "rollout.place",
+        "rollout.smoke",
+        "rollout.verdict",
+        "rollout.promote",
+        "rollout.done",
+    ):
+        assert action in actions
+    assert RolloutStore(connect(db)).served() == {"chat": GREEN}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", [{"fail_every": 5}, {"delay_s": 1.5}], ids=["fails-20pct", "3x-slower"])
+def test_a_bad_green_is_rolled_back_within_one_bake_with_no_client_visible_failure(
+    tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    with (
+        BadEngine(**bad) as engine,
+        serving_agent(
+            tmp_path / "desk", [smol("chat", 256), {"name": "chat-bad", "url": engine.url}]
+        ) as agent,
+    ):
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            rollout = start(url, "--to", "chat-bad", "--canary", "50,100", "--bake", "3s", "--min-requests", "5",
+                            "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2")  # fmt: skip
+            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+        assert final["phase"] == "rolled-back", final
+        verdicts = final["verdicts"]
+        assert [v["step"] for v in verdicts] == ["smoke", "canary 50%"]  # within the first bake
+        assert not verdicts[-1]["passed"]
+        assert engine.served > 0
+        assert load.failed == [], load.failed[:3]
+    assert ("rollout.rollback", "failed") in events(db)
+    assert RolloutStore(connect(db)).served() == {"chat": BLUE}
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    port = free_port()
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db, port=port) as (url, process):
+            rollout = start(url, "--to", "chat-v2", "--canary", "100", "--bake", "60s", "--min-requests", "0",
+                            "--criteria", "error_rate<0.05")  # fmt: skip
+            wait_until(
+                lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2
+            )
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        record = RolloutStore(connect(db)).active()
+        assert [(r.id, r.phase.value) for r in record] == [(rollout, "canary")]
+        # the rollout's saved bake is 60 s; shorten it in the record so the resumed step ends soon
+        connection = connect(db)
+        shortened = record[0].model_copy(update={"bake_s": 1.0})
+        connection.execute(
+            "UPDATE rollouts SET record = ? WHERE id = ?", (shortened.model_dump_json(), rollout)
+        )
+        connection.close()
+        with gateway(agent.url, db, port=port) as (url, _):
+            final = wait_until(lambda: ended(url, rollout), timeout_s=120, interval_s=0.2)
+            assert final["phase"] == "done", final
+            code, headers, _ = http_request(
+                "POST", f"{url}/v1/chat/completions",
+                {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}, timeout=60,
+            )  # fmt: skip
+            assert code == 200
+        assert agent.model("chat")["state"] == "stopped"
+        assert agent.model("chat-v2")["state"] == "ready"
+    assert ("rollout.resume", "ok") in events(db)
+    assert RolloutStore(connect(db)).served() == {"chat": GREEN}
