@@ -20,7 +20,7 @@ from agent_support import needs_llama_server, serving_agent, smol
 from helpers import free_port, http_request, run_wave, start_wave, wait_until, wave_env
 from rollout_support import BadEngine
 from wavefleet.errors import UsageError
-from wavefleet.gateway.rollout.live import judge, parse_live_criteria
+from wavefleet.gateway.rollout.live import Sample, VersionStats, judge, parse_live_criteria
 from wavefleet.gateway.rollout.split import Split, VersionRouter
 from wavefleet.gateway.rollout.state import Version
 from wavefleet.gateway.rollout.store import RolloutStore
@@ -51,18 +51,35 @@ def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measu
         parse_live_criteria("p95_speed_ms<3")
 
 
+def test_a_version_summary_gives_error_rate_and_latency_statistics_of_its_window() -> None:
+    stats = VersionStats()
+    for at, ok, ttft in ((1.0, True, 0.1), (2.0, True, 0.3), (3.0, False, None), (4.0, True, 0.2)):
+        stats.add(Sample(at, ok, ttft, 0.01 if ok else None, 0.5 if ok else None))
+    window = stats.summary(since=2.0)
+    assert window["completed"] == 2 and window["failed"] == 1
+    assert window["error_rate"] == pytest.approx(1 / 3)
+    assert window["max_ttft_ms"] == pytest.approx(300) and window["mean_e2el_ms"] == pytest.approx(500)
+    assert window["p50_tpot_ms"] == pytest.approx(10)
+
+
 @contextmanager
 def gateway(
     agent_url: str, db: Path, *, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`wave serve --agent desk=URL` with its rollouts in `db`; SIGTERM at the end unless killed."""
+    """`wave serve` with agent `desk` at `agent_url` and its rollouts in `db` (wave.yaml beside it);
+    SIGTERM at the end unless the test killed it."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    env = wave_env(WAVE_DB=str(db))
+    config = db.parent / "wave.yaml"
+    config.write_text(
+        json.dumps({"agents": [{"name": "desk", "url": agent_url}], "rollout": {"db": str(db)}})
+    )
+    env = wave_env()
     env.pop("WAVE_AGENT_SECRET", None)
+    env.pop("WAVE_DB", None)
     with tempfile.TemporaryFile(mode="w+") as log:
         process = start_wave(
-            "serve", "--port", str(port), "--agent", f"desk={agent_url}", env=env, stdout=log, stderr=log
+            "serve", "--port", str(port), "--config", str(config), env=env, stdout=log, stderr=log
         )
 
         def up() -> bool:
@@ -79,6 +96,8 @@ def gateway(
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=20)
+            log.seek(0)
+            print(log.read()[-6000:])  # shown by pytest when the test fails
 
 
 def _open(port: int) -> bool:
@@ -166,13 +185,13 @@ def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_pa
             wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
             # bad input: clear errors, non-zero exit
             unknown = run_wave("rollout", "start", "nope", "--to", "chat-v2", "--gateway", url)
-            assert unknown.returncode != 0 and "not served here" in unknown.stderr
+            assert unknown.returncode != 0 and "not served here" in " ".join(unknown.stderr.split())
             missing = run_wave("rollout", "start", "chat", "--to", "chat-v9", "--gateway", url)
-            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in missing.stderr
+            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in " ".join(missing.stderr.split())
             rollout = start(url, "--to", "desk/chat-v2", "--canary", "50,100", "--bake", "2s",
-                            "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello=>")  # fmt: skip
+                            "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello.=>hello")  # fmt: skip
             again = run_wave("rollout", "start", "chat", "--to", "chat-v2", "--gateway", url)
-            assert again.returncode != 0 and "is under way" in again.stderr
+            assert again.returncode != 0 and "is under way" in " ".join(again.stderr.split())
             final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
         assert final["phase"] == "done", final
         assert final["placement"]["mode"] == "beside"

@@ -46,7 +46,7 @@ class Sample:
     ok: bool
     ttft_s: float | None
     tpot_s: float | None
-    e2e_s: float | None
+    e2el_s: float | None  # end to end, named as bench's e2el metric
 
 
 class VersionStats:
