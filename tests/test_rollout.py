@@ -170,6 +170,14 @@ def events(db: Path) -> list[tuple[str, str]]:
         connection.close()
 
 
+def served(db: Path) -> dict[str, Version]:
+    connection = connect(db)
+    try:
+        return RolloutStore(connection).served()
+    finally:
+        connection.close()
+
+
 def start(url: str, *args: str) -> str:
     result = run_wave("rollout", "start", "chat", "--gateway", url, *args, env=wave_env())
     assert result.returncode == 0, result.stderr
@@ -187,7 +195,9 @@ def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_pa
             unknown = run_wave("rollout", "start", "nope", "--to", "chat-v2", "--gateway", url)
             assert unknown.returncode != 0 and "not served here" in " ".join(unknown.stderr.split())
             missing = run_wave("rollout", "start", "chat", "--to", "chat-v9", "--gateway", url)
-            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in " ".join(missing.stderr.split())
+            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in " ".join(
+                missing.stderr.split()
+            )
             rollout = start(url, "--to", "desk/chat-v2", "--canary", "50,100", "--bake", "2s",
                             "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello.=>hello")  # fmt: skip
             again = run_wave("rollout", "start", "chat", "--to", "chat-v2", "--gateway", url)
@@ -210,13 +220,17 @@ def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_pa
         "rollout.done",
     ):
         assert action in actions
-    assert RolloutStore(connect(db)).served() == {"chat": GREEN}
+    assert served(db) == {"chat": GREEN}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bad", [{"fail_every": 5}, {"delay_s": 1.5}], ids=["fails-20pct", "3x-slower"])
+@pytest.mark.parametrize(
+    ("bad", "retry"),
+    [({"fail_every": 5}, True), ({"delay_s": 1.5}, True), ({"fail_every": 5}, False)],
+    ids=["fails-20pct", "3x-slower", "fails-20pct-retries-off"],
+)
 def test_a_bad_green_is_rolled_back_within_one_bake_with_no_client_visible_failure(
-    tmp_path: Path, bad: dict[str, Any]
+    tmp_path: Path, bad: dict[str, Any], retry: bool
 ) -> None:
     needs_llama_server()
     db = tmp_path / "wave.db"
@@ -229,16 +243,20 @@ def test_a_bad_green_is_rolled_back_within_one_bake_with_no_client_visible_failu
         with gateway(agent.url, db) as (url, _), Load(url) as load:
             wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
             rollout = start(url, "--to", "chat-bad", "--canary", "50,100", "--bake", "3s", "--min-requests", "5",
-                            "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2")  # fmt: skip
+                            "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2", *([] if retry else ["--no-retry"]))  # fmt: skip
             final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
         assert final["phase"] == "rolled-back", final
         verdicts = final["verdicts"]
         assert [v["step"] for v in verdicts] == ["smoke", "canary 50%"]  # within the first bake
         assert not verdicts[-1]["passed"]
         assert engine.served > 0
-        assert load.failed == [], load.failed[:3]
+        if retry:
+            assert load.failed == [], load.failed[:3]
+        else:  # what the retry on blue saves clients from
+            assert load.failed and all(f.startswith("500") for f in load.failed), load.failed[:3]
+        assert agent.model("chat")["state"] == "ready"
     assert ("rollout.rollback", "failed") in events(db)
-    assert RolloutStore(connect(db)).served() == {"chat": BLUE}
+    assert served(db) == {"chat": BLUE}
 
 
 @pytest.mark.slow
@@ -255,10 +273,10 @@ def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path:
             )
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-        record = RolloutStore(connect(db)).active()
+        connection = connect(db)
+        record = RolloutStore(connection).active()
         assert [(r.id, r.phase.value) for r in record] == [(rollout, "canary")]
         # the rollout's saved bake is 60 s; shorten it in the record so the resumed step ends soon
-        connection = connect(db)
         shortened = record[0].model_copy(update={"bake_s": 1.0})
         connection.execute(
             "UPDATE rollouts SET record = ? WHERE id = ?", (shortened.model_dump_json(), rollout)
@@ -275,4 +293,4 @@ def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path:
         assert agent.model("chat")["state"] == "stopped"
         assert agent.model("chat-v2")["state"] == "ready"
     assert ("rollout.resume", "ok") in events(db)
-    assert RolloutStore(connect(db)).served() == {"chat": GREEN}
+    assert served(db) == {"chat": GREEN}
