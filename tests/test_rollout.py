@@ -19,6 +19,7 @@ import pytest
 from agent_support import needs_llama_server, serving_agent, smol
 from helpers import free_port, http_request, run_wave, start_wave, wait_until, wave_env
 from rollout_support import BadEngine
+from wavefleet.agent.config import resolve_gguf
 from wavefleet.errors import UsageError
 from wavefleet.gateway.rollout.live import Sample, VersionStats, judge, parse_live_criteria
 from wavefleet.gateway.rollout.split import Split, VersionRouter
@@ -195,8 +196,10 @@ def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_pa
             unknown = run_wave("rollout", "start", "nope", "--to", "chat-v2", "--gateway", url)
             assert unknown.returncode != 0 and "not served here" in " ".join(unknown.stderr.split())
             missing = run_wave("rollout", "start", "chat", "--to", "chat-v9", "--gateway", url)
-            assert missing.returncode != 0 and "no fleet agent has a model entry 'chat-v9'" in " ".join(
-                missing.stderr.split()
+            assert (
+                missing.returncode != 0
+                and "no fleet agent has a model entry 'chat-v9' (by name or GGUF file)"
+                in " ".join(missing.stderr.split())
             )
             rollout = start(url, "--to", "desk/chat-v2", "--canary", "50,100", "--bake", "2s",
                             "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello.=>hello")  # fmt: skip
@@ -266,7 +269,8 @@ def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path:
     port = free_port()
     with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
         with gateway(agent.url, db, port=port) as (url, process):
-            rollout = start(url, "--to", "chat-v2", "--canary", "100", "--bake", "60s", "--min-requests", "0",
+            green_file = str(resolve_gguf("bundled:smollm2"))  # chat-v2's file: the entry that is not blue
+            rollout = start(url, "--to", green_file, "--canary", "100", "--bake", "60s", "--min-requests", "0",
                             "--criteria", "error_rate<0.05")  # fmt: skip
             wait_until(
                 lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2

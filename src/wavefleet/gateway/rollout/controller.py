@@ -249,6 +249,7 @@ class RolloutController:
         return Version(backend=agents[0].backend, model=agents[0].model)
 
     async def _green_of(self, spec: str, blue: Version) -> Version:
+        """Green from SPEC: AGENT/ENTRY, ENTRY (blue's agent first), or the GGUF file of an entry."""
         head, _, rest = spec.partition("/")
         if rest and head in self._agents:
             where, entry = [head], rest
@@ -261,8 +262,11 @@ class RolloutController:
             except AgentError as exc:
                 listed[agent] = [f"(unreachable: {exc})"]
                 continue
-            if status.model(entry) is not None:
-                version = Version(backend=agent, model=entry)
+            found = status.model(entry) or next(
+                (m for m in status.models if m.gguf == entry and m.name != blue.model), None
+            )
+            if found is not None:
+                version = Version(backend=agent, model=found.name)
                 if version == blue:
                     raise BadRequestError(
                         f"{spec!r} is blue itself ({blue}): give the new version's model entry", param="to"
@@ -271,9 +275,9 @@ class RolloutController:
             listed[agent] = [m.name for m in status.models]
         known = "; ".join(f"{a}: {', '.join(names)}" for a, names in listed.items())
         raise BadRequestError(
-            f"no fleet agent has a model entry {entry!r} to roll out to: add it to the agent's "
-            f"agent.yaml `models:` (the new GGUF, context or flags under a new name) and restart the "
-            f"agent, then give --to AGENT/NAME. Entries now: {known}",
+            f"no fleet agent has a model entry {entry!r} (by name or GGUF file) to roll out to: add it "
+            "to the agent's agent.yaml `models:` (the new GGUF, context or flags under a new name) and "
+            f"restart the agent, then give --to AGENT/NAME. Entries now: {known}",
             param="to",
         )
 
