@@ -55,7 +55,7 @@ def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measu
 def test_a_version_summary_gives_error_rate_and_latency_statistics_of_its_window() -> None:
     stats = VersionStats()
     for at, ok, ttft in ((1.0, True, 0.1), (2.0, True, 0.3), (3.0, False, None), (4.0, True, 0.2)):
-        stats.add(Sample(at, ok, ttft, 0.01 if ok else None, 0.5 if ok else None))
+        stats.add(Sample(at=at, ok=ok, ttft_s=ttft, tpot_s=0.01 if ok else None, e2el_s=0.5 if ok else None))
     window = stats.summary(since=2.0)
     assert window["completed"] == 2 and window["failed"] == 1
     assert window["error_rate"] == pytest.approx(1 / 3)

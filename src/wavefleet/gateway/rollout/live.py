@@ -40,7 +40,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _KEEP = 4096  # requests kept per version: enough for a P95 on any step a home fleet runs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sample:
     at: float
     ok: bool

@@ -93,4 +93,4 @@ class VersionRouter:
         """One attempt's outcome on a version under rollout (others are ignored)."""
         stats = self._stats.get((candidate.backend, candidate.model))
         if stats is not None:
-            stats.add(Sample(at, ok, ttft_s, tpot_s, e2el_s=e2e_s))
+            stats.add(Sample(at=at, ok=ok, ttft_s=ttft_s, tpot_s=tpot_s, e2el_s=e2e_s))
