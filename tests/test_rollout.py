@@ -21,7 +21,13 @@ from helpers import free_port, http_request, run_wave, start_wave, wait_until, w
 from wavefleet.agent.config import resolve_gguf
 from wavefleet.errors import UsageError
 from wavefleet.gateway.backends.fake_servers import FlakyOpenAIEngine, serve_in_thread
-from wavefleet.gateway.rollout.live import Sample, VersionStats, judge, parse_live_criteria
+from wavefleet.gateway.rollout.live import (
+    Sample,
+    VersionStats,
+    decided_failure,
+    judge,
+    parse_live_criteria,
+)
 from wavefleet.gateway.rollout.split import Split, VersionRouter
 from wavefleet.gateway.rollout.state import Version
 from wavefleet.gateway.rollout.store import RolloutStore
@@ -61,6 +67,16 @@ def test_a_version_summary_gives_error_rate_and_latency_statistics_of_its_window
     assert window["error_rate"] == pytest.approx(1 / 3)
     assert window["max_ttft_ms"] == pytest.approx(300) and window["mean_e2el_ms"] == pytest.approx(500)
     assert window["p50_tpot_ms"] == pytest.approx(10)
+
+
+def test_failures_that_break_the_error_rate_whatever_comes_next_end_the_step_early() -> None:
+    criteria = parse_live_criteria("error_rate<0.05,ratio.p95_ttft_ms<2")
+    # 1 failure of 3 requests, 10 needed: even 7 more successes leave 10 %, over 5 %
+    assert decided_failure(criteria, failed=1, count=3, min_requests=10)
+    # 1 failure of 3, 30 needed: 27 successes could bring it to 3.3 %: not decided yet
+    assert not decided_failure(criteria, failed=1, count=3, min_requests=30)
+    assert not decided_failure(criteria, failed=0, count=50, min_requests=10)
+    assert not decided_failure(parse_live_criteria("p95_ttft_ms<100"), failed=5, count=5, min_requests=5)
 
 
 @contextmanager

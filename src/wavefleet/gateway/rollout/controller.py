@@ -33,7 +33,7 @@ from wavefleet.agent.units import format_bytes
 from wavefleet.errors import BadRequestError, ConflictError, GatewayError, ModelNotFoundError
 from wavefleet.gateway.backends.base import Backend, BackendRequest, Endpoint
 from wavefleet.gateway.model_table import ModelTable
-from wavefleet.gateway.rollout.live import DEFAULT_CRITERIA, judge, parse_live_criteria
+from wavefleet.gateway.rollout.live import DEFAULT_CRITERIA, decided_failure, judge, parse_live_criteria
 from wavefleet.gateway.rollout.split import Split, VersionRouter
 from wavefleet.gateway.rollout.state import (
     Check,
@@ -454,21 +454,27 @@ class RolloutController:
 
     async def _bake(self, rollout: Rollout) -> None:
         """Run one canary step for its baking window (longer, up to 3 windows, until green has
-        `min_requests`), then judge it; raises _Failed on a no."""
+        `min_requests`; shorter once green's failures decide the verdict), then judge it; raises
+        _Failed on a no."""
         loop = asyncio.get_running_loop()
         began = self._step_since = loop.time()
         blue_since = self._blue_since
         green_stats = self._router.stats(rollout.green)
         until = began + rollout.bake_s
         longest = began + 3 * rollout.bake_s
+        criteria = parse_live_criteria(rollout.criteria)
         while True:
             now = loop.time()
-            if now >= until and (green_stats.count(began) >= rollout.min_requests or now >= longest):
+            count = green_stats.count(began)
+            if now >= until and (count >= rollout.min_requests or now >= longest):
                 break
+            failed = green_stats.failures(began)
+            if decided_failure(criteria, failed=failed, count=count, min_requests=rollout.min_requests):
+                break  # no outcome of the rest of the window could pass this step
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._abort.wait(), timeout=max(0.05, min(0.5, until - now)))
+                wait = 0.5 if now >= until else min(0.5, until - now)
+                await asyncio.wait_for(self._abort.wait(), timeout=max(0.05, wait))
             self._check_abort()
-        criteria = parse_live_criteria(rollout.criteria)
         green = green_stats.summary(began)
         blue = self._router.stats(rollout.blue).summary(blue_since)
         checks = judge(criteria, green, blue)
@@ -494,10 +500,10 @@ class RolloutController:
             },
         )
         if not passed:
-            failed = [
+            broken = [
                 f"{c.name} (measured {c.value:g})" for c in checks if not c.passed and c.value is not None
             ]
-            raise _Failed(f"{rollout.step_name()} failed: " + ", ".join(failed))
+            raise _Failed(f"{rollout.step_name()} failed: " + ", ".join(broken))
 
     async def _drain(self, version: Version, timeout_s: float) -> dict[str, object]:
         """Drain `version` on its agent (in-flight requests finish, at most `timeout_s`), then it unloads."""

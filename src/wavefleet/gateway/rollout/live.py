@@ -25,7 +25,14 @@ from wavefleet.bench.criteria import Criterion, parse_criteria
 from wavefleet.errors import UsageError
 from wavefleet.gateway.rollout.state import Check
 
-__all__ = ["DEFAULT_CRITERIA", "LiveCriterion", "VersionStats", "judge", "parse_live_criteria"]
+__all__ = [
+    "DEFAULT_CRITERIA",
+    "LiveCriterion",
+    "VersionStats",
+    "decided_failure",
+    "judge",
+    "parse_live_criteria",
+]
 
 DEFAULT_CRITERIA = "error_rate<0.02,ratio.p95_ttft_ms<2,ratio.mean_tpot_ms<2"
 RATIO = "ratio."
@@ -64,6 +71,9 @@ class VersionStats:
 
     def count(self, since: float) -> int:
         return sum(1 for s in self._samples if s.at >= since)
+
+    def failures(self, since: float) -> int:
+        return sum(1 for s in self._samples if s.at >= since and not s.ok)
 
     def summary(self, since: float) -> dict[str, float]:
         """completed, failed, error_rate and the latency statistics (ms) of requests since `since`."""
@@ -139,3 +149,18 @@ def judge(criteria: Sequence[LiveCriterion], green: dict[str, float], blue: dict
         passed = _OPERATORS[c.op](value, c.threshold)
         checks.append(Check(name=str(live), passed=passed, value=round(value, 4)))
     return checks
+
+
+def decided_failure(criteria: Sequence[LiveCriterion], *, failed: int, count: int, min_requests: int) -> bool:
+    """Whether green's failures so far break an error-rate criterion however the step's remaining
+    requests end: the rate over the `min_requests` the verdict waits for is already too high even
+    if every request still to come succeeds. A step can then end at once, not after its window."""
+    if failed == 0:
+        return False
+    best_case = failed / max(count, min_requests, 1)
+    return any(
+        live.criterion.metric == "error_rate"
+        and not live.ratio
+        and not _OPERATORS[live.criterion.op](best_case, live.criterion.threshold)
+        for live in criteria
+    )
