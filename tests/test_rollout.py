@@ -315,3 +315,49 @@ def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path:
         assert agent.model("chat-v2")["state"] == "ready"
     assert ("rollout.resume", "ok") in events(db)
     assert served(db) == {"chat": GREEN}
+
+
+@pytest.mark.slow
+def test_green_that_does_not_fit_beside_blue_is_swapped_in_and_requests_wait_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    # each entry's estimate is about 140 MiB: one fits in 200 MiB, two do not
+    with serving_agent(
+        tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)], budget="200MiB"
+    ) as agent:
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            rollout = start(url, "--to", "chat-v2", "--canary", "100", "--bake", "2s", "--min-requests", "2",
+                            "--criteria", "error_rate<0.05")  # fmt: skip
+            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+        assert final["phase"] == "done", final
+        assert final["placement"]["mode"] == "swap", final["placement"]
+        assert "blue is drained first" in final["placement"]["why"]
+        assert load.failed == [], load.failed[:3]
+        assert agent.model("chat")["state"] == "stopped"
+        assert agent.model("chat-v2")["state"] == "ready"
+    assert served(db) == {"chat": GREEN}
+
+
+@pytest.mark.slow
+def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db) as (url, _):
+            rollout = start(url, "--to", "chat-v2", "--canary", "50,100", "--bake", "120s")
+            wait_until(
+                lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2
+            )
+            aborted = run_wave("rollout", "abort", "--gateway", url)
+            assert aborted.returncode == 0, aborted.stderr
+            final = wait_until(lambda: ended(url, rollout), timeout_s=60, interval_s=0.2)
+            assert final["phase"] == "aborted" and final["reason"].startswith("aborted by"), final
+            again = run_wave("rollout", "abort", "--gateway", url)
+            assert again.returncode != 0 and "no rollout is under way" in " ".join(again.stderr.split())
+            shown = run_wave("rollout", "status", "--gateway", url)
+            assert shown.returncode == 0 and f"{rollout} chat: aborted" in shown.stdout
+        assert agent.model("chat-v2")["state"] == "stopped"
+    assert served(db) == {"chat": BLUE}
