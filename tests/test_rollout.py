@@ -20,7 +20,11 @@ from agent_support import needs_llama_server, serving_agent, smol
 from helpers import free_port, http_request, run_wave, start_wave, wait_until, wave_env
 from wavefleet.agent.config import resolve_gguf
 from wavefleet.errors import UsageError
+from wavefleet.gateway.app import create_app
+from wavefleet.gateway.backends.base import BackendRequest
+from wavefleet.gateway.backends.fake import FakeBackend, FakeReply, echo
 from wavefleet.gateway.backends.fake_servers import FlakyOpenAIEngine, serve_in_thread
+from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.rollout.live import (
     Sample,
     VersionStats,
@@ -46,6 +50,32 @@ def test_the_split_sends_exactly_the_weight_to_green_and_ranks_blue_after_it() -
     assert router.route("other") is None  # not under rollout: the routing policy decides
     router.end_split("chat", GREEN)
     assert [c.model for c in router.route("chat") or ()] == ["chat-v2"]
+
+
+def test_a_green_failure_is_answered_by_blue_even_with_retries_off_in_the_config() -> None:
+    def broken(request: BackendRequest) -> FakeReply:
+        return FakeReply(500, b'{"error": {"message": "green is broken"}}')
+
+    config = GatewayConfig.model_validate(
+        {
+            "backends": [{"name": "g", "url": "http://unused:1"}, {"name": "b", "url": "http://unused:2"}],
+            "retries": 0,
+        }
+    )
+    versions = VersionRouter()
+    green, blue = Version(backend="g", model="m-v2"), Version(backend="b", model="m")
+    versions.set_split("m", Split(blue=blue, green=green, weight=100, retry_on_blue=True))
+    backends = {"g": FakeBackend("g", broken), "b": FakeBackend("b", echo)}
+    with serve_in_thread(create_app(config, backends=backends, versions=versions)) as server:
+        code, headers, body = http_request(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert (code, headers["x-wave-backend"]) == (200, "b"), body
+    assert json.loads(body)["model"] == "m"  # blue's own model entry answered
+    stats = versions.stats(green).summary(since=0)
+    assert stats["failed"] == 1  # green's failure counts against it, unseen by the client
 
 
 def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measured() -> None:
@@ -351,6 +381,8 @@ def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
             wait_until(
                 lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2
             )
+            metrics = http_request("GET", f"{url}/metrics")[2].decode()
+            assert 'wave_rollout_green_weight_percent{model="chat",phase="canary"} 50.0' in metrics
             aborted = run_wave("rollout", "abort", "--gateway", url)
             assert aborted.returncode == 0, aborted.stderr
             final = wait_until(lambda: ended(url, rollout), timeout_s=60, interval_s=0.2)

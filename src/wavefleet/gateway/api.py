@@ -234,6 +234,7 @@ class GatewayApi:
                 deadline=started + self._config.timeouts.total_s,
                 report=self._report(request) if self._report is not None else None,
                 key=principal.ident,
+                every_version=versions is not None and len(versions) > 1,
             )
             return await self._forwarder.forward(request, call, ranked)
         except GatewayError as exc:

@@ -70,6 +70,7 @@ def create_app(
     telemetry: Telemetry | None = None,
     collectors: Sequence[Collector] = (),
     agents: Mapping[str, AgentRef] | None = None,
+    versions: VersionRouter | None = None,
 ) -> web.Application:
     """The gateway app. Keys: `api_keys` if given, else those the config resolves. `collectors`
     add their metrics to its /metrics (the fleet agent's engines). Fleet agents (the config's
@@ -81,7 +82,10 @@ def create_app(
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
-    it, the handlers check the static keys with the same `Authenticator`."""
+    it, the handlers check the static keys with the same `Authenticator`.
+
+    `versions` splits the traffic of models under rollout (gateway/rollout/); the app makes its
+    own, and with fleet agents a rollout controller that drives it, unless given one (tests)."""
     config, found = split_agents(config)
     agents = {**found, **(agents or {})}
     monitor = monitor or StaticMonitor()
@@ -93,7 +97,7 @@ def create_app(
         monitor=monitor, backends=config.backends, inflight=inflight, listed=table.is_listed
     )
     chosen: dict[str, Backend] = dict(backends or {})
-    versions = VersionRouter()
+    versions = versions if versions is not None else VersionRouter()
     watch = DeadlineWatch()
     meter = (
         EnergyMeter(

@@ -50,6 +50,7 @@ class Call:
     report: Callable[[int, tuple[int, int] | None, str], None] | None = None
     key: str = ""  # who asked (the principal's ident), for the energy counters
     charge: Charge | None = None  # its energy, when the gateway meters it
+    every_version: bool = False  # a rollout's (green, blue): blue is tried whatever `retries` says
 
 
 class _Headers:
@@ -128,7 +129,7 @@ class Forwarder:
     async def _forward(
         self, request: web.Request, call: Call, ranked: tuple[Candidate, ...]
     ) -> web.StreamResponse:
-        tries_left = self._retries + 1
+        tries_left = max(self._retries + 1, len(ranked)) if call.every_version else self._retries + 1
         last: tuple[GatewayError, Candidate] | None = None
         for candidate in ranked:
             name = candidate.backend

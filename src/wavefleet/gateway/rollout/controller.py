@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 
 from wavefleet.agent.client import AgentClient, AgentError
 from wavefleet.agent.units import format_bytes
-from wavefleet.errors import BadRequestError, ConflictError, GatewayError, ModelNotFoundError
+from wavefleet.errors import BadRequestError, ConflictError, GatewayError, ModelNotFoundError, UsageError
 from wavefleet.gateway.backends.base import Backend, BackendRequest, Endpoint
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.rollout.live import DEFAULT_CRITERIA, decided_failure, judge, parse_live_criteria
@@ -84,9 +84,7 @@ class RolloutRequest(_Record):
     def _criteria(cls, text: str) -> str:
         try:
             parse_live_criteria(text)
-        except GatewayError:
-            raise
-        except Exception as exc:  # UsageError: its message names the bad criterion and the metrics
+        except UsageError as exc:  # its message names the bad criterion and the live metrics
             raise ValueError(str(exc)) from exc
         return text
 
