@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent_support import needs_llama_server, serving_agent, smol
-from helpers import free_port, http_request, run_wave, start_wave, wait_until, wave_env
+from helpers import free_port, http_request, invoke_wave, run_wave, start_wave, wait_until, wave_env
 from wavefleet.agent.config import resolve_gguf
 from wavefleet.errors import UsageError
 from wavefleet.gateway.app import create_app
@@ -393,3 +393,27 @@ def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
             assert shown.returncode == 0 and f"{rollout} chat: aborted" in shown.stdout
         assert agent.model("chat-v2")["state"] == "stopped"
     assert served(db) == {"chat": BLUE}
+
+
+@pytest.mark.parametrize(
+    ("args", "told"),
+    [
+        (["--canary", "10,5"], "give rising percents that end at 100"),
+        (["--canary", "10,50"], "give rising percents that end at 100"),
+        (["--bake", "soon"], "--bake 'soon': give a duration"),
+        (["--criteria", "output_tps>3"], "output_tps is not measured live"),
+        (["--expect", "no arrow"], "write PROMPT=>SUBSTRING"),
+    ],
+)
+def test_bad_rollout_options_are_named_before_the_gateway_is_asked(args: list[str], told: str) -> None:
+    result = invoke_wave(
+        "rollout", "start", "chat", "--to", "chat-v2", "--gateway", "http://127.0.0.1:9", *args
+    )
+    assert isinstance(result.exception, UsageError)  # `wave` exits 2 with its message
+    assert told in str(result.exception)
+
+
+def test_an_unreachable_gateway_is_named_with_the_fix() -> None:
+    result = invoke_wave("rollout", "status", "--gateway", f"http://127.0.0.1:{free_port()}")
+    assert isinstance(result.exception, UsageError)
+    assert "cannot reach the gateway" in str(result.exception) and "WAVE_GATEWAY" in str(result.exception)

@@ -57,18 +57,25 @@ def _call(gateway: str, method: str, path: str, body: dict[str, Any] | None = No
         ) from None
 
 
-def _seconds(text: str, option: str) -> float:
+def _seconds(text: str, option: str, *, zero: bool = False) -> float:
     try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0 or (seconds == 0 and not zero):
+        raise UsageError(f"{option} {text!r}: give a duration like 30s, 2m or 1h30m")
+    return seconds
 
 
 def _steps(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        steps = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UsageError(f"--canary {text!r}: give percents separated by commas, e.g. 10,50,100") from None
+        steps = []
+    rising = all(b > a for a, b in zip(steps, steps[1:], strict=False))
+    if not steps or not rising or steps[0] < 1 or steps[-1] != 100:
+        raise UsageError(f"--canary {text!r}: give rising percents that end at 100, e.g. 10,50,100")
+    return steps
 
 
 def _expectation(text: str) -> tuple[str, str]:
@@ -99,7 +106,10 @@ def rollout() -> None:
 @rollout.command()
 @click.argument("model")
 @click.option(
-    "--to", "spec", required=True, help="Green: AGENT/ENTRY (or ENTRY), a model entry of a fleet agent."
+    "--to",
+    "spec",
+    required=True,
+    help="Green: AGENT/ENTRY, ENTRY, or the GGUF file of a fleet agent's model entry.",
 )
 @click.option("--canary", default="10,50,100", show_default=True, help="Green's share per step, in percent.")
 @click.option("--bake", default="30s", show_default=True, help="How long each step runs before its verdict.")
@@ -132,15 +142,19 @@ def start(
     wait: bool,
     gateway: str,
 ) -> None:
-    """Start rolling MODEL out to a new version; prints the rollout's id and placement."""
+    """Start rolling MODEL out to a new version; prints the rollout's id, blue and green."""
+    from wavefleet.gateway.rollout.live import parse_live_criteria
     from wavefleet.gateway.security.events import default_actor
+
+    if criteria is not None:
+        parse_live_criteria(criteria)  # a bad one is named here, before the gateway is asked
 
     body: dict[str, Any] = {
         "model": model,
         "to": spec,
         "canary": _steps(canary),
         "bake_s": _seconds(bake, "--bake"),
-        "drain_timeout_s": _seconds(drain_timeout, "--drain-timeout"),
+        "drain_timeout_s": _seconds(drain_timeout, "--drain-timeout", zero=True),
         "min_requests": min_requests,
         "retry_on_blue": not no_retry,
         "smoke": {"embedding": embedding, "expect": [_expectation(e) for e in expect]},
