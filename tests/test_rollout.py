@@ -383,6 +383,9 @@ def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
             )
             metrics = http_request("GET", f"{url}/metrics")[2].decode()
             assert 'wave_rollout_green_weight_percent{model="chat",phase="canary"} 50.0' in metrics
+            assert (
+                'wave_rollout_version_requests{model="chat",outcome="failed",version="green"} 0.0' in metrics
+            )
             aborted = run_wave("rollout", "abort", "--gateway", url)
             assert aborted.returncode == 0, aborted.stderr
             final = wait_until(lambda: ended(url, rollout), timeout_s=60, interval_s=0.2)

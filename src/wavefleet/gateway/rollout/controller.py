@@ -145,11 +145,15 @@ class RolloutController:
         out["green_weight"] = rollout.green_weight
         out["step"] = rollout.step_name()
         if live and self._router.split(rollout.model) is not None:
-            out["live"] = {
-                "green": _finite(self._router.stats(rollout.green).summary(self._step_since)),
-                "blue": _finite(self._router.stats(rollout.blue).summary(self._blue_since)),
-            }
+            out["live"] = self.live(rollout)
         return out
+
+    def live(self, rollout: Rollout) -> dict[str, dict[str, float]]:
+        """Green's live numbers since its step began, and blue's since the rollout (re)started."""
+        return {
+            "green": _finite(self._router.stats(rollout.green).summary(self._step_since)),
+            "blue": _finite(self._router.stats(rollout.blue).summary(self._blue_since)),
+        }
 
     async def start(self, request: RolloutRequest, *, actor: str) -> Rollout:
         """Check the request against the fleet, save the rollout and run it; errors name the fix."""

@@ -25,6 +25,7 @@ from wavefleet.gateway.security.authn import Authenticator
 __all__ = ["PREFIX", "RolloutCollector", "RolloutRoutes"]
 
 PREFIX = "/admin/v1/rollouts"
+_LIVE_METRICS = ("error_rate", "p95_ttft_ms", "mean_tpot_ms", "p95_e2el_ms")
 
 
 class RolloutRoutes:
@@ -97,12 +98,21 @@ class RolloutCollector:
             "wave_rollout_version_requests", "requests each version answered in this rollout",
             labels=["model", "version", "outcome"],
         )  # fmt: skip
+        live = GaugeMetricFamily(
+            "wave_rollout_version_live",
+            "each version's live numbers the criteria read: green's in the step, blue's in the rollout",
+            labels=["model", "version", "metric"],
+        )
         controller = self._routes.controller
         rollout = controller.current if controller is not None else None
-        if rollout is not None and not rollout.phase.terminal:
+        if controller is not None and rollout is not None and not rollout.phase.terminal:
             weight.add_metric([rollout.model, rollout.phase.value], rollout.green_weight)
+            numbers = controller.live(rollout)
             for name, version in (("blue", rollout.blue), ("green", rollout.green)):
                 stats = self._router.stats(version)
                 requests.add_metric([rollout.model, name, "ok"], stats.total - stats.failed)
                 requests.add_metric([rollout.model, name, "failed"], stats.failed)
-        return [weight, requests]
+                for metric in _LIVE_METRICS:
+                    if metric in numbers[name]:
+                        live.add_metric([rollout.model, name, metric], numbers[name][metric])
+        return [weight, requests, live]
