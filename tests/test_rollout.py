@@ -292,9 +292,14 @@ def test_a_bad_green_is_rolled_back_within_one_bake_with_no_client_visible_failu
     ):
         with gateway(agent.url, db) as (url, _), Load(url) as load:
             wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
-            rollout = start(url, "--to", "chat-bad", "--canary", "50,100", "--bake", "3s", "--min-requests", "5",
-                            "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2", *([] if retry else ["--no-retry"]))  # fmt: skip
-            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+            waited = run_wave("rollout", "start", "chat", "--gateway", url, "--to", "chat-bad", "--canary", "50,100",
+                              "--bake", "3s", "--min-requests", "5", "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2",
+                              "--wait", *([] if retry else ["--no-retry"]), timeout=300)  # fmt: skip
+            # --wait follows it to the end and fails the command (a CI build) on a rollback
+            assert waited.returncode == 1, waited.stderr
+            assert "rolled-back: canary 50% failed" in " ".join(waited.stdout.split())
+            rollout = waited.stdout.split()[1].rstrip(":")
+            final = wait_until(lambda: ended(url, rollout), timeout_s=10, interval_s=0.2)
         assert final["phase"] == "rolled-back", final
         verdicts = final["verdicts"]
         assert [v["step"] for v in verdicts] == ["smoke", "canary 50%"]  # within the first bake
