@@ -5,6 +5,7 @@
     python scripts/rollout_bench.py fail --retries off --out /tmp/rb-fail-off
     python scripts/rollout_bench.py slow --out /tmp/rb-slow                 # green 3x slower (1.5 s first byte)
     python scripts/rollout_bench.py crash --out /tmp/rb-crash               # SIGKILL the gateway in each phase once
+    python scripts/rollout_bench.py swap --out /tmp/rb-swap                 # green fits only once blue is gone
 
 Each run starts its own `wave agent` (the bundled SmolLM2 GGUF as blue `chat`, context 256, and
 green `chat-v2`, context 512; for fail/slow green is FlakyOpenAIEngine behind the agent) and
@@ -18,7 +19,9 @@ Writes OUT/rollout.json (per request: wall time, TTFT, outcome, version; the spl
 the verdicts; the summary: failures, steady-state and during-rollout P95 TTFT and their ratio,
 time from the first bad step to the rollback) and OUT/rollout.png (TTFT over time, and green's
 share of traffic). `crash` reports, per phase killed in, what the restarted gateway did and
-whether exactly one version serves the model afterwards. Prints the summary as JSON.
+whether exactly one version serves the model afterwards. `swap` gives the agent a budget that
+holds one version only: the gap in service shows as the longest TTFT during the rollout, against
+green's cold start (the agent's phases, in `cold_starts`) plus blue's drain. Prints the summary as JSON.
 """
 
 from __future__ import annotations
@@ -173,14 +176,14 @@ async def capacity(url: str, tokens: int, seconds: float = 10.0) -> float:
 class Fleet:
     """The agent and the gateway of one run."""
 
-    def __init__(self, out: Path, green: dict[str, Any]) -> None:
+    def __init__(self, out: Path, green: dict[str, Any], *, budget: str = "2GiB") -> None:
         self.out = out
         self.agent_port, self.port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         agent = {
             "name": "desk",
             "port": self.agent_port,
-            "devices": {"cpu": {"budget": "2GiB"}},
+            "devices": {"cpu": {"budget": budget}},
             "models": [
                 {"name": "chat", "gguf": "bundled:smollm2", "context": 256, "slots": 1, "threads": 1},
                 {"name": "chat-v2", **green},
@@ -229,10 +232,14 @@ class Fleet:
             found: dict[str, Any] = await reply.json()
             return found
 
-    async def agent_states(self) -> dict[str, str]:
+    async def agent_models(self) -> list[dict[str, Any]]:
         url = f"http://127.0.0.1:{self.agent_port}/agent/v1/status?log_lines=0"
         async with aiohttp.ClientSession() as session, session.get(url) as reply:
-            return {m["name"]: m["state"] for m in (await reply.json())["models"]}
+            models: list[dict[str, Any]] = (await reply.json())["models"]
+            return models
+
+    async def agent_states(self) -> dict[str, str]:
+        return {m["name"]: m["state"] for m in await self.agent_models()}
 
     async def start_rollout(self, to: str, args: argparse.Namespace) -> str:
         body = {
@@ -303,6 +310,7 @@ def summarise(records: list[Request], began: float, ended: float) -> dict[str, A
         "p95_ttft_ms_steady": base,
         "p95_ttft_ms_during": mid,
         "p95_ratio": mid / base if base and mid else None,
+        "max_ttft_ms_during": max(during) if during else None,
         "rollout_s": ended - began,
         "versions": {v: sum(r.version == v for r in records) for v in sorted({r.version for r in records})},
     }
@@ -363,7 +371,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with flaky_green(args.variant) as green:
-        fleet = Fleet(out, green)
+        # swap: a budget that holds one entry (about 140 MiB each) but not two
+        fleet = Fleet(out, green, budget="200MiB" if args.variant == "swap" else "2GiB")
         try:
             await fleet.start()
             rate = args.rate or (await capacity(fleet.url, args.tokens)) / 2
@@ -384,6 +393,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rollout = await fleet.start_rollout(target, args)
                 ended = await fleet.follow(rollout, timeline, kill_in=phase)
                 states = await fleet.agent_states()
+                loads = {m["name"]: m["cold_start"] for m in await fleet.agent_models()}
                 served = (await fleet.status())["served"].get("chat", "desk/chat").split("/", 1)[1]
                 rollouts.append(
                     {
@@ -395,6 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "placement": ended["placement"],
                         "served_after": served,
                         "agent_states": states,
+                        "cold_starts": loads,
                         "one_version_ready": sum(s == "ready" for s in states.values()) == 1,
                     }
                 )
@@ -437,7 +448,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("variant", choices=["good", "fail", "slow", "crash"])
+    parser.add_argument("variant", choices=["good", "fail", "slow", "crash", "swap"])
     parser.add_argument("--out", type=Path, default=None, help="folder for rollout.json and rollout.png")
     parser.add_argument(
         "--retries", choices=["on", "off"], default="on", help="retry green's failures on blue"

@@ -4,11 +4,13 @@ deliberately bad green (FlakyOpenAIEngine: a real HTTP engine that fails or is s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +78,34 @@ def test_a_green_failure_is_answered_by_blue_even_with_retries_off_in_the_config
     assert json.loads(body)["model"] == "m"  # blue's own model entry answered
     stats = versions.stats(green).summary(since=0)
     assert stats["failed"] == 1  # green's failure counts against it, unseen by the client
+
+
+def test_a_request_counts_in_the_window_it_began_in_not_the_one_it_ended_in() -> None:
+    """A step's verdict must not see requests sent before it (in a swap, those that waited for
+    green to load): samples are timed by when the request arrived."""
+
+    async def slow(request: BackendRequest) -> FakeReply:
+        await asyncio.sleep(0.6)
+        return FakeReply.chat("late", model="m-v2")
+
+    config = GatewayConfig.model_validate({"backends": [{"name": "g", "url": "http://unused:1"}]})
+    versions = VersionRouter()
+    green = Version(backend="g", model="m-v2")
+    versions.set_split("m", Split(blue=green, green=green, weight=100, retry_on_blue=False))
+    engine = FakeBackend("g", slow)
+    with serve_in_thread(create_app(config, backends={"g": engine}, versions=versions)) as server:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        asked = threading.Thread(
+            target=http_request, args=("POST", f"{server.url}/v1/chat/completions", body)
+        )
+        asked.start()
+        # the request is in flight: a step that begins now must not count it
+        wait_until(lambda: engine.requests, timeout_s=5)
+        step_began = time.monotonic()
+        asked.join(timeout=10)
+    stats = versions.stats(green)
+    assert stats.total == 1
+    assert stats.count(since=step_began) == 0
 
 
 def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measured() -> None:

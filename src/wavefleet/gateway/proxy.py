@@ -149,7 +149,7 @@ class Forwarder:
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 self._monitor.record_outcome(name, False)
                 if self._versions is not None:
-                    self._versions.observe(candidate, at=self.now(), ok=False)
+                    self._versions.observe(candidate, at=call.started, ok=False)
                 self._metrics.retries.labels(name).inc()
                 self._metrics.error(
                     model=candidate.model, backend=name, status=exc.status, message=exc.message
@@ -387,7 +387,11 @@ class Forwarder:
             tokens = usage[1] if usage is not None else 0
             tpot = (duration - ttft) / (tokens - 1) if ttft is not None and tokens > 1 else None
             ok = int(status) < 500
-            self._versions.observe(candidate, at=now, ok=ok, ttft_s=ttft, tpot_s=tpot, e2e_s=duration)
+            # timed by arrival: a window holds the requests sent in it (not those sent before a
+            # step began that waited, e.g. for green to load in a swap)
+            self._versions.observe(
+                candidate, at=call.started, ok=ok, ttft_s=ttft, tpot_s=tpot, e2e_s=duration
+            )
         if ttft is not None:
             metrics.ttft.observe(series.ttft, ttft)
             self._policy.observe_first_token(candidate.backend, call.route, ttft)
