@@ -16,6 +16,7 @@
         ├── ModelNotFoundError     404  no backend serves the model (lists the known ones)
         ├── NotFoundError          404  no such path (lists the API's paths)
         ├── MethodNotAllowedError  405  the path exists, not with this method
+        ├── ConflictError          409  the request clashes with what runs now (a rollout under way)
         ├── BodyTooLargeError      413
         ├── RateLimitError         429  with Retry-After
         ├── UpstreamError          502  an engine answered with garbage or dropped the connection
@@ -45,6 +46,7 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "ConfigProblem",
+    "ConflictError",
     "EngineError",
     "GatewayError",
     "MethodNotAllowedError",
@@ -188,6 +190,10 @@ class NotFoundError(GatewayError):
 
 class MethodNotAllowedError(GatewayError):
     status, error_type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class ConflictError(GatewayError):
+    status, error_type, code = 409, "invalid_request_error", "conflict"
 
 
 class BodyTooLargeError(GatewayError):

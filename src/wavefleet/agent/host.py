@@ -901,6 +901,7 @@ class Agent:
             device=device,
             pinned=model.config.pinned,
             external=model.external,
+            gguf=_gguf_text(model.config.gguf),
             context=model.config.context,
             slots=model.config.slots,
             ttl=model.config.ttl_or(self.defaults.ttl),
@@ -951,6 +952,16 @@ class Agent:
             devices=devices,
             models=[self.model_status(m, log_lines=log_lines) for m in self.models.values()],
         )
+
+
+def _gguf_text(value: str | None) -> str | None:
+    """The GGUF file a model entry names, as a path (a bundled model's file too)."""
+    if value is None:
+        return None
+    try:
+        return str(resolve_gguf(value))
+    except ValueError:
+        return value
 
 
 def eviction_order(models: Iterable[ManagedModel]) -> list[ManagedModel]:

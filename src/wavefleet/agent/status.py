@@ -67,6 +67,9 @@ class ModelStatus(_Record):
     device: str
     pinned: bool = False
     external: bool = Field(default=False, description="an engine running on its own (url:), never started")
+    gguf: str | None = Field(
+        default=None, description="the GGUF file it serves (its config's `gguf`, resolved)"
+    )
     context: int
     slots: int
     ttl: float = Field(description="idle seconds before an unload: -1 never, 0 when idle")

@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "model",
         "Fetch, quantize and check GGUF model files: the steps a CI job runs before a rollout.",
     ),
+    "rollout": (
+        "rollout",
+        "rollout",
+        "Blue-green model updates on the gateway: canary steps, automatic promote or roll back.",
+    ),
     "telemetry": (
         "telemetry",
         "telemetry",

@@ -209,7 +209,7 @@ def audit(
     J per completion token and cost, from the rows of a gateway that ran with --telemetry
     (`measured` says how many rows have energy; the others' energy is unknown, not zero).
 
-    With --events: one row per operator action instead (`wave model fetch`, `quantize`, `check`):
+    With --events: one row per operator action instead (`wave model fetch`, `quantize`, `check`, `wave rollout`):
     time, who (WAVE_ACTOR, else user@host), action, subject (the file), outcome (ok, failed,
     error) and details (what changed, the verdict's numbers).
 

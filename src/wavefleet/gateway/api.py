@@ -32,6 +32,7 @@ from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
+from wavefleet.gateway.rollout.split import VersionRouter
 from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
@@ -130,8 +131,10 @@ class GatewayApi:
         inflight: InflightCounts,
         report: Callable[[web.Request], Callable[[int, tuple[int, int] | None, str], None]] | None = None,
         health_checks: Mapping[str, HealthCheck] | None = None,
+        versions: VersionRouter | None = None,
     ) -> None:
         self._config = config
+        self._versions = versions
         self._monitor = monitor
         self._table = table
         self._policy = policy
@@ -182,9 +185,11 @@ class GatewayApi:
             wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
             prompt_tokens, prefix = estimate_prompt(endpoint, payload)
             requested = str(payload["model"])
+            # a model under rollout (or pinned by one) goes to its versions, not through the policy
+            versions = self._versions.route(requested) if self._versions is not None else None
             route = RouteRequest(
                 requested_model=requested,
-                candidates=self._table.resolve(requested),
+                candidates=versions if versions is not None else self._table.resolve(requested),
                 prompt_tokens=prompt_tokens,
                 max_tokens=payload.get("max_tokens") or payload.get("max_completion_tokens"),
                 stream=stream,
@@ -194,24 +199,30 @@ class GatewayApi:
                 else request.headers.get("x-session-id"),
                 request_id=f"wave-{next(self._ids)}",
             )
-            decision = self._policy.choose(route, self._view)
-            if decision.scores and request.headers.get(EXPLAIN_HEADER, "0") not in ("", "0"):
-                request[EXPLANATION] = decision.explanation()  # app.py's on_response_prepare sets the header
-            if not decision.ranked:
-                self._metrics.decision("", decision.reason)
-                if decision.retry_after_s is not None:  # the policy sheds load: try again later
-                    raise RateLimitError(
-                        f"every backend for {requested!r} is busy ({decision.reason}); retry later",
-                        retry_after=decision.retry_after_s,
+            if versions is not None:
+                ranked = versions
+                self._metrics.decision(ranked[0].backend, "rollout")
+            else:
+                decision = self._policy.choose(route, self._view)
+                if decision.scores and request.headers.get(EXPLAIN_HEADER, "0") not in ("", "0"):
+                    request[EXPLANATION] = (
+                        decision.explanation()
+                    )  # app.py's on_response_prepare sets the header
+                if not decision.ranked:
+                    self._metrics.decision("", decision.reason)
+                    if decision.retry_after_s is not None:  # the policy sheds load: try again later
+                        raise RateLimitError(
+                            f"every backend for {requested!r} is busy ({decision.reason}); retry later",
+                            retry_after=decision.retry_after_s,
+                        )
+                    backends = sorted({c.backend for c in route.candidates})
+                    raise NoHealthyBackendError(
+                        f"no backend for {requested!r} can take requests now ({decision.reason}); "
+                        f"candidates: {', '.join(backends)} (GET /health says why)",
+                        retry_after=self._retry_after,
                     )
-                backends = sorted({c.backend for c in route.candidates})
-                raise NoHealthyBackendError(
-                    f"no backend for {requested!r} can take requests now ({decision.reason}); "
-                    f"candidates: {', '.join(backends)} (GET /health says why)",
-                    retry_after=self._retry_after,
-                )
-            ranked = loaded_first(decision.ranked, self._monitor)
-            self._metrics.decision(ranked[0].backend, decision.reason)
+                ranked = loaded_first(decision.ranked, self._monitor)
+                self._metrics.decision(ranked[0].backend, decision.reason)
             call = Call(
                 endpoint=endpoint,
                 payload=payload,
@@ -223,6 +234,7 @@ class GatewayApi:
                 deadline=started + self._config.timeouts.total_s,
                 report=self._report(request) if self._report is not None else None,
                 key=principal.ident,
+                every_version=versions is not None and len(versions) > 1,
             )
             return await self._forwarder.forward(request, call, ranked)
         except GatewayError as exc:

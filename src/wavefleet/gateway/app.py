@@ -18,22 +18,29 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.registry import Collector
 
+from wavefleet.agent.client import AgentClient
 from wavefleet.gateway.api import EXPLAIN_HEADER, EXPLANATION, GatewayApi
 from wavefleet.gateway.backends import Backend, build_backend
 from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.deadlines import DeadlineWatch
 from wavefleet.gateway.energy import ENERGY_METER, EnergyMeter
-from wavefleet.gateway.federation import AgentBackend, agent_secret, split_agents
+from wavefleet.gateway.federation import AgentBackend, agent_secret, agent_ssl, split_agents
 from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics
 from wavefleet.gateway.model_table import ModelTable
 from wavefleet.gateway.monitor.snapshot import BackendMonitor, StaticMonitor
 from wavefleet.gateway.proxy import Forwarder
 from wavefleet.gateway.responses import with_fallbacks
+from wavefleet.gateway.rollout.controller import RolloutController
+from wavefleet.gateway.rollout.routes import RolloutCollector, RolloutRoutes
+from wavefleet.gateway.rollout.split import VersionRouter
+from wavefleet.gateway.rollout.store import RolloutStore
 from wavefleet.gateway.routing.base import RoutingPolicy
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.security.audit import AuditCollector
 from wavefleet.gateway.security.authn import Authenticator
+from wavefleet.gateway.security.db import resolve_db_path
+from wavefleet.gateway.security.events import record_event
 from wavefleet.gateway.security.gate import SecurityGate
 from wavefleet.gateway.security.middleware import install as install_security
 from wavefleet.gateway.security.middleware import outcome_reporter
@@ -63,6 +70,7 @@ def create_app(
     telemetry: Telemetry | None = None,
     collectors: Sequence[Collector] = (),
     agents: Mapping[str, AgentRef] | None = None,
+    versions: VersionRouter | None = None,
 ) -> web.Application:
     """The gateway app. Keys: `api_keys` if given, else those the config resolves. `collectors`
     add their metrics to its /metrics (the fleet agent's engines). Fleet agents (the config's
@@ -74,7 +82,10 @@ def create_app(
 
     With `security` (or a config whose `security` section turns anything on), the security
     layer's middleware checks every key (static ones too), limits, screens and audits; without
-    it, the handlers check the static keys with the same `Authenticator`."""
+    it, the handlers check the static keys with the same `Authenticator`.
+
+    `versions` splits the traffic of models under rollout (gateway/rollout/); the app makes its
+    own, and with fleet agents a rollout controller that drives it, unless given one (tests)."""
     config, found = split_agents(config)
     agents = {**found, **(agents or {})}
     monitor = monitor or StaticMonitor()
@@ -86,6 +97,7 @@ def create_app(
         monitor=monitor, backends=config.backends, inflight=inflight, listed=table.is_listed
     )
     chosen: dict[str, Backend] = dict(backends or {})
+    versions = versions if versions is not None else VersionRouter()
     watch = DeadlineWatch()
     meter = (
         EnergyMeter(
@@ -112,6 +124,7 @@ def create_app(
         watch=watch,
         retry_after_s=max(1.0, config.poll_interval_s),
         energy=meter,
+        versions=versions,
     )
     if security is None and config.security.active():
         security = SecurityGate.build(config.security, keys)
@@ -128,7 +141,10 @@ def create_app(
         inflight=inflight,
         report=outcome_reporter if security is not None else None,
         health_checks={"audit": audit.health} if audit is not None else None,
+        versions=versions,
     )
+    rollouts = RolloutRoutes(authenticator)
+    metrics.registry.register(RolloutCollector(rollouts, versions))
     if audit is not None:
         metrics.registry.register(AuditCollector(audit))
     for collector in collectors:
@@ -145,7 +161,7 @@ def create_app(
     )
     pages = StatusPages(board=board, authenticator=authenticator)
     app = web.Application(client_max_size=config.max_body_bytes)
-    app.add_routes(with_fallbacks([*api.routes(), *pages.routes()]))
+    app.add_routes(with_fallbacks([*api.routes(), *pages.routes(), *rollouts.routes()]))
     app.on_response_prepare.append(_add_explain)
     if security is not None:
         install_security(app, security)
@@ -170,9 +186,14 @@ def create_app(
         await monitor.start()
         if meter is not None:
             await meter.start()
+        controller = await _rollouts(config, agents, chosen, table, versions) if agents else None
+        rollouts.controller = controller
         try:
             yield
         finally:
+            if controller is not None:
+                await controller.aclose()
+                await controller.close()
             if meter is not None:
                 await meter.aclose()
             await monitor.aclose()
@@ -186,6 +207,36 @@ def create_app(
     if meter is not None:
         app[ENERGY_METER] = meter
     return app
+
+
+async def _rollouts(
+    config: GatewayConfig,
+    agents: Mapping[str, AgentRef],
+    backends: Mapping[str, Backend],
+    table: ModelTable,
+    versions: VersionRouter,
+) -> RolloutController:
+    """The rollout controller, with the rollout under way (if any) resumed or rolled back."""
+    path = config.rollout.db or config.security.db or resolve_db_path(None)
+    path = path.expanduser()
+    session = aiohttp.ClientSession()
+    clients = {
+        name: AgentClient(
+            str(agent.url), secret=agent_secret(agent), session=session, ssl_context=agent_ssl(agent)
+        )
+        for name, agent in agents.items()
+    }
+    controller = RolloutController(
+        store=RolloutStore.open(path),
+        router=versions,
+        agents=clients,
+        backends=backends,
+        table=table,
+        events=lambda event: record_event(path, event),
+        session=session,
+    )
+    await controller.resume()
+    return controller
 
 
 async def _add_explain(request: web.Request, response: web.StreamResponse) -> None:

@@ -210,6 +210,14 @@ class AgentRef(StrictModel):
         return BackendConfig(name=self.name, url=self.url, kind=EngineKind.OPENAI)
 
 
+class RolloutSettings(StrictModel):
+    """Where `wave rollout` keeps its state (a gateway with fleet agents only)."""
+
+    db: Path | None = Field(
+        default=None, description="default: security.db, else $WAVE_DB, else the user's wave.db"
+    )
+
+
 class GatewayConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -235,6 +243,9 @@ class GatewayConfig(StrictModel):
     )
     energy: EnergySettings = Field(
         default_factory=EnergySettings, description="energy and cost per request, with telemetry on"
+    )
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="`wave rollout` state: blue-green model updates"
     )
 
     @field_validator("backends")

@@ -27,6 +27,7 @@ from wavefleet.gateway.inflight import InflightCounts
 from wavefleet.gateway.metrics import GatewayMetrics, RequestSeries
 from wavefleet.gateway.monitor.snapshot import BackendMonitor
 from wavefleet.gateway.responses import error_response
+from wavefleet.gateway.rollout.split import VersionRouter
 from wavefleet.gateway.routing.base import Candidate, Outcome, RouteRequest, RoutingPolicy
 from wavefleet.gateway.streaming import SseSplitter, StreamState, error_event, parse_usage
 
@@ -49,6 +50,7 @@ class Call:
     report: Callable[[int, tuple[int, int] | None, str], None] | None = None
     key: str = ""  # who asked (the principal's ident), for the energy counters
     charge: Charge | None = None  # its energy, when the gateway meters it
+    every_version: bool = False  # a rollout's (green, blue): blue is tried whatever `retries` says
 
 
 class _Headers:
@@ -83,8 +85,10 @@ class Forwarder:
         watch: DeadlineWatch,
         retry_after_s: float = 1.0,
         energy: EnergyMeter | None = None,
+        versions: VersionRouter | None = None,
     ) -> None:
         self._watch = watch
+        self._versions = versions  # told each outcome on a version under rollout
         self._energy = energy
         self._retry_after = retry_after_s
         self._backends = backends
@@ -125,7 +129,7 @@ class Forwarder:
     async def _forward(
         self, request: web.Request, call: Call, ranked: tuple[Candidate, ...]
     ) -> web.StreamResponse:
-        tries_left = self._retries + 1
+        tries_left = max(self._retries + 1, len(ranked)) if call.every_version else self._retries + 1
         last: tuple[GatewayError, Candidate] | None = None
         for candidate in ranked:
             name = candidate.backend
@@ -144,6 +148,8 @@ class Forwarder:
                 raise
             except (UpstreamError, UpstreamTimeoutError) as exc:
                 self._monitor.record_outcome(name, False)
+                if self._versions is not None:
+                    self._versions.observe(candidate, at=call.started, ok=False)
                 self._metrics.retries.labels(name).inc()
                 self._metrics.error(
                     model=candidate.model, backend=name, status=exc.status, message=exc.message
@@ -391,6 +397,15 @@ class Forwarder:
                 message=detail or f"backend {candidate.backend!r} answered {status}",
             )
         metrics.e2e.observe(series.e2e, duration)
+        if self._versions is not None:
+            tokens = usage[1] if usage is not None else 0
+            tpot = (duration - ttft) / (tokens - 1) if ttft is not None and tokens > 1 else None
+            ok = int(status) < 500
+            # timed by arrival: a window holds the requests sent in it (not those sent before a
+            # step began that waited, e.g. for green to load in a swap)
+            self._versions.observe(
+                candidate, at=call.started, ok=ok, ttft_s=ttft, tpot_s=tpot, e2e_s=duration
+            )
         if ttft is not None:
             metrics.ttft.observe(series.ttft, ttft)
             self._policy.observe_first_token(candidate.backend, call.route, ttft)

@@ -34,7 +34,7 @@ from wavefleet.wire import (
     token_usage,
 )
 
-__all__ = ["FakeOpenAIEngine", "FakeTritonEngine", "RunningServer", "serve_in_thread"]
+__all__ = ["FakeOpenAIEngine", "FakeTritonEngine", "FlakyOpenAIEngine", "RunningServer", "serve_in_thread"]
 
 
 @dataclass
@@ -211,6 +211,28 @@ class FakeOpenAIEngine:
         await response.write(DONE)
         await response.write_eof()
         return response
+
+
+class FlakyOpenAIEngine(FakeOpenAIEngine):
+    """A bad new model version, for rollout tests and benchmarks: every `fail_every`-th request
+    fails with a 500 before its first byte (5: 20 % of them), and every other one waits `slow_s`
+    before answering (a slower engine). A request's `x-fake-fault` header still wins."""
+
+    def __init__(
+        self, name: str, *, fail_every: int = 0, slow_s: float = 0.0, models: list[str] | None = None
+    ) -> None:
+        super().__init__(name, models, delay_s=slow_s)
+        self.fail_every = fail_every
+        self.seen = 0
+
+    async def _answer(self, request: web.Request, body: dict[str, Any], fault: Fault) -> web.StreamResponse:
+        self.seen += 1
+        if fault is Fault.NONE:
+            if self.fail_every and self.seen % self.fail_every == 0:
+                fault = Fault.ERROR
+            elif self.delay_s > 0:
+                fault = Fault.SLOW_FIRST_BYTE
+        return await super()._answer(request, body, fault)
 
 
 class FakeTritonEngine:

@@ -1,6 +1,6 @@
 """Where the gateway's SQLite database lives, opening it, and its schema migrations.
 
-One file holds the API keys, the audit trail of requests and the operator events (`wave.db`). Its path comes from, in order:
+One file holds the API keys, the audit trail of requests, the operator events and the rollouts (`wave.db`). Its path comes from, in order:
 the `--db` option, the `WAVE_DB` environment variable, `$XDG_DATA_HOME/wavefleet/wave.db`
 (`~/.local/share/wavefleet/wave.db` when XDG_DATA_HOME is unset).
 
@@ -96,6 +96,32 @@ def m004_audit_energy(db: sqlite3.Connection) -> None:
     """Energy (J), idle share (J) and cost per request; NULL where not measured."""
     for column in ("energy_j REAL", "idle_j REAL", "cost REAL", "currency TEXT"):
         db.execute(f"ALTER TABLE audit ADD COLUMN {column}")
+
+
+@migration
+def m005_rollouts(db: sqlite3.Connection) -> None:
+    """`wave rollout`: each rollout's record (JSON, rewritten at every step), and the version each
+    model is served by once a rollout ended (so a restarted gateway routes it the same way)."""
+    db.execute(
+        """CREATE TABLE rollouts (
+            id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            record TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX rollouts_started ON rollouts (started_at)")
+    db.execute(
+        """CREATE TABLE served_versions (
+            model TEXT PRIMARY KEY,
+            backend TEXT NOT NULL,
+            engine_model TEXT NOT NULL,
+            rollout_id TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
 
 
 def default_db_path() -> Path:

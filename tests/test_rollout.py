@@ -1,0 +1,457 @@
+"""`wave rollout`: blue-green model updates through the gateway, with real agents over real
+llama-server engines (the bundled model at two context sizes is blue and green) and a
+deliberately bad green (FlakyOpenAIEngine: a real HTTP engine that fails or is slow, behind the agent)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_support import needs_llama_server, serving_agent, smol
+from helpers import free_port, http_request, invoke_wave, run_wave, start_wave, wait_until, wave_env
+from wavefleet.agent.config import resolve_gguf
+from wavefleet.errors import UsageError
+from wavefleet.gateway.app import create_app
+from wavefleet.gateway.backends.base import BackendRequest
+from wavefleet.gateway.backends.fake import FakeBackend, FakeReply, echo
+from wavefleet.gateway.backends.fake_servers import FlakyOpenAIEngine, serve_in_thread
+from wavefleet.gateway.config import GatewayConfig
+from wavefleet.gateway.rollout.live import (
+    Sample,
+    VersionStats,
+    decided_failure,
+    judge,
+    parse_live_criteria,
+)
+from wavefleet.gateway.rollout.split import Split, VersionRouter
+from wavefleet.gateway.rollout.state import Version
+from wavefleet.gateway.rollout.store import RolloutStore
+from wavefleet.gateway.security.db import connect
+
+BLUE, GREEN = Version(backend="desk", model="chat"), Version(backend="desk", model="chat-v2")
+
+
+def test_the_split_sends_exactly_the_weight_to_green_and_ranks_blue_after_it() -> None:
+    router = VersionRouter()
+    router.set_split("chat", Split(blue=BLUE, green=GREEN, weight=20, retry_on_blue=True))
+    routes = [router.route("chat") for _ in range(100)]
+    to_green = [r for r in routes if r is not None and r[0].model == "chat-v2"]
+    assert len(to_green) == 20
+    assert all(len(r) == 2 and r[1].model == "chat" for r in to_green)  # a green failure retries on blue
+    assert router.route("other") is None  # not under rollout: the routing policy decides
+    router.end_split("chat", GREEN)
+    assert [c.model for c in router.route("chat") or ()] == ["chat-v2"]
+
+
+def test_a_green_failure_is_answered_by_blue_even_with_retries_off_in_the_config() -> None:
+    def broken(request: BackendRequest) -> FakeReply:
+        return FakeReply(500, b'{"error": {"message": "green is broken"}}')
+
+    config = GatewayConfig.model_validate(
+        {
+            "backends": [{"name": "g", "url": "http://unused:1"}, {"name": "b", "url": "http://unused:2"}],
+            "retries": 0,
+        }
+    )
+    versions = VersionRouter()
+    green, blue = Version(backend="g", model="m-v2"), Version(backend="b", model="m")
+    versions.set_split("m", Split(blue=blue, green=green, weight=100, retry_on_blue=True))
+    backends = {"g": FakeBackend("g", broken), "b": FakeBackend("b", echo)}
+    with serve_in_thread(create_app(config, backends=backends, versions=versions)) as server:
+        code, headers, body = http_request(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert (code, headers["x-wave-backend"]) == (200, "b"), body
+    assert json.loads(body)["model"] == "m"  # blue's own model entry answered
+    stats = versions.stats(green).summary(since=0)
+    assert stats["failed"] == 1  # green's failure counts against it, unseen by the client
+
+
+def test_a_request_counts_in_the_window_it_began_in_not_the_one_it_ended_in() -> None:
+    """A step's verdict must not see requests sent before it (in a swap, those that waited for
+    green to load): samples are timed by when the request arrived."""
+
+    async def slow(request: BackendRequest) -> FakeReply:
+        await asyncio.sleep(0.6)
+        return FakeReply.chat("late", model="m-v2")
+
+    config = GatewayConfig.model_validate({"backends": [{"name": "g", "url": "http://unused:1"}]})
+    versions = VersionRouter()
+    green = Version(backend="g", model="m-v2")
+    versions.set_split("m", Split(blue=green, green=green, weight=100, retry_on_blue=False))
+    engine = FakeBackend("g", slow)
+    with serve_in_thread(create_app(config, backends={"g": engine}, versions=versions)) as server:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        asked = threading.Thread(
+            target=http_request, args=("POST", f"{server.url}/v1/chat/completions", body)
+        )
+        asked.start()
+        # the request is in flight: a step that begins now must not count it
+        wait_until(lambda: engine.requests, timeout_s=5)
+        step_began = time.monotonic()
+        asked.join(timeout=10)
+    stats = versions.stats(green)
+    assert stats.total == 1
+    assert stats.count(since=step_began) == 0
+
+
+def test_live_criteria_take_bench_syntax_and_ratios_and_refuse_what_is_not_measured() -> None:
+    criteria = parse_live_criteria("error_rate<0.05,ratio.p95_ttft_ms<1.5")
+    checks = judge(criteria, {"error_rate": 0.2, "p95_ttft_ms": 300.0}, {"p95_ttft_ms": 100.0})
+    assert [(c.passed, c.value) for c in checks] == [(False, 0.2), (False, 3.0)]
+    with pytest.raises(UsageError, match="not measured live"):
+        parse_live_criteria("output_tps>10")
+    with pytest.raises(UsageError, match="unknown metric"):
+        parse_live_criteria("p95_speed_ms<3")
+
+
+def test_a_version_summary_gives_error_rate_and_latency_statistics_of_its_window() -> None:
+    stats = VersionStats()
+    for at, ok, ttft in ((1.0, True, 0.1), (2.0, True, 0.3), (3.0, False, None), (4.0, True, 0.2)):
+        stats.add(Sample(at=at, ok=ok, ttft_s=ttft, tpot_s=0.01 if ok else None, e2el_s=0.5 if ok else None))
+    window = stats.summary(since=2.0)
+    assert window["completed"] == 2 and window["failed"] == 1
+    assert window["error_rate"] == pytest.approx(1 / 3)
+    assert window["max_ttft_ms"] == pytest.approx(300) and window["mean_e2el_ms"] == pytest.approx(500)
+    assert window["p50_tpot_ms"] == pytest.approx(10)
+
+
+def test_failures_that_break_the_error_rate_whatever_comes_next_end_the_step_early() -> None:
+    criteria = parse_live_criteria("error_rate<0.05,ratio.p95_ttft_ms<2")
+    # 1 failure of 3 requests, 10 needed: even 7 more successes leave 10 %, over 5 %
+    assert decided_failure(criteria, failed=1, count=3, min_requests=10)
+    # 1 failure of 3, 30 needed: 27 successes could bring it to 3.3 %: not decided yet
+    assert not decided_failure(criteria, failed=1, count=3, min_requests=30)
+    assert not decided_failure(criteria, failed=0, count=50, min_requests=10)
+    assert not decided_failure(parse_live_criteria("p95_ttft_ms<100"), failed=5, count=5, min_requests=5)
+
+
+@contextmanager
+def gateway(
+    agent_url: str, db: Path, *, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`wave serve` with agent `desk` at `agent_url` and its rollouts in `db` (wave.yaml beside it);
+    SIGTERM at the end unless the test killed it."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = db.parent / "wave.yaml"
+    config.write_text(
+        json.dumps({"agents": [{"name": "desk", "url": agent_url}], "rollout": {"db": str(db)}})
+    )
+    env = wave_env()
+    env.pop("WAVE_AGENT_SECRET", None)
+    env.pop("WAVE_DB", None)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = start_wave(
+            "serve", "--port", str(port), "--config", str(config), env=env, stdout=log, stderr=log
+        )
+
+        def up() -> bool:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"wave serve exited: {log.read()}")
+            code, _, body = http_request("GET", f"{url}/health", timeout=2) if _open(port) else (0, {}, b"")
+            return code == 200 and "chat" in json.loads(body)["backends"]["desk"]["models"]
+
+        try:
+            wait_until(up, timeout_s=60, interval_s=0.1, message="wave serve did not start")
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+            log.seek(0)
+            print(log.read()[-6000:])  # shown by pytest when the test fails
+
+
+def _open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Load:
+    """Streamed chat requests for `chat`, one after another on a thread, counting what clients see."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        body = {
+            "model": "chat",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 3,
+            "stream": True,
+        }
+        while not self._stop.is_set():
+            try:
+                code, _, reply = http_request("POST", f"{self.url}/v1/chat/completions", body, timeout=60)
+            except OSError as exc:
+                self.failed.append(str(exc))
+                continue
+            if code == 200 and b"[DONE]" in reply and b'"error"' not in reply:
+                self.ok += 1
+            else:
+                self.failed.append(f"{code}: {reply[:200]!r}")
+
+
+def status(url: str) -> dict[str, Any]:
+    code, _, body = http_request("GET", f"{url}/admin/v1/rollouts")
+    assert code == 200, body
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def ended(url: str, rollout: str) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in status(url)["recent"]
+            if r["id"] == rollout and r["phase"] in ("done", "rolled-back", "aborted")
+        ),
+        None,
+    )
+
+
+def events(db: Path) -> list[tuple[str, str]]:
+    connection = connect(db)
+    try:
+        return [(a, o) for a, o in connection.execute("SELECT action, outcome FROM events ORDER BY id")]
+    finally:
+        connection.close()
+
+
+def served(db: Path) -> dict[str, Version]:
+    connection = connect(db)
+    try:
+        return RolloutStore(connection).served()
+    finally:
+        connection.close()
+
+
+def start(url: str, *args: str) -> str:
+    result = run_wave("rollout", "start", "chat", "--gateway", url, *args, env=wave_env())
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[1].rstrip(":")
+
+
+@pytest.mark.slow
+def test_a_good_green_is_promoted_and_blue_drained_with_no_failed_request(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            # bad input: clear errors, non-zero exit
+            unknown = run_wave("rollout", "start", "nope", "--to", "chat-v2", "--gateway", url)
+            assert unknown.returncode != 0 and "not served here" in " ".join(unknown.stderr.split())
+            missing = run_wave("rollout", "start", "chat", "--to", "chat-v9", "--gateway", url)
+            assert (
+                missing.returncode != 0
+                and "no fleet agent has a model entry 'chat-v9' (by name or GGUF file)"
+                in " ".join(missing.stderr.split())
+            )
+            rollout = start(url, "--to", "desk/chat-v2", "--canary", "50,100", "--bake", "2s",
+                            "--min-requests", "2", "--criteria", "error_rate<0.05", "--expect", "Say hello.=>hello")  # fmt: skip
+            again = run_wave("rollout", "start", "chat", "--to", "chat-v2", "--gateway", url)
+            assert again.returncode != 0 and "is under way" in " ".join(again.stderr.split())
+            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+        assert final["phase"] == "done", final
+        assert final["placement"]["mode"] == "beside"
+        assert [v["step"] for v in final["verdicts"]] == ["smoke", "canary 50%", "canary 100%"]
+        assert final["verdicts"][1]["green"]["completed"] >= 2
+        assert load.failed == [] and load.ok > 0
+        assert agent.model("chat")["state"] == "stopped"  # blue drained and unloaded
+        assert agent.model("chat-v2")["state"] == "ready"
+    actions = [a for a, _ in events(db)]
+    for action in (
+        "rollout.start",
+        "rollout.place",
+        "rollout.smoke",
+        "rollout.verdict",
+        "rollout.promote",
+        "rollout.done",
+    ):
+        assert action in actions
+    assert served(db) == {"chat": GREEN}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bad", "retry"),
+    [({"fail_every": 5}, True), ({"slow_s": 1.5}, True), ({"fail_every": 5}, False)],
+    ids=["fails-20pct", "3x-slower", "fails-20pct-retries-off"],
+)
+def test_a_bad_green_is_rolled_back_within_one_bake_with_no_client_visible_failure(
+    tmp_path: Path, bad: dict[str, Any], retry: bool
+) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    engine = FlakyOpenAIEngine("bad", **bad)
+    with (
+        serve_in_thread(engine.app()) as server,
+        serving_agent(
+            tmp_path / "desk", [smol("chat", 256), {"name": "chat-bad", "url": server.url}]
+        ) as agent,
+    ):
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            waited = run_wave("rollout", "start", "chat", "--gateway", url, "--to", "chat-bad", "--canary", "50,100",
+                              "--bake", "3s", "--min-requests", "5", "--criteria", "error_rate<0.05,ratio.p95_ttft_ms<2",
+                              "--wait", *([] if retry else ["--no-retry"]), timeout=300)  # fmt: skip
+            # --wait follows it to the end and fails the command (a CI build) on a rollback
+            assert waited.returncode == 1, waited.stderr
+            assert "rolled-back: canary 50% failed" in " ".join(waited.stdout.split())
+            rollout = waited.stdout.split()[1].rstrip(":")
+            final = wait_until(lambda: ended(url, rollout), timeout_s=10, interval_s=0.2)
+        assert final["phase"] == "rolled-back", final
+        verdicts = final["verdicts"]
+        assert [v["step"] for v in verdicts] == ["smoke", "canary 50%"]  # within the first bake
+        assert not verdicts[-1]["passed"]
+        assert engine.seen > 2  # the smoke test's and the canary's
+        if retry:
+            assert load.failed == [], load.failed[:3]
+        else:  # what the retry on blue saves clients from
+            assert load.failed and all(f.startswith("500") for f in load.failed), load.failed[:3]
+        assert agent.model("chat")["state"] == "ready"
+    assert ("rollout.rollback", "failed") in events(db)
+    assert served(db) == {"chat": BLUE}
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_mid_canary_resumes_the_rollout_after_restart(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    port = free_port()
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db, port=port) as (url, process):
+            green_file = str(resolve_gguf("bundled:smollm2"))  # chat-v2's file: the entry that is not blue
+            rollout = start(url, "--to", green_file, "--canary", "100", "--bake", "60s", "--min-requests", "0",
+                            "--criteria", "error_rate<0.05")  # fmt: skip
+            wait_until(
+                lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2
+            )
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        connection = connect(db)
+        record = RolloutStore(connection).active()
+        assert [(r.id, r.phase.value) for r in record] == [(rollout, "canary")]
+        # the rollout's saved bake is 60 s; shorten it in the record so the resumed step ends soon
+        shortened = record[0].model_copy(update={"bake_s": 1.0})
+        connection.execute(
+            "UPDATE rollouts SET record = ? WHERE id = ?", (shortened.model_dump_json(), rollout)
+        )
+        connection.close()
+        with gateway(agent.url, db, port=port) as (url, _):
+            final = wait_until(lambda: ended(url, rollout), timeout_s=120, interval_s=0.2)
+            assert final["phase"] == "done", final
+            code, headers, _ = http_request(
+                "POST", f"{url}/v1/chat/completions",
+                {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}, timeout=60,
+            )  # fmt: skip
+            assert code == 200
+        assert agent.model("chat")["state"] == "stopped"
+        assert agent.model("chat-v2")["state"] == "ready"
+    assert ("rollout.resume", "ok") in events(db)
+    assert served(db) == {"chat": GREEN}
+
+
+@pytest.mark.slow
+def test_green_that_does_not_fit_beside_blue_is_swapped_in_and_requests_wait_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    # each entry's estimate is about 140 MiB: one fits in 200 MiB, two do not
+    with serving_agent(
+        tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)], budget="200MiB"
+    ) as agent:
+        with gateway(agent.url, db) as (url, _), Load(url) as load:
+            wait_until(lambda: load.ok >= 2, timeout_s=120, message="blue never answered")
+            rollout = start(url, "--to", "chat-v2", "--canary", "100", "--bake", "2s", "--min-requests", "2",
+                            "--criteria", "error_rate<0.05")  # fmt: skip
+            final = wait_until(lambda: ended(url, rollout), timeout_s=240, interval_s=0.2)
+        assert final["phase"] == "done", final
+        assert final["placement"]["mode"] == "swap", final["placement"]
+        assert "blue is drained first" in final["placement"]["why"]
+        assert load.failed == [], load.failed[:3]
+        assert agent.model("chat")["state"] == "stopped"
+        assert agent.model("chat-v2")["state"] == "ready"
+    assert served(db) == {"chat": GREEN}
+
+
+@pytest.mark.slow
+def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
+    needs_llama_server()
+    db = tmp_path / "wave.db"
+    with serving_agent(tmp_path / "desk", [smol("chat", 256), smol("chat-v2", 512)]) as agent:
+        with gateway(agent.url, db) as (url, _):
+            rollout = start(url, "--to", "chat-v2", "--canary", "50,100", "--bake", "120s")
+            wait_until(
+                lambda: (status(url)["active"] or {}).get("phase") == "canary", timeout_s=120, interval_s=0.2
+            )
+            metrics = http_request("GET", f"{url}/metrics")[2].decode()
+            assert 'wave_rollout_green_weight_percent{model="chat",phase="canary"} 50.0' in metrics
+            assert (
+                'wave_rollout_version_requests{model="chat",outcome="failed",version="green"} 0.0' in metrics
+            )
+            aborted = run_wave("rollout", "abort", "--gateway", url)
+            assert aborted.returncode == 0, aborted.stderr
+            final = wait_until(lambda: ended(url, rollout), timeout_s=60, interval_s=0.2)
+            assert final["phase"] == "aborted" and final["reason"].startswith("aborted by"), final
+            again = run_wave("rollout", "abort", "--gateway", url)
+            assert again.returncode != 0 and "no rollout is under way" in " ".join(again.stderr.split())
+            shown = run_wave("rollout", "status", "--gateway", url)
+            assert shown.returncode == 0 and f"{rollout} chat: aborted" in shown.stdout
+        assert agent.model("chat-v2")["state"] == "stopped"
+    assert served(db) == {"chat": BLUE}
+
+
+@pytest.mark.parametrize(
+    ("args", "told"),
+    [
+        (["--canary", "10,5"], "give rising percents that end at 100"),
+        (["--canary", "10,50"], "give rising percents that end at 100"),
+        (["--bake", "soon"], "--bake 'soon': give a duration"),
+        (["--criteria", "output_tps>3"], "output_tps is not measured live"),
+        (["--expect", "no arrow"], "write PROMPT=>SUBSTRING"),
+    ],
+)
+def test_bad_rollout_options_are_named_before_the_gateway_is_asked(args: list[str], told: str) -> None:
+    result = invoke_wave(
+        "rollout", "start", "chat", "--to", "chat-v2", "--gateway", "http://127.0.0.1:9", *args
+    )
+    assert isinstance(result.exception, UsageError)  # `wave` exits 2 with its message
+    assert told in str(result.exception)
+
+
+def test_an_unreachable_gateway_is_named_with_the_fix() -> None:
+    result = invoke_wave("rollout", "status", "--gateway", f"http://127.0.0.1:{free_port()}")
+    assert isinstance(result.exception, UsageError)
+    assert "cannot reach the gateway" in str(result.exception) and "WAVE_GATEWAY" in str(result.exception)
