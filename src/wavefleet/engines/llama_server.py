@@ -94,7 +94,8 @@ def find_llama_server(explicit: Path | None = None, *, search_path: bool = True)
         if found is None and on_path is None:
             raise EngineError(
                 "llama-server is not built: the installed llama-cpp-python has no llama_cpp/bin/llama-server "
-                f"and none is on PATH; fix: {BUILD_FIX}"
+                f"and none is on PATH; fix: {BUILD_FIX}, or put a llama-server you built (a CUDA build "
+                "for an NVIDIA GPU) on PATH"
             )
         path = (found or Path(str(on_path))).resolve()
     return LlamaServerBinary(path=path, amx_kernels=built_with_amx(path))
