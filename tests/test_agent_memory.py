@@ -73,7 +73,7 @@ def test_a_gpu_estimate_keeps_the_input_embedding_in_host_ram() -> None:
     # on the GPU: every layer, the KV, the compute and output buffers, the CUDA context; the tied
     # token embedding twice (once in RAM for the lookup, once on the GPU as the output layer)
     assert gpu.parts["weights"] == summary.tensor_bytes
-    assert gpu.parts["runtime"] == round(0.30 * GIB)
+    assert gpu.parts["runtime"] == round(0.57 * GIB)  # measured on an H200 (2026-12-03-agent-gpu.md)
     assert gpu.host >= summary.embedding_bytes
     assert gpu.parts["kv"] == cpu.parts["kv"]
     half = estimate_llama_server(summary, context=2048, slots=4, on_gpu=True, gpu_layers=15)

@@ -127,9 +127,15 @@ def test_render(kind: EngineKind, catalog: Catalog, tmp_path: Path) -> None:
     assert launch is not None
     flags = [s.name for s in (launch.model, launch.context, launch.slots) if isinstance(s, Flag)]
     assert [f for f in flags if f not in service.command] == []
-    [backend] = rendered_gateway_config(translation.fleet).backends
-    assert backend.kind is kind
-    assert (backend.triton_model is not None) is (kind.traits.api is Api.TRITON)
+    gateway = rendered_gateway_config(translation.fleet)
+    if kind.traits.api is Api.TRITON:  # the agent relays OpenAI's API only: Triton stays a backend
+        [backend] = gateway.backends
+        assert backend.kind is kind and backend.triton_model is not None
+        assert gateway.agents == []
+    else:  # the node's agent runs the engine; the gateway federates the agent
+        assert gateway.backends == []
+        [agent] = gateway.agents
+        assert translation.fleet.node(engine.node).address in str(agent.url)
 
 
 @pytest.mark.parametrize("kind", list(EngineKind))

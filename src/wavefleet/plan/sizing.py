@@ -60,8 +60,11 @@ VLLM_NON_TORCH_GIB = 0.35
 VLLM_CUDA_GRAPHS_GIB = 0.40
 # --max-num-batched-tokens of vLLM's OpenAI server on GPUs under 70 GiB (8192 above), same source.
 VLLM_MAX_NUM_BATCHED_TOKENS = 2048
-# llama.cpp: the CUDA context and cuBLAS handles of a process without PyTorch (assumption).
-LLAMA_CPP_CUDA_CONTEXT_GIB = 0.30
+# llama.cpp: what a llama-server process holds on the GPU beyond the buffers it logs (CUDA context,
+# cuBLAS handles, kernels): NVML's per-process memory minus the sizing engine's buffers, 0.57 GiB for
+# three shapes (135M to 8B, 4k-32k context, 1-16 slots) on an H200 with driver 580
+# (docs/measurements/2026-12-03-agent-gpu.md); other GPUs and drivers differ by tens of MiB.
+LLAMA_CPP_CUDA_CONTEXT_GIB = 0.57
 # llama.cpp's default --ubatch-size. Its compute buffer with flash attention (llama-server's
 # `-fa auto` turns it on) holds a micro-batch's activations plus an f16 attention mask of
 # n_ubatch x context; see `llama_cpp_compute_bytes` for what each engine reserves.
@@ -615,7 +618,7 @@ def _overhead(inp: SizingInput, basis: list[str]) -> float:
         basis.append(
             f"overhead (llama.cpp-style): {buffers}"
             + (
-                f" + CUDA context {LLAMA_CPP_CUDA_CONTEXT_GIB} GiB (assumption)"
+                f" + CUDA context {LLAMA_CPP_CUDA_CONTEXT_GIB} GiB (measured on an H200)"
                 if on_gpu
                 else "; weights in RAM"
             )
