@@ -11,6 +11,7 @@ from wavefleet.gateway.monitor.snapshot import EngineTimings, StaticMonitor
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.routing.wave import WavePolicy
+from wavefleet.gateway.routing.wave_model import EwmaLine
 from wavefleet.gateway.routing.wave_prefix import PrefixIndex, block_keys
 
 # Shaped like the simulator's RTX 5070 Ti vLLM and Ryzen 9900X llama.cpp profiles (sizing estimates).
@@ -741,7 +742,7 @@ def test_a_twin_that_could_be_admitted_ranks_before_one_the_request_would_be_she
     monitor = StaticMonitor()
     monitor.set("a", running=128, waiting=0)
     monitor.set("b", running=128, waiting=20)
-    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 30})
+    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 25})
     view = fleet_view(monitor, config("a", slow_stream), config("b", GPU))
     request = ask("a", "b", prompt=300, out=8)
     predictions = {
@@ -768,3 +769,22 @@ def test_an_engine_met_seconds_ago_is_not_probed_yet() -> None:
         reasons.append(wave.choose(ask("gpu", "cpu", prompt=1000, rid=f"r{i}"), view).reason)
         clock.now += 0.5
     assert reasons[:20] == ["shed"] * 20 and "probe" in reasons[20:]
+
+
+def test_a_line_pushed_below_zero_and_then_rebased_keeps_a_sane_shape() -> None:
+    # Seeded from an engine's inter-token histogram taken in a startup burst (170 ms: prefill
+    # stalls counted as decode), an ITL line learns from busy samples with the prefill load taken
+    # out, which fall with the batch: the fit's slope may not go negative, so the line crosses
+    # zero at one stream. An idle engine's sample there (14 ms) then rebases it: the line must
+    # pass through that sample and stay within the engine's real range at a dozen streams (about
+    # 15 ms), not scale a line through ~0 by 100x (fleet (d) at 130 %: 50 s a token predicted at
+    # 14 streams, so nearly every request was shed while the GPUs ran half empty)
+    line = EwmaLine(0.1708, 0.1708 * 0.01, (1.0, 64.0), 0.1)
+    for batch, itl in [(6, 0.0086), (13, 0.0009), (10, 0.0040), (5, 0.0114), (16, 0.0002), (11, 0.0050),
+                       (5, 0.0092), (12, 0.0036), (14, 0.0026), (9, 0.0059), (9, 0.0075), (6, 0.0102)]:  # fmt: skip
+        line.observe(batch, itl)
+        assert line.intercept >= 0.0, f"the line crosses zero: {line.intercept:.4f} + {line.slope:.2e} x"
+    line.rebase(1.0, 0.0144)
+    assert line.at(1) == pytest.approx(0.0144, rel=0.01)
+    for batch in (4, 12, 16, 32, 64):
+        assert 0.0 < line.at(batch) < 0.1, f"{line.at(batch):.3f} s a token at {batch} streams"

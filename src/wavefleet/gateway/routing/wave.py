@@ -95,6 +95,7 @@ _FIRST_PROBE = 10.0  # TTFT targets after the policy meets a backend before it m
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 _PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
 _KV_NEAR_FULL = 0.9  # KV usage at which a request may queue before the next poll shows it
+_TPOT_RATIO_MAX = 4.0  # one stream moves the TPOT correction by at most this factor (times the rate)
 _LOW_SHARE = 0.2  # below this prefill share a first token shows the engine's own prefill speed
 
 
@@ -112,6 +113,7 @@ class Prediction(NamedTuple):
     meets_slo: bool
     share: float
     backlog_s: float
+    modelled_tpot_s: float  # tpot before the learned correction (what the correction learns against)
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
     hopeless: bool  # beyond the SLO by more than shedding allows
@@ -131,6 +133,7 @@ class _Pending(NamedTuple):
     probe: bool  # sent to an idle backend to see what it can do
     share_area: float  # the backend's prefill share integrated over time, at dispatch
     step_wait_s: float  # the predicted wait for steps shared with other prompts
+    modelled_tpot_s: float  # the predicted time per output token, before the learned correction
 
 
 class WavePolicy:
@@ -194,6 +197,9 @@ class WavePolicy:
         ttft_target = settings.headroom * settings.ttft_slo_s
         tpot_target = settings.headroom * settings.tpot_slo_s
         ttft_limit = ttft_target + settings.shed_slack_s
+        # a stream is shed for beyond the TPOT target itself, not its headroom: the prediction
+        # is corrected by measured streams (tpot_scale), and the headroom is for ranking
+        tpot_limit = settings.tpot_slo_s
         predictions: list[Prediction] = []
         for candidate in candidates:
             name = candidate.backend
@@ -266,7 +272,8 @@ class WavePolicy:
             # engine keeps up, a full chunk per step at most
             stretched = itl / (1.0 - share)
             full_chunk = itl + _CHUNK_TOKENS * slope
-            tpot = (stretched if stretched < full_chunk else full_chunk) + backlog / output
+            modelled = (stretched if stretched < full_chunk else full_chunk) + backlog / output
+            tpot = modelled * speed.tpot_scale
             predictions.append(
                 Prediction(
                     name,
@@ -280,9 +287,10 @@ class WavePolicy:
                     ttft <= ttft_target and tpot <= tpot_target,
                     share,
                     backlog,
+                    modelled,
                     idle,
                     clean,
-                    ttft > ttft_limit or tpot > tpot_target,
+                    ttft > ttft_limit or tpot > tpot_limit,
                     ttft > ttft_limit,
                 )
             )
@@ -493,6 +501,7 @@ class WavePolicy:
                 probe,
                 model.share_area(now, _SHARE_WINDOWS * self._settings.ttft_slo_s),
                 chosen.share * model.speed.step_wait_s,
+                chosen.modelled_tpot_s,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -583,6 +592,13 @@ class WavePolicy:
                 wait = max(pending.slot_wait_s, pending.backlog_s * speed.wait_scale)
                 first = wait + speed.prefill.at(pending.uncached_tokens)
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
+            if outcome.ttft_s is not None and pending.modelled_tpot_s > 0.0:
+                # what the model misses (a prefill share it under- or over-counts, chunks shared
+                # by several prompts, a line learned in another load): the measured stream
+                # against the model's prediction corrects every prediction of this engine
+                ratio = min(_TPOT_RATIO_MAX, max(1.0 / _TPOT_RATIO_MAX, tpot / pending.modelled_tpot_s))
+                learning = self._settings.learning_rate
+                speed.tpot_scale = speed.tpot_scale ** (1 - learning) * ratio**learning
             # the line holds decode alone: take out what the prediction adds for prefill work
             alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - share)
             expected = speed.itl.at(pending.batch)
