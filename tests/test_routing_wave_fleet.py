@@ -26,12 +26,13 @@ def least_loaded_run(rate: float, seed: int) -> FleetRun:
     return run_fleet(lambda clock: build_policy(config), rate=rate, seed=seed)
 
 
-@pytest.mark.parametrize("seed", [1, 3])
-def test_past_capacity_wave_fills_the_gpus_instead_of_shedding(seed: int) -> None:
-    # at 130 % of capacity both GPUs can serve about 6 requests/s each within the SLO: what wave
-    # admits must fill them (>= 90 % of the ideal), and shedding must not cost it goodput that
-    # plain forwarding gets on the same arrivals
-    rate = 1.3 * CAPACITY
+@pytest.mark.parametrize(("load", "seed"), [(1.15, 3), (1.3, 3), (1.3, 1)])
+def test_past_capacity_wave_fills_the_gpus_instead_of_shedding(load: float, seed: int) -> None:
+    # past capacity both GPUs can serve about 6 requests/s each within the SLO (seed 3's
+    # prompts are short: least-loaded gets 13.1 at 13.8/s): what wave admits must fill them
+    # (>= 90 % of the ideal), and shedding must not cost it goodput that plain forwarding gets
+    # on the same arrivals (>= 95 %)
+    rate = load * CAPACITY
     wave, least = wave_run(rate, seed), least_loaded_run(rate, seed)
     summary = f"wave {wave.goodput:.2f} req/s ({dict(wave.sent)}, shed {wave.shed}), least-loaded {least.goodput:.2f}"
     assert wave.goodput >= 0.9 * CAPACITY, summary
