@@ -219,7 +219,7 @@ async def _serve(
     finally:
         inflight[backend] -= 1
     ttft = first - started if first is not None else None
-    if ttft is not None and not at_first_token:  # as the proxy does: at the request's end
+    if ttft is not None and not at_first_token:  # only at the request's end
         policy.observe_first_token(backend, request, ttft)
     end = loop.time()
     ok = seq.finish_reason in ("stop", "length")
@@ -304,11 +304,13 @@ def run_fleet(
     seed: int = 1,
     poll_s: float = 1.0,
     drain_s: float = 35.0,
-    at_first_token: bool = False,
+    at_first_token: bool = True,
     configs: Mapping[str, BackendConfig] | None = None,
 ) -> FleetRun:
     """`rate` x `seconds` Poisson arrivals at `rate` (the bench's arrivals and issue 13's workload for
-    `seed`) through the policy `make_policy(clock)` builds on the loop's clock to fresh engines, in virtual time; requests still running `drain_s`
+    `seed`) through the policy `make_policy(clock)` builds on the loop's clock to fresh engines
+    (told of each first token when it comes, as the proxy does, or with `at_first_token=False`
+    only at the request's end), in virtual time; requests still running `drain_s`
     after the last arrival are aborted (failures)."""
     profiles = profiles if profiles is not None else fleet_d()
     configs = configs if configs is not None else unprofiled_configs(profiles)
