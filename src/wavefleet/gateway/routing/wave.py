@@ -93,6 +93,7 @@ _TRUST_AFTER = 8  # finished requests after which a backend without a profile ma
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 _PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend found slow, at most
+_FAR_PROBE = 4.0  # a probe answered this many TTFT targets late: no near miss, the longest backoff
 _FIRST_PROBE = 10.0  # TTFT targets after the policy meets a backend before it may probe it
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 _PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
@@ -526,7 +527,8 @@ class WavePolicy:
         if model.backlog_until > bound:
             model.backlog_until = bound
         if pending.probe:
-            self._probed(model, now, ttft_s <= self._settings.headroom * self._settings.ttft_slo_s)
+            target = self._settings.headroom * self._settings.ttft_slo_s
+            self._probed(model, now, ttft_s <= target, far=ttft_s > _FAR_PROBE * target)
         if pending.idle:
             # nothing else ran on the engine: a time far off the line means the line is wrong
             # (learned from queued requests, say), so it gives way at once rather than by 10 %
@@ -557,14 +559,16 @@ class WavePolicy:
         ratio = min(10.0, max(0.1, waited / pending.backlog_s))
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
-    def _probed(self, model: BackendModel, now: float, fast: bool) -> None:
-        """A probe answered: fast, the backend may be probed whenever idle; slow, twice as late."""
+    def _probed(self, model: BackendModel, now: float, fast: bool, far: bool = False) -> None:
+        """A probe answered: fast, the backend may be probed whenever idle; slow, twice as late;
+        far beyond the target (an engine that cannot meet the SLO at all), as late as it gets."""
         base = self._settings.ttft_slo_s
         if fast:
             model.probe_backoff_s = base
             model.probe_after = now
         else:
-            model.probe_backoff_s = min(_PROBE_BACKOFF_MAX * base, 2.0 * max(base, model.probe_backoff_s))
+            longest = _PROBE_BACKOFF_MAX * base
+            model.probe_backoff_s = longest if far else min(longest, 2.0 * max(base, model.probe_backoff_s))
             model.probe_after = now + model.probe_backoff_s
 
     def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
