@@ -13,13 +13,14 @@ transport alone, so a routing decision that goes wrong there goes wrong here, in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import selectors
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from wavefleet.bench.arrivals import arrival_offsets
-from wavefleet.bench.workload import LengthDist, SyntheticWorkload
+from wavefleet.bench.workload import LengthDist, Session, SyntheticWorkload, Turn
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.dialects.llamacpp import parse_llamacpp_metrics
 from wavefleet.gateway.monitor.dialects.vllm import parse_vllm_metrics
@@ -229,6 +230,31 @@ async def _serve(
         sent.tpot_s = (last - first) / (count - 1)
 
 
+def _arrivals(
+    rate: float, seconds: float, seed: int, phases: list[float] | None, first: int = 0
+) -> list[tuple[float, Turn]]:
+    """(offset, turn) of every request: rate x seconds of them (the harness's fresh runs), or,
+    with `phases`, `seconds` of Poisson arrivals at each rate in turn, phase k drawn from stream
+    seed x 100 + first + k (the harness's warm-gateway runs; `first` = n replays phase n)."""
+    if phases is None:
+        sessions = long_workload(seed).sessions()
+        offsets = itertools.islice(arrival_offsets(rate, seed=seed), round(rate * seconds))
+        return [(t, _turn(sessions)) for t in offsets]
+    out: list[tuple[float, Turn]] = []
+    for k, phase_rate in enumerate(phases):
+        stream = seed * 100 + first + k
+        sessions = long_workload(stream).sessions()
+        offsets = itertools.takewhile(lambda t: t < seconds, arrival_offsets(phase_rate, seed=stream))
+        out += [(k * seconds + t, _turn(sessions)) for t in offsets]
+    return sorted(out, key=lambda pair: pair[0])
+
+
+def _turn(sessions: Iterator[Session]) -> Turn:
+    turn = next(sessions).next_turn(None)
+    assert turn is not None
+    return turn
+
+
 async def _drive(
     policy: RoutingPolicy,
     profiles: list[SimProfile],
@@ -240,27 +266,23 @@ async def _drive(
     poll_s: float,
     drain_s: float,
     at_first_token: bool,
+    phases: list[float] | None,
+    first_phase: int,
 ) -> FleetRun:
     loop = asyncio.get_running_loop()
     engines = {p.name: SimEngine(p, seed=seed + i) for i, p in enumerate(profiles)}
     for engine in engines.values():
         await engine.start()
     monitor = StaticMonitor()
-    run = FleetRun(seconds)
+    run = FleetRun(seconds * len(phases) if phases else seconds)
     poller = asyncio.create_task(_poll(monitor, engines, run, poll_s))
     inflight = dict.fromkeys(engines, 0)
     view = FleetView(monitor, configs, inflight)
     candidates = tuple(Candidate(p.name, p.model) for p in profiles)
-    sessions = long_workload(seed).sessions()
     tasks: set[asyncio.Task[None]] = set()
     start = loop.time()
-    count = round(rate * seconds)  # as the harness: rate x seconds requests, however long they take
-    for k, offset in enumerate(arrival_offsets(rate, seed=seed)):
-        if k >= count:
-            break
+    for k, (offset, turn) in enumerate(_arrivals(rate, seconds, seed, phases, first_phase)):
         await asyncio.sleep(max(0.0, start + offset - loop.time()))
-        turn = next(sessions).next_turn(None)
-        assert turn is not None
         text = turn.messages[0]["content"]
         request = RouteRequest(
             requested_model="chat",
@@ -306,11 +328,15 @@ def run_fleet(
     drain_s: float = 35.0,
     at_first_token: bool = True,
     configs: Mapping[str, BackendConfig] | None = None,
+    phases: list[float] | None = None,
+    first_phase: int = 0,
 ) -> FleetRun:
     """`rate` x `seconds` Poisson arrivals at `rate` (the bench's arrivals and issue 13's workload for
     `seed`) through the policy `make_policy(clock)` builds on the loop's clock to fresh engines
     (told of each first token when it comes, as the proxy does, or with `at_first_token=False`
-    only at the request's end), in virtual time; requests still running `drain_s`
+    only at the request's end). With `phases` (rates): one gateway and one set of engines through
+    `seconds` of arrivals at each rate in turn, as `compare_policies.py --phases`; `first_phase`
+    = n replays phase n alone (the harness's fresh gateway after a warm run), in virtual time; requests still running `drain_s`
     after the last arrival are aborted (failures)."""
     profiles = profiles if profiles is not None else fleet_d()
     configs = configs if configs is not None else unprofiled_configs(profiles)
@@ -327,6 +353,8 @@ def run_fleet(
                 poll_s=poll_s,
                 drain_s=drain_s,
                 at_first_token=at_first_token,
+                phases=phases,
+                first_phase=first_phase,
             )
         )
     finally:
