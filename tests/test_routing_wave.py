@@ -11,6 +11,7 @@ from wavefleet.gateway.monitor.snapshot import EngineTimings, StaticMonitor
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
 from wavefleet.gateway.routing.factory import build_policy
 from wavefleet.gateway.routing.wave import WavePolicy
+from wavefleet.gateway.routing.wave_model import EwmaLine
 from wavefleet.gateway.routing.wave_prefix import PrefixIndex, block_keys
 
 # Shaped like the simulator's RTX 5070 Ti vLLM and Ryzen 9900X llama.cpp profiles (sizing estimates).
@@ -423,8 +424,13 @@ def test_a_backend_believed_slow_whose_engine_is_idle_gets_traffic_again(belief:
     assert after.scores["a"] < 2.0
 
 
-def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> None:
-    # the CPU engine sits idle because it cannot meet the SLO; probes confirm it and back off
+@pytest.mark.parametrize(("ttft_s", "most", "doubling"), [(1000 / 60, 2, False), (1.2, 7, True)])
+def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely(
+    ttft_s: float, most: int, doubling: bool
+) -> None:
+    # the CPU engine sits idle because it cannot meet the SLO; probes confirm it and back off:
+    # one answered far beyond the target (17 s, a CPU prefilling at 60 tokens/s) waits the
+    # longest backoff (32 targets: the manual's one probe per 32 s), a near miss (1.2 s) doubles it
     monitor = StaticMonitor()
     gpu, cpu = config("gpu", GPU), config("cpu", CPU, "llamacpp")
     monitor.set("gpu", running=128, waiting=300)
@@ -440,11 +446,14 @@ def test_an_idle_backend_that_really_is_slow_is_probed_ever_more_rarely() -> Non
         if decision.ranked:
             assert decision.ranked[0].backend == "cpu" and decision.reason == "probe"
             probes.append(clock.now)
-            wave.observe_first_token("cpu", request, 1000 / 60)  # 60 tokens/s: far beyond the target
-            wave.observe_finish("cpu", request, Outcome(True, 1000, 64, 1000 / 60, 1000 / 60 + 63 * 0.1))
-    assert 2 <= len(probes) <= 7
+            wave.observe_first_token("cpu", request, ttft_s)
+            wave.observe_finish("cpu", request, Outcome(True, 1000, 64, ttft_s, ttft_s + 63 * 0.1))
+    assert 2 <= len(probes) <= most
     gaps = [later - earlier for earlier, later in zip(probes, probes[1:], strict=False)]
-    assert gaps == sorted(gaps)  # each confirmation doubles the wait before the next
+    if doubling:
+        assert gaps == sorted(gaps) and gaps[0] < 5.0  # each confirmation doubles the wait before the next
+    else:
+        assert min(gaps) >= 32.0
 
 
 def test_exploration_reaches_an_idle_backend_whatever_its_prediction() -> None:
@@ -741,7 +750,7 @@ def test_a_twin_that_could_be_admitted_ranks_before_one_the_request_would_be_she
     monitor = StaticMonitor()
     monitor.set("a", running=128, waiting=0)
     monitor.set("b", running=128, waiting=20)
-    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 30})
+    slow_stream = GPU.model_copy(update={"decode_tokens_per_s": 25})
     view = fleet_view(monitor, config("a", slow_stream), config("b", GPU))
     request = ask("a", "b", prompt=300, out=8)
     predictions = {
@@ -768,3 +777,46 @@ def test_an_engine_met_seconds_ago_is_not_probed_yet() -> None:
         reasons.append(wave.choose(ask("gpu", "cpu", prompt=1000, rid=f"r{i}"), view).reason)
         clock.now += 0.5
     assert reasons[:20] == ["shed"] * 20 and "probe" in reasons[20:]
+
+
+def test_a_line_pushed_below_zero_and_then_rebased_keeps_a_sane_shape() -> None:
+    # Seeded from an engine's inter-token histogram taken in a startup burst (170 ms: prefill
+    # stalls counted as decode), an ITL line learns from busy samples with the prefill load taken
+    # out, which fall with the batch: the fit's slope may not go negative, so the line crosses
+    # zero at one stream. An idle engine's sample there (14 ms) then rebases it: the line must
+    # pass through that sample and stay within the engine's real range at a dozen streams (about
+    # 15 ms), not scale a line through ~0 by 100x (fleet (d) at 130 %: 50 s a token predicted at
+    # 14 streams, so nearly every request was shed while the GPUs ran half empty)
+    line = EwmaLine(0.1708, 0.1708 * 0.01, (1.0, 64.0), 0.1)
+    for batch, itl in [(6, 0.0086), (13, 0.0009), (10, 0.0040), (5, 0.0114), (16, 0.0002), (11, 0.0050),
+                       (5, 0.0092), (12, 0.0036), (14, 0.0026), (9, 0.0059), (9, 0.0075), (6, 0.0102)]:  # fmt: skip
+        line.observe(batch, itl)
+        assert line.intercept >= 0.0, f"the line crosses zero: {line.intercept:.4f} + {line.slope:.2e} x"
+    line.rebase(1.0, 0.0144)
+    assert line.at(1) == pytest.approx(0.0144, rel=0.01)
+    for batch in (4, 12, 16, 32, 64):
+        assert 0.0 < line.at(batch) < 0.1, f"{line.at(batch):.3f} s a token at {batch} streams"
+
+
+def test_a_stream_slowed_only_by_other_prompts_prefill_is_admitted_not_shed() -> None:
+    # Twins at 56 streams each (KV 80 %), the prefill they were sent lately taking 70 % of their
+    # time, and measured streams 1.4x slower than the model said (a full KV cache preempted some
+    # lately): the stretched TPOT comes out past the target, but each twin's decode alone is 25 ms
+    # a token and first tokens come at once. Fleet (d) at 85-130 %: every stream admitted with
+    # such a prediction (0.08-0.15 s) met the TPOT target, so shedding them cost goodput; the
+    # request is admitted, ranked below any twin predicted within the SLO
+    clock = Clock()
+    monitor = StaticMonitor()
+    for name in ("a", "b"):
+        monitor.set(name, running=56, waiting=0, kv_usage=0.8)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), a=56, b=56)
+    wave = policy(clock)
+    for name in ("a", "b"):
+        model = wave.model(name, view)
+        model.speed.tpot_scale = 1.4
+        model.add_prefill_work(clock.now, 0.7 * 5.0, 5.0)  # a prefill share of 0.7
+    request = ask("a", "b", prompt=800, out=175)
+    best = min(wave.predict(request, view, list(request.candidates), [], clock.now), key=lambda p: p.e2e_s)
+    assert best.tpot_s > 0.1 and best.ttft_s < 0.5
+    decision = wave.choose(request, view)
+    assert decision.reason != "shed" and decision.ranked

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
 
 from helpers import chat_body, http_request, wait_until
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.backends.fake_servers import serve_in_thread
-from wavefleet.gateway.config import GatewayConfig, WaveSettings
+from wavefleet.gateway.config import GatewayConfig, PolicyName, WaveSettings
 from wavefleet.gateway.monitor.snapshot import StaticMonitor
-from wavefleet.gateway.routing.base import FleetView
+from wavefleet.gateway.routing.base import Decision, FleetView, Outcome, RouteRequest
+from wavefleet.gateway.routing.round_robin import RoundRobinPolicy
 from wavefleet.gateway.routing.wave import WavePolicy
 from wavefleet.sim import SimProfile, ThreadedSimFleet
 
@@ -76,3 +82,69 @@ def test_wave_routes_by_prediction_explains_itself_and_learns() -> None:
             with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as answer:
                 metrics = answer.read().decode()
             assert 'wave_routing_decisions_total{backend="fast",reason="predicted"}' in metrics
+
+
+class FirstTokenLog:
+    """A routing policy (round-robin underneath) that writes down when the gateway tells it of a
+    request's first token and of its end."""
+
+    name = PolicyName.ROUND_ROBIN
+
+    def __init__(self) -> None:
+        self._inner = RoundRobinPolicy()
+        self.first_tokens: list[float] = []
+        self.finished: list[float] = []
+
+    def choose(self, request: RouteRequest, view: FleetView) -> Decision:
+        return self._inner.choose(request, view)
+
+    def observe_first_token(self, backend: str, request: RouteRequest, ttft_s: float) -> None:
+        self.first_tokens.append(ttft_s)
+
+    def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
+        self.finished.append(outcome.duration_s)
+
+
+def held_stream_engine(release: threading.Event) -> web.Application:
+    """An OpenAI-style engine that streams one token, then holds the stream until `release`."""
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+                 "choices": [{"index": 0, "delta": {"content": "one"}, "finish_reason": None}]}  # fmt: skip
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await asyncio.to_thread(release.wait)
+        chunk["choices"] = [{"index": 0, "delta": {"content": " two"}, "finish_reason": "stop"}]
+        await response.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+def test_the_policy_hears_of_a_first_token_when_it_comes_not_when_the_stream_ends() -> None:
+    # wave bounds the prefill backlog it believes at each first token: told only at a stream's
+    # end (seconds later, for a long answer), the bound comes late and the backlog looks longer
+    release = threading.Event()
+    policy = FirstTokenLog()
+    with serve_in_thread(held_stream_engine(release)) as engine:
+        config = GatewayConfig.model_validate(
+            {
+                "policy": "round-robin",
+                "backends": [{"name": "e", "url": engine.url, "kind": "openai", "models": ["m"]}],
+            }
+        )
+        gateway_app = create_app(config, StaticMonitor(), policy=policy)
+        with serve_in_thread(gateway_app) as gateway, ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(post, gateway.url, chat_body("hi", max_tokens=2, stream=True), {})
+            try:
+                wait_until(lambda: policy.first_tokens, message="the policy was not told of the first token")
+                assert not policy.finished, "told of the first token only once the stream had ended"
+            finally:
+                release.set()
+            status, _, body = answer.result(timeout=30)
+    assert status == 200 and b"[DONE]" in body
+    wait_until(lambda: policy.finished, message="the policy was not told of the end")
+    assert len(policy.first_tokens) == 1 and policy.first_tokens[0] <= policy.finished[0]

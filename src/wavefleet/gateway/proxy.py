@@ -281,6 +281,7 @@ class Forwarder:
         name = candidate.backend
         state = StreamState(strip_usage=call.inject_usage)
         splitter = SseSplitter()
+        told = False  # the policy has heard of the first token
         response: web.StreamResponse | None = None
         status = "200"
         try:
@@ -288,6 +289,13 @@ class Forwarder:
                 async for chunk in reply.chunks():
                     now = now_of()
                     data = state.filter(splitter.feed(chunk), now)
+                    if state.first_event_at is not None and not told:
+                        # at once, not at the end: a policy that learns from first tokens (wave
+                        # bounds the prefill backlog it believes by them) learns seconds sooner
+                        told = True
+                        self._policy.observe_first_token(
+                            name, call.route, state.first_event_at - call.started
+                        )
                     if data:
                         if response is None:
                             response = web.StreamResponse(status=200, headers=self._headers[name].sse)
@@ -352,7 +360,16 @@ class Forwarder:
         ttft = state.first_event_at - call.started if state.first_event_at is not None else None
         detail = state.error.decode(errors="replace").strip() if state.error is not None else ""
         self._finish(
-            call, candidate, series, status, now_of(), state.usage, ttft, detail, _event_times(state)
+            call,
+            candidate,
+            series,
+            status,
+            now_of(),
+            state.usage,
+            ttft,
+            detail,
+            _event_times(state),
+            first_token_told=told,
         )
         return response
 
@@ -381,6 +398,8 @@ class Forwarder:
         ttft: float | None,
         detail: str = "",
         token_times: list[float] | None = None,
+        *,
+        first_token_told: bool = False,
     ) -> None:
         metrics, duration = self._metrics, now - call.started
         if call.charge is not None:
@@ -408,7 +427,8 @@ class Forwarder:
             )
         if ttft is not None:
             metrics.ttft.observe(series.ttft, ttft)
-            self._policy.observe_first_token(candidate.backend, call.route, ttft)
+            if not first_token_told:
+                self._policy.observe_first_token(candidate.backend, call.route, ttft)
         prompt, completion = usage if usage is not None else (call.route.prompt_tokens, 0)
         if usage is not None:
             series.prompt_tokens.inc(prompt)

@@ -7,8 +7,8 @@ For every healthy candidate backend the policy predicts (all in seconds, see doc
     wait    = max(slot wait, prefill backlog × wait_scale)
     ttft    = wait + prefill.at(uncached) + (backlog tokens + uncached) / 2048 × itl.at(batch)
               + prefill share × step_wait
-    tpot    = min(itl.at(batch) / (1 − prefill share), itl.at(batch) + 2048 × prefill s/token)
-              + prefill backlog / output
+    tpot    = (min(itl.at(batch) / (1 − prefill share), itl.at(batch) + 2048 × prefill s/token)
+               + prefill backlog / output) × tpot_scale
     e2e     = ttft + output tokens × tpot               output = max_tokens, else the recent mean
 
 `slot wait` is the time until a slot frees when all are taken: (occupied + 1 − slots) over the
@@ -28,9 +28,10 @@ Learning (wave_model.py), once for all replicas of an engine (the same configure
 models; without profiles, the same engine kind, models and reported KV size or slot count): the
 `prefill` line from first tokens sent while the engine reported no queue and its prefill share
 was low, `step_wait` from those sent under load, `wait_scale` from those sent behind a backlog;
-the `itl` line from finished requests, with the prefill share over the request's life taken out.
+the `itl` line from finished requests, with the prefill share over the request's life taken out;
+`tpot_scale` from finished streams, measured against the model's prediction at dispatch.
 A busy engine's sample pulls a line at most 3x its value; an idle engine's sample more than 2x
-off rebases it. Without a profile the lines start from the engine's own timings (its TTFT and
+off rebases it. Lines never cross zero. Without a profile the lines start from the engine's own timings (its TTFT and
 inter-token histograms) once it has timed 4 requests, else from an assumed engine.
 
 An engine that reports nothing running or waiting, with nothing in flight from this gateway, is
@@ -43,8 +44,9 @@ Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom �
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; then those within the shedding slack, then the rest, those whose first token comes past the
 slack last; each by e2e. When the best candidate
-misses the TTFT target by more than `shed_slack_s`, or the TPOT target, the request is shed (429 +
-Retry-After) rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
+misses the TTFT target by more than `shed_slack_s`, or its decode alone (itl.at(batch) + backlog /
+output, without the prefill stretch) misses the TPOT SLO, the request is shed (429 + Retry-After)
+rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
 while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
 gets one hopeless request at a time where trusted ones would shed it, and a guessed shortfall
 sends no probe. Near-ties go to the least used backend: within `near_tie` (30 %) among
@@ -91,10 +93,12 @@ _TRUST_AFTER = 8  # finished requests after which a backend without a profile ma
 _CHUNK_TOKENS = 2048  # prefill tokens per engine step: vLLM's max_num_batched_tokens, llama.cpp's batch
 _SHARE_WINDOWS = 5.0  # the prefill share is a rate over this many TTFT targets
 _PROBE_BACKOFF_MAX = 32.0  # TTFT targets between probes of an idle backend found slow, at most
+_FAR_PROBE = 4.0  # a probe answered this many TTFT targets late: no near miss, the longest backoff
 _FIRST_PROBE = 10.0  # TTFT targets after the policy meets a backend before it may probe it
 _REBASE = 2.0  # an idle engine's sample this far off its line (either way) rebases the line
 _PULL = 3.0  # a busy engine's sample counts at most this many times the line's value
 _KV_NEAR_FULL = 0.9  # KV usage at which a request may queue before the next poll shows it
+_TPOT_RATIO_MAX = 4.0  # one stream moves the TPOT correction by at most this factor (times the rate)
 _LOW_SHARE = 0.2  # below this prefill share a first token shows the engine's own prefill speed
 
 
@@ -112,6 +116,7 @@ class Prediction(NamedTuple):
     meets_slo: bool
     share: float
     backlog_s: float
+    modelled_tpot_s: float  # tpot before the learned correction (what the correction learns against)
     idle: bool  # the engine reports nothing running or waiting and the gateway has nothing there
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
     hopeless: bool  # beyond the SLO by more than shedding allows
@@ -131,6 +136,7 @@ class _Pending(NamedTuple):
     probe: bool  # sent to an idle backend to see what it can do
     share_area: float  # the backend's prefill share integrated over time, at dispatch
     step_wait_s: float  # the predicted wait for steps shared with other prompts
+    modelled_tpot_s: float  # the predicted time per output token, before the learned correction
 
 
 class WavePolicy:
@@ -266,7 +272,14 @@ class WavePolicy:
             # engine keeps up, a full chunk per step at most
             stretched = itl / (1.0 - share)
             full_chunk = itl + _CHUNK_TOKENS * slope
-            tpot = (stretched if stretched < full_chunk else full_chunk) + backlog / output
+            modelled = (stretched if stretched < full_chunk else full_chunk) + backlog / output
+            tpot = modelled * speed.tpot_scale
+            # a request is shed on TPOT only for its decode alone beyond the target: the stretch
+            # by other prompts' prefill is bounded (a chunk a step), follows the prefill admitted
+            # (which the TTFT limit bounds) and is the least certain term (a share estimated from
+            # what was sent, a line learned with it divided out): on fleet (d) every stream
+            # admitted with a stretched prediction of 0.08-0.15 s met the 0.1 s target
+            decode_alone = itl + backlog / output
             predictions.append(
                 Prediction(
                     name,
@@ -280,9 +293,10 @@ class WavePolicy:
                     ttft <= ttft_target and tpot <= tpot_target,
                     share,
                     backlog,
+                    modelled,
                     idle,
                     clean,
-                    ttft > ttft_limit or tpot > tpot_target,
+                    ttft > ttft_limit or decode_alone > settings.tpot_slo_s,
                     ttft > ttft_limit,
                 )
             )
@@ -493,6 +507,7 @@ class WavePolicy:
                 probe,
                 model.share_area(now, _SHARE_WINDOWS * self._settings.ttft_slo_s),
                 chosen.share * model.speed.step_wait_s,
+                chosen.modelled_tpot_s,
             )
             if len(pending) > _PENDING_LIMIT:
                 pending.popitem(last=False)
@@ -512,7 +527,8 @@ class WavePolicy:
         if model.backlog_until > bound:
             model.backlog_until = bound
         if pending.probe:
-            self._probed(model, now, ttft_s <= self._settings.headroom * self._settings.ttft_slo_s)
+            target = self._settings.headroom * self._settings.ttft_slo_s
+            self._probed(model, now, ttft_s <= target, far=ttft_s > _FAR_PROBE * target)
         if pending.idle:
             # nothing else ran on the engine: a time far off the line means the line is wrong
             # (learned from queued requests, say), so it gives way at once rather than by 10 %
@@ -543,14 +559,16 @@ class WavePolicy:
         ratio = min(10.0, max(0.1, waited / pending.backlog_s))
         speed.wait_scale = speed.wait_scale ** (1 - rate) * ratio**rate
 
-    def _probed(self, model: BackendModel, now: float, fast: bool) -> None:
-        """A probe answered: fast, the backend may be probed whenever idle; slow, twice as late."""
+    def _probed(self, model: BackendModel, now: float, fast: bool, far: bool = False) -> None:
+        """A probe answered: fast, the backend may be probed whenever idle; slow, twice as late;
+        far beyond the target (an engine that cannot meet the SLO at all), as late as it gets."""
         base = self._settings.ttft_slo_s
         if fast:
             model.probe_backoff_s = base
             model.probe_after = now
         else:
-            model.probe_backoff_s = min(_PROBE_BACKOFF_MAX * base, 2.0 * max(base, model.probe_backoff_s))
+            longest = _PROBE_BACKOFF_MAX * base
+            model.probe_backoff_s = longest if far else min(longest, 2.0 * max(base, model.probe_backoff_s))
             model.probe_after = now + model.probe_backoff_s
 
     def observe_finish(self, backend: str, request: RouteRequest, outcome: Outcome) -> None:
@@ -583,6 +601,13 @@ class WavePolicy:
                 wait = max(pending.slot_wait_s, pending.backlog_s * speed.wait_scale)
                 first = wait + speed.prefill.at(pending.uncached_tokens)
             tpot = (outcome.duration_s - first) / (outcome.completion_tokens - 1)
+            if outcome.ttft_s is not None and pending.modelled_tpot_s > 0.0:
+                # what the model misses (a prefill share it under- or over-counts, chunks shared
+                # by several prompts, a line learned in another load): the measured stream
+                # against the model's prediction corrects every prediction of this engine
+                ratio = min(_TPOT_RATIO_MAX, max(1.0 / _TPOT_RATIO_MAX, tpot / pending.modelled_tpot_s))
+                learning = self._settings.learning_rate
+                speed.tpot_scale = speed.tpot_scale ** (1 - learning) * ratio**learning
             # the line holds decode alone: take out what the prediction adds for prefill work
             alone = (tpot - pending.backlog_s / outcome.completion_tokens) * (1.0 - share)
             expected = speed.itl.at(pending.batch)

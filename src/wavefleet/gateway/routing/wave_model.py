@@ -97,7 +97,14 @@ class EwmaLine:
         samples weigh as much as the first ones did. The seed keeps its small permanent weight."""
         if not (math.isfinite(x) and math.isfinite(y)) or y <= 0:
             return
-        factor = y / self.at(x)
+        value = self.intercept + self.slope * x
+        if self.intercept <= 0.0 or value <= _FLOOR_S:
+            # a line the samples forced through the origin has lost its shape: the seed's
+            seed_w, seed_x, _, seed_y, _ = self._seed
+            seed_slope = self._seed_slope()
+            self.intercept, self.slope = seed_y / seed_w - seed_slope * seed_x / seed_w, seed_slope
+            value = self.intercept + self.slope * x
+        factor = y / value
         self.intercept *= factor
         self.slope *= factor
         self._stats = self._points_stats([(px, self.intercept + self.slope * px) for px in self._xs])
@@ -116,6 +123,11 @@ class EwmaLine:
         self.samples += 1
         self._solve()
 
+    def _seed_slope(self) -> float:
+        w, sx, sxx, sy, sxy = self._seed
+        mean_x = sx / w
+        return (sxy / w - mean_x * sy / w) / (sxx / w - mean_x * mean_x)
+
     def _solve(self) -> None:
         w, sx, sxx, sy, sxy = (s + _SEED_WEIGHT * p for s, p in zip(self._stats, self._seed, strict=True))
         mean_x, mean_y = sx / w, sy / w
@@ -124,7 +136,13 @@ class EwmaLine:
             slope = (sxy / w - mean_x * mean_y) / var_x
             if slope >= 0:
                 self.slope = slope
-        self.intercept = mean_y - self.slope * mean_x
+        intercept = mean_y - self.slope * mean_x
+        if intercept < 0.0:
+            # a time is never negative, not even at x = 0: the best line through the origin (a
+            # kept slope that would cross zero is too steep for these samples)
+            self.slope = sxy / sxx if sxx > 0 else 0.0
+            intercept = 0.0
+        self.intercept = intercept
 
 
 def seed_profile(config: BackendConfig, gpu: bool) -> BackendProfile:
@@ -163,6 +181,7 @@ class EngineSpeed:
     mean_prompt: float  # uncached prompt tokens of recent requests (EWMA)
     mean_output: float  # completion tokens of recent requests (EWMA)
     wait_scale: float = 1.0  # observed / predicted queue wait (EWMA in log space)
+    tpot_scale: float = 1.0  # observed / predicted time per output token (EWMA in log space)
     step_wait_s: float = 0.0  # first-token wait per unit of prefill share: steps shared with others
     trusted: bool = True  # False while an assumed (not configured) profile has not been corrected yet
     finished: int = 0  # requests observed to finish
@@ -172,6 +191,7 @@ class EngineSpeed:
         self.prefill, self.itl = other.prefill, other.itl
         self.mean_prompt, self.mean_output = other.mean_prompt, other.mean_output
         self.wait_scale, self.trusted = other.wait_scale, other.trusted
+        self.tpot_scale = other.tpot_scale
         self.step_wait_s = other.step_wait_s
 
     @classmethod
