@@ -1,5 +1,10 @@
 """Grafana dashboards (JSON model) for the gateway, the engines, the GPUs and the cost of a request.
 
+Every expression reads a metric a rendered scrape target exports: vLLM's own (`vllm:*`, its
+container is scraped), the fleet agents' (`wave_engine_*`, and the OpenAI API's `wave_*` counters
+under job `wave-agent`, for the llama.cpp engines each agent starts) and the gateway's (job
+`wave-gateway`, every request that enters the fleet).
+
 Built as data: each panel has an id unique in its dashboard, a gridPos, the Prometheus datasource
 (as the variable ${DS_PROMETHEUS}, picked when importing) and PromQL targets.
 """
@@ -9,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from wavefleet.render.monitoring import GATEWAY_JOB
+from wavefleet.render.services import AGENT_JOB
 from wavefleet.render.spec import FleetSpec
 
 __all__ = ["SCHEMA_VERSION", "dashboards"]
@@ -128,7 +135,10 @@ def _engine_panels() -> list[dict[str, Any]]:
             "unit": "short",
             "targets": [
                 ("sum by (engine) (rate(vllm:generation_tokens_total[5m]))", "{{engine}} (vLLM)"),
-                ("sum by (engine) (rate(llamacpp:tokens_predicted_total[5m]))", "{{engine}} (llama.cpp)"),
+                (
+                    f'sum by (node, backend) (rate(wave_completion_tokens_total{{job="{AGENT_JOB}"}}[5m]))',
+                    "{{node}} {{backend}} (agent)",
+                ),
             ],
         },
         {
@@ -137,17 +147,13 @@ def _engine_panels() -> list[dict[str, Any]]:
             "targets": [
                 ("sum by (engine) (vllm:num_requests_running)", "{{engine}} running"),
                 ("sum by (engine) (vllm:num_requests_waiting)", "{{engine}} waiting"),
-                ("sum by (engine) (llamacpp:requests_processing)", "{{engine}} processing"),
-                ("sum by (engine) (llamacpp:requests_deferred)", "{{engine}} deferred"),
+                ("sum by (node, model) (wave_engine_inflight)", "{{node}} {{model}} in flight (agent)"),
             ],
         },
         {
-            "title": "KV cache in use",
+            "title": "vLLM KV cache in use",
             "unit": "percentunit",
-            "targets": [
-                ("max by (engine) (vllm:kv_cache_usage_perc)", "{{engine}} (vLLM)"),
-                ("max by (engine) (llamacpp:kv_cache_usage_ratio)", "{{engine}} (llama.cpp)"),
-            ],
+            "targets": [("max by (engine) (vllm:kv_cache_usage_perc)", "{{engine}}")],
         },
         {
             "title": "vLLM time to first token, p95",
@@ -285,11 +291,11 @@ def _cost_panels(fleet: FleetSpec) -> list[dict[str, Any]]:
         {
             "title": f"Energy cost per 1000 generated tokens ({fleet.currency}, estimate)",
             "unit": "short",
-            "description": note,
+            "description": note + " Tokens counted by the gateway.",
             "targets": [
                 (
-                    f"({per_hour}) / 3600 * 1000 / ((sum(rate(vllm:generation_tokens_total[5m])) or vector(0))"
-                    " + (sum(rate(llamacpp:tokens_predicted_total[5m])) or vector(0)))",
+                    f"({per_hour}) / 3600 * 1000"
+                    f' / sum(rate(wave_completion_tokens_total{{job="{GATEWAY_JOB}"}}[5m]))',
                     "per 1000 tokens",
                 )
             ],

@@ -19,7 +19,15 @@ from wavefleet.render.gateway_config import dump_gateway_config, gateway_config
 from wavefleet.render.images import IMAGES
 from wavefleet.render.monitoring import RULES_FILE, alert_rules, prometheus_config
 from wavefleet.render.output import write_tree
-from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef, node_services
+from wavefleet.render.services import (
+    AGENT_DIR,
+    AGENT_PIP,
+    NODE_EXPORTER_PORT,
+    ServiceDef,
+    agent_base_image,
+    agent_engines,
+    node_services,
+)
 from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
 from wavefleet.render.templating import make_environment, render_template
 
@@ -36,7 +44,7 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
             continue
         _render_node(env, tree, fleet, node, services[node.name])
     _render_gateway(env, tree, fleet)
-    _render_agents(tree, fleet)
+    _render_agents(env, tree, fleet)
     _render_monitoring(tree, fleet, services)
     _render_vault(env, tree, fleet)
     _render_ci(env, tree, fleet)
@@ -47,8 +55,9 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
     return tree
 
 
-def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
-    """Each engine host's agent.yaml, checked by loading it as the agent does."""
+def _render_agents(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
+    """Each engine host's agent.yaml, checked by loading it as the agent does, and the image its
+    compose service (`wave-agent`, whose port the compose file claims) is built from."""
     for node in fleet.nodes:
         settings = agent_settings(fleet, node)
         if settings is None:
@@ -56,8 +65,21 @@ def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
         path = f"{node.name}/{AGENT_FILE}"
         text = agent_yaml(settings)
         check_agent_yaml(text, path)
-        tree.add(Artifact(path, text, "the fleet agent's config: wave agent --config agent.yaml"))
-        tree.claim_port(node.name, settings["port"], "wave agent")
+        tree.add(Artifact(path, text, "the fleet agent's config, read by the compose service wave-agent"))
+        dockerfile = render_template(
+            env,
+            "wave-agent.Dockerfile.j2",
+            node=node,
+            base_image=agent_base_image(node, agent_engines(fleet, node)),
+            wavefleet=AGENT_PIP,
+        )
+        tree.add(
+            Artifact(
+                f"{node.name}/{AGENT_DIR}/Dockerfile",
+                dockerfile,
+                "the agent's image: this node's llama.cpp image plus Wavefleet",
+            )
+        )
 
 
 def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
