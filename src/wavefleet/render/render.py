@@ -10,7 +10,13 @@ import jinja2
 
 from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
-from wavefleet.render.agent_config import AGENT_FILE, agent_settings, agent_yaml, check_agent_yaml
+from wavefleet.render.agent_config import (
+    AGENT_FILE,
+    AGENT_SECRET_FILE,
+    agent_settings,
+    agent_yaml,
+    check_agent_yaml,
+)
 from wavefleet.render.artifacts import Artifact, RenderedTree
 from wavefleet.render.checks import tree_problems
 from wavefleet.render.ci import JENKINSFILE, jenkinsfile
@@ -94,7 +100,8 @@ def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec)
         for host in proxmox_hosts
     ]
     order.append(
-        f"Engine nodes ({', '.join(f'`{n}`' for n in engine_nodes)}): toolkit, secrets, `docker compose up -d`."
+        f"Engine nodes ({', '.join(f'`{n}`' for n in engine_nodes)}): toolkit, secrets (the agent's shared "
+        "secret among them), `docker compose up -d --build` (each host's `wave agent` runs in compose)."
     )
     order.append(f"`{fleet.gateway.nginx_node}`: `wave serve --config wave.yaml`, then the NGINX site.")
     order.append(f"`{fleet.monitoring_node}`: Prometheus config and rules, Grafana dashboards.")
@@ -349,8 +356,19 @@ def _steps(fleet: FleetSpec, node: NodeSpec, files: set[str]) -> list[str]:
             sorted({e.weights for e in fleet.engines_on(node.name) if e.kind is EngineKind.LLAMACPP})
         )
         steps.append(f"Place the GGUF files ({weights}) in `/srv/wavefleet/models/`.")
+    if AGENT_FILE in files:
+        steps.append(
+            f"Put the fleet's shared secret (the same on every agent host and the gateway's) on the first line of "
+            f"`{AGENT_SECRET_FILE}` (mode 600, e.g. `openssl rand -hex 32` once for the fleet) before starting "
+            "compose: Docker would make a missing file a folder."
+        )
     if "compose.yaml" in files:
-        steps.append("`docker compose up -d`, then `docker compose ps` until every service is healthy.")
+        build = any(f.endswith("/Dockerfile") for f in files)
+        steps.append(
+            f"`docker compose up -d{' --build' if build else ''}`, then `docker compose ps` until every service "
+            "is healthy"
+            + ("; `--build` builds the images rendered here (again after each render)." if build else ".")
+        )
     if "nginx/wavefleet.conf" in files:
         steps.append(
             "Copy `nginx/wavefleet.conf` to `/etc/nginx/conf.d/`, put the TLS certificate and key where it says, "
