@@ -147,6 +147,7 @@ def test_a_host_runs_each_placement_once_and_monitors_what_runs(which: str, tmp_
     Triton the gateway reaches directly). Prometheus scrapes the agent, not vanished containers,
     and no alert or panel reads a metric only those containers exported."""
     import json
+    import re
 
     import yaml
 
@@ -188,4 +189,7 @@ def test_a_host_runs_each_placement_once_and_monitors_what_runs(which: str, tmp_
     slots_full = [r for r in rules if r["alert"].startswith("LlamaCppSlotsFull")]
     llamacpp = [e for e in fleet.engines if e.kind is EngineKind.LLAMACPP]
     assert len(slots_full) == len(llamacpp) and all("wave_engine_inflight" in r["expr"] for r in slots_full)
-    assert json.loads(texts[1])  # dashboards still parse
+    panels = [p for board in texts[1:] for p in json.loads(board)["panels"]]
+    counted = re.compile(r"(?:wave_requests_total|wave_completion_tokens_total)(\{[^}]*\})?")
+    for target in (t for p in panels for t in p["targets"]):  # the agents' counters repeat the gateway's
+        assert all("job=" in labels for labels in counted.findall(target["expr"])), target["expr"]

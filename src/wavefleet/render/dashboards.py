@@ -22,6 +22,9 @@ __all__ = ["SCHEMA_VERSION", "dashboards"]
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+# The gateway's own series: each agent's /metrics has the same names for the requests it serves,
+# which the gateway already counted when they passed through it.
+GATEWAY = f'{{job="{GATEWAY_JOB}"}}'
 # Power drawn by everything that serves requests: discrete GPUs (DCGM, watts), Jetson boards
 # (jtop, watts) and CPU packages (RAPL energy counters through node-exporter, joules -> watts).
 FLEET_WATTS = (
@@ -94,23 +97,28 @@ def _gateway_panels() -> list[dict[str, Any]]:
         {
             "title": "Requests per second by backend",
             "unit": "reqps",
-            "targets": [("sum by (backend) (rate(wave_requests_total[5m]))", "{{backend}}")],
+            "targets": [(f"sum by (backend) (rate(wave_requests_total{GATEWAY}[5m]))", "{{backend}}")],
         },
         {
             "title": "Errors per second by status",
             "unit": "reqps",
-            "targets": [('sum by (status) (rate(wave_requests_total{status!~"2.."}[5m]))', "{{status}}")],
+            "targets": [
+                (
+                    f'sum by (status) (rate(wave_requests_total{{job="{GATEWAY_JOB}",status!~"2.."}}[5m]))',
+                    "{{status}}",
+                )
+            ],
         },
         {
             "title": "Time to first token, p50 and p95",
             "unit": "s",
             "targets": [
                 (
-                    "histogram_quantile(0.5, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    f"histogram_quantile(0.5, sum by (le) (rate(wave_time_to_first_token_seconds_bucket{GATEWAY}[5m])))",
                     "p50",
                 ),
                 (
-                    "histogram_quantile(0.95, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    f"histogram_quantile(0.95, sum by (le) (rate(wave_time_to_first_token_seconds_bucket{GATEWAY}[5m])))",
                     "p95",
                 ),
             ],
@@ -118,12 +126,14 @@ def _gateway_panels() -> list[dict[str, Any]]:
         {
             "title": "Completion tokens per second by backend",
             "unit": "short",
-            "targets": [("sum by (backend) (rate(wave_completion_tokens_total[5m]))", "{{backend}}")],
+            "targets": [
+                (f"sum by (backend) (rate(wave_completion_tokens_total{GATEWAY}[5m]))", "{{backend}}")
+            ],
         },
         {
             "title": "Routing decisions by reason",
             "unit": "short",
-            "targets": [("sum by (reason) (rate(wave_routing_decisions_total[5m]))", "{{reason}}")],
+            "targets": [(f"sum by (reason) (rate(wave_routing_decisions_total{GATEWAY}[5m]))", "{{reason}}")],
         },
     ]
 
@@ -286,7 +296,9 @@ def _cost_panels(fleet: FleetSpec) -> list[dict[str, Any]]:
             "title": f"Energy cost per request ({fleet.currency}, estimate)",
             "unit": "short",
             "description": note + " Requests counted by the gateway.",
-            "targets": [(f"({per_hour}) / 3600 / sum(rate(wave_requests_total[5m]))", "per request")],
+            "targets": [
+                (f"({per_hour}) / 3600 / sum(rate(wave_requests_total{GATEWAY}[5m]))", "per request")
+            ],
         },
         {
             "title": f"Energy cost per 1000 generated tokens ({fleet.currency}, estimate)",
@@ -294,8 +306,7 @@ def _cost_panels(fleet: FleetSpec) -> list[dict[str, Any]]:
             "description": note + " Tokens counted by the gateway.",
             "targets": [
                 (
-                    f"({per_hour}) / 3600 * 1000"
-                    f' / sum(rate(wave_completion_tokens_total{{job="{GATEWAY_JOB}"}}[5m]))',
+                    f"({per_hour}) / 3600 * 1000 / sum(rate(wave_completion_tokens_total{GATEWAY}[5m]))",
                     "per 1000 tokens",
                 )
             ],

@@ -97,7 +97,8 @@ def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
         _target_down(),
         _rule(
             "GatewayServerErrors",
-            'sum(rate(wave_requests_total{status=~"5.."}[10m])) / sum(rate(wave_requests_total[10m])) > 0.05',
+            f'sum(rate(wave_requests_total{{job="{GATEWAY_JOB}",status=~"5.."}}[10m]))'
+            f' / sum(rate(wave_requests_total{{job="{GATEWAY_JOB}"}}[10m])) > 0.05',
             "10m",
             "More than 5% of the requests the Wavefleet gateway answered in the last 10 minutes were 5xx errors",
             "Engines are down, full (503) or timing out (504): see the engines dashboard.",
