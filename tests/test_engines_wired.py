@@ -26,9 +26,10 @@ from wavefleet.gateway.monitor import PollingMonitor
 from wavefleet.gateway.monitor.dialects import DIALECTS, dialect_for
 from wavefleet.plan.findings import check_inventory
 from wavefleet.plan.inventory import Inventory, fleet_devices, load_inventory
+from wavefleet.render.agent_config import agent_settings
 from wavefleet.render.from_inventory import EngineSource, fleet_from_inventory
 from wavefleet.render.gateway_config import gateway_config as rendered_gateway_config
-from wavefleet.render.services import node_services
+from wavefleet.render.services import agent_starts, node_services
 from wavefleet.sim.fleet import SimFleet
 from wavefleet.sim.inventory import gateway_config as simulated_gateway_config
 from wavefleet.sim.inventory import plan_fleet_from
@@ -48,7 +49,7 @@ def stages(traits: EngineTraits) -> dict[str, str | None]:
         else "no catalog service to plan, nothing for the sizing engine to size",
         "render": None
         if traits.rendered
-        else "`wave render` writes no compose service for it (rendered: False)",
+        else "`wave render` writes no compose service or agent model for it (rendered: False)",
         "gateway": None,
         "monitor": None,
         "sim": None if traits.simulated else "`wave sim` does not imitate it (simulated: False)",
@@ -120,13 +121,22 @@ def test_render(kind: EngineKind, catalog: Catalog, tmp_path: Path) -> None:
     assert decision.rendered, decision.reason
     [engine] = translation.fleet.engines
     assert engine.kind is kind and engine.port == kind.traits.port
-    [service] = [s for s in node_services(translation.fleet, translation.fleet.node(engine.node)) if s.engine]
-    assert kind.traits.health_path in " ".join(service.healthcheck or [])
-    assert service.ports[0][1] == kind.traits.port  # the container listens on the engine's default
-    launch = kind.traits.launch
-    assert launch is not None
-    flags = [s.name for s in (launch.model, launch.context, launch.slots) if isinstance(s, Flag)]
-    assert [f for f in flags if f not in service.command] == []
+    node = translation.fleet.node(engine.node)
+    containers = [s for s in node_services(translation.fleet, node) if s.engine]
+    if agent_starts(engine):  # the node's agent starts it from agent.yaml: no container of its own
+        assert containers == []
+        settings = agent_settings(translation.fleet, node)
+        assert settings is not None
+        [model] = settings["models"]
+        assert (model["context"], model["slots"]) == (engine.max_model_len, engine.parallel)
+    else:
+        [service] = containers
+        assert kind.traits.health_path in " ".join(service.healthcheck or [])
+        assert service.ports[0][1] == kind.traits.port  # the container listens on the engine's default
+        launch = kind.traits.launch
+        assert launch is not None
+        flags = [s.name for s in (launch.model, launch.context, launch.slots) if isinstance(s, Flag)]
+        assert [f for f in flags if f not in service.command] == []
     gateway = rendered_gateway_config(translation.fleet)
     if kind.traits.api is Api.TRITON:  # the agent relays OpenAI's API only: Triton stays a backend
         [backend] = gateway.backends

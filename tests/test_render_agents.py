@@ -138,3 +138,58 @@ def test_the_rendered_gateway_federates_exactly_the_rendered_agents(
         {b.name for b in gateway.backends}
         & {e.name for e in fleet.engines if e.kind.traits.api is Api.OPENAI}
     )
+
+
+@pytest.mark.parametrize("which", ["example", "home-lab-plan"])
+def test_a_host_runs_each_placement_once_and_monitors_what_runs(which: str, tmp_path: Path) -> None:
+    """What the agent starts itself (llama.cpp from its GGUF) is no compose container as well:
+    compose carries the agent instead, beside the engines it cannot start (vLLM it fronts by URL,
+    Triton the gateway reaches directly). Prometheus scrapes the agent, not vanished containers,
+    and no alert or panel reads a metric only those containers exported."""
+    import json
+    import re
+
+    import yaml
+
+    fleet = example_fleet() if which == "example" else home_lab_fleet(EngineSource.PLAN)
+    render_to(fleet, tmp_path)
+    agent_hosts = sorted(p.parent.name for p in tmp_path.glob("*/agent.yaml"))
+    assert agent_hosts
+    for host in agent_hosts:
+        agent = load_agent_config(tmp_path / host / "agent.yaml", check_files=False)
+        started = {m.name for m in agent.models if m.url is None}  # the agent's own engine processes
+        compose = yaml.safe_load((tmp_path / host / "compose.yaml").read_text())["services"]
+        containers = {
+            name: s["labels"] for name, s in compose.items() if "io.wavefleet.engine" in s["labels"]
+        }
+        doubled = sorted(
+            name
+            for name, labels in containers.items()
+            if {labels["io.wavefleet.model"], labels["io.wavefleet.engine"]} & started
+        )
+        assert doubled == [], f"{host}: {doubled} run in compose and by the agent"
+        expected = sorted(e.name for e in fleet.engines_on(host) if e.kind is not EngineKind.LLAMACPP)
+        assert sorted(containers) == expected  # vLLM and Triton stay containers
+        (service,) = [s for s in compose.values() if s["labels"].get("io.wavefleet.agent") == host]
+        assert service["network_mode"] == "host"  # binds the node's address; reaches vLLM on loopback
+        assert any(v.endswith(":/etc/wavefleet/agent.yaml:ro") for v in service["volumes"])
+    prometheus = yaml.safe_load(
+        (tmp_path / fleet.monitoring_node / "prometheus" / "prometheus.yml").read_text()
+    )
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    assert "llamacpp" not in jobs
+    agent_targets = sorted(s["labels"]["node"] for s in jobs["wave-agent"]["static_configs"])
+    assert agent_targets == agent_hosts
+    monitoring = tmp_path / fleet.monitoring_node
+    texts = [(monitoring / "prometheus" / "rules" / "wavefleet.rules.yml").read_text()]
+    texts += [p.read_text() for p in sorted((monitoring / "grafana" / "dashboards").glob("*.json"))]
+    exprs = "\n".join(texts)
+    assert "llamacpp:" not in exprs  # llama-server's own metrics are not scraped: the agent's are
+    rules = yaml.safe_load(texts[0])["groups"][0]["rules"]
+    slots_full = [r for r in rules if r["alert"].startswith("LlamaCppSlotsFull")]
+    llamacpp = [e for e in fleet.engines if e.kind is EngineKind.LLAMACPP]
+    assert len(slots_full) == len(llamacpp) and all("wave_engine_inflight" in r["expr"] for r in slots_full)
+    panels = [p for board in texts[1:] for p in json.loads(board)["panels"]]
+    counted = re.compile(r"(?:wave_requests_total|wave_completion_tokens_total)(\{[^}]*\})?")
+    for target in (t for p in panels for t in p["targets"]):  # the agents' counters repeat the gateway's
+        assert all("job=" in labels for labels in counted.findall(target["expr"])), target["expr"]

@@ -93,23 +93,56 @@ def test_vllm_gets_no_quantization_flag_when_the_checkpoint_needs_none(out: Path
     assert service["shm_size"] == "1g"
 
 
-def test_llamacpp_service_uses_the_moved_image_and_shared_context(out: Path, fleet_spec: FleetSpec) -> None:
-    services = load_yaml(out / "schlimers-server" / "compose.yaml")["services"]
-    service = services["llamacpp-desktop"]
-    engine = next(e for e in fleet_spec.engines if e.name == "llamacpp-desktop")
-    assert service["image"].startswith("ghcr.io/ggml-org/llama.cpp:server")
-    args = service["command"]
-    assert "--metrics" in args
-    ctx = int(args[args.index("--ctx-size") + 1])
-    assert ctx == engine.parallel * engine.max_model_len
-    assert args[args.index("--parallel") + 1] == str(engine.parallel)
-    assert args[args.index("--threads") + 1] == "10"
-    assert args[args.index("--n-gpu-layers") + 1] == "0"  # a CPU engine offloads nothing
-    assert "deploy" not in service
-    gpu_service = load_yaml(out / "xps15-lxc-107" / "compose.yaml")["services"]["llamacpp-gtx1650"]
-    assert gpu_service["image"].startswith("ghcr.io/ggml-org/llama.cpp:server-cuda")
-    assert gpu_service["command"][gpu_service["command"].index("--n-gpu-layers") + 1] == "16"
-    assert "/health" in " ".join(gpu_service["healthcheck"]["test"])
+def test_the_agent_service_runs_llama_server_from_the_llama_cpp_image_of_its_hardware(out: Path) -> None:
+    """llama.cpp placements are the agent's (agent.yaml), not containers; the agent's image is the
+    llama.cpp image of the node's hardware plus Wavefleet, and reserves the GPUs it starts models on."""
+    from wavefleet import __version__
+
+    for node, base, gpus in (
+        (
+            "schlimers-server",
+            "ghcr.io/ggml-org/llama.cpp:server-b10644",
+            None,
+        ),  # its llama.cpp runs on the CPU
+        ("xps15-lxc-107", "ghcr.io/ggml-org/llama.cpp:server-cuda-b10644", ["0"]),
+        ("jetson", "dustynv/llama_cpp:r36.4.0", ["0"]),
+    ):
+        services = load_yaml(out / node / "compose.yaml")["services"]
+        assert not [n for n in services if n.startswith("llamacpp-")]
+        agent = services["wave-agent"]
+        assert agent["build"] == {
+            "context": "./wave-agent",
+            "args": {"BASE_IMAGE": base, "WAVEFLEET": f"wavefleet=={__version__}"},
+        }
+        assert agent["command"] == ["agent", "--config", "/etc/wavefleet/agent.yaml"]
+        assert agent["network_mode"] == "host" and agent["pid"] == "host"
+        assert "/srv/wavefleet/models:/srv/wavefleet/models:ro" in agent["volumes"]  # agent.yaml's GGUF paths
+        assert "/etc/wavefleet/agent.secret:/etc/wavefleet/agent.secret:ro" in agent["volumes"]
+        reserved = agent.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+        assert (reserved[0]["device_ids"] if reserved else None) == gpus
+        assert "/metrics" in " ".join(agent["healthcheck"]["test"])
+        dockerfile = (out / node / "wave-agent" / "Dockerfile").read_text()
+        assert f"ARG BASE_IMAGE={base}\nFROM ${{BASE_IMAGE}}" in dockerfile
+        assert 'ENTRYPOINT ["wave"]' in dockerfile
+    # vLLM keeps its container: the agent fronts it on loopback (host network)
+    assert "vllm-desktop" in load_yaml(out / "schlimers-server" / "compose.yaml")["services"]
+
+
+def test_the_agent_image_installs_python_and_wavefleet_in_a_shell_that_parses(
+    out: Path, tmp_path: Path
+) -> None:
+    dockerfile = (out / "jetson" / "wave-agent" / "Dockerfile").read_text()
+    run = dockerfile.split("RUN ", 1)[1].split("\n# ", 1)[0].replace("\\\n", "\n")
+    script = tmp_path / "run.sh"
+    script.write_text(run)
+    shellcheck = require_tool("shellcheck")
+    result = subprocess.run(
+        [shellcheck, "--shell=sh", "--severity=style", "--exclude=SC2154", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # SC2154: WAVEFLEET is the Dockerfile's ARG, an environment variable when RUN runs
+    assert result.returncode == 0, result.stdout
 
 
 def test_exporters_follow_what_each_gpu_supports(out: Path) -> None:

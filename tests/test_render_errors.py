@@ -19,7 +19,7 @@ from wavefleet.render.templating import make_environment
 def clashing_fleet() -> FleetSpec:
     fleet = example_fleet()
     engines = [
-        e.model_copy(update={"port": 8001}) if e.name in ("vllm-desktop", "llamacpp-desktop") else e
+        e.model_copy(update={"port": 8001}) if e.name in ("vllm-desktop", "triton-desktop") else e
         for e in fleet.engines
     ]
     return example_fleet(engines=engines)
@@ -30,7 +30,7 @@ def test_the_seeds_port_clash_is_an_error_naming_both_services(tmp_path: Path) -
     with pytest.raises(UsageError) as caught:
         render_to(clashing_fleet(), out)
     message = str(caught.value)
-    assert "port 8001" in message and "vllm-desktop" in message and "llamacpp-desktop" in message
+    assert "port 8001" in message and "vllm-desktop" in message and "triton-desktop" in message
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no staging folder left behind
 
@@ -94,8 +94,16 @@ def test_templates_refuse_undefined_values() -> None:
 
 def test_an_engine_on_an_exporters_port_is_a_clash(tmp_path: Path) -> None:
     fleet = example_fleet()
-    engines = [
-        e.model_copy(update={"port": 9400}) if e.name == "llamacpp-desktop" else e for e in fleet.engines
-    ]
-    with pytest.raises(UsageError, match="port 9400 is used by llamacpp-desktop and dcgm-exporter"):
+    engines = [e.model_copy(update={"port": 9400}) if e.name == "vllm-desktop" else e for e in fleet.engines]
+    with pytest.raises(UsageError, match="port 9400 is used by vllm-desktop and dcgm-exporter"):
         render_to(example_fleet(engines=engines), tmp_path / "out")
+
+
+def test_a_placement_the_agent_starts_binds_no_port_of_its_own(tmp_path: Path) -> None:
+    """The agent gives each llama-server a loopback port of its own: a llama.cpp placement's port
+    is no host port, so it clashes with nothing (here the seed's 8001 beside vLLM's)."""
+    fleet = example_fleet()
+    engines = [
+        e.model_copy(update={"port": 8000}) if e.name == "llamacpp-desktop" else e for e in fleet.engines
+    ]
+    render_to(example_fleet(engines=engines), tmp_path / "out")

@@ -27,12 +27,37 @@ def translate(
     return fleet_from_inventory(inventory, catalog, source=source, ports=ports)
 
 
-def test_the_seeds_port_clash_in_the_default_inventory_is_an_error(catalog: Catalog, tmp_path: Path) -> None:
+def clashing_inventory(tmp_path: Path) -> Path:
+    """The default inventory with vLLM's host port on node-exporter's (9100)."""
+    data = yaml.safe_load(default_inventory_path().read_text())
+    [vllm] = [d for d in data["deployments"] if d.get("port") == 8001 and d["service"] == "vllm"]
+    vllm["port"] = 9100
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_seeds_shared_port_is_no_clash_once_the_agent_runs_llama_cpp(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    """The seed puts vLLM and llama.cpp on host port 8001; llama.cpp is the agent's (a loopback
+    port it picks), so only vLLM's container publishes 8001."""
     translation = translate(catalog, PortMode.INVENTORY)
+    render_to(translation.fleet, tmp_path / "out")
+    compose = yaml.safe_load((tmp_path / "out" / "schlimers-server" / "compose.yaml").read_text())
+    published = [p for s in compose["services"].values() for p in s.get("ports", []) if p.startswith("8001:")]
+    assert published == ["8001:8000"]  # vLLM's
+
+
+def test_a_port_clash_in_the_inventory_is_an_error(catalog: Catalog, tmp_path: Path) -> None:
+    inventory = load_inventory(clashing_inventory(tmp_path), catalog)
+    translation = fleet_from_inventory(
+        inventory, catalog, source=EngineSource.DEPLOYMENTS, ports=PortMode.INVENTORY
+    )
     with pytest.raises(UsageError) as caught:
         render_to(translation.fleet, tmp_path / "out")
     message = str(caught.value)
-    assert "port 8001" in message and "vllm-desktop" in message and "llamacpp-desktop" in message
+    assert "port 9100" in message and "vllm-desktop" in message and "node-exporter" in message
     assert "--ports assign" in message
     assert not (tmp_path / "out").exists()
 
@@ -136,18 +161,22 @@ def test_cli_renders_the_deployments_with_assigned_ports(tmp_path: Path) -> None
     }
     assert len(served) == 4
     compose = yaml.safe_load((out / "schlimers-server" / "compose.yaml").read_text())
-    assert {"vllm-desktop", "llamacpp-desktop", "node-exporter", "dcgm-exporter"} <= set(compose["services"])
+    assert {"vllm-desktop", "wave-agent", "node-exporter", "dcgm-exporter"} <= set(compose["services"])
+    assert "llamacpp-desktop" not in compose["services"]  # the agent starts it
     assert (out / "xps15" / "lxc-107-gpu.sh").is_file()
     assert (out / MARKER).is_file()
 
 
 def test_cli_reports_the_clash_with_exit_code_2_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "deploy"
+    inventory = clashing_inventory(tmp_path)
     result = CliRunner().invoke(
-        cli, ["render", "--source", "deployments", "--out", str(out)], standalone_mode=False
+        cli,
+        ["render", "--inventory", str(inventory), "--source", "deployments", "--out", str(out)],
+        standalone_mode=False,
     )
     assert isinstance(result.exception, UsageError) and result.exception.exit_code == 2
-    assert "port 8001" in str(result.exception)
+    assert "port 9100" in str(result.exception)
     assert not out.exists()
 
 

@@ -127,6 +127,32 @@ def test_a_failed_engine_alerts_after_a_minute(rules_file: Path, tmp_path: Path)
     )
 
 
+def test_llama_cpp_slots_full_fires_on_more_in_flight_than_its_slots_at_its_agent(
+    rules_file: Path, tmp_path: Path
+) -> None:
+    """The agent starts llama.cpp (no llama-server scrape): more requests in flight at the agent
+    than the placement's slots, for 5 minutes, means requests waited for a slot."""
+    fleet = example_fleet()
+    engine = next(e for e in fleet.engines if e.name == "llamacpp-gtx1650")  # 4 slots
+    name = "LlamaCppSlotsFull_llamacpp_gtx1650"
+    assert name in rules(rules_file)
+    where = f'job="wave-agent",node="{engine.node}",service="wave-agent",model="{engine.model}"'
+    labels = {"job": "wave-agent", "node": engine.node, "service": "wave-agent", "model": engine.model}
+
+    def case(inflight: int, fires: bool) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [{"series": f"wave_engine_inflight{{{where}}}", "values": f"{inflight}x10"}],
+            "promql_expr_test": [firing(name, "8m", labels if fires else None)],
+        }
+
+    promtool_test(
+        rules_file,
+        tmp_path,
+        [case(engine.parallel, fires=False), case(engine.parallel + 1, fires=True)],
+    )
+
+
 WEEK = 1008  # 10-minute steps in 7 days
 
 

@@ -68,7 +68,9 @@ def render(
     \b
     Each host (and each Proxmox LXC container) gets a folder with what its planned services need
     and a README.md saying what to copy where, in which order. Each host with placements gets the
-    agent.yaml of its `wave agent`, and the gateway's wave.yaml lists those agents under agents:. Everything is rendered into a temporary
+    agent.yaml of its `wave agent`, which starts the llama.cpp placements itself and runs as a
+    service of the host's compose file (vLLM and Triton stay containers of their own); the
+    gateway's wave.yaml lists those agents under agents:. Everything is rendered into a temporary
     folder and checked (ports, scrape targets, gateway backends, YAML/JSON) before it replaces OUT.
 
     \b

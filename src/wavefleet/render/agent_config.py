@@ -20,11 +20,11 @@ import yaml
 from pydantic import ValidationError
 
 from wavefleet.agent.config import DEFAULT_PORT, AgentConfig
-from wavefleet.engines import Api, EngineKind
+from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
 from wavefleet.gateway.config import AgentRef
-from wavefleet.render.services import MODELS_DIR
-from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
+from wavefleet.render.services import AGENT_SECRET_FILE, MODELS_DIR, agent_engines
+from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec
 
 __all__ = [
     "AGENT_FILE",
@@ -35,18 +35,10 @@ __all__ = [
     "agent_settings",
     "agent_yaml",
     "check_agent_yaml",
+    "served_names",
 ]
 
 AGENT_FILE = "agent.yaml"
-AGENT_SECRET_FILE = "/etc/wavefleet/agent.secret"  # one fleet secret: on every agent host and the gateway's
-
-
-def agent_engines(fleet: FleetSpec, node: NodeSpec) -> list[EngineSpec]:
-    """The placements `node`'s agent serves: those speaking OpenAI's API (the agent forwards that
-    API alone); none on Windows, where nothing is rendered."""
-    if node.os is OsFamily.WINDOWS:
-        return []
-    return [e for e in fleet.engines_on(node.name) if e.kind.traits.api is Api.OPENAI]
 
 
 def agent_nodes(fleet: FleetSpec) -> list[NodeSpec]:
@@ -111,6 +103,12 @@ def _names(engines: list[EngineSpec]) -> list[str]:
         names.append(engine.model if engine.model not in seen else engine.name)
         seen.add(engine.model)
     return names
+
+
+def served_names(fleet: FleetSpec, node: NodeSpec) -> list[tuple[EngineSpec, str]]:
+    """Each placement `node`'s agent serves, with the model name it serves it under."""
+    engines = agent_engines(fleet, node)
+    return list(zip(engines, _names(engines), strict=True))
 
 
 def agent_settings(fleet: FleetSpec, node: NodeSpec) -> dict[str, Any] | None:

@@ -1,5 +1,10 @@
 """Grafana dashboards (JSON model) for the gateway, the engines, the GPUs and the cost of a request.
 
+Every expression reads a metric a rendered scrape target exports: vLLM's own (`vllm:*`, its
+container is scraped), the fleet agents' (`wave_engine_*`, and the OpenAI API's `wave_*` counters
+under job `wave-agent`, for the llama.cpp engines each agent starts) and the gateway's (job
+`wave-gateway`, every request that enters the fleet).
+
 Built as data: each panel has an id unique in its dashboard, a gridPos, the Prometheus datasource
 (as the variable ${DS_PROMETHEUS}, picked when importing) and PromQL targets.
 """
@@ -9,12 +14,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from wavefleet.render.monitoring import GATEWAY_JOB
+from wavefleet.render.services import AGENT_JOB
 from wavefleet.render.spec import FleetSpec
 
 __all__ = ["SCHEMA_VERSION", "dashboards"]
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+# The gateway's own series: each agent's /metrics has the same names for the requests it serves,
+# which the gateway already counted when they passed through it.
+GATEWAY = f'{{job="{GATEWAY_JOB}"}}'
 # Power drawn by everything that serves requests: discrete GPUs (DCGM, watts), Jetson boards
 # (jtop, watts) and CPU packages (RAPL energy counters through node-exporter, joules -> watts).
 FLEET_WATTS = (
@@ -87,23 +97,28 @@ def _gateway_panels() -> list[dict[str, Any]]:
         {
             "title": "Requests per second by backend",
             "unit": "reqps",
-            "targets": [("sum by (backend) (rate(wave_requests_total[5m]))", "{{backend}}")],
+            "targets": [(f"sum by (backend) (rate(wave_requests_total{GATEWAY}[5m]))", "{{backend}}")],
         },
         {
             "title": "Errors per second by status",
             "unit": "reqps",
-            "targets": [('sum by (status) (rate(wave_requests_total{status!~"2.."}[5m]))', "{{status}}")],
+            "targets": [
+                (
+                    f'sum by (status) (rate(wave_requests_total{{job="{GATEWAY_JOB}",status!~"2.."}}[5m]))',
+                    "{{status}}",
+                )
+            ],
         },
         {
             "title": "Time to first token, p50 and p95",
             "unit": "s",
             "targets": [
                 (
-                    "histogram_quantile(0.5, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    f"histogram_quantile(0.5, sum by (le) (rate(wave_time_to_first_token_seconds_bucket{GATEWAY}[5m])))",
                     "p50",
                 ),
                 (
-                    "histogram_quantile(0.95, sum by (le) (rate(wave_time_to_first_token_seconds_bucket[5m])))",
+                    f"histogram_quantile(0.95, sum by (le) (rate(wave_time_to_first_token_seconds_bucket{GATEWAY}[5m])))",
                     "p95",
                 ),
             ],
@@ -111,12 +126,14 @@ def _gateway_panels() -> list[dict[str, Any]]:
         {
             "title": "Completion tokens per second by backend",
             "unit": "short",
-            "targets": [("sum by (backend) (rate(wave_completion_tokens_total[5m]))", "{{backend}}")],
+            "targets": [
+                (f"sum by (backend) (rate(wave_completion_tokens_total{GATEWAY}[5m]))", "{{backend}}")
+            ],
         },
         {
             "title": "Routing decisions by reason",
             "unit": "short",
-            "targets": [("sum by (reason) (rate(wave_routing_decisions_total[5m]))", "{{reason}}")],
+            "targets": [(f"sum by (reason) (rate(wave_routing_decisions_total{GATEWAY}[5m]))", "{{reason}}")],
         },
     ]
 
@@ -128,7 +145,10 @@ def _engine_panels() -> list[dict[str, Any]]:
             "unit": "short",
             "targets": [
                 ("sum by (engine) (rate(vllm:generation_tokens_total[5m]))", "{{engine}} (vLLM)"),
-                ("sum by (engine) (rate(llamacpp:tokens_predicted_total[5m]))", "{{engine}} (llama.cpp)"),
+                (
+                    f'sum by (node, backend) (rate(wave_completion_tokens_total{{job="{AGENT_JOB}"}}[5m]))',
+                    "{{node}} {{backend}} (agent)",
+                ),
             ],
         },
         {
@@ -137,17 +157,13 @@ def _engine_panels() -> list[dict[str, Any]]:
             "targets": [
                 ("sum by (engine) (vllm:num_requests_running)", "{{engine}} running"),
                 ("sum by (engine) (vllm:num_requests_waiting)", "{{engine}} waiting"),
-                ("sum by (engine) (llamacpp:requests_processing)", "{{engine}} processing"),
-                ("sum by (engine) (llamacpp:requests_deferred)", "{{engine}} deferred"),
+                ("sum by (node, model) (wave_engine_inflight)", "{{node}} {{model}} in flight (agent)"),
             ],
         },
         {
-            "title": "KV cache in use",
+            "title": "vLLM KV cache in use",
             "unit": "percentunit",
-            "targets": [
-                ("max by (engine) (vllm:kv_cache_usage_perc)", "{{engine}} (vLLM)"),
-                ("max by (engine) (llamacpp:kv_cache_usage_ratio)", "{{engine}} (llama.cpp)"),
-            ],
+            "targets": [("max by (engine) (vllm:kv_cache_usage_perc)", "{{engine}}")],
         },
         {
             "title": "vLLM time to first token, p95",
@@ -280,16 +296,17 @@ def _cost_panels(fleet: FleetSpec) -> list[dict[str, Any]]:
             "title": f"Energy cost per request ({fleet.currency}, estimate)",
             "unit": "short",
             "description": note + " Requests counted by the gateway.",
-            "targets": [(f"({per_hour}) / 3600 / sum(rate(wave_requests_total[5m]))", "per request")],
+            "targets": [
+                (f"({per_hour}) / 3600 / sum(rate(wave_requests_total{GATEWAY}[5m]))", "per request")
+            ],
         },
         {
             "title": f"Energy cost per 1000 generated tokens ({fleet.currency}, estimate)",
             "unit": "short",
-            "description": note,
+            "description": note + " Tokens counted by the gateway.",
             "targets": [
                 (
-                    f"({per_hour}) / 3600 * 1000 / ((sum(rate(vllm:generation_tokens_total[5m])) or vector(0))"
-                    " + (sum(rate(llamacpp:tokens_predicted_total[5m])) or vector(0)))",
+                    f"({per_hour}) / 3600 * 1000 / sum(rate(wave_completion_tokens_total{GATEWAY}[5m]))",
                     "per 1000 tokens",
                 )
             ],

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from wavefleet.agent.config import DEFAULT_PORT as AGENT_PORT
 from wavefleet.engines import EngineKind
-from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef
+from wavefleet.render.agent_config import served_names
+from wavefleet.render.services import AGENT_JOB, NODE_EXPORTER_PORT, ServiceDef, agent_starts
 from wavefleet.render.spec import FleetSpec
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 
 RULES_FILE = "rules/wavefleet.rules.yml"
 GATEWAY_JOB = "wave-gateway"
-AGENT_JOB = "wave-agent"
 ScrapeEntry = tuple[str, str, str, dict[str, str]]  # (job, target host:port, metrics path, labels)
 
 # vLLM preallocates --gpu-memory-utilization of the whole GPU at start, so "90% used" is its
@@ -39,8 +38,8 @@ DEFAULT_MEMORY_SHARE = 0.90
 
 
 def scrape_entries(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> list[ScrapeEntry]:
-    """Every target Prometheus scrapes: the rendered services, each host's fleet agent, and the
-    gateway's listener."""
+    """Every target Prometheus scrapes: the rendered services (each host's fleet agent among
+    them), and the gateway's listener."""
     entries: list[ScrapeEntry] = []
     for node in fleet.nodes:
         node_services = services.get(node.name, [])
@@ -57,9 +56,6 @@ def scrape_entries(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> l
             entries.append(
                 (service.scrape.job, f"{node.address}:{service.scrape.port}", service.scrape.path, labels)
             )
-        if fleet.engines_on(node.name) and node.os.value != "windows":  # its agent.yaml is rendered
-            labels = {"node": node.name, "service": AGENT_JOB}
-            entries.append((AGENT_JOB, f"{node.address}:{AGENT_PORT}", "/metrics", labels))
         if not node.docker and node.os.value != "windows":
             # No Docker here (a Proxmox host, a plain LXC): node-exporter comes from apt.
             labels = {"node": node.name, "service": "node-exporter"}
@@ -101,7 +97,8 @@ def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
         _target_down(),
         _rule(
             "GatewayServerErrors",
-            'sum(rate(wave_requests_total{status=~"5.."}[10m])) / sum(rate(wave_requests_total[10m])) > 0.05',
+            f'sum(rate(wave_requests_total{{job="{GATEWAY_JOB}",status=~"5.."}}[10m]))'
+            f' / sum(rate(wave_requests_total{{job="{GATEWAY_JOB}"}}[10m])) > 0.05',
             "10m",
             "More than 5% of the requests the Wavefleet gateway answered in the last 10 minutes were 5xx errors",
             "Engines are down, full (503) or timing out (504): see the engines dashboard.",
@@ -138,16 +135,7 @@ def alert_rules(fleet: FleetSpec, services: dict[str, list[ServiceDef]]) -> str:
     kinds = {e.kind for e in fleet.engines}
     if EngineKind.VLLM in kinds:
         rules += _vllm_rules(fleet)
-    if EngineKind.LLAMACPP in kinds:
-        rules.append(
-            _rule(
-                "LlamaCppSlotsFull",
-                "min_over_time(llamacpp:requests_deferred[5m]) > 0",
-                "0m",
-                "llama.cpp engine {{ $labels.engine }} has had requests waiting for a free slot for 5 minutes",
-                "All --parallel slots stayed busy: add slots (more KV memory) or route elsewhere.",
-            )
-        )
+    rules += _slots_rules(fleet)
     rules += _telemetry_rules(fleet)
     document = {"groups": [{"name": "wavefleet", "rules": rules}]}
     header = (
@@ -216,6 +204,30 @@ def _telemetry_rules(fleet: FleetSpec) -> list[dict[str, Any]]:
             " dashboard shows when it started.",
         )
     )
+    return rules
+
+
+def _slots_rules(fleet: FleetSpec) -> list[dict[str, Any]]:
+    """Per llama.cpp placement its agent starts: requests beyond its slots wait in llama-server's
+    queue. The agent's wave_engine_inflight counts what it has sent to the engine, so more than
+    `slots` in flight for 5 minutes means every slot stayed busy with requests waiting."""
+    rules = []
+    for node in fleet.nodes:
+        for engine, served in served_names(fleet, node):
+            if not agent_starts(engine):
+                continue
+            selector = f'{{job="{AGENT_JOB}",node="{node.name}",model="{served}"}}'
+            rules.append(
+                _rule(
+                    f"LlamaCppSlotsFull_{engine.name.replace('-', '_')}",
+                    f"min_over_time(wave_engine_inflight{selector}[5m]) > {engine.parallel}",
+                    "0m",
+                    f"llama.cpp engine {engine.name} ({served} on {node.name}) has had more than its"
+                    f" {engine.parallel} slots' requests in flight for 5 minutes",
+                    "Every slot stayed busy and requests waited for one: add slots (more KV memory)"
+                    " or route elsewhere.",
+                )
+            )
     return rules
 
 

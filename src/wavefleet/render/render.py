@@ -10,7 +10,13 @@ import jinja2
 
 from wavefleet.engines import EngineKind
 from wavefleet.errors import UsageError
-from wavefleet.render.agent_config import AGENT_FILE, agent_settings, agent_yaml, check_agent_yaml
+from wavefleet.render.agent_config import (
+    AGENT_FILE,
+    AGENT_SECRET_FILE,
+    agent_settings,
+    agent_yaml,
+    check_agent_yaml,
+)
 from wavefleet.render.artifacts import Artifact, RenderedTree
 from wavefleet.render.checks import tree_problems
 from wavefleet.render.ci import JENKINSFILE, jenkinsfile
@@ -19,7 +25,15 @@ from wavefleet.render.gateway_config import dump_gateway_config, gateway_config
 from wavefleet.render.images import IMAGES
 from wavefleet.render.monitoring import RULES_FILE, alert_rules, prometheus_config
 from wavefleet.render.output import write_tree
-from wavefleet.render.services import NODE_EXPORTER_PORT, ServiceDef, node_services
+from wavefleet.render.services import (
+    AGENT_DIR,
+    AGENT_PIP,
+    NODE_EXPORTER_PORT,
+    ServiceDef,
+    agent_base_image,
+    agent_engines,
+    node_services,
+)
 from wavefleet.render.spec import EngineSpec, FleetSpec, NodeSpec, OsFamily
 from wavefleet.render.templating import make_environment, render_template
 
@@ -36,7 +50,7 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
             continue
         _render_node(env, tree, fleet, node, services[node.name])
     _render_gateway(env, tree, fleet)
-    _render_agents(tree, fleet)
+    _render_agents(env, tree, fleet)
     _render_monitoring(tree, fleet, services)
     _render_vault(env, tree, fleet)
     _render_ci(env, tree, fleet)
@@ -47,8 +61,9 @@ def render_fleet(fleet: FleetSpec) -> RenderedTree:
     return tree
 
 
-def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
-    """Each engine host's agent.yaml, checked by loading it as the agent does."""
+def _render_agents(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
+    """Each engine host's agent.yaml, checked by loading it as the agent does, and the image its
+    compose service (`wave-agent`, whose port the compose file claims) is built from."""
     for node in fleet.nodes:
         settings = agent_settings(fleet, node)
         if settings is None:
@@ -56,8 +71,21 @@ def _render_agents(tree: RenderedTree, fleet: FleetSpec) -> None:
         path = f"{node.name}/{AGENT_FILE}"
         text = agent_yaml(settings)
         check_agent_yaml(text, path)
-        tree.add(Artifact(path, text, "the fleet agent's config: wave agent --config agent.yaml"))
-        tree.claim_port(node.name, settings["port"], "wave agent")
+        tree.add(Artifact(path, text, "the fleet agent's config, read by the compose service wave-agent"))
+        dockerfile = render_template(
+            env,
+            "wave-agent.Dockerfile.j2",
+            node=node,
+            base_image=agent_base_image(node, agent_engines(fleet, node)),
+            wavefleet=AGENT_PIP,
+        )
+        tree.add(
+            Artifact(
+                f"{node.name}/{AGENT_DIR}/Dockerfile",
+                dockerfile,
+                "the agent's image: this node's llama.cpp image plus Wavefleet",
+            )
+        )
 
 
 def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec) -> None:
@@ -72,7 +100,8 @@ def _render_index(env: jinja2.Environment, tree: RenderedTree, fleet: FleetSpec)
         for host in proxmox_hosts
     ]
     order.append(
-        f"Engine nodes ({', '.join(f'`{n}`' for n in engine_nodes)}): toolkit, secrets, `docker compose up -d`."
+        f"Engine nodes ({', '.join(f'`{n}`' for n in engine_nodes)}): toolkit, secrets (the agent's shared "
+        "secret among them), `docker compose up -d --build` (each host's `wave agent` runs in compose)."
     )
     order.append(f"`{fleet.gateway.nginx_node}`: `wave serve --config wave.yaml`, then the NGINX site.")
     order.append(f"`{fleet.monitoring_node}`: Prometheus config and rules, Grafana dashboards.")
@@ -327,8 +356,19 @@ def _steps(fleet: FleetSpec, node: NodeSpec, files: set[str]) -> list[str]:
             sorted({e.weights for e in fleet.engines_on(node.name) if e.kind is EngineKind.LLAMACPP})
         )
         steps.append(f"Place the GGUF files ({weights}) in `/srv/wavefleet/models/`.")
+    if AGENT_FILE in files:
+        steps.append(
+            f"Put the fleet's shared secret (the same on every agent host and the gateway's) on the first line of "
+            f"`{AGENT_SECRET_FILE}` (mode 600, e.g. `openssl rand -hex 32` once for the fleet) before starting "
+            "compose: Docker would make a missing file a folder."
+        )
     if "compose.yaml" in files:
-        steps.append("`docker compose up -d`, then `docker compose ps` until every service is healthy.")
+        build = any(f.endswith("/Dockerfile") for f in files)
+        steps.append(
+            f"`docker compose up -d{' --build' if build else ''}`, then `docker compose ps` until every service "
+            "is healthy"
+            + ("; `--build` builds the images rendered here (again after each render)." if build else ".")
+        )
     if "nginx/wavefleet.conf" in files:
         steps.append(
             "Copy `nginx/wavefleet.conf` to `/etc/nginx/conf.d/`, put the TLS certificate and key where it says, "

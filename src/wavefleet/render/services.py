@@ -1,24 +1,42 @@
-"""The containers each node runs: engines the plan placed there plus the exporters it needs.
+"""The containers each node runs: the engines the plan placed there that no agent starts, the
+node's fleet agent, and the exporters it needs.
 
 One `ServiceDef` per compose service. The compose template lays them out; the port ledger,
 the Prometheus scrape config and the gateway config read the same list, so they cannot drift.
+
+A placement serving OpenAI's API is the node's `wave agent`'s (its agent.yaml, written by
+`render.agent_config`). The agent starts a llama.cpp placement itself (llama-server on the GGUF),
+so that placement is no container: it would hold the model's memory a second time. The agent
+fronts a vLLM placement by its published port, so vLLM stays a container; Triton (KServe v2, not
+the agent's API) too. The agent itself is a container here, built on the llama.cpp image of the
+node's hardware (CPU, CUDA or Jetson's L4T build), whose llama-server it runs each model with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wavefleet.engines import EngineKind
+import wavefleet
+from wavefleet.agent.config import DEFAULT_PORT as AGENT_PORT
+from wavefleet.engines import Api, EngineKind
 from wavefleet.render.images import IMAGES
-from wavefleet.render.spec import DcgmSupport, EngineSpec, FleetSpec, NodeSpec
+from wavefleet.render.spec import DcgmSupport, EngineSpec, FleetSpec, NodeSpec, OsFamily
 
 __all__ = [
+    "AGENT_CONFIG",
+    "AGENT_DIR",
+    "AGENT_JOB",
+    "AGENT_PIP",
+    "AGENT_SECRET_FILE",
     "DCGM_PORT",
     "JETSON_EXPORTER_PORT",
     "NODE_EXPORTER_PORT",
     "Build",
     "ScrapeTarget",
     "ServiceDef",
+    "agent_base_image",
+    "agent_engines",
+    "agent_starts",
     "node_services",
     "triton_ports",
 ]
@@ -29,6 +47,11 @@ JETSON_EXPORTER_PORT = 9101
 HF_CACHE = "/srv/wavefleet/hf-cache"
 MODELS_DIR = "/srv/wavefleet/models"
 SECRETS_ENV = "./secrets.env"  # written by fetch-secrets.sh (mode 600), never committed
+AGENT_JOB = "wave-agent"
+AGENT_DIR = "wave-agent"  # the agent image's build context beside compose.yaml
+AGENT_CONFIG = "/etc/wavefleet/agent.yaml"  # where the agent's container reads its agent.yaml
+AGENT_SECRET_FILE = "/etc/wavefleet/agent.secret"  # one fleet secret: on every agent host and the gateway's
+AGENT_PIP = f"wavefleet=={wavefleet.__version__}"  # the agent's image runs the Wavefleet that rendered it
 
 
 @dataclass(frozen=True)
@@ -73,11 +96,32 @@ class ServiceDef:
         return [published for published, _ in self.ports] + self.host_network_ports
 
 
+def agent_engines(fleet: FleetSpec, node: NodeSpec) -> list[EngineSpec]:
+    """The placements `node`'s agent serves: those speaking OpenAI's API (the agent forwards that
+    API alone); none on Windows, where nothing is rendered."""
+    if node.os is OsFamily.WINDOWS:
+        return []
+    return [e for e in fleet.engines_on(node.name) if e.kind.traits.api is Api.OPENAI]
+
+
+def agent_starts(engine: EngineSpec) -> bool:
+    """Whether the agent starts this placement's engine itself (llama-server on its GGUF), rather
+    than fronting a container by its port."""
+    return engine.kind is EngineKind.LLAMACPP
+
+
 def node_services(fleet: FleetSpec, node: NodeSpec) -> list[ServiceDef]:
-    """Every container the node runs, engines first."""
+    """Every container the node runs: engines no agent starts, then the agent, then exporters."""
     if not node.docker:
         return []
-    services = [_engine_service(engine, node) for engine in fleet.engines_on(node.name)]
+    served = agent_engines(fleet, node)
+    services = [
+        _engine_service(engine)
+        for engine in fleet.engines_on(node.name)
+        if not (engine in served and agent_starts(engine))
+    ]
+    if served:
+        services.append(_agent_service(node, served, fleet.gateway.agent_tls_dir))
     services.append(_node_exporter())
     if any(gpu.dcgm is not DcgmSupport.NONE for gpu in node.gpus):
         services.append(_dcgm_exporter(node))
@@ -91,7 +135,7 @@ def triton_ports(engine: EngineSpec) -> tuple[int, int, int]:
     return engine.port, engine.port + 1, engine.port + 2
 
 
-def _engine_service(engine: EngineSpec, node: NodeSpec) -> ServiceDef:
+def _engine_service(engine: EngineSpec) -> ServiceDef:
     labels = {
         "io.wavefleet.engine": engine.name,
         "io.wavefleet.model": engine.model,
@@ -120,8 +164,6 @@ def _engine_service(engine: EngineSpec, node: NodeSpec) -> ServiceDef:
             scrape=ScrapeTarget("vllm", engine.port),
             engine=engine,
         )
-    if engine.kind is EngineKind.LLAMACPP:
-        return _llamacpp_service(engine, node, labels, gpu_ids)
     http, grpc, metrics = triton_ports(engine)
     return ServiceDef(
         name=engine.name,
@@ -160,49 +202,48 @@ def _vllm_args(engine: EngineSpec) -> list[str]:
     return args
 
 
-def _llamacpp_service(
-    engine: EngineSpec, node: NodeSpec, labels: dict[str, str], gpu_ids: list[str] | None
-) -> ServiceDef:
+def agent_base_image(node: NodeSpec, engines: list[EngineSpec]) -> str:
+    """The llama.cpp image whose llama-server the node's agent runs: Jetson's L4T build, the CUDA
+    build when a placement the agent starts is on a GPU, else the CPU build."""
     if node.is_jetson:
-        image, entrypoint = IMAGES.llamacpp_jetson.ref, ["llama-server"]
-    elif gpu_ids is not None:
-        image, entrypoint = IMAGES.llamacpp_cuda.ref, None
-    else:
-        image, entrypoint = IMAGES.llamacpp_cpu.ref, None
-    args = [
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8080",
-        "--model",
-        f"/models/{engine.weights}",
-        "--alias",
-        engine.model,
-        "--ctx-size",
-        str(engine.ctx_size),
-        "--parallel",
-        str(engine.parallel),
-        "--n-gpu-layers",
-        str(engine.n_gpu_layers if engine.n_gpu_layers is not None and gpu_ids is not None else 0),
-        "--metrics",
+        return IMAGES.llamacpp_jetson.ref
+    if any(agent_starts(e) and e.gpu_index is not None for e in engines):
+        return IMAGES.llamacpp_cuda.ref
+    return IMAGES.llamacpp_cpu.ref
+
+
+def _agent_service(node: NodeSpec, engines: list[EngineSpec], tls_dir: str | None) -> ServiceDef:
+    gpus = sorted({e.gpu_index for e in engines if agent_starts(e) and e.gpu_index is not None})
+    volumes = [
+        f"{MODELS_DIR}:{MODELS_DIR}:ro",  # the GGUF paths in agent.yaml are the host's
+        f"./agent.yaml:{AGENT_CONFIG}:ro",
+        f"{AGENT_SECRET_FILE}:{AGENT_SECRET_FILE}:ro",
     ]
-    if engine.threads:
-        args += ["--threads", str(engine.threads)]
-    if engine.kv_cache_dtype and engine.kv_cache_dtype not in ("auto", "f16"):
-        args += ["--cache-type-k", engine.kv_cache_dtype, "--cache-type-v", engine.kv_cache_dtype]
+    # /metrics answers anyone while the agent serves (/health is 503 while no model is loaded);
+    # with mutual TLS a probe without the gateway's certificate cannot connect, so none is set.
+    probe = f"import urllib.request; urllib.request.urlopen('http://{node.address}:{AGENT_PORT}/metrics', timeout=4)"
+    healthcheck = None if tls_dir is not None else ["CMD", "/opt/wavefleet/bin/python", "-c", probe]
+    if tls_dir is not None:
+        volumes.append(f"{tls_dir}:{tls_dir}:ro")
     return ServiceDef(
-        name=engine.name,
-        image=image,
-        entrypoint=entrypoint,
-        command=args,
-        ports=[(engine.port, 8080)],
-        volumes=[f"{MODELS_DIR}:/models:ro"],
-        labels=labels,
-        healthcheck=["CMD", "curl", "-fsS", "http://localhost:8080/health"],
-        start_period="300s",
-        gpu_ids=gpu_ids,
-        scrape=ScrapeTarget("llamacpp", engine.port),
-        engine=engine,
+        name=AGENT_JOB,
+        image="wavefleet/wave-agent:local",
+        build=Build(
+            f"./{AGENT_DIR}",
+            {"BASE_IMAGE": agent_base_image(node, engines), "WAVEFLEET": AGENT_PIP},
+        ),
+        command=["agent", "--config", AGENT_CONFIG],
+        # The node's address for the gateway, loopback for its llama-servers and the vLLM it fronts.
+        network_mode="host",
+        # NVML names GPU processes by the host's pids: the agent matches them to its engines.
+        pid="host",
+        host_network_ports=[AGENT_PORT],
+        volumes=volumes,
+        labels={"io.wavefleet.agent": node.name, "io.wavefleet.host-port": str(AGENT_PORT)},
+        healthcheck=healthcheck,
+        start_period="30s",
+        gpu_ids=[str(i) for i in gpus] if gpus else None,
+        scrape=ScrapeTarget(AGENT_JOB, AGENT_PORT),
     )
 
 
