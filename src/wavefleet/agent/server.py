@@ -31,6 +31,7 @@ from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, Timeouts
+from wavefleet.gateway.energy import ENERGY_METER
 from wavefleet.gateway.security.tls import mutual_tls_server_context
 from wavefleet.gateway.server import serve_app, stop_on_signals
 from wavefleet.telemetry.exporter import PrometheusBridge, Telemetry
@@ -105,7 +106,7 @@ def build_agent_app(
         collectors=collectors,
         telemetry=telemetry,
     )
-    app.add_routes(ControlApi(agent, secret=secret).routes())
+    app.add_routes(ControlApi(agent, secret=secret, energy=app.get(ENERGY_METER)).routes())
     return app
 
 
