@@ -6,6 +6,7 @@ agent's figures exactly, and the agent's own books close."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -18,7 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent_support import serving_agent
 from helpers import chat_body, http_request, serving_wave, wave_env
+from wavefleet.agent.config import AgentConfig
+from wavefleet.agent.devices import HostMemory, MemoryReading
+from wavefleet.agent.host import Agent
+from wavefleet.agent.server import agent_gateway_config
 from wavefleet.gateway.backends.fake_servers import FakeOpenAIEngine, serve_in_thread
+from wavefleet.gateway.energy import devices_of
 
 SECRET = "energy-agents-secret"
 ENERGY_FAMILIES = (
@@ -146,3 +152,40 @@ def test_the_agents_energy_api_refuses_bad_ids_and_says_unknown_ones(tmp_path: P
         assert status == 404 and "no request" in json.loads(body)["error"]["message"]
         status, _, body = http_request("GET", f"{base}/abc?wait=soon", headers=desk.headers())
         assert status == 400 and "wait" in json.loads(body)["error"]["message"]
+
+
+class EightGiBGpu:
+    """A GPU's memory as the agent reads it, without NVML."""
+
+    def read(self) -> MemoryReading:
+        return MemoryReading(total=8 << 30, free=8 << 30, source="test")
+
+    def process_bytes(self, pid: int) -> int | None:
+        return None
+
+
+def test_an_agent_meters_each_model_on_the_device_it_runs_on() -> None:
+    """A llama.cpp model on the agent's second GPU is metered on that GPU's counter, not the CPU's
+    or every GPU's; one in host RAM on the CPU's."""
+    unused = "http://127.0.0.1:9"
+    config = AgentConfig.model_validate(
+        {
+            "devices": {"cpu": {}, "big": {"gpu": 1}},
+            "models": [
+                {"name": "on-gpu", "kind": "llamacpp", "url": unused, "device": "big"},
+                {"name": "on-cpu", "kind": "llamacpp", "url": unused, "device": "cpu"},
+            ],
+        }
+    )
+
+    async def served() -> dict[str, list[str]]:
+        agent = Agent(config, devices={"cpu": HostMemory(), "big": EightGiBGpu()})
+        await agent.start()
+        try:
+            backends = agent_gateway_config(agent).backends
+            measured = ["cpu-estimate", "gpu0", "gpu1"]
+            return {b.models[0]: devices_of(b, measured) for b in backends}
+        finally:
+            await agent.aclose()
+
+    assert asyncio.run(served()) == {"on-gpu": ["gpu1"], "on-cpu": ["cpu-estimate"]}
