@@ -71,7 +71,7 @@ def actual_rows(plan: Plan) -> list[list[str]]:
                 number(h.measured_cost, ".4f", f" {h.currency}"),
                 number(h.measured_mean_w, ".1f"),
                 number(h.measured_share_of_estimate, ".0%"),
-                "; ".join(h.sources) + (" (includes a TDP estimate)" if h.includes_estimate else ""),
+                "; ".join(h.sources),
             ]
         )
     return rows
