@@ -69,7 +69,9 @@ def audit_rows(db: Path, count: int, *, within_s: float = 40.0) -> list[dict[str
         time.sleep(0.05)
 
 
-def test_requests_through_agents_carry_the_energy_the_agent_attributed(tmp_path: Path) -> None:
+def test_requests_through_agents_from_two_gateways_carry_the_energy_the_agent_attributed(
+    tmp_path: Path,
+) -> None:
     with (
         serve_in_thread(FakeOpenAIEngine("gpu-engine", ["m"], delay_s=0.2).app()) as gpu_engine,
         serve_in_thread(FakeOpenAIEngine("cpu-engine", ["r"], delay_s=0.05).app()) as cpu_engine,
@@ -83,46 +85,70 @@ def test_requests_through_agents_carry_the_energy_the_agent_attributed(tmp_path:
             tmp_path / "xps13", [{"name": "r", "kind": "vllm", "url": cpu_engine.url}], secret=SECRET
         ) as xps13,
     ):
-        db = tmp_path / "audit.db"
-        args = ["--agent", f"desk={desk.url}", "--agent", f"xps13={xps13.url}", "--audit-db", str(db)]
-        # no device of its own here (a replayed host without a driver): the GPUs are the agents'
-        args += ["--telemetry", "--telemetry-fake", "no-driver", "--tariff", "0.30", "--currency", "EUR"]
-        with serving_wave(*args, env=wave_env(WAVE_AGENT_SECRET=SECRET)) as gateway:
 
-            def one(i: int) -> int:
+        def gateway_args(db: Path) -> list[str]:
+            args = ["--agent", f"desk={desk.url}", "--agent", f"xps13={xps13.url}", "--audit-db", str(db)]
+            # no device of its own here (a replayed host without a driver): the GPUs are the agents'
+            return [
+                *args,
+                "--telemetry",
+                "--telemetry-fake",
+                "no-driver",
+                "--tariff",
+                "0.30",
+                "--currency",
+                "EUR",
+            ]
+
+        env = wave_env(WAVE_AGENT_SECRET=SECRET)
+        # two gateways share the agents: the agent splits its GPU among the requests of both
+        with (
+            serving_wave(*gateway_args(tmp_path / "one.db"), env=env) as one,
+            serving_wave(*gateway_args(tmp_path / "two.db"), env=env) as two,
+        ):
+
+            def send(i: int) -> int:
                 model = "r" if i % 4 == 3 else "m"
                 body = chat_body(" ".join(["word"] * (2 + i % 5)), model=model, stream=i % 2 == 0)
+                gateway = one if i < 12 else two
                 status, _, _ = http_request("POST", f"{gateway}/v1/chat/completions", body)
                 return status
 
-            count = 12
-            with ThreadPoolExecutor(6) as pool:  # concurrent: the agent splits its GPU among them
-                assert set(pool.map(one, range(count))) == {200}
-            found = audit_rows(db, count)
-            at_gateway = metric_sums(gateway, {}, backend="desk")
+            with ThreadPoolExecutor(8) as pool:  # concurrent, through both gateways at once
+                assert set(pool.map(send, range(20))) == {200}
+            found = {"one": audit_rows(tmp_path / "one.db", 12), "two": audit_rows(tmp_path / "two.db", 8)}
+            at_gateway = {
+                "one": metric_sums(one, {}, backend="desk"),
+                "two": metric_sums(two, {}, backend="desk"),
+            }
         at_agent = metric_sums(desk.url, desk.headers())
         quiet = metric_sums(xps13.url, xps13.headers())
 
-    on_desk = [r for r in found if r["backend"] == "desk"]
-    on_xps13 = [r for r in found if r["backend"] == "xps13"]
-    assert len(on_desk) == 9 and len(on_xps13) == 3
-    for row in on_desk:
-        assert row["energy_j"] is not None and row["idle_j"] is not None, row
-        assert row["energy_j"] >= 0 and row["idle_j"] >= 0 and row["energy_j"] + row["idle_j"] > 0
-        assert row["currency"] == "EUR"
-        assert row["cost"] == pytest.approx((row["energy_j"] + row["idle_j"]) / 3.6e6 * 0.30, rel=1e-6)
-    # an agent without telemetry measures nothing: absent, never zero
-    assert all(r[c] is None for r in on_xps13 for c in ("energy_j", "idle_j", "cost", "currency"))
+    energy = idle = 0.0
+    for name, sent_to_desk in (("one", 9), ("two", 6)):
+        on_desk = [r for r in found[name] if r["backend"] == "desk"]
+        on_xps13 = [r for r in found[name] if r["backend"] == "xps13"]
+        assert len(on_desk) == sent_to_desk and len(on_xps13) == len(found[name]) - sent_to_desk
+        for row in on_desk:
+            assert row["energy_j"] is not None and row["idle_j"] is not None, row
+            assert row["energy_j"] >= 0 and row["idle_j"] >= 0 and row["energy_j"] + row["idle_j"] > 0
+            assert row["currency"] == "EUR"
+            assert row["cost"] == pytest.approx((row["energy_j"] + row["idle_j"]) / 3.6e6 * 0.30, rel=1e-6)
+        # an agent without telemetry measures nothing: absent, never zero
+        assert all(r[c] is None for r in on_xps13 for c in ("energy_j", "idle_j", "cost", "currency"))
+        # each gateway's books hold exactly what the agent attributed to the requests it sent there
+        mine = at_gateway[name]
+        assert mine["wave_request_energy_joules_total"] == pytest.approx(sum(r["energy_j"] for r in on_desk))
+        assert mine["wave_request_idle_energy_joules_total"] == pytest.approx(
+            sum(r["idle_j"] for r in on_desk)
+        )
+        assert mine["wave_request_energy_measured_requests_total"] == sent_to_desk
+        assert mine["wave_request_cost_total"] == pytest.approx(sum(r["cost"] for r in on_desk), rel=1e-6)
+        energy += sum(r["energy_j"] for r in on_desk)
+        idle += sum(r["idle_j"] for r in on_desk)
     assert quiet["wave_request_energy_measured_requests_total"] == 0
-
-    energy = sum(r["energy_j"] for r in on_desk)
-    idle = sum(r["idle_j"] for r in on_desk)
-    # the gateway's books hold exactly what the agent attributed to the requests it sent there
-    assert at_gateway["wave_request_energy_joules_total"] == pytest.approx(energy, rel=1e-6)
-    assert at_gateway["wave_request_idle_energy_joules_total"] == pytest.approx(idle, rel=1e-6)
-    assert at_gateway["wave_request_energy_measured_requests_total"] == 9
-    assert at_gateway["wave_request_cost_total"] == pytest.approx(sum(r["cost"] for r in on_desk), rel=1e-6)
-    assert at_agent["wave_request_energy_measured_requests_total"] == 9
+    # the two gateways' shares are the agent's, none counted twice
+    assert at_agent["wave_request_energy_measured_requests_total"] == 15
     assert at_agent["wave_request_energy_joules_total"] == pytest.approx(energy, rel=1e-6)
     assert at_agent["wave_request_idle_energy_joules_total"] == pytest.approx(idle, rel=1e-6)
     # and the agent's books close: requests + idle shares + unattributed = what its GPU counted
