@@ -19,7 +19,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from wavefleet.agent.status import CONTROL_PREFIX as PREFIX
-from wavefleet.agent.status import AgentStatus, DrainResult, ModelStatus
+from wavefleet.agent.status import AgentStatus, DrainResult, ModelStatus, RequestEnergyReport
 from wavefleet.errors import EngineError
 
 __all__ = ["AgentClient", "AgentError"]
@@ -53,6 +53,14 @@ class AgentClient:
 
     async def status(self, *, log_lines: int = 20) -> AgentStatus:
         return _parse(AgentStatus, await self._call("GET", f"/status?log_lines={log_lines}"))
+
+    async def request_energy(self, energy_id: str, *, wait_s: float = 0.0) -> RequestEnergyReport:
+        """The energy the agent attributed to the request sent with `x-wave-energy-id: energy_id`,
+        waiting up to `wait_s` for the agent to settle it."""
+        wait = max(0.0, wait_s)
+        return _parse(
+            RequestEnergyReport, await self._call("GET", f"/energy/{energy_id}?wait={wait:.3f}", extra_s=wait)
+        )
 
     async def model(self, name: str) -> ModelStatus:
         return _parse(ModelStatus, await self._call("GET", f"/models/{name}"))

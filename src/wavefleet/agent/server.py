@@ -31,6 +31,7 @@ from wavefleet.errors import UsageError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.app import create_app
 from wavefleet.gateway.config import BackendConfig, GatewayConfig, PolicyName, Timeouts
+from wavefleet.gateway.energy import ENERGY_METER
 from wavefleet.gateway.security.tls import mutual_tls_server_context
 from wavefleet.gateway.server import serve_app, stop_on_signals
 from wavefleet.telemetry.exporter import PrometheusBridge, Telemetry
@@ -63,11 +64,18 @@ def agent_keys(config: AgentConfig) -> tuple[list[str], str | None]:
 
 
 def agent_gateway_config(agent: Agent) -> GatewayConfig:
-    """The gateway config of the agent's OpenAI app: one backend per model, named for its engine."""
+    """The gateway config of the agent's OpenAI app: one backend per model, named for its engine and
+    metered on the device it runs on."""
     load = agent.defaults.load_timeout
     backends = [
         BackendConfig.model_validate(
-            {"name": m.engine, "url": "http://127.0.0.1/", "kind": m.config.kind, "models": [m.name]}
+            {
+                "name": m.engine,
+                "url": "http://127.0.0.1/",
+                "kind": m.config.kind,
+                "models": [m.name],
+                "device": _metered_device(agent, m.config.device),
+            }
         )
         for m in agent.models.values()
     ]
@@ -80,6 +88,15 @@ def agent_gateway_config(agent: Agent) -> GatewayConfig:
         # a request may first wait for its model to load
         timeouts=Timeouts(first_byte_s=load + _ENGINE_FIRST_BYTE_S, total_s=load + _ENGINE_TOTAL_S),
     )
+
+
+def _metered_device(agent: Agent, device: str) -> str | None:
+    """The telemetry device (`gpu<index>`) a model on one of the agent's GPUs is metered on; a
+    Jetson measures its whole module (`board`). None for host RAM: the engine kind decides."""
+    config = agent.config.devices.get(device)
+    if config is None or config.gpu is None:
+        return None
+    return f"gpu{config.gpu}|board"
 
 
 def build_agent_app(
@@ -105,7 +122,7 @@ def build_agent_app(
         collectors=collectors,
         telemetry=telemetry,
     )
-    app.add_routes(ControlApi(agent, secret=secret).routes())
+    app.add_routes(ControlApi(agent, secret=secret, energy=app.get(ENERGY_METER)).routes())
     return app
 
 

@@ -4,6 +4,7 @@ The agent serialises these records and `AgentClient` (gateways, `wave agent stat
 back, so both sides agree on one schema. Sizes are bytes, times seconds, `None` unknown.
 
     GET /agent/v1/status  ->  AgentStatus{host, devices: [DeviceStatus], models: [ModelStatus]}
+    GET /agent/v1/energy/{id}  ->  RequestEnergyReport (a request a gateway sent with x-wave-energy-id)
 """
 
 from __future__ import annotations
@@ -19,11 +20,22 @@ __all__ = [
     "DeviceStatus",
     "DrainResult",
     "MemoryStatus",
+    "ENERGY_ID_HEADER",
     "ModelStatus",
+    "RequestEnergyReport",
+    "valid_energy_id",
 ]
 
 
 CONTROL_PREFIX = "/agent/v1"
+# a gateway names each attempt it sends an agent with this header, and asks for its energy by it
+ENERGY_ID_HEADER = "x-wave-energy-id"
+_ENERGY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def valid_energy_id(text: str) -> bool:
+    """1-64 letters, digits, `-`, `_` or `.`: what a gateway sends as an energy id."""
+    return 0 < len(text) <= 64 and set(text) <= _ENERGY_ID_CHARS
 
 
 class _Record(BaseModel):
@@ -122,3 +134,19 @@ class DrainResult(_Record):
     state: EngineState
     waited: float
     cut: int = Field(description="requests still running when the drain's time ran out, ended by the stop")
+
+
+class RequestEnergyReport(_Record):
+    """One request's energy as the agent attributed it on its own devices (gateway/energy.py):
+    above the devices' idle draw, its share of the idle draw, and the device time it held."""
+
+    id: str
+    settled: bool = Field(description="false: its windows are not all closed yet; ask again")
+    measured: bool = Field(
+        default=False, description="it ran on a device the agent measures (false: energy unknown)"
+    )
+    energy_j: float = 0.0
+    idle_j: float = 0.0
+    busy_s: float = Field(default=0.0, description="device time it held, its share of each moment")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

@@ -23,6 +23,7 @@ Examples:
   wave plan --format markdown --out PLAN.md
   wave plan --write-inventory planned.yaml   the plan's placements as an inventory, for wave sim
   wave plan -i my-fleet.yaml --claims report-claims.yaml   check a report's claims (examples/seed-claims.yaml)
+  wave plan -i my-fleet.yaml --actual drawn.json -f html -o plan.html   estimate vs measured energy
 
 \b
 The inventory (YAML) lists hosts, devices (catalog ids), containers, links, memberships, goals,
@@ -68,6 +69,14 @@ Errors in it name file:line and a fix (exit 2). Scoring and the JSON keys: docs/
     help="Also write the fleet with the plan's placements as its deployments, for "
     "`wave sim --inventory` and the roadmap's `wave bench` commands.",
 )
+@click.option(
+    "--actual",
+    "actual_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Prometheus' answer to a range query of the hosts' energy counters (JSON from "
+    "/api/v1/query_range, series labelled `node`): each host's TDP estimate beside what it drew, "
+    "over the same period. docs/plan.md#planned-vs-measured-energy says how to get it.",
+)
 def plan(
     inventory_path: Path | None,
     fmt: str,
@@ -75,6 +84,7 @@ def plan(
     catalog_dir: Path | None,
     claims_path: Path | None,
     planned_path: Path | None,
+    actual_path: Path | None,
 ) -> None:
     """Plan your fleet: MoSCoW priorities with reasons, placements, findings, roadmap.
 
@@ -97,6 +107,18 @@ def plan(
         claims_path = default_claims_path()
     claims = load_claims(claims_path) if claims_path is not None else None
     result = build_plan(inventory, catalog, claims)
+    if actual_path is not None:
+        from wavefleet.plan.actual import compare, load_actual
+
+        measured = load_actual(actual_path, hosts=[h.id for h in inventory.hosts])
+        actual = compare(
+            actual_path,
+            measured,
+            tdp_w={p.host: p.devices_tdp_w for p in result.power},
+            price_per_kwh=inventory.power_price_per_kwh,
+            currency=inventory.currency,
+        )
+        result = result.model_copy(update={"actual": actual})
     if planned_path is not None:
         from wavefleet.plan.planned import planned_inventory_yaml
 

@@ -343,10 +343,15 @@ def serve(
 
     found = discover(nvml=fake_nvml_api(telemetry_fake))
     if not found.telemetry.collectors:
+        elsewhere = (
+            "; requests through fleet agents get the energy those with `telemetry:` measure"
+            if config.agents
+            else ""
+        )
         notes = [
             *notes,
             "--telemetry found no device here: no NVIDIA GPU, RAPL counter or Jetson "
-            "(`wave telemetry` says why for each, and estimates a CPU from its TDP)",
+            f"(`wave telemetry` says why for each, and estimates a CPU from its TDP){elsewhere}",
         ]
     try:
         run_forever(config, keys, ssl_context=tls, poll=not no_poll, notes=notes, telemetry=found.telemetry)

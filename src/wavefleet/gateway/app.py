@@ -109,6 +109,7 @@ def create_app(
             # the engines' own timers of prefill and decode, as the monitor last polled them
             timings=lambda backend: monitor.snapshot(backend).timings,
             registry=metrics.registry,
+            agents=agents,  # they meter their own devices; the meter asks them
         )
         if telemetry is not None
         else None
@@ -181,6 +182,20 @@ def create_app(
                 {name: AgentBackend(a, session, secret=agent_secret(a)) for name, a in agents.items()}
             )
         forwarder.add_backends(chosen)
+        energy_session = aiohttp.ClientSession() if meter is not None and agents else None
+        if meter is not None and energy_session is not None:
+            meter.add_agents(
+                {
+                    name: AgentClient(
+                        str(agent.url),
+                        secret=agent_secret(agent),
+                        session=energy_session,
+                        timeout_s=5.0,
+                        ssl_context=agent_ssl(agent),
+                    )
+                    for name, agent in agents.items()
+                }
+            )
         await _discover(config, chosen, table)
         watch.start()
         await monitor.start()
@@ -196,6 +211,8 @@ def create_app(
                 await controller.close()
             if meter is not None:
                 await meter.aclose()
+            if energy_session is not None:
+                await energy_session.close()
             await monitor.aclose()
             await watch.aclose()
             for backend in chosen.values():

@@ -30,6 +30,14 @@ after it ends, up to `max_wait_s` later when a request that started before it st
 The idle draw is the device's mean power while no request ran, since the gateway started (0
 until such a moment has been seen). Cost is the request's energy and idle share at the tariff
 plus `amortisation_per_hour` for the device time it held (`Tariff.request_cost`).
+
+Fleet agents (`agents`, the backends that are `wave agent`s) meter their own devices: an agent's
+app runs this meter over the requests it serves, from every gateway and client, so it splits its
+devices' energy among all of them. The gateway names each attempt it sends an agent
+(`Charge.energy_id`, sent as the `x-wave-energy-id` header); the agent's meter files the charge
+under that id (`lookup`), and once the attempt ends the gateway asks the agent's control API for
+it (`GET /agent/v1/energy/{id}`, waiting while the agent settles it) and takes the agent's
+figures as that attempt's share. The gateway's tariff prices them.
 """
 
 from __future__ import annotations
@@ -39,15 +47,19 @@ import contextlib
 import itertools
 import logging
 import math
+import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from wavefleet.agent.status import RequestEnergyReport, valid_energy_id
+from wavefleet.errors import WaveError
 from wavefleet.gateway.addresses import is_loopback
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.routing.load import runs_on_gpu
@@ -79,6 +91,7 @@ __all__ = [
     "DeviceTotals",
     "EnergyMeter",
     "ModelTotals",
+    "RemoteEnergy",
     "devices_of",
 ]
 
@@ -108,6 +121,14 @@ class ChargeResult:
     cost: float | None
     currency: str | None
     completion_tokens: int
+    prompt_tokens: int = 0
+    busy_s: float = 0.0  # device time it held: its share of each moment it shared a device
+
+
+class RemoteEnergy(Protocol):
+    """A fleet agent's control API, asked for the energy of a request sent to it (`AgentClient`)."""
+
+    async def request_energy(self, energy_id: str, *, wait_s: float) -> RequestEnergyReport: ...
 
 
 @dataclass(kw_only=True, eq=False)
@@ -126,6 +147,8 @@ class _Span:
     token_times: tuple[float, ...] = ()
     parts: list[RequestEnergy] = field(default_factory=list)
     open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
+    energy_id: str = ""  # at a fleet agent, which meters it: the id the agent files it under
+    fetched: bool = False  # the agent's figures are in `parts` (or it could not tell)
 
     def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
@@ -148,16 +171,36 @@ class Charge:
     measured device. `settled` says whether it will change.
     """
 
-    def __init__(self, meter: EnergyMeter, *, key: str) -> None:
+    def __init__(self, meter: EnergyMeter, *, key: str, energy_id: str = "") -> None:
         self._meter = meter
         self.model = ""
         self.key = key
+        self.energy_id_given = energy_id  # a gateway's name for it, at an agent (see `lookup`)
         self.backend = ""
         self.spans: list[_Span] = []
         self.closed = False
         self.closed_at: float | None = None
         self.settled = False
         self.result: ChargeResult | None = None
+        self._waiters: list[asyncio.Event] = []
+
+    def mark_settled(self) -> None:
+        """Its figures (`result`) are final: wake whoever waits for them."""
+        self.settled = True
+        for waiter in self._waiters:
+            waiter.set()
+
+    async def wait_settled(self, wait_s: float) -> None:
+        """Return once it is settled, or after `wait_s`."""
+        if self.settled:
+            return
+        waiter = asyncio.Event()
+        self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), wait_s)
+        finally:
+            self._waiters.remove(waiter)
 
     def begin(self, backend: str, model: str, t: float) -> None:
         """An attempt at `backend` (serving `model`) starts at `t` (the meter's clock)."""
@@ -185,6 +228,11 @@ class Charge:
                 if all(b >= a for a, b in zip(times, times[1:], strict=False)):
                     span.token_times = tuple(times)
             self.end(t)
+
+    @property
+    def energy_id(self) -> str:
+        """The id to send the current attempt's agent (`x-wave-energy-id`); "" when not at an agent."""
+        return self.spans[-1].energy_id if self.spans and self.spans[-1].end is None else ""
 
     def end(self, t: float) -> None:
         """The current attempt, if one runs, is over at `t` (no first token or tokens unless told)."""
@@ -258,6 +306,9 @@ class EnergyMeter:
         keep_s: float = 600.0,
         max_wait_s: float = 10.0,
         registry: CollectorRegistry | None = None,
+        agents: Collection[str] = (),
+        agent_wait_s: float = 25.0,
+        lookup_keep_s: float = 120.0,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the sample interval must be positive")
@@ -281,15 +332,40 @@ class EnergyMeter:
         self._task: asyncio.Task[None] | None = None
         self._counters = _Counters(registry) if registry is not None else None
         self._by_model: dict[str, ModelTotals] = {}
+        self._agents = set(agents)  # backends that are fleet agents: they meter their own devices
+        self._remote: dict[str, RemoteEnergy] = {}
+        self.agent_wait_s = agent_wait_s  # how long to wait for an agent to settle a request
+        self._prefix = secrets.token_hex(6)  # ids unique across gateways sharing an agent
+        self._fetches: set[asyncio.Task[None]] = set()
+        self.lookup_keep_s = lookup_keep_s
+        self._filed: OrderedDict[str, Charge] = OrderedDict()  # at an agent: charges by energy id
 
     # --- the forwarder's side -----------------------------------------------------------------------
 
-    def charge(self, *, key: str) -> Charge:
-        return Charge(self, key=key)
+    def charge(self, *, key: str, energy_id: str | None = None) -> Charge:
+        """A client request's charge; `energy_id` (a gateway's `x-wave-energy-id`, at an agent)
+        files it for `lookup` when it is a valid id not seen before."""
+        given = energy_id if energy_id and valid_energy_id(energy_id) and energy_id not in self._filed else ""
+        charge = Charge(self, key=key, energy_id=given)
+        if given:
+            self._filed[given] = charge
+        return charge
+
+    def lookup(self, energy_id: str) -> Charge | None:
+        """The charge filed under a gateway's energy id (kept `lookup_keep_s` after it settles)."""
+        return self._filed.get(energy_id)
+
+    def add_agents(self, agents: Mapping[str, RemoteEnergy]) -> None:
+        """Ask these fleet agents (by backend name) for the energy of the requests sent to them."""
+        self._remote.update(agents)
+        self._agents.update(agents)
 
     def _begin(self, charge: Charge, backend: str, t: float) -> None:
         devices = self.served_by().get(backend, [])
         span = _Span(id=str(next(self._ids)), charge=charge, backend=backend, devices=devices, start=t)
+        if backend in self._remote:
+            span.energy_id = f"{self._prefix}-{span.id}"
+            self._charges.add(charge)
         charge.spans.append(span)
         if devices:
             self._charges.add(charge)
@@ -304,6 +380,10 @@ class EnergyMeter:
             seen[1] += span.first_token - span.start
             seen[2] += max(0, span.completion_tokens - 1)
             seen[3] += t - span.first_token
+        if span.energy_id:
+            task = asyncio.get_running_loop().create_task(self._fetch(span), name="wave-energy-agent")
+            self._fetches.add(task)
+            task.add_done_callback(self._fetches.discard)
         for device in span.devices:
             self._open[device].remove(span)
             self._ended.setdefault(device, []).append(span)
@@ -316,8 +396,40 @@ class EnergyMeter:
                 return {}
             names = sorted(self.devices)
             hostnames = [socket.gethostname(), socket.getfqdn()]
-            self._served_by = {b.name: devices_of(b, names, hostnames=hostnames) for b in self._backends}
+            self._served_by = {
+                b.name: [] if b.name in self._agents else devices_of(b, names, hostnames=hostnames)
+                for b in self._backends
+            }
         return self._served_by
+
+    async def _fetch(self, span: _Span) -> None:
+        """Ask the span's agent for its energy until the agent has settled it, or `agent_wait_s`."""
+        agent = self._remote[span.backend]
+        deadline = self.clock() + self.agent_wait_s
+        try:
+            while True:
+                left = deadline - self.clock()
+                report = await agent.request_energy(span.energy_id, wait_s=max(0.0, min(10.0, left)))
+                if report.settled:
+                    if report.measured:
+                        span.parts.append(
+                            RequestEnergy(
+                                id=span.id,
+                                prompt_tokens=report.prompt_tokens,
+                                completion_tokens=report.completion_tokens,
+                                prefill_j=max(0.0, report.energy_j),
+                                idle_j=max(0.0, report.idle_j),
+                                busy_s=max(0.0, report.busy_s),
+                            )
+                        )
+                    break
+                if self.clock() >= deadline:
+                    break
+        except WaveError as exc:  # unreachable, no telemetry there, or it never saw the request
+            _LOG.debug("no energy from agent %s for %s: %s", span.backend, span.energy_id, exc)
+        finally:
+            span.fetched = True
+            self._maybe_settle(span.charge)
 
     # --- sampling and settling ----------------------------------------------------------------------
 
@@ -339,11 +451,16 @@ class EnergyMeter:
             if self._maybe_settle(charge):
                 settled.append(charge)
         now = self.clock()
+        while self._filed:
+            oldest = next(iter(self._filed.values()))
+            if not oldest.settled or oldest.closed_at is None or now - oldest.closed_at <= self.lookup_keep_s:
+                break
+            self._filed.popitem(last=False)
         for charge in [
             c for c in self._charges if c.closed_at is not None and now - c.closed_at > self.keep_s
         ]:
             # its devices stopped answering: its energy is unknown
-            charge.settled = True
+            charge.mark_settled()
             self._charges.discard(charge)
             settled.append(charge)
         return settled
@@ -432,12 +549,14 @@ class EnergyMeter:
     def _maybe_settle(self, charge: Charge) -> bool:
         if charge.settled or not charge.closed:
             return False
-        measured = [s for s in charge.spans if s.devices]
+        if any(s.energy_id and not s.fetched for s in charge.spans):
+            return False  # an agent's figures are on their way
+        measured = [s for s in charge.spans if s.devices or (s.energy_id and s.parts)]
         if any(s.end is None or s.open_on for s in measured):
             return False
         self._charges.discard(charge)
         if not measured:
-            charge.settled = True  # nothing it ran on is measured: its energy is unknown, not zero
+            charge.mark_settled()  # nothing it ran on is measured: its energy is unknown, not zero
             return True
         parts = [p for s in measured for p in s.parts]
         energy_j = sum(p.energy_j for p in parts)
@@ -456,9 +575,15 @@ class EnergyMeter:
             )
             cost, currency = self.tariff.request_cost(whole).total, self.tariff.currency
         charge.result = ChargeResult(
-            energy_j=energy_j, idle_j=idle_j, cost=cost, currency=currency, completion_tokens=completion
+            energy_j=energy_j,
+            idle_j=idle_j,
+            cost=cost,
+            currency=currency,
+            completion_tokens=completion,
+            prompt_tokens=sum(s.prompt_tokens for s in measured),
+            busy_s=busy_s,
         )
-        charge.settled = True  # after `result`: the audit writer's thread reads them in this order
+        charge.mark_settled()  # after `result`: the audit writer's thread reads them in this order
         totals = self._by_model.setdefault(charge.model, ModelTotals())
         totals.requests += 1
         totals.energy_j += energy_j
@@ -503,6 +628,10 @@ class EnergyMeter:
                 totals.end_t, totals.end_j = t, joules
 
     async def aclose(self) -> None:
+        for task in list(self._fetches):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -24,7 +24,8 @@ from dataclasses import replace
 import aiohttp
 
 from wavefleet.agent.client import AgentClient, AgentError
-from wavefleet.agent.status import AgentStatus
+from wavefleet.agent.status import ENERGY_ID_HEADER, AgentStatus
+from wavefleet.gateway.backends.base import BackendRequest
 from wavefleet.gateway.backends.openai import OpenAIBackend
 from wavefleet.gateway.config import AgentRef, GatewayConfig
 from wavefleet.gateway.monitor.polling import cancel_polls, start_polls
@@ -106,6 +107,12 @@ class AgentBackend(OpenAIBackend):
         super().__init__(agent.backend(), self._own or session)
         if secret:
             self._headers["Authorization"] = f"Bearer {secret}"
+
+    def headers_for(self, request: BackendRequest) -> dict[str, str]:
+        """With the request's energy id when the gateway meters it: the agent files its energy under it."""
+        if not request.energy_id:
+            return self._headers
+        return {**self._headers, ENERGY_ID_HEADER: request.energy_id}
 
     async def aclose(self) -> None:
         if self._own is not None:

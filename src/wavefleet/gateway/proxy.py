@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wavefleet.agent.status import ENERGY_ID_HEADER
 from wavefleet.errors import GatewayError, NoHealthyBackendError, UpstreamError, UpstreamTimeoutError
 from wavefleet.gateway.backends.base import Backend, BackendReply, BackendRequest, Endpoint
 from wavefleet.gateway.config import Timeouts
@@ -119,7 +120,9 @@ class Forwarder:
         """
         if self._energy is None:
             return await self._forward(request, call, ranked)
-        call.charge = charge = self._energy.charge(key=call.key)
+        # at a fleet agent: the gateway that sent it asks for its energy by this id
+        given = request.headers.get(ENERGY_ID_HEADER)
+        call.charge = charge = self._energy.charge(key=call.key, energy_id=given)
         request[ENERGY] = charge
         try:
             return await self._forward(request, call, ranked)
@@ -203,7 +206,12 @@ class Forwarder:
             else {**call.payload, "model": candidate.model}
         )
         outgoing = BackendRequest(
-            endpoint=call.endpoint, body=body, raw=raw, stream=call.stream, request_id=call.route.request_id
+            endpoint=call.endpoint,
+            body=body,
+            raw=raw,
+            stream=call.stream,
+            request_id=call.route.request_id,
+            energy_id=call.charge.energy_id if call.charge is not None else "",
         )
         series = self._metrics.series(candidate.model, candidate.backend)
         timeouts = self._timeouts

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from wavefleet.catalog import Catalog, DeviceKind
+from wavefleet.plan.actual import ActualDraw
 from wavefleet.plan.claims import ClaimsFile, ClaimVerdict, Verdict, evaluate_claims
 from wavefleet.plan.findings import DeploymentSizing, Finding, check_inventory
 from wavefleet.plan.inventory import FleetDevice, GoalWorkload, Inventory, fleet_devices
@@ -114,6 +115,9 @@ class Plan(BaseModel):
     memory: list[MemoryBar]
     power: list[HostPower]
     notes: list[str]
+    actual: ActualDraw | None = Field(
+        default=None, description="`wave plan --actual`: each host's estimate beside its energy counters"
+    )
 
 
 def build_plan(inventory: Inventory, catalog: Catalog, claims: ClaimsFile | None = None) -> Plan:

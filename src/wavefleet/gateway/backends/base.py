@@ -47,6 +47,7 @@ class BackendRequest:
     raw: bytes
     stream: bool = False
     request_id: str = ""
+    energy_id: str = ""  # to a fleet agent: the id it files the request's energy under
 
 
 class BackendReply(ABC):

@@ -80,18 +80,23 @@ class OpenAIBackend(Backend):
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
 
+    def headers_for(self, request: BackendRequest) -> dict[str, str]:
+        """The headers sent with `request`."""
+        return self._headers
+
     async def send(self, request: BackendRequest) -> BackendReply:
         url = self._urls[request.endpoint]
+        headers = self.headers_for(request)
         try:
             try:
-                response = await self._session.post(url, data=request.raw, headers=self._headers)
+                response = await self._session.post(url, data=request.raw, headers=headers)
             except aiohttp.ClientConnectorError:
                 raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 # An engine may close a kept-alive connection while it sits in the pool
                 # (llama-server's cpp-httplib does), so the request fails before any answer:
                 # send it once more, on a fresh connection, before calling the engine broken.
-                response = await self._session.post(url, data=request.raw, headers=self._headers)
+                response = await self._session.post(url, data=request.raw, headers=headers)
         except aiohttp.ClientError as exc:
             raise translate_client_error(exc, self.name) from exc
         return HttpReply(response, self.name)

@@ -8,7 +8,15 @@ from importlib import resources
 import jinja2
 
 from wavefleet.plan.planner import MemoryBar, Plan
-from wavefleet.plan.report.common import FIT_MARK, TIER_ORDER, key_reason, services_by_tier
+from wavefleet.plan.report.common import (
+    ACTUAL_COLUMNS,
+    ACTUAL_TITLE,
+    FIT_MARK,
+    TIER_ORDER,
+    actual_rows,
+    key_reason,
+    services_by_tier,
+)
 
 __all__ = ["render_html"]
 
@@ -51,6 +59,9 @@ def render_html(plan: Plan) -> str:
         svg_width=LABEL_WIDTH + CHART_WIDTH + VALUE_WIDTH,
         label_width=LABEL_WIDTH,
         row_height=ROW_HEIGHT,
+        actual_title=ACTUAL_TITLE,
+        actual_columns=ACTUAL_COLUMNS,
+        actual_rows=actual_rows(plan),
     )
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from wavefleet.plan.memberships import MembershipReport
 from wavefleet.plan.planner import Plan
-from wavefleet.plan.report.common import FIT_MARK, key_reason, services_by_tier
+from wavefleet.plan.report.common import (
+    ACTUAL_COLUMNS,
+    ACTUAL_TITLE,
+    FIT_MARK,
+    actual_rows,
+    key_reason,
+    services_by_tier,
+)
 
 __all__ = ["render_markdown"]
 
@@ -39,6 +46,7 @@ def render_markdown(plan: Plan) -> str:
         _roadmap,
         _memberships,
         _power,
+        _actual,
         _notes,
     )
     return "\n".join(line for section in sections for line in section(plan)) + "\n"
@@ -229,6 +237,15 @@ def _power(plan: Plan) -> list[str]:
         )
         for p in plan.power
     ]
+    return [*out, ""]
+
+
+def _actual(plan: Plan) -> list[str]:
+    if plan.actual is None:
+        return []
+    out = [f"## {ACTUAL_TITLE}", "", f"From `{plan.actual.file}`: {plan.actual.basis}.", ""]
+    out += [_row(list(ACTUAL_COLUMNS)), _row(["---"] * len(ACTUAL_COLUMNS))]
+    out += [_row(cells) for cells in actual_rows(plan)]
     return [*out, ""]
 
 

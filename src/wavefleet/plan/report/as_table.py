@@ -10,7 +10,14 @@ from rich.text import Text
 
 from wavefleet.plan.findings import Severity
 from wavefleet.plan.planner import Plan
-from wavefleet.plan.report.common import FIT_MARK, key_reason, services_by_tier
+from wavefleet.plan.report.common import (
+    ACTUAL_COLUMNS,
+    ACTUAL_TITLE,
+    FIT_MARK,
+    actual_rows,
+    key_reason,
+    services_by_tier,
+)
 
 __all__ = ["render_table"]
 
@@ -39,6 +46,8 @@ def render_table(plan: Plan, *, width: int = 160, color: bool = False) -> str:
     console.print(_placements(plan))
     console.print(_roadmap(plan))
     console.print(_memberships(plan))
+    if plan.actual is not None:
+        console.print(_actual(plan))
     for note in plan.notes:
         console.print(Text(note, style="dim"))
     return buffer.getvalue()
@@ -197,6 +206,16 @@ def _roadmap(plan: Plan) -> Group:
             if step.done_when and not step.criteria:
                 lines.append(Text(f"      done when {step.done_when}", style="dim"))
     return Group(*lines)
+
+
+def _actual(plan: Plan) -> Group:
+    table = Table(title=ACTUAL_TITLE, expand=True)
+    for column in ACTUAL_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for cells in actual_rows(plan):
+        table.add_row(*cells)
+    basis = f"From {plan.actual.file}: {plan.actual.basis}." if plan.actual is not None else ""
+    return Group(table, Text(basis, style="dim"))
 
 
 def _memberships(plan: Plan) -> Table:
