@@ -28,9 +28,13 @@ from wavefleet.gateway.backends.fake import FakeBackend, FakeReply, echo
 from wavefleet.gateway.backends.fake_servers import FlakyOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.rollout.live import (
+    LiveCriterion,
+    Outcome,
     Sample,
     VersionStats,
+    Window,
     decided_failure,
+    default_min_requests,
     judge,
     parse_live_criteria,
 )
@@ -137,6 +141,79 @@ def test_failures_that_break_the_error_rate_whatever_comes_next_end_the_step_ear
     assert not decided_failure(criteria, failed=1, count=3, min_requests=30)
     assert not decided_failure(criteria, failed=0, count=50, min_requests=10)
     assert not decided_failure(parse_live_criteria("p95_ttft_ms<100"), failed=5, count=5, min_requests=5)
+
+
+def _recorded(
+    share_every: int, *, rate: float, seconds: float, fail_every: int = 0, ttft_s: float = 0.1
+) -> list[Sample]:
+    """Green's samples from `rate` requests/s for `seconds`, green getting every `share_every`-th one
+    (10 % share: every 10th); every `fail_every`-th green request fails."""
+    samples, n = [], 0
+    for i in range(int(rate * seconds)):
+        if (i + 1) % share_every:
+            continue
+        n += 1
+        ok = not (fail_every and n % fail_every == 0)
+        samples.append(Sample(at=i / rate, ok=ok, ttft_s=ttft_s if ok else None, tpot_s=None, e2el_s=None))
+    return samples
+
+
+def _replay(
+    window: Window, criteria: list[LiveCriterion], samples: list[Sample], *, until: float
+) -> tuple[Outcome, float]:
+    """The window's decision at each recorded arrival (and every 0.5 s between), as the controller polls."""
+    stats, pending, now = VersionStats(), list(samples), 0.0
+    while now <= until:
+        while pending and pending[0].at <= now:
+            stats.add(pending.pop(0))
+        outcome = window.decide(criteria, stats, now)
+        if outcome is not Outcome.WAIT:
+            return outcome, now
+        now = round(now + 0.5, 3)
+    return Outcome.WAIT, now
+
+
+def test_the_default_minimum_tells_a_two_percent_budget_from_twenty_percent() -> None:
+    # 21 requests: a green failing 20 % shows a failure in them with 99 % probability (0.8**21 < 0.01),
+    # and one failure among 21 (4.8 %) already breaks a 2 % budget
+    assert default_min_requests(parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")) == 21
+    assert 0.8**21 < 0.01 < 0.8**20
+    # no error-rate budget: enough requests for a P95 that is not just the slowest one
+    assert default_min_requests(parse_live_criteria("ratio.p95_ttft_ms<2")) == 10
+    assert default_min_requests(parse_live_criteria("error_rate<0.05")) == 10
+
+
+def test_at_one_request_a_second_a_20pct_failing_green_fails_its_first_window_at_its_first_failure() -> None:
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    window = Window(began=0.0, bake_s=5.0, max_bake_s=600.0, min_requests=default_min_requests(criteria))
+    # 10 % share of 1 request/s: one green request every 10 s, every fifth fails (its fifth, at 49 s)
+    outcome, at = _replay(window, criteria, _recorded(10, rate=1, seconds=600, fail_every=5), until=600)
+    assert (outcome, at) == (Outcome.FAILED, 49.0)
+    # well inside the window's evidence: 21 green requests take 210 s at this rate
+    assert at < window.began + 21 * 10
+
+
+def test_a_window_lasts_until_both_its_time_and_its_requests_are_in() -> None:
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    window = Window(began=0.0, bake_s=5.0, max_bake_s=600.0, min_requests=21)
+    # a 3x slower green fails no request: its verdict comes when its 21st request is in (209 s), not at 5 s
+    outcome, at = _replay(window, criteria, _recorded(10, rate=1, seconds=600, ttft_s=0.3), until=600)
+    assert (outcome, at) == (Outcome.JUDGE, 209.0)
+    # plenty of traffic: the time is what is missing, and the window ends at its bake
+    outcome, at = _replay(window, criteria, _recorded(1, rate=20, seconds=60), until=60)
+    assert (outcome, at) == (Outcome.JUDGE, 5.0)
+
+
+def test_a_window_without_enough_traffic_ends_at_its_maximum_saying_so() -> None:
+    criteria = parse_live_criteria("error_rate<0.02")
+    window = Window(began=100.0, bake_s=5.0, max_bake_s=60.0, min_requests=21)
+    outcome, at = _replay(
+        window, criteria, [Sample(at=110.0, ok=True, ttft_s=0.1, tpot_s=None, e2el_s=None)], until=400
+    )
+    assert (outcome, at) == (Outcome.NOT_ENOUGH_TRAFFIC, 160.0)
+    # a maximum shorter than the bake is the bake
+    short = Window(began=0.0, bake_s=30.0, max_bake_s=10.0, min_requests=21)
+    assert _replay(short, criteria, [], until=100) == (Outcome.NOT_ENOUGH_TRAFFIC, 30.0)
 
 
 @contextmanager
