@@ -84,6 +84,39 @@ def test_a_green_failure_is_answered_by_blue_even_with_retries_off_in_the_config
     assert stats["failed"] == 1  # green's failure counts against it, unseen by the client
 
 
+def test_aliases_and_groups_of_a_model_under_rollout_follow_its_split_and_its_promotion() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "backends": [{"name": "g", "url": "http://unused:1"}, {"name": "b", "url": "http://unused:2"}],
+            "aliases": {"assistant": "m"},
+            "groups": {"best": ["assistant", "other"]},
+        }
+    )
+    versions = VersionRouter()
+    green, blue = Version(backend="g", model="m-v2"), Version(backend="b", model="m")
+    versions.set_split("m", Split(blue=blue, green=green, weight=50, retry_on_blue=True))
+    backends = {"g": FakeBackend("g", echo, ["m-v2"]), "b": FakeBackend("b", echo, ["m", "other"])}
+
+    def answered_by(server_url: str, model: str) -> str:
+        code, headers, body = http_request(
+            "POST",
+            f"{server_url}/v1/chat/completions",
+            {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert code == 200, body
+        return headers["x-wave-backend"]
+
+    with serve_in_thread(create_app(config, backends=backends, versions=versions)) as server:
+        for name in ("m", "assistant", "best"):
+            seen = [answered_by(server.url, name) for _ in range(10)]
+            assert seen.count("g") == 5, (name, seen)  # green's 50 % whatever name the client used
+        # each green answer counts for green's verdict (recorded as its reply ends)
+        wait_until(lambda: versions.stats(green).total == 15, timeout_s=5)
+        versions.end_split("m", green)
+        for name in ("m", "assistant", "best"):  # promoted: every name reaches green alone
+            assert {answered_by(server.url, name) for _ in range(4)} == {"g"}, name
+
+
 def test_a_request_counts_in_the_window_it_began_in_not_the_one_it_ended_in() -> None:
     """A step's verdict must not see requests sent before it (in a swap, those that waited for
     green to load): samples are timed by when the request arrived."""
