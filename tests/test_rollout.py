@@ -39,7 +39,7 @@ from wavefleet.gateway.rollout.live import (
     parse_live_criteria,
 )
 from wavefleet.gateway.rollout.split import Split, VersionRouter
-from wavefleet.gateway.rollout.state import Version
+from wavefleet.gateway.rollout.state import Phase, Placement, Rollout, Version
 from wavefleet.gateway.rollout.store import RolloutStore
 from wavefleet.gateway.security.db import connect
 
@@ -565,3 +565,56 @@ def test_an_unreachable_gateway_is_named_with_the_fix() -> None:
     result = invoke_wave("rollout", "status", "--gateway", f"http://127.0.0.1:{free_port()}")
     assert isinstance(result.exception, UsageError)
     assert "cannot reach the gateway" in str(result.exception) and "WAVE_GATEWAY" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("phase", "step_index", "outcome", "serving"),
+    [
+        (Phase.PLACING, 0, "rolled-back", BLUE),
+        (Phase.SMOKE, 0, "rolled-back", BLUE),
+        (Phase.CANARY, 1, "done", GREEN),
+        (Phase.PROMOTING, 1, "done", GREEN),
+        (Phase.DRAINING, 1, "done", GREEN),
+        (Phase.ROLLING_BACK, 0, "rolled-back", BLUE),
+    ],
+    ids=lambda v: v.value if isinstance(v, Phase) else None,
+)
+def test_a_gateway_started_on_a_rollout_saved_in_any_phase_ends_it_with_one_version_serving(
+    tmp_path: Path, phase: Phase, step_index: int, outcome: str, serving: Version
+) -> None:
+    """The record a gateway killed in `phase` left behind (promoting and draining last
+    milliseconds, too short to catch with a SIGKILL): a gateway started on it resumes or rolls
+    back, and afterwards every request for the model reaches one version."""
+    db = tmp_path / "wave.db"
+    blue, green = FlakyOpenAIEngine("blue"), FlakyOpenAIEngine("green")
+    record = Rollout(
+        model="chat", blue=BLUE, green=GREEN, actor="crash-test", steps=[50, 100], bake_s=0.3,
+        criteria="error_rate<0.05", drain_timeout_s=1, min_requests=0, phase=phase, step_index=step_index,
+        placement=None if phase is Phase.PLACING else Placement(mode="beside", why="saved by the test"),
+    )  # fmt: skip
+    connection = connect(db)
+    RolloutStore(connection).save(record)
+    connection.close()
+    with (
+        serve_in_thread(blue.app()) as blue_url,
+        serve_in_thread(green.app()) as green_url,
+        serving_agent(
+            tmp_path / "desk",
+            [{"name": "chat", "url": blue_url.url}, {"name": "chat-v2", "url": green_url.url}],
+        ) as agent,
+        gateway(agent.url, db) as (url, _),
+    ):
+        final = wait_until(lambda: ended(url, record.id), timeout_s=60, interval_s=0.1)
+        assert final["phase"] == outcome, final
+        assert status(url)["served"] == {"chat": str(serving)}
+        before = (blue.seen, green.seen)
+        for _ in range(4):
+            code, _, body = http_request(
+                "POST", f"{url}/v1/chat/completions",
+                {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+            )  # fmt: skip
+            assert code == 200, body
+        grown = (blue.seen - before[0], green.seen - before[1])
+        assert grown == ((4, 0) if serving == BLUE else (0, 4))
+    assert served(db) == {"chat": serving}
+    assert ("rollout.resume", "ok") in events(db)
