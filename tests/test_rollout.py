@@ -33,6 +33,7 @@ from wavefleet.gateway.rollout.live import (
     Sample,
     VersionStats,
     Window,
+    blue_baseline,
     decided_failure,
     default_min_requests,
     judge,
@@ -41,6 +42,7 @@ from wavefleet.gateway.rollout.live import (
 from wavefleet.gateway.rollout.split import Split, VersionRouter
 from wavefleet.gateway.rollout.state import Phase, Placement, Rollout, Version
 from wavefleet.gateway.rollout.store import RolloutStore
+from wavefleet.gateway.routing.base import Candidate
 from wavefleet.gateway.security.db import connect
 
 BLUE, GREEN = Version(backend="desk", model="chat"), Version(backend="desk", model="chat-v2")
@@ -618,3 +620,28 @@ def test_a_gateway_started_on_a_rollout_saved_in_any_phase_ends_it_with_one_vers
         assert grown == ((4, 0) if serving == BLUE else (0, 4))
     assert served(db) == {"chat": serving}
     assert ("rollout.resume", "ok") in events(db)
+
+
+def test_in_a_swap_blue_is_judged_against_its_requests_from_before_the_swap() -> None:
+    """Blue takes no traffic beside green in a swap: its last requests before the rollout are the
+    baseline ratio criteria compare green with, and the verdict says so."""
+    router = VersionRouter()
+    for i in range(20):  # blue serving as usual, no rollout yet
+        router.observe(Candidate(BLUE.backend, BLUE.model), at=float(i), ok=True, ttft_s=0.1)
+    router.set_split("chat", Split(blue=BLUE, green=GREEN, weight=100, retry_on_blue=True))
+    for i in range(10):  # green alone, three and a half times slower
+        router.observe(Candidate(GREEN.backend, GREEN.model), at=100.0 + i, ok=True, ttft_s=0.35)
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    green = router.stats(GREEN).summary(100.0)
+    blue, basis = blue_baseline(router.stats(BLUE), since=100.0)
+    assert basis == "blue's last 20 requests before the rollout"
+    checks = judge(criteria, green, blue)
+    assert [(c.name, c.passed, c.value) for c in checks][1] == ("ratio.p95_ttft_ms<2", False, 3.5)
+    # beside green, blue's own requests in the rollout are its baseline
+    router.observe(Candidate(BLUE.backend, BLUE.model), at=101.0, ok=True, ttft_s=0.2)
+    assert blue_baseline(router.stats(BLUE), since=100.0)[1] == "blue's 1 requests since the rollout began"
+    # no baseline at all (a gateway restarted in a swap): ratio criteria say they were not evaluated
+    empty, basis = blue_baseline(VersionRouter().stats(BLUE), since=100.0)
+    assert basis == "no blue requests: ratio criteria not evaluated"
+    ratio = judge(criteria, green, empty)[1]
+    assert ratio.passed and ratio.detail == "not evaluated: blue has no requests to compare with"

@@ -248,6 +248,8 @@ def status(as_json: bool, gateway: str) -> None:
                 if k in ("completed", "failed", "p95_ttft_ms", "mean_tpot_ms")
             )
             console.print(f"  {side}: {shown or 'no requests yet'}", markup=False)
+        if active.get("baseline"):
+            console.print(f"  compared with {active['baseline']}", markup=False)
         if active["phase"] == "canary":
             console.print(
                 f"  window: at least {active['bake_s']:g} s and {active['min_requests']} green requests, "

@@ -37,6 +37,7 @@ from wavefleet.gateway.rollout.live import (
     DEFAULT_CRITERIA,
     Outcome,
     Window,
+    blue_baseline,
     default_min_requests,
     judge,
     parse_live_criteria,
@@ -158,13 +159,15 @@ class RolloutController:
         out["step"] = rollout.step_name()
         if live and self._router.split(rollout.model) is not None:
             out["live"] = self.live(rollout)
+            out["baseline"] = blue_baseline(self._router.stats(rollout.blue), self._blue_since)[1]
         return out
 
     def live(self, rollout: Rollout) -> dict[str, dict[str, float]]:
-        """Green's live numbers since its step began, and blue's since the rollout (re)started."""
+        """Green's live numbers since its step began, and blue's baseline (live.blue_baseline)."""
+        blue, _ = blue_baseline(self._router.stats(rollout.blue), self._blue_since)
         return {
             "green": _finite(self._router.stats(rollout.green).summary(self._step_since)),
-            "blue": _finite(self._router.stats(rollout.blue).summary(self._blue_since)),
+            "blue": _finite(blue),
         }
 
     async def start(self, request: RolloutRequest, *, actor: str) -> Rollout:
@@ -492,7 +495,7 @@ class RolloutController:
                 await asyncio.wait_for(self._abort.wait(), timeout=0.25)
             self._check_abort()
         green = green_stats.summary(began)
-        blue = self._router.stats(rollout.blue).summary(blue_since)
+        blue, basis = blue_baseline(self._router.stats(rollout.blue), blue_since)
         checks = judge(criteria, green, blue)
         if outcome is Outcome.NOT_ENOUGH_TRAFFIC:
             seen = green_stats.count(began)
@@ -513,6 +516,7 @@ class RolloutController:
                 passed=passed,
                 green=_finite(green),
                 blue=_finite(blue),
+                baseline=basis,
                 checks=checks,
             )
         )

@@ -32,6 +32,7 @@ __all__ = [
     "Outcome",
     "VersionStats",
     "Window",
+    "blue_baseline",
     "decided_failure",
     "default_min_requests",
     "judge",
@@ -64,10 +65,17 @@ class Sample:
 class VersionStats:
     """One version's last requests."""
 
-    def __init__(self) -> None:
-        self._samples: deque[Sample] = deque(maxlen=_KEEP)
+    def __init__(self, keep: int = _KEEP) -> None:
+        self._samples: deque[Sample] = deque(maxlen=keep)
         self.total = 0
         self.failed = 0
+
+    def widened(self, keep: int = _KEEP) -> VersionStats:
+        """The same requests, keeping up to `keep` from now on."""
+        wider = VersionStats(keep)
+        wider._samples.extend(self._samples)
+        wider.total, wider.failed = self.total, self.failed
+        return wider
 
     def add(self, sample: Sample) -> None:
         self._samples.append(sample)
@@ -148,12 +156,29 @@ def judge(criteria: Sequence[LiveCriterion], green: dict[str, float], blue: dict
         if live.ratio:
             base = blue.get(key, math.nan)
             value = value / base if base and not math.isnan(base) else math.nan
+        if live.ratio and not blue:
+            detail = "not evaluated: blue has no requests to compare with"
+            checks.append(Check(name=str(live), passed=True, detail=detail))
+            continue
         if math.isnan(value):
             checks.append(Check(name=str(live), passed=True, detail="not measured in this window"))
             continue
         passed = _OPERATORS[c.op](value, c.threshold)
         checks.append(Check(name=str(live), passed=passed, value=round(value, 4)))
     return checks
+
+
+def blue_baseline(blue: VersionStats, since: float) -> tuple[dict[str, float], str]:
+    """What green is compared with, and its basis: blue's requests since the rollout began when
+    it had some (green beside blue), else blue's last requests before the rollout (a swap: blue
+    took none beside green), else nothing, and ratio criteria are not evaluated."""
+    during = blue.count(since)
+    if during:
+        return blue.summary(since), f"blue's {during} requests since the rollout began"
+    before = blue.count(-math.inf)
+    if before:
+        return blue.summary(-math.inf), f"blue's last {before} requests before the rollout"
+    return {}, "no blue requests: ratio criteria not evaluated"
 
 
 def decided_failure(criteria: Sequence[LiveCriterion], *, failed: int, count: int, min_requests: int) -> bool:

@@ -80,6 +80,7 @@ class Verdict(_Record):
     at: float = Field(default_factory=time.time)
     green: dict[str, float] = Field(default_factory=dict)
     blue: dict[str, float] = Field(default_factory=dict)
+    baseline: str = Field(default="", description="which of blue's requests green was compared with")
     checks: list[Check] = Field(default_factory=list)
 
 
