@@ -551,6 +551,7 @@ def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
         (["--canary", "10,5"], "give rising percents that end at 100"),
         (["--canary", "10,50"], "give rising percents that end at 100"),
         (["--bake", "soon"], "--bake 'soon': give a duration"),
+        (["--max-bake", "0s"], "--max-bake '0s': give a duration"),
         (["--criteria", "output_tps>3"], "output_tps is not measured live"),
         (["--expect", "no arrow"], "write PROMPT=>SUBSTRING"),
     ],
