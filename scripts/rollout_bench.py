@@ -249,9 +249,11 @@ class Fleet:
             "bake_s": args.bake,
             "criteria": args.criteria,
             "retry_on_blue": args.retries == "on",
-            "min_requests": args.min_requests,
+            "max_bake_s": args.max_bake,
             "actor": "rollout_bench",
         }
+        if args.min_requests is not None:
+            body["min_requests"] = args.min_requests
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{self.url}/admin/v1/rollouts", json=body) as reply,
@@ -402,6 +404,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "phase": ended["phase"],
                         "reason": ended["reason"],
                         "verdicts": ended["verdicts"],
+                        "min_requests": ended["min_requests"],
                         "placement": ended["placement"],
                         "served_after": served,
                         "agent_states": states,
@@ -428,6 +431,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             (p["t"] for p in timeline if p.get("phase") in ("rolling-back", "rolled-back")), finished
         )
         summary["first_canary_to_rollback_s"] = back_at - fail_at
+        # the window the rollback is measured against: the first step's, complete when both its
+        # bake and its min_requests green requests are in (at this rate and share)
+        first = next(v for v in bad[0]["verdicts"] if v["step"].startswith("canary"))
+        share = int(first["step"].split()[1].rstrip("%"))
+        needed = bad[0]["min_requests"]
+        summary["window"] = {
+            "step": first["step"],
+            "bake_s": args.bake,
+            "min_requests": needed,
+            "evidence_complete_s": max(args.bake, needed / (rate * share / 100)),
+            "green_requests_at_verdict": first["green"].get("completed", 0) + first["green"].get("failed", 0),
+            "rolled_back_in": bad[0]["verdicts"][-1]["step"],
+        }
     summary["rollouts"] = rollouts
     (out / "rollout.json").write_text(
         json.dumps(
@@ -458,9 +474,12 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=16, help="max_tokens per request")
     parser.add_argument("--canary", default="10,50,100")
-    parser.add_argument("--bake", type=float, default=10.0, help="seconds per step")
+    parser.add_argument("--bake", type=float, default=10.0, help="seconds a step's window lasts at least")
+    parser.add_argument("--max-bake", type=float, default=600.0, help="seconds a step waits for its requests")
     parser.add_argument("--criteria", default="error_rate<0.02,ratio.p95_ttft_ms<2")
-    parser.add_argument("--min-requests", type=int, default=10, help="green requests a verdict waits for")
+    parser.add_argument(
+        "--min-requests", type=int, default=None, help="green requests per step (default: from the criteria)"
+    )
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of load before the rollout")
     parser.add_argument("--after", type=float, default=10.0, help="seconds of load after it")
     args = parser.parse_args()

@@ -28,15 +28,21 @@ from wavefleet.gateway.backends.fake import FakeBackend, FakeReply, echo
 from wavefleet.gateway.backends.fake_servers import FlakyOpenAIEngine, serve_in_thread
 from wavefleet.gateway.config import GatewayConfig
 from wavefleet.gateway.rollout.live import (
+    LiveCriterion,
+    Outcome,
     Sample,
     VersionStats,
+    Window,
+    blue_baseline,
     decided_failure,
+    default_min_requests,
     judge,
     parse_live_criteria,
 )
 from wavefleet.gateway.rollout.split import Split, VersionRouter
-from wavefleet.gateway.rollout.state import Version
+from wavefleet.gateway.rollout.state import Phase, Placement, Rollout, Version
 from wavefleet.gateway.rollout.store import RolloutStore
+from wavefleet.gateway.routing.base import Candidate
 from wavefleet.gateway.security.db import connect
 
 BLUE, GREEN = Version(backend="desk", model="chat"), Version(backend="desk", model="chat-v2")
@@ -78,6 +84,39 @@ def test_a_green_failure_is_answered_by_blue_even_with_retries_off_in_the_config
     assert json.loads(body)["model"] == "m"  # blue's own model entry answered
     stats = versions.stats(green).summary(since=0)
     assert stats["failed"] == 1  # green's failure counts against it, unseen by the client
+
+
+def test_aliases_and_groups_of_a_model_under_rollout_follow_its_split_and_its_promotion() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "backends": [{"name": "g", "url": "http://unused:1"}, {"name": "b", "url": "http://unused:2"}],
+            "aliases": {"assistant": "m"},
+            "groups": {"best": ["assistant", "other"]},
+        }
+    )
+    versions = VersionRouter()
+    green, blue = Version(backend="g", model="m-v2"), Version(backend="b", model="m")
+    versions.set_split("m", Split(blue=blue, green=green, weight=50, retry_on_blue=True))
+    backends = {"g": FakeBackend("g", echo, ["m-v2"]), "b": FakeBackend("b", echo, ["m", "other"])}
+
+    def answered_by(server_url: str, model: str) -> str:
+        code, headers, body = http_request(
+            "POST",
+            f"{server_url}/v1/chat/completions",
+            {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert code == 200, body
+        return headers["x-wave-backend"]
+
+    with serve_in_thread(create_app(config, backends=backends, versions=versions)) as server:
+        for name in ("m", "assistant", "best"):
+            seen = [answered_by(server.url, name) for _ in range(10)]
+            assert seen.count("g") == 5, (name, seen)  # green's 50 % whatever name the client used
+        # each green answer counts for green's verdict (recorded as its reply ends)
+        wait_until(lambda: versions.stats(green).total == 15, timeout_s=5)
+        versions.end_split("m", green)
+        for name in ("m", "assistant", "best"):  # promoted: every name reaches green alone
+            assert {answered_by(server.url, name) for _ in range(4)} == {"g"}, name
 
 
 def test_a_request_counts_in_the_window_it_began_in_not_the_one_it_ended_in() -> None:
@@ -137,6 +176,79 @@ def test_failures_that_break_the_error_rate_whatever_comes_next_end_the_step_ear
     assert not decided_failure(criteria, failed=1, count=3, min_requests=30)
     assert not decided_failure(criteria, failed=0, count=50, min_requests=10)
     assert not decided_failure(parse_live_criteria("p95_ttft_ms<100"), failed=5, count=5, min_requests=5)
+
+
+def _recorded(
+    share_every: int, *, rate: float, seconds: float, fail_every: int = 0, ttft_s: float = 0.1
+) -> list[Sample]:
+    """Green's samples from `rate` requests/s for `seconds`, green getting every `share_every`-th one
+    (10 % share: every 10th); every `fail_every`-th green request fails."""
+    samples, n = [], 0
+    for i in range(int(rate * seconds)):
+        if (i + 1) % share_every:
+            continue
+        n += 1
+        ok = not (fail_every and n % fail_every == 0)
+        samples.append(Sample(at=i / rate, ok=ok, ttft_s=ttft_s if ok else None, tpot_s=None, e2el_s=None))
+    return samples
+
+
+def _replay(
+    window: Window, criteria: list[LiveCriterion], samples: list[Sample], *, until: float
+) -> tuple[Outcome, float]:
+    """The window's decision at each recorded arrival (and every 0.5 s between), as the controller polls."""
+    stats, pending, now = VersionStats(), list(samples), 0.0
+    while now <= until:
+        while pending and pending[0].at <= now:
+            stats.add(pending.pop(0))
+        outcome = window.decide(criteria, stats, now)
+        if outcome is not Outcome.WAIT:
+            return outcome, now
+        now = round(now + 0.5, 3)
+    return Outcome.WAIT, now
+
+
+def test_the_default_minimum_tells_a_two_percent_budget_from_twenty_percent() -> None:
+    # 21 requests: a green failing 20 % shows a failure in them with 99 % probability (0.8**21 < 0.01),
+    # and one failure among 21 (4.8 %) already breaks a 2 % budget
+    assert default_min_requests(parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")) == 21
+    assert 0.8**21 < 0.01 < 0.8**20
+    # no error-rate budget: enough requests for a P95 that is not just the slowest one
+    assert default_min_requests(parse_live_criteria("ratio.p95_ttft_ms<2")) == 10
+    assert default_min_requests(parse_live_criteria("error_rate<0.05")) == 10
+
+
+def test_at_one_request_a_second_a_20pct_failing_green_fails_its_first_window_at_its_first_failure() -> None:
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    window = Window(began=0.0, bake_s=5.0, max_bake_s=600.0, min_requests=default_min_requests(criteria))
+    # 10 % share of 1 request/s: one green request every 10 s, every fifth fails (its fifth, at 49 s)
+    outcome, at = _replay(window, criteria, _recorded(10, rate=1, seconds=600, fail_every=5), until=600)
+    assert (outcome, at) == (Outcome.FAILED, 49.0)
+    # well inside the window's evidence: 21 green requests take 210 s at this rate
+    assert at < window.began + 21 * 10
+
+
+def test_a_window_lasts_until_both_its_time_and_its_requests_are_in() -> None:
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    window = Window(began=0.0, bake_s=5.0, max_bake_s=600.0, min_requests=21)
+    # a 3x slower green fails no request: its verdict comes when its 21st request is in (209 s), not at 5 s
+    outcome, at = _replay(window, criteria, _recorded(10, rate=1, seconds=600, ttft_s=0.3), until=600)
+    assert (outcome, at) == (Outcome.JUDGE, 209.0)
+    # plenty of traffic: the time is what is missing, and the window ends at its bake
+    outcome, at = _replay(window, criteria, _recorded(1, rate=20, seconds=60), until=60)
+    assert (outcome, at) == (Outcome.JUDGE, 5.0)
+
+
+def test_a_window_without_enough_traffic_ends_at_its_maximum_saying_so() -> None:
+    criteria = parse_live_criteria("error_rate<0.02")
+    window = Window(began=100.0, bake_s=5.0, max_bake_s=60.0, min_requests=21)
+    outcome, at = _replay(
+        window, criteria, [Sample(at=110.0, ok=True, ttft_s=0.1, tpot_s=None, e2el_s=None)], until=400
+    )
+    assert (outcome, at) == (Outcome.NOT_ENOUGH_TRAFFIC, 160.0)
+    # a maximum shorter than the bake is the bake
+    short = Window(began=0.0, bake_s=30.0, max_bake_s=10.0, min_requests=21)
+    assert _replay(short, criteria, [], until=100) == (Outcome.NOT_ENOUGH_TRAFFIC, 30.0)
 
 
 @contextmanager
@@ -439,6 +551,7 @@ def test_abort_rolls_back_to_blue_and_says_who(tmp_path: Path) -> None:
         (["--canary", "10,5"], "give rising percents that end at 100"),
         (["--canary", "10,50"], "give rising percents that end at 100"),
         (["--bake", "soon"], "--bake 'soon': give a duration"),
+        (["--max-bake", "0s"], "--max-bake '0s': give a duration"),
         (["--criteria", "output_tps>3"], "output_tps is not measured live"),
         (["--expect", "no arrow"], "write PROMPT=>SUBSTRING"),
     ],
@@ -455,3 +568,81 @@ def test_an_unreachable_gateway_is_named_with_the_fix() -> None:
     result = invoke_wave("rollout", "status", "--gateway", f"http://127.0.0.1:{free_port()}")
     assert isinstance(result.exception, UsageError)
     assert "cannot reach the gateway" in str(result.exception) and "WAVE_GATEWAY" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("phase", "step_index", "outcome", "serving"),
+    [
+        (Phase.PLACING, 0, "rolled-back", BLUE),
+        (Phase.SMOKE, 0, "rolled-back", BLUE),
+        (Phase.CANARY, 1, "done", GREEN),
+        (Phase.PROMOTING, 1, "done", GREEN),
+        (Phase.DRAINING, 1, "done", GREEN),
+        (Phase.ROLLING_BACK, 0, "rolled-back", BLUE),
+    ],
+    ids=lambda v: v.value if isinstance(v, Phase) else None,
+)
+def test_a_gateway_started_on_a_rollout_saved_in_any_phase_ends_it_with_one_version_serving(
+    tmp_path: Path, phase: Phase, step_index: int, outcome: str, serving: Version
+) -> None:
+    """The record a gateway killed in `phase` left behind (promoting and draining last
+    milliseconds, too short to catch with a SIGKILL): a gateway started on it resumes or rolls
+    back, and afterwards every request for the model reaches one version."""
+    db = tmp_path / "wave.db"
+    blue, green = FlakyOpenAIEngine("blue"), FlakyOpenAIEngine("green")
+    record = Rollout(
+        model="chat", blue=BLUE, green=GREEN, actor="crash-test", steps=[50, 100], bake_s=0.3,
+        criteria="error_rate<0.05", drain_timeout_s=1, min_requests=0, phase=phase, step_index=step_index,
+        placement=None if phase is Phase.PLACING else Placement(mode="beside", why="saved by the test"),
+    )  # fmt: skip
+    connection = connect(db)
+    RolloutStore(connection).save(record)
+    connection.close()
+    with (
+        serve_in_thread(blue.app()) as blue_url,
+        serve_in_thread(green.app()) as green_url,
+        serving_agent(
+            tmp_path / "desk",
+            [{"name": "chat", "url": blue_url.url}, {"name": "chat-v2", "url": green_url.url}],
+        ) as agent,
+        gateway(agent.url, db) as (url, _),
+    ):
+        final = wait_until(lambda: ended(url, record.id), timeout_s=60, interval_s=0.1)
+        assert final["phase"] == outcome, final
+        assert status(url)["served"] == {"chat": str(serving)}
+        before = (blue.seen, green.seen)
+        for _ in range(4):
+            code, _, body = http_request(
+                "POST", f"{url}/v1/chat/completions",
+                {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+            )  # fmt: skip
+            assert code == 200, body
+        grown = (blue.seen - before[0], green.seen - before[1])
+        assert grown == ((4, 0) if serving == BLUE else (0, 4))
+    assert served(db) == {"chat": serving}
+    assert ("rollout.resume", "ok") in events(db)
+
+
+def test_in_a_swap_blue_is_judged_against_its_requests_from_before_the_swap() -> None:
+    """Blue takes no traffic beside green in a swap: its last requests before the rollout are the
+    baseline ratio criteria compare green with, and the verdict says so."""
+    router = VersionRouter()
+    for i in range(20):  # blue serving as usual, no rollout yet
+        router.observe(Candidate(BLUE.backend, BLUE.model), at=float(i), ok=True, ttft_s=0.1)
+    router.set_split("chat", Split(blue=BLUE, green=GREEN, weight=100, retry_on_blue=True))
+    for i in range(10):  # green alone, three and a half times slower
+        router.observe(Candidate(GREEN.backend, GREEN.model), at=100.0 + i, ok=True, ttft_s=0.35)
+    criteria = parse_live_criteria("error_rate<0.02,ratio.p95_ttft_ms<2")
+    green = router.stats(GREEN).summary(100.0)
+    blue, basis = blue_baseline(router.stats(BLUE), since=100.0)
+    assert basis == "blue's last 20 requests before the rollout"
+    checks = judge(criteria, green, blue)
+    assert [(c.name, c.passed, c.value) for c in checks][1] == ("ratio.p95_ttft_ms<2", False, 3.5)
+    # beside green, blue's own requests in the rollout are its baseline
+    router.observe(Candidate(BLUE.backend, BLUE.model), at=101.0, ok=True, ttft_s=0.2)
+    assert blue_baseline(router.stats(BLUE), since=100.0)[1] == "blue's 1 requests since the rollout began"
+    # no baseline at all (a gateway restarted in a swap): ratio criteria say they were not evaluated
+    empty, basis = blue_baseline(VersionRouter().stats(BLUE), since=100.0)
+    assert basis == "no blue requests: ratio criteria not evaluated"
+    ratio = judge(criteria, green, empty)[1]
+    assert ratio.passed and ratio.detail == "not evaluated: blue has no requests to compare with"

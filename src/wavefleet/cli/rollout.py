@@ -112,7 +112,12 @@ def rollout() -> None:
     help="Green: AGENT/ENTRY, ENTRY, or the GGUF file of a fleet agent's model entry.",
 )
 @click.option("--canary", default="10,50,100", show_default=True, help="Green's share per step, in percent.")
-@click.option("--bake", default="30s", show_default=True, help="How long each step runs before its verdict.")
+@click.option(
+    "--bake",
+    default="30s",
+    show_default=True,
+    help="A step's shortest window: it ends once this has passed and green has --min-requests.",
+)
 @click.option(
     "--criteria",
     default=None,
@@ -122,7 +127,26 @@ def rollout() -> None:
 @click.option(
     "--drain-timeout", default="30s", show_default=True, help="Longest wait for in-flight requests."
 )
-@click.option("--min-requests", default=5, show_default=True, help="Green requests a verdict waits for.")
+@click.option(
+    "--min-requests",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Green requests each step waits for. Default: from the criteria (error_rate<0.02: 21, "
+    "enough to tell a 2 % error budget from 20 %; at least 10).",
+)
+@click.option(
+    "--max-bake",
+    default="10m",
+    show_default=True,
+    help="The longest a step waits for its --min-requests; then --not-enough-traffic applies.",
+)
+@click.option(
+    "--not-enough-traffic",
+    type=click.Choice(["rollback", "judge"]),
+    default="rollback",
+    show_default=True,
+    help="A step that got too few requests by --max-bake: roll back, or judge on what it saw.",
+)
 @click.option("--expect", multiple=True, help="Quality gate: PROMPT=>SUBSTRING the answer must contain.")
 @click.option("--embedding", is_flag=True, help="Smoke-test an embedding too.")
 @click.option("--no-retry", is_flag=True, help="Do not retry green's failures on blue (to measure them).")
@@ -135,7 +159,9 @@ def start(
     bake: str,
     criteria: str | None,
     drain_timeout: str,
-    min_requests: int,
+    min_requests: int | None,
+    max_bake: str,
+    not_enough_traffic: str,
     expect: tuple[str, ...],
     embedding: bool,
     no_retry: bool,
@@ -155,13 +181,16 @@ def start(
         "canary": _steps(canary),
         "bake_s": _seconds(bake, "--bake"),
         "drain_timeout_s": _seconds(drain_timeout, "--drain-timeout", zero=True),
-        "min_requests": min_requests,
+        "max_bake_s": _seconds(max_bake, "--max-bake"),
+        "not_enough_traffic": not_enough_traffic,
         "retry_on_blue": not no_retry,
         "smoke": {"embedding": embedding, "expect": [_expectation(e) for e in expect]},
         "actor": default_actor(),
     }
     if criteria is not None:
         body["criteria"] = criteria
+    if min_requests is not None:
+        body["min_requests"] = min_requests
     started = _call(gateway, "POST", PREFIX, body)
     console = Console(highlight=False)
     console.print(
@@ -219,6 +248,14 @@ def status(as_json: bool, gateway: str) -> None:
                 if k in ("completed", "failed", "p95_ttft_ms", "mean_tpot_ms")
             )
             console.print(f"  {side}: {shown or 'no requests yet'}", markup=False)
+        if active.get("baseline"):
+            console.print(f"  compared with {active['baseline']}", markup=False)
+        if active["phase"] == "canary":
+            console.print(
+                f"  window: at least {active['bake_s']:g} s and {active['min_requests']} green requests, "
+                f"at most {active['max_bake_s']:g} s (then {active['not_enough_traffic']})",
+                markup=False,
+            )
     for done in answer["recent"]:
         if active is not None and done["id"] == active["id"]:
             continue

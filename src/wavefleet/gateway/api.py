@@ -8,6 +8,7 @@ engine untouched, which is the engine's to judge.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from itertools import count
 from typing import Any
 
@@ -33,7 +34,7 @@ from wavefleet.gateway.proxy import Call, Forwarder
 from wavefleet.gateway.request_body import parse_body
 from wavefleet.gateway.responses import error_response, json_response
 from wavefleet.gateway.rollout.split import VersionRouter
-from wavefleet.gateway.routing.base import FleetView, RouteRequest, RoutingPolicy
+from wavefleet.gateway.routing.base import Candidate, FleetView, RouteRequest, RoutingPolicy
 from wavefleet.gateway.security.authn import Authenticator
 from wavefleet.gateway.security.middleware import PARSED_BODY, PRINCIPAL
 from wavefleet.gateway.security.principal import Principal
@@ -185,11 +186,15 @@ class GatewayApi:
             wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
             prompt_tokens, prefix = estimate_prompt(endpoint, payload)
             requested = str(payload["model"])
-            # a model under rollout (or pinned by one) goes to its versions, not through the policy
-            versions = self._versions.route(requested) if self._versions is not None else None
+            # a model under rollout (or pinned by one), by its name or an alias, goes to its
+            # versions, not through the policy
+            served = self._table.served_name(requested)
+            versions = (
+                self._versions.route(served) if self._versions is not None and served is not None else None
+            )
             route = RouteRequest(
                 requested_model=requested,
-                candidates=versions if versions is not None else self._table.resolve(requested),
+                candidates=versions if versions is not None else self._resolve(requested),
                 prompt_tokens=prompt_tokens,
                 max_tokens=payload.get("max_tokens") or payload.get("max_completion_tokens"),
                 stream=stream,
@@ -242,6 +247,23 @@ class GatewayApi:
             if exc.status >= 500:
                 self._metrics.error(model=requested, backend="", status=exc.status, message=exc.message)
             return error_response(exc)
+
+    def _resolve(self, requested: str) -> tuple[Candidate, ...]:
+        """The table's candidates for `requested`, where a group member under rollout (or pinned
+        by one) takes part as the one version its split picks for this request."""
+        candidates = self._table.resolve(requested)
+        if self._versions is None:
+            return candidates
+        picked: dict[str, tuple[Candidate, ...] | None] = {}
+        out: list[Candidate] = []
+        for candidate in candidates:
+            if candidate.model not in picked:
+                picked[candidate.model] = routed = self._versions.route(candidate.model)
+                if routed is not None:
+                    out.append(replace(routed[0], preference=candidate.preference))
+            if picked[candidate.model] is None:
+                out.append(candidate)
+        return tuple(out)
 
     async def _principal(self, request: web.Request) -> Principal:
         """Who is asking: as the security layer found, else from the authenticator (401 raises)."""

@@ -90,6 +90,12 @@ class ModelTable:
             self._resolved[name] = candidates
         return candidates
 
+    def served_name(self, name: str) -> str | None:
+        """The served model a model name or alias stands for; None for a group."""
+        if name in self._config.groups:
+            return None
+        return self._config.aliases.get(name, name)
+
     def _candidates(self, name: str) -> tuple[Candidate, ...]:
         members = self._config.groups.get(name)
         if members is not None:

@@ -33,7 +33,15 @@ from wavefleet.agent.units import format_bytes
 from wavefleet.errors import BadRequestError, ConflictError, GatewayError, ModelNotFoundError, UsageError
 from wavefleet.gateway.backends.base import Backend, BackendRequest, Endpoint
 from wavefleet.gateway.model_table import ModelTable
-from wavefleet.gateway.rollout.live import DEFAULT_CRITERIA, decided_failure, judge, parse_live_criteria
+from wavefleet.gateway.rollout.live import (
+    DEFAULT_CRITERIA,
+    Outcome,
+    Window,
+    blue_baseline,
+    default_min_requests,
+    judge,
+    parse_live_criteria,
+)
 from wavefleet.gateway.rollout.split import Split, VersionRouter
 from wavefleet.gateway.rollout.state import (
     Check,
@@ -41,6 +49,7 @@ from wavefleet.gateway.rollout.state import (
     Placement,
     Rollout,
     SmokeSettings,
+    ThinTraffic,
     Verdict,
     Version,
     _Record,
@@ -66,7 +75,11 @@ class RolloutRequest(_Record):
     criteria: str = DEFAULT_CRITERIA
     drain_timeout_s: float = Field(default=30.0, ge=0)
     retry_on_blue: bool = True
-    min_requests: int = Field(default=5, ge=0)
+    min_requests: int | None = Field(
+        default=None, ge=0, description="green's requests per step; None: derived from the criteria"
+    )
+    max_bake_s: float = Field(default=600.0, gt=0)
+    not_enough_traffic: ThinTraffic = "rollback"
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     actor: str = ""
 
@@ -146,13 +159,15 @@ class RolloutController:
         out["step"] = rollout.step_name()
         if live and self._router.split(rollout.model) is not None:
             out["live"] = self.live(rollout)
+            out["baseline"] = blue_baseline(self._router.stats(rollout.blue), self._blue_since)[1]
         return out
 
     def live(self, rollout: Rollout) -> dict[str, dict[str, float]]:
-        """Green's live numbers since its step began, and blue's since the rollout (re)started."""
+        """Green's live numbers since its step began, and blue's baseline (live.blue_baseline)."""
+        blue, _ = blue_baseline(self._router.stats(rollout.blue), self._blue_since)
         return {
             "green": _finite(self._router.stats(rollout.green).summary(self._step_since)),
-            "blue": _finite(self._router.stats(rollout.blue).summary(self._blue_since)),
+            "blue": _finite(blue),
         }
 
     async def start(self, request: RolloutRequest, *, actor: str) -> Rollout:
@@ -175,7 +190,13 @@ class RolloutController:
                 criteria=request.criteria,
                 drain_timeout_s=request.drain_timeout_s,
                 retry_on_blue=request.retry_on_blue,
-                min_requests=request.min_requests,
+                min_requests=(
+                    request.min_requests
+                    if request.min_requests is not None
+                    else default_min_requests(parse_live_criteria(request.criteria))
+                ),
+                max_bake_s=request.max_bake_s,
+                not_enough_traffic=request.not_enough_traffic,
                 smoke=request.smoke,
             )
             self._store.save(rollout)
@@ -455,31 +476,39 @@ class RolloutController:
             raise _Failed("smoke test failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
     async def _bake(self, rollout: Rollout) -> None:
-        """Run one canary step for its baking window (longer, up to 3 windows, until green has
-        `min_requests`; shorter once green's failures decide the verdict), then judge it; raises
-        _Failed on a no."""
+        """Run one canary step until its window has its evidence (live.Window: its bake and its
+        requests, at most max_bake_s; at once when green's failures decide), then judge it;
+        raises _Failed on a no."""
         loop = asyncio.get_running_loop()
         began = self._step_since = loop.time()
         blue_since = self._blue_since
         green_stats = self._router.stats(rollout.green)
-        until = began + rollout.bake_s
-        longest = began + 3 * rollout.bake_s
+        window = Window(
+            began=began,
+            bake_s=rollout.bake_s,
+            max_bake_s=rollout.max_bake_s,
+            min_requests=rollout.min_requests,
+        )
         criteria = parse_live_criteria(rollout.criteria)
-        while True:
-            now = loop.time()
-            count = green_stats.count(began)
-            if now >= until and (count >= rollout.min_requests or now >= longest):
-                break
-            failed = green_stats.failures(began)
-            if decided_failure(criteria, failed=failed, count=count, min_requests=rollout.min_requests):
-                break  # no outcome of the rest of the window could pass this step
+        while (outcome := window.decide(criteria, green_stats, loop.time())) is Outcome.WAIT:
             with contextlib.suppress(TimeoutError):
-                wait = 0.5 if now >= until else min(0.5, until - now)
-                await asyncio.wait_for(self._abort.wait(), timeout=max(0.05, wait))
+                await asyncio.wait_for(self._abort.wait(), timeout=0.25)
             self._check_abort()
         green = green_stats.summary(began)
-        blue = self._router.stats(rollout.blue).summary(blue_since)
+        blue, basis = blue_baseline(self._router.stats(rollout.blue), blue_since)
         checks = judge(criteria, green, blue)
+        if outcome is Outcome.NOT_ENOUGH_TRAFFIC:
+            seen = green_stats.count(began)
+            checks.insert(
+                0,
+                Check(
+                    name=f"min_requests>={rollout.min_requests}",
+                    passed=rollout.not_enough_traffic == "judge",
+                    value=float(seen),
+                    detail=f"not enough traffic: {seen} green requests in {window.longest:g} s"
+                    + ("; judged on them" if rollout.not_enough_traffic == "judge" else ""),
+                ),
+            )
         passed = all(c.passed for c in checks)
         rollout.verdicts.append(
             Verdict(
@@ -487,6 +516,7 @@ class RolloutController:
                 passed=passed,
                 green=_finite(green),
                 blue=_finite(blue),
+                baseline=basis,
                 checks=checks,
             )
         )
@@ -503,7 +533,9 @@ class RolloutController:
         )
         if not passed:
             broken = [
-                f"{c.name} (measured {c.value:g})" for c in checks if not c.passed and c.value is not None
+                c.detail or f"{c.name} (measured {c.value:g})"
+                for c in checks
+                if not c.passed and c.value is not None
             ]
             raise _Failed(f"{rollout.step_name()} failed: " + ", ".join(broken))
 

@@ -18,6 +18,7 @@ import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -28,8 +29,12 @@ from wavefleet.gateway.rollout.state import Check
 __all__ = [
     "DEFAULT_CRITERIA",
     "LiveCriterion",
+    "Outcome",
     "VersionStats",
+    "Window",
+    "blue_baseline",
     "decided_failure",
+    "default_min_requests",
     "judge",
     "parse_live_criteria",
 ]
@@ -44,6 +49,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
+_LATENCY_MIN = 10  # requests for a P95 that is not just the slowest one
 _KEEP = 4096  # requests kept per version: enough for a P95 on any step a home fleet runs
 
 
@@ -59,10 +65,17 @@ class Sample:
 class VersionStats:
     """One version's last requests."""
 
-    def __init__(self) -> None:
-        self._samples: deque[Sample] = deque(maxlen=_KEEP)
+    def __init__(self, keep: int = _KEEP) -> None:
+        self._samples: deque[Sample] = deque(maxlen=keep)
         self.total = 0
         self.failed = 0
+
+    def widened(self, keep: int = _KEEP) -> VersionStats:
+        """The same requests, keeping up to `keep` from now on."""
+        wider = VersionStats(keep)
+        wider._samples.extend(self._samples)
+        wider.total, wider.failed = self.total, self.failed
+        return wider
 
     def add(self, sample: Sample) -> None:
         self._samples.append(sample)
@@ -143,12 +156,29 @@ def judge(criteria: Sequence[LiveCriterion], green: dict[str, float], blue: dict
         if live.ratio:
             base = blue.get(key, math.nan)
             value = value / base if base and not math.isnan(base) else math.nan
+        if live.ratio and not blue:
+            detail = "not evaluated: blue has no requests to compare with"
+            checks.append(Check(name=str(live), passed=True, detail=detail))
+            continue
         if math.isnan(value):
             checks.append(Check(name=str(live), passed=True, detail="not measured in this window"))
             continue
         passed = _OPERATORS[c.op](value, c.threshold)
         checks.append(Check(name=str(live), passed=passed, value=round(value, 4)))
     return checks
+
+
+def blue_baseline(blue: VersionStats, since: float) -> tuple[dict[str, float], str]:
+    """What green is compared with, and its basis: blue's requests since the rollout began when
+    it had some (green beside blue), else blue's last requests before the rollout (a swap: blue
+    took none beside green), else nothing, and ratio criteria are not evaluated."""
+    during = blue.count(since)
+    if during:
+        return blue.summary(since), f"blue's {during} requests since the rollout began"
+    before = blue.count(-math.inf)
+    if before:
+        return blue.summary(-math.inf), f"blue's last {before} requests before the rollout"
+    return {}, "no blue requests: ratio criteria not evaluated"
 
 
 def decided_failure(criteria: Sequence[LiveCriterion], *, failed: int, count: int, min_requests: int) -> bool:
@@ -164,3 +194,57 @@ def decided_failure(criteria: Sequence[LiveCriterion], *, failed: int, count: in
         and not _OPERATORS[live.criterion.op](best_case, live.criterion.threshold)
         for live in criteria
     )
+
+
+def default_min_requests(criteria: Sequence[LiveCriterion]) -> int:
+    """Green's requests a step waits for when the user gives none: the fewest in which a green
+    failing at ten times the tightest error-rate budget shows a failure with 99 % probability
+    (error_rate<0.02: 21, as 0.8**21 < 0.01, and one failure in 21 breaks the budget); at least
+    10, so a percentile is not just the slowest request."""
+    budgets = [
+        live.criterion.threshold
+        for live in criteria
+        if live.criterion.metric == "error_rate" and not live.ratio and live.criterion.op in ("<", "<=")
+    ]
+    budget = min(budgets, default=0.0)
+    if budget <= 0:
+        return _LATENCY_MIN
+    bad = min(0.5, 10 * budget)
+    return max(_LATENCY_MIN, math.ceil(math.log(0.01) / math.log1p(-bad)))
+
+
+class Outcome(StrEnum):
+    """Where a baking window stands."""
+
+    WAIT = "wait"  # neither its time nor its requests are in, and nothing is decided
+    JUDGE = "judge"  # both are in: judge the criteria
+    FAILED = "failed"  # green's failures already break an error-rate criterion
+    NOT_ENOUGH_TRAFFIC = "not enough traffic"  # its maximum passed without its requests
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """One canary step's baking window: it ends on evidence, not on time alone. It lasts until
+    both `bake_s` have passed and green has answered `min_requests`, at most `max_bake_s` (never
+    less than `bake_s`); it ends at once when green's failures decide the step."""
+
+    began: float
+    bake_s: float
+    max_bake_s: float
+    min_requests: int
+
+    @property
+    def longest(self) -> float:
+        return max(self.bake_s, self.max_bake_s)
+
+    def decide(self, criteria: Sequence[LiveCriterion], green: VersionStats, now: float) -> Outcome:
+        count = green.count(self.began)
+        failed = green.failures(self.began)
+        if decided_failure(criteria, failed=failed, count=count, min_requests=self.min_requests):
+            return Outcome.FAILED
+        elapsed = now - self.began
+        if elapsed >= self.bake_s and count >= self.min_requests:
+            return Outcome.JUDGE
+        if elapsed >= self.longest:
+            return Outcome.NOT_ENOUGH_TRAFFIC
+        return Outcome.WAIT

@@ -10,6 +10,7 @@ before its first byte is answered by blue and the client never sees green's fail
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from wavefleet.gateway.rollout.live import Sample, VersionStats
@@ -17,6 +18,11 @@ from wavefleet.gateway.rollout.state import Version
 from wavefleet.gateway.routing.base import Candidate
 
 __all__ = ["Split", "VersionRouter"]
+
+# Every version's last requests, before any rollout, so a swap has blue's baseline; bounded,
+# as wildcard backends serve whatever names clients send.
+_BASELINE_VERSIONS = 64
+_BASELINE_KEEP = 256
 
 
 @dataclass(kw_only=True)
@@ -33,12 +39,16 @@ class VersionRouter:
         self._splits: dict[str, Split] = {}
         self._pinned: dict[str, Candidate] = {}
         self._stats: dict[tuple[str, str], VersionStats] = {}
+        self._seen: OrderedDict[tuple[str, str], VersionStats] = OrderedDict()
 
     # --- the controller's side ----------------------------------------------------------------
 
     def set_split(self, model: str, split: Split) -> None:
         for version in (split.blue, split.green):
-            self._stats.setdefault((version.backend, version.model), VersionStats())
+            key = (version.backend, version.model)
+            if key not in self._stats:
+                before = self._seen.pop(key, None)
+                self._stats[key] = before.widened() if before is not None else VersionStats()
         self._splits[model] = split
 
     def set_weight(self, model: str, weight: int) -> None:
@@ -50,7 +60,10 @@ class VersionRouter:
         split = self._splits.pop(model, None)
         if split is not None:
             for version in (split.blue, split.green):
-                self._stats.pop((version.backend, version.model), None)
+                key = (version.backend, version.model)
+                stats = self._stats.pop(key, None)
+                if stats is not None:  # the next rollout's baseline
+                    self._seen[key] = stats.widened(_BASELINE_KEEP)
 
     def pin(self, model: str, served: Version) -> None:
         self._pinned[model] = Candidate(served.backend, served.model)
@@ -90,7 +103,13 @@ class VersionRouter:
         tpot_s: float | None = None,
         e2e_s: float | None = None,
     ) -> None:
-        """One attempt's outcome on a version under rollout (others are ignored)."""
-        stats = self._stats.get((candidate.backend, candidate.model))
-        if stats is not None:
-            stats.add(Sample(at=at, ok=ok, ttft_s=ttft_s, tpot_s=tpot_s, e2el_s=e2e_s))
+        """One attempt's outcome: for a version under rollout, in its live numbers; for any
+        other, in its last requests (a baseline for a later rollout)."""
+        key = (candidate.backend, candidate.model)
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._seen.pop(key, None) or VersionStats(_BASELINE_KEEP)
+            self._seen[key] = stats  # most recent last
+            if len(self._seen) > _BASELINE_VERSIONS:
+                self._seen.popitem(last=False)
+        stats.add(Sample(at=at, ok=ok, ttft_s=ttft_s, tpot_s=tpot_s, e2el_s=e2e_s))

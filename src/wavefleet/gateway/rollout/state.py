@@ -19,7 +19,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Check", "Phase", "Placement", "Rollout", "SmokeSettings", "Verdict", "Version"]
+__all__ = ["Check", "Phase", "Placement", "Rollout", "SmokeSettings", "ThinTraffic", "Verdict", "Version"]
+
+# A step whose window ran out without its requests: roll back (nothing proved green) or judge
+# the criteria on what it saw.
+ThinTraffic = Literal["rollback", "judge"]
 
 
 class Phase(StrEnum):
@@ -76,6 +80,7 @@ class Verdict(_Record):
     at: float = Field(default_factory=time.time)
     green: dict[str, float] = Field(default_factory=dict)
     blue: dict[str, float] = Field(default_factory=dict)
+    baseline: str = Field(default="", description="which of blue's requests green was compared with")
     checks: list[Check] = Field(default_factory=list)
 
 
@@ -104,7 +109,13 @@ class Rollout(_Record):
         default=True, description="a green failure before its first byte retries on blue"
     )
     min_requests: int = Field(
-        default=5, ge=0, description="green's requests a verdict waits for (up to 3 bakes)"
+        default=10, ge=0, description="green's requests each step's window waits for (with its bake)"
+    )
+    max_bake_s: float = Field(
+        default=600.0, gt=0, description="the longest a step's window waits for its requests"
+    )
+    not_enough_traffic: ThinTraffic = Field(
+        default="rollback", description="what a step that got too few requests by max_bake_s does"
     )
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     phase: Phase = Phase.PLACING
