@@ -280,6 +280,11 @@ class WavePolicy:
             # what was sent, a line learned with it divided out): on fleet (d) every stream
             # admitted with a stretched prediction of 0.08-0.15 s met the 0.1 s target
             decode_alone = itl + backlog / output
+            # a request queued for a full KV cache gets its first token when blocks free, and the
+            # newest sequence is the first one preempted when decode runs out of blocks: such
+            # predictions are uncertain (± 0.3 s on fleet (d)) and admitting them on the slack
+            # keeps the cache full and the queue standing, so there the target is the limit
+            limit = ttft_target if kv is not None and kv >= _KV_FULL and queued > 0 else ttft_limit
             predictions.append(
                 Prediction(
                     name,
@@ -296,8 +301,8 @@ class WavePolicy:
                     modelled,
                     idle,
                     clean,
-                    ttft > ttft_limit or decode_alone > settings.tpot_slo_s,
-                    ttft > ttft_limit,
+                    ttft > limit or decode_alone > settings.tpot_slo_s,
+                    ttft > limit,
                 )
             )
         return predictions
