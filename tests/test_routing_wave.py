@@ -820,3 +820,21 @@ def test_a_stream_slowed_only_by_other_prompts_prefill_is_admitted_not_shed() ->
     assert best.tpot_s > 0.1 and best.ttft_s < 0.5
     decision = wave.choose(request, view)
     assert decision.reason != "shed" and decision.ranked
+
+
+@pytest.mark.parametrize(("kv_usage", "admitted"), [(0.5, True), (0.97, False)])
+def test_past_the_target_a_request_for_a_full_kv_cache_gets_no_slack(kv_usage: float, admitted: bool) -> None:
+    # a first token predicted past the target but within the shedding slack: admitted where the
+    # engine has KV room, shed where its KV cache is full (the request waits for blocks to free and
+    # is the first preempted: a warm gateway that admits these on the slack keeps the cache full)
+    clock = Clock()
+    monitor = StaticMonitor()
+    monitor.set("a", running=60, waiting=0, kv_usage=kv_usage)
+    view = fleet_view(monitor, config("a", GPU), a=60)
+    wave = policy(clock, shed_slack_s=0.25)
+    wave.model("a", view).backlog_until = clock.now + 0.75
+    request = ask("a", prompt=800, out=175)
+    (prediction,) = wave.predict(request, view, list(request.candidates), [], clock.now)
+    assert 0.8 < prediction.ttft_s < 1.05
+    decision = wave.choose(request, view)
+    assert (decision.reason == "over-slo") if admitted else (decision.reason == "shed"), decision.reason

@@ -37,3 +37,25 @@ def test_past_capacity_wave_fills_the_gpus_instead_of_shedding(load: float, seed
     summary = f"wave {wave.goodput:.2f} req/s ({dict(wave.sent)}, shed {wave.shed}), least-loaded {least.goodput:.2f}"
     assert wave.goodput >= 0.9 * CAPACITY, summary
     assert wave.goodput >= 0.95 * least.goodput, summary
+
+
+WARM_PHASES = [1.0 * CAPACITY, 1.15 * CAPACITY, 1.5 * CAPACITY, 1.0 * CAPACITY]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_warm_gateway_serves_the_last_phase_as_well_as_a_fresh_one(seed: int) -> None:
+    # one gateway through 100 -> 115 -> 150 -> 100 % of capacity: what it learned under overload
+    # (full KV caches, long queues) must not cost the last phase more than 5 % of what a fresh
+    # gateway serves on the same arrivals
+    seconds = 30.0
+    warm = run_fleet(lambda clock: WavePolicy(SETTINGS, clock), rate=0.0, seed=seed, phases=WARM_PHASES)
+    last = [r for r in warm.requests if r.at >= 3 * seconds]
+    warm_goodput = sum(r.good for r in last) / seconds
+    fresh = run_fleet(
+        lambda clock: WavePolicy(SETTINGS, clock), rate=0.0, seed=seed, phases=WARM_PHASES[3:], first_phase=3
+    )
+    summary = (
+        f"warm last phase {warm_goodput:.2f} req/s (shed {sum(not r.backend for r in last)}), "
+        f"fresh {fresh.goodput:.2f} (shed {fresh.shed})"
+    )
+    assert warm_goodput >= 0.95 * fresh.goodput, summary

@@ -44,7 +44,8 @@ Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom �
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; then those within the shedding slack, then the rest, those whose first token comes past the
 slack last; each by e2e. When the best candidate
-misses the TTFT target by more than `shed_slack_s`, or its decode alone (itl.at(batch) + backlog /
+misses the TTFT target by more than `shed_slack_s` (by anything where the engine reports a full
+KV cache, so the request waits for blocks), or its decode alone (itl.at(batch) + backlog /
 output, without the prefill stretch) misses the TPOT SLO, the request is shed (429 + Retry-After)
 rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
 while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
@@ -280,6 +281,11 @@ class WavePolicy:
             # what was sent, a line learned with it divided out): on fleet (d) every stream
             # admitted with a stretched prediction of 0.08-0.15 s met the 0.1 s target
             decode_alone = itl + backlog / output
+            # a request waiting for a full KV cache gets its first token when blocks free, and the
+            # newest sequence is the first one preempted when decode runs out of blocks: such
+            # predictions are uncertain (± 0.3 s on fleet (d)) and admitting them on the slack
+            # keeps the cache full and the queue standing, so there the target is the limit
+            limit = ttft_target if kv is not None and kv >= _KV_FULL and queued > 0 else ttft_limit
             predictions.append(
                 Prediction(
                     name,
@@ -296,8 +302,8 @@ class WavePolicy:
                     modelled,
                     idle,
                     clean,
-                    ttft > ttft_limit or decode_alone > settings.tpot_slo_s,
-                    ttft > ttft_limit,
+                    ttft > limit or decode_alone > settings.tpot_slo_s,
+                    ttft > limit,
                 )
             )
         return predictions
