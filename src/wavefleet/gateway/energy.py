@@ -47,9 +47,11 @@ import contextlib
 import itertools
 import logging
 import math
+import operator
 import secrets
 import socket
 import time
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -131,7 +133,7 @@ class RemoteEnergy(Protocol):
     async def request_energy(self, energy_id: str, *, wait_s: float) -> RequestEnergyReport: ...
 
 
-@dataclass(kw_only=True, eq=False)
+@dataclass(kw_only=True, eq=False, slots=True)
 class _Span:
     """One attempt at one backend."""
 
@@ -224,10 +226,14 @@ class Charge:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
                 span.first_token = first_token
-                times = [x for x in token_times if first_token <= x <= t]
-                if all(b >= a for a, b in zip(times, times[1:], strict=False)):
-                    span.token_times = tuple(times)
+                if span.devices:  # only a measured device's windows place tokens (`as_request`)
+                    span.token_times = _times_within(token_times, first_token, t)
             self.end(t)
+
+    @property
+    def wants_token_times(self) -> bool:
+        """Whether `finish` uses the current attempt's token times (it runs on a measured device)."""
+        return bool(self.spans) and self.spans[-1].end is None and bool(self.spans[-1].devices)
 
     @property
     def energy_id(self) -> str:
@@ -656,6 +662,15 @@ ENERGY_METER = web.AppKey("wave_energy_meter", EnergyMeter)
 # Before a backend's speeds are known: a prompt token at a tenth of a generated one's cost (a
 # GPU prefills tens of times faster than it decodes; a CPU a few times)
 _TIME_PER_TOKEN = TokenWeights(0.1, 1.0, "a prompt token at a tenth of a generated token")
+
+
+def _times_within(times: Sequence[float], lo: float, hi: float) -> tuple[float, ...]:
+    """The times within [lo, hi] when those are in order, else (). The forwarder's are in order,
+    so they are cut by bisection, not compared one by one."""
+    if all(map(operator.le, times, itertools.islice(times, 1, None))):
+        return tuple(times[bisect_left(times, lo) : bisect_right(times, hi)])
+    inside = [x for x in times if lo <= x <= hi]
+    return tuple(inside) if all(map(operator.le, inside, itertools.islice(inside, 1, None))) else ()
 
 
 def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -> float:
