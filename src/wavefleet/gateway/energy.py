@@ -666,8 +666,9 @@ _TIME_PER_TOKEN = TokenWeights(0.1, 1.0, "a prompt token at a tenth of a generat
 
 def _times_within(times: Sequence[float], lo: float, hi: float) -> tuple[float, ...]:
     """The times within [lo, hi] when those are in order, else (). The forwarder's are in order,
-    so they are cut by bisection, not compared one by one."""
-    if all(map(operator.le, times, itertools.islice(times, 1, None))):
+    so they are cut by bisection, not compared one by one (times in order hold no NaN: it
+    compares false, which only a single time could hide)."""
+    if len(times) > 1 and all(map(operator.le, times, itertools.islice(times, 1, None))):
         return tuple(times[bisect_left(times, lo) : bisect_right(times, hi)])
     inside = [x for x in times if lo <= x <= hi]
     return tuple(inside) if all(map(operator.le, inside, itertools.islice(inside, 1, None))) else ()
