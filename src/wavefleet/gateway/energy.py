@@ -51,6 +51,7 @@ import operator
 import secrets
 import socket
 import time
+import weakref
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -135,10 +136,12 @@ class RemoteEnergy(Protocol):
 
 @dataclass(kw_only=True, eq=False, slots=True)
 class _Span:
-    """One attempt at one backend."""
+    """One attempt at one backend. It refers to its charge weakly: a charge and its attempts
+    are freed as soon as the request is done with them, without waiting for the cyclic garbage
+    collector (the meter holds every charge it has yet to settle in `_charges`)."""
 
     id: str
-    charge: Charge
+    owner: weakref.ref[Charge]
     backend: str
     devices: list[str]
     start: float
@@ -151,6 +154,10 @@ class _Span:
     open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
     energy_id: str = ""  # at a fleet agent, which meters it: the id the agent files it under
     fetched: bool = False  # the agent's figures are in `parts` (or it could not tell)
+
+    @property
+    def charge(self) -> Charge | None:
+        return self.owner()
 
     def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
@@ -172,6 +179,21 @@ class Charge:
     `result` is None until the meter settles it, and stays None when no attempt ran on a
     measured device. `settled` says whether it will change.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_meter",
+        "_waiters",
+        "backend",
+        "closed",
+        "closed_at",
+        "energy_id_given",
+        "key",
+        "model",
+        "result",
+        "settled",
+        "spans",
+    )
 
     def __init__(self, meter: EnergyMeter, *, key: str, energy_id: str = "") -> None:
         self._meter = meter
@@ -368,7 +390,9 @@ class EnergyMeter:
 
     def _begin(self, charge: Charge, backend: str, t: float) -> None:
         devices = self.served_by().get(backend, [])
-        span = _Span(id=str(next(self._ids)), charge=charge, backend=backend, devices=devices, start=t)
+        span = _Span(
+            id=str(next(self._ids)), owner=weakref.ref(charge), backend=backend, devices=devices, start=t
+        )
         if backend in self._remote:
             span.energy_id = f"{self._prefix}-{span.id}"
             self._charges.add(charge)
@@ -435,7 +459,9 @@ class EnergyMeter:
             _LOG.debug("no energy from agent %s for %s: %s", span.backend, span.energy_id, exc)
         finally:
             span.fetched = True
-            self._maybe_settle(span.charge)
+            charge = span.charge
+            if charge is not None:
+                self._maybe_settle(charge)
 
     # --- sampling and settling ----------------------------------------------------------------------
 
@@ -454,7 +480,7 @@ class EnergyMeter:
             touched += self._close_window(device, totals)
         settled = []
         for charge in dict.fromkeys(span.charge for span in touched):
-            if self._maybe_settle(charge):
+            if charge is not None and self._maybe_settle(charge):
                 settled.append(charge)
         now = self.clock()
         while self._filed:
@@ -489,7 +515,11 @@ class EnergyMeter:
         spans = [
             s for s in self._ended.get(device, []) if s.start < cut and s.end is not None and s.end > since
         ]
-        requests = [s.as_request(self._weights(s.backend, totals)) for s in spans]
+        weights: dict[str, TokenWeights | None] = {}  # per backend: the same for all its spans here
+        for s in spans:
+            if s.backend not in weights:
+                weights[s.backend] = self._weights(s.backend, totals)
+        requests = [s.as_request(weights[s.backend]) for s in spans]
         # running longer than max_wait_s: alive until the cut, its work not known yet
         long_running = [s for s in running if s.start < cut]
         requests += [RequestSpan(id=s.id, start=s.start, end=cut) for s in long_running]
@@ -520,10 +550,13 @@ class EnergyMeter:
             self._counters.unattributed.labels(device).inc(result.unattributed_j)
             self._counters.metered.labels(device).inc(result.total_j)
         totals.end_t, totals.end_j = cut, samples[-1].joules
-        passed = [s for s in self._ended.get(device, []) if s.end is not None and s.end <= cut]
+        passed: list[_Span] = []
+        kept: list[_Span] = []
+        for span in self._ended.get(device, []):
+            (passed if span.end is not None and span.end <= cut else kept).append(span)
         for span in passed:
             span.open_on.discard(device)
-        self._ended[device] = [s for s in self._ended.get(device, []) if s not in passed]
+        self._ended[device] = kept
         return passed
 
     def speeds(self, backend: str) -> tuple[float, float] | None:
