@@ -75,3 +75,20 @@ def test_a_measured_charge_lives_until_settled_then_is_freed() -> None:
         energy.step()
     assert energy.by_model()["m"].requests == 1  # settled and counted after the request let go
     assert gone() is None
+
+
+def test_a_meter_meters_something_only_with_a_backend_on_a_measured_device_or_an_agent() -> None:
+    clock = Clock(100.0)
+    gpus, why = open_nvml(FakeNvml(RECORDINGS["rtx-4080-super"], clock=clock))
+    assert gpus is not None, why
+    far = BackendConfig.model_validate({"name": "far", "url": "http://10.9.8.7:8000", "kind": "vllm"})
+    near = BackendConfig.model_validate({"name": "gpu", "url": "http://127.0.0.1:8000", "kind": "vllm"})
+    only_far = EnergyMeter(telemetry=Telemetry([gpus]), backends=[far], clock=clock)
+    assert not only_far.meters_any()  # before the first sample no device is known
+    only_far.step()
+    assert not only_far.meters_any()  # the forwarder charges nothing: no figure would come
+    with_agent = EnergyMeter(telemetry=Telemetry([gpus]), backends=[far], clock=clock, agents=["far"])
+    assert with_agent.meters_any()
+    local = EnergyMeter(telemetry=Telemetry([gpus]), backends=[far, near], clock=clock)
+    local.step()
+    assert local.meters_any()

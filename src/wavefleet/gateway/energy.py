@@ -419,6 +419,11 @@ class EnergyMeter:
             self._ended.setdefault(device, []).append(span)
             span.open_on.add(device)
 
+    def meters_any(self) -> bool:
+        """Whether any backend's requests get energy: one runs on a measured device, or is a fleet
+        agent. When none does, the forwarder charges nothing (every charge would settle unmeasured)."""
+        return bool(self._agents) or any(self.served_by().values())
+
     def served_by(self) -> dict[str, list[str]]:
         """Backend -> the devices that serve it (known once the first sample named the devices)."""
         if self._served_by is None:

@@ -119,7 +119,7 @@ class Forwarder:
         Each backend's circuit breaker is asked right before sending (`monitor.available`), so a
         half-open breaker's single probe is granted only to a request that really goes there.
         """
-        if self._energy is None:
+        if self._energy is None or not self._energy.meters_any():
             return await self._forward(request, call, ranked)
         # at a fleet agent: the gateway that sent it asks for its energy by this id
         given = request.headers.get(ENERGY_ID_HEADER)
