@@ -47,9 +47,12 @@ import contextlib
 import itertools
 import logging
 import math
+import operator
 import secrets
 import socket
 import time
+import weakref
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -131,12 +134,14 @@ class RemoteEnergy(Protocol):
     async def request_energy(self, energy_id: str, *, wait_s: float) -> RequestEnergyReport: ...
 
 
-@dataclass(kw_only=True, eq=False)
+@dataclass(kw_only=True, eq=False, slots=True)
 class _Span:
-    """One attempt at one backend."""
+    """One attempt at one backend. It refers to its charge weakly: a charge and its attempts
+    are freed as soon as the request is done with them, without waiting for the cyclic garbage
+    collector (the meter holds every charge it has yet to settle in `_charges`)."""
 
     id: str
-    charge: Charge
+    owner: weakref.ref[Charge]
     backend: str
     devices: list[str]
     start: float
@@ -149,6 +154,10 @@ class _Span:
     open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
     energy_id: str = ""  # at a fleet agent, which meters it: the id the agent files it under
     fetched: bool = False  # the agent's figures are in `parts` (or it could not tell)
+
+    @property
+    def charge(self) -> Charge | None:
+        return self.owner()
 
     def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
@@ -170,6 +179,21 @@ class Charge:
     `result` is None until the meter settles it, and stays None when no attempt ran on a
     measured device. `settled` says whether it will change.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_meter",
+        "_waiters",
+        "backend",
+        "closed",
+        "closed_at",
+        "energy_id_given",
+        "key",
+        "model",
+        "result",
+        "settled",
+        "spans",
+    )
 
     def __init__(self, meter: EnergyMeter, *, key: str, energy_id: str = "") -> None:
         self._meter = meter
@@ -224,10 +248,14 @@ class Charge:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
                 span.first_token = first_token
-                times = [x for x in token_times if first_token <= x <= t]
-                if all(b >= a for a, b in zip(times, times[1:], strict=False)):
-                    span.token_times = tuple(times)
+                if span.devices:  # only a measured device's windows place tokens (`as_request`)
+                    span.token_times = _times_within(token_times, first_token, t)
             self.end(t)
+
+    @property
+    def wants_token_times(self) -> bool:
+        """Whether `finish` uses the current attempt's token times (it runs on a measured device)."""
+        return bool(self.spans) and self.spans[-1].end is None and bool(self.spans[-1].devices)
 
     @property
     def energy_id(self) -> str:
@@ -362,7 +390,9 @@ class EnergyMeter:
 
     def _begin(self, charge: Charge, backend: str, t: float) -> None:
         devices = self.served_by().get(backend, [])
-        span = _Span(id=str(next(self._ids)), charge=charge, backend=backend, devices=devices, start=t)
+        span = _Span(
+            id=str(next(self._ids)), owner=weakref.ref(charge), backend=backend, devices=devices, start=t
+        )
         if backend in self._remote:
             span.energy_id = f"{self._prefix}-{span.id}"
             self._charges.add(charge)
@@ -388,6 +418,11 @@ class EnergyMeter:
             self._open[device].remove(span)
             self._ended.setdefault(device, []).append(span)
             span.open_on.add(device)
+
+    def meters_any(self) -> bool:
+        """Whether any backend's requests get energy: one runs on a measured device, or is a fleet
+        agent. When none does, the forwarder charges nothing (every charge would settle unmeasured)."""
+        return bool(self._agents) or any(self.served_by().values())
 
     def served_by(self) -> dict[str, list[str]]:
         """Backend -> the devices that serve it (known once the first sample named the devices)."""
@@ -429,7 +464,9 @@ class EnergyMeter:
             _LOG.debug("no energy from agent %s for %s: %s", span.backend, span.energy_id, exc)
         finally:
             span.fetched = True
-            self._maybe_settle(span.charge)
+            charge = span.charge
+            if charge is not None:
+                self._maybe_settle(charge)
 
     # --- sampling and settling ----------------------------------------------------------------------
 
@@ -448,7 +485,7 @@ class EnergyMeter:
             touched += self._close_window(device, totals)
         settled = []
         for charge in dict.fromkeys(span.charge for span in touched):
-            if self._maybe_settle(charge):
+            if charge is not None and self._maybe_settle(charge):
                 settled.append(charge)
         now = self.clock()
         while self._filed:
@@ -483,7 +520,11 @@ class EnergyMeter:
         spans = [
             s for s in self._ended.get(device, []) if s.start < cut and s.end is not None and s.end > since
         ]
-        requests = [s.as_request(self._weights(s.backend, totals)) for s in spans]
+        weights: dict[str, TokenWeights | None] = {}  # per backend: the same for all its spans here
+        for s in spans:
+            if s.backend not in weights:
+                weights[s.backend] = self._weights(s.backend, totals)
+        requests = [s.as_request(weights[s.backend]) for s in spans]
         # running longer than max_wait_s: alive until the cut, its work not known yet
         long_running = [s for s in running if s.start < cut]
         requests += [RequestSpan(id=s.id, start=s.start, end=cut) for s in long_running]
@@ -514,10 +555,13 @@ class EnergyMeter:
             self._counters.unattributed.labels(device).inc(result.unattributed_j)
             self._counters.metered.labels(device).inc(result.total_j)
         totals.end_t, totals.end_j = cut, samples[-1].joules
-        passed = [s for s in self._ended.get(device, []) if s.end is not None and s.end <= cut]
+        passed: list[_Span] = []
+        kept: list[_Span] = []
+        for span in self._ended.get(device, []):
+            (passed if span.end is not None and span.end <= cut else kept).append(span)
         for span in passed:
             span.open_on.discard(device)
-        self._ended[device] = [s for s in self._ended.get(device, []) if s not in passed]
+        self._ended[device] = kept
         return passed
 
     def speeds(self, backend: str) -> tuple[float, float] | None:
@@ -656,6 +700,16 @@ ENERGY_METER = web.AppKey("wave_energy_meter", EnergyMeter)
 # Before a backend's speeds are known: a prompt token at a tenth of a generated one's cost (a
 # GPU prefills tens of times faster than it decodes; a CPU a few times)
 _TIME_PER_TOKEN = TokenWeights(0.1, 1.0, "a prompt token at a tenth of a generated token")
+
+
+def _times_within(times: Sequence[float], lo: float, hi: float) -> tuple[float, ...]:
+    """The times within [lo, hi] when those are in order, else (). The forwarder's are in order,
+    so they are cut by bisection, not compared one by one (times in order hold no NaN: it
+    compares false, which only a single time could hide)."""
+    if len(times) > 1 and all(map(operator.le, times, itertools.islice(times, 1, None))):
+        return tuple(times[bisect_left(times, lo) : bisect_right(times, hi)])
+    inside = [x for x in times if lo <= x <= hi]
+    return tuple(inside) if all(map(operator.le, inside, itertools.islice(inside, 1, None))) else ()
 
 
 def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -> float:

@@ -14,6 +14,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from aiohttp import web
@@ -118,7 +119,7 @@ class Forwarder:
         Each backend's circuit breaker is asked right before sending (`monitor.available`), so a
         half-open breaker's single probe is granted only to a request that really goes there.
         """
-        if self._energy is None:
+        if self._energy is None or not self._energy.meters_any():
             return await self._forward(request, call, ranked)
         # at a fleet agent: the gateway that sent it asks for its energy by this id
         given = request.headers.get(ENERGY_ID_HEADER)
@@ -347,7 +348,7 @@ class Forwarder:
                             now_of(),
                             first_token=state.first_event_at,
                             usage=streamed,
-                            token_times=_event_times(state),
+                            token_times=_event_times(state) if call.charge.wants_token_times else (),
                         )
                     if call.report is not None:
                         call.report(499, streamed, name)
@@ -376,7 +377,7 @@ class Forwarder:
             state.usage,
             ttft,
             detail,
-            _event_times(state),
+            _event_times(state) if call.charge is not None and call.charge.wants_token_times else None,
             first_token_told=told,
         )
         return response
@@ -452,11 +453,7 @@ def _event_times(state: StreamState) -> list[float]:
     """When each chunk of events reached the client (the energy meter places generated tokens there)."""
     if state.first_event_at is None:
         return []
-    times, t = [state.first_event_at], state.first_event_at
-    for gap in state.gaps:
-        t += gap
-        times.append(t)
-    return times
+    return list(accumulate(state.gaps, initial=state.first_event_at))
 
 
 def _json_object(body: bytes, backend: str) -> dict[str, Any]:

@@ -376,29 +376,39 @@ def attribute(
     pools: list[tuple[list[float], dict[tuple[str, str], float]]] = [([0.0], {})]
     working_now = _Sweep([(b, e) for b, e, *_ in phases])
     alive_now = _Sweep([(b, e) for b, e, _ in present])
-    for a, b in zip(cuts, cuts[1:], strict=False):
-        d_energy = energy(b) - energy(a)
-        dt = b - a
-        # work done in this segment at the phase's even pace (dt / length <= 1: no overflow)
-        working = [
-            (work * (dt / length), phase, rid)
-            for work, length, phase, rid in (phases[i][2:] for i in sorted(working_now.at(a)))
-        ]
-        alive = [present[i][2] for i in sorted(alive_now.at(a))]
-        if not alive:
-            unattributed += d_energy
+    pieces = [p[2:] for p in phases]  # (work, length, phase, request id)
+    levels = [energy(t) for t in cuts]  # the counter at each cut, read once
+    for k in range(len(cuts) - 1):
+        a = cuts[k]
+        alive_at = alive_now.at(a)
+        if not alive_at:
+            unattributed += levels[k + 1] - levels[k]
             if pools[-1][1]:
                 pools.append(([0.0], {}))
             continue
+        d_energy = levels[k + 1] - levels[k]
+        dt = cuts[k + 1] - a
+        # work done in this segment at the phase's even pace (dt / length <= 1: no overflow)
+        working = [
+            (work * (dt / length), phase, rid)
+            for work, length, phase, rid in (pieces[i] for i in sorted(working_now.at(a)))
+        ]
         idle = min(d_energy, idle_w * dt)
         dynamic = d_energy - idle
-        work = sum(done for done, _, _ in working)
+        work = sum([done for done, _, _ in working])
         if work > 0 and pooled:
+            # the energy above idle goes to the stretch's pool; this moment's idle draw and
+            # time go by each request's share of the work done in it
             pool_j, pool_work = pools[-1]
             pool_j[0] += dynamic
             for done, phase, rid in working:
                 pool_work[rid, phase] = pool_work.get((rid, phase), 0.0) + done
-            dynamic = 0.0
+                share = done / work
+                into = acc[rid]
+                into["idle"] += idle * share
+                into["busy"] += dt * share
+            continue
+        alive = [present[i][2] for i in sorted(alive_at)]
         if work > 0:
             shares = [(rid, phase, done / work) for done, phase, rid in working]
         elif placement is Placement.SPREAD or not (unknown := [rid for rid in alive if rid in no_counts]):
