@@ -13,14 +13,18 @@ transport alone, so a routing decision that goes wrong there goes wrong here, in
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import selectors
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 
 from wavefleet.bench.arrivals import arrival_offsets
-from wavefleet.bench.workload import LengthDist, Session, SyntheticWorkload, Turn
+from wavefleet.bench.workload import Session, SyntheticWorkload, Turn
 from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.dialects.llamacpp import parse_llamacpp_metrics
 from wavefleet.gateway.monitor.dialects.vllm import parse_vllm_metrics
@@ -66,40 +70,31 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now += seconds
 
 
+def _harness() -> ModuleType:
+    """scripts/compare_policies.py, the real harness, whose fleets and workloads this simulation runs."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "compare_policies.py"
+    spec = importlib.util.spec_from_file_location("compare_policies", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("compare_policies", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+HARNESS = _harness()
+
+
 def long_workload(seed: int) -> SyntheticWorkload:
-    """Issue 13's workload: prompts 200-1500 words (one token each), answers 50-300 (uniform)."""
-    return SyntheticWorkload(
-        input_len=850,
-        output_len=175,
-        input_dist=LengthDist("uniform", 650 / 850),
-        output_dist=LengthDist("uniform", 125 / 175),
-        seed=seed,
-    )
+    """Issue 13's workload, as the harness draws it: prompts 200-1500 words, answers 50-300."""
+    workload: SyntheticWorkload = HARNESS.long_workload(seed)
+    return workload
 
 
 def fleet_d() -> list[SimProfile]:
-    """Issue 13's fleet: two RTX 5070 Ti vLLM twins and a Ryzen 9 7950X llama.cpp engine, all
-    serving Llama 3.1 8B, from the sizing engine (as `scripts/compare_policies.py --fleets d`)."""
-    from wavefleet.catalog.loader import Catalog
-    from wavefleet.sim.profiles import BUILTIN_SPECS, ProfileSpec, profile_from_spec
-
-    catalog = Catalog.load()
-    gpu = {s.name: s for s in BUILTIN_SPECS}["rtx5070ti-vllm"]
-    cpu = ProfileSpec(
-        "ryzen7950x-llamacpp-8b",
-        "ryzen-9-7950x",
-        "llama-3.1-8b",
-        "q4_k_m",
-        "llama.cpp",
-        8192,
-        4,
-        host_ram_gib=64,
-    )
-    return [
-        profile_from_spec(gpu, catalog, name="gpu-a"),
-        profile_from_spec(gpu, catalog, name="gpu-b"),
-        profile_from_spec(cpu, catalog, name="cpu-7950x"),
-    ]
+    """Issue 13's fleet as the harness builds it (`scripts/compare_policies.py --fleets d`): two
+    RTX 5070 Ti vLLM twins and a Ryzen 9 7950X llama.cpp engine, all serving Llama 3.1 8B."""
+    fleets, _ = HARNESS.build_fleets(["d"])
+    return [engine.profile for engine in fleets["d"].engines]
 
 
 def unprofiled_configs(profiles: list[SimProfile]) -> dict[str, BackendConfig]:
