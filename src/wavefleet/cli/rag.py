@@ -96,7 +96,8 @@ def _chunker(size: int, overlap: int) -> Any:
     from wavefleet.rag.chunking import Chunker, load_tokenizer
     from wavefleet.rag.model import bundled_model
 
-    return Chunker(load_tokenizer(bundled_model().tokenizer), size=size, overlap=overlap)
+    model = bundled_model()
+    return Chunker(load_tokenizer(model.tokenizer), size=size, overlap=overlap, window=model.max_tokens)
 
 
 @click.group()

@@ -3,11 +3,18 @@
     chunker = Chunker(Tokenizer.from_file(model.tokenizer), size=512, overlap=150)
     for chunk in chunker.chunks(doc):
         chunk.start, chunk.end, chunk.heading, chunk.page, chunk.text
+        chunker.embedding_text(chunk)   # what the model embeds: heading over text, cut to its window
 
 Tokens are the embedding model's own (its `tokenizer.json`, through Hugging Face's `tokenizers`),
 so a chunk of 512 tokens is 512 tokens to the model. Windows never cross a section (a page of a
 PDF, a heading's part of Markdown or HTML), so each chunk has one page or heading to cite. A
 chunk's span is the characters from its first token's start to its last token's end.
+
+The model embeds a chunk's heading over its text, which with the model's [CLS] and [SEP] can
+be longer than it reads at once (`window`, 512 tokens for all-MiniLM-L6-v2). The embedding text
+is cut to the window here, because an engine may refuse a longer input rather than cut it
+(llama-server answers 500); the cut tokens stay in the chunk's text, its BM25 entry and the
+next chunk's overlap.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ def load_tokenizer(path: Path) -> Any:
 class Chunker:
     """Windows of `size` tokens that overlap by `overlap` tokens, within each section."""
 
-    def __init__(self, tokenizer: Any, *, size: int = 512, overlap: int = 150) -> None:
+    def __init__(self, tokenizer: Any, *, size: int = 512, overlap: int = 150, window: int = 512) -> None:
         if size < 8:
             raise UsageError(f"--chunk-tokens {size}: too small to hold a sentence; use 64 or more")
         if not 0 <= overlap < size:
@@ -58,6 +65,15 @@ class Chunker:
         self._tokenizer = tokenizer
         self.size = size
         self.overlap = overlap
+        self._room = window - len(tokenizer.encode("", add_special_tokens=True).ids)
+        if self._room < 8:
+            raise UsageError(f"an embedding window of {window} tokens holds no text; the model's is 512")
+
+    def embedding_text(self, chunk: Chunk) -> str:
+        """The chunk's heading over its text, cut to the tokens the model reads at once."""
+        text = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+        offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
+        return text if len(offsets) <= self._room else text[: offsets[self._room - 1][1]]
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from wavefleet.errors import UsageError
-from wavefleet.rag.chunking import Chunk, Chunker
+from wavefleet.rag.chunking import Chunker
 from wavefleet.rag.documents import document_kind, read_document
 from wavefleet.rag.embedder import Embedder, Vectors
 from wavefleet.rag.store import Collection
 
-__all__ = ["IngestPlan", "IngestReport", "embed_text", "ingest", "plan_ingest"]
+__all__ = ["IngestPlan", "IngestReport", "ingest", "plan_ingest"]
 
 EMBED_BATCH = 32
 SAVE_EVERY_S = 60.0
@@ -118,11 +118,6 @@ def plan_ingest(collection: Collection, paths: Sequence[Path]) -> IngestPlan:
     return plan
 
 
-def embed_text(chunk: Chunk) -> str:
-    """What the model embeds for a chunk: its heading (the section's topic) over its text."""
-    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
-
-
 async def ingest(
     collection: Collection,
     plan: IngestPlan,
@@ -155,7 +150,7 @@ async def ingest(
                 continue
             # An embedding failure (the engine is down) stops the run: every later file would fail too.
             embed_started = time.perf_counter()
-            vectors = await _embed_all(embedder, [embed_text(c) for c in chunks])
+            vectors = await _embed_all(embedder, [chunker.embedding_text(c) for c in chunks])
             report.embed_seconds += time.perf_counter() - embed_started
             removed, added = collection.put_document(
                 path=str(path),
