@@ -174,15 +174,14 @@ def test_a_corrupt_graph_file_is_rebuilt(tmp_path: Path, embedder: LocalEmbedder
     assert len(reopened.open_index()) == reopened.info().chunks
 
 
-def test_full_chunks_with_their_heading_fit_a_llama_server_embedding_engine(tmp_path: Path) -> None:
-    """The documented engine (docs/rag.md): `llama-server --embedding --pooling mean -m GGUF`
-    refuses an input longer than the model reads at once instead of cutting it, so what ingest
-    sends must already fit: a 512-token chunk under its heading, [CLS] and [SEP] included."""
+@pytest.fixture(scope="module")
+def embed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The documented embedding engine (docs/rag.md): `llama-server --embedding --pooling mean -m
+    GGUF`. It refuses an input longer than the model reads at once instead of cutting it."""
     from test_llama_server import RunningServer, installed_binary, wait_until_ready
     from wavefleet.agent.process import free_port
-    from wavefleet.rag.embedder import HttpEmbedder
 
-    model = bundled_model()
+    folder = tmp_path_factory.mktemp("embed-server")
     binary = installed_binary()
     port = free_port()
     argv = [
@@ -191,28 +190,51 @@ def test_full_chunks_with_their_heading_fit_a_llama_server_embedding_engine(tmp_
         "--pooling",
         "mean",
         "-m",
-        str(ensure_gguf(model, tmp_path / "m")),
+        str(ensure_gguf(bundled_model(), folder)),
     ]
     argv += ["--host", "127.0.0.1", "--port", str(port), "-t", "1"]
-    log = tmp_path / "embed.log"
+    log = folder / "embed.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_until_ready(server, deadline_s=120)
-        notes = tmp_path / "notes"
-        notes.mkdir()
-        words = " ".join(f"word{n} is checked" for n in range(400))  # ~2,000 tokens: full chunks
-        (notes / "long.md").write_text(f"# Quarterly maintenance schedule for the house\n\n{words}\n")
-        collection = Collection(tmp_path / "collections" / "long", create=True)
-        chunker = Chunker(load_tokenizer(model.tokenizer), size=512, overlap=150, window=model.max_tokens)
-        embedder = HttpEmbedder(url=f"{server.url}/v1", model=model.name)
-        try:
-            report = run(collection, [notes], chunker, embedder)
-        finally:
-            asyncio.run(embedder.aclose())
-        assert report.added == 1  # type: ignore[attr-defined]
-        assert collection.info().chunks >= 3
+        yield f"{server.url}/v1"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_full_chunks_and_long_questions_fit_a_llama_server_embedding_engine(
+    tmp_path: Path, embed_server: str
+) -> None:
+    """A 512-token chunk under its heading, and a question longer than the model's window, both
+    with [CLS] and [SEP], are cut to the window before they are sent."""
+    from wavefleet.rag.embedder import HttpEmbedder
+
+    model = bundled_model()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    words = " ".join(f"word{n} is checked" for n in range(400))  # ~2,000 tokens: full chunks
+    (notes / "long.md").write_text(f"# Quarterly maintenance schedule for the house\n\n{words}\n")
+    collection = Collection(tmp_path / "collections" / "long", create=True)
+    chunker = Chunker(load_tokenizer(model.tokenizer), size=512, overlap=150, window=model.max_tokens)
+
+    async def ingest_and_ask() -> tuple[object, list[str]]:
+        embedder = HttpEmbedder(url=embed_server, model=model.name)
+        try:
+            report = await ingest(
+                collection, plan_ingest(collection, [notes]), chunker=chunker, embedder=embedder
+            )
+            retriever = Retriever(collection, embedder, window=chunker.window)
+            question = "which word is checked in the quarterly maintenance schedule? " + words
+            result = await retriever.search(question, RetrievalSettings(mode="dense", top_k=2))  # type: ignore[arg-type]
+            retriever.close()
+            return report, [Path(hit.path).name for hit in result.hits]
+        finally:
+            await embedder.aclose()
+
+    report, found = asyncio.run(ingest_and_ask())
+    assert report.added == 1  # type: ignore[attr-defined]
+    assert collection.info().chunks >= 3
+    assert found == ["long.md", "long.md"]

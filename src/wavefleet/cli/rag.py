@@ -253,6 +253,7 @@ def search(
     from pydantic import ValidationError
 
     from wavefleet.rag.config import RetrievalSettings
+    from wavefleet.rag.model import bundled_model
     from wavefleet.rag.paths import collection_dir, resolve_data_dir
     from wavefleet.rag.retrieve import Retriever
     from wavefleet.rag.store import Collection
@@ -266,7 +267,7 @@ def search(
     root = resolve_data_dir(data_dir)
     store = Collection(collection_dir(root, collection))
     embedder = _embedder(engine, url, api_key, embed_model or store.meta().get("embed_model"), threads, root)
-    retriever = Retriever(store, embedder)
+    retriever = Retriever(store, embedder, window=bundled_model().window())
 
     async def go() -> Any:
         try:
@@ -493,6 +494,7 @@ def eval_(
     )
     from wavefleet.rag.ingest import ingest as run_ingest
     from wavefleet.rag.ingest import plan_ingest
+    from wavefleet.rag.model import bundled_model
     from wavefleet.rag.paths import collection_dir, resolve_data_dir
     from wavefleet.rag.retrieve import Retriever
     from wavefleet.rag.store import Collection
@@ -531,7 +533,7 @@ def eval_(
                     {"mode": "hybrid", "fusion": "convex", "alpha": a}
                 )
                 configs.append((f"hybrid convex a={a:g}", settings))
-    retriever = Retriever(store, embedder)
+    retriever = Retriever(store, embedder, window=bundled_model().window())
 
     async def go() -> list[tuple[str, dict[str, float]]]:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 from wavefleet.errors import UsageError
 from wavefleet.rag.documents import ParsedDocument
 
-__all__ = ["Chunk", "Chunker", "load_tokenizer"]
+__all__ = ["Chunk", "Chunker", "EmbeddingWindow", "load_tokenizer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,21 @@ def load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
+class EmbeddingWindow:
+    """The tokens the embedding model reads at once, its special tokens included."""
+
+    def __init__(self, tokenizer: Any, tokens: int = 512) -> None:
+        self._tokenizer = tokenizer
+        self._room = tokens - len(tokenizer.encode("", add_special_tokens=True).ids)
+        if self._room < 8:
+            raise UsageError(f"an embedding window of {tokens} tokens holds no text; the model's is 512")
+
+    def fit(self, text: str) -> str:
+        """`text`, cut after the last token that fits."""
+        offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
+        return text if len(offsets) <= self._room else text[: offsets[self._room - 1][1]]
+
+
 class Chunker:
     """Windows of `size` tokens that overlap by `overlap` tokens, within each section."""
 
@@ -65,15 +80,11 @@ class Chunker:
         self._tokenizer = tokenizer
         self.size = size
         self.overlap = overlap
-        self._room = window - len(tokenizer.encode("", add_special_tokens=True).ids)
-        if self._room < 8:
-            raise UsageError(f"an embedding window of {window} tokens holds no text; the model's is 512")
+        self.window = EmbeddingWindow(tokenizer, window)
 
     def embedding_text(self, chunk: Chunk) -> str:
         """The chunk's heading over its text, cut to the tokens the model reads at once."""
-        text = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
-        offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
-        return text if len(offsets) <= self._room else text[: offsets[self._room - 1][1]]
+        return self.window.fit(f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text)
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from wavefleet.errors import UsageError
+from wavefleet.rag.chunking import EmbeddingWindow, load_tokenizer
 from wavefleet.rag.config import DEFAULT_EMBED_MODEL
 
 __all__ = [
@@ -66,6 +67,10 @@ class BundledModel:
 
     def config(self) -> dict[str, Any]:
         return dict(json.loads((self.directory / "config.json").read_text(encoding="utf-8")))
+
+    def window(self) -> EmbeddingWindow:
+        """What the model reads at once, to cut texts and questions to (an engine may refuse more)."""
+        return EmbeddingWindow(load_tokenizer(self.tokenizer), self.max_tokens)
 
 
 def bundled_model() -> BundledModel:

@@ -5,7 +5,8 @@
     result.hits[0].path, .page, .heading, .start, .end, .text, .score
     result.embed_ms, result.search_ms
 
-The query is embedded by the collection's own model (through the same endpoint as at ingest).
+The query is embedded by the collection's own model (through the same endpoint as at ingest),
+cut to what the model reads at once when a `window` is given (BM25 searches the whole query).
 Each method contributes its best `candidates`; fusion ranks their union.
 """
 
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wavefleet.errors import UsageError
+from wavefleet.rag.chunking import EmbeddingWindow
 from wavefleet.rag.config import Fusion, RetrievalSettings
 from wavefleet.rag.embedder import Embedder
 from wavefleet.rag.fusion import Hits, Mode, convex, rrf
@@ -57,9 +59,17 @@ class RetrievalResult:
 class Retriever:
     """Searches one collection; safe to call from many tasks at once."""
 
-    def __init__(self, collection: Collection, embedder: Embedder, *, threads: int = 2) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        embedder: Embedder,
+        *,
+        window: EmbeddingWindow | None = None,
+        threads: int = 2,
+    ) -> None:
         self.collection = collection
         self.embedder = embedder
+        self._window = window
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"rag-{collection.name}")
 
     async def search(
@@ -72,7 +82,8 @@ class Retriever:
         started = time.perf_counter()
         vector = None
         if settings.mode is not Mode.BM25:
-            vector = (await (embedder or self.embedder).embed([query]))[0]
+            text = self._window.fit(query) if self._window is not None else query
+            vector = (await (embedder or self.embedder).embed([text]))[0]
         embedded = time.perf_counter()
         loop = asyncio.get_running_loop()
         hits = await loop.run_in_executor(self._pool, self._rank, query, vector, settings)

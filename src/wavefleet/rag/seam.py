@@ -33,6 +33,7 @@ from wavefleet.gateway.security.middleware import PRINCIPAL
 from wavefleet.rag.answer import build_messages, citations_json, cited_numbers, last_user_text, sources_footer
 from wavefleet.rag.config import RagConfig, RetrievalSettings
 from wavefleet.rag.embedder import HttpEmbedder
+from wavefleet.rag.model import bundled_model
 from wavefleet.rag.paths import collection_dir, resolve_data_dir
 from wavefleet.rag.retrieve import Hit, Retriever
 from wavefleet.rag.store import Collection, collection_names
@@ -102,11 +103,12 @@ class RagService:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
             connector=aiohttp.TCPConnector(limit=256),
         )
+        window = await asyncio.to_thread(bundled_model().window)
         for name in self._names:
             collection = await asyncio.to_thread(Collection, collection_dir(self.data_dir, name))
             await asyncio.to_thread(collection.open_index)
             placeholder = HttpEmbedder(url="http://127.0.0.1", model=self.config.embed_model)
-            self.retrievers[name] = Retriever(collection, placeholder)
+            self.retrievers[name] = Retriever(collection, placeholder, window=window)
 
     async def aclose(self) -> None:
         for retriever in self.retrievers.values():
