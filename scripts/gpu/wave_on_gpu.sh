@@ -75,7 +75,7 @@ YAML
     python3 -m wavefleet bench --url http://127.0.0.1:8100/v1 --model chat --rate "$rate" \
       --duration "$DURATION" --input-len 600 --length-dist uniform:0.95 --output-len 32 --ignore-eos \
       --extra-body '{"cache_prompt": false}' --goodput 'ttft:1000 tpot:100' --seed "$seed" \
-      --no-progress >> "$OUT/bench-$policy.txt" 2>&1 || true
+      --no-progress --out "$OUT/$policy-$rate" >> "$OUT/bench-$policy.txt" 2>&1 || true
   done
   curl -s http://127.0.0.1:8100/metrics | grep '^wave_routing_decisions_total' > "$OUT/decisions-$policy.txt" || true
   kill "$GATEWAY" 2>/dev/null || true; wait "$GATEWAY" 2>/dev/null || true
