@@ -2,39 +2,36 @@
 # On a GPU machine: time to first token of a RAG answer (`rag/docs1k`) over a 1,000-document corpus,
 # the seed's goal being <= 500 ms at P50 with an 8B-shaped model on the GPU.
 #   chat:  llama-server, CUDA, synthetic Llama-3.1-8B-shaped F16 GGUF (scripts/gpu/synthetic_gguf.py)
-#   embed: llama-server --embedding on the CPU, the bundled all-MiniLM-L6-v2 converted to GGUF by
-#          `wave rag model` (the same file `wave rag embed-server` serves)
+#   embed: llama-server --embedding on the CPU, the bundled all-MiniLM-L6-v2 as `wave rag model`
+#          converts it, quantized to Q8_0 by llama-quantize so that it travels (prepare_rag.sh)
 #   wave serve in front of both, with a `rag:` section; `wave rag ingest` of 1,000 Markdown files
 #   cut from the pydoc topics through the gateway; scripts/rag_ttft.py asks 100 questions in turn.
 # Results land under $OUT: ingest.txt, ttft.json, the logs.
 #
 #   bash scripts/gpu/rag_on_gpu.sh           # build (if needed), GGUFs, engines, ingest, measure
 #
-# Needs .device/ and .whl/ (scripts/gpu/prepare.sh) and .device-rag-a/, .device-rag-b/
-# (scripts/gpu/prepare_rag.sh): the embedding model's package in two halves and the rag extra's
-# wheels. They may come in separate transfers: whatever of them is already here is used.
-# (llama-cpp-python is not needed here: llama-server embeds; the GGUF writer comes from
-# llama.cpp's own gguf-py.)
+# Needs .device/ and .whl/ (scripts/gpu/prepare.sh) and .device-rag/ (scripts/gpu/prepare_rag.sh):
+# the embedding model as a Q8_0 GGUF for the engine, its package's tokenizer and configuration for
+# chunking (the safetensors weights left empty: the engine reads the GGUF), and the rag extra's
+# wheels, small enough to travel beside .device/ and .whl/ in one transfer. (llama-cpp-python is
+# not needed here: llama-server embeds.)
 set -euo pipefail
 # shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/common.sh"
 need_device_files
 python_packages
 RAG_SITE=$W/rag-site
+EMBED_GGUF=$PWD/.device-rag/embed.q8_0.gguf
+for file in "$EMBED_GGUF" .device-rag/package.tar; do
+  [ -f "$file" ] || { echo "$file is missing: run 'bash scripts/gpu/prepare_rag.sh' and bring .device-rag/ along" >&2; exit 2; }
+done
 if [ ! -f "$RAG_SITE/.complete" ]; then
-  for part in .device-rag-a/weights.part .device-rag-b/weights.part .device-rag-b/package.tar; do
-    [ -f "$part" ] || { echo "$part is missing: run 'bash scripts/gpu/prepare_rag.sh' and bring it along" >&2; exit 2; }
-  done
-  mkdir -p "$RAG_SITE" "$W/rag-build"
-  tar xf .device-rag-b/package.tar -C "$RAG_SITE"
-  cat .device-rag-a/weights.part .device-rag-b/weights.part > "$RAG_SITE/$(cat .device-rag-b/weights.path)"
-  [ "$(sha256sum < "$RAG_SITE/$(cat .device-rag-b/weights.path)" | cut -d' ' -f1)" = "$(cat .device-rag-b/weights.sha256)" ] ||
-    { echo "the embedding weights put back together do not match their hash" >&2; exit 2; }
-  python3 -m pip install -q --no-index --no-deps --target "$W/rag-build" .device-rag-b/wheels/*.whl
-  python3 -m pip install -q --no-index --no-deps --target "$RAG_SITE" .device-rag-b/wheels/tokenizers-*.whl \
-    .device-rag-b/wheels/pypdf-*.whl
-  PYTHONPATH=$W/rag-build:$W/site python3 -m pip install -q --no-index --no-deps --no-build-isolation \
-    --target "$RAG_SITE" .device-rag-b/wheels/hnswlib-*.tar.gz
+  mkdir -p "$RAG_SITE"
+  tar xf .device-rag/package.tar -C "$RAG_SITE"
+  python3 -m pip install -q --no-index --no-deps --target "$RAG_SITE" .device-rag/wheels/*.whl
+  # hnswlib ships only its source: built here with this Python's setuptools, pybind11 and numpy
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$RAG_SITE" \
+    .device-rag/wheels/hnswlib-*.tar.gz
   touch "$RAG_SITE/.complete"
 fi
 export PYTHONPATH=$PYTHONPATH:$RAG_SITE
@@ -46,7 +43,6 @@ RAG=$W/rag
 
 cuda_build llama-server
 synthetic_gguf "$W/m-f16.gguf" --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --ffn 14336 --vocab 128256
-EMBED_GGUF=$(python3 -m wavefleet rag model --data-dir "$RAG")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
 
 "$W/build/bin/llama-server" -m "$W/m-f16.gguf" -ngl 99 -np 4 -c 32768 --metrics --host 127.0.0.1 \
