@@ -865,3 +865,33 @@ def test_requests_sent_since_the_last_poll_fill_the_kv_cache_before_the_engine_r
     predictions = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
     assert all(0.8 < p.ttft_s < 1.05 for p in predictions.values()), predictions
     assert predictions["filled"].hopeless and not predictions["room"].hopeless
+
+
+def test_a_gpu_a_second_late_outranks_an_assumed_cpu_ten_seconds_late() -> None:
+    # fleet (d)'s cold start past capacity: both twins' first tokens come just past the shedding
+    # line, and their streams are stretched by the prefill they were sent (0.3 s a token for a
+    # 250-token answer: completion in ~80 s), while an idle CPU engine on its assumed profile
+    # would give the first token in ~7 s and finish in ~25 s. Ranked by completion the CPU came
+    # first and, as a guess, got the request (every such request missed by 15-25 s); ranked by
+    # first token the twins come first and the request is shed
+    clock = Clock()
+    monitor = StaticMonitor()
+    for name in ("a", "b"):
+        monitor.set(name, running=56, waiting=0, kv_usage=0.8)
+    monitor.set("cpu", running=0, waiting=0, slots_total=4)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"), a=56, b=56)
+    wave = policy(clock, shed_slack_s=0.25)
+    for name in ("a", "b"):
+        model = wave.model(name, view)
+        model.backlog_until = clock.now + 1.2
+        model.speed.tpot_scale = 3.0
+        model.add_prefill_work(clock.now, 0.7 * 5.0, 5.0)
+    request = ask("a", "b", "cpu", prompt=1000, out=250)
+    predictions = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], clock.now)}
+    assert all(p.late for p in predictions.values()), predictions
+    assert (
+        predictions["cpu"].e2e_s < predictions["a"].e2e_s
+        and predictions["a"].ttft_s < predictions["cpu"].ttft_s
+    )
+    decision = wave.choose(request, view)
+    assert decision.reason == "shed", decision.explanation()

@@ -45,7 +45,8 @@ wait before the next one (up to 32 TTFT targets).
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; then those within the shedding slack, then the rest, those whose first token comes past the
-slack last; each by e2e. When the best candidate
+slack last; each by e2e, the last ones by e2e with decode alone (no stretch by other prompts'
+prefill, the least certain term). When the best candidate
 misses the TTFT target by more than `shed_slack_s` (by anything where the request waits for
 blocks: the engine reports a full KV cache, or the requests in flight fill it), or its decode alone (itl.at(batch) + backlog /
 output, without the prefill stretch) misses the TPOT SLO, the request is shed (429 + Retry-After)
@@ -124,6 +125,7 @@ class Prediction(NamedTuple):
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
     hopeless: bool  # beyond the SLO by more than shedding allows
     late: bool  # its first token, beyond the SLO by more than shedding allows
+    bare_e2e_s: float  # e2e with decode alone, without the stretch by other prompts' prefill
 
 
 class _Pending(NamedTuple):
@@ -317,6 +319,7 @@ class WavePolicy:
                     clean,
                     ttft > limit or decode_alone > settings.tpot_slo_s,
                     ttft > limit,
+                    ttft + output * decode_alone,
                 )
             )
         return predictions
@@ -332,14 +335,19 @@ class WavePolicy:
         penalty = settings.preference_penalty_s
         # those predicted to meet the SLO first, then those within the shedding slack, then the
         # hopeless, the late ones last (a slow stream predicted from a guessed prefill share is
-        # weaker evidence than a first token seconds away); each by completion time
+        # weaker evidence than a first token seconds away); each by completion time, the late
+        # ones without that stretch: past capacity it is the least certain term and the largest
+        # (GPU streams predicted at 0.2-0.6 s a token at a cold start), and it would rank an
+        # engine on an assumed profile whose first token is ten seconds away before GPUs a
+        # second late, and send it the request the GPUs would shed
         order = sorted(
             range(len(ready)),
             key=lambda i: (
                 not predictions[i].meets_slo,
                 predictions[i].hopeless,
                 predictions[i].late,
-                predictions[i].e2e_s + penalty * ready[i].preference,
+                (predictions[i].bare_e2e_s if predictions[i].late else predictions[i].e2e_s)
+                + penalty * ready[i].preference,
             ),
         )
         scores = {p.backend: p.e2e_s for p in predictions}
