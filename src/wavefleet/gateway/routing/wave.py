@@ -46,9 +46,9 @@ Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom �
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; then those within the shedding slack, then the rest, those whose first token comes past the
 slack last; each by e2e, the last ones by e2e with decode alone (no stretch by other prompts'
-prefill, the least certain term). When the best candidate
-misses the TTFT target by more than `shed_slack_s` (by anything where the request waits for
-blocks: the engine reports a full KV cache, or the requests in flight fill it), or its decode alone (itl.at(batch) + backlog /
+prefill, the least certain term). When the best candidate misses the TTFT target by more than
+`shed_slack_s` (by anything where the request waits for blocks: the engine reports a full KV
+cache, or the requests in flight fill it), or its decode alone (itl.at(batch) + backlog /
 output, without the prefill stretch) misses the TPOT SLO, the request is shed (429 + Retry-After)
 rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
 while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
