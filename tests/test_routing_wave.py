@@ -838,3 +838,60 @@ def test_past_the_target_a_request_for_a_full_kv_cache_gets_no_slack(kv_usage: f
     assert 0.8 < prediction.ttft_s < 1.05
     decision = wave.choose(request, view)
     assert (decision.reason == "over-slo") if admitted else (decision.reason == "shed"), decision.reason
+
+
+def test_requests_sent_since_the_last_poll_fill_the_kv_cache_before_the_engine_reports_it() -> None:
+    # both twins reported 60 sequences in 90 % of their KV cache at the last poll: at that mix a
+    # cache holds about 67. The gateway has sent one of them 10 more since: the next request there
+    # waits for blocks to free, as in a full cache (a slot wait, no slack past the target), while
+    # its twin still has room. Fleet (d) past capacity: 8 prompts of ~1,000 tokens a second fill
+    # the last 10 % of a twin's cache between two polls
+    monitor = StaticMonitor()
+    monitor.set("filled", running=60, waiting=0, kv_usage=0.9)
+    monitor.set("room", running=60, waiting=0, kv_usage=0.9)
+    view = fleet_view(monitor, config("filled", GPU), config("room", GPU), filled=70, room=60)
+    wave = policy(shed_slack_s=0.25)
+    request = ask("filled", "room", prompt=800, out=175)
+    predictions = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
+    assert predictions["room"].slot_wait_s == 0.0
+    held = 60 / 0.9
+    speed = wave.model("filled", view).speed
+    service = speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(128)
+    assert predictions["filled"].slot_wait_s == pytest.approx((70 + 1 - held) / held * service)
+    # both predicted past the target, within the slack: the twin with room takes it on the slack,
+    # the filled one would make it wait for blocks, so there it counts as hopeless
+    for name in ("filled", "room"):
+        wave.model(name, view).backlog_until = 100.0 + 0.75
+    predictions = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], 100.0)}
+    assert all(0.8 < p.ttft_s < 1.05 for p in predictions.values()), predictions
+    assert predictions["filled"].hopeless and not predictions["room"].hopeless
+
+
+def test_a_gpu_a_second_late_outranks_an_assumed_cpu_ten_seconds_late() -> None:
+    # fleet (d)'s cold start past capacity: both twins' first tokens come just past the shedding
+    # line, and their streams are stretched by the prefill they were sent (0.3 s a token for a
+    # 250-token answer: completion in ~80 s), while an idle CPU engine on its assumed profile
+    # would give the first token in ~7 s and finish in ~25 s. Ranked by completion the CPU came
+    # first and, as a guess, got the request (every such request missed by 15-25 s); ranked by
+    # first token the twins come first and the request is shed
+    clock = Clock()
+    monitor = StaticMonitor()
+    for name in ("a", "b"):
+        monitor.set(name, running=56, waiting=0, kv_usage=0.8)
+    monitor.set("cpu", running=0, waiting=0, slots_total=4)
+    view = fleet_view(monitor, config("a", GPU), config("b", GPU), unprofiled("cpu", "llamacpp"), a=56, b=56)
+    wave = policy(clock, shed_slack_s=0.25)
+    for name in ("a", "b"):
+        model = wave.model(name, view)
+        model.backlog_until = clock.now + 1.2
+        model.speed.tpot_scale = 3.0
+        model.add_prefill_work(clock.now, 0.7 * 5.0, 5.0)
+    request = ask("a", "b", "cpu", prompt=1000, out=250)
+    predictions = {p.backend: p for p in wave.predict(request, view, list(request.candidates), [], clock.now)}
+    assert all(p.late for p in predictions.values()), predictions
+    assert (
+        predictions["cpu"].e2e_s < predictions["a"].e2e_s
+        and predictions["a"].ttft_s < predictions["cpu"].ttft_s
+    )
+    decision = wave.choose(request, view)
+    assert decision.reason == "shed", decision.explanation()

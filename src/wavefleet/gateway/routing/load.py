@@ -20,7 +20,7 @@ from wavefleet.gateway.config import BackendConfig
 from wavefleet.gateway.monitor.snapshot import LoadSnapshot
 from wavefleet.gateway.routing.base import Candidate, FleetView
 
-__all__ = ["capacity", "healthy", "load", "runs_on_gpu", "scores"]
+__all__ = ["capacity", "healthy", "kv_holds", "load", "runs_on_gpu", "scores"]
 
 
 def runs_on_gpu(config: BackendConfig) -> bool:
@@ -38,6 +38,13 @@ def capacity(config: BackendConfig, snapshot: LoadSnapshot) -> int:
     return config.kind.traits.slots.count
 
 
+def kv_holds(snapshot: LoadSnapshot) -> float | None:
+    """Sequences the engine's KV cache holds at the running mix (running / KV usage), when the
+    engine reports both; None otherwise."""
+    kv, running = snapshot.kv_usage, snapshot.running
+    return running / kv if kv and running else None
+
+
 def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int, sent_since_poll: int = 0) -> float:
     """Requests in the backend over the requests it holds at once.
 
@@ -50,7 +57,7 @@ def load(config: BackendConfig, snapshot: LoadSnapshot, inflight: int, sent_sinc
     slots = capacity(config, snapshot)
     kv, running = snapshot.kv_usage, snapshot.running
     if kv and running and running / kv < slots:
-        return occupancy * kv / running  # occupancy / (running / kv), without the rounding
+        return occupancy * kv / running  # occupancy / kv_holds(snapshot), without the rounding
     return occupancy / slots
 
 

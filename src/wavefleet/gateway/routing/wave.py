@@ -15,7 +15,9 @@ For every healthy candidate backend the policy predicts (all in seconds, see doc
 rate at which this backend has been finishing requests (measured over 5 × ttft_slo_s), else
 over `slots` per service time; with KV usage ≥ 95 % the engine's slots are its running
 sequences, and a new request waits for half a finish plus those queued ahead (a prompt that
-fits goes in at once). `prefill backlog` is the prefill work this gateway sent and the engine has not
+fits goes in at once); below that, no more than running / KV usage, what its cache holds at the
+running mix, so requests sent since the last poll fill it before the engine reports it.
+`prefill backlog` is the prefill work this gateway sent and the engine has not
 finished yet (a fluid queue drained in real time); each first token bounds it (what is left is at
 most the work sent after that request). Engines interleave prefill with decode (chunked prefill,
 2048 tokens a step by default in vLLM and llama.cpp), so prefill work stretches every step:
@@ -43,9 +45,10 @@ wait before the next one (up to 32 TTFT targets).
 Ranking: candidates predicted to meet the SLO with headroom (ttft ≤ headroom × ttft_slo_s and
 tpot ≤ headroom × tpot_slo_s) first, by e2e plus `preference_penalty_s` per step down the group's
 order; then those within the shedding slack, then the rest, those whose first token comes past the
-slack last; each by e2e. When the best candidate
-misses the TTFT target by more than `shed_slack_s` (by anything where the engine reports a full
-KV cache, so the request waits for blocks), or its decode alone (itl.at(batch) + backlog /
+slack last; each by e2e, the last ones by e2e with decode alone (no stretch by other prompts'
+prefill, the least certain term). When the best candidate misses the TTFT target by more than
+`shed_slack_s` (by anything where the request waits for blocks: the engine reports a full KV
+cache, or the requests in flight fill it), or its decode alone (itl.at(batch) + backlog /
 output, without the prefill stretch) misses the TPOT SLO, the request is shed (429 + Retry-After)
 rather than piled onto a backend. Beliefs still on an assumed profile are guesses:
 while no candidate's belief is trusted nothing is shed, a best candidate on an assumed profile
@@ -69,7 +72,7 @@ from typing import NamedTuple
 
 from wavefleet.gateway.config import PolicyName, WaveSettings
 from wavefleet.gateway.routing.base import Candidate, Decision, FleetView, Outcome, RouteRequest
-from wavefleet.gateway.routing.load import capacity, runs_on_gpu
+from wavefleet.gateway.routing.load import capacity, kv_holds, runs_on_gpu
 from wavefleet.gateway.routing.wave_model import (
     ASSUMED_PROFILES,
     MAX_SHARE,
@@ -122,6 +125,7 @@ class Prediction(NamedTuple):
     clean: bool  # the engine reports no queue and room in its KV cache: a first token is its speed
     hopeless: bool  # beyond the SLO by more than shedding allows
     late: bool  # its first token, beyond the SLO by more than shedding allows
+    bare_e2e_s: float  # e2e with decode alone, without the stretch by other prompts' prefill
 
 
 class _Pending(NamedTuple):
@@ -234,11 +238,22 @@ class WavePolicy:
             kv = snapshot.kv_usage
             # with every slot taken a new request waits for one to finish; a full KV cache admits
             # nothing new until a running sequence ends, but a prompt that still fits (about half
-            # of them at 95 %) goes in at once: half a finish, plus the requests queued ahead
+            # of them at 95 %) goes in at once: half a finish, plus the requests queued ahead.
+            # Short of full, the cache holds running / usage sequences at the running mix, and
+            # what the gateway sent since the poll (in the in-flight count) fills it before the
+            # engine's gauge shows it: past that, a request waits for blocks as in a full cache
             ahead = 1.0
-            if kv is not None and kv >= _KV_FULL and snapshot.running and snapshot.running < slots:
+            held = float(slots)
+            kv_full = kv is not None and kv >= _KV_FULL
+            if kv_full and snapshot.running and snapshot.running < slots:
                 slots = snapshot.running
+                held = float(slots)
                 ahead = 0.5
+            else:
+                holds = kv_holds(snapshot)
+                if holds is not None and holds < held:
+                    held = holds
+                    kv_full = occupied + ahead > held
             # a queue the slot count does not explain (KV nearly full, reserved room, the engine's
             # own limits) may delay the first token: such requests do not teach the prefill line
             clean = not snapshot.waiting and (kv is None or kv < _KV_NEAR_FULL)
@@ -248,16 +263,16 @@ class WavePolicy:
             itl = speed.itl.at(batch)
             share = model.prefill_share(now, window)
             slot_wait = 0.0
-            queued = occupied + ahead - slots
+            queued = occupied + ahead - held
             if queued > 0:
                 # a slot frees as a request finishes: at the rate this backend has been finishing
-                # them, measured, else one service time per `slots` requests, estimated
+                # them, measured, else one service time per `held` requests, estimated
                 rate = model.finish_rate(now, window)
                 if rate > 0.0:
                     slot_wait = queued / rate
                 else:
                     service = speed.prefill.at(speed.mean_prompt) + speed.mean_output * speed.itl.at(slots)
-                    slot_wait = queued / slots * service
+                    slot_wait = queued / held * service
             backlog = model.backlog_until - now
             if backlog < 0.0:
                 backlog = 0.0
@@ -285,7 +300,7 @@ class WavePolicy:
             # newest sequence is the first one preempted when decode runs out of blocks: such
             # predictions are uncertain (± 0.3 s on fleet (d)) and admitting them on the slack
             # keeps the cache full and the queue standing, so there the target is the limit
-            limit = ttft_target if kv is not None and kv >= _KV_FULL and queued > 0 else ttft_limit
+            limit = ttft_target if kv_full and queued > 0 else ttft_limit
             predictions.append(
                 Prediction(
                     name,
@@ -304,6 +319,7 @@ class WavePolicy:
                     clean,
                     ttft > limit or decode_alone > settings.tpot_slo_s,
                     ttft > limit,
+                    ttft + output * decode_alone,
                 )
             )
         return predictions
@@ -319,14 +335,19 @@ class WavePolicy:
         penalty = settings.preference_penalty_s
         # those predicted to meet the SLO first, then those within the shedding slack, then the
         # hopeless, the late ones last (a slow stream predicted from a guessed prefill share is
-        # weaker evidence than a first token seconds away); each by completion time
+        # weaker evidence than a first token seconds away); each by completion time, the late
+        # ones without that stretch: past capacity it is the least certain term and the largest
+        # (GPU streams predicted at 0.2-0.6 s a token at a cold start), and it would rank an
+        # engine on an assumed profile whose first token is ten seconds away before GPUs a
+        # second late, and send it the request the GPUs would shed
         order = sorted(
             range(len(ready)),
             key=lambda i: (
                 not predictions[i].meets_slo,
                 predictions[i].hopeless,
                 predictions[i].late,
-                predictions[i].e2e_s + penalty * ready[i].preference,
+                (predictions[i].bare_e2e_s if predictions[i].late else predictions[i].e2e_s)
+                + penalty * ready[i].preference,
             ),
         )
         scores = {p.backend: p.e2e_s for p in predictions}
