@@ -46,9 +46,15 @@ proportion to what each would cost alone, so their energies keep the ratio of th
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "EQUAL_WEIGHTS",
@@ -112,8 +118,12 @@ class RequestSpan:
             raise ValueError(f"request {self.id}: negative token count")
         if self.prefill_s is not None and self.prefill_s < 0:
             raise ValueError(f"request {self.id}: negative prefill time")
-        if any(not self.start <= t <= self.end for t in self.token_times) or any(
-            b < a for a, b in zip(self.token_times, self.token_times[1:], strict=False)
+        times = self.token_times
+        # in order (which no NaN is), so within the lifetime when the first and last are
+        if times and (
+            not all(map(operator.le, times, itertools.islice(times, 1, None)))
+            or not self.start <= times[0] <= self.end
+            or not self.start <= times[-1] <= self.end
         ):
             raise ValueError(f"request {self.id}: token times must rise within its lifetime")
 
@@ -246,17 +256,31 @@ class PhasePower:
         energy = _Interpolator([s.t for s in samples], [s.joules for s in samples])
         lo, hi = samples[0].t, samples[-1].t
         spans = list(requests)
+        pieces = [r.phases(EQUAL_WEIGHTS) for r in spans]
         moments = {t for r in spans for t in (r.start, r.end)}
-        moments |= {t for r in spans for b, e, _, _ in r.phases(EQUAL_WEIGHTS) for t in (b, e)}
+        moments |= {t for phases in pieces for b, e, _, _ in phases for t in (b, e)}
         cuts = sorted({lo, hi} | {min(max(t, lo), hi) for t in moments})
+        at = {t: k for k, t in enumerate(cuts)}
+        # how many requests are alive in each segment, and the sum of their indices: the one
+        # alive when only one is (a sweep, not a scan of every request at every cut)
+        count = [0] * len(cuts)
+        owner = [0] * len(cuts)
+        for i, r in enumerate(spans):
+            first, last = at[min(max(r.start, lo), hi)], at[min(max(r.end, lo), hi)]
+            if last > first:
+                count[first] += 1
+                count[last] -= 1
+                owner[first] += i
+                owner[last] -= i
         acc = {"prefill": [0.0, 0.0], "decode": [0.0, 0.0]}
-        for a, b in zip(cuts, cuts[1:], strict=False):
-            alive = [r for r in spans if r.start <= a and r.end >= b]
-            if len(alive) != 1:
+        alive = which = 0
+        for k in range(len(cuts) - 1):
+            alive += count[k]
+            which += owner[k]
+            if alive != 1:
                 continue
-            phase = next(
-                (ph for pb, pe, _, ph in alive[0].phases(EQUAL_WEIGHTS) if pb <= a and pe >= b), None
-            )
+            a, b = cuts[k], cuts[k + 1]
+            phase = next((ph for pb, pe, _, ph in pieces[which] if pb <= a and pe >= b), None)
             if phase is None:
                 continue
             acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
@@ -344,7 +368,13 @@ def attribute(
     idle_w: float,
     placement: Placement = Placement.SPREAD,
 ) -> Attribution:
-    """Split the energy between the first and last sample among `requests` (see the module doc)."""
+    """Split the energy between the first and last sample among `requests` (see the module doc).
+
+    Linear in the cuts and pieces of work, not in their product: a piece's share of a segment is
+    its pace over the segment's total pace, so what a piece gets over its segments is its pace
+    times a range sum of per-segment figures (`_Tree`), and the total pace of each segment a
+    stabbing sum of the paces over it.
+    """
     samples = _checked(samples)
     if idle_w < 0:
         raise ValueError("idle power cannot be negative")
@@ -353,98 +383,106 @@ def attribute(
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
-    # (begin, end, work, whole phase's length, phase, request id), clipped to the window
-    phases = [
-        (max(b, window_start), min(e, window_end), work, e - b, phase, r.id)
-        for r in spans
-        for b, e, work, phase in r.phases(weights, placement)
-        if min(e, window_end) > max(b, window_start)
-    ]
-    present = [(max(r.start, window_start), min(r.end, window_end), r.id) for r in spans]
-    cuts = sorted(
-        {s.t for s in samples}
-        | {t for b, e, *_ in phases for t in (b, e)}
-        | {t for b, e, _ in present if e > b for t in (b, e)}
-    )
-    times = [s.t for s in samples]
-    energy = _Interpolator(times, [s.joules for s in samples])
-    acc = {r.id: {"prefill": 0.0, "decode": 0.0, "idle": 0.0, "busy": 0.0} for r in spans}
-    unattributed = 0.0
+    # the pieces of work clipped to the window: begin, end, work, whole piece's length, decode?, owner
+    begins: list[float] = []
+    ends: list[float] = []
+    works: list[float] = []
+    lengths: list[float] = []
+    decode: list[bool] = []
+    owners: list[int] = []
+    for i, r in enumerate(spans):
+        for b, e, work, phase in r.phases(weights, placement):
+            lo, hi = max(b, window_start), min(e, window_end)
+            if hi > lo:
+                begins.append(lo)
+                ends.append(hi)
+                works.append(work)
+                lengths.append(e - b)
+                decode.append(phase == "decode")
+                owners.append(i)
+    times = np.array([s.t for s in samples])
+    joules = np.array([s.joules for s in samples])
+    alive_from = np.array([max(r.start, window_start) for r in spans], dtype=float)
+    alive_to = np.array([min(r.end, window_end) for r in spans], dtype=float)
+    alive = alive_to > alive_from
+    piece_from, piece_to = np.array(begins, dtype=float), np.array(ends, dtype=float)
+    cuts = np.unique(np.concatenate([times, piece_from, piece_to, alive_from[alive], alive_to[alive]]))
+    segments = len(cuts) - 1
+    # each piece and each request's presence covers the segments [first, last) between its cuts
+    p_first, p_last = np.searchsorted(cuts, piece_from), np.searchsorted(cuts, piece_to)
+    r_first = np.where(alive, np.searchsorted(cuts, alive_from), 0)
+    r_last = np.where(alive, np.searchsorted(cuts, alive_to), 0)
+    dt = np.diff(cuts)
+    d_energy = np.diff(np.interp(cuts, times, joules))
+    idle = np.minimum(d_energy, idle_w * dt)
+    dynamic = d_energy - idle
+    no_counts = np.array([r.prompt_tokens == 0 and r.completion_tokens == 0 for r in spans], dtype=bool)
+    present = _count(r_first[alive], r_last[alive], segments)
+    unknown = _count(r_first[alive & no_counts], r_last[alive & no_counts], segments)
+    work_of = np.array(works, dtype=float)
+    length = np.array(lengths, dtype=float)
+    pace = _paces(work_of, length)
+    tree = _Tree(segments)
+    total_pace = tree.stab(p_first, p_last, pace)
+    working = (_count(p_first[work_of > 0], p_last[work_of > 0], segments) > 0) & (total_pace > 0)
+    quiet = present == 0
+    waiting = ~quiet & ~working  # requests alive, none of them doing known work
+    unattributed = float(np.sum(d_energy[quiet]))
     pooled = placement is Placement.POOLED
-    no_counts = {r.id for r in spans if r.prompt_tokens == 0 and r.completion_tokens == 0}
-    # busy stretches (POOLED): energy above idle, and each request's priced work per phase
-    pools: list[tuple[list[float], dict[tuple[str, str], float]]] = [([0.0], {})]
-    working_now = _Sweep([(b, e) for b, e, *_ in phases])
-    alive_now = _Sweep([(b, e) for b, e, _ in present])
-    pieces = [p[2:] for p in phases]  # (work, length, phase, request id)
-    levels = [energy(t) for t in cuts]  # the counter at each cut, read once
-    for k in range(len(cuts) - 1):
-        a = cuts[k]
-        alive_at = alive_now.at(a)
-        if not alive_at:
-            unattributed += levels[k + 1] - levels[k]
-            if pools[-1][1]:
-                pools.append(([0.0], {}))
-            continue
-        d_energy = levels[k + 1] - levels[k]
-        dt = cuts[k + 1] - a
-        # work done in this segment at the phase's even pace (dt / length <= 1: no overflow)
-        working = [
-            (work * (dt / length), phase, rid)
-            for work, length, phase, rid in (pieces[i] for i in sorted(working_now.at(a)))
-        ]
-        idle = min(d_energy, idle_w * dt)
-        dynamic = d_energy - idle
-        work = sum([done for done, _, _ in working])
-        if work > 0 and pooled:
-            # the energy above idle goes to the stretch's pool; this moment's idle draw and
-            # time go by each request's share of the work done in it
-            pool_j, pool_work = pools[-1]
-            pool_j[0] += dynamic
-            for done, phase, rid in working:
-                pool_work[rid, phase] = pool_work.get((rid, phase), 0.0) + done
-                share = done / work
-                into = acc[rid]
-                into["idle"] += idle * share
-                into["busy"] += dt * share
-            continue
-        alive = [present[i][2] for i in sorted(alive_at)]
-        if work > 0:
-            shares = [(rid, phase, done / work) for done, phase, rid in working]
-        elif placement is Placement.SPREAD or not (unknown := [rid for rid in alive if rid in no_counts]):
-            # Requests alive but none working (all queued, or no token counts): an even split.
-            shares = [(rid, "prefill", 1 / len(alive)) for rid in alive]
-            if placement is not Placement.SPREAD:
-                # no known work: what the device drew above idle is not any request's doing
-                unattributed += dynamic
-                dynamic = 0.0
-        else:
-            # requests whose work is unknown (no token counts) may have caused it; they share it
-            for rid in alive:
-                acc[rid]["idle"] += idle / len(alive)
-                acc[rid]["busy"] += dt / len(alive)
-            idle = dt = 0.0
-            shares = [(rid, "prefill", 1 / len(unknown)) for rid in unknown]
-        for rid, phase, share in shares:
-            acc[rid][phase] += dynamic * share
-            acc[rid]["idle"] += idle * share
-            acc[rid]["busy"] += dt * share
-    for (stretch_j,), stretch_work in pools:
-        priced = sum(stretch_work.values())
-        for (rid, phase), done in stretch_work.items():
-            acc[rid][phase] += stretch_j * done / priced
+    spread = placement is Placement.SPREAD
+
+    def per(values: npt.NDArray[np.float64], by: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> Any:
+        return np.divide(values, by, out=np.zeros(segments), where=where)
+
+    # working segments: shares by pace
+    by_pace = np.stack(
+        [per(idle, total_pace, working), per(dt, total_pace, working), per(dynamic, total_pace, working)],
+        axis=1,
+    )
+    got = tree.sums(by_pace, p_first, p_last) * pace[:, None]
+    n = len(spans)
+    owner = np.array(owners, dtype=np.intp)
+    acc_idle = _sum_by(owner, got[:, 0], n)
+    acc_busy = _sum_by(owner, got[:, 1], n)
+    is_decode = np.array(decode, dtype=bool)
+    if pooled:
+        # the energy above idle of each busy stretch (stretches end where no request is alive),
+        # split by each piece's priced work in it: its work times the part of it in the window
+        stretch = np.cumsum(quiet)
+        stretch_j = _sum_by(stretch[working], dynamic[working], segments + 1)
+        done = work_of * ((piece_to - piece_from) / length)
+        of = stretch[p_first]
+        priced = _sum_by(of, done, segments + 1)
+        gain = np.divide(stretch_j[of] * done, priced[of], out=np.zeros(len(done)), where=done > 0)
+    else:
+        gain = got[:, 2]
+    acc_prefill = _sum_by(owner, np.where(is_decode, 0.0, gain), n)
+    acc_decode = _sum_by(owner, np.where(is_decode, gain, 0.0), n)
+    # alive but not working: an even split of the idle draw and the time among the alive; the
+    # energy above idle too (SPREAD), or among those with no token counts, else unattributed
+    if spread:
+        third = per(dynamic, present, waiting)
+    else:
+        third = per(dynamic, unknown, waiting & (unknown > 0))
+        unattributed += float(np.sum(dynamic[waiting & (unknown == 0)]))
+    evenly = tree.sums(
+        np.stack([per(idle, present, waiting), per(dt, present, waiting), third], axis=1), r_first, r_last
+    )
+    acc_idle += evenly[:, 0]
+    acc_busy += evenly[:, 1]
+    acc_prefill += evenly[:, 2] if spread else np.where(no_counts, evenly[:, 2], 0.0)
     result = {}
-    for r in spans:
+    for i, r in enumerate(spans):
         lifetime = r.end - r.start
         covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
         result[r.id] = RequestEnergy(
             id=r.id,
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
-            prefill_j=acc[r.id]["prefill"],
-            decode_j=acc[r.id]["decode"],
-            idle_j=acc[r.id]["idle"],
-            busy_s=acc[r.id]["busy"],
+            prefill_j=float(acc_prefill[i]),
+            decode_j=float(acc_decode[i]),
+            idle_j=float(acc_idle[i]),
+            busy_s=float(acc_busy[i]),
             coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
         )
     return Attribution(
@@ -456,6 +494,95 @@ def attribute(
         requests=result,
         unattributed_j=unattributed,
     )
+
+
+def _sum_by(
+    index: npt.NDArray[np.intp], values: npt.NDArray[np.float64], size: int
+) -> npt.NDArray[np.float64]:
+    """values summed by index, for indices 0 to size - 1 (floats even when there are none)."""
+    return np.bincount(index, values, minlength=size).astype(float, copy=False)
+
+
+def _count(first: npt.NDArray[np.int64], last: npt.NDArray[np.int64], segments: int) -> npt.NDArray[np.int64]:
+    """How many of the ranges [first, last) cover each segment."""
+    starts = np.bincount(first, minlength=segments + 1)
+    stops = np.bincount(last, minlength=segments + 1)
+    return np.cumsum(starts - stops)[:segments]
+
+
+def _paces(work: npt.NDArray[np.float64], length: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Work per second of each piece, all scaled by one power of two that keeps the fastest and
+    the slowest in range (work / length alone overflows for a piece a few ulps long)."""
+    if not len(work):
+        return work
+    w_mantissa, w_exponent = np.frexp(work)
+    l_mantissa, l_exponent = np.frexp(length)
+    exponent = w_exponent - l_exponent
+    positive = work > 0
+    if not positive.any():
+        return np.zeros(len(work))
+    middle = (int(exponent[positive].min()) + int(exponent[positive].max())) // 2
+    paces: npt.NDArray[np.float64] = np.ldexp(
+        np.where(positive, w_mantissa / l_mantissa, 0.0), exponent - middle
+    )
+    return paces
+
+
+class _Tree:
+    """Range sums over the segments by a binary tree of partial sums: each range is the sum of at
+    most two nodes a level, each node a sum of its segments' figures. The figures are never
+    negative, so no sum cancels (prefix sums would: a short range's sum as the difference of two
+    long ones loses its digits)."""
+
+    def __init__(self, segments: int) -> None:
+        self.segments = segments
+
+    def _cover(
+        self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]
+    ) -> list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """(level, which ranges, their node at that level) that make up the ranges [first, last)."""
+        rows = np.flatnonzero(first < last)
+        lo, hi = first[rows], last[rows]
+        nodes = []
+        level = 0
+        while rows.size:
+            left = (lo & 1).astype(bool)
+            nodes.append((level, rows[left], lo[left]))
+            lo = lo + left
+            right = (hi & 1).astype(bool) & (lo < hi)
+            hi = hi - right
+            nodes.append((level, rows[right], hi[right]))
+            lo, hi = lo >> 1, hi >> 1
+            keep = lo < hi
+            rows, lo, hi = rows[keep], lo[keep], hi[keep]
+            level += 1
+        return nodes
+
+    def sums(
+        self, values: npt.NDArray[np.float64], first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """values[first[i]:last[i]].sum(axis=0) for each i (`values` one row a segment)."""
+        out = np.zeros((len(first), values.shape[1]))
+        nodes = self._cover(first, last)
+        level, tree = 0, values
+        for at, rows, index in nodes:
+            while level < at:
+                if len(tree) % 2:
+                    tree = np.concatenate([tree, np.zeros((1, tree.shape[1]))])
+                tree = tree[0::2] + tree[1::2]
+                level += 1
+            out[rows] += tree[index]
+        return out
+
+    def stab(
+        self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """For each segment, the sum of values[i] over the ranges [first[i], last[i]) that cover it."""
+        out = np.zeros(self.segments)
+        for level, rows, index in self._cover(first, last):
+            size = -(-self.segments // (1 << level))
+            out += np.repeat(np.bincount(index, values[rows], minlength=size), 1 << level)[: self.segments]
+        return out
 
 
 def idle_power(samples: Sequence[EnergySample], requests: Iterable[RequestSpan]) -> float | None:
@@ -510,27 +637,6 @@ def _checked(samples: Sequence[EnergySample]) -> Sequence[EnergySample]:
         if b.joules < a.joules:
             raise ValueError(f"cumulative energy decreased at t={b.t}: use EnergyTotal for raw counters")
     return samples
-
-
-class _Sweep:
-    """The intervals that cover [a, next cut) as `a` walks through the cuts in order; every
-    interval's ends are cuts, so one that has begun and not ended covers the whole segment."""
-
-    def __init__(self, intervals: list[tuple[float, float]]) -> None:
-        self.intervals = intervals
-        self.by_start = sorted(range(len(intervals)), key=lambda i: intervals[i][0])
-        self.by_end = sorted(range(len(intervals)), key=lambda i: intervals[i][1])
-        self.active: set[int] = set()
-        self._s = self._e = 0
-
-    def at(self, a: float) -> set[int]:
-        while self._s < len(self.by_start) and self.intervals[self.by_start[self._s]][0] <= a:
-            self.active.add(self.by_start[self._s])
-            self._s += 1
-        while self._e < len(self.by_end) and self.intervals[self.by_end[self._e]][1] <= a:
-            self.active.discard(self.by_end[self._e])
-            self._e += 1
-        return self.active
 
 
 class _Interpolator:
