@@ -741,12 +741,28 @@ class _Counters:
         self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
         self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
         self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
+        self._children: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
+        self._costs: dict[tuple[str, str, str, str], Counter] = {}
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)
-        self.energy.labels(*labels).inc(result.energy_j)
-        self.idle.labels(*labels).inc(result.idle_j)
-        self.measured.labels(*labels).inc()
-        self.tokens.labels(*labels).inc(result.completion_tokens)
+        children = self._children.get(labels)
+        if children is None:
+            # a counter keeps each child for good: looking it up once per label set, not per
+            # request, saves the label checks and the lock of `labels()`
+            children = self._children[labels] = (
+                self.energy.labels(*labels),
+                self.idle.labels(*labels),
+                self.measured.labels(*labels),
+                self.tokens.labels(*labels),
+            )
+        energy, idle, measured, tokens = children
+        energy.inc(result.energy_j)
+        idle.inc(result.idle_j)
+        measured.inc()
+        tokens.inc(result.completion_tokens)
         if result.cost is not None and result.currency is not None:
-            self.cost.labels(*labels, result.currency).inc(result.cost)
+            cost = self._costs.get((*labels, result.currency))
+            if cost is None:
+                cost = self._costs[(*labels, result.currency)] = self.cost.labels(*labels, result.currency)
+            cost.inc(result.cost)

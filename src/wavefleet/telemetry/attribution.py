@@ -383,29 +383,14 @@ def attribute(
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
-    # the pieces of work clipped to the window: begin, end, work, whole piece's length, decode?, owner
-    begins: list[float] = []
-    ends: list[float] = []
-    works: list[float] = []
-    lengths: list[float] = []
-    decode: list[bool] = []
-    owners: list[int] = []
-    for i, r in enumerate(spans):
-        for b, e, work, phase in r.phases(weights, placement):
-            lo, hi = max(b, window_start), min(e, window_end)
-            if hi > lo:
-                begins.append(lo)
-                ends.append(hi)
-                works.append(work)
-                lengths.append(e - b)
-                decode.append(phase == "decode")
-                owners.append(i)
+    piece_from, piece_to, work_of, length, is_decode, owner = _pieces(
+        spans, weights, placement, window_start, window_end
+    )
     times = np.array([s.t for s in samples])
     joules = np.array([s.joules for s in samples])
     alive_from = np.array([max(r.start, window_start) for r in spans], dtype=float)
     alive_to = np.array([min(r.end, window_end) for r in spans], dtype=float)
     alive = alive_to > alive_from
-    piece_from, piece_to = np.array(begins, dtype=float), np.array(ends, dtype=float)
     cuts = np.unique(np.concatenate([times, piece_from, piece_to, alive_from[alive], alive_to[alive]]))
     segments = len(cuts) - 1
     # each piece and each request's presence covers the segments [first, last) between its cuts
@@ -419,8 +404,6 @@ def attribute(
     no_counts = np.array([r.prompt_tokens == 0 and r.completion_tokens == 0 for r in spans], dtype=bool)
     present = _count(r_first[alive], r_last[alive], segments)
     unknown = _count(r_first[alive & no_counts], r_last[alive & no_counts], segments)
-    work_of = np.array(works, dtype=float)
-    length = np.array(lengths, dtype=float)
     pace = _paces(work_of, length)
     tree = _Tree(segments)
     total_pace = tree.stab(p_first, p_last, pace)
@@ -441,10 +424,8 @@ def attribute(
     )
     got = tree.sums(by_pace, p_first, p_last) * pace[:, None]
     n = len(spans)
-    owner = np.array(owners, dtype=np.intp)
     acc_idle = _sum_by(owner, got[:, 0], n)
     acc_busy = _sum_by(owner, got[:, 1], n)
-    is_decode = np.array(decode, dtype=bool)
     if pooled:
         # the energy above idle of each busy stretch (stretches end where no request is alive),
         # split by each piece's priced work in it: its work times the part of it in the window
@@ -493,6 +474,88 @@ def attribute(
         weights=weights,
         requests=result,
         unattributed_j=unattributed,
+    )
+
+
+def _pieces(
+    spans: list[RequestSpan], weights: TokenWeights, placement: Placement, lo: float, hi: float
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.intp],
+]:
+    """Every request's pieces of work as `RequestSpan.phases` places them, clipped to [lo, hi]:
+    (begin, end, work, the whole piece's length, decode?, request index), one array each; the
+    streamed steps of all requests found at once rather than token by token."""
+    n = len(spans)
+    rows = []
+    for r in spans:
+        w = r.weights or weights
+        token = r.end if r.first_token is None else r.first_token
+        begin = r.start if r.prefill_s is None else max(r.start, token - r.prefill_s)
+        rows.append((begin, token, r.prompt_tokens * w.prefill, r.end, r.completion_tokens * w.decode))
+    table = np.array(rows, dtype=float).reshape(n, 5)
+    prefill_from, first, prefill_work, end, decode_work = table.T
+    index = np.arange(n)
+    begins, ends, works, decode, owners = (
+        [prefill_from],
+        [first],
+        [prefill_work],
+        [np.zeros(n, bool)],
+        [index],
+    )
+    whole = np.ones(n, bool)  # decode spread from the first token to the end
+    streamed = (
+        [i for i, r in enumerate(spans) if len(r.token_times) > 1]
+        if placement is not Placement.SPREAD
+        else []
+    )
+    if streamed:
+        sizes = np.array([len(spans[i].token_times) for i in streamed])
+        t = np.fromiter(
+            itertools.chain.from_iterable(spans[i].token_times for i in streamed),
+            float,
+            count=int(sizes.sum()),
+        )
+        of = np.repeat(np.array(streamed), sizes)
+        keep = t >= first[of]
+        t, of = t[keep], of[keep]
+        # runs of events at one moment; every run after a request's first closes a step that
+        # began at the run before it and made as many tokens as the run has events
+        run = np.ones(len(t), bool)
+        run[1:] = (of[1:] != of[:-1]) | (t[1:] != t[:-1])
+        starts = np.flatnonzero(run)
+        run_t, run_of = t[starts], of[starts]
+        run_events = np.diff(np.append(starts, len(t)))
+        step = np.zeros(len(starts), bool)
+        step[1:] = run_of[1:] == run_of[:-1]
+        at = np.flatnonzero(step)
+        step_of, step_events = run_of[at], run_events[at]
+        events = np.bincount(step_of, step_events, minlength=n)
+        whole = events == 0
+        begins.append(run_t[at - 1])
+        ends.append(run_t[at])
+        works.append(decode_work[step_of] * step_events / events[step_of])
+        decode.append(np.ones(len(at), bool))
+        owners.append(step_of)
+    begins.append(first[whole])
+    ends.append(end[whole])
+    works.append(decode_work[whole])
+    decode.append(np.ones(int(whole.sum()), bool))
+    owners.append(index[whole])
+    b, e = np.concatenate(begins), np.concatenate(ends)
+    clipped_b, clipped_e = np.maximum(b, lo), np.minimum(e, hi)
+    inside = clipped_e > clipped_b
+    return (
+        clipped_b[inside],
+        clipped_e[inside],
+        np.concatenate(works)[inside],
+        (e - b)[inside],
+        np.concatenate(decode)[inside],
+        np.concatenate(owners)[inside].astype(np.intp),
     )
 
 
