@@ -602,16 +602,20 @@ class EnergyMeter:
         if not measured:
             charge.mark_settled()  # nothing it ran on is measured: its energy is unknown, not zero
             return True
-        parts = [p for s in measured for p in s.parts]
-        energy_j = sum(p.energy_j for p in parts)
-        idle_j = sum(p.idle_j for p in parts)
-        busy_s = sum(p.busy_s for p in parts)
-        completion = sum(s.completion_tokens for s in measured)
+        energy_j = idle_j = busy_s = 0.0
+        completion = prompt = 0
+        for s in measured:  # one pass: this runs once per metered request
+            completion += s.completion_tokens
+            prompt += s.prompt_tokens
+            for p in s.parts:
+                energy_j += p.prefill_j + p.decode_j
+                idle_j += p.idle_j
+                busy_s += p.busy_s
         cost = currency = None
         if self.tariff is not None:
             whole = RequestEnergy(
                 id="request",
-                prompt_tokens=sum(s.prompt_tokens for s in measured),
+                prompt_tokens=prompt,
                 completion_tokens=completion,
                 prefill_j=energy_j,
                 idle_j=idle_j,
@@ -624,7 +628,7 @@ class EnergyMeter:
             cost=cost,
             currency=currency,
             completion_tokens=completion,
-            prompt_tokens=sum(s.prompt_tokens for s in measured),
+            prompt_tokens=prompt,
             busy_s=busy_s,
         )
         charge.mark_settled()  # after `result`: the audit writer's thread reads them in this order
