@@ -264,3 +264,24 @@ def test_many_concurrent_streams_are_split_as_the_reference_splits_them() -> Non
         assert got.requests[r.id].energy_j == pytest.approx(want.requests[r.id].energy_j, rel=1e-12)
         assert got.requests[r.id].idle_j == pytest.approx(want.requests[r.id].idle_j, rel=1e-12)
         assert got.requests[r.id].busy_s == pytest.approx(want.requests[r.id].busy_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_a_piece_a_few_ulps_long_beside_slow_ones_still_closes(placement: Placement) -> None:
+    """Its pace (work over length) is beyond a float's range: the split must still be finite."""
+    samples = [EnergySample(0.0, 0.0), EnergySample(1.0, 150.0), EnergySample(2.0, 300.0)]
+    spans = [
+        RequestSpan(id="blip", start=0.5, first_token=math.nextafter(0.5, 1), end=0.75, prompt_tokens=5000),
+        RequestSpan(id="slow", start=0.0, first_token=0.1, end=2.0, prompt_tokens=1, completion_tokens=1),
+        RequestSpan(
+            id="streamed",
+            start=0.2,
+            first_token=0.3,
+            end=1.5,
+            completion_tokens=3,
+            token_times=(0.3, math.nextafter(0.3, 1), 1.0, 1.5),
+        ),
+    ]
+    result = attribute(samples, spans, weights=EQUAL_WEIGHTS, idle_w=50, placement=placement)
+    assert all(math.isfinite(r.total_j) and r.energy_j >= 0 for r in result.requests.values())
+    assert result.closure_error < 1e-12

@@ -47,14 +47,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 __all__ = [
     "EQUAL_WEIGHTS",
@@ -370,10 +367,10 @@ def attribute(
 ) -> Attribution:
     """Split the energy between the first and last sample among `requests` (see the module doc).
 
-    Linear in the cuts and pieces of work, not in their product: a piece's share of a segment is
-    its pace over the segment's total pace, so what a piece gets over its segments is its pace
-    times a range sum of per-segment figures (`_Tree`), and the total pace of each segment a
-    stabbing sum of the paces over it.
+    Linear in the cuts and the pieces of work, not in their product: a piece's share of a segment
+    is its pace (work per second) over the segment's total pace, so what a piece gets over its
+    segments is its pace times the sum, over those segments, of each one's figure over its total
+    pace: a difference of two running sums (`_RunningSum`, exact), read once per piece.
     """
     samples = _checked(samples)
     if idle_w < 0:
@@ -383,87 +380,142 @@ def attribute(
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
-    piece_from, piece_to, work_of, length, is_decode, owner = _pieces(
-        spans, weights, placement, window_start, window_end
-    )
-    times = np.array([s.t for s in samples])
-    joules = np.array([s.joules for s in samples])
-    alive_from = np.array([max(r.start, window_start) for r in spans], dtype=float)
-    alive_to = np.array([min(r.end, window_end) for r in spans], dtype=float)
-    alive = alive_to > alive_from
-    cuts = np.unique(np.concatenate([times, piece_from, piece_to, alive_from[alive], alive_to[alive]]))
+    # (begin, end, work, whole piece's length, phase, request index), clipped to the window
+    pieces = [
+        (lo, hi, work, e - b, phase, i)
+        for i, r in enumerate(spans)
+        for b, e, work, phase in r.phases(weights, placement)
+        if (hi := min(e, window_end)) > (lo := max(b, window_start))
+    ]
+    present = [(max(r.start, window_start), min(r.end, window_end)) for r in spans]
+    begins = [p[0] for p in pieces]
+    ends = [p[1] for p in pieces]
+    cuts = sorted({s.t for s in samples}.union(begins, ends, *([b, e] for b, e in present if e > b)))
+    at = {t: k for k, t in enumerate(cuts)}
+    levels = _levels(samples, cuts)
     segments = len(cuts) - 1
-    # each piece and each request's presence covers the segments [first, last) between its cuts
-    p_first, p_last = np.searchsorted(cuts, piece_from), np.searchsorted(cuts, piece_to)
-    r_first = np.where(alive, np.searchsorted(cuts, alive_from), 0)
-    r_last = np.where(alive, np.searchsorted(cuts, alive_to), 0)
-    dt = np.diff(cuts)
-    d_energy = np.diff(np.interp(cuts, times, joules))
-    idle = np.minimum(d_energy, idle_w * dt)
-    dynamic = d_energy - idle
-    no_counts = np.array([r.prompt_tokens == 0 and r.completion_tokens == 0 for r in spans], dtype=bool)
-    present = _count(r_first[alive], r_last[alive], segments)
-    unknown = _count(r_first[alive & no_counts], r_last[alive & no_counts], segments)
-    pace = _paces(work_of, length)
-    tree = _Tree(segments)
-    total_pace = tree.stab(p_first, p_last, pace)
-    working = (_count(p_first[work_of > 0], p_last[work_of > 0], segments) > 0) & (total_pace > 0)
-    quiet = present == 0
-    waiting = ~quiet & ~working  # requests alive, none of them doing known work
-    unattributed = float(np.sum(d_energy[quiet]))
+    no_counts = [r.prompt_tokens == 0 and r.completion_tokens == 0 for r in spans]
+    # changes at each cut: requests alive, those of them without token counts, pieces with work,
+    # and the total pace (exact: integers over one power of two, so pieces ending take off
+    # exactly what they put on)
+    alive_at = [0] * (segments + 1)
+    unknown_at = [0] * (segments + 1)
+    working_at = [0] * (segments + 1)
+    pace_at = [0] * (segments + 1)
+    ranges = []  # (request index, first segment, past its last)
+    for i, (b, e) in enumerate(present):
+        if e > b:
+            first, last = at[b], at[e]
+            ranges.append((i, first, last))
+            alive_at[first] += 1
+            alive_at[last] -= 1
+            if no_counts[i]:
+                unknown_at[first] += 1
+                unknown_at[last] -= 1
+    paces = _paces([p[2] for p in pieces], [p[3] for p in pieces])
+    pace_units, scale = _exact(paces)
+    firsts = [at[t] for t in begins]  # each piece covers segments firsts[j] to lasts[j] - 1
+    lasts = [at[t] for t in ends]
+    for first, last, units, item in zip(firsts, lasts, pace_units, pieces, strict=True):
+        pace_at[first] += units
+        pace_at[last] -= units
+        if item[2] > 0:
+            working_at[first] += 1
+            working_at[last] -= 1
     pooled = placement is Placement.POOLED
     spread = placement is Placement.SPREAD
-
-    def per(values: npt.NDArray[np.float64], by: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> Any:
-        return np.divide(values, by, out=np.zeros(segments), where=where)
-
-    # working segments: shares by pace
-    by_pace = np.stack(
-        [per(idle, total_pace, working), per(dt, total_pace, working), per(dynamic, total_pace, working)],
-        axis=1,
-    )
-    got = tree.sums(by_pace, p_first, p_last) * pace[:, None]
-    n = len(spans)
-    acc_idle = _sum_by(owner, got[:, 0], n)
-    acc_busy = _sum_by(owner, got[:, 1], n)
-    if pooled:
-        # the energy above idle of each busy stretch (stretches end where no request is alive),
-        # split by each piece's priced work in it: its work times the part of it in the window
-        stretch = np.cumsum(quiet)
-        stretch_j = _sum_by(stretch[working], dynamic[working], segments + 1)
-        done = work_of * ((piece_to - piece_from) / length)
-        of = stretch[p_first]
-        priced = _sum_by(of, done, segments + 1)
-        gain = np.divide(stretch_j[of] * done, priced[of], out=np.zeros(len(done)), where=done > 0)
-    else:
-        gain = got[:, 2]
-    acc_prefill = _sum_by(owner, np.where(is_decode, 0.0, gain), n)
-    acc_decode = _sum_by(owner, np.where(is_decode, gain, 0.0), n)
-    # alive but not working: an even split of the idle draw and the time among the alive; the
-    # energy above idle too (SPREAD), or among those with no token counts, else unattributed
-    if spread:
-        third = per(dynamic, present, waiting)
-    else:
-        third = per(dynamic, unknown, waiting & (unknown > 0))
-        unattributed += float(np.sum(dynamic[waiting & (unknown == 0)]))
-    evenly = tree.sums(
-        np.stack([per(idle, present, waiting), per(dt, present, waiting), third], axis=1), r_first, r_last
-    )
-    acc_idle += evenly[:, 0]
-    acc_busy += evenly[:, 1]
-    acc_prefill += evenly[:, 2] if spread else np.where(no_counts, evenly[:, 2], 0.0)
+    # per segment: its idle draw, time and energy above idle over its total pace where pieces
+    # work; over the requests alive (or, for the energy, those without counts) where none does
+    idle_by_pace = [0.0] * segments
+    time_by_pace = [0.0] * segments
+    energy_by_pace = [0.0] * segments
+    idle_each = [0.0] * segments
+    time_each = [0.0] * segments
+    energy_each = [0.0] * segments
+    stretch_of = [0] * segments  # busy stretches (POOLED) end where no request is alive
+    stretch_j = [0.0]
+    unattributed = 0.0
+    waited = False  # some segment had requests alive and none working
+    alive = unknown = working = units = 0
+    for k in range(segments):
+        alive += alive_at[k]
+        unknown += unknown_at[k]
+        working += working_at[k]
+        units += pace_at[k]
+        d_energy = levels[k + 1] - levels[k]
+        if not alive:
+            unattributed += d_energy
+            stretch_j.append(0.0)
+            stretch_of[k] = len(stretch_j) - 1
+            continue
+        stretch_of[k] = len(stretch_j) - 1
+        dt = cuts[k + 1] - cuts[k]
+        idle = min(d_energy, idle_w * dt)
+        dynamic = d_energy - idle
+        total = units / scale if working and units > 0 else 0.0
+        if total > 0:
+            idle_by_pace[k] = idle / total
+            time_by_pace[k] = dt / total
+            if pooled:
+                stretch_j[-1] += dynamic
+            else:
+                energy_by_pace[k] = dynamic / total
+            continue
+        waited = True
+        idle_each[k] = idle / alive
+        time_each[k] = dt / alive
+        if spread:
+            energy_each[k] = dynamic / alive
+        elif unknown:
+            # requests whose work is unknown (no token counts) may have caused it; they share it
+            energy_each[k] = dynamic / unknown
+        else:
+            # no known work: what the device drew above idle is not any request's doing
+            unattributed += dynamic
+    acc = [[0.0, 0.0, 0.0, 0.0] for _ in spans]  # prefill, decode, idle, busy
+    idle_sums, idle_scale = _RunningSum(idle_by_pace).parts()
+    time_sums, time_scale = _RunningSum(time_by_pace).parts()
+    energy_sums, energy_scale = ([], 1) if pooled else _RunningSum(energy_by_pace).parts()
+    priced = [0.0] * len(stretch_j)
+    done = []
+    for (b, e, work, length, phase, i), first, last, pace in zip(pieces, firsts, lasts, paces, strict=True):
+        into = acc[i]
+        into[2] += pace * ((idle_sums[last] - idle_sums[first]) / idle_scale)
+        into[3] += pace * ((time_sums[last] - time_sums[first]) / time_scale)
+        slot = 0 if phase == "prefill" else 1
+        if not pooled:
+            into[slot] += pace * ((energy_sums[last] - energy_sums[first]) / energy_scale)
+        elif work > 0:
+            # its priced work in its busy stretch
+            piece = work * ((e - b) / length)
+            priced[stretch_of[first]] += piece
+            done.append((piece, stretch_of[first], slot, i))
+    for piece, stretch, slot, i in done:
+        acc[i][slot] += stretch_j[stretch] * piece / priced[stretch]
+    if waited:
+        idle_even, time_even, energy_even = (
+            _RunningSum(idle_each),
+            _RunningSum(time_each),
+            _RunningSum(energy_each),
+        )
+        for i, first, last in ranges:
+            into = acc[i]
+            into[2] += idle_even.between(first, last)
+            into[3] += time_even.between(first, last)
+            if spread or no_counts[i]:
+                into[0] += energy_even.between(first, last)
     result = {}
-    for i, r in enumerate(spans):
+    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
         lifetime = r.end - r.start
         covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
         result[r.id] = RequestEnergy(
             id=r.id,
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
-            prefill_j=float(acc_prefill[i]),
-            decode_j=float(acc_decode[i]),
-            idle_j=float(acc_idle[i]),
-            busy_s=float(acc_busy[i]),
+            prefill_j=prefill_j,
+            decode_j=decode_j,
+            idle_j=idle_j,
+            busy_s=busy_s,
             coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
         )
     return Attribution(
@@ -477,175 +529,66 @@ def attribute(
     )
 
 
-def _pieces(
-    spans: list[RequestSpan], weights: TokenWeights, placement: Placement, lo: float, hi: float
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.bool_],
-    npt.NDArray[np.intp],
-]:
-    """Every request's pieces of work as `RequestSpan.phases` places them, clipped to [lo, hi]:
-    (begin, end, work, the whole piece's length, decode?, request index), one array each; the
-    streamed steps of all requests found at once rather than token by token."""
-    n = len(spans)
-    rows = []
-    for r in spans:
-        w = r.weights or weights
-        token = r.end if r.first_token is None else r.first_token
-        begin = r.start if r.prefill_s is None else max(r.start, token - r.prefill_s)
-        rows.append((begin, token, r.prompt_tokens * w.prefill, r.end, r.completion_tokens * w.decode))
-    table = np.array(rows, dtype=float).reshape(n, 5)
-    prefill_from, first, prefill_work, end, decode_work = table.T
-    index = np.arange(n)
-    begins, ends, works, decode, owners = (
-        [prefill_from],
-        [first],
-        [prefill_work],
-        [np.zeros(n, bool)],
-        [index],
-    )
-    whole = np.ones(n, bool)  # decode spread from the first token to the end
-    streamed = (
-        [i for i, r in enumerate(spans) if len(r.token_times) > 1]
-        if placement is not Placement.SPREAD
-        else []
-    )
-    if streamed:
-        sizes = np.array([len(spans[i].token_times) for i in streamed])
-        t = np.fromiter(
-            itertools.chain.from_iterable(spans[i].token_times for i in streamed),
-            float,
-            count=int(sizes.sum()),
-        )
-        of = np.repeat(np.array(streamed), sizes)
-        keep = t >= first[of]
-        t, of = t[keep], of[keep]
-        # runs of events at one moment; every run after a request's first closes a step that
-        # began at the run before it and made as many tokens as the run has events
-        run = np.ones(len(t), bool)
-        run[1:] = (of[1:] != of[:-1]) | (t[1:] != t[:-1])
-        starts = np.flatnonzero(run)
-        run_t, run_of = t[starts], of[starts]
-        run_events = np.diff(np.append(starts, len(t)))
-        step = np.zeros(len(starts), bool)
-        step[1:] = run_of[1:] == run_of[:-1]
-        at = np.flatnonzero(step)
-        step_of, step_events = run_of[at], run_events[at]
-        events = np.bincount(step_of, step_events, minlength=n)
-        whole = events == 0
-        begins.append(run_t[at - 1])
-        ends.append(run_t[at])
-        works.append(decode_work[step_of] * step_events / events[step_of])
-        decode.append(np.ones(len(at), bool))
-        owners.append(step_of)
-    begins.append(first[whole])
-    ends.append(end[whole])
-    works.append(decode_work[whole])
-    decode.append(np.ones(int(whole.sum()), bool))
-    owners.append(index[whole])
-    b, e = np.concatenate(begins), np.concatenate(ends)
-    clipped_b, clipped_e = np.maximum(b, lo), np.minimum(e, hi)
-    inside = clipped_e > clipped_b
-    return (
-        clipped_b[inside],
-        clipped_e[inside],
-        np.concatenate(works)[inside],
-        (e - b)[inside],
-        np.concatenate(decode)[inside],
-        np.concatenate(owners)[inside].astype(np.intp),
-    )
+def _levels(samples: Sequence[EnergySample], cuts: list[float]) -> list[float]:
+    """The counter at each of the cuts (in order, within the samples), linear between samples."""
+    out = []
+    i = 0
+    last = len(samples) - 1
+    for t in cuts:
+        while i < last and samples[i + 1].t <= t:
+            i += 1
+        a = samples[i]
+        if a.t == t or i == last:
+            out.append(a.joules)
+        else:
+            b = samples[i + 1]
+            out.append(a.joules + (b.joules - a.joules) * (t - a.t) / (b.t - a.t))
+    return out
 
 
-def _sum_by(
-    index: npt.NDArray[np.intp], values: npt.NDArray[np.float64], size: int
-) -> npt.NDArray[np.float64]:
-    """values summed by index, for indices 0 to size - 1 (floats even when there are none)."""
-    return np.bincount(index, values, minlength=size).astype(float, copy=False)
+def _paces(works: list[float], lengths: list[float]) -> list[float]:
+    """Each piece's work per second, all scaled by one power of two when that is needed to keep
+    the fastest and the slowest in range (work / length overflows for a piece a few ulps long)."""
+    paces = [w / n for w, n in zip(works, lengths, strict=True)]
+    moving = [p for w, p in zip(works, paces, strict=True) if w > 0]
+    if not moving or (max(moving) < 1e150 and min(moving) > 1e-150):
+        return paces
+    parts = [(math.frexp(w), math.frexp(n)) for w, n in zip(works, lengths, strict=True)]
+    exponents = [we - ne for (wm, we), (_, ne) in parts if wm > 0]
+    middle = (min(exponents) + max(exponents)) // 2
+    return [math.ldexp(wm / nm, we - ne - middle) if wm > 0 else 0.0 for (wm, we), (nm, ne) in parts]
 
 
-def _count(first: npt.NDArray[np.int64], last: npt.NDArray[np.int64], segments: int) -> npt.NDArray[np.int64]:
-    """How many of the ranges [first, last) cover each segment."""
-    starts = np.bincount(first, minlength=segments + 1)
-    stops = np.bincount(last, minlength=segments + 1)
-    return np.cumsum(starts - stops)[:segments]
+class _RunningSum:
+    """Running sums of floats kept exactly, as integers over one power of two (`_exact`): the sum
+    over any range of them is a difference of two, rounded once. (A float running sum would lose
+    a short range's digits to the long sum before it.)"""
+
+    def __init__(self, values: list[float]) -> None:
+        units, self.scale = _exact(values)
+        self.sums = [0, *itertools.accumulate(units)]
+
+    def parts(self) -> tuple[list[int], int]:
+        """(sums, scale): the sum of values[a:b] is (sums[b] - sums[a]) / scale."""
+        return self.sums, self.scale
+
+    def between(self, first: int, last: int) -> float:
+        """The sum of values[first:last]."""
+        return (self.sums[last] - self.sums[first]) / self.scale
 
 
-def _paces(work: npt.NDArray[np.float64], length: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Work per second of each piece, all scaled by one power of two that keeps the fastest and
-    the slowest in range (work / length alone overflows for a piece a few ulps long)."""
-    if not len(work):
-        return work
-    w_mantissa, w_exponent = np.frexp(work)
-    l_mantissa, l_exponent = np.frexp(length)
-    exponent = w_exponent - l_exponent
-    positive = work > 0
-    if not positive.any():
-        return np.zeros(len(work))
-    middle = (int(exponent[positive].min()) + int(exponent[positive].max())) // 2
-    paces: npt.NDArray[np.float64] = np.ldexp(
-        np.where(positive, w_mantissa / l_mantissa, 0.0), exponent - middle
-    )
-    return paces
-
-
-class _Tree:
-    """Range sums over the segments by a binary tree of partial sums: each range is the sum of at
-    most two nodes a level, each node a sum of its segments' figures. The figures are never
-    negative, so no sum cancels (prefix sums would: a short range's sum as the difference of two
-    long ones loses its digits)."""
-
-    def __init__(self, segments: int) -> None:
-        self.segments = segments
-
-    def _cover(
-        self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]
-    ) -> list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-        """(level, which ranges, their node at that level) that make up the ranges [first, last)."""
-        rows = np.flatnonzero(first < last)
-        lo, hi = first[rows], last[rows]
-        nodes = []
-        level = 0
-        while rows.size:
-            left = (lo & 1).astype(bool)
-            nodes.append((level, rows[left], lo[left]))
-            lo = lo + left
-            right = (hi & 1).astype(bool) & (lo < hi)
-            hi = hi - right
-            nodes.append((level, rows[right], hi[right]))
-            lo, hi = lo >> 1, hi >> 1
-            keep = lo < hi
-            rows, lo, hi = rows[keep], lo[keep], hi[keep]
-            level += 1
-        return nodes
-
-    def sums(
-        self, values: npt.NDArray[np.float64], first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.float64]:
-        """values[first[i]:last[i]].sum(axis=0) for each i (`values` one row a segment)."""
-        out = np.zeros((len(first), values.shape[1]))
-        nodes = self._cover(first, last)
-        level, tree = 0, values
-        for at, rows, index in nodes:
-            while level < at:
-                if len(tree) % 2:
-                    tree = np.concatenate([tree, np.zeros((1, tree.shape[1]))])
-                tree = tree[0::2] + tree[1::2]
-                level += 1
-            out[rows] += tree[index]
-        return out
-
-    def stab(
-        self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64]:
-        """For each segment, the sum of values[i] over the ranges [first[i], last[i]) that cover it."""
-        out = np.zeros(self.segments)
-        for level, rows, index in self._cover(first, last):
-            size = -(-self.segments // (1 << level))
-            out += np.repeat(np.bincount(index, values[rows], minlength=size), 1 << level)[: self.segments]
-        return out
+def _exact(values: list[float]) -> tuple[list[int], int]:
+    """The values as whole numbers over one power of two: (numerators, the power)."""
+    smallest = min(filter(None, map(abs, values)), default=1.0)
+    largest = max(map(abs, values), default=0.0)
+    # every value times 2**shift is a whole number: its lowest bit lands at 2**0 or above
+    shift = max(0, 53 - math.frexp(smallest)[1])
+    if math.frexp(largest)[1] + shift < 1000:
+        return list(map(int, map(math.ldexp, values, itertools.repeat(shift)))), 1 << shift
+    # too far apart for a float to hold both scaled: the same, one value at a time
+    exact = [v.as_integer_ratio() for v in values]
+    scale = max((d for _, d in exact), default=1)
+    return [n * (scale // d) for n, d in exact], scale
 
 
 def idle_power(samples: Sequence[EnergySample], requests: Iterable[RequestSpan]) -> float | None:
