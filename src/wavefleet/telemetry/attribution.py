@@ -253,35 +253,31 @@ class PhasePower:
         energy = _Interpolator([s.t for s in samples], [s.joules for s in samples])
         lo, hi = samples[0].t, samples[-1].t
         spans = list(requests)
-        pieces = [r.phases(EQUAL_WEIGHTS) for r in spans]
-        moments = {t for r in spans for t in (r.start, r.end)}
-        moments |= {t for phases in pieces for b, e, _, _ in phases for t in (b, e)}
-        cuts = sorted({lo, hi} | {min(max(t, lo), hi) for t in moments})
-        at = {t: k for k, t in enumerate(cuts)}
-        # how many requests are alive in each segment, and the sum of their indices: the one
-        # alive when only one is (a sweep, not a scan of every request at every cut)
-        count = [0] * len(cuts)
-        owner = [0] * len(cuts)
+        # how many requests are alive after each moment, and the sum of their indices: the one
+        # alive where only one is. Only those stretches are split by that request's phases.
+        change: dict[float, list[int]] = {}
         for i, r in enumerate(spans):
-            first, last = at[min(max(r.start, lo), hi)], at[min(max(r.end, lo), hi)]
-            if last > first:
-                count[first] += 1
-                count[last] -= 1
-                owner[first] += i
-                owner[last] -= i
+            begin, end = min(max(r.start, lo), hi), min(max(r.end, lo), hi)
+            if end > begin:
+                at_begin = change.setdefault(begin, [0, 0])
+                at_begin[0] += 1
+                at_begin[1] += i
+                at_end = change.setdefault(end, [0, 0])
+                at_end[0] -= 1
+                at_end[1] -= i
         acc = {"prefill": [0.0, 0.0], "decode": [0.0, 0.0]}
+        moments = sorted(change)
         alive = which = 0
-        for k in range(len(cuts) - 1):
-            alive += count[k]
-            which += owner[k]
+        for t, after in zip(moments, moments[1:], strict=False):
+            alive += change[t][0]
+            which += change[t][1]
             if alive != 1:
                 continue
-            a, b = cuts[k], cuts[k + 1]
-            phase = next((ph for pb, pe, _, ph in pieces[which] if pb <= a and pe >= b), None)
-            if phase is None:
-                continue
-            acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
-            acc[phase][1] += b - a
+            for pb, pe, _, phase in spans[which].phases(EQUAL_WEIGHTS):
+                a, b = max(pb, t), min(pe, after)
+                if b > a:
+                    acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
+                    acc[phase][1] += b - a
         return cls(
             prefill_j=acc["prefill"][0],
             prefill_s=acc["prefill"][1],
