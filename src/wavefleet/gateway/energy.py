@@ -602,16 +602,20 @@ class EnergyMeter:
         if not measured:
             charge.mark_settled()  # nothing it ran on is measured: its energy is unknown, not zero
             return True
-        parts = [p for s in measured for p in s.parts]
-        energy_j = sum(p.energy_j for p in parts)
-        idle_j = sum(p.idle_j for p in parts)
-        busy_s = sum(p.busy_s for p in parts)
-        completion = sum(s.completion_tokens for s in measured)
+        energy_j = idle_j = busy_s = 0.0
+        completion = prompt = 0
+        for s in measured:  # one pass: this runs once per metered request
+            completion += s.completion_tokens
+            prompt += s.prompt_tokens
+            for p in s.parts:
+                energy_j += p.prefill_j + p.decode_j
+                idle_j += p.idle_j
+                busy_s += p.busy_s
         cost = currency = None
         if self.tariff is not None:
             whole = RequestEnergy(
                 id="request",
-                prompt_tokens=sum(s.prompt_tokens for s in measured),
+                prompt_tokens=prompt,
                 completion_tokens=completion,
                 prefill_j=energy_j,
                 idle_j=idle_j,
@@ -624,7 +628,7 @@ class EnergyMeter:
             cost=cost,
             currency=currency,
             completion_tokens=completion,
-            prompt_tokens=sum(s.prompt_tokens for s in measured),
+            prompt_tokens=prompt,
             busy_s=busy_s,
         )
         charge.mark_settled()  # after `result`: the audit writer's thread reads them in this order
@@ -741,12 +745,28 @@ class _Counters:
         self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
         self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
         self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
+        self._children: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
+        self._costs: dict[tuple[str, str, str, str], Counter] = {}
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)
-        self.energy.labels(*labels).inc(result.energy_j)
-        self.idle.labels(*labels).inc(result.idle_j)
-        self.measured.labels(*labels).inc()
-        self.tokens.labels(*labels).inc(result.completion_tokens)
+        children = self._children.get(labels)
+        if children is None:
+            # a counter keeps each child for good: looking it up once per label set, not per
+            # request, saves the label checks and the lock of `labels()`
+            children = self._children[labels] = (
+                self.energy.labels(*labels),
+                self.idle.labels(*labels),
+                self.measured.labels(*labels),
+                self.tokens.labels(*labels),
+            )
+        energy, idle, measured, tokens = children
+        energy.inc(result.energy_j)
+        idle.inc(result.idle_j)
+        measured.inc()
+        tokens.inc(result.completion_tokens)
         if result.cost is not None and result.currency is not None:
-            self.cost.labels(*labels, result.currency).inc(result.cost)
+            cost = self._costs.get((*labels, result.currency))
+            if cost is None:
+                cost = self._costs[(*labels, result.currency)] = self.cost.labels(*labels, result.currency)
+            cost.inc(result.cost)

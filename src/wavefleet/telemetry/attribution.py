@@ -46,6 +46,9 @@ proportion to what each would cost alone, so their energies keep the ratio of th
 from __future__ import annotations
 
 import bisect
+import itertools
+import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -112,8 +115,12 @@ class RequestSpan:
             raise ValueError(f"request {self.id}: negative token count")
         if self.prefill_s is not None and self.prefill_s < 0:
             raise ValueError(f"request {self.id}: negative prefill time")
-        if any(not self.start <= t <= self.end for t in self.token_times) or any(
-            b < a for a, b in zip(self.token_times, self.token_times[1:], strict=False)
+        times = self.token_times
+        # in order (which no NaN is), so within the lifetime when the first and last are
+        if times and (
+            not all(map(operator.le, times, itertools.islice(times, 1, None)))
+            or not self.start <= times[0] <= self.end
+            or not self.start <= times[-1] <= self.end
         ):
             raise ValueError(f"request {self.id}: token times must rise within its lifetime")
 
@@ -246,21 +253,31 @@ class PhasePower:
         energy = _Interpolator([s.t for s in samples], [s.joules for s in samples])
         lo, hi = samples[0].t, samples[-1].t
         spans = list(requests)
-        moments = {t for r in spans for t in (r.start, r.end)}
-        moments |= {t for r in spans for b, e, _, _ in r.phases(EQUAL_WEIGHTS) for t in (b, e)}
-        cuts = sorted({lo, hi} | {min(max(t, lo), hi) for t in moments})
+        # how many requests are alive after each moment, and the sum of their indices: the one
+        # alive where only one is. Only those stretches are split by that request's phases.
+        change: dict[float, list[int]] = {}
+        for i, r in enumerate(spans):
+            begin, end = min(max(r.start, lo), hi), min(max(r.end, lo), hi)
+            if end > begin:
+                at_begin = change.setdefault(begin, [0, 0])
+                at_begin[0] += 1
+                at_begin[1] += i
+                at_end = change.setdefault(end, [0, 0])
+                at_end[0] -= 1
+                at_end[1] -= i
         acc = {"prefill": [0.0, 0.0], "decode": [0.0, 0.0]}
-        for a, b in zip(cuts, cuts[1:], strict=False):
-            alive = [r for r in spans if r.start <= a and r.end >= b]
-            if len(alive) != 1:
+        moments = sorted(change)
+        alive = which = 0
+        for t, after in zip(moments, moments[1:], strict=False):
+            alive += change[t][0]
+            which += change[t][1]
+            if alive != 1:
                 continue
-            phase = next(
-                (ph for pb, pe, _, ph in alive[0].phases(EQUAL_WEIGHTS) if pb <= a and pe >= b), None
-            )
-            if phase is None:
-                continue
-            acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
-            acc[phase][1] += b - a
+            for pb, pe, _, phase in spans[which].phases(EQUAL_WEIGHTS):
+                a, b = max(pb, t), min(pe, after)
+                if b > a:
+                    acc[phase][0] += energy(b) - energy(a) - idle_w * (b - a)
+                    acc[phase][1] += b - a
         return cls(
             prefill_j=acc["prefill"][0],
             prefill_s=acc["prefill"][1],
@@ -344,7 +361,13 @@ def attribute(
     idle_w: float,
     placement: Placement = Placement.SPREAD,
 ) -> Attribution:
-    """Split the energy between the first and last sample among `requests` (see the module doc)."""
+    """Split the energy between the first and last sample among `requests` (see the module doc).
+
+    Linear in the cuts and the pieces of work, not in their product: a piece's share of a segment
+    is its pace (work per second) over the segment's total pace, so what a piece gets over its
+    segments is its pace times the sum, over those segments, of each one's figure over its total
+    pace: a difference of two running sums (`_RunningSum`, exact), read once per piece.
+    """
     samples = _checked(samples)
     if idle_w < 0:
         raise ValueError("idle power cannot be negative")
@@ -353,98 +376,142 @@ def attribute(
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
-    # (begin, end, work, whole phase's length, phase, request id), clipped to the window
-    phases = [
-        (max(b, window_start), min(e, window_end), work, e - b, phase, r.id)
-        for r in spans
+    # (begin, end, work, whole piece's length, phase, request index), clipped to the window
+    pieces = [
+        (lo, hi, work, e - b, phase, i)
+        for i, r in enumerate(spans)
         for b, e, work, phase in r.phases(weights, placement)
-        if min(e, window_end) > max(b, window_start)
+        if (hi := min(e, window_end)) > (lo := max(b, window_start))
     ]
-    present = [(max(r.start, window_start), min(r.end, window_end), r.id) for r in spans]
-    cuts = sorted(
-        {s.t for s in samples}
-        | {t for b, e, *_ in phases for t in (b, e)}
-        | {t for b, e, _ in present if e > b for t in (b, e)}
-    )
-    times = [s.t for s in samples]
-    energy = _Interpolator(times, [s.joules for s in samples])
-    acc = {r.id: {"prefill": 0.0, "decode": 0.0, "idle": 0.0, "busy": 0.0} for r in spans}
-    unattributed = 0.0
+    present = [(max(r.start, window_start), min(r.end, window_end)) for r in spans]
+    begins = [p[0] for p in pieces]
+    ends = [p[1] for p in pieces]
+    cuts = sorted({s.t for s in samples}.union(begins, ends, *([b, e] for b, e in present if e > b)))
+    at = {t: k for k, t in enumerate(cuts)}
+    levels = _levels(samples, cuts)
+    segments = len(cuts) - 1
+    no_counts = [r.prompt_tokens == 0 and r.completion_tokens == 0 for r in spans]
+    # changes at each cut: requests alive, those of them without token counts, pieces with work,
+    # and the total pace (exact: integers over one power of two, so pieces ending take off
+    # exactly what they put on)
+    alive_at = [0] * (segments + 1)
+    unknown_at = [0] * (segments + 1)
+    working_at = [0] * (segments + 1)
+    pace_at = [0] * (segments + 1)
+    ranges = []  # (request index, first segment, past its last)
+    for i, (b, e) in enumerate(present):
+        if e > b:
+            first, last = at[b], at[e]
+            ranges.append((i, first, last))
+            alive_at[first] += 1
+            alive_at[last] -= 1
+            if no_counts[i]:
+                unknown_at[first] += 1
+                unknown_at[last] -= 1
+    paces = _paces([p[2] for p in pieces], [p[3] for p in pieces])
+    pace_units, scale = _exact(paces)
+    firsts = [at[t] for t in begins]  # each piece covers segments firsts[j] to lasts[j] - 1
+    lasts = [at[t] for t in ends]
+    for first, last, units, item in zip(firsts, lasts, pace_units, pieces, strict=True):
+        pace_at[first] += units
+        pace_at[last] -= units
+        if item[2] > 0:
+            working_at[first] += 1
+            working_at[last] -= 1
     pooled = placement is Placement.POOLED
-    no_counts = {r.id for r in spans if r.prompt_tokens == 0 and r.completion_tokens == 0}
-    # busy stretches (POOLED): energy above idle, and each request's priced work per phase
-    pools: list[tuple[list[float], dict[tuple[str, str], float]]] = [([0.0], {})]
-    working_now = _Sweep([(b, e) for b, e, *_ in phases])
-    alive_now = _Sweep([(b, e) for b, e, _ in present])
-    pieces = [p[2:] for p in phases]  # (work, length, phase, request id)
-    levels = [energy(t) for t in cuts]  # the counter at each cut, read once
-    for k in range(len(cuts) - 1):
-        a = cuts[k]
-        alive_at = alive_now.at(a)
-        if not alive_at:
-            unattributed += levels[k + 1] - levels[k]
-            if pools[-1][1]:
-                pools.append(([0.0], {}))
-            continue
+    spread = placement is Placement.SPREAD
+    # per segment: its idle draw, time and energy above idle over its total pace where pieces
+    # work; over the requests alive (or, for the energy, those without counts) where none does
+    idle_by_pace = [0.0] * segments
+    time_by_pace = [0.0] * segments
+    energy_by_pace = [0.0] * segments
+    idle_each = [0.0] * segments
+    time_each = [0.0] * segments
+    energy_each = [0.0] * segments
+    stretch_of = [0] * segments  # busy stretches (POOLED) end where no request is alive
+    stretch_j = [0.0]
+    unattributed = 0.0
+    waited = False  # some segment had requests alive and none working
+    alive = unknown = working = units = 0
+    for k in range(segments):
+        alive += alive_at[k]
+        unknown += unknown_at[k]
+        working += working_at[k]
+        units += pace_at[k]
         d_energy = levels[k + 1] - levels[k]
-        dt = cuts[k + 1] - a
-        # work done in this segment at the phase's even pace (dt / length <= 1: no overflow)
-        working = [
-            (work * (dt / length), phase, rid)
-            for work, length, phase, rid in (pieces[i] for i in sorted(working_now.at(a)))
-        ]
+        if not alive:
+            unattributed += d_energy
+            stretch_j.append(0.0)
+            stretch_of[k] = len(stretch_j) - 1
+            continue
+        stretch_of[k] = len(stretch_j) - 1
+        dt = cuts[k + 1] - cuts[k]
         idle = min(d_energy, idle_w * dt)
         dynamic = d_energy - idle
-        work = sum([done for done, _, _ in working])
-        if work > 0 and pooled:
-            # the energy above idle goes to the stretch's pool; this moment's idle draw and
-            # time go by each request's share of the work done in it
-            pool_j, pool_work = pools[-1]
-            pool_j[0] += dynamic
-            for done, phase, rid in working:
-                pool_work[rid, phase] = pool_work.get((rid, phase), 0.0) + done
-                share = done / work
-                into = acc[rid]
-                into["idle"] += idle * share
-                into["busy"] += dt * share
+        total = units / scale if working and units > 0 else 0.0
+        if total > 0:
+            idle_by_pace[k] = idle / total
+            time_by_pace[k] = dt / total
+            if pooled:
+                stretch_j[-1] += dynamic
+            else:
+                energy_by_pace[k] = dynamic / total
             continue
-        alive = [present[i][2] for i in sorted(alive_at)]
-        if work > 0:
-            shares = [(rid, phase, done / work) for done, phase, rid in working]
-        elif placement is Placement.SPREAD or not (unknown := [rid for rid in alive if rid in no_counts]):
-            # Requests alive but none working (all queued, or no token counts): an even split.
-            shares = [(rid, "prefill", 1 / len(alive)) for rid in alive]
-            if placement is not Placement.SPREAD:
-                # no known work: what the device drew above idle is not any request's doing
-                unattributed += dynamic
-                dynamic = 0.0
-        else:
+        waited = True
+        idle_each[k] = idle / alive
+        time_each[k] = dt / alive
+        if spread:
+            energy_each[k] = dynamic / alive
+        elif unknown:
             # requests whose work is unknown (no token counts) may have caused it; they share it
-            for rid in alive:
-                acc[rid]["idle"] += idle / len(alive)
-                acc[rid]["busy"] += dt / len(alive)
-            idle = dt = 0.0
-            shares = [(rid, "prefill", 1 / len(unknown)) for rid in unknown]
-        for rid, phase, share in shares:
-            acc[rid][phase] += dynamic * share
-            acc[rid]["idle"] += idle * share
-            acc[rid]["busy"] += dt * share
-    for (stretch_j,), stretch_work in pools:
-        priced = sum(stretch_work.values())
-        for (rid, phase), done in stretch_work.items():
-            acc[rid][phase] += stretch_j * done / priced
+            energy_each[k] = dynamic / unknown
+        else:
+            # no known work: what the device drew above idle is not any request's doing
+            unattributed += dynamic
+    acc = [[0.0, 0.0, 0.0, 0.0] for _ in spans]  # prefill, decode, idle, busy
+    idle_sums, idle_scale = _RunningSum(idle_by_pace).parts()
+    time_sums, time_scale = _RunningSum(time_by_pace).parts()
+    energy_sums, energy_scale = ([], 1) if pooled else _RunningSum(energy_by_pace).parts()
+    priced = [0.0] * len(stretch_j)
+    done = []
+    for (b, e, work, length, phase, i), first, last, pace in zip(pieces, firsts, lasts, paces, strict=True):
+        into = acc[i]
+        into[2] += pace * ((idle_sums[last] - idle_sums[first]) / idle_scale)
+        into[3] += pace * ((time_sums[last] - time_sums[first]) / time_scale)
+        slot = 0 if phase == "prefill" else 1
+        if not pooled:
+            into[slot] += pace * ((energy_sums[last] - energy_sums[first]) / energy_scale)
+        elif work > 0:
+            # its priced work in its busy stretch
+            piece = work * ((e - b) / length)
+            priced[stretch_of[first]] += piece
+            done.append((piece, stretch_of[first], slot, i))
+    for piece, stretch, slot, i in done:
+        acc[i][slot] += stretch_j[stretch] * piece / priced[stretch]
+    if waited:
+        idle_even, time_even, energy_even = (
+            _RunningSum(idle_each),
+            _RunningSum(time_each),
+            _RunningSum(energy_each),
+        )
+        for i, first, last in ranges:
+            into = acc[i]
+            into[2] += idle_even.between(first, last)
+            into[3] += time_even.between(first, last)
+            if spread or no_counts[i]:
+                into[0] += energy_even.between(first, last)
     result = {}
-    for r in spans:
+    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
         lifetime = r.end - r.start
         covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
         result[r.id] = RequestEnergy(
             id=r.id,
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
-            prefill_j=acc[r.id]["prefill"],
-            decode_j=acc[r.id]["decode"],
-            idle_j=acc[r.id]["idle"],
-            busy_s=acc[r.id]["busy"],
+            prefill_j=prefill_j,
+            decode_j=decode_j,
+            idle_j=idle_j,
+            busy_s=busy_s,
             coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
         )
     return Attribution(
@@ -456,6 +523,68 @@ def attribute(
         requests=result,
         unattributed_j=unattributed,
     )
+
+
+def _levels(samples: Sequence[EnergySample], cuts: list[float]) -> list[float]:
+    """The counter at each of the cuts (in order, within the samples), linear between samples."""
+    out = []
+    i = 0
+    last = len(samples) - 1
+    for t in cuts:
+        while i < last and samples[i + 1].t <= t:
+            i += 1
+        a = samples[i]
+        if a.t == t or i == last:
+            out.append(a.joules)
+        else:
+            b = samples[i + 1]
+            out.append(a.joules + (b.joules - a.joules) * (t - a.t) / (b.t - a.t))
+    return out
+
+
+def _paces(works: list[float], lengths: list[float]) -> list[float]:
+    """Each piece's work per second, all scaled by one power of two when that is needed to keep
+    the fastest and the slowest in range (work / length overflows for a piece a few ulps long)."""
+    paces = [w / n for w, n in zip(works, lengths, strict=True)]
+    moving = [p for w, p in zip(works, paces, strict=True) if w > 0]
+    if not moving or (max(moving) < 1e150 and min(moving) > 1e-150):
+        return paces
+    parts = [(math.frexp(w), math.frexp(n)) for w, n in zip(works, lengths, strict=True)]
+    exponents = [we - ne for (wm, we), (_, ne) in parts if wm > 0]
+    middle = (min(exponents) + max(exponents)) // 2
+    return [math.ldexp(wm / nm, we - ne - middle) if wm > 0 else 0.0 for (wm, we), (nm, ne) in parts]
+
+
+class _RunningSum:
+    """Running sums of floats kept exactly, as integers over one power of two (`_exact`): the sum
+    over any range of them is a difference of two, rounded once. (A float running sum would lose
+    a short range's digits to the long sum before it.)"""
+
+    def __init__(self, values: list[float]) -> None:
+        units, self.scale = _exact(values)
+        self.sums = [0, *itertools.accumulate(units)]
+
+    def parts(self) -> tuple[list[int], int]:
+        """(sums, scale): the sum of values[a:b] is (sums[b] - sums[a]) / scale."""
+        return self.sums, self.scale
+
+    def between(self, first: int, last: int) -> float:
+        """The sum of values[first:last]."""
+        return (self.sums[last] - self.sums[first]) / self.scale
+
+
+def _exact(values: list[float]) -> tuple[list[int], int]:
+    """The values as whole numbers over one power of two: (numerators, the power)."""
+    smallest = min(filter(None, map(abs, values)), default=1.0)
+    largest = max(map(abs, values), default=0.0)
+    # every value times 2**shift is a whole number: its lowest bit lands at 2**0 or above
+    shift = max(0, 53 - math.frexp(smallest)[1])
+    if math.frexp(largest)[1] + shift < 1000:
+        return list(map(int, map(math.ldexp, values, itertools.repeat(shift)))), 1 << shift
+    # too far apart for a float to hold both scaled: the same, one value at a time
+    exact = [v.as_integer_ratio() for v in values]
+    scale = max((d for _, d in exact), default=1)
+    return [n * (scale // d) for n, d in exact], scale
 
 
 def idle_power(samples: Sequence[EnergySample], requests: Iterable[RequestSpan]) -> float | None:
@@ -510,27 +639,6 @@ def _checked(samples: Sequence[EnergySample]) -> Sequence[EnergySample]:
         if b.joules < a.joules:
             raise ValueError(f"cumulative energy decreased at t={b.t}: use EnergyTotal for raw counters")
     return samples
-
-
-class _Sweep:
-    """The intervals that cover [a, next cut) as `a` walks through the cuts in order; every
-    interval's ends are cuts, so one that has begun and not ended covers the whole segment."""
-
-    def __init__(self, intervals: list[tuple[float, float]]) -> None:
-        self.intervals = intervals
-        self.by_start = sorted(range(len(intervals)), key=lambda i: intervals[i][0])
-        self.by_end = sorted(range(len(intervals)), key=lambda i: intervals[i][1])
-        self.active: set[int] = set()
-        self._s = self._e = 0
-
-    def at(self, a: float) -> set[int]:
-        while self._s < len(self.by_start) and self.intervals[self.by_start[self._s]][0] <= a:
-            self.active.add(self.by_start[self._s])
-            self._s += 1
-        while self._e < len(self.by_end) and self.intervals[self.by_end[self._e]][1] <= a:
-            self.active.discard(self.by_end[self._e])
-            self._e += 1
-        return self.active
 
 
 class _Interpolator:
