@@ -4,11 +4,15 @@
                                                   vector), chunks_fts (FTS5, BM25 ranking)
     <data dir>/collections/<name>/vectors.hnsw    the HNSW graph over the chunks' vectors
     <data dir>/collections/<name>/vectors.json    which state of chunks.db the graph holds
+    <data dir>/collections/<name>/bm25.bin        BM25 postings by stem (lexicon.py), with the
+                                                  state of chunks.db they hold
 
 SQLite is the record: each document is written in one transaction with its chunks and vectors,
 so an interrupted ingest leaves whole documents only, and the next run goes on from there. The
-HNSW graph is derived: it records the `generation` of chunks.db it was saved at, and a graph
-that is missing or behind is rebuilt from the stored vectors when the collection opens.
+HNSW graph and the BM25 postings are derived: each records the `generation` of chunks.db it was
+saved at, and one that is missing or behind is rebuilt from the stored chunks when the collection
+opens. Queries rank by the in-memory postings; FTS5 ranks the same way (`fts5_bm25`) and scores
+the rare query words that are phrases to it.
 """
 
 from __future__ import annotations
@@ -31,10 +35,20 @@ from wavefleet.errors import UsageError
 from wavefleet.rag.chunking import Chunk
 from wavefleet.rag.embedder import Vectors
 from wavefleet.rag.index import VectorIndex
+from wavefleet.rag.lexicon import (
+    HEADING_WEIGHT,
+    TEXT_WEIGHT,
+    TOKENIZE,
+    Lexicon,
+    Postings,
+    Tokenizer,
+    chunk_batches,
+    top,
+)
 
 __all__ = ["Collection", "CollectionInfo", "DocumentRecord", "StoredChunk", "collection_names", "fts_query"]
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
@@ -60,7 +74,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    heading, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+    heading, text, content='chunks', content_rowid='id', tokenize='{TOKENIZE}'
 );
 CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
@@ -160,6 +174,9 @@ class Collection:
         with self._connect() as db:
             db.executescript(_SCHEMA)
         self.index: VectorIndex | None = None
+        self.lexicon: Lexicon | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._lexicon_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -327,28 +344,62 @@ class Collection:
                 raise
             db.execute("COMMIT")
 
-    def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()."""
+    def _budgeted(self, text: str, budget: int) -> list[str]:
+        """The query's words that BM25 scores: all, or past the postings budget the rarest ones."""
         words = query_words(text)
-        if len(words) > 1:
-            frequency = self._frequencies(words)
-            kept: list[str] = []
-            postings = 0
-            for word in sorted(words, key=lambda w: frequency[w]):
-                if kept and postings + frequency[word] > budget:
-                    break
-                kept.append(word)
-                postings += frequency[word]
-            words = kept
-        query = fts_query(words)
+        if len(words) <= 1:
+            return words
+        frequency = self._frequencies(words)
+        kept: list[str] = []
+        postings = 0
+        for word in sorted(words, key=lambda w: frequency[w]):
+            if kept and postings + frequency[word] > budget:
+                break
+            kept.append(word)
+            postings += frequency[word]
+        return kept
+
+    def fts5_bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()
+        itself: the ranking `bm25` reproduces from its postings in memory."""
+        query = fts_query(self._budgeted(text, budget))
         if query is None:
             return []
         rows = self.db.execute(
-            "SELECT rowid, bm25(chunks_fts, 0.5, 1.0) FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY bm25(chunks_fts, 0.5, 1.0) LIMIT ?",
+            f"SELECT rowid, bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) FROM chunks_fts "
+            f"WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) LIMIT ?",
             (query, limit),
         ).fetchall()
         return [(int(rowid), -float(score)) for rowid, score in rows]
+
+    def lexicon_bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score, higher is better) for the best `limit` chunks, from the postings
+        in memory (lexicon.py): FTS5's bm25() ranking, term by term. A query word that FTS5 reads
+        as a phrase of several stems (`open_file`: "open" then "file") is scored by FTS5 alone,
+        its part added to the others' as bm25() adds a query's phrases."""
+        words = self._budgeted(text, budget)
+        if not words:
+            return []
+        lexicon = self.open_lexicon()
+        tokenizer = self.tokenizer
+        parts: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+        for word in words:
+            stems = tokenizer.tokens(word)
+            if len(stems) == 1:
+                parts.append(lexicon.term(stems[0]))
+            elif stems:
+                parts.append(self._phrase(word))
+        return top(parts, limit)
+
+    def _phrase(self, word: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        rows = self.db.execute(
+            f"SELECT rowid, bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) FROM chunks_fts WHERE chunks_fts MATCH ?",
+            (fts_query([word]),),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, -np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+
+    bm25 = fts5_bm25
 
     def dense(self, vector: Vectors, limit: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) for the nearest `limit` chunks in the HNSW graph."""
@@ -444,6 +495,56 @@ class Collection:
         partial = self.directory / "vectors.json.partial"
         partial.write_text(json.dumps(state))
         partial.replace(self.directory / "vectors.json")
+
+    # the BM25 postings ------------------------------------------------------------------------
+
+    @property
+    def lexicon_path(self) -> Path:
+        return self.directory / "bm25.bin"
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer()
+        return self._tokenizer
+
+    def open_lexicon(self, on_rebuild: Callable[[int], None] | None = None) -> Lexicon:
+        """The BM25 postings, loaded, or rebuilt from the stored chunks when the saved ones are
+        missing, unreadable or do not hold the current generation of chunks.db."""
+        if self.lexicon is not None:
+            return self.lexicon
+        with self._lexicon_lock:
+            if self.lexicon is not None:
+                return self.lexicon
+            if Lexicon.saved_generation(self.lexicon_path) == self.generation():
+                with contextlib.suppress(OSError, ValueError):
+                    self.lexicon = Lexicon.load(self.lexicon_path)
+                    return self.lexicon
+            self.lexicon = self._rebuild_lexicon(on_rebuild)
+            self.save_lexicon()
+            return self.lexicon
+
+    def _rebuild_lexicon(self, on_rebuild: Callable[[int], None] | None) -> Lexicon:
+        if on_rebuild is not None:
+            on_rebuild(int(self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]))
+        # its own connection: a long read on this thread's would hold a snapshot other calls share
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT id, coalesce(heading, ''), text FROM chunks ORDER BY id")
+            return Lexicon.build(chunk_batches(iter(rows)), self.tokenizer)
+        finally:
+            db.close()
+
+    def _postings(self, chunks: Sequence[Chunk]) -> list[Postings] | None:
+        """The chunks' postings for the open lexicon (None when none is open: it is rebuilt
+        from chunks.db when opened, the generation having moved on)."""
+        if self.lexicon is None:
+            return None
+        return [self.tokenizer.postings(c.heading or "", c.text) for c in chunks]
+
+    def save_lexicon(self) -> None:
+        if self.lexicon is not None:
+            self.lexicon.save(self.lexicon_path, self.generation())
 
     # summary --------------------------------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""BM25 from the postings in memory against FTS5's bm25() on real text: same chunks, same scores,
+kept so through documents added, replaced and removed, and after a restart or a crash."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wavefleet.rag.chunking import Chunker, load_tokenizer
+from wavefleet.rag.documents import read_document
+from wavefleet.rag.evaluate import load_labelled, write_corpus
+from wavefleet.rag.model import bundled_model
+from wavefleet.rag.store import Collection
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+# Words FTS5 reads as phrases (open_file: "open" then "file"), stems shared by two query words
+# (open, opens), diacritics, digits, a word of no token, and words of no chunk.
+EDGE_QUERIES = [
+    "open_file read_text",
+    "how does __init__ differ from __new__",
+    "opens open opening",
+    "café naïve résumé",
+    "utf8 utf-8 3.11 2026",
+    "_ __ ___",
+    "zzyzx qwxv",
+    "wave_rag_generation_seconds histogram",
+    "heading weighted half of text",
+]
+
+
+@pytest.fixture(scope="module")
+def chunker() -> Chunker:
+    return Chunker(load_tokenizer(bundled_model().tokenizer), size=256, overlap=32)
+
+
+def put_file(collection: Collection, path: Path, chunker: Chunker, key: str | None = None) -> None:
+    chunks = list(chunker.chunks(read_document(path)))
+    collection.put_document(
+        path=key or str(path),
+        sha256=str(path),
+        kind="text",
+        title=None,
+        chars=0,
+        chunks=chunks,
+        vectors=np.zeros((len(chunks), 8), dtype=np.float32),
+    )
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory, chunker: Chunker) -> Iterator[Collection]:
+    """The pydoc corpus (plain text) and this project's manuals (Markdown: headings, code)."""
+    root = tmp_path_factory.mktemp("lexicon")
+    collection = Collection(root / "collections" / "library", create=True)
+    for path in [*write_corpus(root / "corpus"), *sorted(DOCS.glob("*.md"))]:
+        put_file(collection, path, chunker)
+    yield collection
+    collection.close()
+
+
+def queries() -> list[str]:
+    return [item.query for item in load_labelled()] + EDGE_QUERIES
+
+
+def assert_same_ranking(got: list[tuple[int, float]], want: list[tuple[int, float]], limit: int) -> None:
+    """The same scores in the same order, and the same chunks but for order among equal scores
+    (and which of several equal scores at the cut a LIMIT keeps)."""
+    assert len(got) == len(want)
+    for (_, mine), (_, theirs) in zip(got, want, strict=True):
+        assert math.isclose(mine, theirs, rel_tol=1e-9, abs_tol=1e-12), (got, want)
+    cut = want[-1][1] if len(want) == limit else -math.inf
+    above = [k for k, s in want if not math.isclose(s, cut, rel_tol=1e-9)]
+    assert {k for k, s in got if not math.isclose(s, cut, rel_tol=1e-9)} == set(above)
+
+
+def assert_agrees(collection: Collection, texts: list[str]) -> None:
+    for text in texts:
+        for limit, budget in ((50, 2500), (10**7, 10**9)):  # the served top 50, and every chunk
+            got = collection.lexicon_bm25(text, limit, budget)
+            want = collection.fts5_bm25(text, limit, budget)
+            assert_same_ranking(got, want, limit)
+
+
+def test_the_lexicon_scores_every_query_as_fts5_does(library: Collection) -> None:
+    assert library.info().chunks > 300
+    assert any(c.heading for c in library.chunks(list(range(1, 2000))).values())
+    assert_agrees(library, queries())
+    # the scores are FTS5's to the last bits, not merely in the same order
+    text = load_labelled()[0].query
+    got = dict(library.lexicon_bm25(text, 10**7, 10**9))
+    want = dict(library.fts5_bm25(text, 10**7, 10**9))
+    assert got.keys() == want.keys() and max(abs(got[k] - want[k]) for k in got) < 1e-12
