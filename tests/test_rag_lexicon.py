@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wavefleet.rag.chunking import Chunker, load_tokenizer
+from wavefleet.rag.chunking import Chunk, Chunker, load_tokenizer
 from wavefleet.rag.documents import read_document
 from wavefleet.rag.evaluate import load_labelled, write_corpus
 from wavefleet.rag.model import bundled_model
@@ -80,7 +80,7 @@ def assert_same_ranking(got: list[tuple[int, float]], want: list[tuple[int, floa
 def assert_agrees(collection: Collection, texts: list[str]) -> None:
     for text in texts:
         for limit, budget in ((50, 2500), (10**7, 10**9)):  # the served top 50, and every chunk
-            got = collection.lexicon_bm25(text, limit, budget)
+            got = collection.bm25(text, limit, budget)
             want = collection.fts5_bm25(text, limit, budget)
             assert_same_ranking(got, want, limit)
 
@@ -91,6 +91,82 @@ def test_the_lexicon_scores_every_query_as_fts5_does(library: Collection) -> Non
     assert_agrees(library, queries())
     # the scores are FTS5's to the last bits, not merely in the same order
     text = load_labelled()[0].query
-    got = dict(library.lexicon_bm25(text, 10**7, 10**9))
+    got = dict(library.bm25(text, 10**7, 10**9))
     want = dict(library.fts5_bm25(text, 10**7, 10**9))
     assert got.keys() == want.keys() and max(abs(got[k] - want[k]) for k in got) < 1e-12
+
+
+def test_the_lexicon_follows_documents_added_replaced_and_removed(tmp_path: Path, chunker: Chunker) -> None:
+    files = write_corpus(tmp_path / "corpus")
+    collection = Collection(tmp_path / "collections" / "c", create=True)
+    for path in files[:40]:
+        put_file(collection, path, chunker)
+    lexicon = collection.open_lexicon()
+    for path in files[40:]:
+        put_file(collection, path, chunker)  # added to the open lexicon
+    put_file(collection, files[60], chunker, key=str(files[3]))  # a document replaced
+    collection.remove_document(str(files[5]))
+    collection.remove_document(str(files[70]))
+    assert collection.open_lexicon() is lexicon  # kept up to date, not rebuilt
+    assert len(lexicon) == collection.info().chunks
+    assert_agrees(collection, queries()[::4])
+
+    collection.save_lexicon()
+    reopened = Collection(tmp_path / "collections" / "c")
+    rebuilt: list[int] = []
+    reopened.open_lexicon(on_rebuild=rebuilt.append)
+    assert rebuilt == []  # the saved postings were current
+    assert_agrees(reopened, queries()[::4])
+
+
+def put_chunk(collection: Collection, key: str, text: str, heading: str | None = None) -> None:
+    chunk = Chunk(0, 0, len(text), text, None, heading, len(text.split()))
+    collection.put_document(
+        path=key,
+        sha256=key,
+        kind="text",
+        title=None,
+        chars=0,
+        chunks=[chunk],
+        vectors=np.eye(1, 8, dtype=np.float32),
+    )
+
+
+def test_stale_missing_or_damaged_postings_are_rebuilt_from_the_chunks(tmp_path: Path) -> None:
+    where = tmp_path / "collections" / "c"
+    collection = Collection(where, create=True)
+    put_chunk(collection, "/kettle", "descaling the kettle with vinegar", heading="Kettle")
+    put_chunk(collection, "/boiler", "the boiler is serviced in October")
+    collection.open_lexicon()
+    collection.save_lexicon()
+    collection.close()
+
+    # a writer that never opened the postings (another process, or one killed before saving)
+    writer = Collection(where)
+    put_chunk(writer, "/descaler", "descaler tablets for the kettle and the coffee machine")
+    writer.remove_document("/boiler")
+    writer.close()
+    for damage in ("stale", "cut short", "missing", "garbage"):
+        if damage == "cut short":
+            data = (where / "bm25.bin").read_bytes()
+            (where / "bm25.bin").write_bytes(data[: len(data) // 2])
+        elif damage == "missing":
+            (where / "bm25.bin").unlink()
+        elif damage == "garbage":
+            (where / "bm25.bin").write_bytes(b"not postings at all")
+        reopened = Collection(where)
+        rebuilt: list[int] = []
+        lexicon = reopened.open_lexicon(on_rebuild=rebuilt.append)
+        assert rebuilt == [2], damage
+        assert len(lexicon) == 2
+        assert [k for k, _ in reopened.bm25("descaling kettle", 5)] == [
+            k for k, _ in reopened.fts5_bm25("descaling kettle", 5)
+        ]
+        assert reopened.bm25("boiler", 5) == []
+        if damage == "stale":
+            reopened.close()
+            # open_lexicon saved what it rebuilt: the next open loads it
+            again = Collection(where)
+            again.open_lexicon(on_rebuild=rebuilt.append)
+            assert rebuilt == [2]
+            again.close()

@@ -254,7 +254,9 @@ class Collection:
         chunks: Sequence[Chunk],
         vectors: Vectors,
     ) -> tuple[list[int], list[int]]:
-        """Replace the document at `path` with these chunks: (removed chunk ids, added chunk ids)."""
+        """Replace the document at `path` with these chunks: (removed chunk ids, added chunk ids).
+        The open BM25 postings follow; the HNSW graph is the caller's (update_index)."""
+        postings = self._postings(chunks)
         with self.transaction() as db:
             removed = self._delete(db, path)
             cursor = db.execute(
@@ -282,11 +284,17 @@ class Collection:
                     ),
                 )
                 added.append(int(row.lastrowid or 0))
+        if self.lexicon is not None and postings is not None:
+            self.lexicon.remove(removed)
+            self.lexicon.add(list(zip(added, postings, strict=True)))
         return removed, added
 
     def remove_document(self, path: str) -> list[int]:
         with self.transaction() as db:
-            return self._delete(db, path)
+            removed = self._delete(db, path)
+        if self.lexicon is not None:
+            self.lexicon.remove(removed)
+        return removed
 
     def _delete(self, db: sqlite3.Connection, path: str) -> list[int]:
         texts = db.execute(
@@ -372,7 +380,7 @@ class Collection:
         ).fetchall()
         return [(int(rowid), -float(score)) for rowid, score in rows]
 
-    def lexicon_bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
+    def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
         """(chunk id, BM25 score, higher is better) for the best `limit` chunks, from the postings
         in memory (lexicon.py): FTS5's bm25() ranking, term by term. A query word that FTS5 reads
         as a phrase of several stems (`open_file`: "open" then "file") is scored by FTS5 alone,
@@ -398,8 +406,6 @@ class Collection:
         ).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, -np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-
-    bm25 = fts5_bm25
 
     def dense(self, vector: Vectors, limit: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) for the nearest `limit` chunks in the HNSW graph."""
@@ -431,10 +437,12 @@ class Collection:
 
     def open_index(self, on_rebuild: Callable[[int], None] | None = None) -> VectorIndex:
         """The HNSW graph, loaded, or rebuilt from the stored vectors when it is missing or
-        does not hold the current generation of chunks.db."""
+        does not hold the current generation of chunks.db; the BM25 postings are opened too
+        (open_lexicon), so that both follow the documents written from here on."""
         if self.index is not None:
             return self.index
         self.ensure_terms()
+        self.open_lexicon()
         state = self._index_state()
         generation = self.generation()
         current = state.get("generation") == generation and state.get("engine") == VectorIndex.ENGINE
@@ -481,6 +489,8 @@ class Collection:
         index.add(np.asarray(added, dtype=np.int64), vectors)
 
     def save_index(self) -> None:
+        """Save the HNSW graph and the BM25 postings, each with the generation it holds."""
+        self.save_lexicon()
         if self.index is None:
             return
         generation = self.generation()
