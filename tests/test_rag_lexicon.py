@@ -111,6 +111,10 @@ def test_the_lexicon_follows_documents_added_replaced_and_removed(tmp_path: Path
     assert len(lexicon) == collection.info().chunks
     assert_agrees(collection, queries()[::4])
 
+    collection.save_lexicon()  # the saved file, memory-mapped, takes further changes as well
+    collection.remove_document(str(files[41]))
+    put_file(collection, files[41], chunker, key="/again")
+    assert_agrees(collection, queries()[1::4])
     collection.save_lexicon()
     reopened = Collection(tmp_path / "collections" / "c")
     rebuilt: list[int] = []

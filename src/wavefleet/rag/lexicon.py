@@ -170,14 +170,44 @@ class Lexicon:
     @classmethod
     def build(cls, batches: Iterable[Sequence[tuple[int, str, str]]], tokenizer: Tokenizer) -> Lexicon:
         """The lexicon of the chunks given as batches of (chunk id, heading, text)."""
-        lexicon = cls.empty()
+        ids: dict[str, int] = {}
+        found_terms: list[np.ndarray[Any, Any]] = []
+        found_docs: list[np.ndarray[Any, Any]] = []
+        found_freqs: list[np.ndarray[Any, Any]] = []
+        lengths: dict[int, int] = {}
         for batch in batches:
             tokenizer.learn(piece for _, heading, text in batch for piece in f"{heading} {text}".split())
-            lexicon.add([(key, tokenizer.postings(heading, text)) for key, heading, text in batch])
-            if sum(len(docs) for docs, _ in lexicon._added.values()) > 4_000_000:
-                lexicon._merge()  # bounds the delta's Python lists; the merge is linear
-        lexicon._merge()
-        return lexicon
+            terms: list[int] = []
+            docs: list[int] = []
+            freqs: list[int] = []
+            for key, heading, text in batch:
+                counted, lengths[key] = tokenizer.postings(heading, text)
+                for stem, freq in counted.items():
+                    term = ids.get(stem)
+                    if term is None:
+                        term = ids[stem] = len(ids)
+                    terms.append(term)
+                    docs.append(key)
+                    freqs.append(freq)
+            found_terms.append(np.array(terms, dtype=np.int32))
+            found_docs.append(np.array(docs, dtype=np.int64))
+            found_freqs.append(np.array(freqs, dtype=np.int64))
+        size = max(lengths, default=-1) + 1
+        alive = np.zeros(size, dtype=np.bool_)
+        keys = np.fromiter(lengths, dtype=np.int64, count=len(lengths))
+        alive[keys] = True
+        per_chunk = np.zeros(size, dtype=np.int32)
+        per_chunk[keys] = np.fromiter(lengths.values(), dtype=np.int32, count=len(lengths))
+        starts, docs_array, freqs_array = _by_term(
+            len(ids),
+            np.concatenate([np.zeros(0, np.int32), *found_terms]),
+            np.concatenate([_EMPTY_IDS, *found_docs]),
+            np.concatenate([_EMPTY_IDS, *found_freqs]),
+            size,
+        )
+        return cls(
+            terms=list(ids), starts=starts, docs=docs_array, freqs=freqs_array, lengths=per_chunk, alive=alive
+        )
 
     # changes --------------------------------------------------------------------------------
 
@@ -264,17 +294,13 @@ class Lexicon:
             extra_terms = [np.full(len(d), t, dtype=np.int32) for t, (d, _) in self._added.items()]
             extra_docs = [np.asarray(d, dtype=np.int64) for d, _ in self._added.values()]
             extra_freqs = [np.asarray(f, dtype=np.int64) for _, f in self._added.values()]
-            terms = np.concatenate([term_of[keep], *extra_terms])
-            docs = np.concatenate([self._docs[keep].astype(np.int64), *extra_docs])
-            freqs = np.concatenate([self._freqs[keep].astype(np.int64), *extra_freqs])
-            order = np.argsort(terms, kind="stable")  # the stored part is sorted already
-            doc_type = np.int32 if len(self._alive) < 2**31 else np.int64
-            freq_type = np.uint16 if not len(freqs) or int(freqs.max()) < 2**16 else np.uint32
-            self._docs = docs[order].astype(doc_type)
-            self._freqs = freqs[order].astype(freq_type)
-            starts = np.zeros(len(self._terms) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(terms, minlength=len(self._terms)), out=starts[1:])
-            self._starts = starts
+            self._starts, self._docs, self._freqs = _by_term(
+                len(self._terms),
+                np.concatenate([term_of[keep], *extra_terms]),
+                np.concatenate([self._docs[keep].astype(np.int64), *extra_docs]),
+                np.concatenate([self._freqs[keep].astype(np.int64), *extra_freqs]),
+                len(self._alive),
+            )
             self._stored = len(self._terms)
             self._added = {}
             self._keep = None
@@ -356,6 +382,19 @@ class Lexicon:
                 "per_chunk": int(self._lengths.nbytes + self._alive.nbytes),
                 "terms": len(self._terms),
             }
+
+
+def _by_term(
+    count: int, terms: np.ndarray[Any, Any], docs: np.ndarray[Any, Any], freqs: np.ndarray[Any, Any], ids: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Postings given as (term, chunk, weighted hits) in any order, as compressed rows by term:
+    (starts, chunk ids, hits), term t's postings at starts[t]:starts[t + 1]."""
+    order = np.argsort(terms, kind="stable")  # runs already sorted (a merge's stored part) stay cheap
+    starts = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=count), out=starts[1:])
+    doc_type = np.int32 if ids < 2**31 else np.int64
+    freq_type = np.uint16 if not len(freqs) or int(freqs.max()) < 2**16 else np.uint32
+    return starts, docs[order].astype(doc_type), freqs[order].astype(freq_type)
 
 
 def _read_header(path: Path) -> dict[str, Any] | None:

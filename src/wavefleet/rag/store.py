@@ -170,13 +170,13 @@ class Collection:
             )
         directory.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        # re-entrant: a document's write and its change to the open postings hold it together
+        self._write_lock = threading.RLock()
         with self._connect() as db:
             db.executescript(_SCHEMA)
         self.index: VectorIndex | None = None
         self.lexicon: Lexicon | None = None
         self._tokenizer: Tokenizer | None = None
-        self._lexicon_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -256,44 +256,46 @@ class Collection:
     ) -> tuple[list[int], list[int]]:
         """Replace the document at `path` with these chunks: (removed chunk ids, added chunk ids).
         The open BM25 postings follow; the HNSW graph is the caller's (update_index)."""
-        postings = self._postings(chunks)
-        with self.transaction() as db:
-            removed = self._delete(db, path)
-            cursor = db.execute(
-                "INSERT INTO documents (path, sha256, kind, title, chars, chunks, ingested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (path, sha256, kind, title, chars, len(chunks), time.time()),
-            )
-            doc_id = cursor.lastrowid
-            self._count_terms(db, (f"{c.heading or ''} {c.text}" for c in chunks), 1)
-            added = []
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                row = db.execute(
-                    'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, tokens, text, vector) '
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        doc_id,
-                        chunk.ordinal,
-                        chunk.start,
-                        chunk.end,
-                        chunk.page,
-                        chunk.heading,
-                        chunk.tokens,
-                        chunk.text,
-                        np.asarray(vector, dtype=np.float32).tobytes(),
-                    ),
+        with self._write_lock:
+            postings = self._postings(chunks)
+            with self.transaction() as db:
+                removed = self._delete(db, path)
+                cursor = db.execute(
+                    "INSERT INTO documents (path, sha256, kind, title, chars, chunks, ingested_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (path, sha256, kind, title, chars, len(chunks), time.time()),
                 )
-                added.append(int(row.lastrowid or 0))
-        if self.lexicon is not None and postings is not None:
-            self.lexicon.remove(removed)
-            self.lexicon.add(list(zip(added, postings, strict=True)))
+                doc_id = cursor.lastrowid
+                self._count_terms(db, (f"{c.heading or ''} {c.text}" for c in chunks), 1)
+                added = []
+                for chunk, vector in zip(chunks, vectors, strict=True):
+                    row = db.execute(
+                        'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, tokens, text, vector) '
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            doc_id,
+                            chunk.ordinal,
+                            chunk.start,
+                            chunk.end,
+                            chunk.page,
+                            chunk.heading,
+                            chunk.tokens,
+                            chunk.text,
+                            np.asarray(vector, dtype=np.float32).tobytes(),
+                        ),
+                    )
+                    added.append(int(row.lastrowid or 0))
+            if self.lexicon is not None and postings is not None:
+                self.lexicon.remove(removed)
+                self.lexicon.add(list(zip(added, postings, strict=True)))
         return removed, added
 
     def remove_document(self, path: str) -> list[int]:
-        with self.transaction() as db:
-            removed = self._delete(db, path)
-        if self.lexicon is not None:
-            self.lexicon.remove(removed)
+        with self._write_lock:
+            with self.transaction() as db:
+                removed = self._delete(db, path)
+            if self.lexicon is not None:
+                self.lexicon.remove(removed)
         return removed
 
     def _delete(self, db: sqlite3.Connection, path: str) -> list[int]:
@@ -523,7 +525,7 @@ class Collection:
         missing, unreadable or do not hold the current generation of chunks.db."""
         if self.lexicon is not None:
             return self.lexicon
-        with self._lexicon_lock:
+        with self._write_lock:  # no document lands between reading the chunks and following them
             if self.lexicon is not None:
                 return self.lexicon
             if Lexicon.saved_generation(self.lexicon_path) == self.generation():
@@ -553,8 +555,13 @@ class Collection:
         return [self.tokenizer.postings(c.heading or "", c.text) for c in chunks]
 
     def save_lexicon(self) -> None:
-        if self.lexicon is not None:
+        """Save the open postings, then map the saved file in their place: the postings'
+        pages are then read from it as queries need them, not held in process memory."""
+        with self._write_lock:  # no document lands between the save and the swap
+            if self.lexicon is None:
+                return
             self.lexicon.save(self.lexicon_path, self.generation())
+            self.lexicon = Lexicon.load(self.lexicon_path)
 
     # summary --------------------------------------------------------------------------------
 
