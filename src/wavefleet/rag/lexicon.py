@@ -106,20 +106,20 @@ class Tokenizer:
 
     def postings(self, heading: str, text: str) -> Postings:
         """A chunk's stems with their doubled weighted hits (2 × (0.5 heading + 1 text), an
-        integer) and its length in tokens, as FTS5 counts them for bm25()."""
-        counted: Counter[str] = Counter()
+        integer) and its length in tokens, as FTS5 counts them for bm25(). Pieces not learnt
+        beforehand (`learn`, for many chunks at once) go through SQLite one by one."""
+        counted: dict[str, int] = {}
         length = 0
+        cache = self._cache
         for column, unit in ((heading, 1), (text, 2)):
-            pieces = Counter(column.split())
-            self.learn(pieces)
-            for piece, times in pieces.items():
-                stems = self._cache.get(piece)
+            for piece, times in Counter(column.split()).items():
+                stems = cache.get(piece)
                 if stems is None:
                     stems = self._one(piece)
                 length += times * len(stems)
                 for stem in stems:
-                    counted[stem] += times * unit
-        return dict(counted), length
+                    counted[stem] = counted.get(stem, 0) + times * unit
+        return counted, length
 
     def close(self) -> None:
         self._db.close()
@@ -176,7 +176,7 @@ class Lexicon:
         found_freqs: list[np.ndarray[Any, Any]] = []
         lengths: dict[int, int] = {}
         for batch in batches:
-            tokenizer.learn(piece for _, heading, text in batch for piece in f"{heading} {text}".split())
+            tokenizer.learn(" ".join(f"{heading} {text}" for _, heading, text in batch).split())
             terms: list[int] = []
             docs: list[int] = []
             freqs: list[int] = []

@@ -552,6 +552,7 @@ class Collection:
         from chunks.db when opened, the generation having moved on)."""
         if self.lexicon is None:
             return None
+        self.tokenizer.learn(" ".join(f"{c.heading or ''} {c.text}" for c in chunks).split())
         return [self.tokenizer.postings(c.heading or "", c.text) for c in chunks]
 
     def save_lexicon(self) -> None:
