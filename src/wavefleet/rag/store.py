@@ -225,12 +225,15 @@ class Collection:
                 f"vectors of two models do not compare; use --embed-model {known['embed_model']} or "
                 f"`wave rag drop {self.name}` and ingest again"
             )
+        wanted = {
+            "embed_model": embed_model,
+            "chunk_tokens": str(chunk_tokens),
+            "overlap_tokens": str(overlap_tokens),
+        }
+        if all(known.get(key) == value for key, value in wanted.items()):
+            return  # a write would move the generation on and make the saved indexes look stale
         with self.transaction() as db:
-            for key, value in (
-                ("embed_model", embed_model),
-                ("chunk_tokens", str(chunk_tokens)),
-                ("overlap_tokens", str(overlap_tokens)),
-            ):
+            for key, value in wanted.items():
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def generation(self) -> int:
