@@ -71,3 +71,6 @@ def test_settling_the_same_settings_again_leaves_the_saved_indexes_current(tmp_p
     again.open_lexicon(on_rebuild=rebuilt.append)
     assert rebuilt == []
     assert [k for k, _ in again.bm25("kettle", 5)] == [k for k, _ in again.fts5_bm25("kettle", 5)]
+    saved = (tmp_path / "c" / "bm25.bin").stat().st_ino
+    again.save_index()  # nothing changed: the postings file is not written again
+    assert (tmp_path / "c" / "bm25.bin").stat().st_ino == saved

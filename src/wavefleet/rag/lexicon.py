@@ -150,6 +150,7 @@ class Lexicon:
         self._rows = int(self._alive.sum())
         self._tokens = int(self._lengths[self._alive].sum(dtype=np.int64))
         self._added: dict[int, tuple[list[int], list[int]]] = {}
+        self.changed = False  # since it was built, loaded or saved
         self._lock = threading.Lock()
         self._keep = keep  # the memory map the arrays view, open as long as they are
 
@@ -236,6 +237,7 @@ class Lexicon:
                 self._lengths[key] = length
                 self._rows += 1
                 self._tokens += length
+            self.changed = True
 
     def remove(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -244,6 +246,7 @@ class Lexicon:
                     self._alive[key] = False
                     self._rows -= 1
                     self._tokens -= int(self._lengths[key])
+                    self.changed = True
 
     # search ---------------------------------------------------------------------------------
 
@@ -335,6 +338,7 @@ class Lexicon:
                 out.flush()
                 os.fsync(out.fileno())
             partial.replace(path)
+            self.changed = False
 
     @staticmethod
     def saved_generation(path: Path) -> int | None:

@@ -564,7 +564,10 @@ class Collection:
         with self._write_lock:  # no document lands between the save and the swap
             if self.lexicon is None:
                 return
-            self.lexicon.save(self.lexicon_path, self.generation())
+            generation = self.generation()
+            if not self.lexicon.changed and Lexicon.saved_generation(self.lexicon_path) == generation:
+                return  # the file holds these postings already
+            self.lexicon.save(self.lexicon_path, generation)
             self.lexicon = Lexicon.load(self.lexicon_path)
 
     # summary --------------------------------------------------------------------------------
