@@ -4,6 +4,7 @@ kept so through documents added, replaced and removed, and after a restart or a 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,39 @@ def test_stale_missing_or_damaged_postings_are_rebuilt_from_the_chunks(tmp_path:
             again.open_lexicon(on_rebuild=rebuilt.append)
             assert rebuilt == [2]
             again.close()
+
+
+def test_searches_run_while_documents_land(tmp_path: Path, chunker: Chunker) -> None:
+    files = write_corpus(tmp_path / "corpus")
+    collection = Collection(tmp_path / "collections" / "c", create=True)
+    put_file(collection, files[0], chunker)
+    collection.open_lexicon()
+    texts = queries()
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def search() -> None:
+        n = 0
+        while not done.is_set() or n < len(texts):
+            try:
+                for _, score in collection.bm25(texts[n % len(texts)], 50):
+                    assert score > 0
+            except BaseException as exc:  # reported below, from the test's thread
+                failures.append(exc)
+                return
+            n += 1
+
+    searchers = [threading.Thread(target=search) for _ in range(2)]
+    for thread in searchers:
+        thread.start()
+    for i, path in enumerate(files[1:40]):
+        put_file(collection, path, chunker)
+        if i % 5 == 0:
+            collection.remove_document(str(files[i]))
+        if i == 20:
+            collection.save_lexicon()
+    done.set()
+    for thread in searchers:
+        thread.join()
+    assert failures == []
+    assert_agrees(collection, texts[::6])
