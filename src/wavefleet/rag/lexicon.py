@@ -40,7 +40,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HEADING_WEIGHT", "TEXT_WEIGHT", "TOKENIZE", "Lexicon", "Postings", "Tokenizer"]
+__all__ = [
+    "HEADING_WEIGHT",
+    "TEXT_WEIGHT",
+    "TOKENIZE",
+    "Lexicon",
+    "Postings",
+    "Tokenizer",
+    "chunk_batches",
+    "top",
+]
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"  # chunks_fts's tokenizer (store.py)
 HEADING_WEIGHT = 0.5  # bm25(chunks_fts, 0.5, 1.0): a heading's hit counts half a text hit
@@ -97,12 +106,14 @@ class Tokenizer:
         """The stems FTS5 indexes for `text`, in order."""
         pieces = text.split()
         self.learn(pieces)
-        cache = self._cache
-        return [stem for piece in pieces for stem in cache.get(piece) or self._one(piece)]
+        return [stem for piece in pieces for stem in self._stems(piece)]
 
-    def _one(self, piece: str) -> tuple[str, ...]:
-        self.learn([piece])  # the cache was cleared by another thread in between
-        return self._cache.get(piece, ())
+    def _stems(self, piece: str) -> tuple[str, ...]:
+        stems = self._cache.get(piece)
+        if stems is None:  # not learnt, or the cache was emptied since by another thread
+            self.learn([piece])
+            stems = self._cache.get(piece, ())
+        return stems
 
     def postings(self, heading: str, text: str) -> Postings:
         """A chunk's stems with their doubled weighted hits (2 × (0.5 heading + 1 text), an
@@ -115,7 +126,7 @@ class Tokenizer:
             for piece, times in Counter(column.split()).items():
                 stems = cache.get(piece)
                 if stems is None:
-                    stems = self._one(piece)
+                    stems = self._stems(piece)
                 length += times * len(stems)
                 for stem in stems:
                     counted[stem] = counted.get(stem, 0) + times * unit
@@ -155,18 +166,6 @@ class Lexicon:
         self._keep = keep  # the memory map the arrays view, open as long as they are
 
     # building -------------------------------------------------------------------------------
-
-    @classmethod
-    def empty(cls) -> Lexicon:
-        zero = np.zeros(0, dtype=np.int32)
-        return cls(
-            terms=[],
-            starts=np.zeros(1, dtype=np.int64),
-            docs=zero,
-            freqs=np.zeros(0, dtype=np.uint16),
-            lengths=zero,
-            alive=np.zeros(0, dtype=np.bool_),
-        )
 
     @classmethod
     def build(cls, batches: Iterable[Sequence[tuple[int, str, str]]], tokenizer: Tokenizer) -> Lexicon:
