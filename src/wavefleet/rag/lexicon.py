@@ -190,21 +190,23 @@ class Lexicon:
                     docs.append(key)
                     freqs.append(freq)
             found_terms.append(np.array(terms, dtype=np.int32))
-            found_docs.append(np.array(docs, dtype=np.int64))
-            found_freqs.append(np.array(freqs, dtype=np.int64))
+            found_docs.append(np.array(docs, dtype=np.int32 if max(docs, default=0) < 2**31 else np.int64))
+            found_freqs.append(np.array(freqs, dtype=np.int32))
         size = max(lengths, default=-1) + 1
         alive = np.zeros(size, dtype=np.bool_)
         keys = np.fromiter(lengths, dtype=np.int64, count=len(lengths))
         alive[keys] = True
         per_chunk = np.zeros(size, dtype=np.int32)
         per_chunk[keys] = np.fromiter(lengths.values(), dtype=np.int32, count=len(lengths))
-        starts, docs_array, freqs_array = _by_term(
-            len(ids),
-            np.concatenate([np.zeros(0, np.int32), *found_terms]),
-            np.concatenate([_EMPTY_IDS, *found_docs]),
-            np.concatenate([_EMPTY_IDS, *found_freqs]),
-            size,
-        )
+        # joined one kind at a time, each batch list freed as it is joined: the peak stays near
+        # two copies of the postings
+        all_terms = np.concatenate([np.zeros(0, np.int32), *found_terms])
+        del found_terms
+        all_docs = np.concatenate([np.zeros(0, np.int32), *found_docs])
+        del found_docs
+        all_freqs = np.concatenate([np.zeros(0, np.int32), *found_freqs])
+        del found_freqs
+        starts, docs_array, freqs_array = _by_term(len(ids), all_terms, all_docs, all_freqs, size)
         return cls(
             terms=list(ids), starts=starts, docs=docs_array, freqs=freqs_array, lengths=per_chunk, alive=alive
         )
@@ -397,7 +399,7 @@ def _by_term(
     np.cumsum(np.bincount(terms, minlength=count), out=starts[1:])
     doc_type = np.int32 if ids < 2**31 else np.int64
     freq_type = np.uint16 if not len(freqs) or int(freqs.max()) < 2**16 else np.uint32
-    return starts, docs[order].astype(doc_type), freqs[order].astype(freq_type)
+    return starts, docs[order].astype(doc_type, copy=False), freqs[order].astype(freq_type, copy=False)
 
 
 def _read_header(path: Path) -> dict[str, Any] | None:
