@@ -535,18 +535,25 @@ class Collection:
                 with contextlib.suppress(OSError, ValueError):
                     self.lexicon = Lexicon.load(self.lexicon_path)
                     return self.lexicon
-            self.lexicon = self._rebuild_lexicon(on_rebuild)
-            self.save_lexicon()
+            self.lexicon, generation = self._rebuild_lexicon(on_rebuild)
+            self.save_lexicon(generation)
             return self.lexicon
 
-    def _rebuild_lexicon(self, on_rebuild: Callable[[int], None] | None) -> Lexicon:
-        if on_rebuild is not None:
-            on_rebuild(int(self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]))
+    def _rebuild_lexicon(self, on_rebuild: Callable[[int], None] | None) -> tuple[Lexicon, int]:
+        """The postings of the stored chunks, and the generation they are of: both read in one
+        transaction, so a write by another process cannot fall between them."""
         # its own connection: a long read on this thread's would hold a snapshot other calls share
         db = self._connect()
         try:
+            db.execute("BEGIN")
+            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            generation = int(row[0]) if row else 0
+            if on_rebuild is not None:
+                on_rebuild(int(db.execute("SELECT count(*) FROM chunks").fetchone()[0]))
             rows = db.execute("SELECT id, coalesce(heading, ''), text FROM chunks ORDER BY id")
-            return Lexicon.build(chunk_batches(iter(rows)), self.tokenizer)
+            lexicon = Lexicon.build(chunk_batches(iter(rows)), self.tokenizer)
+            db.execute("COMMIT")
+            return lexicon, generation
         finally:
             db.close()
 
@@ -558,13 +565,14 @@ class Collection:
         self.tokenizer.learn(" ".join(f"{c.heading or ''} {c.text}" for c in chunks).split())
         return [self.tokenizer.postings(c.heading or "", c.text) for c in chunks]
 
-    def save_lexicon(self) -> None:
-        """Save the open postings, then map the saved file in their place: the postings'
-        pages are then read from it as queries need them, not held in process memory."""
+    def save_lexicon(self, generation: int | None = None) -> None:
+        """Save the open postings as of `generation` (the current one by default), then map the
+        saved file in their place: their pages are then read as queries need them, not held in
+        process memory."""
         with self._write_lock:  # no document lands between the save and the swap
             if self.lexicon is None:
                 return
-            generation = self.generation()
+            generation = self.generation() if generation is None else generation
             if not self.lexicon.changed and Lexicon.saved_generation(self.lexicon_path) == generation:
                 return  # the file holds these postings already
             self.lexicon.save(self.lexicon_path, generation)
