@@ -395,6 +395,7 @@ class Collection:
             return []
         lexicon = self.open_lexicon()
         tokenizer = self.tokenizer
+        tokenizer.learn(words)  # new words all in one trip through SQLite
         parts: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
         for word in words:
             stems = tokenizer.tokens(word)
