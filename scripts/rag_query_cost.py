@@ -11,9 +11,11 @@ ingest's chunks are. Figures are CPU ms per text, the best of `--rounds` rounds 
 between the settings, so other work on the machine spreads over all of them).
 
 Search: a collection built as scripts/rag_bench.py builds it (real pydoc sentences, synthetic
-vectors); BM25 (SQLite FTS5), the HNSW search, convex fusion and fetching the top 5 texts, each
-timed alone over the questions (random unit vectors stand in for their embeddings); and BM25 with
-smaller postings budgets than the default 2,500, with how many hybrid top-5 lists they change.
+vectors); BM25 from the postings in memory and, for comparison, by FTS5's bm25() itself (with how
+many top-50 lists differ between the two, ties aside), the HNSW search, convex fusion and fetching
+the top 5 texts, each timed alone over the questions (random unit vectors stand in for their
+embeddings); BM25 with other postings budgets than the default 2,500, with how many hybrid top-5
+lists they change; and the postings' rebuild time and size. `--search-only` skips the embedding.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ def search_costs(work: Path, questions: list[str], chunks: int) -> dict[str, flo
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((len(questions), 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    started = time.process_time()
+    collection.lexicon = None
+    collection.lexicon_path.unlink(missing_ok=True)
+    lexicon = collection.open_lexicon()
+    rebuild_s = time.process_time() - started
     lexical = [collection.bm25(q, 50) for q in questions]
     semantic = [collection.dense(v, 50) for v in vectors]
     top = [[k for k, _ in convex(a, b)[:5]] for a, b in zip(lexical, semantic, strict=True)]
@@ -116,21 +123,38 @@ def search_costs(work: Path, questions: list[str], chunks: int) -> dict[str, flo
             step(n % len(questions))
         return (time.process_time() - started) / total * 1000
 
+    def differs(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+        cut = b[-1][1] if len(b) == 50 else -math.inf
+        scores_differ = any(not math.isclose(x[1], y[1], rel_tol=1e-9) for x, y in zip(a, b, strict=False))
+        return (
+            len(a) != len(b) or scores_differ or {k for k, s in a if s > cut} != {k for k, s in b if s > cut}
+        )
+
     costs: dict[str, float] = {
         "bm25": cpu_ms(lambda i: collection.bm25(questions[i], 50)),
+        "bm25 fts5": cpu_ms(lambda i: collection.fts5_bm25(questions[i], 50)),
+        f"bm25 top 50 differing from fts5 of {len(questions)}": float(
+            sum(differs(collection.bm25(q, 50), collection.fts5_bm25(q, 50)) for q in questions)
+        ),
+        "lexicon rebuild cpu s": rebuild_s,
+        "lexicon postings MB": lexicon.memory()["postings"] / 1e6,
+        "lexicon per-chunk arrays MB": lexicon.memory()["per_chunk"] / 1e6,
+        "lexicon terms": float(lexicon.memory()["terms"]),
+        "lexicon file MB": collection.lexicon_path.stat().st_size / 1e6,
         "dense": cpu_ms(lambda i: collection.dense(vectors[i], 50)),
         "convex": cpu_ms(lambda i: convex(lexical[i], semantic[i])),
         "fetch top 5": cpu_ms(lambda i: collection.chunks(top[i])),
     }
     # A smaller postings budget: what BM25 saves, and how many hybrid top-5 lists it changes.
     ranked = [[k for k, _ in convex(a, b)[:5]] for a, b in zip(lexical, semantic, strict=True)]
-    for budget in (1500, 1000, 500):
-        costs[f"bm25 budget {budget}"] = cpu_ms(lambda i, b=budget: collection.bm25(questions[i], 50, b))
+    for budget in (10**9, 10000, 1500, 1000, 500):
+        label = "none" if budget == 10**9 else str(budget)
+        costs[f"bm25 budget {label}"] = cpu_ms(lambda i, b=budget: collection.bm25(questions[i], 50, b))
         changed = [
             [k for k, _ in convex(collection.bm25(q, 50, budget), semantic[i])[:5]] != ranked[i]
             for i, q in enumerate(questions)
         ]
-        costs[f"hybrid top 5 changed of {len(questions)}, budget {budget}"] = float(sum(changed))
+        costs[f"hybrid top 5 changed of {len(questions)}, budget {label}"] = float(sum(changed))
     collection.close()
     return costs
 
@@ -140,6 +164,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="write the results here too")
+    parser.add_argument("--search-only", action="store_true", help="skip the embedding's costs")
     args = parser.parse_args()
     questions = [q.query for q in load_labelled()]
     work = Path(tempfile.mkdtemp(prefix="rag-cost-"))
@@ -149,7 +174,7 @@ def main() -> None:
         write_corpus(corpus)
         text = " ".join(p.read_text() for p in sorted(corpus.glob("*.txt")))
         passages = [text[i : i + 2600] for i in range(0, 8 * 2600, 2600)]  # past 512 tokens each
-        costs = embedding_costs(work, questions, passages, args.rounds)
+        costs = {} if args.search_only else embedding_costs(work, questions, passages, args.rounds)
         results["embed_cpu_ms_per_text"] = {
             name: {str(k): v for k, v in row.items()} for name, row in costs.items()
         }

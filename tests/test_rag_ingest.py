@@ -101,6 +101,13 @@ def test_ingest_is_incremental_by_content(tmp_path: Path, embedder: LocalEmbedde
     assert top_path(collection, embedder, "heat pump", mode="bm25") == "boiler.txt"
     index = collection.open_index()
     assert len(index) == collection.info().chunks
+    # what ingest saved holds the collection as it is: the next run or server opens it as is
+    reopened = Collection(tmp_path / "rag" / "collections" / "home")
+    rebuilt: list[int] = []
+    reopened.open_index(on_rebuild=rebuilt.append)
+    reopened.open_lexicon(on_rebuild=rebuilt.append)
+    assert rebuilt == [] and len(reopened.open_lexicon()) == reopened.info().chunks
+    assert reopened.bm25("heat pump", 5) == reopened.fts5_bm25("heat pump", 5)
 
 
 def test_an_interrupted_ingest_keeps_whole_documents_and_continues(

@@ -46,3 +46,31 @@ def test_query_text_is_never_fts_syntax(tmp_path: Path) -> None:
     ]:
         collection.bm25(query, 5)  # no sqlite3.OperationalError
     assert collection.bm25("near said", 5)
+
+
+def test_settling_the_same_settings_again_leaves_the_saved_indexes_current(tmp_path: Path) -> None:
+    """Each ingest run settles the collection's settings first: unchanged ones must not make the
+    saved graph and postings look stale (a rebuild of all chunks at the start of every run)."""
+    collection = Collection(tmp_path / "c", create=True)
+    collection.settle(embed_model="m", chunk_tokens=64, overlap_tokens=8)
+    collection.open_index()
+    chunks = [
+        Chunk(i, 0, len(t), t, None, None, 3) for i, t in enumerate(["descaling the kettle", "the boiler"])
+    ]
+    vectors = np.eye(2, 8, dtype=np.float32)
+    removed, added = collection.put_document(
+        path="/a", sha256="a", kind="text", title=None, chars=0, chunks=chunks, vectors=vectors
+    )
+    collection.update_index(removed, added, vectors)
+    collection.save_index()
+    collection.close()
+    again = Collection(tmp_path / "c")
+    again.settle(embed_model="m", chunk_tokens=64, overlap_tokens=8)
+    rebuilt: list[int] = []
+    again.open_index(on_rebuild=rebuilt.append)
+    again.open_lexicon(on_rebuild=rebuilt.append)
+    assert rebuilt == []
+    assert [k for k, _ in again.bm25("kettle", 5)] == [k for k, _ in again.fts5_bm25("kettle", 5)]
+    saved = (tmp_path / "c" / "bm25.bin").stat().st_ino
+    again.save_index()  # nothing changed: the postings file is not written again
+    assert (tmp_path / "c" / "bm25.bin").stat().st_ino == saved

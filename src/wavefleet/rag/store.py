@@ -4,11 +4,15 @@
                                                   vector), chunks_fts (FTS5, BM25 ranking)
     <data dir>/collections/<name>/vectors.hnsw    the HNSW graph over the chunks' vectors
     <data dir>/collections/<name>/vectors.json    which state of chunks.db the graph holds
+    <data dir>/collections/<name>/bm25.bin        BM25 postings by stem (lexicon.py), with the
+                                                  state of chunks.db they hold
 
 SQLite is the record: each document is written in one transaction with its chunks and vectors,
 so an interrupted ingest leaves whole documents only, and the next run goes on from there. The
-HNSW graph is derived: it records the `generation` of chunks.db it was saved at, and a graph
-that is missing or behind is rebuilt from the stored vectors when the collection opens.
+HNSW graph and the BM25 postings are derived: each records the `generation` of chunks.db it was
+saved at, and one that is missing or behind is rebuilt from the stored chunks when the collection
+opens. Queries rank by the in-memory postings; FTS5 ranks the same way (`fts5_bm25`) and scores
+the rare query words that are phrases to it.
 """
 
 from __future__ import annotations
@@ -31,10 +35,20 @@ from wavefleet.errors import UsageError
 from wavefleet.rag.chunking import Chunk
 from wavefleet.rag.embedder import Vectors
 from wavefleet.rag.index import VectorIndex
+from wavefleet.rag.lexicon import (
+    HEADING_WEIGHT,
+    TEXT_WEIGHT,
+    TOKENIZE,
+    Lexicon,
+    Postings,
+    Tokenizer,
+    chunk_batches,
+    top,
+)
 
 __all__ = ["Collection", "CollectionInfo", "DocumentRecord", "StoredChunk", "collection_names", "fts_query"]
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
@@ -60,7 +74,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    heading, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+    heading, text, content='chunks', content_rowid='id', tokenize='{TOKENIZE}'
 );
 CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
@@ -156,10 +170,13 @@ class Collection:
             )
         directory.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        # re-entrant: a document's write and its change to the open postings hold it together
+        self._write_lock = threading.RLock()
         with self._connect() as db:
             db.executescript(_SCHEMA)
         self.index: VectorIndex | None = None
+        self.lexicon: Lexicon | None = None
+        self._tokenizer: Tokenizer | None = None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -208,12 +225,15 @@ class Collection:
                 f"vectors of two models do not compare; use --embed-model {known['embed_model']} or "
                 f"`wave rag drop {self.name}` and ingest again"
             )
+        wanted = {
+            "embed_model": embed_model,
+            "chunk_tokens": str(chunk_tokens),
+            "overlap_tokens": str(overlap_tokens),
+        }
+        if all(known.get(key) == value for key, value in wanted.items()):
+            return  # a write would move the generation on and make the saved indexes look stale
         with self.transaction() as db:
-            for key, value in (
-                ("embed_model", embed_model),
-                ("chunk_tokens", str(chunk_tokens)),
-                ("overlap_tokens", str(overlap_tokens)),
-            ):
+            for key, value in wanted.items():
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def generation(self) -> int:
@@ -237,39 +257,49 @@ class Collection:
         chunks: Sequence[Chunk],
         vectors: Vectors,
     ) -> tuple[list[int], list[int]]:
-        """Replace the document at `path` with these chunks: (removed chunk ids, added chunk ids)."""
-        with self.transaction() as db:
-            removed = self._delete(db, path)
-            cursor = db.execute(
-                "INSERT INTO documents (path, sha256, kind, title, chars, chunks, ingested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (path, sha256, kind, title, chars, len(chunks), time.time()),
-            )
-            doc_id = cursor.lastrowid
-            self._count_terms(db, (f"{c.heading or ''} {c.text}" for c in chunks), 1)
-            added = []
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                row = db.execute(
-                    'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, tokens, text, vector) '
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        doc_id,
-                        chunk.ordinal,
-                        chunk.start,
-                        chunk.end,
-                        chunk.page,
-                        chunk.heading,
-                        chunk.tokens,
-                        chunk.text,
-                        np.asarray(vector, dtype=np.float32).tobytes(),
-                    ),
+        """Replace the document at `path` with these chunks: (removed chunk ids, added chunk ids).
+        The open BM25 postings follow; the HNSW graph is the caller's (update_index)."""
+        with self._write_lock:
+            postings = self._postings(chunks)
+            with self.transaction() as db:
+                removed = self._delete(db, path)
+                cursor = db.execute(
+                    "INSERT INTO documents (path, sha256, kind, title, chars, chunks, ingested_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (path, sha256, kind, title, chars, len(chunks), time.time()),
                 )
-                added.append(int(row.lastrowid or 0))
+                doc_id = cursor.lastrowid
+                self._count_terms(db, (f"{c.heading or ''} {c.text}" for c in chunks), 1)
+                added = []
+                for chunk, vector in zip(chunks, vectors, strict=True):
+                    row = db.execute(
+                        'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, tokens, text, vector) '
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            doc_id,
+                            chunk.ordinal,
+                            chunk.start,
+                            chunk.end,
+                            chunk.page,
+                            chunk.heading,
+                            chunk.tokens,
+                            chunk.text,
+                            np.asarray(vector, dtype=np.float32).tobytes(),
+                        ),
+                    )
+                    added.append(int(row.lastrowid or 0))
+            if self.lexicon is not None and postings is not None:
+                self.lexicon.remove(removed)
+                self.lexicon.add(list(zip(added, postings, strict=True)))
         return removed, added
 
     def remove_document(self, path: str) -> list[int]:
-        with self.transaction() as db:
-            return self._delete(db, path)
+        with self._write_lock:
+            with self.transaction() as db:
+                removed = self._delete(db, path)
+            if self.lexicon is not None:
+                self.lexicon.remove(removed)
+        return removed
 
     def _delete(self, db: sqlite3.Connection, path: str) -> list[int]:
         texts = db.execute(
@@ -327,28 +357,61 @@ class Collection:
                 raise
             db.execute("COMMIT")
 
-    def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()."""
+    def _budgeted(self, text: str, budget: int) -> list[str]:
+        """The query's words that BM25 scores: all, or past the postings budget the rarest ones."""
         words = query_words(text)
-        if len(words) > 1:
-            frequency = self._frequencies(words)
-            kept: list[str] = []
-            postings = 0
-            for word in sorted(words, key=lambda w: frequency[w]):
-                if kept and postings + frequency[word] > budget:
-                    break
-                kept.append(word)
-                postings += frequency[word]
-            words = kept
-        query = fts_query(words)
+        if len(words) <= 1:
+            return words
+        frequency = self._frequencies(words)
+        kept: list[str] = []
+        postings = 0
+        for word in sorted(words, key=lambda w: frequency[w]):
+            if kept and postings + frequency[word] > budget:
+                break
+            kept.append(word)
+            postings += frequency[word]
+        return kept
+
+    def fts5_bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score, higher is better) for the best `limit` chunks by FTS5's bm25()
+        itself: the ranking `bm25` reproduces from its postings in memory."""
+        query = fts_query(self._budgeted(text, budget))
         if query is None:
             return []
         rows = self.db.execute(
-            "SELECT rowid, bm25(chunks_fts, 0.5, 1.0) FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY bm25(chunks_fts, 0.5, 1.0) LIMIT ?",
+            f"SELECT rowid, bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) FROM chunks_fts "
+            f"WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) LIMIT ?",
             (query, limit),
         ).fetchall()
         return [(int(rowid), -float(score)) for rowid, score in rows]
+
+    def bm25(self, text: str, limit: int, budget: int = POSTINGS_BUDGET) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score, higher is better) for the best `limit` chunks, from the postings
+        in memory (lexicon.py): FTS5's bm25() ranking, term by term. A query word that FTS5 reads
+        as a phrase of several stems (`open_file`: "open" then "file") is scored by FTS5 alone,
+        its part added to the others' as bm25() adds a query's phrases."""
+        words = self._budgeted(text, budget)
+        if not words:
+            return []
+        lexicon = self.open_lexicon()
+        tokenizer = self.tokenizer
+        tokenizer.learn(words)  # new words all in one trip through SQLite
+        parts: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+        for word in words:
+            stems = tokenizer.tokens(word)
+            if len(stems) == 1:
+                parts.append(lexicon.term(stems[0]))
+            elif stems:
+                parts.append(self._phrase(word))
+        return top(parts, limit)
+
+    def _phrase(self, word: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        rows = self.db.execute(
+            f"SELECT rowid, bm25(chunks_fts, {HEADING_WEIGHT}, {TEXT_WEIGHT}) FROM chunks_fts WHERE chunks_fts MATCH ?",
+            (fts_query([word]),),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, -np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
 
     def dense(self, vector: Vectors, limit: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) for the nearest `limit` chunks in the HNSW graph."""
@@ -380,10 +443,12 @@ class Collection:
 
     def open_index(self, on_rebuild: Callable[[int], None] | None = None) -> VectorIndex:
         """The HNSW graph, loaded, or rebuilt from the stored vectors when it is missing or
-        does not hold the current generation of chunks.db."""
+        does not hold the current generation of chunks.db; the BM25 postings are opened too
+        (open_lexicon), so that both follow the documents written from here on."""
         if self.index is not None:
             return self.index
         self.ensure_terms()
+        self.open_lexicon()
         state = self._index_state()
         generation = self.generation()
         current = state.get("generation") == generation and state.get("engine") == VectorIndex.ENGINE
@@ -430,6 +495,8 @@ class Collection:
         index.add(np.asarray(added, dtype=np.int64), vectors)
 
     def save_index(self) -> None:
+        """Save the HNSW graph and the BM25 postings, each with the generation it holds."""
+        self.save_lexicon()
         if self.index is None:
             return
         generation = self.generation()
@@ -444,6 +511,73 @@ class Collection:
         partial = self.directory / "vectors.json.partial"
         partial.write_text(json.dumps(state))
         partial.replace(self.directory / "vectors.json")
+
+    # the BM25 postings ------------------------------------------------------------------------
+
+    @property
+    def lexicon_path(self) -> Path:
+        return self.directory / "bm25.bin"
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer()
+        return self._tokenizer
+
+    def open_lexicon(self, on_rebuild: Callable[[int], None] | None = None) -> Lexicon:
+        """The BM25 postings, loaded, or rebuilt from the stored chunks when the saved ones are
+        missing, unreadable or do not hold the current generation of chunks.db."""
+        if self.lexicon is not None:
+            return self.lexicon
+        with self._write_lock:  # no document lands between reading the chunks and following them
+            if self.lexicon is not None:
+                return self.lexicon
+            if Lexicon.saved_generation(self.lexicon_path) == self.generation():
+                with contextlib.suppress(OSError, ValueError):
+                    self.lexicon = Lexicon.load(self.lexicon_path)
+                    return self.lexicon
+            self.lexicon, generation = self._rebuild_lexicon(on_rebuild)
+            self.save_lexicon(generation)
+            return self.lexicon
+
+    def _rebuild_lexicon(self, on_rebuild: Callable[[int], None] | None) -> tuple[Lexicon, int]:
+        """The postings of the stored chunks, and the generation they are of: both read in one
+        transaction, so a write by another process cannot fall between them."""
+        # its own connection: a long read on this thread's would hold a snapshot other calls share
+        db = self._connect()
+        try:
+            db.execute("BEGIN")
+            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            generation = int(row[0]) if row else 0
+            if on_rebuild is not None:
+                on_rebuild(int(db.execute("SELECT count(*) FROM chunks").fetchone()[0]))
+            rows = db.execute("SELECT id, coalesce(heading, ''), text FROM chunks ORDER BY id")
+            lexicon = Lexicon.build(chunk_batches(iter(rows)), self.tokenizer)
+            db.execute("COMMIT")
+            return lexicon, generation
+        finally:
+            db.close()
+
+    def _postings(self, chunks: Sequence[Chunk]) -> list[Postings] | None:
+        """The chunks' postings for the open lexicon (None when none is open: it is rebuilt
+        from chunks.db when opened, the generation having moved on)."""
+        if self.lexicon is None:
+            return None
+        self.tokenizer.learn(" ".join(f"{c.heading or ''} {c.text}" for c in chunks).split())
+        return [self.tokenizer.postings(c.heading or "", c.text) for c in chunks]
+
+    def save_lexicon(self, generation: int | None = None) -> None:
+        """Save the open postings as of `generation` (the current one by default), then map the
+        saved file in their place: their pages are then read as queries need them, not held in
+        process memory."""
+        with self._write_lock:  # no document lands between the save and the swap
+            if self.lexicon is None:
+                return
+            generation = self.generation() if generation is None else generation
+            if not self.lexicon.changed and Lexicon.saved_generation(self.lexicon_path) == generation:
+                return  # the file holds these postings already
+            self.lexicon.save(self.lexicon_path, generation)
+            self.lexicon = Lexicon.load(self.lexicon_path)
 
     # summary --------------------------------------------------------------------------------
 
