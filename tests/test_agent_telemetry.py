@@ -44,3 +44,36 @@ def test_an_unknown_recording_is_refused_naming_the_known_ones(tmp_path: Path) -
         assert "rtx-4080-super" in str(exc)
     else:
         raise AssertionError("an unknown recording was accepted")
+
+
+def test_an_agent_without_rapl_estimates_its_cpu_from_a_tdp_and_says_what_it_found(tmp_path: Path) -> None:
+    """Where RAPL is not readable (a VM, this test machine) `cpu_tdp:` (or `cpu:`, a catalog id)
+    gives the TDP estimate `wave telemetry --cpu-tdp` makes; the agent prints what it found."""
+    elsewhere = {"name": "ext", "url": f"http://127.0.0.1:{free_port()}"}
+    with serving_agent(tmp_path / "desk", [elsewhere], secret=SECRET, telemetry={"cpu_tdp": 65}) as agent:
+        status, _, body = http_request("GET", f"{agent.url}/metrics", headers=agent.headers())
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert names.CPU_ESTIMATED_POWER.name.removesuffix("_watts") in {
+            name.removesuffix("_watts") for name in families
+        }
+        agent.output.seek(0)
+        said = agent.output.read()
+        assert "telemetry" in said and "TDP 65 W" in said
+
+
+def test_a_cpu_given_twice_or_unknown_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    from wavefleet.agent.config import AgentConfig
+
+    base = {"models": [{"name": "ext", "url": "http://127.0.0.1:9"}]}
+    for telemetry, expected in (
+        ({"cpu": "ryzen-9-9900x", "cpu_tdp": 120}, "not both"),
+        ({"cpu_tdp": 0}, "greater than 0"),
+        ({"cpu": "no-such-cpu"}, "no-such-cpu"),
+    ):
+        try:
+            AgentConfig.model_validate({**base, "telemetry": telemetry})
+        except ValueError as exc:
+            assert expected in str(exc)
+        else:
+            raise AssertionError(f"{telemetry} was accepted")

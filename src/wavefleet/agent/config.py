@@ -35,7 +35,7 @@ from pydantic import (
 from wavefleet.agent.secret import SecretSource
 from wavefleet.agent.units import FOREVER, parse_duration, parse_size
 from wavefleet.engines import Api, EngineKind
-from wavefleet.errors import ConfigError, ConfigProblem
+from wavefleet.errors import ConfigError, ConfigProblem, UnknownIdError
 from wavefleet.files import FrozenModel, load_model
 from wavefleet.gateway.config import ApiKeySource
 
@@ -265,6 +265,15 @@ class TelemetryConfig(FrozenModel):
         description="replay a recorded GPU instead of NVML: a built-in recording's name or a `wave telemetry --record` file",
     )
 
+    cpu: str | None = Field(
+        default=None,
+        description="where RAPL is not readable (VMs, some CPUs), estimate the CPU's power from this "
+        "catalog CPU's TDP and its utilisation (`wave telemetry --cpu`); an estimate, named as one",
+    )
+    cpu_tdp: float | None = Field(
+        default=None, gt=0, description="the same estimate from a TDP in watts (`wave telemetry --cpu-tdp`)"
+    )
+
     @field_validator("fake")
     @classmethod
     def _known(cls, fake: str | None) -> str | None:
@@ -273,6 +282,27 @@ class TelemetryConfig(FrozenModel):
         if fake is not None and fake not in RECORDINGS and not Path(fake).is_file():
             raise ValueError(f"{fake!r} is neither a recording ({', '.join(RECORDINGS)}) nor a file")
         return fake
+
+    @model_validator(mode="after")
+    def _one_cpu(self) -> TelemetryConfig:
+        if self.cpu is not None and self.cpu_tdp is not None:
+            raise ValueError("give cpu (a catalog id) or cpu_tdp (watts), not both")
+        self.tdp_w()  # an unknown or non-CPU id is refused here, with the file's line
+        return self
+
+    def tdp_w(self) -> float | None:
+        """The TDP the CPU estimate uses where RAPL is missing; None: no estimate."""
+        if self.cpu is None:
+            return self.cpu_tdp
+        from wavefleet.catalog import Catalog, DeviceKind
+
+        try:
+            hardware = Catalog.load().get_hardware(self.cpu)
+        except UnknownIdError as exc:
+            raise ValueError(str(exc)) from None
+        if hardware.kind is not DeviceKind.CPU:
+            raise ValueError(f"{self.cpu} is a {hardware.kind.value}, not a CPU: give the CPU's catalog id")
+        return hardware.tdp_w
 
 
 class TlsConfig(FrozenModel):

@@ -70,7 +70,15 @@ def agent(ctx: click.Context, config_path: Path | None, host: str | None, port: 
     from wavefleet.cli.telemetry import fake_nvml_api
     from wavefleet.telemetry.discovery import discover
 
-    found = discover(nvml=fake_nvml_api(config.telemetry.fake))
+    found = discover(nvml=fake_nvml_api(config.telemetry.fake), cpu_tdp_w=config.telemetry.tdp_w())
+    for note in found.notes:
+        click.echo(f"  telemetry: {note}", err=True)
+    if not found.telemetry.collectors:
+        click.echo(
+            "  telemetry: found no device to measure: requests are not metered here "
+            "(`cpu_tdp:` or `cpu:` under `telemetry:` estimates a CPU from its TDP)",
+            err=True,
+        )
     try:
         run_agent(config, telemetry=found.telemetry)
     finally:
