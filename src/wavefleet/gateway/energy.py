@@ -51,7 +51,6 @@ import operator
 import secrets
 import socket
 import time
-import weakref
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -73,7 +72,7 @@ from wavefleet.telemetry.attribution import (
     RequestEnergy,
     RequestSpan,
     TokenWeights,
-    attribute,
+    split_energy,
 )
 from wavefleet.telemetry.attribution import idle_power as quiet_power
 from wavefleet.telemetry.cost import Tariff
@@ -136,12 +135,15 @@ class RemoteEnergy(Protocol):
 
 @dataclass(kw_only=True, eq=False, slots=True)
 class _Span:
-    """One attempt at one backend. It refers to its charge weakly: a charge and its attempts
-    are freed as soon as the request is done with them, without waiting for the cyclic garbage
-    collector (the meter holds every charge it has yet to settle in `_charges`)."""
+    """One attempt at one backend, and its shares of its devices' windows so far.
+
+    It refers to its charge until the charge settles (`Charge.mark_settled` lets go), so a
+    settled charge and its attempts are freed as soon as the request is done with them, without
+    waiting for the cyclic garbage collector. Its shares are kept as bare sums, not an object per
+    window: most attempts fall within one window, and the meter settles thousands a second."""
 
     id: str
-    owner: weakref.ref[Charge]
+    owner: Charge | None
     backend: str
     devices: list[str]
     start: float
@@ -150,14 +152,31 @@ class _Span:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     token_times: tuple[float, ...] = ()
-    parts: list[RequestEnergy] = field(default_factory=list)
-    open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
+    parts: int = 0  # shares it has been given (a window of one of its devices, or its agent's)
+    energy_j: float = 0.0  # its first share: energy above idle, idle share, device time
+    idle_j: float = 0.0
+    busy_s: float = 0.0
+    more: list[float] | None = None  # its later shares, three figures each, in the order given
+    open_on: int = 0  # devices whose windows have not passed its end
     energy_id: str = ""  # at a fleet agent, which meters it: the id the agent files it under
-    fetched: bool = False  # the agent's figures are in `parts` (or it could not tell)
+    fetched: bool = False  # the agent's figures are in its shares (or it could not tell)
 
     @property
     def charge(self) -> Charge | None:
-        return self.owner()
+        return self.owner
+
+    def add_share(self, energy_j: float, idle_j: float, busy_s: float) -> None:
+        """One more share: a window's (or its agent's) energy above idle, idle share and device time.
+
+        They are kept one by one, not summed: the charge adds all its attempts' shares in order
+        (`EnergyMeter._maybe_settle`), and a sum's rounding depends on that order."""
+        if self.parts == 0:
+            self.energy_j, self.idle_j, self.busy_s = energy_j, idle_j, busy_s
+        elif self.more is None:
+            self.more = [energy_j, idle_j, busy_s]
+        else:
+            self.more += (energy_j, idle_j, busy_s)
+        self.parts += 1
 
     def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
@@ -206,12 +225,16 @@ class Charge:
         self.closed_at: float | None = None
         self.settled = False
         self.result: ChargeResult | None = None
-        self._waiters: list[asyncio.Event] = []
+        self._waiters: list[asyncio.Event] | None = None  # made by the first `wait_settled`
 
     def mark_settled(self) -> None:
-        """Its figures (`result`) are final: wake whoever waits for them."""
+        """Its figures (`result`) are final: wake whoever waits for them, and let go of its attempts'
+        references back to it (the meter no longer needs them; a charge freed by reference counting
+        takes no garbage collection)."""
         self.settled = True
-        for waiter in self._waiters:
+        for span in self.spans:
+            span.owner = None
+        for waiter in self._waiters or ():
             waiter.set()
 
     async def wait_settled(self, wait_s: float) -> None:
@@ -219,12 +242,13 @@ class Charge:
         if self.settled:
             return
         waiter = asyncio.Event()
-        self._waiters.append(waiter)
+        waiters = self._waiters = self._waiters or []
+        waiters.append(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), wait_s)
         finally:
-            self._waiters.remove(waiter)
+            waiters.remove(waiter)
 
     def begin(self, backend: str, model: str, t: float) -> None:
         """An attempt at `backend` (serving `model`) starts at `t` (the meter's clock)."""
@@ -390,9 +414,7 @@ class EnergyMeter:
 
     def _begin(self, charge: Charge, backend: str, t: float) -> None:
         devices = self.served_by().get(backend, [])
-        span = _Span(
-            id=str(next(self._ids)), owner=weakref.ref(charge), backend=backend, devices=devices, start=t
-        )
+        span = _Span(id=str(next(self._ids)), owner=charge, backend=backend, devices=devices, start=t)
         if backend in self._remote:
             span.energy_id = f"{self._prefix}-{span.id}"
             self._charges.add(charge)
@@ -417,7 +439,7 @@ class EnergyMeter:
         for device in span.devices:
             self._open[device].remove(span)
             self._ended.setdefault(device, []).append(span)
-            span.open_on.add(device)
+            span.open_on += 1
 
     def meters_any(self) -> bool:
         """Whether any backend's requests get energy: one runs on a measured device, or is a fleet
@@ -447,15 +469,10 @@ class EnergyMeter:
                 report = await agent.request_energy(span.energy_id, wait_s=max(0.0, min(10.0, left)))
                 if report.settled:
                     if report.measured:
-                        span.parts.append(
-                            RequestEnergy(
-                                id=span.id,
-                                prompt_tokens=report.prompt_tokens,
-                                completion_tokens=report.completion_tokens,
-                                prefill_j=max(0.0, report.energy_j),
-                                idle_j=max(0.0, report.idle_j),
-                                busy_s=max(0.0, report.busy_s),
-                            )
+                        span.add_share(
+                            max(0.0, report.energy_j) + 0.0,  # prefill and decode J, as a window's
+                            max(0.0, report.idle_j),
+                            max(0.0, report.busy_s),
                         )
                     break
                 if self.clock() >= deadline:
@@ -538,29 +555,29 @@ class EnergyMeter:
         if totals.quiet_s > 0 and requests:
             finished = requests[: len(requests) - len(long_running)]
             totals.power += PhasePower.observe(samples, finished, idle_w=totals.idle_w)
-        result = attribute(
+        shares, unattributed_j = split_energy(
             samples,
             requests,
             weights=self.weights or _TIME_PER_TOKEN,
             idle_w=totals.idle_w,
             placement=Placement.POOLED,
         )
-        for span in spans:
-            part = result.requests[span.id]
-            span.parts.append(part)
-            totals.requests_j += part.energy_j
-            totals.idle_j += part.idle_j
-        totals.unattributed_j += result.unattributed_j
+        for span, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, shares, strict=True):
+            energy_j = prefill_j + decode_j
+            span.add_share(energy_j, idle_j, busy_s)
+            totals.requests_j += energy_j
+            totals.idle_j += idle_j
+        totals.unattributed_j += unattributed_j
         if self._counters is not None:
-            self._counters.unattributed.labels(device).inc(result.unattributed_j)
-            self._counters.metered.labels(device).inc(result.total_j)
+            self._counters.unattributed.labels(device).inc(unattributed_j)
+            self._counters.metered.labels(device).inc(samples[-1].joules - samples[0].joules)
         totals.end_t, totals.end_j = cut, samples[-1].joules
         passed: list[_Span] = []
         kept: list[_Span] = []
         for span in self._ended.get(device, []):
             (passed if span.end is not None and span.end <= cut else kept).append(span)
         for span in passed:
-            span.open_on.discard(device)
+            span.open_on -= 1
         self._ended[device] = kept
         return passed
 
@@ -593,11 +610,14 @@ class EnergyMeter:
     def _maybe_settle(self, charge: Charge) -> bool:
         if charge.settled or not charge.closed:
             return False
-        if any(s.energy_id and not s.fetched for s in charge.spans):
-            return False  # an agent's figures are on their way
-        measured = [s for s in charge.spans if s.devices or (s.energy_id and s.parts)]
-        if any(s.end is None or s.open_on for s in measured):
-            return False
+        measured = []
+        for s in charge.spans:
+            if s.energy_id and not s.fetched:
+                return False  # an agent's figures are on their way
+            if s.devices or (s.energy_id and s.parts):
+                if s.end is None or s.open_on:
+                    return False  # a window of its devices has yet to pass its end
+                measured.append(s)
         self._charges.discard(charge)
         if not measured:
             charge.mark_settled()  # nothing it ran on is measured: its energy is unknown, not zero
@@ -607,10 +627,16 @@ class EnergyMeter:
         for s in measured:  # one pass: this runs once per metered request
             completion += s.completion_tokens
             prompt += s.prompt_tokens
-            for p in s.parts:
-                energy_j += p.prefill_j + p.decode_j
-                idle_j += p.idle_j
-                busy_s += p.busy_s
+            if s.parts:
+                energy_j += s.energy_j
+                idle_j += s.idle_j
+                busy_s += s.busy_s
+            if s.more is not None:
+                more = s.more
+                for k in range(0, len(more), 3):
+                    energy_j += more[k]
+                    idle_j += more[k + 1]
+                    busy_s += more[k + 2]
         cost = currency = None
         if self.tariff is not None:
             whole = RequestEnergy(

@@ -66,6 +66,7 @@ __all__ = [
     "combine",
     "idle_power",
     "smooth_counter",
+    "split_energy",
 ]
 
 
@@ -368,11 +369,49 @@ def attribute(
     segments is its pace times the sum, over those segments, of each one's figure over its total
     pace: a difference of two running sums (`_RunningSum`, exact), read once per piece.
     """
+    spans = list(requests)
+    acc, unattributed = split_energy(samples, spans, weights=weights, idle_w=idle_w, placement=placement)
+    window_start, window_end = samples[0].t, samples[-1].t
+    result = {}
+    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
+        lifetime = r.end - r.start
+        covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
+        result[r.id] = RequestEnergy(
+            id=r.id,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            prefill_j=prefill_j,
+            decode_j=decode_j,
+            idle_j=idle_j,
+            busy_s=busy_s,
+            coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
+        )
+    return Attribution(
+        start=window_start,
+        end=window_end,
+        total_j=samples[-1].joules - samples[0].joules,
+        idle_w=idle_w,
+        weights=weights,
+        requests=result,
+        unattributed_j=unattributed,
+    )
+
+
+def split_energy(
+    samples: Sequence[EnergySample],
+    spans: Sequence[RequestSpan],
+    *,
+    weights: TokenWeights,
+    idle_w: float,
+    placement: Placement = Placement.SPREAD,
+) -> tuple[list[list[float]], float]:
+    """What `attribute` computes, as bare figures: each request's [prefill J, decode J, idle J,
+    busy s] in the order of `spans`, and the unattributed energy. For a caller that adds them
+    up itself (the gateway's meter, every window), without a `RequestEnergy` per request."""
     samples = _checked(samples)
     if idle_w < 0:
         raise ValueError("idle power cannot be negative")
     window_start, window_end = samples[0].t, samples[-1].t
-    spans = list(requests)
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
@@ -500,29 +539,7 @@ def attribute(
             into[3] += time_even.between(first, last)
             if spread or no_counts[i]:
                 into[0] += energy_even.between(first, last)
-    result = {}
-    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
-        lifetime = r.end - r.start
-        covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
-        result[r.id] = RequestEnergy(
-            id=r.id,
-            prompt_tokens=r.prompt_tokens,
-            completion_tokens=r.completion_tokens,
-            prefill_j=prefill_j,
-            decode_j=decode_j,
-            idle_j=idle_j,
-            busy_s=busy_s,
-            coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
-        )
-    return Attribution(
-        start=window_start,
-        end=window_end,
-        total_j=samples[-1].joules - samples[0].joules,
-        idle_w=idle_w,
-        weights=weights,
-        requests=result,
-        unattributed_j=unattributed,
-    )
+    return acc, unattributed
 
 
 def _levels(samples: Sequence[EnergySample], cuts: list[float]) -> list[float]:
