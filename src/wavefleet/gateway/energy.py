@@ -53,7 +53,7 @@ import socket
 import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -82,6 +82,7 @@ from wavefleet.telemetry.samples import Metric
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+    from prometheus_client import Metric as PromMetric
 
     from wavefleet.gateway.monitor.snapshot import EngineTimings
 
@@ -755,44 +756,63 @@ def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -
 
 
 class _Counters:
+    """The meter's Prometheus counters. The per-request ones are plain running sums, handed to
+    the registry at scrape time (`collect`): a `Counter` child's `inc` takes a lock and checks its
+    argument, four times a request; these add in the same order, so they read the same."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter
 
-        labels = ("model", "backend", "key")
-
-        def counter(metric: Metric, names: tuple[str, ...] = labels) -> Counter:
+        def counter(metric: Metric, names: tuple[str, ...]) -> Counter:
             # prometheus_client names a counter without its _total
             return Counter(metric.name.removesuffix("_total"), metric.help, names, registry=registry)
 
-        self.energy = counter(metric_names.REQUEST_ENERGY)
-        self.idle = counter(metric_names.REQUEST_IDLE_ENERGY)
-        self.measured = counter(metric_names.REQUEST_ENERGY_MEASURED)
-        self.tokens = counter(metric_names.REQUEST_ENERGY_TOKENS)
-        self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
+        # (model, backend, key) -> [energy J, idle J, requests, completion tokens, created at]
+        self._requests: dict[tuple[str, str, str], list[float]] = {}
+        # (model, backend, key, currency) -> [cost, created at]
+        self._costs: dict[tuple[str, str, str, str], list[float]] = {}
+        registry.register(self)
         self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
         self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
-        self._children: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
-        self._costs: dict[tuple[str, str, str, str], Counter] = {}
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)
-        children = self._children.get(labels)
-        if children is None:
-            # a counter keeps each child for good: looking it up once per label set, not per
-            # request, saves the label checks and the lock of `labels()`
-            children = self._children[labels] = (
-                self.energy.labels(*labels),
-                self.idle.labels(*labels),
-                self.measured.labels(*labels),
-                self.tokens.labels(*labels),
-            )
-        energy, idle, measured, tokens = children
-        energy.inc(result.energy_j)
-        idle.inc(result.idle_j)
-        measured.inc()
-        tokens.inc(result.completion_tokens)
+        sums = self._requests.get(labels)
+        if sums is None:
+            sums = self._requests[labels] = [0.0, 0.0, 0.0, 0.0, time.time()]
+        sums[0] += result.energy_j
+        sums[1] += result.idle_j
+        sums[2] += 1
+        sums[3] += result.completion_tokens
         if result.cost is not None and result.currency is not None:
             cost = self._costs.get((*labels, result.currency))
             if cost is None:
-                cost = self._costs[(*labels, result.currency)] = self.cost.labels(*labels, result.currency)
-            cost.inc(result.cost)
+                cost = self._costs[(*labels, result.currency)] = [0.0, time.time()]
+            cost[0] += result.cost
+
+    def describe(self) -> list[PromMetric]:
+        return []
+
+    def collect(self) -> Iterator[PromMetric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        labels = ["model", "backend", "key"]
+        families = [
+            CounterMetricFamily(m.name, m.help, labels=labels)
+            for m in (
+                metric_names.REQUEST_ENERGY,
+                metric_names.REQUEST_IDLE_ENERGY,
+                metric_names.REQUEST_ENERGY_MEASURED,
+                metric_names.REQUEST_ENERGY_TOKENS,
+            )
+        ]
+        for names, sums in list(self._requests.items()):
+            for k, family in enumerate(families):
+                family.add_metric(list(names), sums[k], created=sums[4])
+        cost = CounterMetricFamily(
+            metric_names.REQUEST_COST.name, metric_names.REQUEST_COST.help, labels=[*labels, "currency"]
+        )
+        for names4, (total, created) in list(self._costs.items()):
+            cost.add_metric(list(names4), total, created=created)
+        yield from families
+        yield cost
