@@ -212,7 +212,8 @@ class Charge:
         "model",
         "result",
         "settled",
-        "spans",
+        "_earlier",
+        "_last",
     )
 
     def __init__(self, meter: EnergyMeter, *, key: str, energy_id: str = "") -> None:
@@ -221,19 +222,33 @@ class Charge:
         self.key = key
         self.energy_id_given = energy_id  # a gateway's name for it, at an agent (see `lookup`)
         self.backend = ""
-        self.spans: list[_Span] = []
+        self._last: _Span | None = None  # the current or latest attempt
+        self._earlier: list[_Span] | None = None  # the attempts before it, when it was retried
         self.closed = False
         self.closed_at: float | None = None
         self.settled = False
         self.result: ChargeResult | None = None
         self._waiters: list[asyncio.Event] | None = None  # made by the first `wait_settled`
 
+    @property
+    def spans(self) -> list[_Span]:
+        """Every attempt so far, in order."""
+        if self._last is None:
+            return []
+        return [*self._earlier, self._last] if self._earlier else [self._last]
+
+    def _attempts(self) -> Sequence[_Span]:
+        # one attempt, nearly always: no list made for it
+        if self._earlier:
+            return self.spans
+        return () if self._last is None else (self._last,)
+
     def mark_settled(self) -> None:
         """Its figures (`result`) are final: wake whoever waits for them, and let go of its attempts'
         references back to it (the meter no longer needs them; a charge freed by reference counting
         takes no garbage collection)."""
         self.settled = True
-        for span in self.spans:
+        for span in self._attempts():
             span.owner = None
         for waiter in self._waiters or ():
             waiter.set()
@@ -267,8 +282,8 @@ class Charge:
     ) -> None:
         """The current attempt ended at `t` with this first-token time, (prompt, completion)
         tokens and, for a stream, the moments its events carrying tokens were relayed."""
-        if self.spans and self.spans[-1].end is None:
-            span = self.spans[-1]
+        span = self._last
+        if span is not None and span.end is None:
             if usage is not None:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
@@ -280,17 +295,20 @@ class Charge:
     @property
     def wants_token_times(self) -> bool:
         """Whether `finish` uses the current attempt's token times (it runs on a measured device)."""
-        return bool(self.spans) and self.spans[-1].end is None and bool(self.spans[-1].devices)
+        span = self._last
+        return span is not None and span.end is None and bool(span.devices)
 
     @property
     def energy_id(self) -> str:
         """The id to send the current attempt's agent (`x-wave-energy-id`); "" when not at an agent."""
-        return self.spans[-1].energy_id if self.spans and self.spans[-1].end is None else ""
+        span = self._last
+        return span.energy_id if span is not None and span.end is None else ""
 
     def end(self, t: float) -> None:
         """The current attempt, if one runs, is over at `t` (no first token or tokens unless told)."""
-        if self.spans and self.spans[-1].end is None:
-            self._meter._end(self.spans[-1], max(t, self.spans[-1].start))
+        span = self._last
+        if span is not None and span.end is None:
+            self._meter._end(span, max(t, span.start))
 
     def audit_figures(self) -> tuple[float, float, float | None, str | None] | None:
         """(energy J, idle share J, cost, currency) for the audit row; None when not measured."""
@@ -419,7 +437,11 @@ class EnergyMeter:
         if backend in self._remote:
             span.energy_id = f"{self._prefix}-{span.id}"
             self._charges.add(charge)
-        charge.spans.append(span)
+        if charge._last is not None:
+            if charge._earlier is None:
+                charge._earlier = []
+            charge._earlier.append(charge._last)
+        charge._last = span
         if devices:
             self._charges.add(charge)
         for device in devices:
@@ -612,7 +634,7 @@ class EnergyMeter:
         if charge.settled or not charge.closed:
             return False
         measured = []
-        for s in charge.spans:
+        for s in charge._attempts():
             if s.energy_id and not s.fetched:
                 return False  # an agent's figures are on their way
             if s.devices or (s.energy_id and s.parts):
