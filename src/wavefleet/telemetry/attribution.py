@@ -135,7 +135,7 @@ class RequestSpan:
         prefill_begin = self.start if self.prefill_s is None else max(self.start, first - self.prefill_s)
         pieces = [(prefill_begin, first, self.prompt_tokens * w.prefill, "prefill")]
         decode_j = self.completion_tokens * w.decode
-        steps = self._steps(first) if placement is not Placement.SPREAD else []
+        steps = self._steps(first) if self.token_times and placement is not Placement.SPREAD else []
         if steps:
             # each streamed event after the first closes the step that made its token(s)
             events = sum(n for _, _, n in steps)
@@ -425,7 +425,11 @@ def split_energy(
     present = [(max(r.start, window_start), min(r.end, window_end)) for r in spans]
     begins = [p[0] for p in pieces]
     ends = [p[1] for p in pieces]
-    cuts = sorted({s.t for s in samples}.union(begins, ends, *([b, e] for b, e in present if e > b)))
+    cuts = sorted(
+        {s.t for s in samples}.union(
+            begins, ends, itertools.chain.from_iterable(p for p in present if p[1] > p[0])
+        )
+    )
     at = {t: k for k, t in enumerate(cuts)}
     levels = _levels(samples, cuts)
     segments = len(cuts) - 1
