@@ -288,7 +288,7 @@ class Charge:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
                 span.first_token = first_token
-                if span.devices:  # only a measured device's windows place tokens (`as_request`)
+                if span.devices and token_times:  # only a measured device's windows place tokens
                     span.token_times = _times_within(token_times, first_token, t)
             self.end(t)
 
@@ -319,7 +319,9 @@ class Charge:
         """No more attempts: the request is done."""
         self.end(t)
         self.closed, self.closed_at = True, t
-        self._meter._maybe_settle(self)
+        last = self._last
+        if last is None or not last.open_on:  # else a window has yet to pass its end: not yet
+            self._meter._maybe_settle(self)
 
 
 ENERGY = web.RequestKey("wave_energy", Charge)  # the request's charge: the audit row waits for it
