@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, *, stream: bool, keep: list[Charge] | None = N
     spent = time.process_time() - cpu
     if meter.pending():
         raise SystemExit(f"{meter.pending()} requests never settled")
-    return spent / args.requests * 1e6
+    return float(spent / args.requests * 1e6)
 
 
 def main() -> None:
