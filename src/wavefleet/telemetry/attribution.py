@@ -473,6 +473,7 @@ def split_energy(
     energy_each = [0.0] * segments
     stretch_of = [0] * segments  # busy stretches (POOLED) end where no request is alive
     stretch_j = [0.0]
+    stretch = 0  # the current one: len(stretch_j) - 1
     unattributed = 0.0
     waited = False  # some segment had requests alive and none working
     alive = unknown = working = units = 0
@@ -485,9 +486,10 @@ def split_energy(
         if not alive:
             unattributed += d_energy
             stretch_j.append(0.0)
-            stretch_of[k] = len(stretch_j) - 1
+            stretch += 1
+            stretch_of[k] = stretch
             continue
-        stretch_of[k] = len(stretch_j) - 1
+        stretch_of[k] = stretch
         dt = cuts[k + 1] - cuts[k]
         idle = min(d_energy, idle_w * dt)
         dynamic = d_energy - idle
