@@ -51,10 +51,9 @@ import operator
 import secrets
 import socket
 import time
-import weakref
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -73,7 +72,7 @@ from wavefleet.telemetry.attribution import (
     RequestEnergy,
     RequestSpan,
     TokenWeights,
-    attribute,
+    split_energy,
 )
 from wavefleet.telemetry.attribution import idle_power as quiet_power
 from wavefleet.telemetry.cost import Tariff
@@ -83,6 +82,7 @@ from wavefleet.telemetry.samples import Metric
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+    from prometheus_client import Metric as PromMetric
 
     from wavefleet.gateway.monitor.snapshot import EngineTimings
 
@@ -136,12 +136,15 @@ class RemoteEnergy(Protocol):
 
 @dataclass(kw_only=True, eq=False, slots=True)
 class _Span:
-    """One attempt at one backend. It refers to its charge weakly: a charge and its attempts
-    are freed as soon as the request is done with them, without waiting for the cyclic garbage
-    collector (the meter holds every charge it has yet to settle in `_charges`)."""
+    """One attempt at one backend, and its shares of its devices' windows so far.
+
+    It refers to its charge until the charge settles (`Charge.mark_settled` lets go), so a
+    settled charge and its attempts are freed as soon as the request is done with them, without
+    waiting for the cyclic garbage collector. Its shares are kept as bare sums, not an object per
+    window: most attempts fall within one window, and the meter settles thousands a second."""
 
     id: str
-    owner: weakref.ref[Charge]
+    owner: Charge | None
     backend: str
     devices: list[str]
     start: float
@@ -150,14 +153,31 @@ class _Span:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     token_times: tuple[float, ...] = ()
-    parts: list[RequestEnergy] = field(default_factory=list)
-    open_on: set[str] = field(default_factory=set)  # devices whose windows have not passed its end
+    parts: int = 0  # shares it has been given (a window of one of its devices, or its agent's)
+    energy_j: float = 0.0  # its first share: energy above idle, idle share, device time
+    idle_j: float = 0.0
+    busy_s: float = 0.0
+    more: list[float] | None = None  # its later shares, three figures each, in the order given
+    open_on: int = 0  # devices whose windows have not passed its end
     energy_id: str = ""  # at a fleet agent, which meters it: the id the agent files it under
-    fetched: bool = False  # the agent's figures are in `parts` (or it could not tell)
+    fetched: bool = False  # the agent's figures are in its shares (or it could not tell)
 
     @property
     def charge(self) -> Charge | None:
-        return self.owner()
+        return self.owner
+
+    def add_share(self, energy_j: float, idle_j: float, busy_s: float) -> None:
+        """One more share: a window's (or its agent's) energy above idle, idle share and device time.
+
+        They are kept one by one, not summed: the charge adds all its attempts' shares in order
+        (`EnergyMeter._maybe_settle`), and a sum's rounding depends on that order."""
+        if self.parts == 0:
+            self.energy_j, self.idle_j, self.busy_s = energy_j, idle_j, busy_s
+        elif self.more is None:
+            self.more = [energy_j, idle_j, busy_s]
+        else:
+            self.more += (energy_j, idle_j, busy_s)
+        self.parts += 1
 
     def as_request(self, weights: TokenWeights | None = None) -> RequestSpan:
         assert self.end is not None
@@ -192,7 +212,8 @@ class Charge:
         "model",
         "result",
         "settled",
-        "spans",
+        "_earlier",
+        "_last",
     )
 
     def __init__(self, meter: EnergyMeter, *, key: str, energy_id: str = "") -> None:
@@ -201,17 +222,35 @@ class Charge:
         self.key = key
         self.energy_id_given = energy_id  # a gateway's name for it, at an agent (see `lookup`)
         self.backend = ""
-        self.spans: list[_Span] = []
+        self._last: _Span | None = None  # the current or latest attempt
+        self._earlier: list[_Span] | None = None  # the attempts before it, when it was retried
         self.closed = False
         self.closed_at: float | None = None
         self.settled = False
         self.result: ChargeResult | None = None
-        self._waiters: list[asyncio.Event] = []
+        self._waiters: list[asyncio.Event] | None = None  # made by the first `wait_settled`
+
+    @property
+    def spans(self) -> list[_Span]:
+        """Every attempt so far, in order."""
+        if self._last is None:
+            return []
+        return [*self._earlier, self._last] if self._earlier else [self._last]
+
+    def _attempts(self) -> Sequence[_Span]:
+        # one attempt, nearly always: no list made for it
+        if self._earlier:
+            return self.spans
+        return () if self._last is None else (self._last,)
 
     def mark_settled(self) -> None:
-        """Its figures (`result`) are final: wake whoever waits for them."""
+        """Its figures (`result`) are final: wake whoever waits for them, and let go of its attempts'
+        references back to it (the meter no longer needs them; a charge freed by reference counting
+        takes no garbage collection)."""
         self.settled = True
-        for waiter in self._waiters:
+        for span in self._attempts():
+            span.owner = None
+        for waiter in self._waiters or ():
             waiter.set()
 
     async def wait_settled(self, wait_s: float) -> None:
@@ -219,12 +258,13 @@ class Charge:
         if self.settled:
             return
         waiter = asyncio.Event()
-        self._waiters.append(waiter)
+        waiters = self._waiters = self._waiters or []
+        waiters.append(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), wait_s)
         finally:
-            self._waiters.remove(waiter)
+            waiters.remove(waiter)
 
     def begin(self, backend: str, model: str, t: float) -> None:
         """An attempt at `backend` (serving `model`) starts at `t` (the meter's clock)."""
@@ -242,30 +282,33 @@ class Charge:
     ) -> None:
         """The current attempt ended at `t` with this first-token time, (prompt, completion)
         tokens and, for a stream, the moments its events carrying tokens were relayed."""
-        if self.spans and self.spans[-1].end is None:
-            span = self.spans[-1]
+        span = self._last
+        if span is not None and span.end is None:
             if usage is not None:
                 span.prompt_tokens, span.completion_tokens = max(0, usage[0]), max(0, usage[1])
             if first_token is not None and span.start <= first_token <= t:
                 span.first_token = first_token
-                if span.devices:  # only a measured device's windows place tokens (`as_request`)
+                if span.devices and token_times:  # only a measured device's windows place tokens
                     span.token_times = _times_within(token_times, first_token, t)
             self.end(t)
 
     @property
     def wants_token_times(self) -> bool:
         """Whether `finish` uses the current attempt's token times (it runs on a measured device)."""
-        return bool(self.spans) and self.spans[-1].end is None and bool(self.spans[-1].devices)
+        span = self._last
+        return span is not None and span.end is None and bool(span.devices)
 
     @property
     def energy_id(self) -> str:
         """The id to send the current attempt's agent (`x-wave-energy-id`); "" when not at an agent."""
-        return self.spans[-1].energy_id if self.spans and self.spans[-1].end is None else ""
+        span = self._last
+        return span.energy_id if span is not None and span.end is None else ""
 
     def end(self, t: float) -> None:
         """The current attempt, if one runs, is over at `t` (no first token or tokens unless told)."""
-        if self.spans and self.spans[-1].end is None:
-            self._meter._end(self.spans[-1], max(t, self.spans[-1].start))
+        span = self._last
+        if span is not None and span.end is None:
+            self._meter._end(span, max(t, span.start))
 
     def audit_figures(self) -> tuple[float, float, float | None, str | None] | None:
         """(energy J, idle share J, cost, currency) for the audit row; None when not measured."""
@@ -276,7 +319,9 @@ class Charge:
         """No more attempts: the request is done."""
         self.end(t)
         self.closed, self.closed_at = True, t
-        self._meter._maybe_settle(self)
+        last = self._last
+        if last is None or not last.open_on:  # else a window has yet to pass its end: not yet
+            self._meter._maybe_settle(self)
 
 
 ENERGY = web.RequestKey("wave_energy", Charge)  # the request's charge: the audit row waits for it
@@ -390,13 +435,15 @@ class EnergyMeter:
 
     def _begin(self, charge: Charge, backend: str, t: float) -> None:
         devices = self.served_by().get(backend, [])
-        span = _Span(
-            id=str(next(self._ids)), owner=weakref.ref(charge), backend=backend, devices=devices, start=t
-        )
+        span = _Span(id=str(next(self._ids)), owner=charge, backend=backend, devices=devices, start=t)
         if backend in self._remote:
             span.energy_id = f"{self._prefix}-{span.id}"
             self._charges.add(charge)
-        charge.spans.append(span)
+        if charge._last is not None:
+            if charge._earlier is None:
+                charge._earlier = []
+            charge._earlier.append(charge._last)
+        charge._last = span
         if devices:
             self._charges.add(charge)
         for device in devices:
@@ -417,7 +464,7 @@ class EnergyMeter:
         for device in span.devices:
             self._open[device].remove(span)
             self._ended.setdefault(device, []).append(span)
-            span.open_on.add(device)
+            span.open_on += 1
 
     def meters_any(self) -> bool:
         """Whether any backend's requests get energy: one runs on a measured device, or is a fleet
@@ -447,15 +494,10 @@ class EnergyMeter:
                 report = await agent.request_energy(span.energy_id, wait_s=max(0.0, min(10.0, left)))
                 if report.settled:
                     if report.measured:
-                        span.parts.append(
-                            RequestEnergy(
-                                id=span.id,
-                                prompt_tokens=report.prompt_tokens,
-                                completion_tokens=report.completion_tokens,
-                                prefill_j=max(0.0, report.energy_j),
-                                idle_j=max(0.0, report.idle_j),
-                                busy_s=max(0.0, report.busy_s),
-                            )
+                        span.add_share(
+                            max(0.0, report.energy_j) + 0.0,  # prefill and decode J, as a window's
+                            max(0.0, report.idle_j),
+                            max(0.0, report.busy_s),
                         )
                     break
                 if self.clock() >= deadline:
@@ -538,29 +580,29 @@ class EnergyMeter:
         if totals.quiet_s > 0 and requests:
             finished = requests[: len(requests) - len(long_running)]
             totals.power += PhasePower.observe(samples, finished, idle_w=totals.idle_w)
-        result = attribute(
+        shares, unattributed_j = split_energy(
             samples,
             requests,
             weights=self.weights or _TIME_PER_TOKEN,
             idle_w=totals.idle_w,
             placement=Placement.POOLED,
         )
-        for span in spans:
-            part = result.requests[span.id]
-            span.parts.append(part)
-            totals.requests_j += part.energy_j
-            totals.idle_j += part.idle_j
-        totals.unattributed_j += result.unattributed_j
+        for span, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, shares, strict=True):
+            energy_j = prefill_j + decode_j
+            span.add_share(energy_j, idle_j, busy_s)
+            totals.requests_j += energy_j
+            totals.idle_j += idle_j
+        totals.unattributed_j += unattributed_j
         if self._counters is not None:
-            self._counters.unattributed.labels(device).inc(result.unattributed_j)
-            self._counters.metered.labels(device).inc(result.total_j)
+            self._counters.unattributed.labels(device).inc(unattributed_j)
+            self._counters.metered.labels(device).inc(samples[-1].joules - samples[0].joules)
         totals.end_t, totals.end_j = cut, samples[-1].joules
         passed: list[_Span] = []
         kept: list[_Span] = []
         for span in self._ended.get(device, []):
             (passed if span.end is not None and span.end <= cut else kept).append(span)
         for span in passed:
-            span.open_on.discard(device)
+            span.open_on -= 1
         self._ended[device] = kept
         return passed
 
@@ -593,11 +635,14 @@ class EnergyMeter:
     def _maybe_settle(self, charge: Charge) -> bool:
         if charge.settled or not charge.closed:
             return False
-        if any(s.energy_id and not s.fetched for s in charge.spans):
-            return False  # an agent's figures are on their way
-        measured = [s for s in charge.spans if s.devices or (s.energy_id and s.parts)]
-        if any(s.end is None or s.open_on for s in measured):
-            return False
+        measured = []
+        for s in charge._attempts():
+            if s.energy_id and not s.fetched:
+                return False  # an agent's figures are on their way
+            if s.devices or (s.energy_id and s.parts):
+                if s.end is None or s.open_on:
+                    return False  # a window of its devices has yet to pass its end
+                measured.append(s)
         self._charges.discard(charge)
         if not measured:
             charge.mark_settled()  # nothing it ran on is measured: its energy is unknown, not zero
@@ -607,10 +652,16 @@ class EnergyMeter:
         for s in measured:  # one pass: this runs once per metered request
             completion += s.completion_tokens
             prompt += s.prompt_tokens
-            for p in s.parts:
-                energy_j += p.prefill_j + p.decode_j
-                idle_j += p.idle_j
-                busy_s += p.busy_s
+            if s.parts:
+                energy_j += s.energy_j
+                idle_j += s.idle_j
+                busy_s += s.busy_s
+            if s.more is not None:
+                more = s.more
+                for k in range(0, len(more), 3):
+                    energy_j += more[k]
+                    idle_j += more[k + 1]
+                    busy_s += more[k + 2]
         cost = currency = None
         if self.tariff is not None:
             whole = RequestEnergy(
@@ -729,44 +780,63 @@ def _covered(since: float, until: float, intervals: list[tuple[float, float]]) -
 
 
 class _Counters:
+    """The meter's Prometheus counters. The per-request ones are plain running sums, handed to
+    the registry at scrape time (`collect`): a `Counter` child's `inc` takes a lock and checks its
+    argument, four times a request; these add in the same order, so they read the same."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter
 
-        labels = ("model", "backend", "key")
-
-        def counter(metric: Metric, names: tuple[str, ...] = labels) -> Counter:
+        def counter(metric: Metric, names: tuple[str, ...]) -> Counter:
             # prometheus_client names a counter without its _total
             return Counter(metric.name.removesuffix("_total"), metric.help, names, registry=registry)
 
-        self.energy = counter(metric_names.REQUEST_ENERGY)
-        self.idle = counter(metric_names.REQUEST_IDLE_ENERGY)
-        self.measured = counter(metric_names.REQUEST_ENERGY_MEASURED)
-        self.tokens = counter(metric_names.REQUEST_ENERGY_TOKENS)
-        self.cost = counter(metric_names.REQUEST_COST, (*labels, "currency"))
+        # (model, backend, key) -> [energy J, idle J, requests, completion tokens, created at]
+        self._requests: dict[tuple[str, str, str], list[float]] = {}
+        # (model, backend, key, currency) -> [cost, created at]
+        self._costs: dict[tuple[str, str, str, str], list[float]] = {}
+        registry.register(self)
         self.unattributed = counter(metric_names.DEVICE_UNATTRIBUTED_ENERGY, ("device",))
         self.metered = counter(metric_names.DEVICE_METERED_ENERGY, ("device",))
-        self._children: dict[tuple[str, str, str], tuple[Counter, Counter, Counter, Counter]] = {}
-        self._costs: dict[tuple[str, str, str, str], Counter] = {}
 
     def count(self, charge: Charge, result: ChargeResult) -> None:
         labels = (charge.model, charge.backend, charge.key)
-        children = self._children.get(labels)
-        if children is None:
-            # a counter keeps each child for good: looking it up once per label set, not per
-            # request, saves the label checks and the lock of `labels()`
-            children = self._children[labels] = (
-                self.energy.labels(*labels),
-                self.idle.labels(*labels),
-                self.measured.labels(*labels),
-                self.tokens.labels(*labels),
-            )
-        energy, idle, measured, tokens = children
-        energy.inc(result.energy_j)
-        idle.inc(result.idle_j)
-        measured.inc()
-        tokens.inc(result.completion_tokens)
+        sums = self._requests.get(labels)
+        if sums is None:
+            sums = self._requests[labels] = [0.0, 0.0, 0.0, 0.0, time.time()]
+        sums[0] += result.energy_j
+        sums[1] += result.idle_j
+        sums[2] += 1
+        sums[3] += result.completion_tokens
         if result.cost is not None and result.currency is not None:
             cost = self._costs.get((*labels, result.currency))
             if cost is None:
-                cost = self._costs[(*labels, result.currency)] = self.cost.labels(*labels, result.currency)
-            cost.inc(result.cost)
+                cost = self._costs[(*labels, result.currency)] = [0.0, time.time()]
+            cost[0] += result.cost
+
+    def describe(self) -> list[PromMetric]:
+        return []
+
+    def collect(self) -> Iterator[PromMetric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        labels = ["model", "backend", "key"]
+        families = [
+            CounterMetricFamily(m.name, m.help, labels=labels)
+            for m in (
+                metric_names.REQUEST_ENERGY,
+                metric_names.REQUEST_IDLE_ENERGY,
+                metric_names.REQUEST_ENERGY_MEASURED,
+                metric_names.REQUEST_ENERGY_TOKENS,
+            )
+        ]
+        for names, sums in list(self._requests.items()):
+            for k, family in enumerate(families):
+                family.add_metric(list(names), sums[k], created=sums[4])
+        cost = CounterMetricFamily(
+            metric_names.REQUEST_COST.name, metric_names.REQUEST_COST.help, labels=[*labels, "currency"]
+        )
+        for names4, (total, created) in list(self._costs.items()):
+            cost.add_metric(list(names4), total, created=created)
+        yield from families
+        yield cost

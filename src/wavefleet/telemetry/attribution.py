@@ -66,6 +66,7 @@ __all__ = [
     "combine",
     "idle_power",
     "smooth_counter",
+    "split_energy",
 ]
 
 
@@ -134,7 +135,7 @@ class RequestSpan:
         prefill_begin = self.start if self.prefill_s is None else max(self.start, first - self.prefill_s)
         pieces = [(prefill_begin, first, self.prompt_tokens * w.prefill, "prefill")]
         decode_j = self.completion_tokens * w.decode
-        steps = self._steps(first) if placement is not Placement.SPREAD else []
+        steps = self._steps(first) if self.token_times and placement is not Placement.SPREAD else []
         if steps:
             # each streamed event after the first closes the step that made its token(s)
             events = sum(n for _, _, n in steps)
@@ -368,11 +369,49 @@ def attribute(
     segments is its pace times the sum, over those segments, of each one's figure over its total
     pace: a difference of two running sums (`_RunningSum`, exact), read once per piece.
     """
+    spans = list(requests)
+    acc, unattributed = split_energy(samples, spans, weights=weights, idle_w=idle_w, placement=placement)
+    window_start, window_end = samples[0].t, samples[-1].t
+    result = {}
+    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
+        lifetime = r.end - r.start
+        covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
+        result[r.id] = RequestEnergy(
+            id=r.id,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            prefill_j=prefill_j,
+            decode_j=decode_j,
+            idle_j=idle_j,
+            busy_s=busy_s,
+            coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
+        )
+    return Attribution(
+        start=window_start,
+        end=window_end,
+        total_j=samples[-1].joules - samples[0].joules,
+        idle_w=idle_w,
+        weights=weights,
+        requests=result,
+        unattributed_j=unattributed,
+    )
+
+
+def split_energy(
+    samples: Sequence[EnergySample],
+    spans: Sequence[RequestSpan],
+    *,
+    weights: TokenWeights,
+    idle_w: float,
+    placement: Placement = Placement.SPREAD,
+) -> tuple[list[list[float]], float]:
+    """What `attribute` computes, as bare figures: each request's [prefill J, decode J, idle J,
+    busy s] in the order of `spans`, and the unattributed energy. For a caller that adds them
+    up itself (the gateway's meter, every window), without a `RequestEnergy` per request."""
     samples = _checked(samples)
     if idle_w < 0:
         raise ValueError("idle power cannot be negative")
     window_start, window_end = samples[0].t, samples[-1].t
-    spans = list(requests)
     ids = [r.id for r in spans]
     if len(set(ids)) != len(ids):
         raise ValueError("request ids must be unique")
@@ -386,7 +425,11 @@ def attribute(
     present = [(max(r.start, window_start), min(r.end, window_end)) for r in spans]
     begins = [p[0] for p in pieces]
     ends = [p[1] for p in pieces]
-    cuts = sorted({s.t for s in samples}.union(begins, ends, *([b, e] for b, e in present if e > b)))
+    cuts = sorted(
+        {s.t for s in samples}.union(
+            begins, ends, itertools.chain.from_iterable(p for p in present if p[1] > p[0])
+        )
+    )
     at = {t: k for k, t in enumerate(cuts)}
     levels = _levels(samples, cuts)
     segments = len(cuts) - 1
@@ -430,6 +473,7 @@ def attribute(
     energy_each = [0.0] * segments
     stretch_of = [0] * segments  # busy stretches (POOLED) end where no request is alive
     stretch_j = [0.0]
+    stretch = 0  # the current one: len(stretch_j) - 1
     unattributed = 0.0
     waited = False  # some segment had requests alive and none working
     alive = unknown = working = units = 0
@@ -442,9 +486,10 @@ def attribute(
         if not alive:
             unattributed += d_energy
             stretch_j.append(0.0)
-            stretch_of[k] = len(stretch_j) - 1
+            stretch += 1
+            stretch_of[k] = stretch
             continue
-        stretch_of[k] = len(stretch_j) - 1
+        stretch_of[k] = stretch
         dt = cuts[k + 1] - cuts[k]
         idle = min(d_energy, idle_w * dt)
         dynamic = d_energy - idle
@@ -500,29 +545,7 @@ def attribute(
             into[3] += time_even.between(first, last)
             if spread or no_counts[i]:
                 into[0] += energy_even.between(first, last)
-    result = {}
-    for r, (prefill_j, decode_j, idle_j, busy_s) in zip(spans, acc, strict=True):
-        lifetime = r.end - r.start
-        covered = max(0.0, min(r.end, window_end) - max(r.start, window_start))
-        result[r.id] = RequestEnergy(
-            id=r.id,
-            prompt_tokens=r.prompt_tokens,
-            completion_tokens=r.completion_tokens,
-            prefill_j=prefill_j,
-            decode_j=decode_j,
-            idle_j=idle_j,
-            busy_s=busy_s,
-            coverage=covered / lifetime if lifetime > 0 else float(window_start <= r.start <= window_end),
-        )
-    return Attribution(
-        start=window_start,
-        end=window_end,
-        total_j=samples[-1].joules - samples[0].joules,
-        idle_w=idle_w,
-        weights=weights,
-        requests=result,
-        unattributed_j=unattributed,
-    )
+    return acc, unattributed
 
 
 def _levels(samples: Sequence[EnergySample], cuts: list[float]) -> list[float]:
