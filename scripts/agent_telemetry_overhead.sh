@@ -2,7 +2,8 @@
 # Does the agent's telemetry (its host's device collectors and each request metered) slow the
 # engine? `wave agent` with the bundled model pinned, `telemetry:` on and off in alternating
 # rounds (on, off, off, on, ...), each round a fresh agent and `wave bench` at CONCURRENCY streams;
-# prints each round's aggregate output tokens/s and the medians side by side.
+# prints each round's aggregate output tokens/s and the agent's own CPU seconds, and the medians
+# side by side.
 #   bash scripts/agent_telemetry_overhead.sh                    # ROUNDS=6 CONCURRENCY=4 TOKENS=128
 # Results under OUT (default out/agent-telemetry-overhead/).
 set -euo pipefail
@@ -40,11 +41,13 @@ for round in $(seq "$ROUNDS"); do
   # what the agent metered (nothing with telemetry off): the proof that the "on" rounds did the work
   curl -sf -H "Authorization: Bearer $WAVE_AGENT_SECRET" "http://127.0.0.1:$PORT/metrics" |
     grep -E '^wave_request_energy_joules_total|^wave_cpu_estimated|^node_rapl|^DCGM_FI_DEV_POWER' > "$OUT/metrics-$round-$mode.txt" || true
+  # the agent's own CPU seconds (its Python: proxy, collectors, meter), not its engine's
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$agent/stat")
   kill "$agent"; wait "$agent" 2>/dev/null || true
-  "$PY" - "$OUT/bench-$round-$mode/bench.json" "$round" "$mode" >> "$OUT/rounds.txt" <<'PY'
+  "$PY" - "$OUT/bench-$round-$mode/bench.json" "$round" "$mode" "$cpu" >> "$OUT/rounds.txt" <<'PY'
 import json, sys
 level = json.load(open(sys.argv[1]))["levels"][0]["summary"]
-print(sys.argv[2], sys.argv[3], round(level["output_throughput"], 2), level["failed"])
+print(sys.argv[2], sys.argv[3], round(level["output_throughput"], 2), level["failed"], sys.argv[4])
 PY
   tail -n 1 "$OUT/rounds.txt"
 done
@@ -56,4 +59,6 @@ on, off = statistics.median(by["on"]), statistics.median(by["off"])
 print(f"telemetry on  {by['on']}  median {on:.2f} tokens/s")
 print(f"telemetry off {by['off']}  median {off:.2f} tokens/s")
 print(f"on / off {on / off:.4f}")
+cpu = {m: statistics.median(float(r[4]) for r in rows if r[1] == m) for m in ("on", "off")}
+print(f"the agent's own CPU per round: on {cpu['on']:.2f} s, off {cpu['off']:.2f} s")
 PY
